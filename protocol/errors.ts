@@ -1,0 +1,123 @@
+import { z } from 'zod';
+
+/**
+ * The public registry of error codes. Codes are API: never rename or reuse one.
+ * Each entry has the HTTP status it maps to and a line of documentation
+ * (a test checks that every code is documented and unique).
+ */
+export const ERROR_CODES = {
+  // generic
+  VALIDATION_FAILED: { status: 400, doc: 'The request body, query or parameters did not match the schema.' },
+  BAD_REQUEST: { status: 400, doc: 'The request is malformed in a way the schema cannot describe.' },
+  PAYLOAD_TOO_LARGE: { status: 413, doc: 'The request body is larger than the server accepts.' },
+  NOT_FOUND: { status: 404, doc: 'No route or object exists at this address.' },
+  RATE_LIMITED: { status: 429, doc: 'Too many requests; wait and try again.' },
+  INTERNAL: { status: 500, doc: 'An unexpected server error; the server log has the details.' },
+  NOT_READY: { status: 503, doc: 'The server is starting or shutting down.' },
+
+  // authentication and authorization
+  UNAUTHENTICATED: { status: 401, doc: 'No valid session or API token was presented.' },
+  TOKEN_EXPIRED: { status: 401, doc: 'The API token has expired.' },
+  INVALID_CREDENTIALS: { status: 401, doc: 'The username or password is wrong.' },
+  FORBIDDEN: { status: 403, doc: 'The caller is authenticated but lacks the role for this action.' },
+  CSRF_FAILED: { status: 403, doc: 'A cookie-authenticated write arrived without a valid CSRF token.' },
+  FIRST_USER_EXISTS: { status: 409, doc: 'First-user setup was attempted after the first user was created.' },
+  SETUP_REQUIRED: { status: 409, doc: 'No user exists yet; create the first user.' },
+
+  // users, tokens, keys
+  USER_NOT_FOUND: { status: 404, doc: 'No user with that name or id.' },
+  USER_EXISTS: { status: 409, doc: 'A user with that name already exists.' },
+  LAST_OWNER: { status: 409, doc: 'The action would leave den without an owner.' },
+  TOKEN_NOT_FOUND: { status: 404, doc: 'No API token with that id for this user.' },
+  SSH_KEY_INVALID: { status: 400, doc: 'The SSH public key could not be parsed.' },
+  SSH_KEY_EXISTS: { status: 409, doc: 'That SSH public key is already registered.' },
+  SSH_KEY_NOT_FOUND: { status: 404, doc: 'No SSH key with that id for this user.' },
+
+  // templates
+  TEMPLATE_INVALID: { status: 400, doc: 'The template document failed validation; see validations.' },
+  TEMPLATE_YAML_INVALID: { status: 400, doc: 'The template file is not valid YAML.' },
+  TEMPLATE_NOT_FOUND: { status: 404, doc: 'No template with that name.' },
+  TEMPLATE_VERSION_NOT_FOUND: { status: 404, doc: 'The template has no version with that number.' },
+  TEMPLATE_NO_ACTIVE_VERSION: { status: 409, doc: 'The template has no active version to create workspaces from.' },
+  TEMPLATE_IN_USE: { status: 409, doc: 'Workspaces still use the template; delete or move them first.' },
+  EXPRESSION_INVALID: { status: 400, doc: 'A ${{ }} expression could not be parsed or evaluated.' },
+
+  // workspaces and builds
+  WORKSPACE_NOT_FOUND: { status: 404, doc: 'No workspace with that name for this owner.' },
+  WORKSPACE_EXISTS: { status: 409, doc: 'The owner already has a workspace with that name.' },
+  WORKSPACE_NAME_INVALID: { status: 400, doc: 'Workspace names must be DNS-safe.' },
+  WORKSPACE_PARAMETERS_INVALID: { status: 400, doc: 'Parameters do not satisfy the template version.' },
+  WORKSPACE_NOT_RUNNING: { status: 409, doc: 'The action needs a running workspace.' },
+  WORKSPACE_ALREADY_IN_STATE: { status: 409, doc: 'The workspace is already in the requested state.' },
+  BUILD_IN_PROGRESS: { status: 409, doc: 'A build is already queued or running for the workspace.' },
+  BUILD_NOT_FOUND: { status: 404, doc: 'No build with that number for the workspace.' },
+
+  // agent link
+  AGENT_UNAUTHORIZED: { status: 401, doc: 'The agent token is unknown, revoked or for another workspace.' },
+  AGENT_PROTOCOL_UNSUPPORTED: { status: 400, doc: 'The agent speaks a protocol major version the server does not know.' },
+  AGENT_NOT_CONNECTED: { status: 409, doc: 'The workspace agent is not connected right now.' },
+  EXEC_FAILED: { status: 500, doc: 'The command could not be started in the workspace.' },
+
+  // runtimes
+  RUNTIME_ERROR: { status: 500, doc: 'The runtime failed to apply the plan; the build log has details.' },
+} as const satisfies Record<string, { status: number; doc: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+export const errorCodes = Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]];
+
+export const validationIssueSchema = z.object({
+  field: z.string(),
+  detail: z.string(),
+  line: z.number().int().optional(),
+  column: z.number().int().optional(),
+});
+export type ValidationIssue = z.infer<typeof validationIssueSchema>;
+
+/** The one error envelope every den endpoint returns and every client parses. */
+export const errorEnvelopeSchema = z.object({
+  error: z.object({
+    code: z.string(),
+    message: z.string(),
+    detail: z.string().optional(),
+    validations: z.array(validationIssueSchema).optional(),
+  }),
+});
+export type ErrorEnvelope = z.infer<typeof errorEnvelopeSchema>;
+
+export interface AppErrorOptions {
+  detail?: string;
+  validations?: ValidationIssue[];
+  cause?: unknown;
+}
+
+/** A domain error with a public code and a sentence for the user. */
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly detail?: string;
+  readonly validations?: ValidationIssue[];
+
+  constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
+    super(message, { cause: options.cause });
+    this.name = 'AppError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.detail = options.detail;
+    this.validations = options.validations;
+  }
+
+  toEnvelope(): ErrorEnvelope {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        ...(this.detail ? { detail: this.detail } : {}),
+        ...(this.validations ? { validations: this.validations } : {}),
+      },
+    };
+  }
+}
+
+export function isAppError(value: unknown): value is AppError {
+  return value instanceof AppError;
+}

@@ -1,0 +1,96 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+/**
+ * Server configuration, parsed once at start into a frozen object. Sources, later ones win:
+ * an optional YAML/JSON file (--config / DEN_CONFIG), DEN_* environment variables, flags.
+ */
+export const configSchema = z.object({
+  listen: z
+    .string()
+    .regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/, 'Use host:port, for example 127.0.0.1:7080.')
+    .default('127.0.0.1:7080'),
+  dataDir: z.string().min(1).default('.den'),
+  databaseUrl: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'Use a postgres:// URL, or leave it out for SQLite in the data directory.')
+    .optional(),
+  runtime: z.enum(['process', 'docker', 'kubernetes']).default('process'),
+  /** The URL agents and browsers use to reach this server; defaults to http://<listen>. */
+  accessUrl: z.url().optional(),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Build workers in this process. */
+  buildWorkers: z.coerce.number().int().min(1).max(64).default(4),
+  /** How long a build lease lasts before another worker may take the build over. */
+  buildLeaseSeconds: z.coerce.number().int().min(5).max(3600).default(30),
+  sessionTtlHours: z.coerce.number().int().min(1).max(24 * 90).default(24 * 14),
+  maxTemplateBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  /** process runtime: require bubblewrap instead of warning when it is missing */
+  requireSandbox: z.coerce.boolean().default(false),
+});
+
+export type Config = Readonly<z.infer<typeof configSchema>> & { readonly accessUrl: string };
+
+const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
+  DEN_LISTEN: 'listen',
+  DEN_DATA_DIR: 'dataDir',
+  DEN_DATABASE_URL: 'databaseUrl',
+  DEN_RUNTIME: 'runtime',
+  DEN_ACCESS_URL: 'accessUrl',
+  DEN_LOG_LEVEL: 'logLevel',
+  DEN_BUILD_WORKERS: 'buildWorkers',
+  DEN_BUILD_LEASE_SECONDS: 'buildLeaseSeconds',
+  DEN_SESSION_TTL_HOURS: 'sessionTtlHours',
+  DEN_MAX_TEMPLATE_BYTES: 'maxTemplateBytes',
+  DEN_REQUIRE_SANDBOX: 'requireSandbox',
+};
+
+export class ConfigError extends Error {}
+
+/** Merges file, environment and flags; throws ConfigError with one sentence per problem. */
+export function loadConfig(
+  flags: Record<string, unknown>,
+  env: NodeJS.ProcessEnv = process.env,
+  configFile: string | undefined = (flags.config as string | undefined) ?? env.DEN_CONFIG,
+): Config {
+  const fromFile = configFile ? readConfigFile(configFile) : {};
+  const fromEnv: Record<string, unknown> = {};
+  for (const [key, field] of Object.entries(ENV_KEYS)) {
+    if (env[key] !== undefined && env[key] !== '') fromEnv[field] = env[key];
+  }
+  const fromFlags = Object.fromEntries(
+    Object.entries(flags).filter(([k, v]) => k !== 'config' && v !== undefined),
+  );
+  const parsed = configSchema.safeParse({ ...fromFile, ...fromEnv, ...fromFlags });
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `${i.path.join('.') || 'config'}: ${i.message}`);
+    throw new ConfigError(`The configuration is invalid:\n  ${lines.join('\n  ')}`);
+  }
+  const config = parsed.data;
+  return Object.freeze({
+    ...config,
+    dataDir: resolve(config.dataDir),
+    accessUrl: (config.accessUrl ?? `http://${config.listen}`).replace(/\/$/, ''),
+  });
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`Cannot read the configuration file ${path}: ${(error as Error).message}.`);
+  }
+  const value = parseYaml(text);
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(`The configuration file ${path} must hold a mapping of settings.`);
+  }
+  return value as Record<string, unknown>;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const index = listen.lastIndexOf(':');
+  return { host: listen.slice(0, index).replace(/^\[|\]$/g, ''), port: Number(listen.slice(index + 1)) };
+}

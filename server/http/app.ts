@@ -1,0 +1,110 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import cookie from '@fastify/cookie';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import websocket from '@fastify/websocket';
+import type { Logger } from 'pino';
+import {
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import type { Config } from '../config.ts';
+import type { Store } from '../store/connect.ts';
+import type { Clock } from '../store/time.ts';
+import type { RuntimeDriver } from '../runtimes/driver.ts';
+import { registerErrorHandling } from './errors.ts';
+import { registerHealth } from './health.ts';
+import { registerMetrics, type Metrics } from './metrics.ts';
+import { authPlugin } from '../auth/plugin.ts';
+import { authRoutes } from '../auth/routes.ts';
+import { userRoutes } from '../users/routes.ts';
+import { templateRoutes } from '../templates/routes.ts';
+import { workspaceRoutes } from '../workspaces/routes.ts';
+import { agentRoutes } from '../agents/routes.ts';
+import { createAgentHub } from '../agents/hub.ts';
+import { createBuildService, type BuildService } from '../builds/service.ts';
+import type { AgentHub } from '../agents/hub-types.ts';
+
+export interface ServerDeps {
+  config: Config;
+  store: Store;
+  clock: Clock;
+  log: Logger;
+  driver: RuntimeDriver;
+  /** start build workers in this process (tests of the HTTP layer alone may turn them off) */
+  startWorkers?: boolean;
+}
+
+/** Everything a domain plugin may use. Built once per server. */
+export interface AppContext extends ServerDeps {
+  agents: AgentHub;
+  builds: BuildService;
+  metrics: Metrics;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    den: AppContext;
+  }
+}
+
+/** Builds the Fastify app (without listening). `main` listens; tests use `inject`. */
+export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.log,
+    bodyLimit: deps.config.maxTemplateBytes + 64 * 1024,
+    trustProxy: false,
+    disableRequestLogging: true,
+    routerOptions: { ignoreTrailingSlash: true },
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  registerErrorHandling(app);
+
+  const metrics = registerMetrics(app, deps);
+  const builds = createBuildService(deps, metrics);
+  const agents = createAgentHub({ ...deps, buildLogs: builds.logs, metrics });
+  builds.attachAgents(agents);
+  const context: AppContext = { ...deps, agents, builds, metrics };
+  app.decorate('den', context);
+
+  await app.register(cookie);
+  await app.register(rateLimit, { global: false });
+  await app.register(websocket, { options: { maxPayload: 1024 * 1024, perMessageDeflate: false } });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'den API', version: '1', description: 'Remote development workspaces with their own environments.' },
+      components: {
+        securitySchemes: {
+          token: { type: 'http', scheme: 'bearer', description: 'An API token from `den tokens create` or `den login`.' },
+          session: { type: 'apiKey', in: 'cookie', name: 'den_session' },
+        },
+      },
+      security: [{ token: [] }, { session: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(swaggerUi, { routePrefix: '/api/docs', uiConfig: { deepLinking: false } });
+  await app.register(authPlugin);
+
+  registerHealth(app, context);
+  await app.register(authRoutes, { prefix: '/api/v1' });
+  await app.register(userRoutes, { prefix: '/api/v1' });
+  await app.register(templateRoutes, { prefix: '/api/v1' });
+  await app.register(workspaceRoutes, { prefix: '/api/v1' });
+  await app.register(agentRoutes, { prefix: '/api/v1' });
+
+  app.addHook('onClose', async () => {
+    await builds.stop();
+    await agents.close();
+  });
+  if (deps.startWorkers !== false) {
+    app.addHook('onReady', async () => {
+      await builds.start();
+    });
+  }
+  return app;
+}

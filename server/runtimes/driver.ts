@@ -1,0 +1,100 @@
+/**
+ * The one interface every runtime implements (process, docker, kubernetes). Drivers take plain
+ * data and normalise everything they report; no SDK type leaks past this file's types.
+ * Every verb is idempotent: the build worker may re-run a verb after a crash.
+ */
+export interface RuntimeDriver {
+  readonly name: RuntimeName;
+  /**
+   * Where each environment service port will be reachable from the workspace, before anything
+   * is created, so the plan can resolve `${{ services.db.url }}`. Stable across stop/start.
+   */
+  resolveEndpoints(workspace: WorkspaceIdentity, services: readonly ServiceEndpointRequest[]): Promise<ServiceEndpoints>;
+  /** Creates or updates everything the plan describes and starts the agent. */
+  start(plan: WorkspacePlan, context: DriverContext): Promise<void>;
+  /** Removes what is not persistent; keeps home and service volumes. */
+  stop(workspace: WorkspaceIdentity, context: DriverContext): Promise<void>;
+  /** Removes everything, persistent volumes included. */
+  delete(workspace: WorkspaceIdentity, context: DriverContext): Promise<void>;
+  status(workspace: WorkspaceIdentity): Promise<RuntimeStatus>;
+  /** Ids of workspaces this runtime holds objects for (the garbage collector's input). */
+  listWorkspaceIds(): Promise<string[]>;
+  /** Releases clients and handles; does not stop workspaces. */
+  close(): Promise<void>;
+}
+
+export type RuntimeName = 'process' | 'docker' | 'kubernetes';
+
+export interface WorkspaceIdentity {
+  id: string;
+  name: string;
+  ownerId: string;
+  ownerName: string;
+}
+
+export interface DriverContext {
+  /** Appends a line to the build log (stream 'system' unless given). */
+  log(line: string, stream?: 'system' | 'stdout' | 'stderr'): void;
+  signal: AbortSignal;
+}
+
+export interface ServiceEndpointRequest {
+  service: string;
+  ports: number[];
+}
+
+/** service name -> container port -> endpoint reachable from the workspace */
+export type ServiceEndpoints = Record<string, Record<number, { host: string; port: number }>>;
+
+export interface ResourceLimits {
+  /** cores, fractional allowed */
+  cpu?: number;
+  memoryBytes?: number;
+  pids?: number;
+}
+
+export interface VolumePlan {
+  name: string;
+  path: string;
+  sizeBytes?: number;
+}
+
+export interface ReadinessPlan {
+  tcp?: number;
+  http?: { port: number; path: string };
+  command?: string[];
+  timeoutMs: number;
+  intervalMs: number;
+}
+
+export interface ServicePlan {
+  name: string;
+  image?: string;
+  command?: string[];
+  workdir?: string;
+  env: Record<string, string>;
+  ports: { port: number; name?: string; preview: boolean }[];
+  readiness?: ReadinessPlan;
+  volumes: VolumePlan[];
+  dependsOn: string[];
+}
+
+/** The pure result of template version + parameters + identity: what a driver must create. */
+export interface WorkspacePlan {
+  workspace: WorkspaceIdentity;
+  image: string;
+  resources: ResourceLimits;
+  home: { sizeBytes?: number };
+  /** Environment for the agent and everything it starts; service URLs already included. */
+  env: Record<string, string>;
+  agent: { url: string; token: string };
+  services: ServicePlan[];
+}
+
+export type RuntimePhase = 'absent' | 'stopped' | 'starting' | 'running' | 'failed';
+
+export interface RuntimeStatus {
+  phase: RuntimePhase;
+  /** one sentence when failed (exit code, OOM, image missing) */
+  message?: string;
+}

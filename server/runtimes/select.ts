@@ -1,0 +1,17 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config.ts';
+import type { RuntimeDriver } from './driver.ts';
+
+/** Loads only the driver the configuration asks for, so unused SDKs are never imported. */
+export async function createDriver(config: Config, log: Logger): Promise<RuntimeDriver> {
+  switch (config.runtime) {
+    case 'process': {
+      const { createProcessDriver } = await import('./process/driver.ts');
+      return createProcessDriver({ dataDir: config.dataDir, log, requireSandbox: config.requireSandbox });
+    }
+    default:
+      throw new Error(
+        `The ${config.runtime} runtime is not available in this version of den. Use --runtime process.`,
+      );
+  }
+}

@@ -1,0 +1,155 @@
+import type { Generated } from 'kysely';
+
+/**
+ * The typed shape of den's database. Timestamps are ISO-8601 UTC strings (they sort the same
+ * on SQLite and PostgreSQL); booleans are 0/1 integers; JSON is stored as text.
+ */
+export interface Database {
+  users: UsersTable;
+  sessions: SessionsTable;
+  api_tokens: ApiTokensTable;
+  ssh_keys: SshKeysTable;
+  templates: TemplatesTable;
+  template_versions: TemplateVersionsTable;
+  workspaces: WorkspacesTable;
+  builds: BuildsTable;
+  build_logs: BuildLogsTable;
+  agent_tokens: AgentTokensTable;
+}
+
+export type Role = 'owner' | 'template-admin' | 'member';
+
+export interface UsersTable {
+  id: string;
+  username: string;
+  display_name: string;
+  role: Role;
+  password_hash: string | null;
+  suspended: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface SessionsTable {
+  /** sha256 of the cookie value; the cookie itself is never stored */
+  id_hash: string;
+  user_id: string;
+  csrf_token: string;
+  created_at: string;
+  expires_at: string;
+}
+
+export interface ApiTokensTable {
+  id: string;
+  user_id: string;
+  name: string;
+  token_hash: string;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface SshKeysTable {
+  id: string;
+  user_id: string;
+  name: string;
+  public_key: string;
+  fingerprint: string;
+  created_at: string;
+}
+
+export interface TemplatesTable {
+  id: string;
+  name: string;
+  display_name: string;
+  description: string;
+  icon: string | null;
+  active_version_id: string | null;
+  created_by: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface TemplateVersionsTable {
+  id: string;
+  template_id: string;
+  number: number;
+  /** the validated template document as JSON */
+  spec_json: string;
+  /** every file of the pushed folder: JSON object path -> content */
+  files_json: string;
+  message: string;
+  created_by: string;
+  created_at: string;
+}
+
+export type WorkspaceStatus =
+  | 'pending'
+  | 'starting'
+  | 'running'
+  | 'stopping'
+  | 'stopped'
+  | 'deleting'
+  | 'deleted'
+  | 'failed';
+
+export interface WorkspacesTable {
+  id: string;
+  name: string;
+  owner_id: string;
+  template_id: string;
+  template_version_id: string;
+  params_json: string;
+  status: WorkspaceStatus;
+  /** lifecycle state reported by the agent: starting, ready, start_error, shutting_down, off */
+  agent_state: string | null;
+  last_build_id: string | null;
+  created_at: string;
+  updated_at: string;
+  deleted_at: string | null;
+}
+
+export type BuildTransition = 'start' | 'stop' | 'delete';
+export type BuildState = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+
+export interface BuildsTable {
+  id: string;
+  workspace_id: string;
+  number: number;
+  transition: BuildTransition;
+  reason: string;
+  initiator_id: string;
+  template_version_id: string;
+  params_json: string;
+  state: BuildState;
+  error: string | null;
+  /** JSON array of { name, startedAt, finishedAt, durationMs, state } */
+  steps_json: string;
+  lease_owner: string | null;
+  lease_expires_at: string | null;
+  attempts: number;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface BuildLogsTable {
+  id: Generated<number>;
+  build_id: string;
+  ts: string;
+  /** system, stdout, stderr */
+  stream: string;
+  step: string | null;
+  line: string;
+}
+
+export interface AgentTokensTable {
+  token_hash: string;
+  workspace_id: string;
+  build_id: string;
+  /** what the agent is told on connect: startup scripts, env, apps (protocol AgentManifest) */
+  manifest_json: string;
+  created_at: string;
+  revoked_at: string | null;
+}

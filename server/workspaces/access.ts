@@ -1,0 +1,39 @@
+import type { Kysely, Selectable } from 'kysely';
+import { AppError } from '../../protocol/errors.ts';
+import type { Principal } from '../http/auth-types.ts';
+import type { Database, WorkspacesTable } from '../store/schema.ts';
+
+export type WorkspaceRow = Selectable<WorkspacesTable>;
+
+/**
+ * Finds a live workspace by owner name and workspace name, as seen by `principal`.
+ * The owner role sees every workspace; everyone else sees only their own. A workspace the
+ * caller may not see is reported as not found, so names of others' workspaces do not leak.
+ */
+export async function findWorkspaceFor(
+  db: Kysely<Database>,
+  principal: Principal,
+  ownerName: string,
+  workspaceName: string,
+): Promise<WorkspaceRow & { owner_name: string }> {
+  const row = await db
+    .selectFrom('workspaces')
+    .innerJoin('users', 'users.id', 'workspaces.owner_id')
+    .selectAll('workspaces')
+    .select('users.username as owner_name')
+    .where('users.username', '=', ownerName)
+    .where('workspaces.name', '=', workspaceName)
+    .where('workspaces.deleted_at', 'is', null)
+    .executeTakeFirst();
+  if (!row || !canAccessWorkspace(principal, row.owner_id)) {
+    throw new AppError(
+      'WORKSPACE_NOT_FOUND',
+      `There is no workspace '${ownerName}/${workspaceName}'. Run \`den list\` to see your workspaces.`,
+    );
+  }
+  return row;
+}
+
+export function canAccessWorkspace(principal: Principal, ownerId: string): boolean {
+  return principal.role === 'owner' || principal.userId === ownerId;
+}

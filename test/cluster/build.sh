@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Build den's test Kubernetes from the Go module proxy (no registry, no GitHub downloads).
+#
+#   bash test/cluster/build.sh          # builds what is missing; prints the bin dir last
+#
+# Everything lives outside the checkout, keyed by version: $DEN_K8S_CACHE/<k8s version>/
+#   gomod/ (GOMODCACHE)  gocache/ (GOCACHE)  src/ (wrapper modules)  logs/  bin/
+# Each piece has a stamp (bin/.<piece>.ok holding its version), so a warm machine rebuilds
+# nothing and an interrupted build resumes where it stopped. Safe to run concurrently (flock).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.sh
+source "$HERE/versions.sh"
+
+log() { printf '[build %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { printf '[build] ERROR: %s\n' "$*" >&2; exit 1; }
+
+GO=$(command -v go || true)
+[[ -z $GO && -x /usr/local/go/bin/go ]] && GO=/usr/local/go/bin/go
+[[ -n $GO ]] || die "no Go toolchain found. Fix: install Go >= 1.24 (e.g. at /usr/local/go) and put it on PATH."
+gover=$("$GO" env GOVERSION)             # go1.26.8
+minor=$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$gover")
+(( minor >= 24 )) || die "Go $gover is too old for Kubernetes $K8S_VERSION. Fix: install Go >= 1.24."
+
+mkdir -p "$DEN_K8S_BIN" "$DEN_K8S_DIR/logs" "$DEN_K8S_DIR/src"
+exec 9>"$DEN_K8S_DIR/.build.lock"
+if ! flock -n 9; then log "another build of $K8S_VERSION is running; waiting for it"; flock 9; fi
+
+export GOMODCACHE=$DEN_K8S_DIR/gomod GOCACHE=$DEN_K8S_DIR/gocache
+export GOFLAGS="-modcacherw -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
+export GOPATH=$DEN_K8S_DIR/gopath
+NICE=(nice -n "${DEN_K8S_NICE:-10}")
+
+step=""
+trap 'rc=$?; [[ $rc -ne 0 && -n $step ]] && printf "[build] ERROR: step \"%s\" failed (exit %s). Log: %s\n  Fix: read the log; a network error means the Go module proxy was unreachable (retry), \"no space\" means free disk under %s. Re-running build.sh resumes; to start a piece over delete %s/src/<piece>.\n" "$step" "$rc" "$DEN_K8S_DIR/logs/$step.log" "$DEN_K8S_CACHE" "$DEN_K8S_DIR" >&2' EXIT
+
+ok() { [[ -x $DEN_K8S_BIN/$2 && -f $DEN_K8S_BIN/.$1.ok && "$(cat "$DEN_K8S_BIN/.$1.ok")" == "$3" ]]; }
+stamp() { echo "$2" >"$DEN_K8S_BIN/.$1.ok"; }
+# run STEP CMD...: output to logs/STEP.log, time + peak RSS to logs/STEP.time
+run() {
+  step=$1; shift
+  log "$step: $*  (log: $DEN_K8S_DIR/logs/$step.log)"
+  /usr/bin/time -v -o "$DEN_K8S_DIR/logs/$step.time" "$@" >"$DEN_K8S_DIR/logs/$step.log" 2>&1
+  log "$step: done in $(sed -n 's/.*Elapsed (wall clock) time.*: //p' "$DEN_K8S_DIR/logs/$step.time"), peak RSS $(( $(sed -n 's/.*Maximum resident set size (kbytes): //p' "$DEN_K8S_DIR/logs/$step.time") / 1024 )) MB"
+  step=""
+}
+
+# ---- the upstream go.mod tells us the staging modules, godebug, go line and etcd pin ----
+step=download-k8s
+modjson=$("$GO" mod download -json "k8s.io/kubernetes@$K8S_VERSION" 2>"$DEN_K8S_DIR/logs/download-k8s.log") ||
+  { cat "$DEN_K8S_DIR/logs/download-k8s.log" >&2; exit 1; }
+step=""
+gomod=$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p' <<<"$modjson")
+info=$(sed -n 's/^[[:space:]]*"Info": "\(.*\)",$/\1/p' <<<"$modjson")
+[[ -f $gomod ]] || die "could not find go.mod of k8s.io/kubernetes@$K8S_VERSION"
+[[ -n $ETCD_VERSION ]] || ETCD_VERSION=$(awk '$1=="go.etcd.io/etcd/server/v3"{print $2; exit}' "$gomod")
+[[ -n $ETCD_VERSION ]] || die "could not read the etcd version pinned by k8s.io/kubernetes@$K8S_VERSION"
+staging=v0.${K8S_VERSION#v1.}            # v1.34.4 -> v0.34.4
+
+kube_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+if ok kube kubelet "$K8S_VERSION" && ok kube kube-apiserver "$K8S_VERSION"; then
+  log "kubernetes $K8S_VERSION: cached"
+else
+  src=$DEN_K8S_DIR/src/kube; mkdir -p "$src"
+  {
+    echo "module den.local/k8s-build"
+    echo
+    grep -E '^go [0-9]' "$gomod"
+    # godebug: a single line or a block, copied as is
+    awk '/^godebug \(/{b=1} b{print} b&&/^\)/{b=0; next} /^godebug [^(]/{print}' "$gomod"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    echo "replace ("
+    awk -v v="$staging" '$2=="=>" && $3 ~ /^\.\/staging\// {printf "\t%s => %s %s\n", $1, $1, v}' "$gomod"
+    echo ")"
+  } >"$src/go.mod"
+  nrep=$(grep -c '=> k8s.io/' "$src/go.mod")
+  (( nrep > 20 )) || die "only $nrep staging replaces generated from $gomod; format changed?"
+  { echo "//go:build tools"; echo; echo "package tools"; echo; echo "import ("
+    for c in "${kube_cmds[@]}"; do echo "	_ \"k8s.io/kubernetes/cmd/$c\""; done; echo ")"; } >"$src/tools.go"
+  log "kubernetes $K8S_VERSION: wrapper module with $nrep staging replaces, etcd pin $ETCD_VERSION"
+  cd "$src"
+  [[ -f go.sum ]] || run kube-tidy "$GO" mod tidy
+  t=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$info")
+  maj=${K8S_VERSION#v}; maj=${maj%%.*}; min=${K8S_VERSION#v*.}; min=${min%%.*}
+  ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$maj -X $p.gitMinor=$min -X $p.gitTreeState=clean -X $p.buildDate=$t"
+  done
+  pkgs=(); for c in "${kube_cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  run kube-build "${NICE[@]}" "$GO" build -trimpath -ldflags "$ld" -o "$DEN_K8S_DIR/src/kube-out/" "${pkgs[@]}"
+  for c in "${kube_cmds[@]}"; do mv -f "$DEN_K8S_DIR/src/kube-out/$c" "$DEN_K8S_BIN/$c"; done
+  stamp kube "$K8S_VERSION"
+fi
+
+if ok etcd etcd "$ETCD_VERSION"; then
+  log "etcd $ETCD_VERSION: cached"
+else
+  src=$DEN_K8S_DIR/src/etcd; mkdir -p "$src"; cd "$src"
+  printf 'module den.local/etcd-build\n\ngo 1.24.0\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >tools.go
+  [[ -f go.sum ]] || run etcd-tidy "$GO" mod tidy
+  run etcd-build "${NICE[@]}" "$GO" build -trimpath -ldflags "-s -w" -o "$DEN_K8S_BIN/etcd" go.etcd.io/etcd/server/v3
+  stamp etcd "$ETCD_VERSION"
+fi
+
+if ok coredns coredns "$COREDNS_VERSION"; then
+  log "coredns $COREDNS_VERSION: cached"
+else
+  cd "$DEN_K8S_DIR/src"
+  GOBIN=$DEN_K8S_BIN run coredns-build "${NICE[@]}" "$GO" install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+  stamp coredns "$COREDNS_VERSION"
+fi
+
+if ok lpp local-path-provisioner "$LPP_VERSION"; then
+  log "local-path-provisioner $LPP_VERSION: cached"
+else
+  cd "$DEN_K8S_DIR/src"
+  GOBIN=$DEN_K8S_BIN run lpp-build "${NICE[@]}" "$GO" install -trimpath -ldflags "-s -w" "github.com/rancher/local-path-provisioner@$LPP_VERSION"
+  stamp lpp "$LPP_VERSION"
+fi
+
+printf 'k8s=%s etcd=%s coredns=%s local-path-provisioner=%s go=%s\n' \
+  "$K8S_VERSION" "$ETCD_VERSION" "$COREDNS_VERSION" "$LPP_VERSION" "$gover" >"$DEN_K8S_BIN/.complete"
+log "all binaries in $DEN_K8S_BIN"
+echo "$DEN_K8S_BIN"

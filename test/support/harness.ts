@@ -1,0 +1,97 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { loadConfig, type Config } from '../../server/config.ts';
+import { buildServer } from '../../server/http/app.ts';
+import { openStore, type Store } from '../../server/store/connect.ts';
+import { systemClock, type Clock } from '../../server/store/time.ts';
+import type { RuntimeDriver } from '../../server/runtimes/driver.ts';
+import { createTestDatabase } from './postgres.ts';
+
+export interface TestServer {
+  app: FastifyInstance;
+  store: Store;
+  config: Config;
+  dataDir: string;
+  /** the base URL when started with `listen: true` */
+  url?: string;
+  close(): Promise<void>;
+}
+
+export interface TestServerOptions {
+  dialect?: 'sqlite' | 'postgres';
+  /** a driver to use; defaults to the process driver in the test's data dir */
+  driver?: (config: Config) => RuntimeDriver | Promise<RuntimeDriver>;
+  clock?: Clock;
+  /** listen on 127.0.0.1:0 (needed by agents and real network paths) */
+  listen?: boolean;
+  startWorkers?: boolean;
+  /** an existing data dir (to restart a server over the same state) */
+  dataDir?: string;
+  /** reuse a database (postgres URL) instead of creating one */
+  databaseUrl?: string;
+  config?: Record<string, unknown>;
+}
+
+/** Starts a real den server over a fresh store (SQLite file or a new PostgreSQL database). */
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const ownsDir = !options.dataDir;
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'den-test-'));
+  const pgdb = options.dialect === 'postgres' && !options.databaseUrl ? await createTestDatabase() : undefined;
+  const databaseUrl = options.databaseUrl ?? pgdb?.url;
+  let config = loadConfig({ dataDir, databaseUrl, logLevel: 'silent', listen: '127.0.0.1:0', ...options.config }, {});
+  const store = await openStore({ databaseUrl, dataDir });
+  const log = pino({ level: process.env.DEN_TEST_LOG ?? 'silent' });
+
+  // The agent must know the real port, so listen first when asked, then fix the access URL.
+  let driver: RuntimeDriver;
+  let app: FastifyInstance;
+  let url: string | undefined;
+  if (options.listen) {
+    const net = await import('node:net');
+    const port = await new Promise<number>((resolve) => {
+      const probe = net.createServer().listen(0, '127.0.0.1', () => {
+        const address = probe.address() as { port: number };
+        probe.close(() => resolve(address.port));
+      });
+    });
+    config = loadConfig({ ...config, listen: `127.0.0.1:${port}`, accessUrl: undefined }, {});
+    url = config.accessUrl;
+  }
+  if (options.driver) {
+    driver = await options.driver(config);
+  } else {
+    const { createProcessDriver } = await import('../../server/runtimes/process/driver.ts');
+    driver = createProcessDriver({ dataDir: config.dataDir, log, requireSandbox: false });
+  }
+  app = await buildServer({
+    config,
+    store,
+    clock: options.clock ?? systemClock,
+    log,
+    driver,
+    startWorkers: options.startWorkers,
+  });
+  if (options.listen) {
+    const port = Number(new URL(url!).port);
+    await app.listen({ host: '127.0.0.1', port });
+  } else {
+    await app.ready();
+  }
+  return {
+    app,
+    store,
+    config,
+    dataDir,
+    url,
+    async close() {
+      await app.close();
+      await driver.close();
+      await store.close();
+      await pgdb?.drop();
+      if (ownsDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
