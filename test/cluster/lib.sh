@@ -96,4 +96,4 @@ mkimage() {
 }
 
 # import a docker-archive or OCI tarball (file or "-" for stdin) into the cluster's containerd
-import_tar() { ctr_ images import --no-unpack=false "$1" >/dev/null; }
+import_tar() { ctr_ images import "$1" >/dev/null; }
