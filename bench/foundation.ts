@@ -1,0 +1,290 @@
+// `npm run bench`: the foundation's performance targets, measured on this machine with
+// references run side by side (these 2-core machines are noisy). Prints progress to stderr and
+// one JSON object as the last line of stdout. See docs/benchmarks.md for recorded results.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import autocannon from 'autocannon';
+import Fastify from 'fastify';
+import { openStore } from '../server/store/connect.ts';
+import { createTestDatabase, postgresUrl } from '../test/support/postgres.ts';
+
+const root = resolve(import.meta.dirname, '..');
+const denBin = join(root, 'bin/den.js');
+const CREATE_RUNS = Number(process.env.BENCH_CREATE_RUNS ?? 15);
+const CONCURRENT_CREATES = 20;
+const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 20);
+const LIST_WORKSPACES = 1000;
+const READY_TIMEOUT_MS = 60_000;
+
+const say = (line: string) => process.stderr.write(`${line}\n`);
+
+interface Den {
+  url: string;
+  token: string;
+  owner: string;
+  process: ChildProcess;
+  dataDir: string;
+  /** set when the server runs on PostgreSQL */
+  databaseUrl?: string;
+  stop(): Promise<void>;
+}
+
+const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version };
+
+const sqliteDen = await startDen({});
+try {
+  await pushStarter(sqliteDen);
+  results.idle_rss_mb = await idleRssMb(sqliteDen);
+
+  say(`create -> ready, ${CREATE_RUNS} sequential runs (process runtime, starter template)`);
+  const createTimes: number[] = [];
+  for (let i = 0; i < CREATE_RUNS; i++) {
+    createTimes.push(await createAndWait(sqliteDen, `seq-${i}`));
+  }
+  results.create_ready_median_ms = round(median(createTimes));
+  results.create_ready_range_ms = [round(Math.min(...createTimes)), round(Math.max(...createTimes))];
+  results.reference_agent_spawn_ms = round(median(await timeRuns(5, () => runCommand(process.execPath, ['-e', '0']))));
+
+  say(`${CONCURRENT_CREATES} concurrent creates`);
+  const concurrent = await Promise.allSettled(
+    Array.from({ length: CONCURRENT_CREATES }, (_, i) => createAndWait(sqliteDen, `par-${i}`)),
+  );
+  results.concurrent_creates_ok = concurrent.filter((r) => r.status === 'fulfilled').length;
+  results.concurrent_creates_of = CONCURRENT_CREATES;
+  const failures = concurrent.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason));
+  if (failures.length) say(`  failures: ${failures.slice(0, 3).join(' | ')}`);
+
+  say(`den exec seq-0 -- true, ${EXEC_RUNS} runs, with bare node start-up as the reference`);
+  const env = { ...process.env, DEN_URL: sqliteDen.url, DEN_TOKEN: sqliteDen.token };
+  const execTimes: number[] = [];
+  const nodeStart: number[] = [];
+  const cliHelp: number[] = [];
+  for (let i = 0; i < EXEC_RUNS; i++) {
+    execTimes.push(await timeOnce(() => runCommand(process.execPath, [denBin, 'exec', 'seq-0', '--', 'true'], env)));
+    nodeStart.push(await timeOnce(() => runCommand(process.execPath, ['-e', '0'])));
+    cliHelp.push(await timeOnce(() => runCommand(process.execPath, [denBin, '--version'], env)));
+  }
+  results.exec_median_ms = round(median(execTimes));
+  results.exec_range_ms = [round(Math.min(...execTimes)), round(Math.max(...execTimes))];
+  results.node_startup_median_ms = round(median(nodeStart));
+  results.cli_startup_median_ms = round(median(cliHelp));
+
+  say('list with 1,000 workspaces, SQLite');
+  results.list_p99_ms_sqlite = await listBenchmark(sqliteDen);
+} finally {
+  await sqliteDen.stop();
+}
+
+if (postgresUrl) {
+  const database = await createTestDatabase();
+  const pgDen = await startDen({ DEN_DATABASE_URL: database.url });
+  try {
+    await pushStarter(pgDen);
+    say('list with 1,000 workspaces, PostgreSQL');
+    results.list_p99_ms_postgres = await listBenchmark(pgDen);
+  } finally {
+    await pgDen.stop();
+    await database.drop();
+  }
+} else {
+  say('[skip] PostgreSQL list benchmark: DEN_TEST_POSTGRES_URL is not set (bash test/services/postgres.sh prints one).');
+  results.list_p99_ms_postgres = null;
+}
+
+say('reference: a bare Fastify route returning the same JSON from memory');
+results.list_reference_p99_ms = await referenceListBenchmark();
+
+console.log(JSON.stringify(results));
+
+// ---------------------------------------------------------------------------------------------
+
+async function startDen(extraEnv: Record<string, string>): Promise<Den> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'den-bench-'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(process.execPath, [denBin, 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn'], {
+    env: { ...process.env, ...extraEnv },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  await waitFor(async () => (await fetch(`${url}/readyz`).catch(() => null))?.ok === true, 30_000, 'den server ready');
+  await api(url, undefined, 'POST', '/api/v1/setup/first-user', { username: 'bench', password: 'bench-password-1' });
+  const login = await api(url, undefined, 'POST', '/api/v1/auth/login', {
+    username: 'bench',
+    password: 'bench-password-1',
+    token: { name: 'bench' },
+  });
+  const token = (login as { token: string }).token;
+  return {
+    url,
+    token,
+    owner: 'bench',
+    process: child,
+    dataDir,
+    databaseUrl: extraEnv.DEN_DATABASE_URL,
+    async stop() {
+      // delete running workspaces so no agent outlives the benchmark
+      const list = (await api(url, token, 'GET', '/api/v1/workspaces?limit=1000').catch(() => ({ workspaces: [] }))) as {
+        workspaces: { name: string; status: string }[];
+      };
+      await Promise.allSettled(
+        list.workspaces.map((w) => api(url, token, 'DELETE', `/api/v1/workspaces/bench/${w.name}`)),
+      );
+      await waitFor(async () => {
+        const left = (await api(url, token, 'GET', '/api/v1/workspaces?limit=1000')) as { workspaces: unknown[] };
+        return left.workspaces.length === 0;
+      }, 60_000, 'workspaces deleted').catch((error) => say(`  cleanup: ${error.message}`));
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function pushStarter(den: Den): Promise<void> {
+  const { readFileSync, readdirSync } = await import('node:fs');
+  const dir = join(root, 'templates/starter');
+  const files: Record<string, string> = {};
+  for (const name of readdirSync(dir)) files[name] = readFileSync(join(dir, name), 'utf8');
+  await api(den.url, den.token, 'POST', '/api/v1/templates', { files, activate: true });
+}
+
+/** From the create call to the workspace reporting `running` (agent ready, startup scripts done). */
+async function createAndWait(den: Den, name: string): Promise<number> {
+  const started = performance.now();
+  await api(den.url, den.token, 'POST', '/api/v1/workspaces', { name, template: 'starter', params: { greeting: 'bench' } });
+  await waitFor(async () => {
+    const ws = (await api(den.url, den.token, 'GET', `/api/v1/workspaces/${den.owner}/${name}`)) as { status: string };
+    if (ws.status === 'failed') throw new Error(`workspace ${name} failed to start`);
+    return ws.status === 'running';
+  }, READY_TIMEOUT_MS, `${name} running`, 10);
+  return performance.now() - started;
+}
+
+async function listBenchmark(den: Den): Promise<number> {
+  // Seed through the store directly: this measures listing, not creating.
+  await seedWorkspaces(den);
+  const result = await autocannon({
+    url: `${den.url}/api/v1/workspaces?limit=50`,
+    connections: 50,
+    duration: 10,
+    headers: { authorization: `Bearer ${den.token}` },
+  });
+  if (result.non2xx > 0) throw new Error(`list returned ${result.non2xx} non-2xx responses`);
+  say(`  ${Math.round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms`);
+  return result.latency.p99;
+}
+
+async function seedWorkspaces(den: Den): Promise<void> {
+  const store = await openStore(den.databaseUrl ? { databaseUrl: den.databaseUrl } : { dataDir: den.dataDir });
+  try {
+    const owner = await store.db.selectFrom('users').select('id').where('username', '=', den.owner).executeTakeFirstOrThrow();
+    const template = await store.db.selectFrom('templates').select(['id', 'active_version_id']).executeTakeFirstOrThrow();
+    const now = new Date().toISOString();
+    const rows = Array.from({ length: LIST_WORKSPACES }, (_, i) => ({
+      id: crypto.randomUUID(),
+      name: `list-${i}`,
+      owner_id: owner.id,
+      template_id: template.id,
+      template_version_id: template.active_version_id!,
+      params_json: '{}',
+      status: 'stopped' as const,
+      agent_state: null,
+      last_build_id: null,
+      created_at: now,
+      updated_at: now,
+      deleted_at: null,
+    }));
+    for (let i = 0; i < rows.length; i += 100) {
+      await store.db.insertInto('workspaces').values(rows.slice(i, i + 100)).execute();
+    }
+  } finally {
+    await store.close();
+  }
+}
+
+async function referenceListBenchmark(): Promise<number> {
+  const app = Fastify();
+  const payload = {
+    workspaces: Array.from({ length: 50 }, (_, i) => ({ id: crypto.randomUUID(), name: `list-${i}`, owner: 'bench', status: 'stopped' })),
+  };
+  app.get('/list', async () => payload);
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (app.server.address() as { port: number }).port;
+  const result = await autocannon({ url: `http://127.0.0.1:${port}/list`, connections: 50, duration: 10 });
+  await app.close();
+  say(`  reference: ${Math.round(result.requests.average)} req/s, p99 ${result.latency.p99} ms`);
+  return result.latency.p99;
+}
+
+async function idleRssMb(den: Den): Promise<number> {
+  await new Promise((r) => setTimeout(r, 2000));
+  const status = spawnSync('ps', ['-o', 'rss=', '-p', String(den.process.pid)]).stdout.toString().trim();
+  return round(Number(status) / 1024);
+}
+
+async function api(url: string, token: string | undefined, method: string, path: string, body?: unknown): Promise<unknown> {
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: {
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
+    body: body !== undefined ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  const json = text ? JSON.parse(text) : undefined;
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
+  return json;
+}
+
+function runCommand(command: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(command, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.once('exit', (code) => (code === 0 ? resolveRun() : reject(new Error(`${args.join(' ')} exited ${code}: ${stderr}`))));
+  });
+}
+
+async function timeOnce(run: () => Promise<void>): Promise<number> {
+  const started = performance.now();
+  await run();
+  return performance.now() - started;
+}
+
+async function timeRuns(n: number, run: () => Promise<void>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(await timeOnce(run));
+  return out;
+}
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+function round(value: number): number {
+  return Math.round(value * 10) / 10;
+}
