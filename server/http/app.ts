@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import cookie from '@fastify/cookie';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
@@ -54,7 +54,8 @@ declare module 'fastify' {
 /** Builds the Fastify app (without listening). `main` listens; tests use `inject`. */
 export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const app = Fastify({
-    loggerInstance: deps.log,
+    // pino's Logger is a FastifyBaseLogger; widening keeps the instance type the default one
+    loggerInstance: deps.log as FastifyBaseLogger,
     bodyLimit: deps.config.maxTemplateBytes + 64 * 1024,
     trustProxy: false,
     disableRequestLogging: true,
