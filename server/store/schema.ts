@@ -69,6 +69,8 @@ export interface TemplatesTable {
   created_by: string;
   created_at: string;
   updated_at: string;
+  /** set when deleted; the name is then freed (renamed) so it can be pushed again */
+  deleted_at: string | null;
 }
 
 export interface TemplateVersionsTable {

@@ -11,11 +11,27 @@ export function openNodeSqlite(path: string): SqliteDatabase {
   db.exec('PRAGMA synchronous = NORMAL');
   db.exec('PRAGMA foreign_keys = ON');
   db.exec('PRAGMA busy_timeout = 5000');
+  // Kysely prepares every query anew; compiling SQL costs more than running an indexed lookup,
+  // so statements are cached by their text (queries are parameterised, so the set is small).
+  const statements = new Map<string, SqliteStatement>();
   return {
-    close: () => db.close(),
-    prepare: (query: string) => adaptStatement(db.prepare(query)),
+    close: () => {
+      statements.clear();
+      db.close();
+    },
+    prepare: (query: string) => {
+      let statement = statements.get(query);
+      if (!statement) {
+        statement = adaptStatement(db.prepare(query));
+        if (statements.size >= STATEMENT_CACHE_SIZE) statements.delete(statements.keys().next().value!);
+        statements.set(query, statement);
+      }
+      return statement;
+    },
   };
 }
+
+const STATEMENT_CACHE_SIZE = 500;
 
 function adaptStatement(statement: StatementSync): SqliteStatement {
   const reader = statement.columns().length > 0;

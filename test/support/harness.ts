@@ -27,6 +27,8 @@ export interface TestServerOptions {
   clock?: Clock;
   /** listen on 127.0.0.1:0 (needed by agents and real network paths) */
   listen?: boolean;
+  /** with `listen`: this port instead of a free one (to restart a server where its agents will look for it) */
+  port?: number;
   startWorkers?: boolean;
   /** an existing data dir (to restart a server over the same state) */
   dataDir?: string;
@@ -51,7 +53,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   let url: string | undefined;
   if (options.listen) {
     const net = await import('node:net');
-    const port = await new Promise<number>((resolve) => {
+    const port = options.port ?? await new Promise<number>((resolve) => {
       const probe = net.createServer().listen(0, '127.0.0.1', () => {
         const address = probe.address() as { port: number };
         probe.close(() => resolve(address.port));
@@ -88,10 +90,20 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     url,
     async close() {
       await app.close();
+      // Workspaces outlive a server by design (process runtime included); a test that owns its
+      // data dir removes them with it, so no agent or service process outlives the test.
+      if (ownsDir) await deleteAllWorkspaces(driver);
       await driver.close();
       await store.close();
       await pgdb?.drop();
       if (ownsDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+async function deleteAllWorkspaces(driver: RuntimeDriver): Promise<void> {
+  const context = { log: () => {}, signal: new AbortController().signal };
+  for (const id of await driver.listWorkspaceIds().catch(() => [] as string[])) {
+    await driver.delete({ id, name: id, ownerId: '', ownerName: '' }, context).catch(() => undefined);
+  }
 }

@@ -59,6 +59,8 @@ export async function up(db: Kysely<any>, dialect: 'sqlite' | 'postgres'): Promi
     .addColumn('created_by', 'text', (c) => c.notNull())
     .addColumn('created_at', 'text', (c) => c.notNull())
     .addColumn('updated_at', 'text', (c) => c.notNull())
+    // Deleted templates keep their rows: deleted workspaces still reference them.
+    .addColumn('deleted_at', 'text')
     .execute();
 
   await db.schema
@@ -98,6 +100,13 @@ export async function up(db: Kysely<any>, dialect: 'sqlite' | 'postgres'): Promi
     .where(sql.ref('deleted_at'), 'is', null)
     .execute();
   await db.schema.createIndex('workspaces_created').on('workspaces').columns(['created_at']).execute();
+  // `GET /workspaces` for one owner: filter and order from the index, no sort (p99 target 20 ms).
+  await db.schema
+    .createIndex('workspaces_owner_created_live')
+    .on('workspaces')
+    .columns(['owner_id', 'created_at', 'id'])
+    .where(sql.ref('deleted_at'), 'is', null)
+    .execute();
 
   await db.schema
     .createTable('builds')

@@ -1,0 +1,114 @@
+import { z } from 'zod';
+
+/** Workspace names are DNS labels (they end up in hostnames and preview URLs). */
+export const WORKSPACE_NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+export const WORKSPACE_NAME_MAX = 32;
+
+export const workspaceStatuses = ['pending', 'starting', 'running', 'stopping', 'stopped', 'deleting', 'deleted', 'failed'] as const;
+export type WorkspaceStatusName = (typeof workspaceStatuses)[number];
+export const buildTransitions = ['start', 'stop', 'delete'] as const;
+export const buildStates = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+
+export const parameterValueSchema = z.union([z.string(), z.number(), z.boolean(), z.array(z.string())]);
+export const parameterValuesSchema = z.record(z.string(), parameterValueSchema);
+
+export const buildStepSchema = z.object({
+  name: z.string(),
+  startedAt: z.string(),
+  finishedAt: z.string().optional(),
+  durationMs: z.number().optional(),
+  state: z.enum(['running', 'succeeded', 'failed']),
+});
+export type BuildStepDto = z.infer<typeof buildStepSchema>;
+
+export const buildSchema = z.object({
+  id: z.string(),
+  number: z.number().int(),
+  workspaceId: z.string(),
+  transition: z.enum(buildTransitions),
+  reason: z.string(),
+  initiator: z.string().nullable(),
+  state: z.enum(buildStates),
+  error: z.string().nullable(),
+  steps: z.array(buildStepSchema),
+  templateVersionId: z.string(),
+  attempts: z.number().int(),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+});
+export type BuildDto = z.infer<typeof buildSchema>;
+
+/** The latest build as listed with a workspace (no steps: the list stays small and fast). */
+export const buildSummarySchema = buildSchema.pick({ id: true, number: true, transition: true, state: true, error: true, createdAt: true, finishedAt: true });
+export type BuildSummaryDto = z.infer<typeof buildSummarySchema>;
+
+export const workspaceSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  owner: z.string(),
+  template: z.string(),
+  templateVersion: z.number().int(),
+  templateVersionId: z.string(),
+  /** true when the template's active version is newer than the one the workspace runs */
+  outdated: z.boolean(),
+  params: z.record(z.string(), z.unknown()),
+  status: z.enum(workspaceStatuses),
+  agentState: z.string().nullable(),
+  latestBuild: buildSummarySchema.nullable(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export type WorkspaceDto = z.infer<typeof workspaceSchema>;
+
+export const workspaceListSchema = z.object({
+  workspaces: z.array(workspaceSchema),
+  total: z.number().int(),
+  limit: z.number().int(),
+  offset: z.number().int(),
+});
+export type WorkspaceList = z.infer<typeof workspaceListSchema>;
+
+export const workspaceWithBuildSchema = z.object({ workspace: workspaceSchema, build: buildSchema });
+export type WorkspaceWithBuild = z.infer<typeof workspaceWithBuildSchema>;
+
+export const createWorkspaceSchema = z.object({
+  /** checked by the service (WORKSPACE_NAME_INVALID with a sentence), not here */
+  name: z.string().max(256),
+  template: z.string().min(1).max(63),
+  params: parameterValuesSchema.default({}),
+  /** create for another user (owner role only) */
+  owner: z.string().min(1).max(64).optional(),
+});
+export type CreateWorkspaceRequest = z.input<typeof createWorkspaceSchema>;
+
+export const updateWorkspaceSchema = z.object({ params: parameterValuesSchema.default({}) });
+export const startWorkspaceSchema = z.object({ params: parameterValuesSchema.default({}) }).default({ params: {} });
+
+export const listWorkspacesQuerySchema = z.object({
+  owner: z.string().min(1).max(64).optional(),
+  all: z.enum(['0', '1', 'true', 'false']).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(50),
+  offset: z.coerce.number().int().min(0).default(0),
+});
+
+export const workspaceParamsSchema = z.object({ owner: z.string().min(1).max(64), name: z.string().min(1).max(64) });
+export const buildParamsSchema = workspaceParamsSchema.extend({ number: z.coerce.number().int().min(1) });
+
+export const buildListSchema = z.object({ builds: z.array(buildSchema) });
+
+export const buildLogLineSchema = z.object({
+  id: z.number().int(),
+  ts: z.string(),
+  stream: z.enum(['system', 'stdout', 'stderr']),
+  step: z.string().nullable(),
+  line: z.string(),
+});
+export type BuildLogLine = z.infer<typeof buildLogLineSchema>;
+
+export const buildLogsQuerySchema = z.object({
+  follow: z.enum(['0', '1', 'true', 'false']).optional(),
+  after: z.coerce.number().int().min(0).default(0),
+  /** ndjson (default) or sse when following */
+  format: z.enum(['ndjson', 'sse']).optional(),
+});

@@ -1,0 +1,100 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { openStore, type Store } from '../store/connect.ts';
+import { iso, systemClock } from '../store/time.ts';
+import { createTestDatabase, storeDialects } from '../../test/support/postgres.ts';
+import { createBuildLogs, type BuildLogRow } from './logs.ts';
+
+const FOLLOW_TIMEOUT_MS = 10_000;
+
+describe.each(storeDialects)('build logs on %s', (dialect) => {
+  let store: Store;
+  let other: Store;
+  let cleanup: () => Promise<void>;
+  let buildId: string;
+
+  beforeEach(async () => {
+    // Two stores over one database: two replicas, each with its own log writer and followers.
+    if (dialect === 'postgres') {
+      const pg = await createTestDatabase();
+      store = await openStore({ databaseUrl: pg.url });
+      other = await openStore({ databaseUrl: pg.url });
+      cleanup = async () => { await store.close(); await other.close(); await pg.drop(); };
+    } else {
+      const dir = mkdtempSync(join(tmpdir(), 'den-logs-'));
+      store = await openStore({ dataDir: dir });
+      other = await openStore({ dataDir: dir });
+      cleanup = async () => { await store.close(); await other.close(); rmSync(dir, { recursive: true, force: true }); };
+    }
+    buildId = await seedBuild(store);
+  });
+  afterEach(() => cleanup());
+
+  it('keeps lines in order and reads them after a cursor', async () => {
+    const logs = createBuildLogs(store.db, systemClock, (error) => { throw error; });
+    for (let i = 0; i < 1200; i++) logs.append(buildId, { stream: i % 2 ? 'stdout' : 'system', step: 'apply', line: `line ${i}` });
+    await logs.flush();
+    const all = await logs.read(buildId);
+    expect(all.map((row) => row.line)).toEqual(Array.from({ length: 1200 }, (_, i) => `line ${i}`));
+    const after = await logs.read(buildId, all[1099].id);
+    expect(after.map((row) => row.line)).toEqual(Array.from({ length: 100 }, (_, i) => `line ${1100 + i}`));
+  });
+
+  it('follows live lines written by another replica and ends when the build finishes', async () => {
+    const writer = createBuildLogs(other.db, systemClock, (error) => { throw error; });
+    const reader = createBuildLogs(store.db, systemClock, (error) => { throw error; });
+    writer.append(buildId, { stream: 'system', line: 'before' });
+    await writer.flush();
+
+    const seen: BuildLogRow[] = [];
+    const following = (async () => {
+      for await (const row of reader.follow(buildId)) seen.push(row);
+    })();
+    await waitFor(() => seen.length === 1);
+    writer.append(buildId, { stream: 'stdout', step: 'agent', line: 'during' });
+    await writer.flush();
+    await waitFor(() => seen.length === 2);
+    await other.db.updateTable('builds').set({ state: 'succeeded' }).where('id', '=', buildId).execute();
+    await following;
+    expect(seen.map((row) => [row.stream, row.step, row.line])).toEqual([['system', null, 'before'], ['stdout', 'agent', 'during']]);
+  });
+
+  it('ends a follow when the caller aborts', async () => {
+    const logs = createBuildLogs(store.db, systemClock, (error) => { throw error; });
+    const abort = new AbortController();
+    const following = (async () => {
+      for await (const _ of logs.follow(buildId, 0, { signal: abort.signal })) { /* none */ }
+    })();
+    abort.abort();
+    await following;
+  });
+});
+
+async function waitFor(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + FOLLOW_TIMEOUT_MS;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${FOLLOW_TIMEOUT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function seedBuild(store: Store): Promise<string> {
+  const now = iso(new Date());
+  const ids = { user: randomUUID(), template: randomUUID(), version: randomUUID(), workspace: randomUUID(), build: randomUUID() };
+  await store.db.insertInto('users').values({ id: ids.user, username: 'u', display_name: 'U', role: 'member', password_hash: null, suspended: 0, created_at: now, updated_at: now }).execute();
+  await store.db.insertInto('templates').values({ id: ids.template, name: 't', display_name: 't', description: '', icon: null, active_version_id: ids.version, created_by: ids.user, created_at: now, updated_at: now }).execute();
+  await store.db.insertInto('template_versions').values({ id: ids.version, template_id: ids.template, number: 1, spec_json: '{}', files_json: '{}', message: '', created_by: ids.user, created_at: now }).execute();
+  await store.db.insertInto('workspaces').values({
+    id: ids.workspace, name: 'w', owner_id: ids.user, template_id: ids.template, template_version_id: ids.version, params_json: '{}',
+    status: 'starting', agent_state: null, last_build_id: ids.build, created_at: now, updated_at: now, deleted_at: null,
+  }).execute();
+  await store.db.insertInto('builds').values({
+    id: ids.build, workspace_id: ids.workspace, number: 1, transition: 'start', reason: 'create', initiator_id: ids.user,
+    template_version_id: ids.version, params_json: '{}', state: 'running', error: null, steps_json: '[]',
+    lease_owner: 'x', lease_expires_at: now, attempts: 1, created_at: now, started_at: now, finished_at: null,
+  }).execute();
+  return ids.build;
+}

@@ -1,0 +1,147 @@
+import { describe, expect, it } from 'vitest';
+import { templateSchema, type TemplateInput } from '../../protocol/template.ts';
+import { dependencyOrder, envName, planWorkspace, readyTimeoutMs, type PlanInput } from './plan.ts';
+
+const workspace = { id: 'ws-1', name: 'demo', ownerId: 'u-1', ownerName: 'alice' };
+
+function input(template: TemplateInput, overrides: Partial<PlanInput> = {}): PlanInput {
+  return {
+    spec: templateSchema.parse(template),
+    params: {},
+    workspace,
+    owner: { id: 'u-1', name: 'alice', displayName: 'Alice' },
+    endpoints: {},
+    accessUrl: 'http://127.0.0.1:7080',
+    agentToken: 'den_agent_x',
+    ...overrides,
+  };
+}
+
+const nodePostgres: TemplateInput = {
+  name: 'node-postgres',
+  parameters: [
+    { name: 'cpu', type: 'number', default: 2, options: [1, 2, 4] },
+    { name: 'disk', type: 'number', default: 10 },
+    { name: 'greeting', type: 'string', default: 'hi' },
+  ],
+  workspace: {
+    image: 'den/node:24',
+    resources: { cpu: '${{ params.cpu }}', memory: '4Gi', pids: 512 },
+    home: { size: '${{ params.disk }}Gi' },
+    env: { DATABASE_URL: 'postgres://${{ services.db.host }}:${{ services.db.port }}/app', GREETING: '${{ params.greeting }} ${{ owner.name }}' },
+    startup: [
+      { name: 'install', run: 'echo ${{ workspace.name }}', timeout: '2m' },
+      { name: 'watch', run: 'sleep 1', blocking: false },
+    ],
+    apps: [{ name: 'code-server', port: 13337 }],
+  },
+  environment: {
+    services: {
+      api: { image: 'den/node:24', command: 'npm run dev', ports: [{ port: 3000, preview: true }], dependsOn: ['db'], env: { DB: '${{ services.db.url }}' } },
+      db: {
+        image: 'den/postgres:15', ports: [{ port: 5432 }], readiness: { tcp: 5432, timeout: '30s', interval: '500ms' },
+        volumes: [{ name: 'data', path: '/var/lib/postgresql/data', size: '1Gi' }],
+      },
+    },
+  },
+};
+
+const endpoints = { db: { 5432: { host: '127.0.0.1', port: 40001 } }, api: { 3000: { host: '127.0.0.1', port: 40002 } } };
+
+describe('planWorkspace', () => {
+  it('evaluates expressions with params, workspace, owner and services', () => {
+    const { plan } = planWorkspace(input(nodePostgres, { params: { cpu: 4, disk: 20, greeting: 'hello' }, endpoints }));
+    expect(plan.env.DATABASE_URL).toBe('postgres://127.0.0.1:40001/app');
+    expect(plan.env.GREETING).toBe('hello alice');
+    expect(plan.services.find((s) => s.name === 'api')!.env.DB).toBe('http://127.0.0.1:40001');
+  });
+
+  it('converts sizes and cpu to numbers', () => {
+    const { plan } = planWorkspace(input(nodePostgres, { params: { cpu: 4, disk: 20, greeting: 'x' }, endpoints }));
+    expect(plan.resources).toEqual({ cpu: 4, memoryBytes: 4 * 1024 ** 3, pids: 512 });
+    expect(plan.home.sizeBytes).toBe(20 * 1024 ** 3);
+    expect(plan.services.find((s) => s.name === 'db')!.volumes[0].sizeBytes).toBe(1024 ** 3);
+  });
+
+  it('sets den variables and one DEN_SERVICE_<NAME>_URL per service with a port', () => {
+    const { plan } = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));
+    expect(plan.env).toMatchObject({
+      DEN_WORKSPACE_NAME: 'demo',
+      DEN_WORKSPACE_ID: 'ws-1',
+      DEN_OWNER: 'alice',
+      DEN_SERVICE_DB_URL: 'http://127.0.0.1:40001',
+      DEN_SERVICE_API_URL: 'http://127.0.0.1:40002',
+    });
+  });
+
+  it('orders services so dependencies come first', () => {
+    const { plan } = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));
+    expect(plan.services.map((s) => s.name)).toEqual(['db', 'api']);
+  });
+
+  it('turns a command string into sh -c and durations into milliseconds', () => {
+    const { plan } = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));
+    const api = plan.services.find((s) => s.name === 'api')!;
+    const db = plan.services.find((s) => s.name === 'db')!;
+    expect(api.command).toEqual(['sh', '-c', 'npm run dev']);
+    expect(api.ports).toEqual([{ port: 3000, preview: true }]);
+    expect(db.readiness).toEqual({ tcp: 5432, timeoutMs: 30_000, intervalMs: 500 });
+  });
+
+  it('builds the agent manifest with startup scripts, apps and the same env', () => {
+    const { plan, manifest } = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));
+    expect(manifest.startupScripts).toEqual([
+      { name: 'install', run: 'echo demo', timeoutMs: 120_000, blocking: true },
+      { name: 'watch', run: 'sleep 1', timeoutMs: 300_000, blocking: false },
+    ]);
+    expect(manifest.apps).toEqual([{ name: 'code-server', port: 13337 }]);
+    expect(manifest.env).toEqual(plan.env);
+    expect(plan.agent).toEqual({ url: 'http://127.0.0.1:7080', token: 'den_agent_x' });
+    expect(readyTimeoutMs(manifest, 1_000)).toBe(121_000);
+  });
+
+  it('keeps den variables even when the template sets the same names', () => {
+    const { plan } = planWorkspace(input({ name: 't', workspace: { image: 'x', env: { DEN_OWNER: 'mallory' } } }));
+    expect(plan.env.DEN_OWNER).toBe('alice');
+  });
+
+  it('is pure: the same input gives the same plan', () => {
+    const a = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));
+    const b = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));
+    expect(a).toEqual(b);
+  });
+
+  it('fails with EXPRESSION_INVALID naming the field when a size does not evaluate to a size', () => {
+    const template: TemplateInput = {
+      name: 't',
+      parameters: [{ name: 'disk', type: 'string', default: 'lots' }],
+      workspace: { image: 'x', home: { size: '${{ params.disk }}' } },
+    };
+    expect(() => planWorkspace(input(template, { params: { disk: 'lots' } }))).toThrow(
+      expect.objectContaining({ code: 'EXPRESSION_INVALID', message: expect.stringContaining('workspace.home.size') }),
+    );
+  });
+
+  it('fails with EXPRESSION_INVALID for unknown names', () => {
+    const template: TemplateInput = { name: 't', workspace: { image: 'x', env: { A: '${{ params.nope }}' } } };
+    expect(() => planWorkspace(input(template))).toThrow(expect.objectContaining({ code: 'EXPRESSION_INVALID' }));
+  });
+});
+
+describe('envName', () => {
+  it('uppercases and replaces everything but letters and digits with _', () => {
+    expect(envName('my-api')).toBe('MY_API');
+    expect(envName('db2')).toBe('DB2');
+  });
+});
+
+describe('dependencyOrder', () => {
+  it('puts every service after its dependencies and keeps declaration order otherwise', () => {
+    expect(dependencyOrder({ web: { dependsOn: ['api'] }, api: { dependsOn: ['db', 'cache'] }, db: {}, cache: {} }))
+      .toEqual(['db', 'cache', 'api', 'web']);
+  });
+
+  it('refuses a cycle with TEMPLATE_INVALID', () => {
+    expect(() => dependencyOrder({ a: { dependsOn: ['b'] }, b: { dependsOn: ['a'] } })).toThrow(expect.objectContaining({ code: 'TEMPLATE_INVALID' }));
+  });
+});

@@ -1,0 +1,101 @@
+import type { Kysely } from 'kysely';
+import type { AgentManifest } from '../../protocol/agent.ts';
+import { AppError } from '../../protocol/errors.ts';
+import type { ParameterValue } from '../../protocol/template.ts';
+import type { AgentHub } from '../agents/hub-types.ts';
+import { issueAgentToken, revokeAgentTokens } from '../agents/tokens.ts';
+import type { DriverContext, RuntimeDriver, WorkspaceIdentity } from '../runtimes/driver.ts';
+import type { Database } from '../store/schema.ts';
+import type { Clock } from '../store/time.ts';
+import { getTemplateVersionById } from '../templates/store.ts';
+import { planWorkspace, readyTimeoutMs } from './plan.ts';
+import { setWorkspaceStatus, type BuildRow } from './queue.ts';
+
+export interface StepDeps {
+  db: Kysely<Database>;
+  clock: Clock;
+  driver: RuntimeDriver;
+  agents: AgentHub;
+  accessUrl: string;
+}
+
+/** Runs one named step: logs its start and finish with the duration, records its timing. */
+export type RunStep = <T>(name: string, work: (context: DriverContext) => Promise<T>) => Promise<T>;
+
+const AGENT_SHUTDOWN_TIMEOUT_MS = 10_000;
+
+/** The steps of each transition. Every step is safe to re-run after a crash (drivers are idempotent). */
+export async function runTransition(build: BuildRow, deps: StepDeps, step: RunStep): Promise<void> {
+  const identity = await loadIdentity(deps.db, build.workspace_id);
+  const now = () => deps.clock.now();
+  switch (build.transition) {
+    case 'start': {
+      await setWorkspaceStatus(deps.db, identity.id, 'starting', now());
+      const { spec, params, owner } = await step('resolve', () => resolveInputs(deps.db, build, identity));
+      const services = Object.entries(spec.environment?.services ?? {})
+        .map(([service, s]) => ({ service, ports: (s.ports ?? []).map((p) => p.port) }))
+        .filter((s) => s.ports.length > 0);
+      const endpoints = await step('endpoints', () => deps.driver.resolveEndpoints(identity, services));
+      // The agent token is issued with the manifest, so the plan comes first and gets the token after.
+      const draft = await step('plan', async () =>
+        planWorkspace({ spec, params, workspace: identity, owner, endpoints, accessUrl: deps.accessUrl, agentToken: '' }));
+      const token = await step('token', async () =>
+        issueAgentToken(deps.db, { workspaceId: identity.id, buildId: build.id, manifest: draft.manifest, now: now() }));
+      const plan = { ...draft.plan, agent: { ...draft.plan.agent, token } };
+      const manifest: AgentManifest = draft.manifest;
+      await step('apply', (context) => deps.driver.start(plan, context));
+      await step('agent', async (context) => {
+        try {
+          await deps.agents.waitForReady(identity.id, build.id, { timeoutMs: readyTimeoutMs(manifest), signal: context.signal });
+        } catch (error) {
+          // When the agent died, the runtime knows why (its last output); say it in the build log.
+          const status = await deps.driver.status(identity).catch(() => undefined);
+          if (status?.phase === 'failed' && status.message) context.log(status.message, 'stderr');
+          throw error;
+        }
+      });
+      await setWorkspaceStatus(deps.db, identity.id, 'running', now());
+      return;
+    }
+    case 'stop': {
+      await setWorkspaceStatus(deps.db, identity.id, 'stopping', now());
+      await step('agent-shutdown', () => deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS }));
+      await step('runtime-stop', (context) => deps.driver.stop(identity, context));
+      await revokeAgentTokens(deps.db, identity.id, now());
+      await setWorkspaceStatus(deps.db, identity.id, 'stopped', now());
+      return;
+    }
+    case 'delete': {
+      await setWorkspaceStatus(deps.db, identity.id, 'deleting', now());
+      await step('agent-shutdown', () => deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS }));
+      await step('runtime-delete', (context) => deps.driver.delete(identity, context));
+      await revokeAgentTokens(deps.db, identity.id, now());
+      await setWorkspaceStatus(deps.db, identity.id, 'deleted', now());
+      return;
+    }
+  }
+}
+
+async function loadIdentity(db: Kysely<Database>, workspaceId: string): Promise<WorkspaceIdentity> {
+  const row = await db
+    .selectFrom('workspaces')
+    .innerJoin('users', 'users.id', 'workspaces.owner_id')
+    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'users.username'])
+    .where('workspaces.id', '=', workspaceId)
+    .executeTakeFirst();
+  if (!row) throw new AppError('WORKSPACE_NOT_FOUND', 'The workspace of this build no longer exists.');
+  return { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username };
+}
+
+async function resolveInputs(db: Kysely<Database>, build: BuildRow, identity: WorkspaceIdentity) {
+  const version = await getTemplateVersionById(db, build.template_version_id);
+  if (!version) {
+    throw new AppError('TEMPLATE_VERSION_NOT_FOUND', 'The template version of this build no longer exists. Update the workspace to the active version (`den update`).');
+  }
+  const owner = await db.selectFrom('users').select(['id', 'username', 'display_name']).where('id', '=', identity.ownerId).executeTakeFirstOrThrow();
+  return {
+    spec: version.spec,
+    params: JSON.parse(build.params_json) as Record<string, ParameterValue>,
+    owner: { id: owner.id, name: owner.username, displayName: owner.display_name },
+  };
+}

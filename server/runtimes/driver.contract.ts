@@ -1,0 +1,227 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { templateSchema, type TemplateInput } from '../../protocol/template.ts';
+import { issueAgentToken } from '../agents/tokens.ts';
+import { planWorkspace } from '../builds/plan.ts';
+import type { Config } from '../config.ts';
+import { iso } from '../store/time.ts';
+import { startTestServer, type TestServer } from '../../test/support/harness.ts';
+import type { DriverContext, RuntimeDriver, WorkspaceIdentity, WorkspacePlan } from './driver.ts';
+
+/**
+ * The contract every RuntimeDriver passes against a real backend (`runDriverContract` in each
+ * driver's test). It runs a real den server (listening, so the real agent dials it) and drives
+ * the driver directly with plans made by the real planner.
+ *
+ * What a driver must provide for it:
+ *  - services are started with PORT set to the port they must listen on;
+ *  - `node` is on the PATH of the workspace and of services (the den workspace images have it).
+ */
+export interface DriverContractOptions {
+  /** the workspace and service image (docker, kubernetes); the process runtime ignores it */
+  image?: string;
+  /** how long a workspace may take to become ready */
+  readyTimeoutMs?: number;
+}
+
+const AGENT_READY_TIMEOUT_MS = 30_000;
+const SERVICE_PORT = 8080;
+
+export function runDriverContract(
+  name: string,
+  makeDriver: (config: Config) => RuntimeDriver | Promise<RuntimeDriver>,
+  options: DriverContractOptions = {},
+): void {
+  const image = options.image ?? 'den/base:latest';
+  const readyTimeoutMs = options.readyTimeoutMs ?? AGENT_READY_TIMEOUT_MS;
+
+  describe(`RuntimeDriver contract: ${name}`, { timeout: 90_000 }, () => {
+    let server: TestServer;
+    let driver: RuntimeDriver;
+    let userId: string;
+    let versionId: string;
+    let templateId: string;
+
+    beforeAll(async () => {
+      server = await startTestServer({ listen: true, startWorkers: false, driver: async (config) => (driver = await makeDriver(config)) });
+      ({ userId, templateId, versionId } = await seedTemplate(server));
+    });
+    afterAll(async () => {
+      if (!server) return;
+      for (const id of await driver.listWorkspaceIds()) {
+        await driver.delete({ id, name: 'cleanup', ownerId: userId, ownerName: 'contract' }, recorder().context).catch(() => undefined);
+      }
+      await server.close();
+    });
+
+    async function newWorkspace(wsName: string): Promise<WorkspaceIdentity> {
+      const id = randomUUID();
+      const now = iso(new Date());
+      await server.store.db.insertInto('workspaces').values({
+        id, name: wsName, owner_id: userId, template_id: templateId, template_version_id: versionId, params_json: '{}',
+        status: 'pending', agent_state: null, last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
+      }).execute();
+      return { id, name: wsName, ownerId: userId, ownerName: 'contract' };
+    }
+
+    /** Plans, issues a token, starts through the driver and waits for the real agent's `ready`. */
+    async function startReady(workspace: WorkspaceIdentity, template: TemplateInput): Promise<{ plan: WorkspacePlan; buildId: string; log: string[] }> {
+      const spec = templateSchema.parse(template);
+      const services = Object.entries(spec.environment?.services ?? {}).map(([service, s]) => ({ service, ports: (s.ports ?? []).map((p) => p.port) }));
+      const endpoints = await driver.resolveEndpoints(workspace, services);
+      const draft = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl, agentToken: '' });
+      const buildId = randomUUID();
+      const token = await issueAgentToken(server.store.db, { workspaceId: workspace.id, buildId, manifest: draft.manifest, now: new Date() });
+      const plan = { ...draft.plan, agent: { ...draft.plan.agent, token } };
+      const { context, lines } = recorder();
+      await driver.start(plan, context);
+      await server.app.den.agents.waitForReady(workspace.id, buildId, { timeoutMs: readyTimeoutMs });
+      return { plan, buildId, log: lines };
+    }
+
+    async function exec(workspaceId: string, command: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+      const session = await server.app.den.agents.exec(workspaceId, { command });
+      // stdin stays open until the exit code arrived: the commands here never read it.
+      const stdout = collect(session.stdio);
+      const stderr = collect(session.stderr);
+      const code = await session.exit;
+      session.closeStdin();
+      return { code, stdout: await stdout, stderr: await stderr };
+    }
+
+    const basic = (): TemplateInput => ({ name: 'contract', workspace: { image, env: { CONTRACT_GREETING: 'hello ${{ owner.name }}' } } });
+
+    it('reports absent before a workspace exists and lists nothing for it', async () => {
+      const workspace = await newWorkspace('absent');
+      expect((await driver.status(workspace)).phase).toBe('absent');
+      expect(await driver.listWorkspaceIds()).not.toContain(workspace.id);
+    });
+
+    it('starts a workspace whose agent dials the server and reports ready, with the plan env', async () => {
+      const workspace = await newWorkspace('starts');
+      await startReady(workspace, basic());
+      expect(server.app.den.agents.isConnected(workspace.id)).toBe(true);
+      expect((await driver.status(workspace)).phase).toBe('running');
+      expect(await driver.listWorkspaceIds()).toContain(workspace.id);
+      const env = await exec(workspace.id, ['sh', '-c', 'echo "$DEN_WORKSPACE_NAME|$DEN_OWNER|$CONTRACT_GREETING"']);
+      expect(env).toMatchObject({ code: 0, stdout: 'starts|contract|hello contract\n' });
+      await driver.delete(workspace, recorder().context);
+    });
+
+    it('is idempotent: starting an already started workspace keeps it running', async () => {
+      const workspace = await newWorkspace('twice');
+      const { plan } = await startReady(workspace, basic());
+      await driver.start(plan, recorder().context);
+      expect((await driver.status(workspace)).phase).toBe('running');
+      expect(server.app.den.agents.isConnected(workspace.id)).toBe(true);
+      expect((await exec(workspace.id, ['true'])).code).toBe(0);
+      await driver.delete(workspace, recorder().context);
+    });
+
+    it('keeps the home across stop and start, and removes everything on delete', async () => {
+      const workspace = await newWorkspace('keeps-home');
+      await startReady(workspace, basic());
+      expect((await exec(workspace.id, ['sh', '-c', 'echo kept > "$HOME/proof.txt"'])).code).toBe(0);
+
+      await server.app.den.agents.shutdown(workspace.id, { timeoutMs: 5_000 });
+      await driver.stop(workspace, recorder().context);
+      expect((await driver.status(workspace)).phase).toBe('stopped');
+      await driver.stop(workspace, recorder().context); // stop is idempotent too
+
+      await startReady(workspace, basic());
+      expect(await exec(workspace.id, ['sh', '-c', 'cat "$HOME/proof.txt"'])).toMatchObject({ code: 0, stdout: 'kept\n' });
+
+      await driver.delete(workspace, recorder().context);
+      expect((await driver.status(workspace)).phase).toBe('absent');
+      expect(await driver.listWorkspaceIds()).not.toContain(workspace.id);
+      await driver.delete(workspace, recorder().context); // and so is delete
+    });
+
+    it('runs environment services the workspace reaches through DEN_SERVICE_<NAME>_URL', async () => {
+      const workspace = await newWorkspace('with-service');
+      const template: TemplateInput = {
+        name: 'contract',
+        workspace: { image },
+        environment: {
+          services: {
+            'web-api': {
+              image,
+              command: ['node', '-e', `require('http').createServer((q, s) => s.end('pong from ' + process.env.SERVICE_NAME)).listen(Number(process.env.PORT), () => console.log('listening'))`],
+              env: { SERVICE_NAME: 'web-api' },
+              ports: [{ port: SERVICE_PORT }],
+              readiness: { http: { port: SERVICE_PORT, path: '/' }, timeout: '20s', interval: '100ms' },
+            },
+          },
+        },
+      };
+      const { log } = await startReady(workspace, template);
+      expect(log.join('\n')).toContain('listening');
+      const reply = await exec(workspace.id, ['node', '-e', 'fetch(process.env.DEN_SERVICE_WEB_API_URL).then((r) => r.text()).then((t) => process.stdout.write(t))']);
+      expect(reply).toMatchObject({ code: 0, stdout: 'pong from web-api' });
+      await driver.delete(workspace, recorder().context);
+    });
+
+    it('fails a start whose service never becomes ready, with its last log lines, and leaves nothing running', async () => {
+      const workspace = await newWorkspace('never-ready');
+      const spec = templateSchema.parse({
+        name: 'contract',
+        workspace: { image },
+        environment: {
+          services: {
+            stuck: {
+              image,
+              command: ['sh', '-c', 'echo booting the stuck service; echo cannot bind the port >&2; sleep 600'],
+              ports: [{ port: SERVICE_PORT }],
+              readiness: { tcp: SERVICE_PORT, timeout: '2s', interval: '200ms' },
+            },
+          },
+        },
+      } satisfies TemplateInput);
+      const endpoints = await driver.resolveEndpoints(workspace, [{ service: 'stuck', ports: [SERVICE_PORT] }]);
+      const { plan } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl, agentToken: 'unused' });
+      const { context } = recorder();
+      const failure = await driver.start(plan, context).then(() => undefined, (error: unknown) => error as { code?: string; message: string; detail?: string });
+      expect(failure).toBeDefined();
+      expect(failure!.code).toBe('RUNTIME_ERROR');
+      expect(`${failure!.message}\n${failure!.detail ?? ''}`).toContain('cannot bind the port');
+      expect(['stopped', 'absent', 'failed']).toContain((await driver.status(workspace)).phase);
+      expect(server.app.den.agents.isConnected(workspace.id)).toBe(false);
+      await driver.delete(workspace, recorder().context);
+      expect((await driver.status(workspace)).phase).toBe('absent');
+    });
+  });
+}
+
+function collect(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    stream.on('data', (chunk: Buffer) => chunks.push(Buffer.from(chunk)));
+    stream.once('end', () => resolve(Buffer.concat(chunks).toString()));
+    stream.once('error', reject);
+  });
+}
+
+/** A DriverContext that keeps the lines the driver logged. */
+function recorder(): { context: DriverContext; lines: string[] } {
+  const lines: string[] = [];
+  return { lines, context: { log: (line) => lines.push(line), signal: new AbortController().signal } };
+}
+
+async function seedTemplate(server: TestServer): Promise<{ userId: string; templateId: string; versionId: string }> {
+  const db = server.store.db;
+  const now = iso(new Date());
+  const userId = randomUUID();
+  const templateId = randomUUID();
+  const versionId = randomUUID();
+  await db.insertInto('users').values({
+    id: userId, username: `contract-${userId.slice(0, 8)}`, display_name: 'Contract', role: 'member', password_hash: null, suspended: 0, created_at: now, updated_at: now,
+  }).execute();
+  await db.insertInto('templates').values({
+    id: templateId, name: `contract-${templateId.slice(0, 8)}`, display_name: 'Contract', description: '', icon: null,
+    active_version_id: versionId, created_by: userId, created_at: now, updated_at: now,
+  }).execute();
+  await db.insertInto('template_versions').values({
+    id: versionId, template_id: templateId, number: 1, spec_json: '{}', files_json: '{}', message: '', created_by: userId, created_at: now,
+  }).execute();
+  return { userId, templateId, versionId };
+}

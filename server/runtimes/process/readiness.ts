@@ -1,0 +1,129 @@
+import { spawn } from 'node:child_process';
+import { openSync, readSync, closeSync, statSync } from 'node:fs';
+import { connect } from 'node:net';
+import type { ReadinessPlan } from '../driver.ts';
+
+export interface ReadinessTarget {
+  readiness: ReadinessPlan | undefined;
+  /** declared port -> assigned loopback port */
+  ports: Record<string, number>;
+  env: Record<string, string>;
+  cwd: string;
+  /** wraps a readiness command the way the service itself runs (the sandbox) */
+  argvFor: (command: string[]) => string[];
+  /** false as soon as the service process is gone: no point waiting for the timeout */
+  alive: () => boolean;
+  signal: AbortSignal;
+}
+
+export type ReadinessResult = { ok: true } | { ok: false; reason: string };
+
+/** Polls the service's readiness check until it passes, the process exits, or the timeout ends. */
+export async function waitUntilReady(target: ReadinessTarget): Promise<ReadinessResult> {
+  const readiness = target.readiness;
+  if (!readiness) return { ok: true };
+  const deadline = Date.now() + readiness.timeoutMs;
+  let lastFailure = 'the check has not passed yet';
+  while (true) {
+    if (target.signal.aborted) return { ok: false, reason: 'the build was canceled' };
+    if (!target.alive()) return { ok: false, reason: 'the process exited before it became ready' };
+    const failure = await checkOnce(readiness, target, Math.max(250, Math.min(readiness.intervalMs * 4, 5_000)));
+    if (failure === null) return { ok: true };
+    lastFailure = failure;
+    if (Date.now() + readiness.intervalMs > deadline) {
+      return { ok: false, reason: `it did not become ready within ${seconds(readiness.timeoutMs)} (${lastFailure})` };
+    }
+    await new Promise((resolve) => setTimeout(resolve, readiness.intervalMs));
+  }
+}
+
+function seconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(1))} s`;
+}
+
+/** The last `count` lines of a log file (reads at most the last 64 KiB). */
+export function tailLines(file: string, count: number): string[] {
+  try {
+    const size = statSync(file).size;
+    const length = Math.min(size, 64 * 1024);
+    const buffer = Buffer.alloc(length);
+    const fd = openSync(file, 'r');
+    try {
+      readSync(fd, buffer, 0, length, size - length);
+    } finally {
+      closeSync(fd);
+    }
+    return buffer.toString('utf8').split('\n').filter((line) => line.length > 0).slice(-count);
+  } catch {
+    return [];
+  }
+}
+
+/** Reads what a log file gained since `offset`; returns the complete new lines and the new offset. */
+export function readNewLines(file: string, offset: number): { lines: string[]; offset: number } {
+  try {
+    const size = statSync(file).size;
+    if (size <= offset) return { lines: [], offset };
+    const buffer = Buffer.alloc(Math.min(size - offset, 256 * 1024));
+    const fd = openSync(file, 'r');
+    try {
+      readSync(fd, buffer, 0, buffer.length, offset);
+    } finally {
+      closeSync(fd);
+    }
+    const text = buffer.toString('utf8');
+    const end = text.lastIndexOf('\n');
+    if (end < 0) return { lines: [], offset };
+    return { lines: text.slice(0, end).split('\n'), offset: offset + Buffer.byteLength(text.slice(0, end + 1)) };
+  } catch {
+    return { lines: [], offset };
+  }
+}
+
+async function checkOnce(readiness: ReadinessPlan, target: ReadinessTarget, timeoutMs: number): Promise<string | null> {
+  if (readiness.tcp !== undefined) {
+    const port = target.ports[String(readiness.tcp)] ?? readiness.tcp;
+    return tcpCheck(port, timeoutMs);
+  }
+  if (readiness.http) {
+    const port = target.ports[String(readiness.http.port)] ?? readiness.http.port;
+    return httpCheck(`http://127.0.0.1:${port}${readiness.http.path.startsWith('/') ? '' : '/'}${readiness.http.path}`, timeoutMs);
+  }
+  if (readiness.command) return commandCheck(readiness.command, target, timeoutMs);
+  return null;
+}
+
+function tcpCheck(port: number, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    const timer = setTimeout(() => finish(`port ${port} did not accept a connection`), timeoutMs);
+    function finish(result: string | null) {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(result);
+    }
+    socket.once('connect', () => finish(null));
+    socket.once('error', (error) => finish(`port ${port}: ${(error as NodeJS.ErrnoException).code ?? error.message}`));
+  });
+}
+
+async function httpCheck(url: string, timeoutMs: number): Promise<string | null> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
+    await response.body?.cancel();
+    return response.status < 400 ? null : `GET ${url} answered ${response.status}`;
+  } catch (error) {
+    const cause = (error as { cause?: { code?: string } }).cause?.code;
+    return `GET ${url} failed: ${cause ?? (error as Error).message}`;
+  }
+}
+
+function commandCheck(command: string[], target: ReadinessTarget, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const argv = target.argvFor(command);
+    const child = spawn(argv[0], argv.slice(1), { cwd: target.cwd, env: target.env, stdio: 'ignore', timeout: timeoutMs });
+    child.once('error', (error) => resolve(`\`${command.join(' ')}\` could not run: ${error.message}`));
+    child.once('exit', (code, signal) =>
+      resolve(code === 0 ? null : `\`${command.join(' ')}\` exited with ${signal ?? code}`));
+  });
+}

@@ -1,0 +1,98 @@
+import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+
+/**
+ * What the process runtime remembers about a workspace, on disk so that stop, delete and status
+ * work after a den server restart (workspaces outlive the server; the agent reconnects itself).
+ */
+export interface WorkspaceState {
+  /** service name -> declared port -> assigned loopback port; kept across stop/start */
+  ports: Record<string, Record<string, number>>;
+  agent?: TrackedProcess;
+  services: Record<string, TrackedProcess>;
+}
+
+export interface TrackedProcess {
+  /** pid of the group leader (the process was spawned detached, so pgid = pid) */
+  pid: number;
+  /** /proc start time of the leader, to tell our process from a reused pid */
+  startTime: string | null;
+  /** a hash of what the process was started with; start() restarts it when this changes */
+  specHash: string;
+}
+
+export interface WorkspacePaths {
+  root: string;
+  home: string;
+  tmp: string;
+  logs: string;
+  stateFile: string;
+}
+
+export function workspacePaths(dataDir: string, workspaceId: string): WorkspacePaths {
+  const root = join(dataDir, 'workspaces', workspaceId);
+  return {
+    root,
+    home: join(root, 'home'),
+    tmp: join(root, 'tmp'),
+    logs: join(root, 'logs'),
+    stateFile: join(root, 'state.json'),
+  };
+}
+
+export function readState(paths: WorkspacePaths): WorkspaceState {
+  try {
+    const parsed = JSON.parse(readFileSync(paths.stateFile, 'utf8')) as Partial<WorkspaceState>;
+    return { ports: parsed.ports ?? {}, agent: parsed.agent, services: parsed.services ?? {} };
+  } catch {
+    return { ports: {}, services: {} };
+  }
+}
+
+/** Writes atomically (rename) so a crash mid-write never leaves a torn state file. */
+export function writeState(paths: WorkspacePaths, state: WorkspaceState): void {
+  mkdirSync(paths.root, { recursive: true });
+  const temp = `${paths.stateFile}.${process.pid}.tmp`;
+  writeFileSync(temp, JSON.stringify(state, null, 2));
+  renameSync(temp, paths.stateFile);
+}
+
+export function listStateDirs(dataDir: string): string[] {
+  try {
+    return readdirSync(join(dataDir, 'workspaces'), { withFileTypes: true })
+      .filter((entry) => entry.isDirectory())
+      .map((entry) => entry.name);
+  } catch {
+    return [];
+  }
+}
+
+/** Every loopback port assigned to any workspace in this data dir, so two never share one. */
+export function assignedPorts(dataDir: string): Set<number> {
+  const ports = new Set<number>();
+  for (const id of listStateDirs(dataDir)) {
+    const state = readState(workspacePaths(dataDir, id));
+    for (const byPort of Object.values(state.ports)) for (const port of Object.values(byPort)) ports.add(port);
+  }
+  return ports;
+}
+
+/** Asks the kernel for a free loopback port, skipping ports already assigned to a workspace. */
+export async function allocatePort(taken: Set<number>): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const probe = createServer();
+      probe.once('error', reject);
+      probe.listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as { port: number };
+        probe.close(() => resolve(port));
+      });
+    });
+    if (!taken.has(port)) {
+      taken.add(port);
+      return port;
+    }
+  }
+  throw new Error('Could not find a free loopback port for an environment service.');
+}
