@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   SSH_KEY_INVALID: { status: 400, doc: 'The SSH public key could not be parsed.' },
   SSH_KEY_EXISTS: { status: 409, doc: 'That SSH public key is already registered.' },
   SSH_KEY_NOT_FOUND: { status: 404, doc: 'No SSH key with that id for this user.' },
+  USER_SUSPENDED: { status: 403, doc: 'The account is suspended; an owner must reactivate it.' },
+  USER_HAS_WORKSPACES: { status: 409, doc: 'The user still owns workspaces (or their history); delete them or suspend the user instead.' },
 
   // templates
   TEMPLATE_INVALID: { status: 400, doc: 'The template document failed validation; see validations.' },
@@ -57,6 +59,16 @@ export const ERROR_CODES = {
   AGENT_PROTOCOL_UNSUPPORTED: { status: 400, doc: 'The agent speaks a protocol major version the server does not know.' },
   AGENT_NOT_CONNECTED: { status: 409, doc: 'The workspace agent is not connected right now.' },
   EXEC_FAILED: { status: 500, doc: 'The command could not be started in the workspace.' },
+  AGENT_START_FAILED: { status: 502, doc: 'The workspace agent reported start_error (a blocking startup script failed).' },
+  AGENT_READY_TIMEOUT: { status: 504, doc: 'The workspace agent did not report ready in time.' },
+  AGENT_WAIT_CANCELED: { status: 409, doc: 'Waiting for the workspace agent was canceled (build canceled or server shutting down).' },
+
+  // terminal
+  TERMINAL_SESSION_NOT_FOUND: { status: 404, doc: 'No terminal session with that id in the workspace; it ended or expired.' },
+  TERMINAL_PROTOCOL_UNSUPPORTED: { status: 400, doc: 'The terminal client speaks a protocol major version the server does not know.' },
+  TERMINAL_MESSAGE_INVALID: { status: 400, doc: 'A terminal websocket message was malformed or too large.' },
+  TERMINAL_CLIENT_TOO_SLOW: { status: 409, doc: 'The terminal client stopped acknowledging output and was detached; reattach to continue.' },
+  TERMINAL_START_FAILED: { status: 500, doc: 'The terminal shell could not be started in the workspace.' },
 
   // runtimes
   RUNTIME_ERROR: { status: 500, doc: 'The runtime failed to apply the plan; the build log has details.' },

@@ -15,7 +15,7 @@ import type { Config } from '../config.ts';
 import type { Store } from '../store/connect.ts';
 import type { Clock } from '../store/time.ts';
 import type { RuntimeDriver } from '../runtimes/driver.ts';
-import { registerErrorHandling } from './errors.ts';
+import { answerFrameworkError, registerErrorHandling } from './errors.ts';
 import { registerHealth } from './health.ts';
 import { registerMetrics, type Metrics } from './metrics.ts';
 import { authPlugin } from '../auth/plugin.ts';
@@ -60,10 +60,17 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     trustProxy: false,
     disableRequestLogging: true,
     routerOptions: { ignoreTrailingSlash: true },
+    frameworkErrors: answerFrameworkError,
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   registerErrorHandling(app);
+  // Cookie and websocket plugins first: their onRequest hooks (parse cookies, mark upgrades so a
+  // refused upgrade's socket is closed) must run before auth's. Auth before any route: its
+  // onRoute hook must see every route.
+  await app.register(cookie);
+  await app.register(websocket, { options: { maxPayload: 1024 * 1024, perMessageDeflate: false } });
+  await app.register(authPlugin);
 
   const metrics = registerMetrics(app, deps);
   const builds = createBuildService(deps, metrics);
@@ -72,9 +79,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const context: AppContext = { ...deps, agents, builds, metrics };
   app.decorate('den', context);
 
-  await app.register(cookie);
   await app.register(rateLimit, { global: false });
-  await app.register(websocket, { options: { maxPayload: 1024 * 1024, perMessageDeflate: false } });
   await app.register(swagger, {
     openapi: {
       info: { title: 'den API', version: '1', description: 'Remote development workspaces with their own environments.' },
@@ -89,7 +94,6 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     transform: jsonSchemaTransform,
   });
   await app.register(swaggerUi, { routePrefix: '/api/docs', uiConfig: { deepLinking: false } });
-  await app.register(authPlugin);
 
   registerHealth(app, context);
   await app.register(authRoutes, { prefix: '/api/v1' });

@@ -25,10 +25,25 @@ export async function createTestDatabase(): Promise<{ url: string; drop(): Promi
     async drop() {
       const client = new pg.Client({ connectionString: postgresUrl });
       await client.connect();
+      // pg's pool.end() resolves before its sockets are closed; forcing the drop while a backend
+      // is still saying goodbye makes that client emit an unhandled 57P01 error in the test.
+      await waitForNoSessions(client, name);
       await client.query(`drop database if exists ${name} with (force)`);
       await client.end();
     },
   };
+}
+
+/** How long drop() waits for the test's own connections to close before forcing them. */
+const SESSIONS_CLOSE_TIMEOUT_MS = 5_000;
+
+async function waitForNoSessions(client: pg.Client, database: string): Promise<void> {
+  const deadline = Date.now() + SESSIONS_CLOSE_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    const { rows } = await client.query('select count(*)::int as n from pg_stat_activity where datname = $1', [database]);
+    if (rows[0].n === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /** The dialects a store test runs on: SQLite always, PostgreSQL when configured (in CI always). */

@@ -1,0 +1,84 @@
+import type { Kysely, Selectable } from 'kysely';
+import { AppError } from '../../protocol/errors.ts';
+import type { ApiTokenDto, CreatedTokenDto, CreateTokenRequest } from '../../protocol/users.ts';
+import type { ApiTokensTable, Database } from '../store/schema.ts';
+import { iso, type Clock } from '../store/time.ts';
+import { generateApiToken, hashSecret } from './secrets.ts';
+
+/**
+ * API tokens for the CLI and scripts: random, shown once, stored as sha256, revocable, with an
+ * optional expiry. Revoked tokens keep their row (revoked_at) so the audit trail stays.
+ */
+
+export async function createApiToken(
+  db: Kysely<Database>,
+  clock: Clock,
+  userId: string,
+  request: CreateTokenRequest,
+): Promise<CreatedTokenDto> {
+  const token = generateApiToken();
+  const now = clock.now();
+  const row: Selectable<ApiTokensTable> = {
+    id: crypto.randomUUID(),
+    user_id: userId,
+    name: request.name,
+    token_hash: hashSecret(token),
+    created_at: iso(now),
+    expires_at: request.expiresInDays ? iso(new Date(now.getTime() + request.expiresInDays * 86_400_000)) : null,
+    last_used_at: null,
+    revoked_at: null,
+  };
+  await db.insertInto('api_tokens').values(row).execute();
+  return { ...toApiTokenDto(row), token };
+}
+
+/** The user's tokens that are not revoked (expired ones are listed, with their expiry). */
+export async function listApiTokens(db: Kysely<Database>, userId: string): Promise<ApiTokenDto[]> {
+  const rows = await db
+    .selectFrom('api_tokens')
+    .selectAll()
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .orderBy('created_at')
+    .orderBy('id')
+    .execute();
+  return rows.map(toApiTokenDto);
+}
+
+export async function revokeApiToken(db: Kysely<Database>, clock: Clock, userId: string, tokenId: string): Promise<void> {
+  const result = await db
+    .updateTable('api_tokens')
+    .set({ revoked_at: iso(clock.now()) })
+    .where('id', '=', tokenId)
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
+  if (Number(result.numUpdatedRows) === 0) {
+    throw new AppError('TOKEN_NOT_FOUND', `You have no API token with id '${tokenId}'. Run \`den tokens list\` to see your tokens.`);
+  }
+}
+
+// last_used_at is written at most once per this interval, so authenticated reads do not each
+// cost a database write.
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+/** Records a use of the token, coarsely. */
+export async function touchApiToken(
+  db: Kysely<Database>,
+  clock: Clock,
+  token: { id: string; last_used_at: string | null },
+): Promise<void> {
+  const now = clock.now();
+  if (token.last_used_at && now.getTime() - Date.parse(token.last_used_at) < LAST_USED_RESOLUTION_MS) return;
+  await db.updateTable('api_tokens').set({ last_used_at: iso(now) }).where('id', '=', token.id).execute();
+}
+
+export function toApiTokenDto(row: Selectable<ApiTokensTable>): ApiTokenDto {
+  return {
+    id: row.id,
+    name: row.name,
+    createdAt: row.created_at,
+    expiresAt: row.expires_at,
+    lastUsedAt: row.last_used_at,
+  };
+}

@@ -1,0 +1,135 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { fastifyCookie } from '@fastify/cookie';
+import type { Kysely } from 'kysely';
+import { AppError } from '../../protocol/errors.ts';
+import type { Principal } from '../http/auth-types.ts';
+import type { Database, Role } from '../store/schema.ts';
+import { iso, type Clock } from '../store/time.ts';
+import { touchApiToken } from './api-tokens.ts';
+import { hashSecret, safeEqual } from './secrets.ts';
+import { SESSION_COOKIE } from './sessions.ts';
+
+/**
+ * Turns the credentials of a request (a Bearer API token or the session cookie) into a
+ * Principal. Shared by the HTTP hook and by websocket endpoints that see only raw requests.
+ */
+
+export interface Authentication {
+  principal: Principal;
+  /** set for cookie sessions: what logout deletes and what CSRF checks compare against */
+  session?: { idHash: string; csrfToken: string };
+}
+
+export interface Credentials {
+  /** the raw Authorization header */
+  authorization?: string;
+  /** the den_session cookie value */
+  sessionCookie?: string;
+}
+
+export interface AuthStore {
+  db: Kysely<Database>;
+  clock: Clock;
+}
+
+/** Reads credentials from raw headers (for callers without a parsed Fastify request). */
+export function credentialsFromHeaders(headers: IncomingHttpHeaders): Credentials {
+  const cookies = headers.cookie ? fastifyCookie.parse(headers.cookie) : {};
+  return { authorization: headers.authorization, sessionCookie: cookies[SESSION_COOKIE] };
+}
+
+/**
+ * Resolves credentials; null when none were presented. Presented but bad credentials throw
+ * (401 UNAUTHENTICATED / TOKEN_EXPIRED, 403 USER_SUSPENDED): a bad token must never silently
+ * fall back to anonymous or to the cookie.
+ */
+export async function authenticate(store: AuthStore, credentials: Credentials): Promise<Authentication | null> {
+  if (credentials.authorization !== undefined) {
+    return authenticateToken(store, bearerToken(credentials.authorization));
+  }
+  if (credentials.sessionCookie) {
+    return authenticateSession(store, credentials.sessionCookie);
+  }
+  return null;
+}
+
+/**
+ * Refuses cookie-authenticated websocket upgrades from other origins (cross-site websocket
+ * hijacking): browsers send cookies on cross-site upgrades and SameSite=Lax does not stop them
+ * for same-site subdomains such as workspace preview URLs.
+ */
+export function checkUpgradeOrigin(authentication: Authentication | null, origin: string | undefined, accessUrl: string): void {
+  if (!authentication?.session) return;
+  const expected = new URL(accessUrl).origin;
+  if (!origin || !safeEqual(origin, expected)) {
+    throw new AppError(
+      'CSRF_FAILED',
+      `This websocket was opened from ${origin ? `the origin ${origin}` : 'a page without an Origin'}, not from ${expected}. Open den at ${expected} and try again.`,
+    );
+  }
+}
+
+/** Whether a stored CSRF token matches the X-CSRF-Token header. */
+export function csrfTokenMatches(expected: string, presented: string | string[] | undefined): boolean {
+  return typeof presented === 'string' && presented.length > 0 && safeEqual(presented, expected);
+}
+
+function bearerToken(header: string): string {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!match) {
+    throw new AppError('UNAUTHENTICATED', 'The Authorization header must be `Bearer <API token>`. Create a token with `den login` or `den tokens create`.');
+  }
+  return match[1];
+}
+
+async function authenticateToken(store: AuthStore, token: string): Promise<Authentication> {
+  const row = await store.db
+    .selectFrom('api_tokens')
+    .innerJoin('users', 'users.id', 'api_tokens.user_id')
+    .select([
+      'api_tokens.id',
+      'api_tokens.expires_at',
+      'api_tokens.revoked_at',
+      'api_tokens.last_used_at',
+      'users.id as user_id',
+      'users.username',
+      'users.role',
+      'users.suspended',
+    ])
+    .where('api_tokens.token_hash', '=', hashSecret(token))
+    .executeTakeFirst();
+  if (!row || row.revoked_at !== null) {
+    throw new AppError('UNAUTHENTICATED', 'The API token is not valid: it is unknown or was revoked. Sign in again with `den login`.');
+  }
+  const now = store.clock.now();
+  if (row.expires_at !== null && row.expires_at <= iso(now)) {
+    throw new AppError('TOKEN_EXPIRED', `The API token expired at ${row.expires_at}. Sign in again with \`den login\` to get a new one.`);
+  }
+  refuseSuspended(row);
+  await touchApiToken(store.db, store.clock, row);
+  return { principal: { userId: row.user_id, username: row.username, role: row.role as Role, via: 'token', tokenId: row.id } };
+}
+
+async function authenticateSession(store: AuthStore, cookieValue: string): Promise<Authentication> {
+  const idHash = hashSecret(cookieValue);
+  const row = await store.db
+    .selectFrom('sessions')
+    .innerJoin('users', 'users.id', 'sessions.user_id')
+    .select(['sessions.csrf_token', 'sessions.expires_at', 'users.id as user_id', 'users.username', 'users.role', 'users.suspended'])
+    .where('sessions.id_hash', '=', idHash)
+    .executeTakeFirst();
+  if (!row || row.expires_at <= iso(store.clock.now())) {
+    throw new AppError('UNAUTHENTICATED', 'Your session has expired or was ended. Sign in again.');
+  }
+  refuseSuspended(row);
+  return {
+    principal: { userId: row.user_id, username: row.username, role: row.role as Role, via: 'session' },
+    session: { idHash, csrfToken: row.csrf_token },
+  };
+}
+
+function refuseSuspended(row: { username: string; suspended: number }): void {
+  if (row.suspended) {
+    throw new AppError('USER_SUSPENDED', `The account '${row.username}' is suspended. Ask an owner of this den server to reactivate it.`);
+  }
+}
