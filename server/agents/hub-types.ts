@@ -25,6 +25,8 @@ export interface ExecRequest {
   cwd?: string;
   /** allocate a pty instead of pipes */
   tty?: boolean;
+  /** the pty's initial size when tty is set (80x24 when absent) */
+  ttySize?: { cols: number; rows: number };
 }
 
 export interface ExecSession {
@@ -35,4 +37,6 @@ export interface ExecSession {
   exit: Promise<number>;
   closeStdin(): void;
   kill(signal?: NodeJS.Signals): void;
+  /** resizes the pty of a tty exec (ignored without one) */
+  resize(cols: number, rows: number): void;
 }

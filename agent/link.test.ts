@@ -1,0 +1,164 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { AGENT_PROTOCOL, MAX_CONTROL_FRAME_BYTES, decodeFrame, encodeFrame, type AgentFrame } from '../protocol/agent.ts';
+import { DIAL_MAX_PAYLOAD, connectUrl } from './dial.ts';
+
+/**
+ * The agent process against a hand-driven server end of the link (our own protocol seam), to
+ * check the agent's side of the rules: it survives bad frames, honours credit, enforces its own
+ * window and stops for good when refused.
+ */
+const FRAME_TIMEOUT_MS = 10_000;
+const home = mkdtempSync(join(tmpdir(), 'den-agent-link-'));
+const servers: WebSocketServer[] = [];
+const children: ReturnType<typeof spawn>[] = [];
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  for (const server of servers.splice(0)) server.close();
+});
+afterAll(() => rmSync(home, { recursive: true, force: true }));
+
+describe('agent link (agent side)', () => {
+  it('dials the connect endpoint with the protocol frame limit', () => {
+    expect(DIAL_MAX_PAYLOAD).toBe(MAX_CONTROL_FRAME_BYTES);
+    expect(connectUrl('http://den.example:7080/')).toBe('ws://den.example:7080/api/v1/agent/connect');
+    expect(connectUrl('https://den.example/base')).toBe('wss://den.example/base/api/v1/agent/connect');
+  });
+
+  it('ignores garbage frames from the server, then works normally', async () => {
+    const link = await connectAgent();
+    link.socket.send(Buffer.from([1, 2]));
+    link.socket.send('nope');
+    link.socket.send('{"type":"welcome"}');
+    link.socket.send(encodeFrame({ type: 'data', channel: 77, payload: new Uint8Array([1]) }));
+    link.send(welcome());
+    expect(await link.next((f) => f.type === 'lifecycle' && f.state === 'ready')).toBeTruthy();
+    link.send({ type: 'ping', id: 5 });
+    expect(await link.next((f) => f.type === 'pong')).toEqual({ type: 'pong', id: 5 });
+  });
+
+  it('answers open_error CHANNEL_KIND_UNSUPPORTED to a kind it does not implement', async () => {
+    const link = await connectAgent();
+    link.send(welcome());
+    link.send({ type: 'open', channel: 1, window: 1000, spec: { kind: 'tcp', host: '127.0.0.1', port: 1 } });
+    expect(await link.next((f) => f.type === 'open_error')).toMatchObject({ channel: 1, code: 'CHANNEL_KIND_UNSUPPORTED' });
+  });
+
+  it('never sends more output than the credit the server granted', async () => {
+    const link = await connectAgent();
+    link.send(welcome());
+    const total = 300_000;
+    const step = 7_000;
+    link.send({ type: 'open', channel: 1, window: step, spec: { kind: 'exec', command: ['head', '-c', String(total), '/dev/zero'] } });
+    let granted = step;
+    let received = 0;
+    const close = await link.next((frame) => {
+      if (frame.type === 'data' && frame.channel === 1) {
+        received += frame.payload.byteLength;
+        expect(received).toBeLessThanOrEqual(granted);
+        if (received === granted) {
+          granted += step;
+          link.send({ type: 'window', channel: 1, bytes: step });
+        }
+      }
+      return frame.type === 'close';
+    });
+    expect(close).toMatchObject({ type: 'close', channel: 1, exitCode: 0 });
+    expect(received).toBe(total);
+  });
+
+  it('closes a channel whose stdin overruns the window the agent advertised', async () => {
+    const link = await connectAgent();
+    link.send(welcome());
+    link.send({ type: 'open', channel: 1, window: 65_536, spec: { kind: 'exec', command: ['sleep', '5'] } });
+    const ok = await link.next((f) => f.type === 'open_ok');
+    const window = (ok as { window: number }).window;
+    const chunk = new Uint8Array(60_000);
+    for (let sent = 0; sent < window + 512 * 1024; sent += chunk.byteLength) link.send({ type: 'data', channel: 1, payload: chunk });
+    expect(await link.next((f) => f.type === 'close')).toMatchObject({ channel: 1, error: { code: 'FLOW_CONTROL_VIOLATION' } });
+  });
+
+  it('drops a silent connection after three heartbeat intervals and dials again, without rerunning startup', async () => {
+    const link = await connectAgent();
+    link.send({ ...welcome(), heartbeatMs: 100 } as AgentFrame);
+    await link.next((f) => f.type === 'lifecycle' && f.state === 'ready');
+    // the server now says nothing at all: the agent must notice and reconnect by itself
+    const again = await new Promise<WebSocket>((resolve) => link.server.once('connection', resolve));
+    const hello = await new Promise<AgentFrame>((resolve) => again.once('message', (data: Buffer) => resolve(decodeFrame(data.toString()))));
+    expect(hello).toMatchObject({ type: 'hello', state: 'ready', startupBegun: true });
+  });
+
+  it('exits for good (code 2) when the server refuses its token', async () => {
+    const server = new WebSocketServer({ host: '127.0.0.1', port: 0, verifyClient: (_info, done) => done(false, 401, 'Unauthorized') });
+    servers.push(server);
+    await new Promise((resolve) => server.once('listening', resolve));
+    const child = startAgent(server);
+    expect(await new Promise((resolve) => child.once('exit', resolve))).toBe(2);
+  });
+});
+
+function welcome(): AgentFrame {
+  return {
+    type: 'welcome',
+    protocol: AGENT_PROTOCOL,
+    workspace: { id: 'w', name: 'demo', ownerName: 'alice' },
+    buildId: 'b',
+    manifest: { env: {}, startupScripts: [], apps: [] },
+    heartbeatMs: 15_000,
+  };
+}
+
+function startAgent(server: WebSocketServer) {
+  const { port } = server.address() as AddressInfo;
+  const child = spawn(process.execPath, [join(import.meta.dirname, 'main.ts')], {
+    env: { ...process.env, HOME: home, DEN_AGENT_URL: `http://127.0.0.1:${port}`, DEN_AGENT_TOKEN: 'denagent_test' },
+    stdio: ['ignore', 'ignore', process.env.DEN_TEST_LOG ? 'inherit' : 'ignore'],
+  });
+  children.push(child);
+  return child;
+}
+
+/** Starts a fake server, the agent, and waits for its hello. */
+async function connectAgent() {
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  servers.push(server);
+  await new Promise((resolve) => server.once('listening', resolve));
+  startAgent(server);
+  const socket = await new Promise<WebSocket>((resolve) => server.once('connection', resolve));
+  const frames: AgentFrame[] = [];
+  let waiter: (() => void) | undefined;
+  socket.on('message', (data: Buffer, isBinary: boolean) => {
+    frames.push(decodeFrame(isBinary ? new Uint8Array(data) : data.toString()));
+    waiter?.();
+  });
+  const link = {
+    server,
+    socket,
+    send: (frame: AgentFrame) => socket.send(encodeFrame(frame)),
+    /** resolves with the first frame (consumed in order) for which `match` is true */
+    next(match: (frame: AgentFrame) => boolean): Promise<AgentFrame> {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no matching frame within ${FRAME_TIMEOUT_MS} ms`)), FRAME_TIMEOUT_MS);
+        const check = () => {
+          while (frames.length > 0) {
+            const frame = frames.shift()!;
+            if (match(frame)) {
+              clearTimeout(timer);
+              waiter = undefined;
+              return resolve(frame);
+            }
+          }
+        };
+        waiter = check;
+        check();
+      });
+    },
+  };
+  expect(await link.next((f) => f.type === 'hello')).toMatchObject({ type: 'hello', protocol: AGENT_PROTOCOL, state: 'starting', startupBegun: false });
+  return link;
+}

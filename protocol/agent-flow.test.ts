@@ -1,0 +1,88 @@
+import { describe, expect, it } from 'vitest';
+import { MAX_DATA_PAYLOAD, type DataFrame } from './agent.ts';
+import { ChannelSender, ReceiveWindow } from './agent-flow.ts';
+
+describe('ChannelSender', () => {
+  it('never sends more than the granted credit and sends the rest after a grant', () => {
+    const sent: DataFrame[] = [];
+    const sender = new ChannelSender(1, 10, (frame) => sent.push(frame));
+    let done = false;
+    expect(sender.write('data', new Uint8Array(25), () => (done = true))).toBe(false);
+    expect(sent.map((f) => f.payload.byteLength)).toEqual([10]);
+    expect(sender.queuedBytes).toBe(15);
+    expect(done).toBe(false);
+
+    let drained = 0;
+    sender.onDrain = () => drained++;
+    sender.grant(5);
+    expect(sent.map((f) => f.payload.byteLength)).toEqual([10, 5]);
+    sender.grant(100);
+    expect(sent.map((f) => f.payload.byteLength)).toEqual([10, 5, 10]);
+    expect(done).toBe(true);
+    expect(drained).toBe(1);
+    expect(sender.availableCredit).toBe(90);
+  });
+
+  it('splits writes into frames of at most MAX_DATA_PAYLOAD bytes and keeps stream order', () => {
+    const sent: DataFrame[] = [];
+    const sender = new ChannelSender(3, 10 * MAX_DATA_PAYLOAD, (frame) => sent.push(frame));
+    expect(sender.write('data', new Uint8Array(2 * MAX_DATA_PAYLOAD + 1))).toBe(true);
+    expect(sender.write('stderr', new Uint8Array([1]))).toBe(true);
+    expect(sent.map((f) => [f.type, f.payload.byteLength])).toEqual([
+      ['data', MAX_DATA_PAYLOAD],
+      ['data', MAX_DATA_PAYLOAD],
+      ['data', 1],
+      ['stderr', 1],
+    ]);
+  });
+
+  it('calls pending write callbacks when the channel closes, so writers do not hang', () => {
+    const sender = new ChannelSender(1, 0, () => {});
+    let done = false;
+    sender.write('data', new Uint8Array(5), () => (done = true));
+    sender.close();
+    expect(done).toBe(true);
+    expect(sender.queuedBytes).toBe(0);
+  });
+});
+
+describe('ReceiveWindow', () => {
+  it('refuses bytes beyond the window until they are granted back', () => {
+    const window = new ReceiveWindow(100);
+    expect(window.receive(100)).toBe(true);
+    expect(window.receive(1)).toBe(false);
+    expect(window.consume(10)).toBe(0); // below a quarter of the window: batched
+    expect(window.consume(15)).toBe(25);
+    expect(window.receive(25)).toBe(true);
+    expect(window.receive(1)).toBe(false);
+  });
+
+  it('grants whatever is pending when flushed', () => {
+    const window = new ReceiveWindow(100);
+    window.receive(3);
+    expect(window.consume(3, true)).toBe(3);
+    expect(window.consume(0, true)).toBe(0);
+  });
+
+  it('lets a sender and a receiver move any amount through a small window', () => {
+    const receiver = new ReceiveWindow(64);
+    let delivered = 0;
+    let violations = 0;
+    const sender: ChannelSender = new ChannelSender(1, 64, (frame) => {
+      if (!receiver.receive(frame.payload.byteLength)) violations++;
+      delivered += frame.payload.byteLength;
+      // the consumer drains each frame at once; grants flow back
+      queueMicrotask(() => {
+        const grant = receiver.consume(frame.payload.byteLength);
+        if (grant > 0) sender.grant(grant);
+      });
+    });
+    return new Promise<void>((resolve) => {
+      sender.write('data', new Uint8Array(10_000), () => {
+        expect(delivered).toBe(10_000);
+        expect(violations).toBe(0);
+        resolve();
+      });
+    });
+  });
+});

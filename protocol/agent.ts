@@ -1,0 +1,303 @@
+import { z } from 'zod';
+
+/**
+ * The agent link: one websocket from the agent in a workspace to the server, multiplexing
+ * numbered channels with per-channel credit-based flow control (see agent-flow.ts).
+ *
+ * Protocol version history (bump minor for additive changes, major for breaking ones; the
+ * server refuses majors it does not know with AGENT_PROTOCOL_UNSUPPORTED):
+ *  - 1.0  hello/welcome, lifecycle, log (+log_ack), ping/pong, shutdown, error; channels with
+ *         open/open_ok/open_error/eof/close/signal/resize; binary data, stderr and window frames.
+ *         Channel kinds: exec. Reserved kinds (agent answers open_error CHANNEL_KIND_UNSUPPORTED
+ *         until implemented): terminal, tcp, sync.
+ *
+ * Framing. Every websocket message is one frame.
+ *  - Text messages are control frames: UTF-8 JSON, validated by `controlFrameSchema`
+ *    (a discriminated union on `type`), at most MAX_CONTROL_FRAME_BYTES.
+ *  - Binary messages are channel frames with a 5-byte header:
+ *        u8 frame type | u32 channel id (big endian) | payload
+ *    DATA (0x01)   payload = bytes of the primary stream (stdin towards the agent, stdout from it)
+ *    STDERR (0x02) payload = bytes of the secondary stream (stderr from the agent)
+ *    WINDOW (0x03) payload = u32 credit increment in bytes (the receiver drained that much)
+ *    Data payloads are at most MAX_DATA_PAYLOAD bytes; larger writes are split.
+ *
+ * Channels. The server opens channels with odd ids and the agent with even ids (none yet), so
+ * both sides may open without coordinating; ids are never reused on one connection. `open` and
+ * `open_ok` each carry the opener's and the accepter's initial receive window. A sender never has
+ * more unacknowledged DATA+STDERR bytes in flight than the credit granted by the receiver; the
+ * receiver sends WINDOW as its consumer drains, so a channel whose consumer is slow stops its own
+ * producer and never stalls the others. Exceeding the credit is a protocol violation that closes
+ * the offending channel. `eof` means "no more data from me"; `close` ends the channel on both
+ * sides and carries the exit status of exec channels: the receiver ends whatever runs behind the
+ * channel and answers with its own `close` if it still had the channel open. Frames for unknown
+ * (already closed) channels are dropped without an answer.
+ *
+ * Link. The agent sends `hello` first (version, its per-process `instance` id, current state);
+ * the server answers `welcome` (workspace, build, manifest, heartbeat interval) or `error` and a
+ * close code from AGENT_CLOSE. The agent then reports `lifecycle` changes and startup-script
+ * output as `log` frames numbered per instance; the server appends each seq once and acks it
+ * (`log_ack`), so unacked frames are resent after a reconnect. The server pings every
+ * `heartbeatMs`; either side drops a connection silent for three intervals.
+ *
+ * Reserved kinds for issue 3 and later: a `terminal` channel's DATA carries pty output (agent ->
+ * server) and input (server -> agent) with `resize`; its abort detaches rather than kills, so
+ * sessions survive the link. `tcp` carries a raw byte stream to host:port in the workspace
+ * (port forwarding, SSH direct-tcpip, the app proxy); `eof` maps to a TCP half-close.
+ */
+export const AGENT_PROTOCOL = { major: 1, minor: 0 } as const;
+
+/** Control frames are JSON text; the manifest in `welcome` is the largest one. Matches the server's ws maxPayload. */
+export const MAX_CONTROL_FRAME_BYTES = 1024 * 1024;
+/** The largest payload of one DATA/STDERR frame; bigger writes are split into several frames. */
+export const MAX_DATA_PAYLOAD = 64 * 1024;
+/** The receive window a side advertises when it does not choose one: enough for loopback throughput, small enough to bound memory per channel. */
+export const DEFAULT_CHANNEL_WINDOW = 256 * 1024;
+/** Largest window a receiver may advertise (bounds what a peer can make us buffer). */
+export const MAX_CHANNEL_WINDOW = 16 * 1024 * 1024;
+export const CHANNEL_HEADER_BYTES = 5;
+
+/** Websocket close codes of the agent link (4000-4999 are application codes). */
+export const AGENT_CLOSE = {
+  /** the server is shutting the agent down or the agent is exiting */
+  shutdown: 4000,
+  /** token unknown, revoked, or for another workspace: do not retry */
+  unauthorized: 4001,
+  /** the server does not speak this protocol major: do not retry */
+  protocolUnsupported: 4002,
+  /** a newer connection for the same workspace replaced this one: do not retry */
+  replaced: 4003,
+  /** a malformed frame or a broken rule of the protocol */
+  protocolError: 4004,
+  /** no frame arrived within the heartbeat timeout */
+  heartbeatTimeout: 4005,
+} as const;
+
+export const FRAME_TYPE = { data: 0x01, stderr: 0x02, window: 0x03 } as const;
+
+export const lifecycleStateSchema = z.enum(['starting', 'ready', 'start_error', 'shutting_down', 'off']);
+export type LifecycleState = z.infer<typeof lifecycleStateSchema>;
+
+const channelId = z.number().int().min(1).max(0xffffffff);
+const windowSize = z.number().int().min(0).max(MAX_CHANNEL_WINDOW);
+const envSchema = z.record(z.string().min(1).max(256), z.string().max(128 * 1024));
+const versionSchema = z.object({ major: z.number().int().min(0), minor: z.number().int().min(0) });
+const name = z.string().min(1).max(128);
+
+export const startupScriptSchema = z.object({
+  name,
+  /** run by `bash -lc` (or `sh -c` when bash is missing), cwd = HOME */
+  run: z.string().min(1).max(256 * 1024),
+  timeoutMs: z.number().int().min(1).max(24 * 3600 * 1000).default(5 * 60 * 1000),
+  /** blocking scripts run one after another and must succeed before `ready`; others run in the background */
+  blocking: z.boolean().default(true),
+});
+export type StartupScript = z.infer<typeof startupScriptSchema>;
+
+export const agentAppSchema = z.object({
+  name,
+  displayName: z.string().max(256).optional(),
+  port: z.number().int().min(1).max(65535).optional(),
+  url: z.string().max(2048).optional(),
+  command: z.string().max(64 * 1024).optional(),
+});
+
+/** What the server tells the agent on every connect: derived from the template at build time. */
+export const agentManifestSchema = z.object({
+  env: envSchema.default({}),
+  startupScripts: z.array(startupScriptSchema).max(100).default([]),
+  apps: z.array(agentAppSchema).max(100).default([]),
+});
+export type AgentManifest = z.infer<typeof agentManifestSchema>;
+export type AgentManifestInput = z.input<typeof agentManifestSchema>;
+
+export const execOpenSchema = z.object({
+  kind: z.literal('exec'),
+  /** argv; spawned without a shell */
+  command: z.array(z.string().max(128 * 1024)).min(1).max(4096),
+  env: envSchema.optional(),
+  cwd: z.string().max(4096).optional(),
+  /** allocate a pty of this size instead of pipes (stdout and stderr merge) */
+  tty: z.object({ cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }).optional(),
+});
+/** Reserved for the terminal issue: a reattachable pty session. */
+export const terminalOpenSchema = z.object({
+  kind: z.literal('terminal'),
+  sessionId: z.string().max(128).optional(),
+  command: z.array(z.string()).max(4096).optional(),
+  cols: z.number().int().min(1).max(1000),
+  rows: z.number().int().min(1).max(1000),
+  env: envSchema.optional(),
+});
+/** Reserved for port forwarding, SSH direct-tcpip and the app proxy: a TCP stream to a port in the workspace. */
+export const tcpOpenSchema = z.object({
+  kind: z.literal('tcp'),
+  host: z.string().max(255).default('127.0.0.1'),
+  port: z.number().int().min(1).max(65535),
+});
+/** Reserved for file sync. */
+export const syncOpenSchema = z.object({ kind: z.literal('sync'), path: z.string().max(4096) });
+export const channelSpecSchema = z.discriminatedUnion('kind', [execOpenSchema, terminalOpenSchema, tcpOpenSchema, syncOpenSchema]);
+export type ChannelSpec = z.infer<typeof channelSpecSchema>;
+export type ExecOpen = z.infer<typeof execOpenSchema>;
+
+const osInfo = z.object({
+  platform: z.string().max(64),
+  arch: z.string().max(64),
+  release: z.string().max(256),
+  hostname: z.string().max(256),
+});
+
+export const controlFrameSchema = z.discriminatedUnion('type', [
+  // link level
+  z.object({
+    type: z.literal('hello'),
+    protocol: versionSchema,
+    agentVersion: z.string().max(64),
+    /** random per agent process: log sequence numbers are per instance */
+    instance: z.string().min(1).max(64),
+    os: osInfo,
+    /** the agent's current lifecycle state (not `starting` after a reconnect) */
+    state: lifecycleStateSchema,
+    /** true once the agent has run (or is running) the startup scripts of this process */
+    startupBegun: z.boolean(),
+  }),
+  z.object({
+    type: z.literal('welcome'),
+    protocol: versionSchema,
+    workspace: z.object({ id: z.string(), name: z.string(), ownerName: z.string() }),
+    buildId: z.string(),
+    manifest: agentManifestSchema,
+    /** how often the server pings; the agent reconnects after 3 missed intervals */
+    heartbeatMs: z.number().int().min(10).max(600_000),
+  }),
+  z.object({ type: z.literal('lifecycle'), state: lifecycleStateSchema, message: z.string().max(4096).optional() }),
+  z.object({
+    type: z.literal('log'),
+    /** per agent process, increasing; the server acks so the agent can resend after a reconnect */
+    seq: z.number().int().min(1),
+    script: name,
+    stream: z.enum(['stdout', 'stderr', 'system']),
+    lines: z.array(z.string().max(16 * 1024)).min(1).max(1000),
+  }),
+  z.object({ type: z.literal('log_ack'), seq: z.number().int().min(0) }),
+  z.object({ type: z.literal('ping'), id: z.number().int().min(0) }),
+  z.object({ type: z.literal('pong'), id: z.number().int().min(0) }),
+  z.object({ type: z.literal('shutdown'), graceful: z.boolean(), reason: z.string().max(1024).optional() }),
+  z.object({ type: z.literal('error'), code: z.string().max(64), message: z.string().max(4096) }),
+  // channels
+  z.object({ type: z.literal('open'), channel: channelId, window: windowSize, spec: channelSpecSchema }),
+  z.object({ type: z.literal('open_ok'), channel: channelId, window: windowSize }),
+  z.object({ type: z.literal('open_error'), channel: channelId, code: z.string().max(64), message: z.string().max(4096) }),
+  z.object({ type: z.literal('eof'), channel: channelId }),
+  z.object({
+    type: z.literal('close'),
+    channel: channelId,
+    /** exec: exit code, 128 + signal number when killed by a signal */
+    exitCode: z.number().int().min(0).max(255).optional(),
+    signal: z.string().max(32).optional(),
+    /** set when the channel ended abnormally */
+    error: z.object({ code: z.string().max(64), message: z.string().max(4096) }).optional(),
+  }),
+  z.object({ type: z.literal('signal'), channel: channelId, signal: z.string().regex(/^SIG[A-Z0-9]+$/).max(32) }),
+  z.object({ type: z.literal('resize'), channel: channelId, cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }),
+]);
+
+export type ControlFrame = z.infer<typeof controlFrameSchema>;
+export type ControlFrameOf<T extends ControlFrame['type']> = Extract<ControlFrame, { type: T }>;
+export type DataFrame = { type: 'data' | 'stderr'; channel: number; payload: Uint8Array };
+export type WindowFrame = { type: 'window'; channel: number; bytes: number };
+export type AgentFrame = ControlFrame | DataFrame | WindowFrame;
+
+/** A frame that could not be decoded; the message says what was wrong, never crashes the reader. */
+export class FrameError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FrameError';
+  }
+}
+
+/** Encodes a frame as a websocket message: a string for control frames, bytes for channel frames. */
+export function encodeFrame(frame: AgentFrame): string | Uint8Array {
+  switch (frame.type) {
+    case 'data':
+    case 'stderr': {
+      if (frame.payload.byteLength > MAX_DATA_PAYLOAD) throw new FrameError(`A data frame carries at most ${MAX_DATA_PAYLOAD} bytes; split the write.`);
+      const out = new Uint8Array(CHANNEL_HEADER_BYTES + frame.payload.byteLength);
+      writeHeader(out, FRAME_TYPE[frame.type], frame.channel);
+      out.set(frame.payload, CHANNEL_HEADER_BYTES);
+      return out;
+    }
+    case 'window': {
+      const out = new Uint8Array(CHANNEL_HEADER_BYTES + 4);
+      writeHeader(out, FRAME_TYPE.window, frame.channel);
+      new DataView(out.buffer).setUint32(CHANNEL_HEADER_BYTES, frame.bytes);
+      return out;
+    }
+    default:
+      return JSON.stringify(frame);
+  }
+}
+
+/** Decodes one websocket message; throws FrameError for truncated, oversized or malformed frames. */
+export function decodeFrame(message: string | Uint8Array): AgentFrame {
+  if (typeof message === 'string') return decodeControl(message);
+  if (message.byteLength < CHANNEL_HEADER_BYTES) throw new FrameError(`A binary frame is ${message.byteLength} bytes, shorter than its ${CHANNEL_HEADER_BYTES}-byte header.`);
+  const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
+  const type = view.getUint8(0);
+  const channel = view.getUint32(1);
+  if (channel === 0) throw new FrameError('A binary frame names channel 0, which does not exist.');
+  const payload = message.subarray(CHANNEL_HEADER_BYTES);
+  switch (type) {
+    case FRAME_TYPE.data:
+    case FRAME_TYPE.stderr:
+      if (payload.byteLength > MAX_DATA_PAYLOAD) throw new FrameError(`A data frame carries ${payload.byteLength} bytes; the maximum is ${MAX_DATA_PAYLOAD}.`);
+      return { type: type === FRAME_TYPE.data ? 'data' : 'stderr', channel, payload };
+    case FRAME_TYPE.window: {
+      if (payload.byteLength !== 4) throw new FrameError(`A window frame must carry 4 bytes, not ${payload.byteLength}.`);
+      const bytes = view.getUint32(CHANNEL_HEADER_BYTES);
+      if (bytes === 0 || bytes > MAX_CHANNEL_WINDOW) throw new FrameError(`A window frame grants ${bytes} bytes; grants are 1..${MAX_CHANNEL_WINDOW}.`);
+      return { type: 'window', channel, bytes };
+    }
+    default:
+      throw new FrameError(`Unknown binary frame type 0x${type.toString(16).padStart(2, '0')}.`);
+  }
+}
+
+/** Reads only the protocol version of a hello, so a newer agent's hello that fails the full schema still gets a clear refusal. */
+export function helloVersion(message: string): { major: number; minor: number } | undefined {
+  try {
+    const parsed = z.object({ type: z.literal('hello'), protocol: versionSchema }).safeParse(JSON.parse(message));
+    return parsed.success ? parsed.data.protocol : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function isProtocolSupported(version: { major: number }): boolean {
+  return version.major === AGENT_PROTOCOL.major;
+}
+
+function decodeControl(message: string): ControlFrame {
+  // string length is a lower bound of the UTF-8 size; the websocket layer enforces the byte limit too
+  if (message.length > MAX_CONTROL_FRAME_BYTES) throw new FrameError(`A control frame is larger than ${MAX_CONTROL_FRAME_BYTES} bytes.`);
+  let value: unknown;
+  try {
+    value = JSON.parse(message);
+  } catch {
+    throw new FrameError('A control frame is not valid JSON.');
+  }
+  const parsed = controlFrameSchema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const type = typeof value === 'object' && value !== null && 'type' in value ? String((value as { type: unknown }).type).slice(0, 32) : 'unknown';
+    throw new FrameError(`A '${type}' control frame is invalid: ${issue ? `${issue.path.join('.') || 'frame'}: ${issue.message}` : 'it does not match the schema'}.`);
+  }
+  return parsed.data;
+}
+
+function writeHeader(out: Uint8Array, type: number, channel: number): void {
+  if (!Number.isInteger(channel) || channel < 1 || channel > 0xffffffff) throw new FrameError(`Channel id ${channel} is outside 1..2^32-1.`);
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  view.setUint8(0, type);
+  view.setUint32(1, channel);
+}

@@ -1,0 +1,141 @@
+import { Duplex, Readable } from 'node:stream';
+import { AppError } from '../../protocol/errors.ts';
+import { DEFAULT_CHANNEL_WINDOW, type AgentFrame, type ControlFrameOf } from '../../protocol/agent.ts';
+import { ChannelSender, ReceiveWindow } from '../../protocol/agent-flow.ts';
+import type { ExecSession } from './hub-types.ts';
+
+/** What a server-side channel receives from its connection. */
+export interface ChannelEndpoint {
+  onData(type: 'data' | 'stderr', payload: Uint8Array): void;
+  onWindow(bytes: number): void;
+  onEof(): void;
+  onClose(frame: ControlFrameOf<'close'>): void;
+  /** the link went away */
+  onLinkLost(): void;
+}
+
+/** Keeps at most this much unread output per stream in the server before the agent stops sending; below the channel window so credit is granted while the buffer drains. */
+const READ_HIGH_WATER = 64 * 1024;
+
+/**
+ * The server end of an exec channel as the AgentHub's ExecSession: stdin is a Writable whose
+ * writes complete as the agent's credit allows; stdout/stderr are Readables that grant credit
+ * back only as the consumer reads them, so a consumer that stops reading stops the process in
+ * the workspace and holds at most one window of output here.
+ */
+export function createExecSession(
+  channel: number,
+  peerWindow: number,
+  send: (frame: AgentFrame) => void,
+  release: () => void,
+): { session: ExecSession; endpoint: ChannelEndpoint; localWindow: number } {
+  const sender = new ChannelSender(channel, peerWindow, send);
+  const window = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
+  let received = 0;
+  let accounted = 0;
+  let closed = false;
+  let resolveExit!: (code: number) => void;
+  let rejectExit!: (error: Error) => void;
+  const exit = new Promise<number>((resolve, reject) => {
+    resolveExit = resolve;
+    rejectExit = reject;
+  });
+  exit.catch(() => {}); // callers that only read the streams must not trip an unhandled rejection
+
+  const grantConsumed = () => {
+    const buffered = stdio.readableLength + stderr.readableLength;
+    const consumed = received - buffered;
+    const delta = consumed - accounted;
+    if (delta <= 0 || closed) return;
+    accounted = consumed;
+    const bytes = window.consume(delta);
+    if (bytes > 0) send({ type: 'window', channel, bytes });
+  };
+  const finish = () => {
+    if (closed) return;
+    closed = true;
+    sender.close();
+    release();
+  };
+
+  const stdio = new Duplex({
+    // ending both sides is not the end of the command (the exit status follows); only an explicit destroy abandons it
+    autoDestroy: false,
+    readableHighWaterMark: READ_HIGH_WATER,
+    read: grantConsumed,
+    write(chunk: Buffer, _encoding, callback) {
+      // after the end, stdin is dropped rather than raising an 'error' event nobody may listen to
+      if (closed) return callback();
+      sender.write('data', chunk, () => callback());
+    },
+    final(callback) {
+      if (!closed) send({ type: 'eof', channel });
+      callback();
+    },
+    destroy(error, callback) {
+      // the consumer gave up: end the process in the workspace
+      if (!closed) {
+        send({ type: 'close', channel });
+        finish();
+        rejectExit(new AppError('EXEC_FAILED', 'The command was abandoned before it exited.'));
+      }
+      callback(error);
+    },
+  });
+  const stderr = new Readable({ highWaterMark: READ_HIGH_WATER, read: grantConsumed });
+
+  const endOutput = () => {
+    stdio.push(null);
+    stderr.push(null);
+  };
+  const endpoint: ChannelEndpoint = {
+    onData(type, payload) {
+      if (closed) return;
+      if (!window.receive(payload.byteLength)) {
+        send({ type: 'close', channel, error: { code: 'FLOW_CONTROL_VIOLATION', message: 'The agent sent more output than the window allowed.' } });
+        endOutput();
+        finish();
+        rejectExit(new AppError('EXEC_FAILED', 'The workspace agent broke the flow-control rules; the command was stopped.'));
+        return;
+      }
+      received += payload.byteLength;
+      (type === 'data' ? stdio : stderr).push(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
+      grantConsumed();
+    },
+    onWindow(bytes) {
+      sender.grant(bytes);
+    },
+    onEof() {
+      endOutput();
+    },
+    onClose(frame) {
+      if (closed) return;
+      endOutput();
+      finish();
+      if (frame.exitCode !== undefined) resolveExit(frame.exitCode);
+      else rejectExit(new AppError('EXEC_FAILED', frame.error ? `The command ended abnormally: ${frame.error.message}` : 'The command ended without an exit status.'));
+    },
+    onLinkLost() {
+      if (closed) return;
+      finish();
+      endOutput();
+      rejectExit(new AppError('AGENT_NOT_CONNECTED', 'The workspace agent disconnected while the command ran. Run it again once the workspace is back.'));
+    },
+  };
+
+  const session: ExecSession = {
+    stdio,
+    stderr,
+    exit,
+    closeStdin() {
+      stdio.end();
+    },
+    kill(signal = 'SIGTERM') {
+      if (!closed) send({ type: 'signal', channel, signal });
+    },
+    resize(cols, rows) {
+      if (!closed) send({ type: 'resize', channel, cols, rows });
+    },
+  };
+  return { session, endpoint, localWindow: DEFAULT_CHANNEL_WINDOW };
+}

@@ -1,0 +1,147 @@
+import type { AddressInfo } from 'node:net';
+import { pino } from 'pino';
+import { Gauge, Registry } from 'prom-client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket, { WebSocketServer } from 'ws';
+import { AGENT_CLOSE, AGENT_PROTOCOL, decodeFrame, encodeFrame, type AgentFrame } from '../../protocol/agent.ts';
+import type { BuildLogEntry } from '../builds/log-sink.ts';
+import { loadConfig } from '../config.ts';
+import { openStore, type Store } from '../store/connect.ts';
+import { systemClock } from '../store/time.ts';
+import { seedWorkspace, type SeededWorkspace } from '../../test/support/workspace-seed.ts';
+import { createAgentHub, type LocalAgentHub } from './hub.ts';
+import { authenticateAgent, issueAgentToken, type AgentIdentity } from './tokens.ts';
+
+/** Everything here happens on loopback within a few heartbeats of 50 ms. */
+const CONDITION_TIMEOUT_MS = 5_000;
+const HEARTBEAT_MS = 50;
+
+describe('agent hub', () => {
+  let store: Store;
+  let hub: LocalAgentHub;
+  let server: WebSocketServer;
+  let url: string;
+  let gauge: Gauge;
+  const logs: { buildId: string; entry: BuildLogEntry }[] = [];
+  const pending: AgentIdentity[] = [];
+
+  beforeAll(async () => {
+    store = await openStore({ sqlitePath: ':memory:' });
+    gauge = new Gauge({ name: 'agents', help: 'connected agents', registers: [new Registry()] });
+    hub = createAgentHub({
+      config: loadConfig({ logLevel: 'silent' }, {}),
+      store,
+      clock: systemClock,
+      log: pino({ level: 'silent' }),
+      buildLogs: { append: (buildId, entry) => logs.push({ buildId, entry }) },
+      metrics: { agentsConnected: gauge },
+      heartbeatMs: HEARTBEAT_MS,
+    });
+    // a bare websocket server in front of the hub: the routes' token check is tested end to end elsewhere
+    server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    server.on('connection', (socket) => hub.accept(socket, pending.shift()!));
+    await new Promise((resolve) => server.once('listening', resolve));
+    url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await hub.close();
+    server.close();
+    await store.close();
+  });
+
+  async function seeded(name: string): Promise<{ ws: SeededWorkspace; identity: AgentIdentity }> {
+    const ws = await seedWorkspace(store.db, { username: `u-${name}`, workspaceName: name });
+    const token = await issueAgentToken(store.db, { workspaceId: ws.workspaceId, buildId: ws.buildId, manifest: {}, now: new Date() });
+    return { ws, identity: (await authenticateAgent(store.db, token))! };
+  }
+
+  /** Connects as an agent, says hello and waits for welcome; answers pings only when asked to. */
+  async function agent(identity: AgentIdentity, options: { answerPings: boolean }) {
+    pending.push(identity);
+    const socket = new WebSocket(url);
+    const frames: AgentFrame[] = [];
+    const closed = new Promise<number>((resolve) => socket.once('close', resolve));
+    socket.on('message', (data: Buffer, isBinary: boolean) => {
+      const frame = decodeFrame(isBinary ? new Uint8Array(data) : data.toString());
+      frames.push(frame);
+      if (frame.type === 'ping' && options.answerPings) socket.send(encodeFrame({ type: 'pong', id: frame.id }));
+    });
+    await new Promise((resolve) => socket.once('open', resolve));
+    socket.send(encodeFrame({
+      type: 'hello', protocol: AGENT_PROTOCOL, agentVersion: 'test', instance: crypto.randomUUID(),
+      os: { platform: 'linux', arch: 'x64', release: '1', hostname: 'h' }, state: 'starting', startupBegun: false,
+    }));
+    await until(() => frames.some((f) => f.type === 'welcome'), 'welcome');
+    return { socket, frames, closed, send: (frame: AgentFrame) => socket.send(encodeFrame(frame)) };
+  }
+
+  it('drops an agent that stops answering heartbeats and keeps one that answers', async () => {
+    const silent = await seeded('silent');
+    const lively = await seeded('lively');
+    const quiet = await agent(silent.identity, { answerPings: false });
+    const chatty = await agent(lively.identity, { answerPings: true });
+    expect(await gaugeValue(gauge)).toBe(2);
+    await quiet.closed;
+    expect(hub.isConnected(silent.ws.workspaceId)).toBe(false);
+    expect(hub.isConnected(lively.ws.workspaceId)).toBe(true);
+    expect(await gaugeValue(gauge)).toBe(1);
+    chatty.socket.close();
+    await chatty.closed;
+  });
+
+  it('replaces an older connection of the same workspace with close code 4003', async () => {
+    const { ws, identity } = await seeded('twice');
+    const first = await agent(identity, { answerPings: true });
+    const second = await agent(identity, { answerPings: true });
+    expect(await first.closed).toBe(AGENT_CLOSE.replaced);
+    expect(hub.isConnected(ws.workspaceId)).toBe(true);
+    second.socket.close();
+    await second.closed;
+  });
+
+  it('appends each log frame once, acks it, and resolves waitForReady after storing ready', async () => {
+    const { ws, identity } = await seeded('logs');
+    const link = await agent(identity, { answerPings: true });
+    const ready = hub.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: CONDITION_TIMEOUT_MS });
+    const log: AgentFrame = { type: 'log', seq: 1, script: 'setup', stream: 'stdout', lines: ['a', 'b'] };
+    link.send(log);
+    link.send(log); // resent after a reconnect: skipped
+    link.send({ type: 'lifecycle', state: 'ready' });
+    await ready;
+    const row = await store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
+    expect(row.agent_state).toBe('ready');
+    expect(logs.filter((l) => l.buildId === ws.buildId && l.entry.step === 'setup').map((l) => l.entry.line)).toEqual(['a', 'b']);
+    await until(() => link.frames.filter((f) => f.type === 'log_ack').length === 2, 'two log acks');
+    expect(link.frames.filter((f) => f.type === 'log_ack')).toEqual([{ type: 'log_ack', seq: 1 }, { type: 'log_ack', seq: 1 }]);
+    // a later caller for the same build gets the answer at once
+    await hub.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: 1 });
+    link.socket.close();
+    await link.closed;
+  });
+
+  it('rejects waitForReady with AGENT_READY_TIMEOUT and with AGENT_WAIT_CANCELED on abort', async () => {
+    const { ws } = await seeded('never');
+    await expect(hub.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: 20 })).rejects.toMatchObject({ code: 'AGENT_READY_TIMEOUT' });
+    const controller = new AbortController();
+    const waiting = hub.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: CONDITION_TIMEOUT_MS, signal: controller.signal });
+    controller.abort();
+    await expect(waiting).rejects.toMatchObject({ code: 'AGENT_WAIT_CANCELED' });
+  });
+
+  it('answers AGENT_NOT_CONNECTED to exec when no agent is connected', async () => {
+    const { ws } = await seeded('absent');
+    await expect(hub.exec(ws.workspaceId, { command: ['true'] })).rejects.toMatchObject({ code: 'AGENT_NOT_CONNECTED' });
+  });
+});
+
+async function gaugeValue(gauge: Gauge): Promise<number> {
+  return (await gauge.get()).values[0]?.value ?? 0;
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + CONDITION_TIMEOUT_MS;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`Timed out after ${CONDITION_TIMEOUT_MS} ms waiting for ${what}.`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

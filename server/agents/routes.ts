@@ -1,0 +1,75 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AppError } from '../../protocol/errors.ts';
+import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
+import { principalOf } from '../http/auth-types.ts';
+import { findWorkspaceFor } from '../workspaces/access.ts';
+import { relayExec } from './exec-relay.ts';
+import type { AgentHub } from './hub-types.ts';
+import type { LocalAgentHub } from './hub.ts';
+import { authenticateAgent, type AgentIdentity } from './tokens.ts';
+
+const connectQuerySchema = z.object({
+  /** optional: the workspace id the agent believes it serves; must match its token */
+  workspace: z.string().max(64).optional(),
+});
+
+/**
+ * The agent link endpoint and the user's exec websocket.
+ *  - GET /api/v1/agent/connect: public at the HTTP layer; the agent token (Authorization:
+ *    Bearer) is checked before the upgrade, so a bad token gets a 401 envelope, not a socket.
+ *  - GET /api/v1/workspaces/:owner/:name/exec: a signed-in user with access to the workspace;
+ *    relays an exec channel (protocol/exec.ts).
+ */
+export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const identities = new WeakMap<FastifyRequest, AgentIdentity>();
+  const workspaces = new WeakMap<FastifyRequest, string>();
+
+  app.get('/agent/connect', {
+    websocket: true,
+    config: { auth: 'public' },
+    schema: { querystring: connectQuerySchema },
+    preValidation: async (request) => {
+      const token = bearer(request.headers.authorization);
+      const identity = token ? await authenticateAgent(app.den.store.db, token) : undefined;
+      const query = request.query as z.infer<typeof connectQuerySchema>;
+      if (!identity || (query.workspace && query.workspace !== identity.workspaceId)) {
+        throw new AppError('AGENT_UNAUTHORIZED', 'The agent token is unknown, revoked or for another workspace. Restart the workspace to issue a new one.');
+      }
+      identities.set(request, identity);
+    },
+  }, (socket, request) => {
+    localHub(app.den.agents).accept(socket, identities.get(request)!);
+  });
+
+  app.get('/workspaces/:owner/:name/exec', {
+    websocket: true,
+    config: { auth: 'user' },
+    schema: { params: workspaceParamsSchema },
+    preHandler: async (request) => {
+      const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
+      const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), owner, name);
+      if (!app.den.agents.isConnected(workspace.id)) {
+        if (workspace.status !== 'running' && workspace.status !== 'starting') {
+          throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${owner}/${name}' is ${workspace.status}. Start it with \`den start ${name} --wait\` and try again.`);
+        }
+        throw new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${owner}/${name}' is not connected right now. Wait a few seconds (it reconnects by itself) or restart the workspace.`);
+      }
+      workspaces.set(request, workspace.id);
+    },
+  }, (socket, request) => {
+    relayExec(socket, app.den.agents, workspaces.get(request)!, request.log);
+  });
+}
+
+function bearer(header: string | undefined): string | undefined {
+  const match = /^Bearer\s+(\S+)$/i.exec(header ?? '');
+  return match?.[1];
+}
+
+function localHub(hub: AgentHub): LocalAgentHub {
+  if (!('accept' in hub)) throw new Error('The agent hub of this server cannot accept agent connections.');
+  return hub as LocalAgentHub;
+}
