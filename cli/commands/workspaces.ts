@@ -1,0 +1,170 @@
+import type { WorkspaceTransition } from '../../client/workspaces.ts';
+import type { BuildDto, BuildLogLine, WorkspaceDto, WorkspaceWithBuild } from '../../protocol/workspaces.ts';
+import { describeBuild, followBuild, formatLogLine, refText, renderStepTimings } from '../build-progress.ts';
+import { connect, type Session } from '../context.ts';
+import { parseWorkspaceRef, type WorkspaceRef } from '../refs.ts';
+import { ExitCode, UsageError } from '../errors.ts';
+import { parseParams } from '../params.ts';
+import { formatAge, note, print, printJson, printTable, renderFields } from '../output.ts';
+
+/** `den create|list|show|start|stop|restart|update|delete`. */
+
+interface WaitOptions {
+  wait?: boolean;
+  json?: boolean;
+}
+
+export async function create(name: string, options: WaitOptions & { template: string; param: string[]; owner?: string }): Promise<void> {
+  const params = parseParams(options.param, '--param');
+  const session = connect();
+  if (name.includes('/')) {
+    // `den create alice/demo` reads naturally; it means --owner alice.
+    const parsed = parseWorkspaceRef(name);
+    if (options.owner && parsed.owner && options.owner !== parsed.owner) {
+      throw new UsageError(`'${name}' names owner '${parsed.owner}' but --owner says '${options.owner}'. Give the owner once.`);
+    }
+    options.owner ??= parsed.owner;
+    name = parsed.name;
+  }
+  const result = await session.client.workspaces.create({ name, template: options.template, params, owner: options.owner });
+  await reportTransition(session, result, 'create', options);
+}
+
+/** `den start|stop|restart|update|delete WS` share one shape: queue a build, optionally follow it. */
+export function transition(verb: WorkspaceTransition) {
+  return async (reference: string, options: WaitOptions & { param?: string[] }): Promise<void> => {
+    const params = options.param ? parseParams(options.param, '--param') : undefined;
+    const session = connect();
+    const ref = await session.workspaceRef(reference);
+    const result = await session.client.workspaces.transition(ref.owner, ref.name, verb, params ? { params } : {});
+    await reportTransition(session, result, verb, options);
+  };
+}
+
+export async function list(options: { all?: boolean; json?: boolean }): Promise<void> {
+  const session = connect();
+  const { workspaces, total } = await session.client.workspaces.list({ all: options.all, limit: 500 });
+  if (options.json) return printJson(workspaces);
+  const me = options.all ? undefined : await session.username().catch(() => undefined);
+  const showOwner = options.all || workspaces.some((workspace) => workspace.owner !== me);
+  printTable(
+    workspaces,
+    [
+      { header: 'name', value: (w) => (showOwner ? `${w.owner}/${w.name}` : w.name) },
+      { header: 'template', value: (w) => `${w.template}@v${w.templateVersion}${w.outdated ? ' (outdated)' : ''}` },
+      { header: 'status', value: (w) => w.status },
+      { header: 'agent', value: (w) => w.agentState },
+      { header: 'last build', value: (w) => (w.latestBuild ? `#${w.latestBuild.number} ${w.latestBuild.transition} ${w.latestBuild.state}` : '') },
+      { header: 'updated', value: (w) => formatAge(w.updatedAt) },
+    ],
+    options.all ? 'There are no workspaces.' : 'You have no workspaces. Create one with `den create NAME --template TEMPLATE`.',
+  );
+  if (total > workspaces.length) note(`(showing ${workspaces.length} of ${total})`);
+}
+
+export async function show(reference: string, options: { json?: boolean }): Promise<void> {
+  const session = connect();
+  const ref = await session.workspaceRef(reference);
+  const workspace = await session.client.workspaces.get(ref.owner, ref.name);
+  if (options.json) return printJson(workspace);
+  const build = workspace.latestBuild;
+  print(
+    renderFields([
+      ['workspace', `${workspace.owner}/${workspace.name}`],
+      ['status', workspace.status],
+      ['agent', workspace.agentState],
+      ['template', `${workspace.template} version ${workspace.templateVersion}${workspace.outdated ? ' (a newer version is active; run `den update`)' : ''}`],
+      ['last build', build ? `#${build.number} ${build.transition} ${build.state}${build.error ? `: ${build.error}` : ''}` : 'none'],
+      ['created', `${workspace.createdAt} (${formatAge(workspace.createdAt)})`],
+      ['updated', `${workspace.updatedAt} (${formatAge(workspace.updatedAt)})`],
+    ]),
+  );
+  const params = Object.entries(workspace.params);
+  if (params.length > 0) {
+    print('\nParameters:');
+    for (const [key, value] of params) print(`  ${key} = ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+  }
+}
+
+async function reportTransition(session: Session, result: WorkspaceWithBuild, verb: WorkspaceTransition | 'create', options: WaitOptions): Promise<void> {
+  const ref: WorkspaceRef = { owner: result.workspace.owner, name: result.workspace.name };
+  const shown = await shortRef(session, ref);
+  if (!options.wait) {
+    if (options.json) return printJson(result);
+    print(`${capitalise(summaryVerb(verb))} ${refText(ref)}: build #${result.build.number} (${result.build.transition}) is ${result.build.state}. Follow it with \`den logs ${shown} -f\`.`);
+    return;
+  }
+
+  note(`${capitalise(progressive(verb))} ${refText(ref)} (build #${result.build.number})...`);
+  const write = (line: BuildLogLine) => note(formatLogLine(line));
+  let build = await followBuild(session.client, ref, result.build.number, write);
+  // A restart is a stop build that the server chains a start build onto once it succeeded.
+  while (build?.state === 'succeeded' && build.transition === 'stop' && build.reason === 'restart') {
+    const next = await chainedBuild(session, ref, build.number);
+    note(`\nBuild #${next} (start) follows.`);
+    build = await followBuild(session.client, ref, next, write);
+  }
+  if (build === null) {
+    // Only a delete makes the workspace disappear under its own build.
+    if (options.json) return printJson({ workspace: { ...result.workspace, status: 'deleted' }, build: result.build });
+    print(`Deleted ${refText(ref)}.`);
+    return;
+  }
+  const timings = renderStepTimings(build);
+  if (timings) note(`\n${timings.trimEnd()}`);
+  const workspace = await finalWorkspace(session, ref, build);
+  if (options.json) printJson({ workspace: workspace ?? result.workspace, build });
+  if (build.state !== 'succeeded') {
+    note(describeBuild(build));
+    note(`See the whole log with \`den logs ${shown} --build ${build.number}\`.`);
+    throw new ExitCode(1);
+  }
+  if (!options.json) {
+    print(workspace ? `${describeBuild(build)} ${refText(ref)} is ${workspace.status}.` : `${describeBuild(build)} ${refText(ref)} is deleted.`);
+  }
+}
+
+/** How long the server may take to queue the start half of a restart after its stop half. */
+const CHAINED_BUILD_TIMEOUT_MS = 15_000;
+const CHAINED_BUILD_POLL_MS = 200;
+
+/** The number of the build queued after `number` (the start half of a restart). */
+async function chainedBuild(session: Session, ref: WorkspaceRef, number: number): Promise<number> {
+  const deadline = Date.now() + CHAINED_BUILD_TIMEOUT_MS;
+  for (;;) {
+    const latest = (await session.client.workspaces.get(ref.owner, ref.name)).latestBuild;
+    if (latest && latest.number > number) return latest.number;
+    if (Date.now() > deadline) {
+      throw new UsageError(`The server stopped ${refText(ref)} but did not queue the start of the restart. Run \`den start ${ref.name} --wait\`.`, 1);
+    }
+    await new Promise((resolve) => setTimeout(resolve, CHAINED_BUILD_POLL_MS));
+  }
+}
+
+/** The workspace after its build, or undefined once it was deleted. */
+async function finalWorkspace(session: Session, ref: WorkspaceRef, build: BuildDto): Promise<WorkspaceDto | undefined> {
+  try {
+    return await session.client.workspaces.get(ref.owner, ref.name);
+  } catch (error) {
+    if (build.transition === 'delete' && (error as { code?: string }).code === 'WORKSPACE_NOT_FOUND') return undefined;
+    throw error;
+  }
+}
+
+/** `demo` for the caller's own workspace, `alice/demo` for someone else's: what to type next. */
+async function shortRef(session: Session, ref: WorkspaceRef): Promise<string> {
+  const me = await session.username().catch(() => undefined);
+  return me === ref.owner ? ref.name : refText(ref);
+}
+
+function summaryVerb(verb: WorkspaceTransition | 'create'): string {
+  return { create: 'created', start: 'starting', stop: 'stopping', restart: 'restarting', update: 'updating', delete: 'deleting' }[verb];
+}
+
+function progressive(verb: WorkspaceTransition | 'create'): string {
+  return { create: 'creating', start: 'starting', stop: 'stopping', restart: 'restarting', update: 'updating', delete: 'deleting' }[verb];
+}
+
+function capitalise(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}

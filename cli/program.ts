@@ -1,0 +1,182 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { Command } from 'commander';
+import { collectParam, lazy, parsePositiveInt } from './actions.ts';
+import { registerAdminCommands } from './program-admin.ts';
+
+/**
+ * The command tree: names, arguments, options, help and examples. Actions are lazy: each loads
+ * its module (and through it the client and zod) only when that command runs, so `den --help`
+ * and `den exec` do not pay for the rest.
+ */
+export function buildProgram(): Command {
+  const program = new Command('den')
+    .description('den: remote development workspaces, each with its own production-like environment.')
+    .version(packageVersion(), '-V, --version', 'print the CLI version')
+    .enablePositionalOptions()
+    .exitOverride()
+    .showHelpAfterError('(run the command with --help for usage)')
+    .configureHelp({ sortSubcommands: false, showGlobalOptions: false })
+    .addHelpText(
+      'after',
+      `
+Configuration:
+  den login saves the server URL and an API token in $XDG_CONFIG_HOME/den/config.json
+  (default ~/.config/den/config.json, mode 0600). DEN_URL and DEN_TOKEN override it.
+
+Workspaces are named NAME (yours) or OWNER/NAME.
+
+Examples:
+  den login http://127.0.0.1:7080 --first-user-username admin --first-user-password 's3cret-pass'
+  den templates push templates/starter --activate
+  den create demo --template starter --param greeting=hi --wait
+  den exec demo -- sh -c 'echo $DEN_WORKSPACE_NAME; pwd'
+  den logs demo -f`,
+    );
+
+  program
+    .command('login')
+    .description('Sign in to a den server and save the URL and an API token')
+    .argument('[url]', 'the server URL, e.g. http://127.0.0.1:7080 (default: DEN_URL or the saved one)')
+    .option('--token <token>', 'use an existing API token instead of a password')
+    .option('-u, --username <name>', 'sign in with this username')
+    .option('-p, --password <password>', 'the password (prompted for when omitted on a terminal)')
+    .option('--token-name <name>', 'name of the API token this login creates', defaultTokenName())
+    .option('--expires-in-days <days>', 'let the created token expire after this many days', parsePositiveInt)
+    .option('--first-user-username <name>', 'on a new server: create the first (owner) user with this name, then sign in')
+    .option('--first-user-password <password>', 'password of the first user')
+    .option('--first-user-display-name <name>', 'display name of the first user')
+    .option('--json', 'print the signed-in user as JSON')
+    .addHelpText(
+      'after',
+      `
+On a server without users, --first-user-* creates the owner account (for scripts); on a server
+that already has users they sign in as that user instead.
+
+Examples:
+  den login http://127.0.0.1:7080 --first-user-username admin --first-user-password 's3cret-pass'
+  den login https://den.example.com -u alice
+  den login https://den.example.com --token "$DEN_API_TOKEN"`,
+    )
+    .action(lazy(() => import('./commands/auth.ts'), 'login'));
+
+  program
+    .command('logout')
+    .description('Revoke the saved API token and forget the login')
+    .action(lazy(() => import('./commands/auth.ts'), 'logout'));
+
+  program
+    .command('whoami')
+    .description('Show the signed-in user and server')
+    .option('--json', 'print as JSON')
+    .action(lazy(() => import('./commands/auth.ts'), 'whoami'));
+
+  registerWorkspaceCommands(program);
+  registerAdminCommands(program);
+  return program;
+}
+
+function registerWorkspaceCommands(program: Command): void {
+  const workspaces = () => import('./commands/workspaces.ts');
+
+  program
+    .command('create')
+    .description('Create a workspace from a template')
+    .argument('<name>', 'workspace name (lowercase letters, digits, dashes)')
+    .requiredOption('-t, --template <name>', 'template to create it from (its active version)')
+    .option('--param <key=value>', 'a template parameter; repeat for several', collectParam, [])
+    .option('--owner <username>', 'create it for another user (owner role only)')
+    .option('--wait', 'stream the build log and wait until the workspace is running')
+    .option('--json', 'print the workspace as JSON')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  den create demo --template starter --wait
+  den create api --template node-postgres --param cpu=4 --param disk=20 --wait`,
+    )
+    .action(lazy(workspaces, 'create'));
+
+  program
+    .command('list')
+    .alias('ls')
+    .description('List workspaces')
+    .option('-a, --all', 'every user\'s workspaces (owner role)')
+    .option('--json', 'print as JSON')
+    .action(lazy(workspaces, 'list'));
+
+  program
+    .command('show')
+    .description('Show a workspace, its parameters and its last build')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('--json', 'print as JSON')
+    .action(lazy(workspaces, 'show'));
+
+  for (const [verb, description] of [
+    ['start', 'Start a stopped workspace'],
+    ['stop', 'Stop a workspace (its home is kept)'],
+    ['restart', 'Stop and start a workspace'],
+    ['update', 'Move a workspace to its template\'s active version and restart it'],
+    ['delete', 'Delete a workspace and its home'],
+  ] as const) {
+    const command = program
+      .command(verb)
+      .description(description)
+      .argument('<workspace>', 'NAME or OWNER/NAME')
+      .option('--wait', 'stream the build log and wait for the build to finish')
+      .option('--json', 'print the workspace and build as JSON');
+    if (verb === 'start' || verb === 'restart' || verb === 'update') {
+      command.option('--param <key=value>', 'change a parameter (mutable or ephemeral ones); repeat for several', collectParam, []);
+    }
+    command
+      .addHelpText('after', `\nExample:\n  den ${verb} demo --wait`)
+      .action(lazy(async () => ({ run: (await workspaces()).transition(verb) }), 'run'));
+  }
+
+  program
+    .command('logs')
+    .description('Print the build log of a workspace, with step timings')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('-f, --follow', 'keep streaming until the build finishes')
+    .option('-b, --build <number>', 'a build number (default: the latest)', parsePositiveInt)
+    .option('--json', 'print log entries as JSON lines')
+    .addHelpText('after', `\nExamples:\n  den logs demo\n  den logs demo -f\n  den logs alice/demo --build 2`)
+    .action(lazy(() => import('./commands/logs.ts'), 'logs'));
+
+  program
+    .command('exec')
+    .description('Run a command in a workspace; stdin, stdout and stderr are connected and its exit code is den\'s')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .argument('<command...>', 'the command and its arguments (after --)')
+    .option('-t, --tty', 'allocate a terminal (default: when stdin and stdout are terminals)')
+    .option('-T, --no-tty', 'never allocate a terminal')
+    .option('-w, --workdir <dir>', 'working directory in the workspace')
+    .option('-e, --env <key=value>', 'set an environment variable; repeat for several', collectParam, [])
+    .passThroughOptions()
+    .addHelpText(
+      'after',
+      `
+Examples:
+  den exec demo -- sh -c 'echo $DEN_WORKSPACE_NAME; pwd'
+  echo hello | den exec demo -- cat
+  den exec -e DEBUG=1 demo -- npm test`,
+    )
+    .action(lazy(() => import('./commands/exec.ts'), 'exec'));
+}
+
+function defaultTokenName(): string {
+  return `den CLI on ${hostname()}`.slice(0, 64);
+}
+
+/** den's version from package.json: two levels up from a bundle chunk (dist/den-chunks/), one from cli/. */
+function packageVersion(): string {
+  for (const path of ['../package.json', '../../package.json']) {
+    try {
+      const manifest = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (manifest.name === 'den' && manifest.version) return manifest.version;
+    } catch {
+      // not at this level
+    }
+  }
+  return 'unknown';
+}

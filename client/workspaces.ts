@@ -1,0 +1,99 @@
+import {
+  buildListSchema,
+  buildLogLineSchema,
+  buildSchema,
+  workspaceListSchema,
+  workspaceSchema,
+  workspaceWithBuildSchema,
+  type BuildLogLine,
+  type CreateWorkspaceRequest,
+} from '../protocol/workspaces.ts';
+import type { z } from 'zod';
+import { DenApiError } from './errors.ts';
+import { segment, type Transport } from './http.ts';
+
+export type WorkspaceTransition = 'start' | 'stop' | 'restart' | 'update' | 'delete';
+export type ParameterValues = z.input<typeof workspaceWithBuildSchema>['workspace']['params'];
+
+/** Workspaces and their builds: /api/v1/workspaces[/:owner/:name[/...]]. */
+export class WorkspacesApi {
+  readonly #transport: Transport;
+
+  constructor(transport: Transport) {
+    this.#transport = transport;
+  }
+
+  list(query: { owner?: string; all?: boolean; limit?: number; offset?: number } = {}) {
+    return this.#transport.request('GET', '/api/v1/workspaces', {
+      query: { owner: query.owner, all: query.all ? '1' : undefined, limit: query.limit, offset: query.offset },
+      schema: workspaceListSchema,
+    });
+  }
+
+  get(owner: string, name: string, signal?: AbortSignal) {
+    return this.#transport.request('GET', workspacePath(owner, name), { schema: workspaceSchema, signal });
+  }
+
+  /** Creates the workspace and queues its first (start) build. */
+  create(body: CreateWorkspaceRequest) {
+    return this.#transport.request('POST', '/api/v1/workspaces', { body, schema: workspaceWithBuildSchema });
+  }
+
+  /** Queues a build for the transition and answers with the workspace and that build. */
+  transition(owner: string, name: string, transition: WorkspaceTransition, body: { params?: Record<string, unknown> } = {}) {
+    if (transition === 'delete') {
+      return this.#transport.request('DELETE', workspacePath(owner, name), { schema: workspaceWithBuildSchema });
+    }
+    return this.#transport.request('POST', `${workspacePath(owner, name)}/${transition}`, { body, schema: workspaceWithBuildSchema });
+  }
+
+  builds(owner: string, name: string) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/builds`, { schema: buildListSchema });
+  }
+
+  build(owner: string, name: string, number: number, signal?: AbortSignal) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/builds/${segment(number)}`, { schema: buildSchema, signal });
+  }
+
+  /** The build log so far (lines after `after`). */
+  async logs(owner: string, name: string, number: number, options: { after?: number; signal?: AbortSignal } = {}): Promise<BuildLogLine[]> {
+    const lines: BuildLogLine[] = [];
+    for await (const line of this.#logStream(owner, name, number, { ...options, follow: false })) lines.push(line);
+    return lines;
+  }
+
+  /** The build log so far, then live lines until the build finishes (or `signal` aborts). */
+  followLogs(owner: string, name: string, number: number, options: { after?: number; signal?: AbortSignal } = {}): AsyncGenerator<BuildLogLine> {
+    return this.#logStream(owner, name, number, { ...options, follow: true });
+  }
+
+  async *#logStream(
+    owner: string,
+    name: string,
+    number: number,
+    options: { after?: number; signal?: AbortSignal; follow: boolean },
+  ): AsyncGenerator<BuildLogLine> {
+    const events = this.#transport.stream(`${workspacePath(owner, name)}/builds/${segment(number)}/logs`, {
+      query: { follow: options.follow ? '1' : undefined, after: options.after || undefined },
+      signal: options.signal,
+    });
+    for await (const event of events) {
+      // A non-streaming answer may wrap the lines: { lines: [...] }.
+      const items = Array.isArray((event as { lines?: unknown }).lines) ? (event as { lines: unknown[] }).lines : [event];
+      for (const item of items) {
+        const parsed = buildLogLineSchema.safeParse(item);
+        if (parsed.success) {
+          yield parsed.data;
+        } else if ((item as { error?: unknown })?.error) {
+          const error = (item as { error: { code?: string; message?: string } }).error;
+          throw new DenApiError(error.code ?? 'INTERNAL', 500, error.message ?? 'The log stream ended with an error.');
+        }
+        // Anything else (keep-alives, an end marker) carries no log line.
+      }
+    }
+  }
+}
+
+export function workspacePath(owner: string, name: string): string {
+  return `/api/v1/workspaces/${segment(owner)}/${segment(name)}`;
+}
