@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } from 'fastify-type-provider-zod';
 import { AppError, type ValidationIssue } from '../../protocol/errors.ts';
 
@@ -21,6 +21,15 @@ export function registerErrorHandling(app: FastifyInstance): void {
     const error = new AppError('NOT_FOUND', `There is no route ${request.method} ${request.url.split('?')[0]}. See /api/docs for the API.`);
     return reply.status(404).send(error.toEnvelope());
   });
+}
+
+/**
+ * Errors Fastify raises before routing (a %-escape in the URL that is not valid UTF-8) skip the
+ * error handler; this answers them with the same envelope (Fastify's `frameworkErrors` option).
+ */
+export function answerFrameworkError(error: FastifyError, _request: unknown, reply: FastifyReply): void {
+  const appError = toAppError(error);
+  void reply.status(appError.status).send(appError.toEnvelope());
 }
 
 export function toAppError(error: unknown): AppError {
@@ -50,6 +59,8 @@ export function toAppError(error: unknown): AppError {
       return new AppError('BAD_REQUEST', 'The request declares a JSON body but has none. Send a JSON object.');
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return new AppError('BAD_REQUEST', 'The request body is not valid JSON. Check its syntax and try again.');
+    case 'FST_ERR_BAD_URL':
+      return new AppError('BAD_REQUEST', 'The URL is malformed (a %-escape is not valid UTF-8). Fix the address and try again.');
   }
   if (fastifyError.statusCode === 429) {
     return new AppError('RATE_LIMITED', 'Too many requests. Wait a minute and try again.');

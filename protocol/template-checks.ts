@@ -1,0 +1,245 @@
+import type { ParameterSpec, ParameterValue, TemplateSpec } from './template.ts';
+
+/**
+ * Rules a field-by-field schema cannot express: names that must exist or be unique, service
+ * dependency cycles, defaults that must satisfy their own options and validation. Pure, so the
+ * same rules run in the schema (push time) and for parameter values (create/update time).
+ */
+
+export interface TemplateCheckIssue {
+  path: (string | number)[];
+  message: string;
+}
+
+export function checkTemplate(spec: TemplateSpec): TemplateCheckIssue[] {
+  return [...checkParameters(spec.parameters), ...checkWorkspace(spec), ...checkEnvironment(spec)];
+}
+
+/**
+ * Why `value` (already of the parameter's JS type) does not satisfy the parameter; empty when
+ * it does. Each entry is a phrase that follows the parameter's name ("must be one of 1, 2, 4").
+ */
+export function parameterValueProblems(parameter: ParameterSpec, value: ParameterValue): string[] {
+  const typeProblem = typeMismatch(parameter, value);
+  if (typeProblem) return [typeProblem];
+  const problems: string[] = [];
+  const options = parameter.options?.map((option) => (typeof option === 'object' ? option.value : option));
+  const items = Array.isArray(value) ? value : [value];
+  if (options) {
+    const outside = items.filter((item) => !options.some((option) => option === item));
+    if (outside.length > 0) {
+      problems.push(`must be ${Array.isArray(value) ? 'a list of' : 'one of'} ${options.map((o) => JSON.stringify(o)).join(', ')} (got ${outside.map((o) => JSON.stringify(o)).join(', ')})`);
+    }
+  }
+  const rules = parameter.validation;
+  if (!rules) return problems;
+  const [measure, unit] =
+    typeof value === 'number' ? [value, ''] : typeof value === 'string' ? [value.length, ' characters'] : Array.isArray(value) ? [value.length, ' items'] : [undefined, ''];
+  if (measure !== undefined && rules.min !== undefined && measure < rules.min) {
+    problems.push(unit ? `must have at least ${rules.min}${unit} (has ${measure})` : `must be at least ${rules.min} (got ${measure})`);
+  }
+  if (measure !== undefined && rules.max !== undefined && measure > rules.max) {
+    problems.push(unit ? `must have at most ${rules.max}${unit} (has ${measure})` : `must be at most ${rules.max} (got ${measure})`);
+  }
+  if (rules.regex !== undefined && (typeof value === 'string' || Array.isArray(value))) {
+    const pattern = compileRegex(rules.regex);
+    const failing = pattern ? items.filter((item) => !pattern.test(String(item))) : [];
+    if (failing.length > 0) {
+      problems.push(rules.message ? `is invalid: ${rules.message}` : `must match /${rules.regex}/ (got ${failing.map((f) => JSON.stringify(f)).join(', ')})`);
+    }
+  }
+  return problems;
+}
+
+function typeMismatch(parameter: ParameterSpec, value: ParameterValue): string | undefined {
+  switch (parameter.type) {
+    case 'string':
+      return typeof value === 'string' ? undefined : 'must be a string';
+    case 'number':
+      return typeof value === 'number' && Number.isFinite(value) ? undefined : 'must be a number';
+    case 'bool':
+      return typeof value === 'boolean' ? undefined : 'must be true or false';
+    case 'list':
+      return Array.isArray(value) && value.every((item) => typeof item === 'string') ? undefined : 'must be a list of strings';
+  }
+}
+
+/**
+ * Regexes run on user-given values, so a pattern that can take exponential time on a crafted
+ * value could stall the server. The classic shape is a repeated group whose body is made only of
+ * repeated parts (`(a+)+`, `(\w+\s?)*`): every split of the input is a way to match. A group
+ * with a fixed part (`(\.\d+)*`) has one split and is fine. A heuristic, not a proof: it
+ * catches the shapes people write by accident.
+ */
+export function hasNestedRepetition(source: string): boolean {
+  const repeatedGroup = /\(((?:[^()\\]|\\.)*)\)(?:[+*]|\{\d+,\d*\})/g;
+  for (const match of source.matchAll(repeatedGroup)) {
+    const body = match[1].replace(/^\?:/, '');
+    if (body.includes('|') || body === '') continue;
+    const atoms = [...body.matchAll(/(\\.|\[(?:[^\]\\]|\\.)*\]|[^\\[])([+*?]|\{\d+(?:,\d*)?\})?/g)];
+    const allRepeated = atoms.length > 0 && atoms.every((atom) => atom[2] !== undefined);
+    const someUnbounded = atoms.some((atom) => atom[2] === '+' || atom[2] === '*' || /,\}$/.test(atom[2] ?? ''));
+    if (allRepeated && someUnbounded) return true;
+  }
+  return false;
+}
+
+export function compileRegex(source: string): RegExp | undefined {
+  try {
+    return new RegExp(source);
+  } catch {
+    return undefined;
+  }
+}
+
+function checkParameters(parameters: ParameterSpec[]): TemplateCheckIssue[] {
+  const issues: TemplateCheckIssue[] = [];
+  const seen = new Set<string>();
+  parameters.forEach((parameter, index) => {
+    const at = (...rest: (string | number)[]) => ['parameters', index, ...rest];
+    if (seen.has(parameter.name)) {
+      issues.push({ path: at('name'), message: `Parameter '${parameter.name}' is declared twice; give each parameter its own name.` });
+    }
+    seen.add(parameter.name);
+    const rules = parameter.validation;
+    if (parameter.type === 'bool' && parameter.options) {
+      issues.push({ path: at('options'), message: 'A bool parameter takes no options; remove them.' });
+    }
+    parameter.options?.forEach((option, optionIndex) => {
+      const value = typeof option === 'object' ? option.value : option;
+      const expected = parameter.type === 'number' ? 'number' : 'string';
+      if (parameter.type !== 'bool' && typeof value !== expected) {
+        issues.push({ path: at('options', optionIndex), message: `Options of a ${parameter.type} parameter must be ${expected}s; change ${JSON.stringify(value)}.` });
+      }
+    });
+    if (rules) {
+      if (rules.min !== undefined && rules.max !== undefined && rules.min > rules.max) {
+        issues.push({ path: at('validation'), message: `validation.min (${rules.min}) is larger than validation.max (${rules.max}); swap them.` });
+      }
+      if (rules.regex !== undefined) {
+        if (parameter.type !== 'string' && parameter.type !== 'list') {
+          issues.push({ path: at('validation', 'regex'), message: `Only string and list parameters take a regex; remove it from this ${parameter.type} parameter.` });
+        } else if (!compileRegex(rules.regex)) {
+          issues.push({ path: at('validation', 'regex'), message: 'The regex is not a valid JavaScript regular expression; fix its syntax.' });
+        } else if (hasNestedRepetition(rules.regex)) {
+          issues.push({ path: at('validation', 'regex'), message: 'The regex repeats a group that itself repeats (like (a+)+), which can take exponential time; rewrite it without the nested repetition.' });
+        }
+      }
+      if (rules.monotonic !== undefined && parameter.type !== 'number') {
+        issues.push({ path: at('validation', 'monotonic'), message: 'Only number parameters can be monotonic; remove monotonic.' });
+      }
+      if (parameter.type === 'bool' && (rules.min !== undefined || rules.max !== undefined)) {
+        issues.push({ path: at('validation'), message: 'A bool parameter takes no min or max; remove them.' });
+      }
+    }
+    if (parameter.ephemeral && parameter.default === undefined) {
+      issues.push({ path: at('default'), message: 'An ephemeral parameter needs a default (it is not stored, so later builds fall back to it).' });
+    }
+    if (parameter.ephemeral && !parameter.mutable) {
+      issues.push({ path: at('mutable'), message: 'An ephemeral parameter is set anew on every build, so it cannot be immutable; remove mutable: false.' });
+    }
+    if (parameter.default !== undefined) {
+      for (const problem of parameterValueProblems(parameter, parameter.default)) {
+        issues.push({ path: at('default'), message: `The default ${problem}; change the default or the rules.` });
+      }
+    }
+  });
+  return issues;
+}
+
+function checkWorkspace(spec: TemplateSpec): TemplateCheckIssue[] {
+  const issues: TemplateCheckIssue[] = [];
+  duplicates(spec.workspace.startup?.map((script) => script.name) ?? []).forEach((index) => {
+    issues.push({ path: ['workspace', 'startup', index, 'name'], message: `Startup script '${spec.workspace.startup![index].name}' is declared twice; give each script its own name.` });
+  });
+  duplicates(spec.workspace.apps?.map((app) => app.name) ?? []).forEach((index) => {
+    issues.push({ path: ['workspace', 'apps', index, 'name'], message: `App '${spec.workspace.apps![index].name}' is declared twice; give each app its own name.` });
+  });
+  return issues;
+}
+
+function checkEnvironment(spec: TemplateSpec): TemplateCheckIssue[] {
+  const issues: TemplateCheckIssue[] = [];
+  const services = spec.environment?.services ?? {};
+  const names = Object.keys(services);
+  const known = names.length > 0 ? `the services are: ${names.join(', ')}` : 'the template declares no services';
+  for (const [name, service] of Object.entries(services)) {
+    const at = (...rest: (string | number)[]) => ['environment', 'services', name, ...rest];
+    if (!service.image && !service.command) {
+      issues.push({ path: at(), message: `Service '${name}' needs an image or a command (the process runtime runs the command).` });
+    }
+    const ports = service.ports?.map((p) => p.port) ?? [];
+    duplicates(ports).forEach((index) => issues.push({ path: at('ports', index, 'port'), message: `Port ${ports[index]} is listed twice; list each port once.` }));
+    const portNames = service.ports?.map((p) => p.name).filter((n): n is string => n !== undefined) ?? [];
+    duplicates(portNames).forEach(() => issues.push({ path: at('ports'), message: 'Two ports share a name; give each port its own name.' }));
+    duplicates(service.volumes?.map((v) => v.name) ?? []).forEach((index) => {
+      issues.push({ path: at('volumes', index, 'name'), message: `Volume '${service.volumes![index].name}' is declared twice; give each volume its own name.` });
+    });
+    const readiness = service.readiness;
+    if (readiness) {
+      const probes = [readiness.tcp, readiness.http, readiness.command].filter((probe) => probe !== undefined).length;
+      if (probes !== 1) {
+        issues.push({ path: at('readiness'), message: 'A readiness check needs exactly one of tcp, http or command.' });
+      }
+      const probed = readiness.tcp ?? readiness.http?.port;
+      if (probed !== undefined && !ports.includes(probed)) {
+        issues.push({ path: at('readiness', readiness.tcp !== undefined ? 'tcp' : 'http'), message: `Readiness checks port ${probed}, which service '${name}' does not list under ports; add it to ports.` });
+      }
+    }
+    service.dependsOn?.forEach((dependency, index) => {
+      if (dependency === name) {
+        issues.push({ path: at('dependsOn', index), message: `Service '${name}' cannot depend on itself; remove it from dependsOn.` });
+      } else if (!Object.hasOwn(services, dependency)) {
+        issues.push({ path: at('dependsOn', index), message: `Service '${name}' depends on '${dependency}', which does not exist; ${known}.` });
+      }
+    });
+  }
+  const cycle = findCycle(services);
+  if (cycle) {
+    issues.push({ path: ['environment', 'services', cycle[0], 'dependsOn'], message: `Services depend on each other in a cycle (${cycle.join(' -> ')}); break the cycle.` });
+  }
+  for (const kind of ['tasks', 'tests'] as const) {
+    for (const [entry, value] of Object.entries(spec.environment?.[kind] ?? {})) {
+      if (!Object.hasOwn(services, value.service)) {
+        issues.push({ path: ['environment', kind, entry, 'service'], message: `${kind === 'tasks' ? 'Task' : 'Test'} '${entry}' runs in service '${value.service}', which does not exist; ${known}.` });
+      }
+    }
+  }
+  return issues;
+}
+
+/** Indexes of entries that repeat an earlier entry. */
+function duplicates<T>(values: T[]): number[] {
+  const seen = new Set<T>();
+  const out: number[] = [];
+  values.forEach((value, index) => {
+    if (seen.has(value)) out.push(index);
+    seen.add(value);
+  });
+  return out;
+}
+
+/** The first dependency cycle among services, as a path that returns to its start. */
+function findCycle(services: Record<string, { dependsOn?: string[] }>): string[] | undefined {
+  const state = new Map<string, 'visiting' | 'done'>();
+  const stack: string[] = [];
+  const visit = (name: string): string[] | undefined => {
+    if (state.get(name) === 'done') return undefined;
+    if (state.get(name) === 'visiting') return [...stack.slice(stack.indexOf(name)), name];
+    state.set(name, 'visiting');
+    stack.push(name);
+    for (const dependency of services[name]?.dependsOn ?? []) {
+      if (dependency === name || !Object.hasOwn(services, dependency)) continue;
+      const cycle = visit(dependency);
+      if (cycle) return cycle;
+    }
+    stack.pop();
+    state.set(name, 'done');
+    return undefined;
+  };
+  for (const name of Object.keys(services)) {
+    const cycle = visit(name);
+    if (cycle) return cycle;
+  }
+  return undefined;
+}

@@ -1,0 +1,138 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { storeDialects } from '../../test/support/postgres.ts';
+import { startTestServer, type TestServer } from '../../test/support/harness.ts';
+import { api, createUserWithToken, setupOwner, type Api } from '../../test/support/users.ts';
+import { getActiveVersion, getTemplateVersionById } from './store.ts';
+
+const yaml = (name: string, extra = '') => `name: ${name}
+displayName: Demo ${name}
+workspace:
+  image: den/base:bookworm
+  env:
+    GREETING: "\${{ params.greeting }}"
+parameters:
+  - name: greeting
+    type: string
+    default: hello
+${extra}`;
+
+describe.each(storeDialects)('template routes on %s', (dialect) => {
+  let server: TestServer;
+  let admin: Api;
+  let member: Api;
+  let ownerId: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ dialect, startWorkers: false, config: { maxTemplateBytes: 64 * 1024 } });
+    const owner = await setupOwner(server.app);
+    ownerId = owner.userId;
+    admin = api(server.app, (await createUserWithToken(server.app, owner.token, 'template-admin')).token);
+    member = api(server.app, (await createUserWithToken(server.app, owner.token, 'member')).token);
+  });
+  afterAll(async () => server?.close());
+
+  it('creates the template on first push, activates version 1, and numbers later pushes', async () => {
+    const first = await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('demo'), 'scripts/db.js': 'x' }, message: 'first' });
+    expect(first.status).toBe(201);
+    expect(first.json).toMatchObject({ created: true, template: { name: 'demo', displayName: 'Demo demo', activeVersion: 1, versions: 1 }, version: { number: 1, active: true, message: 'first' } });
+
+    const second = await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('demo') } });
+    expect(second.json).toMatchObject({ created: false, template: { activeVersion: 1, versions: 2 }, version: { number: 2, active: false } });
+
+    const third = await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('demo') }, activate: true });
+    expect(third.json).toMatchObject({ template: { activeVersion: 3 }, version: { number: 3, active: true } });
+  });
+
+  it('numbers concurrent pushes of a new template without gaps or duplicates', async () => {
+    const pushes = await Promise.all(Array.from({ length: 6 }, () => admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('race') } })));
+    expect(pushes.map((p) => p.status)).toEqual(Array(6).fill(201));
+    expect(pushes.map((p) => p.json.version.number).sort()).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(pushes.filter((p) => p.json.created)).toHaveLength(1);
+  });
+
+  it('lists, shows and pulls versions to any user', async () => {
+    const list = await member.get('/api/v1/templates');
+    expect(list.status).toBe(200);
+    expect(list.json.templates.find((t: { name: string }) => t.name === 'demo')).toMatchObject({ activeVersion: 3, versions: 3, workspaces: 0 });
+    const shown = (await member.get('/api/v1/templates/demo')).json;
+    expect(shown).toMatchObject({ name: 'demo', activeVersion: 3, versions: 3 });
+    expect(shown.versionList.map((v: { number: number; active: boolean }) => [v.number, v.active])).toEqual([[3, true], [2, false], [1, false]]);
+    const versions = await member.get('/api/v1/templates/demo/versions');
+    expect(versions.json.versions.map((v: { number: number }) => v.number)).toEqual([3, 2, 1]);
+    const pulled = await member.get('/api/v1/templates/demo/versions/1');
+    expect(pulled.status).toBe(200);
+    expect(pulled.json.files).toEqual({ 'template.yaml': yaml('demo'), 'scripts/db.js': 'x' });
+    expect(pulled.json.spec).toMatchObject({ name: 'demo', parameters: [{ name: 'greeting', mutable: true }] });
+  });
+
+  it('activates an older version', async () => {
+    const response = await admin.post('/api/v1/templates/demo/activate', { version: 2 });
+    expect(response.json).toMatchObject({ activeVersion: 2 });
+    const active = await getActiveVersion(server.store.db, 'demo');
+    expect(active.version.number).toBe(2);
+    const byId = await getTemplateVersionById(server.store.db, active.version.id);
+    expect(byId).toMatchObject({ number: 2, template: { name: 'demo' }, spec: { name: 'demo' } });
+    expect(await getTemplateVersionById(server.store.db, randomUUID())).toBeUndefined();
+  });
+
+  it('answers missing templates and versions with their codes', async () => {
+    expect((await member.get('/api/v1/templates/nope')).json.error.code).toBe('TEMPLATE_NOT_FOUND');
+    expect((await member.get('/api/v1/templates/demo/versions/9')).json.error).toMatchObject({ code: 'TEMPLATE_VERSION_NOT_FOUND', message: expect.stringContaining('den templates versions demo') });
+    expect((await admin.post('/api/v1/templates/demo/activate', { version: 9 })).status).toBe(404);
+    await expect(getActiveVersion(server.store.db, 'nope')).rejects.toMatchObject({ code: 'TEMPLATE_NOT_FOUND' });
+  });
+
+  it('points a template error at its field and line', async () => {
+    const response = await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('bad', 'lifecycle:\n  autostop: 2 hours\n') } });
+    expect(response.status).toBe(400);
+    expect(response.json.error.code).toBe('TEMPLATE_INVALID');
+    expect(response.json.error.validations[0]).toMatchObject({ field: 'lifecycle.autostop', line: 12 });
+    expect(response.json.error.message).toContain('line 12');
+    expect((await member.get('/api/v1/templates/bad')).status).toBe(404);
+  });
+
+  it('refuses pushes without template.yaml, with unsafe paths, or too large', async () => {
+    expect((await admin.post('/api/v1/templates', { files: { 'README.md': '#' } })).json.error.code).toBe('TEMPLATE_INVALID');
+    const unsafe = await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('x'), '../escape': '' } });
+    expect(unsafe.json.error).toMatchObject({ code: 'TEMPLATE_INVALID', validations: [{ field: 'files["../escape"]' }] });
+    const big = await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('big'), 'blob.bin': 'x'.repeat(70 * 1024) } });
+    expect(big.status).toBe(413);
+    expect(big.json.error.code).toBe('PAYLOAD_TOO_LARGE');
+    expect((await admin.post('/api/v1/templates', { files: { 'template.yaml': 'name: [' } })).json.error.code).toBe('TEMPLATE_YAML_INVALID');
+  });
+
+  it('lets only template admins write', async () => {
+    expect((await member.post('/api/v1/templates', { files: { 'template.yaml': yaml('mine') } })).status).toBe(403);
+    expect((await member.post('/api/v1/templates/demo/activate', { version: 1 })).status).toBe(403);
+    expect((await member.delete('/api/v1/templates/demo')).status).toBe(403);
+    expect((await api(server.app).get('/api/v1/templates')).status).toBe(401);
+  });
+
+  it('serves the JSON Schema without sign-in', async () => {
+    const response = await api(server.app).get('/api/v1/templates/schema');
+    expect(response.status).toBe(200);
+    expect(response.json.properties.workspace).toBeDefined();
+  });
+
+  it('refuses to delete a template a live workspace uses, then deletes it and frees the name', async () => {
+    await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('used') } });
+    const active = await getActiveVersion(server.store.db, 'used');
+    const now = new Date().toISOString();
+    const workspaceId = randomUUID();
+    await server.store.db.insertInto('workspaces').values({
+      id: workspaceId, name: 'ws', owner_id: ownerId, template_id: active.template.id, template_version_id: active.version.id,
+      params_json: '{}', status: 'stopped', agent_state: null, last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
+    }).execute();
+    expect((await member.get('/api/v1/templates/used')).json.workspaces).toBe(1);
+    const refused = await admin.delete('/api/v1/templates/used');
+    expect(refused.status).toBe(409);
+    expect(refused.json.error).toMatchObject({ code: 'TEMPLATE_IN_USE', message: expect.stringContaining('owner/ws') });
+
+    await server.store.db.updateTable('workspaces').set({ deleted_at: now, status: 'deleted' }).where('id', '=', workspaceId).execute();
+    expect((await admin.delete('/api/v1/templates/used')).json).toEqual({ name: 'used', deleted: true });
+    expect((await member.get('/api/v1/templates/used')).status).toBe(404);
+    const again = await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('used') } });
+    expect(again.json).toMatchObject({ created: true, version: { number: 1 } });
+  });
+});

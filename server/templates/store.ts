@@ -1,0 +1,210 @@
+import { randomUUID } from 'node:crypto';
+import type { Kysely, Selectable } from 'kysely';
+import { AppError } from '../../protocol/errors.ts';
+import type { TemplateSpec } from '../../protocol/template.ts';
+import type {
+  PushTemplateResponse, TemplateDetail, TemplateSummary, TemplateVersionDetail, TemplateVersionSummary,
+} from '../../protocol/templates-api.ts';
+import type { Database, TemplatesTable, TemplateVersionsTable } from '../store/schema.ts';
+import { iso, type Clock } from '../store/time.ts';
+import { templateFilesSpec } from './files.ts';
+import { templateSummaries, versionSummaries } from './queries.ts';
+
+/**
+ * Templates and their immutable versions in the store. Push validates everything before it
+ * writes, and writes in one transaction, so a failed push leaves no partial state.
+ */
+
+export interface TemplateRecord {
+  id: string;
+  name: string;
+  displayName: string;
+  description: string;
+  icon: string | null;
+  activeVersionId: string | null;
+}
+
+export interface TemplateVersionRecord {
+  id: string;
+  templateId: string;
+  number: number;
+  spec: TemplateSpec;
+  message: string;
+  createdBy: string;
+  createdAt: string;
+}
+
+export interface PushInput {
+  files: Record<string, string>;
+  message?: string;
+  activate?: boolean;
+  userId: string;
+  maxBytes: number;
+}
+
+/** Stores a new version (creating the template on its first push); numbers go 1, 2, 3... */
+export async function pushTemplateVersion(db: Kysely<Database>, clock: Clock, input: PushInput): Promise<PushTemplateResponse> {
+  const spec = templateFilesSpec(input.files, input.maxBytes);
+  // Concurrent pushes race for the next number (or for creating the template); the unique
+  // constraints decide, and the loser simply tries again with the next number.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { created, number } = await db.transaction().execute(async (trx) => insertVersion(trx, clock, spec, input));
+      const [template] = await templateSummaries(db, spec.name);
+      const [version] = await versionSummaries(db, spec.name, number);
+      return { template, version, created };
+    } catch (error) {
+      if (attempt >= 10 || !isUniqueViolation(error)) throw error;
+    }
+  }
+}
+
+/** The version with its template, or undefined when no such version exists. */
+export async function getTemplateVersionById(
+  db: Kysely<Database>,
+  id: string,
+): Promise<(TemplateVersionRecord & { template: TemplateRecord }) | undefined> {
+  const version = await db.selectFrom('template_versions').selectAll().where('id', '=', id).executeTakeFirst();
+  if (!version) return undefined;
+  const template = await db.selectFrom('templates').selectAll().where('id', '=', version.template_id).executeTakeFirstOrThrow();
+  return { ...toVersionRecord(version), template: toTemplateRecord(template) };
+}
+
+/** The template and its active version; TEMPLATE_NOT_FOUND / TEMPLATE_NO_ACTIVE_VERSION. */
+export async function getActiveVersion(
+  db: Kysely<Database>,
+  templateName: string,
+): Promise<{ template: TemplateRecord; version: TemplateVersionRecord }> {
+  const template = await findTemplate(db, templateName);
+  if (!template.active_version_id) {
+    throw new AppError('TEMPLATE_NO_ACTIVE_VERSION', `Template '${templateName}' has no active version. Run \`den templates activate ${templateName} <version>\`.`);
+  }
+  const version = await db.selectFrom('template_versions').selectAll().where('id', '=', template.active_version_id).executeTakeFirstOrThrow();
+  return { template: toTemplateRecord(template), version: toVersionRecord(version) };
+}
+
+export async function listTemplates(db: Kysely<Database>): Promise<TemplateSummary[]> {
+  return templateSummaries(db);
+}
+
+/** A template with its versions, newest first. */
+export async function getTemplate(db: Kysely<Database>, name: string): Promise<TemplateDetail> {
+  await findTemplate(db, name);
+  const [summary] = await templateSummaries(db, name);
+  return { ...summary, versionList: await versionSummaries(db, name) };
+}
+
+export async function listTemplateVersions(db: Kysely<Database>, name: string): Promise<TemplateVersionSummary[]> {
+  await findTemplate(db, name);
+  return versionSummaries(db, name);
+}
+
+/** A version with its spec and files (what `den templates pull` writes back). */
+export async function getTemplateVersion(db: Kysely<Database>, name: string, number: number): Promise<TemplateVersionDetail> {
+  const template = await findTemplate(db, name);
+  const row = await db.selectFrom('template_versions').selectAll().where('template_id', '=', template.id).where('number', '=', number).executeTakeFirst();
+  if (!row) throw versionNotFound(name, number);
+  const [summary] = await versionSummaries(db, name, number);
+  return { ...summary, id: row.id, spec: JSON.parse(row.spec_json) as TemplateSpec, files: JSON.parse(row.files_json) as Record<string, string> };
+}
+
+/** Makes `number` the version new workspaces (and `den update`) use. */
+export async function activateTemplateVersion(db: Kysely<Database>, clock: Clock, name: string, number: number): Promise<TemplateSummary> {
+  const template = await findTemplate(db, name);
+  const row = await db.selectFrom('template_versions').selectAll().where('template_id', '=', template.id).where('number', '=', number).executeTakeFirst();
+  if (!row) throw versionNotFound(name, number);
+  await db.updateTable('templates').set(activation(row, JSON.parse(row.spec_json) as TemplateSpec, iso(clock.now()))).where('id', '=', template.id).execute();
+  const [summary] = await templateSummaries(db, name);
+  return summary;
+}
+
+/** Deletes a template no live workspace uses; TEMPLATE_IN_USE otherwise. */
+export async function deleteTemplate(db: Kysely<Database>, clock: Clock, name: string): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const template = await findTemplate(trx, name);
+    const users = await trx
+      .selectFrom('workspaces')
+      .innerJoin('users', 'users.id', 'workspaces.owner_id')
+      .select(['workspaces.name', 'users.username'])
+      .where('workspaces.template_id', '=', template.id)
+      .where('workspaces.deleted_at', 'is', null)
+      .orderBy('workspaces.created_at')
+      .limit(6)
+      .execute();
+    if (users.length > 0) {
+      const shown = users.slice(0, 5).map((w) => `${w.username}/${w.name}`).join(', ');
+      const which = users.length > 5 ? 'more than 5 workspaces, including ' : users.length === 1 ? 'the workspace ' : 'the workspaces ';
+      throw new AppError('TEMPLATE_IN_USE', `Template '${name}' is still used by ${which}${shown}. Delete those workspaces (\`den delete\`) first.`);
+    }
+    // Rows stay (deleted workspaces and builds reference them); the name is freed for reuse.
+    await trx
+      .updateTable('templates')
+      .set({ deleted_at: iso(clock.now()), name: `${template.name}~deleted~${template.id}` })
+      .where('id', '=', template.id)
+      .execute();
+  });
+}
+
+async function insertVersion(trx: Kysely<Database>, clock: Clock, spec: TemplateSpec, input: PushInput): Promise<{ created: boolean; number: number }> {
+  const now = iso(clock.now());
+  let template = await trx.selectFrom('templates').selectAll().where('name', '=', spec.name).where('deleted_at', 'is', null).executeTakeFirst();
+  const created = !template;
+  if (!template) {
+    template = {
+      id: randomUUID(), name: spec.name, display_name: spec.displayName ?? spec.name, description: spec.description ?? '',
+      icon: spec.icon ?? null, active_version_id: null, created_by: input.userId, created_at: now, updated_at: now, deleted_at: null,
+    };
+    await trx.insertInto('templates').values(template).execute();
+  }
+  const last = await trx.selectFrom('template_versions').select((eb) => eb.fn.max('number').as('max')).where('template_id', '=', template.id).executeTakeFirst();
+  const number = Number(last?.max ?? 0) + 1;
+  const version = {
+    id: randomUUID(), template_id: template.id, number, spec_json: JSON.stringify(spec), files_json: JSON.stringify(input.files),
+    message: input.message ?? '', created_by: input.userId, created_at: now,
+  };
+  await trx.insertInto('template_versions').values(version).execute();
+  const activate = input.activate ?? template.active_version_id === null;
+  await trx
+    .updateTable('templates')
+    .set(activate ? activation(version, spec, now) : { updated_at: now })
+    .where('id', '=', template.id)
+    .execute();
+  return { created, number };
+}
+
+/** The active version decides what the template shows as its name, description and icon. */
+function activation(version: { id: string }, spec: TemplateSpec, now: string) {
+  return {
+    active_version_id: version.id,
+    display_name: spec.displayName ?? spec.name,
+    description: spec.description ?? '',
+    icon: spec.icon ?? null,
+    updated_at: now,
+  };
+}
+
+async function findTemplate(db: Kysely<Database>, name: string): Promise<Selectable<TemplatesTable>> {
+  const template = await db.selectFrom('templates').selectAll().where('name', '=', name).where('deleted_at', 'is', null).executeTakeFirst();
+  if (!template) throw new AppError('TEMPLATE_NOT_FOUND', `There is no template '${name}'. Run \`den templates list\` to see the templates.`);
+  return template;
+}
+
+function versionNotFound(name: string, number: number): AppError {
+  return new AppError('TEMPLATE_VERSION_NOT_FOUND', `Template '${name}' has no version ${number}. Run \`den templates versions ${name}\` to see its versions.`);
+}
+
+function toTemplateRecord(row: Selectable<TemplatesTable>): TemplateRecord {
+  return { id: row.id, name: row.name, displayName: row.display_name, description: row.description, icon: row.icon, activeVersionId: row.active_version_id };
+}
+
+function toVersionRecord(row: Selectable<TemplateVersionsTable>): TemplateVersionRecord {
+  return {
+    id: row.id, templateId: row.template_id, number: row.number, spec: JSON.parse(row.spec_json) as TemplateSpec,
+    message: row.message, createdBy: row.created_by, createdAt: row.created_at,
+  };
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  const e = error as { code?: string; message?: string };
+  return e?.code === '23505' || /UNIQUE constraint failed/i.test(e?.message ?? '');
+}

@@ -1,0 +1,84 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from './support/harness.ts';
+import { api, setupOwner, type Api } from './support/users.ts';
+
+/**
+ * The example templates in templates/ are pushed and started on the process runtime, the way
+ * the README tells a new user to: each must validate, build and become ready, and the
+ * environment services of node-api must answer through each other.
+ */
+
+const TEMPLATES_DIR = join(import.meta.dirname, '..', 'templates');
+const READY_TIMEOUT_MS = 20_000;
+
+function readFolder(dir: string): Record<string, string> {
+  const files: Record<string, string> = {};
+  const walk = (current: string) => {
+    for (const entry of readdirSync(current)) {
+      const path = join(current, entry);
+      if (statSync(path).isDirectory()) walk(path);
+      else files[relative(dir, path).split('\\').join('/')] = readFileSync(path, 'utf8');
+    }
+  };
+  walk(dir);
+  return files;
+}
+
+async function waitForReady(client: Api, owner: string, name: string): Promise<Record<string, any>> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  for (;;) {
+    const { json } = await client.get(`/api/v1/workspaces/${owner}/${name}`);
+    const workspace = json.workspace ?? json;
+    if (workspace.status === 'running' && workspace.agentState === 'ready') return workspace;
+    if (workspace.status === 'failed' || Date.now() > deadline) {
+      const logs = await client.get(`/api/v1/workspaces/${owner}/${name}/builds/1/logs`);
+      throw new Error(`workspace ${name} did not become ready within ${READY_TIMEOUT_MS} ms: ${JSON.stringify(workspace)}\n${typeof logs.json === 'string' ? logs.json : JSON.stringify(logs.json)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('example templates on the process runtime', () => {
+  let server: TestServer;
+  let client: Api;
+  let owner: string;
+  let ownerId: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ listen: true });
+    const user = await setupOwner(server.app);
+    owner = user.username;
+    ownerId = user.userId;
+    client = api(server.app, user.token);
+  });
+  afterAll(async () => server?.close());
+
+  it.each(readdirSync(TEMPLATES_DIR).filter((name) => statSync(join(TEMPLATES_DIR, name)).isDirectory()))('pushes %s', async (name) => {
+    const response = await client.post('/api/v1/templates', { files: readFolder(join(TEMPLATES_DIR, name)), activate: true });
+    expect(response.status, JSON.stringify(response.json)).toBe(201);
+    expect(response.json.template.name).toBe(name);
+  });
+
+  it('starts a starter workspace with the greeting parameter', async () => {
+    const created = await client.post('/api/v1/workspaces', { name: 'greet', template: 'starter', params: { greeting: 'hi there' } });
+    expect(created.status, JSON.stringify(created.json)).toBe(202);
+    const workspace = await waitForReady(client, owner, 'greet');
+    expect(workspace.params).toEqual({ greeting: 'hi there' });
+  });
+
+  it('starts node-api with both services answering through each other', async () => {
+    const created = await client.post('/api/v1/workspaces', { name: 'shop', template: 'node-api', params: { visits_start: '41' } });
+    expect(created.status, JSON.stringify(created.json)).toBe(202);
+    const workspace = await waitForReady(client, owner, 'shop');
+    // The driver reports where it put the service (stable for the workspace), as it told the plan.
+    const endpoints = await server.app.den.driver.resolveEndpoints(
+      { id: workspace.id, name: 'shop', ownerId, ownerName: owner },
+      [{ service: 'api', ports: [3000] }],
+    );
+    const { host, port } = endpoints.api[3000];
+    const answer = await fetch(`http://${host}:${port}/`);
+    expect(await answer.text()).toBe(`hello from ${owner}/shop, visit 42\n`);
+  });
+});
