@@ -82,7 +82,10 @@ describe.each(storeDialects)('store on %s', (dialect) => {
     expect(await isSetupRequired(store.db)).toBe(false);
   });
 
-  it.runIf(dialect === 'postgres')('holds a first-user setup until a concurrent one commits, then refuses it', async () => {
+  // PostgreSQL only: SQLite serialises writers, so there is no lock to test there.
+  // (not declared at all on SQLite, so no skip is reported).
+  const itOnPostgres = dialect === 'postgres' ? it : ((() => undefined) as unknown as typeof it);
+  itOnPostgres('holds a first-user setup until a concurrent one commits, then refuses it', async () => {
     // Deterministic version of the race above: this transaction has inserted a user but not
     // committed; without the table lock, createFirstUser would not see it and make a second owner.
     let second: Promise<string> | undefined;
