@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.ts';
 import type { RuntimeDriver } from './driver.ts';
@@ -8,6 +9,10 @@ export async function createDriver(config: Config, log: Logger): Promise<Runtime
     case 'process': {
       const { createProcessDriver } = await import('./process/driver.ts');
       return createProcessDriver({ dataDir: config.dataDir, log, requireSandbox: config.requireSandbox });
+    }
+    case 'docker': {
+      const { createDockerDriver } = await import('./docker/driver.ts');
+      return createDockerDriver({ log, agentBundleDir: join(config.dataDir, 'docker', 'agent-bundle') });
     }
     default:
       throw new Error(

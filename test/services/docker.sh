@@ -33,4 +33,22 @@ if ! engine_up; then
   tail -n 20 "$log" >&2 || true
   exit 1
 fi
+
+# Isolation between workspaces. den names each workspace network's bridge dn-<id>; traffic
+# bridged inside one such network passes, anything routed into or out of one is rejected, so a
+# workspace cannot reach another workspace's services by address (dockerd --iptables=false adds
+# no isolation rules of its own, and the kernel forwards between bridges when ip_forward=1).
+# Traffic between a container and the host itself (den's agent endpoint, readiness checks) is
+# INPUT/OUTPUT, not FORWARD, and is unaffected.
+if command -v iptables >/dev/null 2>&1; then
+  # REJECT, not DROP: a lookup or connect that cannot succeed fails at once instead of after
+  # resolver and TCP timeouts (Docker's embedded DNS forwards unknown names from the container).
+  iptables -N DEN-ISOLATION 2>/dev/null || iptables -F DEN-ISOLATION
+  iptables -A DEN-ISOLATION -m physdev --physdev-is-bridged -j RETURN
+  iptables -A DEN-ISOLATION -i dn-+ -j REJECT
+  iptables -A DEN-ISOLATION -o dn-+ -j REJECT
+  iptables -C FORWARD -j DEN-ISOLATION 2>/dev/null || iptables -I FORWARD 1 -j DEN-ISOLATION
+else
+  echo "docker.sh: iptables is missing, so workspaces are not isolated from each other by address" >&2
+fi
 docker version --format 'docker engine {{.Server.Version}} is running' >&2

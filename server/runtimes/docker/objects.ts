@@ -1,0 +1,179 @@
+import { createHash } from 'node:crypto';
+import type { ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import { AGENT_COMMAND, AGENT_MOUNT_PATH } from './agent-bundle.ts';
+import type { ContainerSpec } from './docker-api.ts';
+
+/**
+ * Pure rendering: plan -> the names, labels and container specs of a workspace's Docker objects.
+ * Every object carries den.managed=true, den.workspace.id and den.owner, so status, delete and
+ * the garbage collector find them by label, never by parsing names.
+ */
+export const LABEL_MANAGED = 'den.managed';
+export const LABEL_WORKSPACE = 'den.workspace.id';
+/** which den deployment made it: servers sharing an engine never list or collect each other's */
+export const LABEL_INSTANCE = 'den.instance';
+export const LABEL_OWNER = 'den.owner';
+export const LABEL_OWNER_ID = 'den.owner.id';
+export const LABEL_KIND = 'den.kind';
+export const LABEL_SERVICE = 'den.service';
+export const LABEL_SPEC = 'den.spec';
+export const LABEL_AGENT_BUNDLE = 'den.agent.bundle';
+
+export const HOME_PATH = '/home/den';
+/** uid:gid of the `den` user in den's images; any image runs the workspace as this user. */
+export const WORKSPACE_USER = '1000:1000';
+
+/**
+ * Docker's embedded DNS answers service names at once but forwards unknown names upstream, which
+ * a host without egress never answers: glibc's default (5 s x 2 attempts, A and AAAA) made such a
+ * lookup hang 20 s (measured); with these it fails in 1-3 s. Upstreams that work answer in ms.
+ */
+export const DNS_OPTIONS = ['timeout:1', 'attempts:2'];
+
+export type ObjectKind = 'workspace' | 'service' | 'network' | 'home' | 'volume' | 'home-init';
+
+export const names = {
+  network: (workspaceId: string) => `den-${workspaceId}`,
+  /** Linux interface names stop at 15 characters; test/services/docker.sh isolates dn-+ bridges. */
+  bridge: (workspaceId: string) => `dn-${workspaceId.replace(/[^a-zA-Z0-9]/g, '').slice(0, 12)}`,
+  workspace: (workspaceId: string) => `den-${workspaceId}-workspace`,
+  service: (workspaceId: string, service: string) => `den-${workspaceId}-svc-${safe(service)}`,
+  home: (workspaceId: string) => `den-${workspaceId}-home`,
+  volume: (workspaceId: string, service: string, volume: string) => `den-${workspaceId}-${safe(service)}-${safe(volume)}`,
+  agentBundle: (hash: string) => `den-agent-${hash.slice(0, 16)}`,
+};
+
+export function labelsFor(instance: string, workspace: WorkspaceIdentity, kind: ObjectKind, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    [LABEL_MANAGED]: 'true',
+    [LABEL_INSTANCE]: instance,
+    [LABEL_WORKSPACE]: workspace.id,
+    [LABEL_OWNER]: workspace.ownerName,
+    [LABEL_OWNER_ID]: workspace.ownerId,
+    [LABEL_KIND]: kind,
+    ...extra,
+  };
+}
+
+/** Label filter for list calls: everything this den made for one workspace (or for all). */
+export function labelFilter(instance: string, workspaceId?: string): string {
+  const label = [`${LABEL_MANAGED}=true`, `${LABEL_INSTANCE}=${instance}`];
+  if (workspaceId) label.push(`${LABEL_WORKSPACE}=${workspaceId}`);
+  return JSON.stringify({ label });
+}
+
+export interface WorkspaceContainerInput {
+  instance: string;
+  plan: WorkspacePlan;
+  /** the agent URL as seen from inside the container */
+  agentUrl: string;
+  /** volume holding the agent bundle; undefined when the image carries the same bundle */
+  agentVolume?: string;
+  extraHosts: string[];
+}
+
+export function workspaceContainerSpec(input: WorkspaceContainerInput): ContainerSpec {
+  const { plan } = input;
+  const network = names.network(plan.workspace.id);
+  const mounts: NonNullable<ContainerSpec['HostConfig']['Mounts']> = [
+    { Type: 'volume', Source: names.home(plan.workspace.id), Target: HOME_PATH },
+  ];
+  if (input.agentVolume) mounts.push({ Type: 'volume', Source: input.agentVolume, Target: AGENT_MOUNT_PATH, ReadOnly: true });
+  const { cpu, memoryBytes, pids } = plan.resources;
+  const spec: ContainerSpec = {
+    name: names.workspace(plan.workspace.id),
+    Image: plan.image,
+    Entrypoint: AGENT_COMMAND,
+    Cmd: [],
+    Env: envList({ HOME: HOME_PATH, ...plan.env, DEN_AGENT_URL: input.agentUrl, DEN_AGENT_TOKEN: plan.agent.token }),
+    User: WORKSPACE_USER,
+    WorkingDir: HOME_PATH,
+    Hostname: hostname(plan.workspace.name),
+    Labels: labelsFor(input.instance, plan.workspace, 'workspace'),
+    HostConfig: {
+      Mounts: mounts,
+      NetworkMode: network,
+      Privileged: false,
+      // docker-init reaps the zombies of everything the agent starts (shells, dev servers).
+      Init: true,
+      ExtraHosts: input.extraHosts,
+      DnsOptions: DNS_OPTIONS,
+      ...(cpu ? { NanoCpus: Math.round(cpu * 1e9) } : {}),
+      // Swap equal to memory: the limit is the limit, not limit + as much swap again.
+      ...(memoryBytes ? { Memory: memoryBytes, MemorySwap: memoryBytes } : {}),
+      ...(pids ? { PidsLimit: pids } : {}),
+    },
+  };
+  return withSpecHash(spec);
+}
+
+export function serviceContainerSpec(instance: string, plan: WorkspacePlan, service: ServicePlan): ContainerSpec {
+  const network = names.network(plan.workspace.id);
+  const firstPort = service.ports[0]?.port;
+  const spec: ContainerSpec = {
+    name: names.service(plan.workspace.id, service.name),
+    Image: service.image ?? plan.image,
+    ...(service.command ? { Cmd: service.command } : {}),
+    // Templates write ~/app; Docker wants an absolute path (den's images keep home at /home/den).
+    ...(service.workdir ? { WorkingDir: service.workdir.replace(/^~(?=\/|$)/, HOME_PATH) } : {}),
+    Env: envList({
+      ...plan.env,
+      ...service.env,
+      HOST: '0.0.0.0',
+      ...(firstPort !== undefined ? { PORT: String(firstPort) } : {}),
+    }),
+    Hostname: hostname(service.name),
+    Labels: labelsFor(instance, plan.workspace, 'service', { [LABEL_SERVICE]: service.name }),
+    HostConfig: {
+      Mounts: service.volumes.map((volume) => ({
+        Type: 'volume' as const, Source: names.volume(plan.workspace.id, service.name, volume.name), Target: volume.path,
+      })),
+      NetworkMode: network,
+      Privileged: false,
+      Init: true,
+      DnsOptions: DNS_OPTIONS,
+    },
+    // The service name is its DNS name on the workspace's network (resolveEndpoints promises it).
+    NetworkingConfig: { EndpointsConfig: { [network]: { Aliases: [service.name] } } },
+  };
+  return withSpecHash(spec);
+}
+
+/** Services in an order where each comes after everything it depends on. */
+export function startOrder(services: readonly ServicePlan[]): ServicePlan[] {
+  const byName = new Map(services.map((service) => [service.name, service]));
+  const ordered: ServicePlan[] = [];
+  const state = new Map<string, 'visiting' | 'done'>();
+  const visit = (service: ServicePlan, path: string[]): void => {
+    if (state.get(service.name) === 'done') return;
+    if (state.get(service.name) === 'visiting') {
+      throw new Error(`Services depend on each other in a cycle: ${[...path, service.name].join(' -> ')}.`);
+    }
+    state.set(service.name, 'visiting');
+    for (const dependency of service.dependsOn) {
+      const next = byName.get(dependency);
+      if (next) visit(next, [...path, service.name]);
+    }
+    state.set(service.name, 'done');
+    ordered.push(service);
+  };
+  for (const service of services) visit(service, []);
+  return ordered;
+}
+
+function withSpecHash(spec: ContainerSpec): ContainerSpec {
+  const hash = createHash('sha256').update(JSON.stringify(spec)).digest('hex').slice(0, 32);
+  return { ...spec, Labels: { ...spec.Labels, [LABEL_SPEC]: hash } };
+}
+
+function envList(env: Record<string, string>): string[] {
+  return Object.entries(env).map(([key, value]) => `${key}=${value}`);
+}
+
+function safe(name: string): string {
+  return name.toLowerCase().replace(/[^a-z0-9_.-]/g, '-');
+}
+
+function hostname(name: string): string {
+  return safe(name).replace(/[_.]/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'workspace';
+}
