@@ -40,7 +40,7 @@ COREDNS_IMAGE=den.local/coredns:$COREDNS_VERSION
 LPP_IMAGE=den.local/local-path-provisioner:$LPP_VERSION
 
 # daemons, in start order (down.sh stops them in reverse)
-DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)
+DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router)
 
 log() { printf '[den-k8s %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() {
@@ -72,6 +72,25 @@ stop_daemon() {
   for ((i = 0; i < t * 10; i++)); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
   if [[ -d /proc/$pid ]]; then log "$name (pid $pid) did not stop in ${t}s; killing it"; kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
   rm -f "$PIDS/$name.pid"
+}
+
+# stop_daemons TIMEOUT NAME...: TERM all at once, wait up to TIMEOUT s for all, KILL the rest
+stop_daemons() {
+  local t=$1 name pid i left; shift
+  local -A pids=()
+  for name in "$@"; do
+    if pid=$(pid_of "$name"); then pids[$name]=$pid; kill -TERM "$pid" 2>/dev/null || true; fi
+    rm -f "$PIDS/$name.pid"
+  done
+  for ((i = 0; i < t * 10; i++)); do
+    left=0; for name in "${!pids[@]}"; do [[ -d /proc/${pids[$name]} ]] && left=1; done
+    ((left)) || return 0
+    sleep 0.1
+  done
+  for name in "${!pids[@]}"; do
+    if [[ -d /proc/${pids[$name]} ]]; then log "$name (pid ${pids[$name]}) did not stop in ${t}s; killing it"; kill -KILL "${pids[$name]}" 2>/dev/null || true; fi
+  done
+  sleep 0.2
 }
 
 # processes listening on TCP port $1, as "name(pid)"

@@ -17,7 +17,7 @@ T0=$(date +%s%N)
 elapsed() { local ms=$((($(date +%s%N) - T0) / 1000000)); printf '%d.%d' $((ms / 1000)) $((ms % 1000 / 100)); }
 
 exec 8>/run/den-k8s.lock
-flock -n 8 || { log "another up/down is running; waiting for it"; flock 8; }
+flock -n 8 || { log "another up.sh/down.sh is running; waiting up to 10 min for it"; flock -w 600 8 || die "another up.sh/down.sh still holds /run/den-k8s.lock after 10 min" "wait for it to finish, or find it with: fuser -v /run/den-k8s.lock"; }
 
 # ---------------------------------------------------------------- already running?
 healthy() {
@@ -31,7 +31,7 @@ if healthy; then
   echo "$KUBECONFIG_PATH"
   exit 0
 fi
-if [[ -e $STATE || -e $RUN ]]; then
+if [[ -e $STATE || -e $RUN ]] || ip link show "$BRIDGE" >/dev/null 2>&1 || iptables -t mangle -S "$EGRESS_CHAIN" >/dev/null 2>&1; then
   dead=(); for d in "${DAEMONS[@]}"; do alive "$d" || dead+=("$d"); done
   log "found a stale or unhealthy cluster from an earlier run (not running: ${dead[*]:-none}; $STATE exists)."
   log "removing it with down.sh before starting a fresh one"
@@ -43,8 +43,8 @@ fi
 # ---------------------------------------------------------------- packages
 declare -A PKG_FOR=(
   [containerd]=containerd [ctr]=containerd [runc]=runc [iptables]=iptables [ip6tables]=iptables
-  [conntrack]=conntrack [openssl]=openssl [catatonit]=catatonit [curl]=curl
-  [ip]=iproute2 [ss]=iproute2 [findmnt]=util-linux [setsid]=util-linux [flock]=util-linux
+  [conntrack]=conntrack [ipset]=ipset [openssl]=openssl [catatonit]=catatonit [curl]=curl
+  [ip]=iproute2 [ss]=iproute2 [findmnt]=util-linux [mountpoint]=util-linux [setsid]=util-linux [flock]=util-linux
 )
 missing=()
 for c in "${!PKG_FOR[@]}"; do command -v "$c" >/dev/null || missing+=("${PKG_FOR[$c]}"); done
@@ -63,12 +63,11 @@ if ((${#missing[@]})); then
 fi
 
 # ---------------------------------------------------------------- binaries
-if [[ ! -f $DEN_K8S_BIN/.complete ]]; then
-  log "binaries for $K8S_VERSION are not built yet: running build.sh (cold build takes a long while on 2 cores)"
-  bash "$HERE/build.sh" >&2 || die "building Kubernetes failed (see the messages above and $DEN_K8S_DIR/logs/)" \
-    "fix the cause shown above, then re-run up.sh (the build resumes from its cache)"
-fi
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns local-path-provisioner; do
+# build.sh checks its stamps (0.1 s when everything is built) and builds only what is missing
+[[ -f $DEN_K8S_BIN/.complete ]] || log "binaries for $K8S_VERSION are not built yet: running build.sh (a cold build takes 15-25 min on 2 cores)"
+bash "$HERE/build.sh" >/dev/null || die "building Kubernetes failed (see the messages above and $DEN_K8S_DIR/logs/)" \
+  "fix the cause shown above, then re-run up.sh (the build resumes from its cache)"
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns local-path-provisioner kube-router; do
   [[ -x $DEN_K8S_BIN/$b ]] || die "$DEN_K8S_BIN/$b is missing although the build is stamped complete" "rm -f $DEN_K8S_BIN/.complete $DEN_K8S_BIN/.*.ok and re-run up.sh"
 done
 
@@ -101,7 +100,7 @@ on_fail() {
 trap on_fail EXIT
 fail() { die "$@"; }
 
-mkdir -p "$STATE" "$RUN" "$PKI" "$LOGS" "$PIDS" "$STATE/etcd" "$STATE/cni/net.d" "$STATE/images" "$STATE/local-path" "$STATE/pod-logs" "$STATE/kubelet"
+mkdir -p "$STATE" "$RUN" "$PKI" "$LOGS" "$PIDS" "$STATE/etcd" "$STATE/cni/net.d" "$STATE/local-path" "$STATE/pod-logs" "$STATE/kubelet"
 : >"$STATE/host.env"
 record() { echo "$1" >>"$STATE/host.env"; }
 
@@ -117,7 +116,8 @@ else
   fail "the kernel has no br_netfilter (/proc/sys/net/bridge missing): Services would not work" "modprobe br_netfilter (or use a kernel with it built in)"
 fi
 ext_ifs=$(ip -o route show default | awk '{for(i=1;i<=NF;i++) if($i=="dev") print $(i+1)}' | sort -u)
-for ipt in iptables ip6tables; do
+ipts=(iptables); ip6tables -t mangle -S >/dev/null 2>&1 && ipts+=(ip6tables)
+for ipt in "${ipts[@]}"; do
   $ipt -t mangle -N "$EGRESS_CHAIN" 2>/dev/null || $ipt -t mangle -F "$EGRESS_CHAIN"
   $ipt -t mangle -A "$EGRESS_CHAIN" -i "$BRIDGE" -o "$BRIDGE" -j RETURN
   $ipt -t mangle -A "$EGRESS_CHAIN" -i "$BRIDGE" -j DROP            # pods reach nothing but each other (and the host)
@@ -125,6 +125,14 @@ for ipt in iptables ip6tables; do
   $ipt -t mangle -C FORWARD -j "$EGRESS_CHAIN" 2>/dev/null || $ipt -t mangle -I FORWARD 1 -j "$EGRESS_CHAIN"
 done
 record "EGRESS=1"
+# containerd pins pod network namespaces under /run/netns. Make that directory a shared mount
+# point now, as `ip netns` would: otherwise a later `ip netns add` (by anything on the machine)
+# stacks a bind mount over it, hiding our netns mounts so down.sh could not remove them.
+mkdir -p /run/netns
+if ! mountpoint -q /run/netns; then
+  mount --bind /run/netns /run/netns && record "NETNS_BIND=1"
+fi
+mount --make-shared /run/netns
 
 # ---------------------------------------------------------------- PKI (ECDSA P-256: fast)
 log "generating PKI"
@@ -139,23 +147,35 @@ cert() { # cert NAME SUBJECT [SAN] [serverAuth|clientAuth|both]
     [[ -n $san ]] && echo "subjectAltName=$san"
   } >"$name.ext"
   openssl req -new -key "$name.key" -subj "$subj" -out "$name.csr" 2>/dev/null
-  openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+  openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" -days 30 -extfile "$name.ext" -out "$name.crt" 2>/dev/null
   rm -f "$name.csr" "$name.ext"
 }
 key ca
 openssl req -x509 -new -key ca.key -subj "/CN=den-k8s-ca" -days 30 -out ca.crt \
   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+pids=()
 cert apiserver "/CN=kube-apiserver" \
-  "IP:$NODE_IP,IP:127.0.0.1,IP:$API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" serverAuth
-cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
-cert admin "/O=system:masters/CN=den-admin"
-cert controller-manager "/CN=system:kube-controller-manager"
-cert scheduler "/CN=system:kube-scheduler"
-cert kube-proxy "/CN=system:kube-proxy"
-cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME"
-cert kubelet-serving "/O=system:nodes/CN=system:node:$NODE_NAME" "IP:$NODE_IP,DNS:$NODE_NAME" serverAuth
-openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
-openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
+  "IP:$NODE_IP,IP:127.0.0.1,IP:$API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" serverAuth &
+pids+=($!)
+cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" &
+pids+=($!)
+cert admin "/O=system:masters/CN=den-admin" &
+pids+=($!)
+cert controller-manager "/CN=system:kube-controller-manager" &
+pids+=($!)
+cert scheduler "/CN=system:kube-scheduler" &
+pids+=($!)
+cert kube-proxy "/CN=system:kube-proxy" &
+pids+=($!)
+cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" &
+pids+=($!)
+cert kubelet-serving "/O=system:nodes/CN=system:node:$NODE_NAME" "IP:$NODE_IP,DNS:$NODE_NAME" serverAuth &
+pids+=($!)
+cert kube-router "/CN=system:kube-router" &
+pids+=($!)
+{ openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null; openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null; } &
+pids+=($!)
+for p in "${pids[@]}"; do wait "$p" || fail "generating the PKI with openssl failed" "check that openssl works: openssl version"; done
 chmod 600 ./*.key
 
 kubeconfig() { # kubeconfig FILE CERTNAME
@@ -179,13 +199,13 @@ current-context: den-k8s
 EOF
   chmod 600 "$1"
 }
-for c in controller-manager scheduler kube-proxy kubelet; do kubeconfig "$STATE/$c.kubeconfig" "$c"; done
+for c in controller-manager scheduler kube-proxy kubelet kube-router; do kubeconfig "$STATE/$c.kubeconfig" "$c"; done
 kubeconfig "$STATE/admin.kubeconfig.tmp" admin   # renamed into place once the cluster passes its checks
 
 # ---------------------------------------------------------------- daemons
 start() { # start NAME CMD...   (own session, so it outlives the calling shell)
   local name=$1; shift
-  setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+  setsid "$@" </dev/null >>"$LOGS/$name.log" 2>&1 8>&- &   # 8>&-: daemons must not hold the up/down lock
   local pid=$!
   echo "$pid $(readlink -f "$1")" >"$PIDS/$name.pid"
 }
@@ -222,23 +242,7 @@ start kube-apiserver "$B/kube-apiserver" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
   --profiling=false --event-ttl 1h --v 1
-wait_for 60 "kube-apiserver /readyz" bash -c '[[ "$("$0" --kubeconfig "$1" get --raw /readyz 2>/dev/null)" == ok ]]' "$B/kubectl" "$STATE/admin.kubeconfig.tmp"
-check_alive kube-apiserver
-KUBECONFIG_PATH=$STATE/admin.kubeconfig.tmp
-
-log "starting kube-controller-manager and kube-scheduler"
-start kube-controller-manager "$B/kube-controller-manager" \
-  --kubeconfig "$STATE/controller-manager.kubeconfig" \
-  --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
-  --bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
-  --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
-  --root-ca-file "$PKI/ca.crt" --service-account-private-key-file "$PKI/sa.key" --use-service-account-credentials=true \
-  --service-cluster-ip-range "$SERVICE_CIDR" --cluster-cidr "$POD_CIDR" --allocate-node-cidrs=false \
-  --controllers '*,bootstrapsigner,tokencleaner' --v 1
-start kube-scheduler "$B/kube-scheduler" \
-  --kubeconfig "$STATE/scheduler.kubeconfig" \
-  --authentication-kubeconfig "$STATE/scheduler.kubeconfig" --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
-  --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false --v 1
+# (its readiness is awaited after containerd and the images: they start meanwhile)
 
 # ---------------------------------------------------------------- containerd (private instance)
 cat >"$STATE/cni/net.d/10-den-k8s.conflist" <<EOF
@@ -299,18 +303,43 @@ check_alive containerd
 
 # ---------------------------------------------------------------- local images, no registry
 log "building and importing local images"
-img=$STATE/images
+# Image tarballs are deterministic, so they are cached beside the binaries, keyed by what they hold.
+img=$DEN_K8S_DIR/images; mkdir -p "$img"
 mk_rootfs() { rm -rf "$1"; mkdir -p "$1"/{bin,etc,tmp,dev,proc,sys}; chmod 1777 "$1/tmp"; printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$1/etc/passwd"; printf 'root:x:0:\nnobody:x:65534:\n' >"$1/etc/group"; }
-mk_rootfs "$img/pause.d"; cp /usr/bin/catatonit "$img/pause.d/pause"
-mkimage "$PAUSE_IMAGE" "$img/pause.d" '{"Entrypoint":["/pause","-P"]}' "$img/pause.tar"
-mk_rootfs "$img/busybox.d"; cp /bin/busybox "$img/busybox.d/bin/busybox"
-for a in $(/bin/busybox --list); do [[ $a == busybox ]] || ln -s busybox "$img/busybox.d/bin/$a"; done
-mkimage "$BUSYBOX_IMAGE" "$img/busybox.d" '{"Env":["PATH=/bin"],"Cmd":["sh"]}' "$img/busybox.tar"
-mk_rootfs "$img/coredns.d"; cp "$B/coredns" "$img/coredns.d/coredns"
-mkimage "$COREDNS_IMAGE" "$img/coredns.d" '{"Entrypoint":["/coredns"]}' "$img/coredns.tar"
-mk_rootfs "$img/lpp.d"; cp "$B/local-path-provisioner" "$img/lpp.d/bin/local-path-provisioner"
-mkimage "$LPP_IMAGE" "$img/lpp.d" '{"Env":["PATH=/bin"],"Entrypoint":["/bin/local-path-provisioner"]}' "$img/lpp.tar"
-for t in pause busybox coredns lpp; do import_tar "$img/$t.tar"; rm -rf "$img/$t.d"; done
+local_image() { # local_image NAME REF CONFIG SRC:DEST...  — build the tarball unless cached, then import it
+  local ref=$2 cfg=$3 d f key=$1; shift 3
+  for f in "$@"; do key+=-$(stat -L -c %s-%Y "${f%%:*}"); done   # keyed by the files it holds
+  local tar=$img/$key.tar
+  if [[ ! -s $tar ]]; then
+    d=$(mktemp -d "$img/build.XXXXXX"); mk_rootfs "$d"
+    for f in "$@"; do cp "${f%%:*}" "$d/${f#*:}"; done
+    [[ -x $d/bin/busybox ]] && for a in $(/bin/busybox --list); do [[ $a == busybox ]] || ln -sf busybox "$d/bin/$a"; done
+    mkimage "$ref" "$d" "$cfg" "$tar.tmp" && mv "$tar.tmp" "$tar"; rm -rf "$d"
+  fi
+  import_tar "$tar"
+}
+local_image pause "$PAUSE_IMAGE" '{"Entrypoint":["/pause","-P"]}' /usr/bin/catatonit:pause
+local_image busybox "$BUSYBOX_IMAGE" '{"Env":["PATH=/bin"],"Cmd":["sh"]}' /bin/busybox:bin/busybox
+local_image coredns "$COREDNS_IMAGE" '{"Entrypoint":["/coredns"]}' "$B/coredns:coredns"
+local_image lpp "$LPP_IMAGE" '{"Env":["PATH=/bin"],"Entrypoint":["/bin/local-path-provisioner"]}' "$B/local-path-provisioner:bin/local-path-provisioner"
+
+wait_for 60 "kube-apiserver /readyz" bash -c '[[ "$("$0" --kubeconfig "$1" get --raw /readyz 2>/dev/null)" == ok ]]' "$B/kubectl" "$STATE/admin.kubeconfig.tmp"
+check_alive kube-apiserver
+KUBECONFIG_PATH=$STATE/admin.kubeconfig.tmp
+
+log "starting kube-controller-manager and kube-scheduler"
+start kube-controller-manager "$B/kube-controller-manager" \
+  --kubeconfig "$STATE/controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" --authorization-kubeconfig "$STATE/controller-manager.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port 10257 --leader-elect=false \
+  --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
+  --root-ca-file "$PKI/ca.crt" --service-account-private-key-file "$PKI/sa.key" --use-service-account-credentials=true \
+  --service-cluster-ip-range "$SERVICE_CIDR" --cluster-cidr "$POD_CIDR" --allocate-node-cidrs=false \
+  --controllers '*,bootstrapsigner,tokencleaner' --v 1
+start kube-scheduler "$B/kube-scheduler" \
+  --kubeconfig "$STATE/scheduler.kubeconfig" \
+  --authentication-kubeconfig "$STATE/scheduler.kubeconfig" --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port 10259 --leader-elect=false --v 1
 
 # ---------------------------------------------------------------- kubelet
 printf 'nameserver 127.0.0.1\n' >"$STATE/resolv.conf"   # pods with dnsPolicy Default: no DNS off this machine
@@ -368,7 +397,7 @@ EOF
 log "starting kube-proxy"
 start kube-proxy "$B/kube-proxy" --config "$STATE/kube-proxy.yaml" --v 1
 
-for d in "${DAEMONS[@]}"; do check_alive "$d"; done
+for d in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do check_alive "$d"; done
 log "waiting for node $NODE_NAME to be Ready"
 wait_for 90 "node $NODE_NAME Ready" bash -c "\"$B/kubectl\" --kubeconfig \"$KUBECONFIG_PATH\" get node $NODE_NAME -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
 
@@ -556,6 +585,30 @@ spec:
       - name: config-volume
         configMap: {name: local-path-config}
 ---
+# kube-router runs only its NetworkPolicy firewall (as a host process)
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "den:kube-router"}
+rules:
+- apiGroups: [""]
+  resources: [namespaces, pods, services, nodes, endpoints]
+  verbs: [list, get, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, get, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, get, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "den:kube-router"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "den:kube-router"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}]
+---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
@@ -566,14 +619,19 @@ volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
 EOF
 
+log "starting kube-router (NetworkPolicy firewall only)"
+start kube-router "$B/kube-router" --kubeconfig "$STATE/kube-router.kubeconfig" --hostname-override "$NODE_NAME" \
+  --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+  --health-port 0 --metrics-port 0 --service-cluster-ip-range "$SERVICE_CIDR" --v 1
+
 # ---------------------------------------------------------------- self-check: pod, DNS + Service, PVC
 log "self-check: a pod runs, a Service resolves by DNS from another pod, a PVC binds"
 ns=den-k8s-selfcheck
+kubectl create namespace "$ns" >/dev/null
+# pods are refused until the controller-manager has made the namespace's default ServiceAccount
+check_alive kube-router
+wait_for 60 "ServiceAccount $ns/default" "$B/kubectl" --kubeconfig "$KUBECONFIG_PATH" -n "$ns" get serviceaccount default
 kubectl apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Namespace
-metadata: {name: $ns}
----
 apiVersion: v1
 kind: Pod
 metadata: {name: web, namespace: $ns, labels: {app: web}}
@@ -611,7 +669,8 @@ spec:
     image: $BUSYBOX_IMAGE
     imagePullPolicy: Never
     # DNS may need a few seconds more (CoreDNS starting): retry for up to 60 s
-    command: [sh, -c, 'for i in \$(seq 60); do wget -qO- -T 2 http://web/ 2>/dev/null | grep -q den-selfcheck-ok && break; sleep 1; done; nslookup web.$ns.svc.cluster.local && wget -qO- -T 2 http://web/ | grep -q den-selfcheck-ok && echo pvc-ok > /data/f && grep -q pvc-ok /data/f']
+    # (busybox-static's wget -T segfaults on Debian 12: use the timeout applet instead)
+    command: [sh, -c, 'for i in \$(seq 60); do timeout 3 wget -qO- http://web/ 2>/dev/null | grep -q den-selfcheck-ok && break; sleep 1; done; nslookup web.$ns.svc.cluster.local && timeout 3 wget -qO- http://web/ | grep -q den-selfcheck-ok && echo pvc-ok > /data/f && grep -q pvc-ok /data/f']
     volumeMounts: [{name: data, mountPath: /data}]
   volumes:
   - name: data

@@ -6,6 +6,7 @@ K8S_VERSION=${K8S_VERSION:-v1.34.4}
 ETCD_VERSION=${ETCD_VERSION:-}
 COREDNS_VERSION=${COREDNS_VERSION:-v1.14.7}
 LPP_VERSION=${LPP_VERSION:-v0.0.30}           # github.com/rancher/local-path-provisioner (v0.0.37 is served but sum.golang.org has no entry for it here)
+KUBE_ROUTER_VERSION=${KUBE_ROUTER_VERSION:-v2.1.0}   # github.com/cloudnativelabs/kube-router/v2, firewall only (NetworkPolicy)
 DEN_K8S_CACHE=${DEN_K8S_CACHE:-/var/cache/den-k8s}
 DEN_K8S_DIR=$DEN_K8S_CACHE/$K8S_VERSION       # GOMODCACHE, GOCACHE, sources, bin/
 DEN_K8S_BIN=$DEN_K8S_DIR/bin
