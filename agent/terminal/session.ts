@@ -1,0 +1,346 @@
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import * as pty from 'node-pty';
+import type { ErrorCode } from '../../protocol/errors.ts';
+import { clampCols, clampRows, DEFAULT_SCROLLBACK, MAX_DATA_PAYLOAD, MAX_SCROLLBACK } from '../../protocol/terminal.ts';
+import { Client } from './client.ts';
+import { ScreenMirror } from './mirror.ts';
+
+/**
+ * Flow-control defaults, in bytes of pty output.
+ * - high 256 KiB: at the ~20-35 MB/s xterm.js parses, the backlog a client may hold is 7-13 ms of
+ *   parsing, so Ctrl-C during a flood shows the prompt well inside 200 ms (the xterm.js guide
+ *   warns above 500 KB); while covering the loopback round trip of two hops many times over, so
+ *   throughput is not limited by the window (measured in docs/terminal.md).
+ * - low 64 KiB: resume with a quarter left, so the pty is not toggled on every ack.
+ * - stall 30 s: a client above high that acknowledges nothing for this long is detached (a
+ *   throttled background tab or a dead link must not freeze the shell for the others).
+ */
+export interface TerminalFlow {
+  highWatermark: number;
+  lowWatermark: number;
+  stallTimeoutMs: number;
+}
+export const DEFAULT_FLOW: Readonly<TerminalFlow> = Object.freeze({ highWatermark: 256 * 1024, lowWatermark: 64 * 1024, stallTimeoutMs: 30_000 });
+/** Idle time after which the mirror is swapped for its serialized form (see ScreenMirror.hibernate). */
+export const DEFAULT_HIBERNATE_AFTER_MS = 60_000;
+/** How long a hung-up process group gets between SIGHUP and SIGKILL. */
+const KILL_GRACE_MS = 3_000;
+
+/** Clock and timers are injected so tests drive orphan expiry and stall detection without waiting. */
+export interface TerminalTimers {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+export const realTimers: TerminalTimers = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+export interface TerminalSessionOptions {
+  id?: string;
+  /** argv; default the workspace user's login shell */
+  command?: string[];
+  /** the workspace environment; TERM and COLORTERM are set on top */
+  env?: Record<string, string>;
+  cwd?: string;
+  cols?: number;
+  rows?: number;
+  scrollback?: number;
+  flow?: Partial<TerminalFlow>;
+  /** idle ms before the mirror hibernates; 0 never */
+  hibernateAfterMs?: number;
+  timers?: TerminalTimers;
+}
+
+/** What a session tells one attached client. Calls come in protocol order: attached, then output/resized, then exit or detached. */
+export interface TerminalSink {
+  attached(info: { sessionId: string; cols: number; rows: number; snapshot: string; title?: string }): void;
+  output(data: Uint8Array): void;
+  resized(cols: number, rows: number): void;
+  exit(status: { code: number; signal?: number }): void;
+  /** the session dropped this client (too slow, or the session was closed before it ended) */
+  detached(reason: { code: ErrorCode; message: string }): void;
+}
+
+/** The handle a client uses to talk to the session. */
+export interface TerminalAttachment {
+  input(data: string | Uint8Array): void;
+  /** OUTPUT bytes the client's parser consumed since its previous ack */
+  ack(bytes: number): void;
+  resize(cols: number, rows: number): void;
+  /** leave the session running (socket closed, tab reloaded) */
+  detach(): void;
+  readonly unackedBytes: number;
+}
+
+export interface TerminalSessionInfo {
+  id: string;
+  pid: number;
+  cols: number;
+  rows: number;
+  clients: number;
+  createdAt: number;
+  /** when the last client left, epoch ms; undefined while attached */
+  orphanedAt?: number;
+  title: string;
+}
+
+/**
+ * One shell on a pty, mirrored into a headless terminal, shared by any number of clients.
+ * Output goes to every client and the mirror; the pty is paused while the mirror or any client
+ * is more than the high watermark behind, and resumed when all are under the low watermark.
+ */
+export class TerminalSession {
+  readonly id: string;
+  readonly createdAt: number;
+  readonly #pty: pty.IPty;
+  readonly #mirror: ScreenMirror;
+  readonly #clients = new Set<Client>();
+  readonly #flow: TerminalFlow;
+  readonly #timers: TerminalTimers;
+  readonly #exitListeners: Array<(status: { code: number; signal?: number }) => void> = [];
+  readonly #clientCountListeners: Array<(count: number) => void> = [];
+  #cols: number;
+  #rows: number;
+  #paused = false;
+  #exited: { code: number; signal?: number } | undefined;
+  #killTimer: unknown;
+  #hibernateTimer: unknown;
+  readonly #hibernateAfterMs: number;
+  #lastOutputAt: number;
+  orphanedAt: number | undefined;
+  /** bytes read from the pty since start, and the times the pty was paused (tests and benchmarks read them) */
+  outputBytes = 0;
+  pauseCount = 0;
+
+  constructor(options: TerminalSessionOptions = {}) {
+    this.id = options.id ?? randomUUID();
+    this.#flow = { ...DEFAULT_FLOW, ...options.flow };
+    this.#timers = options.timers ?? realTimers;
+    this.createdAt = this.#timers.now();
+    this.orphanedAt = this.createdAt;
+    this.#lastOutputAt = this.createdAt;
+    this.#hibernateAfterMs = options.hibernateAfterMs ?? DEFAULT_HIBERNATE_AFTER_MS;
+    this.#cols = clampCols(options.cols ?? 80);
+    this.#rows = clampRows(options.rows ?? 24);
+    const scrollback = Math.min(MAX_SCROLLBACK, Math.max(0, Math.trunc(options.scrollback ?? DEFAULT_SCROLLBACK)));
+    const [file, ...args] = options.command ?? [defaultShell(options.env), '-l'];
+    const env: Record<string, string> = { ...options.env, TERM: 'xterm-256color', COLORTERM: 'truecolor' };
+    this.#mirror = new ScreenMirror(this.#cols, this.#rows, scrollback);
+    this.#mirror.onDrained = () => this.#updateFlow();
+    // encoding null: Buffers straight from the fd, no UTF-8 decode/re-encode per chunk
+    this.#pty = pty.spawn(file, args, { name: 'xterm-256color', cols: this.#cols, rows: this.#rows, cwd: options.cwd ?? env.HOME ?? homedir(), env, encoding: null });
+    this.#pty.onData((chunk) => this.#onOutput(chunk as unknown as Uint8Array));
+    this.#pty.onExit(({ exitCode, signal }) => this.#onExit(exitCode, signal));
+  }
+
+  get pid(): number {
+    return this.#pty.pid;
+  }
+
+  get paused(): boolean {
+    return this.#paused;
+  }
+
+  get exited(): boolean {
+    return this.#exited !== undefined;
+  }
+
+  get clientCount(): number {
+    return this.#clients.size;
+  }
+
+  /** Bytes the mirror has not parsed yet (part of what bounds memory). */
+  get mirrorBacklogBytes(): number {
+    return this.#mirror.backlogBytes;
+  }
+
+  info(): TerminalSessionInfo {
+    return { id: this.id, pid: this.pid, cols: this.#cols, rows: this.#rows, clients: this.#clients.size, createdAt: this.createdAt, orphanedAt: this.orphanedAt, title: this.#mirror.title };
+  }
+
+  /**
+   * Joins a client. Its size becomes the pty's (it is the most recently active). The sink gets
+   * `attached` with a snapshot of the screen once the mirror has parsed everything printed so
+   * far, then exactly the output that followed: bytes printed meanwhile wait in the client's
+   * queue (counted against its watermark, so they stay bounded).
+   */
+  attach(sink: TerminalSink, size: { cols: number; rows: number }): TerminalAttachment {
+    const client = new Client(sink);
+    if (this.#exited) {
+      queueMicrotask(() => sink.exit(this.#exited!));
+      return client.handle(this);
+    }
+    this.#clients.add(client);
+    this.orphanedAt = undefined;
+    this.#resizeFor(client, size.cols, size.rows);
+    void this.#mirror.snapshot().then((snapshot) => {
+      if (!this.#clients.has(client)) return;
+      sink.attached({ sessionId: this.id, cols: this.#cols, rows: this.#rows, snapshot, title: this.#mirror.title || undefined });
+      client.flushPending();
+      if (this.#exited) this.#finishClient(client);
+    });
+    this.#emitClientCount();
+    return client.handle(this);
+  }
+
+  onExit(listener: (status: { code: number; signal?: number }) => void): void {
+    this.#exitListeners.push(listener);
+  }
+
+  onClientCount(listener: (count: number) => void): void {
+    this.#clientCountListeners.push(listener);
+  }
+
+  /** Hangs up the shell's process group (SIGHUP, then SIGKILL after a grace period). Clients get `exit` once it is gone. */
+  close(): void {
+    if (this.#exited) return;
+    this.#signalGroup('SIGHUP');
+    this.#killTimer ??= this.#timers.setTimeout(() => this.#signalGroup('SIGKILL'), KILL_GRACE_MS);
+  }
+
+  /** Test seam: the mirror's current screen as text. */
+  screenLines(): Promise<string[]> {
+    return this.#mirror.screenLines();
+  }
+
+  // --- used by Client ---------------------------------------------------------------------------
+
+  /** @internal */
+  clientInput(client: Client, data: string | Uint8Array): void {
+    if (this.#exited || !this.#clients.has(client)) return;
+    this.#resizeFor(client, client.cols, client.rows);
+    this.#pty.write(typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  /** @internal */
+  clientAck(client: Client, bytes: number): void {
+    client.acked(bytes, this.#timers, this.#flow);
+    this.#updateFlow();
+  }
+
+  /** @internal */
+  clientResize(client: Client, cols: number, rows: number): void {
+    if (!this.#clients.has(client)) return;
+    this.#resizeFor(client, cols, rows);
+  }
+
+  /** @internal */
+  clientDetach(client: Client, reason?: { code: ErrorCode; message: string }): void {
+    if (!this.#clients.delete(client)) return;
+    client.stop(this.#timers);
+    if (reason) client.sink.detached(reason);
+    if (this.#clients.size === 0) this.orphanedAt = this.#timers.now();
+    this.#updateFlow();
+    this.#emitClientCount();
+  }
+
+  // --- internals --------------------------------------------------------------------------------
+
+  #onOutput(chunk: Uint8Array): void {
+    this.outputBytes += chunk.byteLength;
+    this.#lastOutputAt = this.#timers.now();
+    this.#mirror.write(chunk);
+    this.#armHibernation();
+    for (let offset = 0; offset < chunk.byteLength; offset += MAX_DATA_PAYLOAD) {
+      const piece = offset === 0 && chunk.byteLength <= MAX_DATA_PAYLOAD ? chunk : chunk.subarray(offset, offset + MAX_DATA_PAYLOAD);
+      for (const client of this.#clients) client.send(piece);
+    }
+    for (const client of this.#clients) {
+      if (client.unacked > this.#flow.highWatermark) client.watchStall(this.#timers, this.#flow, () => this.#dropSlow(client));
+    }
+    this.#updateFlow();
+  }
+
+  #armHibernation(): void {
+    if (this.#hibernateAfterMs <= 0 || this.#hibernateTimer !== undefined || this.#exited) return;
+    const due = this.#lastOutputAt + this.#hibernateAfterMs - this.#timers.now();
+    this.#hibernateTimer = this.#timers.setTimeout(() => {
+      this.#hibernateTimer = undefined;
+      if (this.#exited) return;
+      if (this.#timers.now() - this.#lastOutputAt >= this.#hibernateAfterMs) this.#mirror.hibernate();
+      // still busy (output, a queued snapshot): look again later
+      if (!this.#mirror.hibernating) this.#armHibernation();
+    }, Math.max(1_000, due));
+  }
+
+  /** True while the mirror is held in serialized form. */
+  get hibernating(): boolean {
+    return this.#mirror.hibernating;
+  }
+
+  #updateFlow(): void {
+    if (this.#exited) return;
+    let behind = this.#mirror.backlogBytes;
+    for (const client of this.#clients) behind = Math.max(behind, client.unacked);
+    if (!this.#paused && behind > this.#flow.highWatermark) {
+      this.#paused = true;
+      this.pauseCount++;
+      this.#pty.pause();
+    } else if (this.#paused && behind <= this.#flow.lowWatermark) {
+      this.#paused = false;
+      this.#pty.resume();
+    }
+  }
+
+  #dropSlow(client: Client): void {
+    this.clientDetach(client, { code: 'TERMINAL_CLIENT_TOO_SLOW', message: `The terminal stopped acknowledging output for ${Math.round(this.#flow.stallTimeoutMs / 1000)} s and was detached; reconnect to continue where the session is now.` });
+  }
+
+  #resizeFor(client: Client, cols: number, rows: number): void {
+    client.cols = clampCols(cols);
+    client.rows = clampRows(rows);
+    if (this.#exited || (client.cols === this.#cols && client.rows === this.#rows)) return;
+    this.#cols = client.cols;
+    this.#rows = client.rows;
+    this.#pty.resize(this.#cols, this.#rows);
+    this.#mirror.resize(this.#cols, this.#rows);
+    for (const other of this.#clients) if (other !== client && other.ready) other.sink.resized(this.#cols, this.#rows);
+  }
+
+  #onExit(exitCode: number, signal: number | undefined): void {
+    // a shell killed by signal n reports 128 + n, as shells do
+    this.#exited = signal ? { code: 128 + signal, signal } : { code: exitCode };
+    if (this.#killTimer !== undefined) this.#timers.clearTimeout(this.#killTimer);
+    if (this.#hibernateTimer !== undefined) this.#timers.clearTimeout(this.#hibernateTimer);
+    // clients still waiting for their snapshot finish in attach(); the others end now
+    for (const client of this.#clients) if (client.ready) this.#finishClient(client);
+    void this.#mirror.snapshot().then(() => this.#mirror.dispose());
+    for (const listener of this.#exitListeners) listener(this.#exited);
+  }
+
+  #finishClient(client: Client): void {
+    this.#clients.delete(client);
+    client.stop(this.#timers);
+    client.sink.exit(this.#exited!);
+    this.#emitClientCount();
+  }
+
+  #signalGroup(signal: NodeJS.Signals): void {
+    try {
+      // node-pty makes the shell a session leader, so -pid is its whole process group
+      process.kill(-this.#pty.pid, signal);
+    } catch {
+      // right after spawn the child may not have called setsid yet: signal the shell itself
+      try {
+        process.kill(this.#pty.pid, signal);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  #emitClientCount(): void {
+    for (const listener of this.#clientCountListeners) listener(this.#clients.size);
+  }
+}
+
+function defaultShell(env: Record<string, string> | undefined): string {
+  const shell = env?.SHELL ?? process.env.SHELL;
+  if (shell && existsSync(shell)) return shell;
+  return existsSync('/bin/bash') ? '/bin/bash' : '/bin/sh';
+}

@@ -1,0 +1,269 @@
+/**
+ * A benchmark client for protocol/terminal.ts. It behaves like the browser: output is parsed by
+ * a headless xterm.js and acknowledged from the write callbacks (the watermark scheme of
+ * xterm.js's flow-control guide, acks every ACK_EVERY_BYTES), so floods measure what a user
+ * sees, and `discarded` counts what xterm.js would have thrown away.
+ *
+ * The measurements (echo, throughput, Ctrl-C under flood, reattach) take a websocket URL, so
+ * they run unchanged against den and against bench/terminal-reference.ts; the runner is
+ * bench/terminal.ts.
+ */
+import headless from '@xterm/headless';
+import WebSocket from 'ws';
+import { ACK_EVERY_BYTES, decodeServerMessage, encodeClientMessage, type ClientMessage } from '../protocol/terminal.ts';
+
+export const PROMPT = 'den$ ';
+
+export interface ConnectOptions {
+  sessionId?: string;
+  cols?: number;
+  rows?: number;
+  /** parse with headless xterm.js and ack what was parsed (default); false acks on receipt (transport ceiling) */
+  parse?: boolean;
+  /** extra headers, e.g. a session cookie for den */
+  headers?: Record<string, string>;
+}
+
+interface Watch {
+  marker: string;
+  side: 'received' | 'parsed';
+  window: string;
+  resolve: (at: number) => void;
+}
+
+export class BenchTerminal {
+  readonly ws: WebSocket;
+  readonly term: InstanceType<typeof headless.Terminal> | undefined;
+  sessionId = '';
+  snapshot = '';
+  /** ms from opening the socket to receiving `attached` */
+  attachMs = 0;
+  received = 0;
+  parsed = 0;
+  discarded = 0;
+  exitCode: number | undefined;
+  closedCode: number | undefined;
+  /** the last few KB of received output, decoded */
+  recentText = '';
+  #toAck = 0;
+  #pendingWrites = 0;
+  #watches: Watch[] = [];
+  readonly #receivedDecoder = new TextDecoder();
+  readonly #parsedDecoder = new TextDecoder();
+
+  private constructor(ws: WebSocket, parse: boolean, cols: number, rows: number) {
+    this.ws = ws;
+    this.term = parse ? new headless.Terminal({ cols, rows, scrollback: 1000, allowProposedApi: true }) : undefined;
+  }
+
+  static connect(url: string, options: ConnectOptions = {}): Promise<BenchTerminal> {
+    const cols = options.cols ?? 120;
+    const rows = options.rows ?? 40;
+    const started = performance.now();
+    const ws = new WebSocket(url, { perMessageDeflate: false, headers: options.headers });
+    ws.binaryType = 'nodebuffer';
+    const client = new BenchTerminal(ws, options.parse ?? true, cols, rows);
+    return new Promise((resolve, reject) => {
+      ws.once('error', reject);
+      ws.once('open', () => client.send({ type: 'attach', sessionId: options.sessionId, cols, rows }));
+      ws.on('close', (code) => {
+        client.closedCode = code;
+        reject(new Error(`The terminal socket closed with ${code} before attaching.`));
+      });
+      ws.on('message', (data, isBinary) => {
+        const message = decodeServerMessage(isBinary ? (data as Buffer) : data.toString());
+        switch (message.type) {
+          case 'attached':
+            client.attachMs = performance.now() - started;
+            client.sessionId = message.sessionId;
+            client.snapshot = message.snapshot;
+            client.term?.write(message.snapshot);
+            return resolve(client);
+          case 'output':
+            return client.#output(message.data);
+          case 'exit':
+            client.exitCode = message.code;
+            return;
+          case 'error':
+            return reject(new Error(`${message.code}: ${message.message}`));
+        }
+      });
+    });
+  }
+
+  send(message: ClientMessage): void {
+    this.ws.send(encodeClientMessage(message));
+  }
+
+  type(text: string): void {
+    this.send({ type: 'input', data: text });
+  }
+
+  /** Resolves with performance.now() when `marker` has been received (or parsed) after this call. */
+  when(marker: string, side: 'received' | 'parsed', timeoutMs = 60_000): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`Timed out after ${timeoutMs} ms waiting for '${marker}' (${side}).`)), timeoutMs);
+      this.#watches.push({ marker, side, window: '', resolve: (at) => (clearTimeout(timer), resolve(at)) });
+    });
+  }
+
+  /** Waits until no output arrived for `quietMs`. */
+  async quiet(quietMs: number): Promise<void> {
+    for (;;) {
+      const before = this.received;
+      await new Promise((resolve) => setTimeout(resolve, quietMs));
+      if (this.received === before && this.#pendingWrites === 0) return;
+    }
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.ws.readyState === WebSocket.CLOSED) return resolve();
+      this.ws.once('close', () => resolve());
+      this.ws.close(1000);
+    });
+  }
+
+  #output(data: Uint8Array): void {
+    this.received += data.byteLength;
+    const text = this.#receivedDecoder.decode(data, { stream: true });
+    this.recentText = (this.recentText + text).slice(-4096);
+    this.#check('received', text);
+    if (!this.term) {
+      this.#ack(data.byteLength, true);
+      return;
+    }
+    this.#pendingWrites++;
+    try {
+      this.term.write(data, () => {
+        this.#pendingWrites--;
+        this.parsed += data.byteLength;
+        this.#check('parsed', this.#parsedDecoder.decode(data, { stream: true }));
+        this.#ack(data.byteLength, this.#pendingWrites === 0);
+      });
+    } catch {
+      // xterm.js refuses writes beyond 50 MB pending ("write data discarded"): what a browser would lose
+      this.#pendingWrites--;
+      this.discarded += data.byteLength;
+      this.#ack(data.byteLength, this.#pendingWrites === 0);
+    }
+  }
+
+  #ack(bytes: number, idle: boolean): void {
+    this.#toAck += bytes;
+    if (this.#toAck >= ACK_EVERY_BYTES || idle) {
+      this.send({ type: 'ack', bytes: this.#toAck });
+      this.#toAck = 0;
+    }
+  }
+
+  #check(side: 'received' | 'parsed', text: string): void {
+    if (this.#watches.length === 0) return;
+    const now = performance.now();
+    this.#watches = this.#watches.filter((watch) => {
+      if (watch.side !== side) return true;
+      const window = watch.window + text;
+      if (window.includes(watch.marker)) {
+        watch.resolve(now);
+        return false;
+      }
+      watch.window = window.slice(-(watch.marker.length - 1));
+      return true;
+    });
+  }
+}
+
+/** Opens a fresh session and waits for its first prompt. */
+export async function openShell(url: string, options: ConnectOptions = {}): Promise<BenchTerminal> {
+  const client = await BenchTerminal.connect(url, options);
+  // output may have arrived in the same read as `attached`, before a watch could be set
+  if (!client.snapshot.includes(PROMPT) && !client.recentText.includes(PROMPT)) await client.when(PROMPT, 'received', 10_000);
+  await client.quiet(100);
+  return client;
+}
+
+/** Keystroke echo: time from sending one character to the first output containing it (bash readline echo), `count` times. */
+export async function measureEcho(url: string, count = 500): Promise<number[]> {
+  const client = await openShell(url);
+  const samples: number[] = [];
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  for (let i = 0; i < count; i++) {
+    if (i > 0 && i % 60 === 0) {
+      client.type('\x15'); // Ctrl-U keeps the line short; not timed
+      await client.quiet(20);
+    }
+    const letter = letters[i % letters.length];
+    const seen = client.when(letter, 'received', 5_000);
+    const sent = performance.now();
+    client.type(letter);
+    samples.push((await seen) - sent);
+  }
+  await closeSession(client);
+  return samples;
+}
+
+/** `cat` of `file` with echo off; MB/s of output bytes (10^6 B) until the end marker arrived (parsed, when parsing). */
+export async function measureThroughput(url: string, file: string, parse = true): Promise<{ mbPerS: number; bytes: number; discarded: number }> {
+  const client = await openShell(url, { parse });
+  client.type('stty -echo\r');
+  await client.quiet(300);
+  const done = client.when('BENCH_2_END', parse ? 'parsed' : 'received', 120_000);
+  const before = client.received;
+  const started = performance.now();
+  client.type(`cat ${file}; echo BENCH_$((1+1))_END\r`);
+  const ended = await done;
+  const bytes = client.received - before;
+  const result = { mbPerS: bytes / 1e6 / ((ended - started) / 1000), bytes, discarded: client.discarded };
+  await closeSession(client);
+  return result;
+}
+
+/** Ctrl-C during `while :; do cat file; done`: ms from ^C until the next prompt is parsed, and bytes xterm.js would have discarded. */
+export async function measureCtrlC(url: string, file: string, floodMs = 2_000): Promise<{ ms: number; discarded: number; backlogBytes: number; markerMs: number }> {
+  const client = await openShell(url);
+  client.type(`while :; do cat ${file}; done\r`);
+  await new Promise((resolve) => setTimeout(resolve, floodMs));
+  const backlogBytes = client.received - client.parsed;
+  const prompt = client.when(PROMPT, 'parsed', 30_000);
+  const started = performance.now();
+  client.type('\x03');
+  const ms = (await prompt) - started;
+  const marker = client.when('CC_5_X', 'parsed', 30_000);
+  client.type('echo CC_$((2+3))_X\r');
+  const markerMs = (await marker) - started;
+  const result = { ms, markerMs, discarded: client.discarded, backlogBytes };
+  await closeSession(client);
+  return result;
+}
+
+/** Fills a session with `lines` lines of scrollback, detaches, then reattaches `samples` times: ms from connect to `attached`. */
+export async function measureReattach(url: string, file: string, lines = 1_000, samples = 5): Promise<{ ms: number[]; snapshotBytes: number; parseMs: number[] }> {
+  const first = await openShell(url);
+  const filled = first.when('FILLED_7', 'parsed', 30_000);
+  first.type(`head -n ${lines + 50} ${file}; echo FILLED_$((3+4))\r`);
+  await filled;
+  await first.quiet(200);
+  const sessionId = first.sessionId;
+  await first.close();
+  const ms: number[] = [];
+  const parseMs: number[] = [];
+  let snapshotBytes = 0;
+  let last: BenchTerminal | undefined;
+  for (let i = 0; i < samples; i++) {
+    const client = await BenchTerminal.connect(url, { sessionId });
+    ms.push(client.attachMs);
+    snapshotBytes = Buffer.byteLength(client.snapshot);
+    const parsedAt = performance.now();
+    await new Promise<void>((resolve) => client.term!.write('', resolve));
+    parseMs.push(performance.now() - parsedAt);
+    if (i < samples - 1) await client.close();
+    last = client;
+  }
+  await closeSession(last!);
+  return { ms, snapshotBytes, parseMs };
+}
+
+async function closeSession(client: BenchTerminal): Promise<void> {
+  if (client.ws.readyState === WebSocket.OPEN) client.send({ type: 'close' });
+  await client.close();
+}
