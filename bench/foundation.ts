@@ -110,13 +110,12 @@ async function startDen(extraEnv: Record<string, string>): Promise<Den> {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   await waitFor(async () => (await fetch(`${url}/readyz`).catch(() => null))?.ok === true, 30_000, 'den server ready');
-  await api(url, undefined, 'POST', '/api/v1/setup/first-user', { username: 'bench', password: 'bench-password-1' });
-  const login = await api(url, undefined, 'POST', '/api/v1/auth/login', {
+  const setup = (await api(url, undefined, 'POST', '/api/v1/setup/first-user', {
     username: 'bench',
     password: 'bench-password-1',
     token: { name: 'bench' },
-  });
-  const token = (login as { token: string }).token;
+  })) as { token: { token: string } };
+  const token = setup.token.token;
   return {
     url,
     token,
@@ -125,22 +124,30 @@ async function startDen(extraEnv: Record<string, string>): Promise<Den> {
     dataDir,
     databaseUrl: extraEnv.DEN_DATABASE_URL,
     async stop() {
-      // delete running workspaces so no agent outlives the benchmark
-      const list = (await api(url, token, 'GET', '/api/v1/workspaces?limit=1000').catch(() => ({ workspaces: [] }))) as {
-        workspaces: { name: string; status: string }[];
-      };
-      await Promise.allSettled(
-        list.workspaces.map((w) => api(url, token, 'DELETE', `/api/v1/workspaces/bench/${w.name}`)),
-      );
-      await waitFor(async () => {
-        const left = (await api(url, token, 'GET', '/api/v1/workspaces?limit=1000')) as { workspaces: unknown[] };
-        return left.workspaces.length === 0;
-      }, 60_000, 'workspaces deleted').catch((error) => say(`  cleanup: ${error.message}`));
+      // Delete the workspaces that run processes (seq-*, par-*) so no agent outlives the
+      // benchmark; the seeded list-* rows have none and go with the data dir.
+      const withProcesses = async () => (await listAll(url, token)).filter((name) => /^(seq|par)-/.test(name));
+      const names = await withProcesses().catch(() => [] as string[]);
+      await Promise.allSettled(names.map((name) => api(url, token, 'DELETE', `/api/v1/workspaces/bench/${name}`)));
+      if (names.length) {
+        await waitFor(async () => (await withProcesses()).length === 0, 60_000, 'workspaces deleted')
+          .catch((error) => say(`  cleanup: ${error.message}`));
+      }
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Every live workspace name, page by page (the API caps a page at 500). */
+async function listAll(url: string, token: string): Promise<string[]> {
+  const names: string[] = [];
+  for (let offset = 0; ; offset += 500) {
+    const page = (await api(url, token, 'GET', `/api/v1/workspaces?limit=500&offset=${offset}`)) as { workspaces: { name: string }[]; total: number };
+    names.push(...page.workspaces.map((w) => w.name));
+    if (page.workspaces.length === 0 || offset + 500 >= page.total) return names;
+  }
 }
 
 async function pushStarter(den: Den): Promise<void> {

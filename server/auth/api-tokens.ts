@@ -3,6 +3,7 @@ import { AppError } from '../../protocol/errors.ts';
 import type { ApiTokenDto, CreatedTokenDto, CreateTokenRequest } from '../../protocol/users.ts';
 import type { ApiTokensTable, Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
+import { forgetUser } from './principal-cache.ts';
 import { generateApiToken, hashSecret } from './secrets.ts';
 
 /**
@@ -56,21 +57,29 @@ export async function revokeApiToken(db: Kysely<Database>, clock: Clock, userId:
   if (Number(result.numUpdatedRows) === 0) {
     throw new AppError('TOKEN_NOT_FOUND', `You have no API token with id '${tokenId}'. Run \`den tokens list\` to see your tokens.`);
   }
+  forgetUser(userId);
 }
 
 // last_used_at is written at most once per this interval, so authenticated reads do not each
 // cost a database write.
 const LAST_USED_RESOLUTION_MS = 60_000;
 
-/** Records a use of the token, coarsely. */
+/** Records a use of the token, coarsely. Returns the last_used_at the store holds afterwards. */
 export async function touchApiToken(
   db: Kysely<Database>,
   clock: Clock,
   token: { id: string; last_used_at: string | null },
-): Promise<void> {
+): Promise<string | null> {
   const now = clock.now();
-  if (token.last_used_at && now.getTime() - Date.parse(token.last_used_at) < LAST_USED_RESOLUTION_MS) return;
-  await db.updateTable('api_tokens').set({ last_used_at: iso(now) }).where('id', '=', token.id).execute();
+  if (!apiTokenUseIsDue(token.last_used_at, now)) return token.last_used_at;
+  const at = iso(now);
+  await db.updateTable('api_tokens').set({ last_used_at: at }).where('id', '=', token.id).execute();
+  return at;
+}
+
+/** Whether a use at `now` should be written, given the last recorded one. */
+export function apiTokenUseIsDue(lastUsedAt: string | null, now: Date): boolean {
+  return !lastUsedAt || now.getTime() - Date.parse(lastUsedAt) >= LAST_USED_RESOLUTION_MS;
 }
 
 export function toApiTokenDto(row: Selectable<ApiTokensTable>): ApiTokenDto {

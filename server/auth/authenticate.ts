@@ -5,7 +5,8 @@ import { AppError } from '../../protocol/errors.ts';
 import type { Principal } from '../http/auth-types.ts';
 import type { Database, Role } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
-import { touchApiToken } from './api-tokens.ts';
+import { apiTokenUseIsDue, touchApiToken } from './api-tokens.ts';
+import { cacheGeneration, cachedAuthentication, rememberAuthentication } from './principal-cache.ts';
 import { hashSecret, safeEqual } from './secrets.ts';
 import { SESSION_COOKIE } from './sessions.ts';
 
@@ -83,6 +84,20 @@ function bearerToken(header: string): string {
 }
 
 async function authenticateToken(store: AuthStore, token: string): Promise<Authentication> {
+  const hash = hashSecret(token);
+  const now = store.clock.now();
+  const cached = cachedAuthentication(hash, now.getTime());
+  if (cached) {
+    refuseExpiredToken(cached.expiresAt, now);
+    if (apiTokenUseIsDue(cached.lastUsedAt, now)) {
+      // claimed before the write, so concurrent requests with this token do not all write
+      const previous = cached.lastUsedAt;
+      cached.lastUsedAt = iso(now);
+      await touchApiToken(store.db, store.clock, { id: cached.authentication.principal.tokenId!, last_used_at: previous });
+    }
+    return cached.authentication;
+  }
+  const generation = cacheGeneration();
   const row = await store.db
     .selectFrom('api_tokens')
     .innerJoin('users', 'users.id', 'api_tokens.user_id')
@@ -96,36 +111,59 @@ async function authenticateToken(store: AuthStore, token: string): Promise<Authe
       'users.role',
       'users.suspended',
     ])
-    .where('api_tokens.token_hash', '=', hashSecret(token))
+    .where('api_tokens.token_hash', '=', hash)
     .executeTakeFirst();
   if (!row || row.revoked_at !== null) {
     throw new AppError('UNAUTHENTICATED', 'The API token is not valid: it is unknown or was revoked. Sign in again with `den login`.');
   }
-  const now = store.clock.now();
-  if (row.expires_at !== null && row.expires_at <= iso(now)) {
-    throw new AppError('TOKEN_EXPIRED', `The API token expired at ${row.expires_at}. Sign in again with \`den login\` to get a new one.`);
-  }
+  refuseExpiredToken(row.expires_at, now);
   refuseSuspended(row);
-  await touchApiToken(store.db, store.clock, row);
-  return { principal: { userId: row.user_id, username: row.username, role: row.role as Role, via: 'token', tokenId: row.id } };
+  const lastUsedAt = await touchApiToken(store.db, store.clock, row);
+  const authentication = frozen({ principal: { userId: row.user_id, username: row.username, role: row.role as Role, via: 'token', tokenId: row.id } });
+  rememberAuthentication(hash, { authentication, expiresAt: row.expires_at, lastUsedAt }, now.getTime(), generation);
+  return authentication;
 }
 
 async function authenticateSession(store: AuthStore, cookieValue: string): Promise<Authentication> {
   const idHash = hashSecret(cookieValue);
+  const now = store.clock.now();
+  const cached = cachedAuthentication(idHash, now.getTime());
+  if (cached) {
+    if (cached.expiresAt !== null && cached.expiresAt <= iso(now)) throw sessionEnded();
+    return cached.authentication;
+  }
+  const generation = cacheGeneration();
   const row = await store.db
     .selectFrom('sessions')
     .innerJoin('users', 'users.id', 'sessions.user_id')
     .select(['sessions.csrf_token', 'sessions.expires_at', 'users.id as user_id', 'users.username', 'users.role', 'users.suspended'])
     .where('sessions.id_hash', '=', idHash)
     .executeTakeFirst();
-  if (!row || row.expires_at <= iso(store.clock.now())) {
-    throw new AppError('UNAUTHENTICATED', 'Your session has expired or was ended. Sign in again.');
-  }
+  if (!row || row.expires_at <= iso(now)) throw sessionEnded();
   refuseSuspended(row);
-  return {
+  const authentication = frozen({
     principal: { userId: row.user_id, username: row.username, role: row.role as Role, via: 'session' },
     session: { idHash, csrfToken: row.csrf_token },
-  };
+  });
+  rememberAuthentication(idHash, { authentication, expiresAt: row.expires_at, lastUsedAt: null }, now.getTime(), generation);
+  return authentication;
+}
+
+function refuseExpiredToken(expiresAt: string | null, now: Date): void {
+  if (expiresAt !== null && expiresAt <= iso(now)) {
+    throw new AppError('TOKEN_EXPIRED', `The API token expired at ${expiresAt}. Sign in again with \`den login\` to get a new one.`);
+  }
+}
+
+function sessionEnded(): AppError {
+  return new AppError('UNAUTHENTICATED', 'Your session has expired or was ended. Sign in again.');
+}
+
+/** Cached authentications are shared by concurrent requests, so nobody may change one in place. */
+function frozen(authentication: Authentication): Authentication {
+  Object.freeze(authentication.principal);
+  if (authentication.session) Object.freeze(authentication.session);
+  return Object.freeze(authentication);
 }
 
 function refuseSuspended(row: { username: string; suspended: number }): void {

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
+import { forgetCredential, forgetUser } from './principal-cache.ts';
 import { generateCsrfToken, generateSessionId, hashSecret } from './secrets.ts';
 
 /**
@@ -42,11 +43,16 @@ export async function createSession(
 
 export async function deleteSession(db: Kysely<Database>, idHash: string): Promise<void> {
   await db.deleteFrom('sessions').where('id_hash', '=', idHash).execute();
+  forgetCredential(idHash);
 }
 
-/** Ends every session of a user (suspension, password change). */
+/**
+ * Ends every session of a user (suspension, password change). Inside a transaction the caller
+ * must also call forgetUser after the commit (see principal-cache.ts).
+ */
 export async function deleteSessionsOfUser(db: Kysely<Database>, userId: string): Promise<void> {
   await db.deleteFrom('sessions').where('user_id', '=', userId).execute();
+  forgetUser(userId);
 }
 
 /** Removes expired sessions; cheap enough to call on login. */

@@ -2,6 +2,7 @@ import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { CreateUserRequest, UpdateUserRequest, UserDto } from '../../protocol/users.ts';
 import { hashPassword } from '../auth/passwords.ts';
+import { forgetUser } from '../auth/principal-cache.ts';
 import { deleteSessionsOfUser } from '../auth/sessions.ts';
 import type { Store } from '../store/connect.ts';
 import type { Database, Role, UsersTable } from '../store/schema.ts';
@@ -86,7 +87,7 @@ export async function getUserById(db: Kysely<Database>, id: string): Promise<Use
  */
 export async function updateUser(store: Store, clock: Clock, username: string, patch: UpdateUserRequest): Promise<UserRow> {
   const passwordHash = patch.password !== undefined ? await hashPassword(patch.password) : undefined;
-  return store.db.transaction().execute(async (trx) => {
+  const updated = await store.db.transaction().execute(async (trx) => {
     await lockUsers(trx, store.dialect);
     const user = await getUser(trx, username);
     const losesOwner =
@@ -115,11 +116,14 @@ export async function updateUser(store: Store, clock: Clock, username: string, p
     if (patch.suspended === true || passwordHash !== undefined) await deleteSessionsOfUser(trx, user.id);
     return updated;
   });
+  // After the commit: a request authenticated meanwhile must not cache the old role or status.
+  forgetUser(updated.id);
+  return updated;
 }
 
 /** Deletes a user with their sessions, tokens and keys. Not the last owner; not while workspaces reference them. */
 export async function deleteUser(store: Store, username: string): Promise<void> {
-  await store.db.transaction().execute(async (trx) => {
+  const userId = await store.db.transaction().execute(async (trx) => {
     await lockUsers(trx, store.dialect);
     const user = await getUser(trx, username);
     if (user.role === 'owner' && !user.suspended) await ensureAnotherActiveOwner(trx, user);
@@ -140,7 +144,9 @@ export async function deleteUser(store: Store, username: string): Promise<void> 
     }
     // Sessions, tokens and keys cascade with the user row.
     await trx.deleteFrom('users').where('id', '=', user.id).execute();
+    return user.id;
   });
+  forgetUser(userId);
 }
 
 export function toUserDto(row: UserRow): UserDto {

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Compilable, CompiledQuery, Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { BuildDto, WorkspaceDto } from '../../protocol/workspaces.ts';
 import type { BuildRow } from '../builds/service.ts';
@@ -32,23 +32,81 @@ export interface ListFilter {
 }
 
 export async function listWorkspaces(db: Kysely<Database>, filter: ListFilter): Promise<{ workspaces: WorkspaceDto[]; total: number }> {
-  let rows = workspaceQuery(db);
-  let count = db.selectFrom('workspaces').select((eb) => eb.fn.countAll<number>().as('total')).where('deleted_at', 'is', null);
-  if (filter.ownerId) {
-    rows = rows.where('w.owner_id', '=', filter.ownerId);
-    count = count.where('owner_id', '=', filter.ownerId);
-  }
-  const [list, total] = await Promise.all([
-    rows.orderBy('w.created_at').orderBy('w.id').limit(filter.limit).offset(filter.offset).execute(),
-    count.executeTakeFirstOrThrow(),
-  ]);
-  return { workspaces: list.map(toWorkspaceDto), total: Number(total.total) };
+  const { rows } = await db.executeQuery(
+    filter.ownerId === undefined
+      ? listEveryonesPage(db, filter.limit, filter.offset)
+      : listOwnersPage(db, filter.ownerId, filter.limit, filter.offset),
+  );
+  // The page carries the total (one statement, one snapshot); past the last page there is no
+  // row to carry it, so only then is it counted on its own.
+  const total = rows.length > 0 ? Number(rows[0].total) : filter.offset === 0 ? 0 : await countWorkspaces(db, filter.ownerId);
+  return { workspaces: rows.map(toWorkspaceDto), total };
 }
 
 export async function getWorkspaceDto(db: Kysely<Database>, workspaceId: string): Promise<WorkspaceDto> {
-  const row = await workspaceQuery(db).where('w.id', '=', workspaceId).executeTakeFirst();
+  const row = (await db.executeQuery(workspaceById(db, workspaceId))).rows[0];
   if (!row) throw new AppError('WORKSPACE_NOT_FOUND', 'The workspace no longer exists. Run `den list` to see your workspaces.');
   return toWorkspaceDto(row);
+}
+
+// The list and show queries are compiled once per database handle (see compiledOnce). The page
+// carries the total as an uncorrelated scalar subquery, which SQLite and PostgreSQL both
+// evaluate once per statement (one round trip instead of two).
+const listOwnersPage = compiledOnce(
+  (db, ownerId: string, limit: number, offset: number) =>
+    workspaceQuery(db)
+      .select((eb) =>
+        eb.selectFrom('workspaces as c').select(eb.fn.countAll<number | string>().as('n'))
+          .where('c.deleted_at', 'is', null).where('c.owner_id', '=', ownerId).as('total'))
+      .where('w.owner_id', '=', ownerId)
+      .orderBy('w.created_at').orderBy('w.id').limit(limit).offset(offset),
+  ['\u0000owner', -1_000_001, -1_000_002],
+);
+
+const listEveryonesPage = compiledOnce(
+  (db, limit: number, offset: number) =>
+    workspaceQuery(db)
+      .select((eb) =>
+        eb.selectFrom('workspaces as c').select(eb.fn.countAll<number | string>().as('n'))
+          .where('c.deleted_at', 'is', null).as('total'))
+      .orderBy('w.created_at').orderBy('w.id').limit(limit).offset(offset),
+  [-1_000_001, -1_000_002],
+);
+
+const workspaceById = compiledOnce((db, id: string) => workspaceQuery(db).where('w.id', '=', id), ['\u0000id']);
+
+async function countWorkspaces(db: Kysely<Database>, ownerId: string | undefined): Promise<number> {
+  let count = db.selectFrom('workspaces').select((eb) => eb.fn.countAll<number | string>().as('total')).where('deleted_at', 'is', null);
+  if (ownerId !== undefined) count = count.where('owner_id', '=', ownerId);
+  return Number((await count.executeTakeFirstOrThrow()).total);
+}
+
+/**
+ * Compiles a query once per Kysely instance and afterwards only binds new values. Kysely builds
+ * and compiles the query tree anew on every call, and for the list join that cost nearly as
+ * much CPU as SQLite takes to run it (~0.15 ms). `build` receives `placeholders` in place of the values:
+ * each must be a value the query never holds otherwise, and each must reach the SQL as a bound
+ * parameter (checked at the first compile).
+ */
+function compiledOnce<Args extends unknown[], Row>(
+  build: (db: Kysely<Database>, ...values: Args) => Compilable<Row>,
+  placeholders: Args,
+): (db: Kysely<Database>, ...values: Args) => CompiledQuery<Row> {
+  const compiled = new WeakMap<Kysely<Database>, { query: CompiledQuery<Row>; slots: number[] }>();
+  return (db, ...values) => {
+    let entry = compiled.get(db);
+    if (!entry) {
+      const query = build(db, ...placeholders).compile();
+      const slots = query.parameters.map((parameter) => placeholders.indexOf(parameter));
+      if (placeholders.some((_, i) => !slots.includes(i))) {
+        throw new Error(`A placeholder did not become a bound parameter of: ${query.sql}`);
+      }
+      entry = { query, slots };
+      compiled.set(db, entry);
+    }
+    const { query, slots } = entry;
+    return { ...query, parameters: slots.map((slot, i) => (slot === -1 ? query.parameters[i] : values[slot])) };
+  };
 }
 
 export async function listBuilds(db: Kysely<Database>, workspaceId: string, limit = 50): Promise<BuildDto[]> {

@@ -1,0 +1,80 @@
+import type { Authentication } from './authenticate.ts';
+
+/**
+ * A short-lived, in-process cache of successful authentications, keyed by the credential's
+ * sha256 (never the credential itself). Authenticating every request against the store (a hash,
+ * a joined lookup, Kysely compiling it) cost as much CPU as the rest of a small read.
+ *
+ * Security bounds:
+ *  - In this process every change that can end or narrow access (token revocation, logout,
+ *    suspension, role change, password change, user deletion) calls `forgetUser` after it is
+ *    committed, so it applies to the next request.
+ *  - Another replica's change reaches this process only through the store: a credential cached
+ *    here stays usable on this replica for at most CACHE_TTL_MS after another replica revoked
+ *    it, suspended its user or changed their role.
+ *  - Expiry (token expires_at, session expires_at) is checked on every hit, not cached.
+ *  - Failures (unknown, revoked, expired, suspended) are never cached, so random tokens cannot
+ *    fill the cache, and a bad credential is always refused from the store's current state.
+ */
+
+/** How long this replica may act on a cached authentication: the cross-replica staleness bound. */
+export const CACHE_TTL_MS = 5_000;
+const MAX_ENTRIES = 10_000;
+
+export interface CachedAuthentication {
+  authentication: Authentication;
+  /** ISO time after which the credential is refused; null = never */
+  expiresAt: string | null;
+  /** tokens only: what the store last recorded, so last_used_at stays throttled on hits */
+  lastUsedAt: string | null;
+}
+
+interface Entry extends CachedAuthentication {
+  /** ms since epoch on the caller's clock when read from the store */
+  readAt: number;
+}
+
+// Keys are sha256 hex digests of random 256-bit secrets, so one map can serve every store in the
+// process (tests run several servers side by side) without collisions.
+const entries = new Map<string, Entry>();
+// Bumped on every invalidation: a lookup that started before it must not store what it read,
+// since that may predate the change that caused the invalidation.
+let generation = 0;
+
+/** The cached authentication for a credential hash, if still fresh; refreshes its LRU position. */
+export function cachedAuthentication(hash: string, nowMs: number): CachedAuthentication | undefined {
+  const entry = entries.get(hash);
+  if (!entry) return undefined;
+  entries.delete(hash);
+  // A clock that moved backwards (tests set clocks by hand) must not extend an entry's life.
+  if (nowMs - entry.readAt >= CACHE_TTL_MS || nowMs < entry.readAt) return undefined;
+  entries.set(hash, entry);
+  return entry;
+}
+
+/** The generation to pass to `rememberAuthentication` for a lookup starting now. */
+export function cacheGeneration(): number {
+  return generation;
+}
+
+/** Stores a successful authentication read from the store, unless an invalidation happened meanwhile. */
+export function rememberAuthentication(hash: string, value: CachedAuthentication, readAt: number, startedAt: number): void {
+  if (startedAt !== generation) return;
+  entries.delete(hash);
+  if (entries.size >= MAX_ENTRIES) entries.delete(entries.keys().next().value!);
+  entries.set(hash, { ...value, readAt });
+}
+
+/** Drops one cached credential (logout). */
+export function forgetCredential(hash: string): void {
+  generation++;
+  entries.delete(hash);
+}
+
+/** Drops every cached credential of a user. Call after the change is committed. */
+export function forgetUser(userId: string): void {
+  generation++;
+  for (const [hash, entry] of entries) {
+    if (entry.authentication.principal.userId === userId) entries.delete(hash);
+  }
+}
