@@ -47,6 +47,9 @@ export function bwrapArgs(request: SandboxRequest): string[] {
       bound.push(path);
     }
   }
+  // /tmp before the read-only paths: a checkout under /tmp (CI clones, tests) must stay visible
+  // through the workspace's own /tmp, and bwrap applies mounts in order.
+  args.push('--bind', request.tmp, '/tmp');
   for (const path of request.readOnly) {
     if (!existsSync(path) || bound.some((parent) => isInside(parent, path))) continue;
     args.push('--ro-bind', path, path);
@@ -55,7 +58,6 @@ export function bwrapArgs(request: SandboxRequest): string[] {
   for (const path of request.hidden) {
     if (existsSync(path) && bound.some((parent) => isInside(parent, path))) args.push('--tmpfs', path);
   }
-  args.push('--bind', request.tmp, '/tmp');
   args.push('--bind', request.home, SANDBOX_HOME, '--chdir', request.chdir ?? SANDBOX_HOME, '--');
   return args;
 }
