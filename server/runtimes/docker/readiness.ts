@@ -1,7 +1,7 @@
-import { connect } from 'node:net';
 import { PassThrough, type Readable } from 'node:stream';
 import type { ReadinessPlan } from '../driver.ts';
 import type { ContainerApi, ContainerInfo, DockerApi } from './docker-api.ts';
+import { httpProbe, tcpProbe } from '../probes.ts';
 
 export type ReadinessResult = { ok: true } | { ok: false; reason: string };
 
@@ -101,39 +101,15 @@ export function demuxBuffer(buffer: Buffer): string {
 }
 
 async function checkOnce(readiness: ReadinessPlan, address: string, container: ContainerApi, timeoutMs: number): Promise<string | null> {
-  if (readiness.tcp !== undefined) return tcpCheck(address, readiness.tcp, timeoutMs);
+  if (readiness.tcp !== undefined) return tcpProbe(address, readiness.tcp, timeoutMs);
   if (readiness.http) {
     const path = readiness.http.path.startsWith('/') ? readiness.http.path : `/${readiness.http.path}`;
-    return httpCheck(`http://${address}:${readiness.http.port}${path}`, timeoutMs);
+    return httpProbe(`http://${address}:${readiness.http.port}${path}`, timeoutMs);
   }
   if (readiness.command) return commandCheck(container, readiness.command);
   return null;
 }
 
-function tcpCheck(host: string, port: number, timeoutMs: number): Promise<string | null> {
-  return new Promise((resolve) => {
-    const socket = connect({ host, port });
-    const timer = setTimeout(() => finish(`port ${port} did not accept a connection`), timeoutMs);
-    function finish(result: string | null) {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(result);
-    }
-    socket.once('connect', () => finish(null));
-    socket.once('error', (error) => finish(`port ${port}: ${(error as NodeJS.ErrnoException).code ?? error.message}`));
-  });
-}
-
-async function httpCheck(url: string, timeoutMs: number): Promise<string | null> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
-    await response.body?.cancel();
-    return response.status < 400 ? null : `GET ${new URL(url).pathname} answered ${response.status}`;
-  } catch (error) {
-    const cause = (error as { cause?: { code?: string } }).cause?.code;
-    return `GET ${new URL(url).pathname} failed: ${cause ?? (error as Error).message}`;
-  }
-}
 
 async function commandCheck(container: ContainerApi, command: string[]): Promise<string | null> {
   try {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { openSync, readSync, closeSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
 import type { ReadinessPlan } from '../driver.ts';
+import { httpProbe, tcpProbe } from '../probes.ts';
 
 export interface ReadinessTarget {
   readiness: ReadinessPlan | undefined;
@@ -83,40 +83,16 @@ export function readNewLines(file: string, offset: number): { lines: string[]; o
 async function checkOnce(readiness: ReadinessPlan, target: ReadinessTarget, timeoutMs: number): Promise<string | null> {
   if (readiness.tcp !== undefined) {
     const port = target.ports[String(readiness.tcp)] ?? readiness.tcp;
-    return tcpCheck(port, timeoutMs);
+    return tcpProbe('127.0.0.1', port, timeoutMs);
   }
   if (readiness.http) {
     const port = target.ports[String(readiness.http.port)] ?? readiness.http.port;
-    return httpCheck(`http://127.0.0.1:${port}${readiness.http.path.startsWith('/') ? '' : '/'}${readiness.http.path}`, timeoutMs);
+    return httpProbe(`http://127.0.0.1:${port}${readiness.http.path.startsWith('/') ? '' : '/'}${readiness.http.path}`, timeoutMs);
   }
   if (readiness.command) return commandCheck(readiness.command, target, timeoutMs);
   return null;
 }
 
-function tcpCheck(port: number, timeoutMs: number): Promise<string | null> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    const timer = setTimeout(() => finish(`port ${port} did not accept a connection`), timeoutMs);
-    function finish(result: string | null) {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(result);
-    }
-    socket.once('connect', () => finish(null));
-    socket.once('error', (error) => finish(`port ${port}: ${(error as NodeJS.ErrnoException).code ?? error.message}`));
-  });
-}
-
-async function httpCheck(url: string, timeoutMs: number): Promise<string | null> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
-    await response.body?.cancel();
-    return response.status < 400 ? null : `GET ${url} answered ${response.status}`;
-  } catch (error) {
-    const cause = (error as { cause?: { code?: string } }).cause?.code;
-    return `GET ${url} failed: ${cause ?? (error as Error).message}`;
-  }
-}
 
 function commandCheck(command: string[], target: ReadinessTarget, timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {
