@@ -1,8 +1,9 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { api, setupOwner, type Api } from './support/users.ts';
+import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
 
 /**
  * The example templates in templates/ are pushed and started on the process runtime, the way
@@ -13,32 +14,7 @@ import { api, setupOwner, type Api } from './support/users.ts';
 const TEMPLATES_DIR = join(import.meta.dirname, '..', 'templates');
 const READY_TIMEOUT_MS = 20_000;
 
-function readFolder(dir: string): Record<string, string> {
-  const files: Record<string, string> = {};
-  const walk = (current: string) => {
-    for (const entry of readdirSync(current)) {
-      const path = join(current, entry);
-      if (statSync(path).isDirectory()) walk(path);
-      else files[relative(dir, path).split('\\').join('/')] = readFileSync(path, 'utf8');
-    }
-  };
-  walk(dir);
-  return files;
-}
 
-async function waitForReady(client: Api, owner: string, name: string): Promise<Record<string, any>> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    const { json } = await client.get(`/api/v1/workspaces/${owner}/${name}`);
-    const workspace = json.workspace ?? json;
-    if (workspace.status === 'running' && workspace.agentState === 'ready') return workspace;
-    if (workspace.status === 'failed' || Date.now() > deadline) {
-      const logs = await client.get(`/api/v1/workspaces/${owner}/${name}/builds/1/logs`);
-      throw new Error(`workspace ${name} did not become ready within ${READY_TIMEOUT_MS} ms: ${JSON.stringify(workspace)}\n${typeof logs.json === 'string' ? logs.json : JSON.stringify(logs.json)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe('example templates on the process runtime', () => {
   let server: TestServer;
@@ -56,7 +32,7 @@ describe('example templates on the process runtime', () => {
   afterAll(async () => server?.close());
 
   it.each(readdirSync(TEMPLATES_DIR).filter((name) => statSync(join(TEMPLATES_DIR, name)).isDirectory()))('pushes %s', async (name) => {
-    const response = await client.post('/api/v1/templates', { files: readFolder(join(TEMPLATES_DIR, name)), activate: true });
+    const response = await client.post('/api/v1/templates', { files: readTemplateFolder(join(TEMPLATES_DIR, name)), activate: true });
     expect(response.status, JSON.stringify(response.json)).toBe(201);
     expect(response.json.template.name).toBe(name);
   });
@@ -64,14 +40,14 @@ describe('example templates on the process runtime', () => {
   it('starts a starter workspace with the greeting parameter', async () => {
     const created = await client.post('/api/v1/workspaces', { name: 'greet', template: 'starter', params: { greeting: 'hi there' } });
     expect(created.status, JSON.stringify(created.json)).toBe(202);
-    const workspace = await waitForReady(client, owner, 'greet');
+    const workspace = await waitForWorkspaceReady(client, owner, 'greet', READY_TIMEOUT_MS);
     expect(workspace.params).toEqual({ greeting: 'hi there' });
   });
 
   it('starts node-api with both services answering through each other', async () => {
     const created = await client.post('/api/v1/workspaces', { name: 'shop', template: 'node-api', params: { visits_start: '41' } });
     expect(created.status, JSON.stringify(created.json)).toBe(202);
-    const workspace = await waitForReady(client, owner, 'shop');
+    const workspace = await waitForWorkspaceReady(client, owner, 'shop', READY_TIMEOUT_MS);
     // The driver reports where it put the service (stable for the workspace), as it told the plan.
     const endpoints = await server.app.den.driver.resolveEndpoints(
       { id: workspace.id, name: 'shop', ownerId, ownerName: owner },

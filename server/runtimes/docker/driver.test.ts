@@ -39,7 +39,8 @@ function makeDriver(): Promise<DockerDriver> {
 afterAll(() => { for (const dir of bundleDirs) rmSync(dir, { recursive: true, force: true }); });
 
 if (!skipReason) runDriverContract('docker', () => makeDriver(), { image: IMAGE });
-else describe.skip('RuntimeDriver contract: docker', () => it('passes against a real Docker engine', () => undefined));
+// Reported as skipped (with the reason printed above) so CI, which forbids skips, notices.
+else it.skip(`RuntimeDriver contract: docker (${skipReason})`);
 
 describe.skipIf(skipReason !== undefined)('docker runtime', () => {
   let driver: DockerDriver;

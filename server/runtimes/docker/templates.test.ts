@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import Dockerode from 'dockerode';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { startTestServer, type TestServer } from '../../../test/support/harness.
 import { api, setupOwner, type Api } from '../../../test/support/users.ts';
 import type { DockerApi } from './docker-api.ts';
 import { createDockerDriver, type DockerDriver } from './driver.ts';
+import { readTemplateFolder, waitForWorkspaceReady } from '../../../test/support/templates.ts';
 
 /**
  * The example templates (templates/starter, templates/node-api) pushed and started through the
@@ -40,7 +41,7 @@ describe.skipIf(skipReason !== undefined)('example templates on the docker runti
     owner = user.username;
     client = api(server.app, user.token);
     for (const name of ['starter', 'node-api']) {
-      const response = await client.post('/api/v1/templates', { files: readFolder(join(TEMPLATES_DIR, name)), activate: true });
+      const response = await client.post('/api/v1/templates', { files: readTemplateFolder(join(TEMPLATES_DIR, name)), activate: true });
       expect(response.status, JSON.stringify(response.json)).toBe(201);
     }
   });
@@ -53,13 +54,13 @@ describe.skipIf(skipReason !== undefined)('example templates on the docker runti
 
   it('starts a starter workspace whose agent runs its startup scripts in the container', async () => {
     expect((await client.post('/api/v1/workspaces', { name: 'greet', template: 'starter', params: { greeting: 'hi from docker' } })).status).toBe(202);
-    const workspace = await waitForReady(client, owner, 'greet');
+    const workspace = await waitForWorkspaceReady(client, owner, 'greet', READY_TIMEOUT_MS);
     expect(await exec(workspace.id, ['sh', '-c', 'id -un; hostname; cat ~/.den-greeting'])).toBe('den\ngreet\nhi from docker\n');
   });
 
   it('starts node-api with both services reachable by name from the workspace', async () => {
     expect((await client.post('/api/v1/workspaces', { name: 'shop', template: 'node-api', params: { visits_start: '41' } })).status).toBe(202);
-    const workspace = await waitForReady(client, owner, 'shop');
+    const workspace = await waitForWorkspaceReady(client, owner, 'shop', READY_TIMEOUT_MS);
     const reply = await exec(workspace.id, ['node', '-e', 'fetch(process.env.API_URL).then((r) => r.text()).then((t) => process.stdout.write(t))']);
     expect(reply).toBe(`hello from ${owner}/shop, visit 42\n`);
   });
@@ -73,30 +74,3 @@ describe.skipIf(skipReason !== undefined)('example templates on the docker runti
     return Buffer.concat(out).toString();
   }
 });
-
-async function waitForReady(client: Api, owner: string, name: string): Promise<Record<string, any>> {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    const { json } = await client.get(`/api/v1/workspaces/${owner}/${name}`);
-    const workspace = json.workspace ?? json;
-    if (workspace.status === 'running' && workspace.agentState === 'ready') return workspace;
-    if (workspace.status === 'failed' || Date.now() > deadline) {
-      const logs = await client.get(`/api/v1/workspaces/${owner}/${name}/builds/1/logs`);
-      throw new Error(`Workspace ${name} did not become ready within ${READY_TIMEOUT_MS} ms: ${JSON.stringify(workspace)}\n${typeof logs.json === 'string' ? logs.json : JSON.stringify(logs.json)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-function readFolder(dir: string): Record<string, string> {
-  const files: Record<string, string> = {};
-  const walk = (current: string) => {
-    for (const entry of readdirSync(current)) {
-      const path = join(current, entry);
-      if (statSync(path).isDirectory()) walk(path);
-      else files[relative(dir, path).split('\\').join('/')] = readFileSync(path, 'utf8');
-    }
-  };
-  walk(dir);
-  return files;
-}
