@@ -1,4 +1,5 @@
 import { dial } from './dial.ts';
+import type { ChannelContext, ChannelHandler } from './exec.ts';
 
 /**
  * The den agent's entry point: `node agent/main.ts` or the bundled `dist/agent.mjs`.
@@ -31,16 +32,35 @@ async function main(): Promise<void> {
   const dialed = dial(url, token);
   dialed.on('error', () => {}); // until the link takes the socket over; it retries a failed first dial
   milestone?.('dialing');
-  const { startAgent } = await import('./link.ts');
+  const [{ startAgent }, { deferredOpener }] = await Promise.all([import('./link.ts'), import('./terminal/deferred.ts')]);
   milestone?.('modules loaded');
-  const agent = startAgent({ url, token, env, log, dialed, onExit: (code) => process.exit(code), onMilestone: milestone });
+  // The terminal code loads while the link says hello. One registry per agent process: sessions
+  // outlive link drops and server restarts, not the agent. New sessions get the workspace env and
+  // home from the channel (the manifest arrives with the welcome).
+  const terminal = loadTerminalOrRefuse(log);
+  const agent = startAgent({
+    url,
+    token,
+    env,
+    log,
+    dialed,
+    channels: {
+      terminal: deferredOpener(terminal.then((loaded) => loaded.terminal)),
+      'terminal-admin': deferredOpener(terminal.then((loaded) => loaded.admin)),
+    },
+    onExit: (code) => {
+      // hang up every shell's process group: a stopped workspace keeps no shell behind
+      void terminal.then((loaded) => loaded.sessions.closeAll()).finally(() => process.exit(code));
+    },
+    onMilestone: milestone,
+  });
 
   // First SIGTERM/SIGINT: graceful (report shutting_down, end children, report off). Second: hard.
   let signalled = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (signalled) {
       log(`${signal} again: exiting now`);
-      agent.kill();
+      agent.kill(); // onExit hangs up the terminal sessions
       return;
     }
     signalled = true;
@@ -52,6 +72,39 @@ async function main(): Promise<void> {
     // the agent is the only way into the workspace: log and keep serving rather than exit
     log(`unexpected error: ${error.stack ?? error.message}`);
   });
+}
+
+async function loadTerminal(log: (message: string) => void) {
+  const [{ TerminalSessions }, { terminalChannelOpener }, { terminalAdminOpener }] = await Promise.all([
+    import('./terminal/registry.ts'),
+    import('./terminal/channel.ts'),
+    import('./terminal/admin.ts'),
+  ]);
+  const sessions = new TerminalSessions({ orphanTimeoutMs: orphanTimeoutMs(log) });
+  return { sessions, terminal: terminalChannelOpener(sessions), admin: terminalAdminOpener(sessions) };
+}
+
+/** loadTerminal, or, when node-pty cannot load in this image, openers that say so (the rest of the agent keeps working). */
+function loadTerminalOrRefuse(log: (message: string) => void): ReturnType<typeof loadTerminal> {
+  return loadTerminal(log).catch((error: unknown) => {
+    log(`terminals are unavailable: ${(error as Error).message}`);
+    const refuse = (channel: number, _spec: unknown, _window: number, context: ChannelContext, onClosed: () => void): ChannelHandler => {
+      context.send({ type: 'open_error', channel, code: 'TERMINAL_START_FAILED', message: 'The workspace agent cannot start terminals here (node-pty did not load); see the agent log.' });
+      onClosed();
+      return { onData() {}, onEof() {}, onWindow() {}, onSignal() {}, onResize() {}, abort() {} };
+    };
+    return { sessions: { closeAll() {} }, terminal: refuse, admin: refuse } as unknown as Awaited<ReturnType<typeof loadTerminal>>;
+  });
+}
+
+/** DEN_TERMINAL_ORPHAN_TIMEOUT_MS: how long a terminal session with no client lives on (default 1 h). */
+function orphanTimeoutMs(log: (message: string) => void): number | undefined {
+  const raw = process.env.DEN_TERMINAL_ORPHAN_TIMEOUT_MS;
+  if (raw === undefined || raw === '') return undefined;
+  const value = Number(raw);
+  if (Number.isInteger(value) && value > 0) return value;
+  log(`DEN_TERMINAL_ORPHAN_TIMEOUT_MS=${raw} is not a positive integer of milliseconds; using the default`);
+  return undefined;
 }
 
 void main();

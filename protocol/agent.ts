@@ -10,6 +10,10 @@ import { z } from 'zod';
  *         open/open_ok/open_error/eof/close/signal/resize; binary data, stderr and window frames.
  *         Channel kinds: exec. Reserved kinds (agent answers open_error CHANNEL_KIND_UNSUPPORTED
  *         until implemented): terminal, tcp, sync.
+ *  - 1.1  `terminal` channels (records of protocol/terminal.ts in DATA, see agent/terminal/channel.ts)
+ *         and short-lived `terminal-admin` channels: the agent answers `open_ok`, one JSON
+ *         document in DATA (list: protocol/terminal.ts `terminalSessionListSchema`), then `close`;
+ *         or `open_error TERMINAL_SESSION_NOT_FOUND` for a close of an unknown session.
  *
  * Framing. Every websocket message is one frame.
  *  - Text messages are control frames: UTF-8 JSON, validated by `controlFrameSchema`
@@ -39,12 +43,12 @@ import { z } from 'zod';
  * (`log_ack`), so unacked frames are resent after a reconnect. The server pings every
  * `heartbeatMs`; either side drops a connection silent for three intervals.
  *
- * Reserved kinds for issue 3 and later: a `terminal` channel's DATA carries pty output (agent ->
- * server) and input (server -> agent) with `resize`; its abort detaches rather than kills, so
- * sessions survive the link. `tcp` carries a raw byte stream to host:port in the workspace
+ * A `terminal` channel's DATA carries protocol/terminal.ts records (output and control towards the
+ * server, input, acks and control towards the agent); its abort detaches rather than kills, so
+ * sessions survive the link. Reserved for later: `tcp` carries a raw byte stream to host:port in the workspace
  * (port forwarding, SSH direct-tcpip, the app proxy); `eof` maps to a TCP half-close.
  */
-export const AGENT_PROTOCOL = { major: 1, minor: 0 } as const;
+export const AGENT_PROTOCOL = { major: 1, minor: 1 } as const;
 
 /** Control frames are JSON text; the manifest in `welcome` is the largest one. Matches the server's ws maxPayload. */
 export const MAX_CONTROL_FRAME_BYTES = 1024 * 1024;
@@ -119,7 +123,7 @@ export const execOpenSchema = z.object({
   /** allocate a pty of this size instead of pipes (stdout and stderr merge) */
   tty: z.object({ cols: z.number().int().min(1).max(1000), rows: z.number().int().min(1).max(1000) }).optional(),
 });
-/** Reserved for the terminal issue: a reattachable pty session. */
+/** A reattachable pty session (agent/terminal/channel.ts): one channel per attached client; DATA carries protocol/terminal.ts records both ways; abort only detaches. */
 export const terminalOpenSchema = z.object({
   kind: z.literal('terminal'),
   sessionId: z.string().max(128).optional(),
@@ -128,6 +132,11 @@ export const terminalOpenSchema = z.object({
   rows: z.number().int().min(1).max(1000),
   env: envSchema.optional(),
 });
+/** The agent's terminal session registry: list the sessions, or hang one up. */
+export const terminalAdminOpenSchema = z.discriminatedUnion('op', [
+  z.object({ kind: z.literal('terminal-admin'), op: z.literal('list') }),
+  z.object({ kind: z.literal('terminal-admin'), op: z.literal('close'), sessionId: z.string().min(1).max(128) }),
+]);
 /** Reserved for port forwarding, SSH direct-tcpip and the app proxy: a TCP stream to a port in the workspace. */
 export const tcpOpenSchema = z.object({
   kind: z.literal('tcp'),
@@ -136,7 +145,7 @@ export const tcpOpenSchema = z.object({
 });
 /** Reserved for file sync. */
 export const syncOpenSchema = z.object({ kind: z.literal('sync'), path: z.string().max(4096) });
-export const channelSpecSchema = z.discriminatedUnion('kind', [execOpenSchema, terminalOpenSchema, tcpOpenSchema, syncOpenSchema]);
+export const channelSpecSchema = z.union([execOpenSchema, terminalOpenSchema, terminalAdminOpenSchema, tcpOpenSchema, syncOpenSchema]);
 export type ChannelSpec = z.infer<typeof channelSpecSchema>;
 export type ExecOpen = z.infer<typeof execOpenSchema>;
 

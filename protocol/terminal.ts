@@ -8,6 +8,8 @@ import { z } from 'zod';
  * Version history (minor = additive, major = breaking; a server refuses majors it does not know
  * with TERMINAL_PROTOCOL_UNSUPPORTED):
  *  - 1.0  attach/attached, input, output, ack, resize, close, error, exit.
+ *  - 1.1  `attach` may carry `command` (argv) and `env` for a new session; close code 4010
+ *         (workspace not running); the sessions API schemas (`terminalSessionListSchema`).
  *
  * Framing. Every websocket message is one message of this protocol.
  *  - Binary messages carry bytes: 1 type byte, then the payload.
@@ -35,7 +37,7 @@ import { z } from 'zod';
  * instead of growing buffers; a client that stops acknowledging for long is detached with
  * TERMINAL_CLIENT_TOO_SLOW and may reattach (it gets a fresh snapshot).
  */
-export const TERMINAL_PROTOCOL = { major: 1, minor: 0 } as const;
+export const TERMINAL_PROTOCOL = { major: 1, minor: 1 } as const;
 
 /** Largest INPUT/OUTPUT payload in one binary message; bigger pastes are split by the client. */
 export const MAX_DATA_PAYLOAD = 64 * 1024;
@@ -68,8 +70,10 @@ export const TERMINAL_CLOSE = {
   sessionNotFound: 4404,
   /** the client stopped acknowledging output: reconnecting is fine (fresh snapshot) */
   clientTooSlow: 4008,
-  /** the server or the agent link is going away: reconnect with backoff */
+  /** the server or the agent link is going away, or the agent is not connected yet: reconnect with backoff */
   goingAway: 4009,
+  /** the workspace is not running: do not reconnect until it is started */
+  workspaceNotRunning: 4010,
 } as const;
 
 export const clampCols = (cols: number): number => clamp(cols, TERMINAL_SIZE.minCols, TERMINAL_SIZE.maxCols);
@@ -89,6 +93,10 @@ export const clientMessageSchema = z.discriminatedUnion('type', [
     sessionId: sessionIdSchema.optional(),
     cols,
     rows,
+    /** a new session's argv instead of the login shell (ignored when joining a session); 1.1 */
+    command: z.array(z.string().max(4096)).min(1).max(256).optional(),
+    /** extra environment of a new session (ignored when joining); 1.1 */
+    env: z.record(z.string().min(1).max(256), z.string().max(16 * 1024)).optional(),
   }),
   /** text input (what xterm.js onData gives); binary INPUT frames carry the same */
   z.object({ type: z.literal('input'), data: z.string().max(MAX_DATA_PAYLOAD) }),
@@ -117,6 +125,28 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
   /** the shell ended; `code` is its exit status (128 + n when killed by signal n) */
   z.object({ type: z.literal('exit'), code: z.number().int(), signal: z.number().int().optional() }),
 ]);
+
+/**
+ * The sessions API (`GET /api/v1/workspaces/:owner/:name/terminals`), also what the agent answers
+ * on a `terminal-admin` list channel. Times are ISO-8601.
+ */
+export const terminalSessionSchema = z.object({
+  id: sessionIdSchema,
+  cols: z.number().int(),
+  rows: z.number().int(),
+  /** clients attached right now */
+  clients: z.number().int().min(0),
+  createdAt: z.string(),
+  /** since when no client has been attached; null while one is (orphans end after the agent's orphan timeout) */
+  idleSince: z.string().nullable(),
+  /** the window title the shell set, when it set one */
+  title: z.string().max(4096).optional(),
+  /** the session's argv */
+  command: z.array(z.string()),
+});
+export const terminalSessionListSchema = z.object({ sessions: z.array(terminalSessionSchema) });
+export type TerminalSessionSummary = z.infer<typeof terminalSessionSchema>;
+export type TerminalSessionList = z.infer<typeof terminalSessionListSchema>;
 
 export type ClientControl = z.infer<typeof clientMessageSchema>;
 export type ServerControl = z.infer<typeof serverMessageSchema>;
@@ -213,6 +243,7 @@ export class RecordReader {
 export function closeCodeForError(errorCode: string | undefined): number {
   switch (errorCode) {
     case undefined:
+    case 'TERMINAL_START_FAILED': // a shell that cannot start now will not start on a reconnect either
       return TERMINAL_CLOSE.sessionEnded;
     case 'TERMINAL_SESSION_NOT_FOUND':
       return TERMINAL_CLOSE.sessionNotFound;
@@ -222,6 +253,12 @@ export function closeCodeForError(errorCode: string | undefined): number {
       return TERMINAL_CLOSE.protocolError;
     case 'TERMINAL_PROTOCOL_UNSUPPORTED':
       return TERMINAL_CLOSE.protocolUnsupported;
+    case 'WORKSPACE_NOT_RUNNING':
+      return TERMINAL_CLOSE.workspaceNotRunning;
+    case 'UNAUTHENTICATED':
+    case 'FORBIDDEN':
+    case 'WORKSPACE_NOT_FOUND':
+      return TERMINAL_CLOSE.unauthorized;
     default:
       return TERMINAL_CLOSE.goingAway;
   }

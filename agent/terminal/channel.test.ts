@@ -13,7 +13,7 @@ const home = mkdtempSync(join(tmpdir(), 'den-term-chan-'));
 const sessions = new TerminalSessions({ defaults: { command: ['bash', '--norc', '--noprofile'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, PS1: '$ ' } } });
 afterAll(() => {
   sessions.closeAll();
-  rmSync(home, { recursive: true, force: true });
+  rmSync(home, { recursive: true, force: true, maxRetries: 5 }); // retries: a hung-up shell may still write its history
 });
 
 /** The server's end of one terminal channel, as the link would deliver it. */
@@ -60,6 +60,15 @@ describe('terminal channel', () => {
     await waitFor(() => second.closed(), SHELL_TIMEOUT_MS, 'the channel to close after the shell ended');
     expect(second.messages.at(-1)).toMatchObject({ type: 'exit' });
     expect(second.frames.at(-1)).toEqual({ type: 'close', channel: 3 });
+  });
+
+  it('hangs up the shell when the agent shuts down (SIGTERM to its channels), so the stop does not wait', async () => {
+    const channel = openChannel(11);
+    await waitFor(() => channel.messages.some((m) => m.type === 'attached'), SHELL_TIMEOUT_MS, 'attached');
+    channel.handler.onSignal('SIGTERM');
+    await waitFor(() => channel.closed(), SHELL_TIMEOUT_MS, 'the channel to close after the hang-up');
+    expect(channel.messages.at(-1)).toMatchObject({ type: 'exit' });
+    expect(channel.frames.at(-1)).toEqual({ type: 'close', channel: 11 });
   });
 
   it('answers open_error TERMINAL_SESSION_NOT_FOUND for an unknown session id', () => {

@@ -50,6 +50,8 @@ export function terminalChannelOpener(sessions: TerminalSessions) {
         close: (code, reason) => finish(code === TERMINAL_CLOSE.sessionEnded ? undefined : { code: reason.slice(0, 64), message: reason }),
       },
       sessions,
+      // a new session runs in the workspace: its env (manifest included) and home, plus what the opener asked for
+      { env: { ...context.baseEnv(), ...spec.env }, cwd: context.home(), command: spec.command?.length ? spec.command : undefined },
     );
     connection.message(JSON.stringify({ type: 'attach', sessionId: spec.sessionId, cols: spec.cols, rows: spec.rows }));
 
@@ -77,7 +79,11 @@ export function terminalChannelOpener(sessions: TerminalSessions) {
       onWindow(bytes) {
         sender.grant(bytes);
       },
-      onSignal() {},
+      // only the agent's graceful shutdown signals a terminal channel (the server never does): the
+      // workspace is stopping, so hang the shell up; its `exit` closes the channel and lets the shutdown finish
+      onSignal() {
+        if (!finished) connection.message(JSON.stringify({ type: 'close' }));
+      },
       onResize(cols, rows) {
         if (!finished) connection.message(JSON.stringify({ type: 'resize', cols, rows }));
       },

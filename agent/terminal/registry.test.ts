@@ -14,7 +14,8 @@ const registries: TerminalSessions[] = [];
 afterEach(() => {
   for (const registry of registries.splice(0)) registry.closeAll();
 });
-afterAll(() => rmSync(home, { recursive: true, force: true }));
+// retries: a hung-up shell may still write its history while the directory is removed
+afterAll(() => rmSync(home, { recursive: true, force: true, maxRetries: 5 }));
 
 function registry(timers = new ManualTimers(), flow?: { highWatermark: number; lowWatermark: number; stallTimeoutMs: number }): TerminalSessions {
   const sessions = new TerminalSessions({

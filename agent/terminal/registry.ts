@@ -43,7 +43,9 @@ export class TerminalSessions {
     if (options.id !== undefined && this.#sessions.has(options.id)) throw new AppError('TERMINAL_START_FAILED', `A terminal session '${options.id}' exists already; attach to it instead.`);
     let session: TerminalSession;
     try {
-      session = new TerminalSession({ ...this.#defaults, ...options, env: { ...this.#defaults.env, ...options.env }, timers: this.#timers });
+      // an option given as undefined keeps the default
+      const given = Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined));
+      session = new TerminalSession({ ...this.#defaults, ...given, env: { ...this.#defaults.env, ...options.env }, timers: this.#timers });
     } catch (error) {
       throw new AppError('TERMINAL_START_FAILED', 'The terminal shell could not be started; check that the workspace shell exists.', { cause: error, detail: String(error) });
     }

@@ -15,7 +15,8 @@ const sessions: TerminalSession[] = [];
 afterEach(async () => {
   for (const session of sessions.splice(0)) session.close();
 });
-afterAll(() => rmSync(home, { recursive: true, force: true }));
+// retries: a hung-up shell may still write its history while the directory is removed
+afterAll(() => rmSync(home, { recursive: true, force: true, maxRetries: 5 }));
 
 function bash(options: Partial<TerminalSessionOptions> = {}): TerminalSession {
   const session = new TerminalSession({

@@ -87,6 +87,8 @@ export interface TerminalSessionInfo {
   /** when the last client left, epoch ms; undefined while attached */
   orphanedAt?: number;
   title: string;
+  /** the argv the session runs */
+  command: string[];
 }
 
 /**
@@ -97,6 +99,7 @@ export interface TerminalSessionInfo {
 export class TerminalSession {
   readonly id: string;
   readonly createdAt: number;
+  readonly command: string[];
   readonly #pty: pty.IPty;
   readonly #mirror: ScreenMirror;
   readonly #clients = new Set<Client>();
@@ -128,7 +131,8 @@ export class TerminalSession {
     this.#cols = clampCols(options.cols ?? 80);
     this.#rows = clampRows(options.rows ?? 24);
     const scrollback = Math.min(MAX_SCROLLBACK, Math.max(0, Math.trunc(options.scrollback ?? DEFAULT_SCROLLBACK)));
-    const [file, ...args] = options.command ?? [defaultShell(options.env), '-l'];
+    this.command = options.command ?? [defaultShell(options.env), '-l'];
+    const [file, ...args] = this.command;
     const env: Record<string, string> = { ...options.env, TERM: 'xterm-256color', COLORTERM: 'truecolor' };
     this.#mirror = new ScreenMirror(this.#cols, this.#rows, scrollback);
     this.#mirror.onDrained = () => this.#updateFlow();
@@ -160,7 +164,7 @@ export class TerminalSession {
   }
 
   info(): TerminalSessionInfo {
-    return { id: this.id, pid: this.pid, cols: this.#cols, rows: this.#rows, clients: this.#clients.size, createdAt: this.createdAt, orphanedAt: this.orphanedAt, title: this.#mirror.title };
+    return { id: this.id, pid: this.pid, cols: this.#cols, rows: this.#rows, clients: this.#clients.size, createdAt: this.createdAt, orphanedAt: this.orphanedAt, title: this.#mirror.title, command: this.command };
   }
 
   /**

@@ -10,7 +10,10 @@ import {
   type ServerControl,
 } from '../../protocol/terminal.ts';
 import type { TerminalSessions } from './registry.ts';
-import type { TerminalAttachment, TerminalSink } from './session.ts';
+import type { TerminalAttachment, TerminalSessionOptions, TerminalSink } from './session.ts';
+
+/** What a connection puts into a session it starts (the workspace env and home, from the link). */
+export type NewSessionOptions = Pick<TerminalSessionOptions, 'env' | 'cwd' | 'command'>;
 
 /** The little a terminal connection needs from its transport (a ws WebSocket fits; so does a channel of the agent link). */
 export interface TerminalTransport {
@@ -30,7 +33,7 @@ export interface TerminalConnection {
  * must be `attach`; afterwards input, ack, resize and close map onto the attachment. Bad
  * messages get an `error` and a close code, never an exception out of here.
  */
-export function serveTerminalConnection(transport: TerminalTransport, sessions: TerminalSessions): TerminalConnection {
+export function serveTerminalConnection(transport: TerminalTransport, sessions: TerminalSessions, newSession: NewSessionOptions = {}): TerminalConnection {
   let attachment: TerminalAttachment | undefined;
   let sessionId: string | undefined;
   let ended = false;
@@ -65,7 +68,13 @@ export function serveTerminalConnection(transport: TerminalTransport, sessions: 
           if (!isTerminalProtocolSupported(message.protocol)) {
             return end(TERMINAL_CLOSE.protocolUnsupported, { code: 'TERMINAL_PROTOCOL_UNSUPPORTED', message: `This workspace speaks terminal protocol ${TERMINAL_PROTOCOL.major}.x; reload the page to get a matching client.` });
           }
-          const session = message.sessionId ? sessions.require(message.sessionId) : sessions.create({ cols: message.cols, rows: message.rows });
+          const session = message.sessionId ? sessions.require(message.sessionId) : sessions.create({
+                ...newSession,
+                command: message.command ?? newSession.command,
+                env: { ...newSession.env, ...message.env },
+                cols: message.cols,
+                rows: message.rows,
+              });
           sessionId = session.id;
           attachment = session.attach(sink, { cols: message.cols, rows: message.rows });
           return;

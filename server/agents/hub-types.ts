@@ -1,4 +1,6 @@
 import type { Duplex } from 'node:stream';
+import type { AgentFrame, ChannelSpec } from '../../protocol/agent.ts';
+import type { ChannelEndpoint } from './exec-session.ts';
 
 /**
  * What the rest of the server needs from agent connections. Implemented in ./hub.ts.
@@ -16,6 +18,12 @@ export interface AgentHub {
   shutdown(workspaceId: string, options: { timeoutMs: number }): Promise<void>;
   /** Opens an exec channel. Throws AppError AGENT_NOT_CONNECTED when the agent is not there. */
   exec(workspaceId: string, request: ExecRequest): Promise<ExecSession>;
+  /**
+   * Opens a channel of any kind (terminal, terminal-admin) with our receive `window`; `attach`
+   * runs when the agent accepted and returns the endpoint its frames go to. Throws AppError
+   * AGENT_NOT_CONNECTED when the agent is not there, or the agent's refusal.
+   */
+  openChannel(workspaceId: string, spec: ChannelSpec, window: number, attach: (channel: number, peerWindow: number, link: ChannelLink) => ChannelEndpoint): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -39,4 +47,11 @@ export interface ExecSession {
   kill(signal?: NodeJS.Signals): void;
   /** resizes the pty of a tty exec (ignored without one) */
   resize(cols: number, rows: number): void;
+}
+
+/** How a channel endpoint talks back over its agent connection. */
+export interface ChannelLink {
+  send(frame: AgentFrame): void;
+  /** forget the channel (after we sent or received its close) */
+  release(): void;
 }

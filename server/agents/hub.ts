@@ -242,6 +242,16 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       return session!;
     },
 
+    async openChannel(workspaceId, spec, window, attach) {
+      const connection = connections.get(workspaceId);
+      if (!connection?.isOpen) {
+        throw new AppError('AGENT_NOT_CONNECTED', 'The workspace agent is not connected. Wait a few seconds (it reconnects by itself) and try again.');
+      }
+      return connection.openChannel(spec, window, (channel, peerWindow) =>
+        attach(channel, peerWindow, { send: (frame) => connection.send(frame), release: () => connection.release(channel) }),
+      );
+    },
+
     async close() {
       closing = true;
       clearInterval(heartbeat);

@@ -38,6 +38,10 @@ export function createAgentVolumes(docker: DockerApi, bundleDir: string): AgentV
       if (baked === bundleHash()) return { denImage: true };
       const volume = names.agentBundle(bundleHash());
       let fill = filled.get(volume);
+      // Another den on the engine may have garbage-collected it as stale (an older or newer
+      // bundle than its own) since it was filled: mounting a missing volume would silently
+      // create an empty one, and the agent would never start.
+      if (fill && !(await fill.then(() => volumeExists(docker, volume), () => false))) fill = undefined;
       if (!fill) {
         fill = fillVolume(docker, volume, bundleDir, bundleHash(), image);
         filled.set(volume, fill);
@@ -56,7 +60,7 @@ async function fillVolume(docker: DockerApi, volume: string, bundleDir: string, 
     Entrypoint: [`${AGENT_MOUNT_PATH}/node`],
     Cmd: [],
     Labels: { [LABEL_MANAGED]: 'true', [LABEL_KIND]: 'agent-bundle' },
-    HostConfig: { Mounts: [{ Type: 'volume', Source: volume, Target: AGENT_MOUNT_PATH }], NetworkMode: 'none' },
+    HostConfig: { Mounts: [{ Type: 'volume', Source: volume, Target: AGENT_MOUNT_PATH, VolumeOptions: { NoCopy: true } }], NetworkMode: 'none' },
   });
   try {
     if (!(await hasMarker(helper))) {
@@ -71,6 +75,10 @@ async function fillVolume(docker: DockerApi, volume: string, bundleDir: string, 
     await ignoreMissing(helper.remove({ force: true }));
   }
   return volume;
+}
+
+async function volumeExists(docker: DockerApi, volume: string): Promise<boolean> {
+  return (await ignoreMissing(docker.getVolume(volume).inspect())) !== undefined;
 }
 
 async function hasMarker(helper: ContainerApi): Promise<boolean> {

@@ -36,7 +36,7 @@ export interface ContainerSpec {
   Hostname?: string;
   Labels: Record<string, string>;
   HostConfig: {
-    Mounts?: { Type: 'volume'; Source: string; Target: string; ReadOnly?: boolean }[];
+    Mounts?: { Type: 'volume'; Source: string; Target: string; ReadOnly?: boolean; VolumeOptions?: { NoCopy?: boolean } }[];
     NetworkMode?: string;
     NanoCpus?: number;
     Memory?: number;

@@ -1,0 +1,77 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { AppError, errorEnvelopeSchema } from '../../protocol/errors.ts';
+import { sessionIdSchema, terminalSessionListSchema } from '../../protocol/terminal.ts';
+import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
+import { principalOf } from '../http/auth-types.ts';
+import { findWorkspaceFor } from '../workspaces/access.ts';
+import { closeTerminalSession, listTerminalSessions } from './admin.ts';
+import { relayTerminal, type TerminalWorkspace } from './relay.ts';
+
+const errors = { 400: errorEnvelopeSchema, 401: errorEnvelopeSchema, 403: errorEnvelopeSchema, 404: errorEnvelopeSchema, 409: errorEnvelopeSchema };
+const sessionParamsSchema = workspaceParamsSchema.extend({ id: sessionIdSchema });
+
+/**
+ * The browser terminal (issue 3, docs/terminal.md):
+ *  - GET  /workspaces/:owner/:name/terminal        websocket, protocol/terminal.ts, relayed to the agent
+ *  - GET  /workspaces/:owner/:name/terminals       the agent's sessions
+ *  - DELETE /workspaces/:owner/:name/terminals/:id hang one up
+ * Authentication (API token, or the session cookie with the Origin check on upgrades) is the auth
+ * plugin's; who may see the workspace is findWorkspaceFor's, checked before the upgrade.
+ */
+export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
+  const app = fastify.withTypeProvider<ZodTypeProvider>();
+  const workspaces = new WeakMap<FastifyRequest, TerminalWorkspace>();
+
+  app.get('/workspaces/:owner/:name/terminal', {
+    websocket: true,
+    config: { auth: 'user' },
+    schema: { params: workspaceParamsSchema },
+    preHandler: async (request) => {
+      const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
+      const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), owner, name);
+      // running/agent state is reported inside the socket (`error` + close code), where a browser can read it
+      workspaces.set(request, { id: workspace.id, label: `${owner}/${name}`, status: workspace.status });
+    },
+  }, (socket, request) => {
+    relayTerminal(socket, app.den.agents, workspaces.get(request)!, request.log);
+  });
+
+  app.get('/workspaces/:owner/:name/terminals', {
+    config: { auth: 'user' },
+    schema: {
+      summary: 'List the terminal sessions of a workspace',
+      tags: ['terminal'],
+      params: workspaceParamsSchema,
+      response: { 200: terminalSessionListSchema, ...errors },
+    },
+  }, async (request) => {
+    const workspaceId = await connectedWorkspace(app, request, request.params);
+    return listTerminalSessions(app.den.agents, workspaceId);
+  });
+
+  app.delete('/workspaces/:owner/:name/terminals/:id', {
+    config: { auth: 'user' },
+    schema: {
+      summary: 'End a terminal session (hang up its shell)',
+      tags: ['terminal'],
+      params: sessionParamsSchema,
+      response: { 204: z.null().describe('the session is being hung up'), ...errors },
+    },
+  }, async (request, reply) => {
+    const workspaceId = await connectedWorkspace(app, request, request.params);
+    await closeTerminalSession(app.den.agents, workspaceId, request.params.id);
+    return reply.code(204).send(null);
+  });
+}
+
+/** The workspace's id when the caller may see it and its agent is connected; coded errors otherwise. */
+async function connectedWorkspace(app: FastifyInstance, request: FastifyRequest, params: { owner: string; name: string }): Promise<string> {
+  const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), params.owner, params.name);
+  if (app.den.agents.isConnected(workspace.id)) return workspace.id;
+  if (workspace.status !== 'running' && workspace.status !== 'starting') {
+    throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${params.owner}/${params.name}' is ${workspace.status}, so it has no terminal sessions. Start it with \`den start ${params.name}\`.`);
+  }
+  throw new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${params.owner}/${params.name}' is not connected right now. Wait a few seconds (it reconnects by itself) and try again.`);
+}
