@@ -11,6 +11,14 @@ import {
 /** Backoff between reconnect attempts: 250 ms doubling to 10 s, with full jitter so a server restart is not met by every tab at once. */
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_MAX_MS = 10_000;
+/**
+ * A connection that has not attached by then is given up and retried: a handshake or an attach
+ * can hang on a half-dead network path or a server that is going away, and nothing else would
+ * notice. Generous: a 1,000-line snapshot takes well under a second even on a loaded box.
+ */
+const ATTACH_TIMEOUT_MS = 15_000;
+/** typing ahead of the first attach is kept up to this many units (a paste beyond it is dropped) */
+const MAX_EARLY_INPUT = 64 * 1024;
 
 export type ConnectionState =
   | { kind: 'connecting'; attempt: number }
@@ -29,6 +37,13 @@ export interface TerminalConnectionOptions {
   /** pty output; call `parsed(bytes)` from xterm.js's write callback */
   onOutput(data: Uint8Array): void;
   onState(state: ConnectionState): void;
+  /**
+   * The socket closed before it opened: the server refused the upgrade with an HTTP error, which
+   * a browser cannot read (signed out, no such workspace) or the server is down. The page finds
+   * out why through the API: `retry` at once (e.g. after signing in again), `backoff` as usual,
+   * or stop with a message.
+   */
+  whenRefused?(): Promise<'retry' | 'backoff' | { failed: string }>;
 }
 
 /**
@@ -51,6 +66,12 @@ export class TerminalConnection {
   #unparsed = 0;
   #toAck = 0;
   #generation = 0;
+  /** the message of the server's last `error`, shown when it then closes for good */
+  #lastError: string | undefined;
+  /** waiting for whenRefused (maybe a sign-in): no reconnect in between */
+  #checking = false;
+  /** input typed before the first attach */
+  #early: Array<string | Uint8Array> = [];
 
   constructor(options: TerminalConnectionOptions) {
     this.#options = options;
@@ -70,9 +91,16 @@ export class TerminalConnection {
     return this.#sessionId;
   }
 
-  /** Keystrokes and pastes; dropped while disconnected (typing into a stale screen must not run later). */
+  /**
+   * Keystrokes and pastes; dropped while disconnected (typing into a stale screen must not run
+   * later), but kept until the page's first attach: what is typed while the page loads is meant
+   * for the shell that is coming.
+   */
   input(data: string | Uint8Array): void {
-    if (!this.#attached) return;
+    if (!this.#attached) {
+      if (this.#generation === 0 && this.#early.reduce((sum, early) => sum + early.length, 0) < MAX_EARLY_INPUT) this.#early.push(data);
+      return;
+    }
     if (typeof data === 'string') {
       // a large paste is split so no message exceeds the protocol's limit (a UTF-16 unit is at most 3 UTF-8 bytes)
       const step = Math.floor(MAX_DATA_PAYLOAD / 3);
@@ -116,12 +144,19 @@ export class TerminalConnection {
     const ws = new WebSocket(this.#options.url);
     ws.binaryType = 'arraybuffer';
     this.#ws = ws;
+    let opened = false;
+    const attachTimer = setTimeout(() => ws.close(1000, 'no answer to attach'), ATTACH_TIMEOUT_MS);
+    ws.addEventListener('message', () => clearTimeout(attachTimer), { once: true });
     ws.onopen = () => {
+      opened = true;
       const { cols, rows } = this.#options.size();
       this.#send({ type: 'attach', protocol: TERMINAL_PROTOCOL, sessionId: this.#sessionId, cols, rows });
     };
     ws.onmessage = (event) => this.#message(event.data as string | ArrayBuffer);
-    ws.onclose = (event) => this.#closed(event.code, event.reason);
+    ws.onclose = (event) => {
+      clearTimeout(attachTimer);
+      void this.#closed(event.code, event.reason, opened);
+    };
   }
 
   #message(data: string | ArrayBuffer): void {
@@ -142,6 +177,7 @@ export class TerminalConnection {
         this.#sessionId = message.sessionId;
         this.#options.onAttached(message);
         this.#options.onState({ kind: 'attached', sessionId: message.sessionId });
+        for (const early of this.#early.splice(0)) this.input(early);
         return;
       case 'output':
         this.#unparsed += message.data.byteLength;
@@ -155,29 +191,52 @@ export class TerminalConnection {
         this.#options.onState({ kind: 'ended', code: message.code });
         return;
       case 'error':
+        this.#lastError = message.message;
         console.warn(`den terminal: ${message.code}: ${message.message}`);
         return;
     }
   }
 
-  #closed(code: number, reason: string): void {
+  async #closed(code: number, reason: string, opened: boolean): Promise<void> {
     this.#attached = false;
     this.#ws = undefined;
     if (this.#disposed) return;
+    const serverSaid = this.#lastError;
+    this.#lastError = undefined;
     switch (code) {
       case TERMINAL_CLOSE.sessionEnded:
+        this.#disposed = true;
         this.#options.onState({ kind: 'ended', code: 0 });
         return;
       case TERMINAL_CLOSE.unauthorized:
+        this.#disposed = true;
         this.#options.onState({ kind: 'failed', message: 'You are signed out or lost access to this workspace. Sign in again and reload.' });
         return;
       case TERMINAL_CLOSE.protocolUnsupported:
+        this.#disposed = true;
         this.#options.onState({ kind: 'failed', message: 'den was updated. Reload the page to reconnect.' });
+        return;
+      case TERMINAL_CLOSE.workspaceNotRunning:
+        this.#disposed = true;
+        this.#options.onState({ kind: 'failed', message: serverSaid ?? 'The workspace is not running. Start it, then reload this page.' });
         return;
       case TERMINAL_CLOSE.sessionNotFound:
         // the shell is gone (expired or closed elsewhere): start a fresh one rather than retrying forever
         this.#sessionId = undefined;
         break;
+    }
+    if (!opened && this.#options.whenRefused) {
+      this.#options.onState({ kind: 'reconnecting', attempt: this.#attempt + 1, inMs: 0, reason: 'checking access' });
+      this.#checking = true;
+      const verdict = await this.#options.whenRefused().catch(() => 'backoff' as const);
+      this.#checking = false;
+      if (this.#disposed) return;
+      if (typeof verdict === 'object') {
+        this.#disposed = true;
+        this.#options.onState({ kind: 'failed', message: verdict.failed });
+        return;
+      }
+      if (verdict === 'retry') this.#attempt = 0;
     }
     const inMs = Math.round(Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.#attempt));
     this.#attempt++;
@@ -186,7 +245,7 @@ export class TerminalConnection {
   }
 
   readonly #retryNow = (): void => {
-    if (this.#disposed || this.#ws || document.visibilityState === 'hidden') return;
+    if (this.#disposed || this.#ws || this.#checking || document.visibilityState === 'hidden') return;
     clearTimeout(this.#retryTimer);
     this.#connect();
   };

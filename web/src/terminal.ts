@@ -5,7 +5,7 @@ import { WebLinksAddon } from '@xterm/addon-web-links';
 import { SearchAddon } from '@xterm/addon-search';
 import { Unicode11Addon } from '@xterm/addon-unicode11';
 import '@xterm/xterm/css/xterm.css';
-import { TerminalConnection, type ConnectionState } from './connection.ts';
+import { TerminalConnection, type ConnectionState, type TerminalConnectionOptions } from './connection.ts';
 
 export interface OpenTerminalOptions {
   container: HTMLElement;
@@ -15,12 +15,12 @@ export interface OpenTerminalOptions {
   /** the session id changed (new session, or the old one was gone): keep it in the URL */
   onSessionId(sessionId: string): void;
   onState(state: ConnectionState): void;
+  /** see TerminalConnectionOptions.whenRefused */
+  whenRefused?: TerminalConnectionOptions['whenRefused'];
 }
 
-// InstanceType<> rather than the class names as types keeps web/src typechecking while the
-// packages are not installed yet (web/src/pending-packages.d.ts); it is the same type once they are.
-type XTerm = InstanceType<typeof Terminal>;
-type Search = InstanceType<typeof SearchAddon>;
+type XTerm = Terminal;
+type Search = SearchAddon;
 
 export interface OpenedTerminal {
   terminal: XTerm;
@@ -72,6 +72,7 @@ export function openTerminal(options: OpenTerminalOptions): OpenedTerminal {
       terminal.write(data, () => connection.parsed(data.byteLength, generation));
     },
     onState: options.onState,
+    whenRefused: options.whenRefused,
   });
 
   const disposables = [

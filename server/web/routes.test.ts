@@ -1,0 +1,88 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { brotliCompressSync } from 'node:zlib';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AppError } from '../../protocol/errors.ts';
+import { registerErrorHandling } from '../http/errors.ts';
+import { webRoutes } from './routes.ts';
+import type { WebBuild, WebBuilder } from './build.ts';
+
+/**
+ * The page and asset routes over a stand-in build (the Vite build itself is exercised by the
+ * browser test, test/e2e/terminal.test.ts, through the real server).
+ */
+describe('web routes', () => {
+  let dir: string;
+  let app: FastifyInstance;
+  let result: WebBuild | Error;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'den-web-test-'));
+    mkdirSync(join(dir, 'b1', 'assets'), { recursive: true });
+    writeFileSync(join(dir, 'b1', 'index.html'), '<!doctype html><head><script type="module" src="/web/b1/assets/app.js"></script></head>');
+    writeFileSync(join(dir, 'b1', 'assets', 'app.js'), 'console.log("den");');
+    writeFileSync(join(dir, 'b1', 'assets', 'app.js.br'), brotliCompressSync('console.log("den");'));
+    writeFileSync(join(dir, 'secret.json'), '{"not":"served"}');
+    result = { id: 'b1', dir: join(dir, 'b1') };
+    const builder: WebBuilder = {
+      buildsDir: dir,
+      current: async () => {
+        if (result instanceof Error) throw result;
+        return result;
+      },
+    };
+    // as buildServer configures it
+    app = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
+    app.decorate('den', { config: { accessUrl: 'https://den.example/"x' } } as FastifyInstance['den']);
+    registerErrorHandling(app);
+    await app.register(webRoutes, { builder });
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('serves the terminal page for any workspace path, never cached and with a strict CSP', async () => {
+    const response = await app.inject({ url: '/@alice/dev/terminal?session=abc' });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(response.headers['cache-control']).toBe('no-cache');
+    expect(response.headers['content-security-policy']).toContain("default-src 'self'");
+    expect(response.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+    expect(response.body).toContain('/web/b1/assets/app.js');
+    // the page checks its origin against the access URL (escaped into the attribute)
+    expect(response.body).toContain('<meta name="den-access-url" content="https://den.example/&quot;x" />');
+    expect((await app.inject({ url: '/@alice/dev/terminal/' })).statusCode).toBe(200);
+  });
+
+  it('serves assets by build id, immutable, precompressed when the browser accepts it', async () => {
+    const plain = await app.inject({ url: '/web/b1/assets/app.js' });
+    expect(plain.statusCode).toBe(200);
+    expect(plain.body).toBe('console.log("den");');
+    expect(plain.headers['cache-control']).toBe('public, max-age=31536000, immutable');
+    const br = await app.inject({ url: '/web/b1/assets/app.js', headers: { 'accept-encoding': 'br, gzip' } });
+    expect(br.headers['content-encoding']).toBe('br');
+  });
+
+  it('refuses unknown files and anything outside the builds folder', async () => {
+    for (const url of ['/web/b1/assets/none.js', '/web/../secret.json', '/web/b1/%2e%2e/%2e%2e/secret.json', '/web/..%2fsecret.json']) {
+      const response = await app.inject({ url });
+      expect([400, 403, 404], url).toContain(response.statusCode);
+      expect(response.body).not.toContain('served');
+    }
+  });
+
+  it('answers WEB_BUILD_FAILED with the builder\'s sentence when the page cannot be built', async () => {
+    result = new AppError('WEB_BUILD_FAILED', 'Building the web pages from web/ failed: boom. Fix the error and reload.');
+    try {
+      const response = await app.inject({ url: '/@alice/dev/terminal' });
+      expect(response.statusCode).toBe(500);
+      expect(response.json().error).toMatchObject({ code: 'WEB_BUILD_FAILED', message: expect.stringContaining('boom') });
+    } finally {
+      result = { id: 'b1', dir: join(dir, 'b1') };
+    }
+  });
+});

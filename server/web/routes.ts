@@ -1,0 +1,55 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import fastifyStatic from '@fastify/static';
+import { createWebBuilder, WEB_URL_PREFIX, type WebBuilder } from './build.ts';
+
+/**
+ * The browser pages: the terminal at /@<owner>/<workspace>/terminal and the built assets under
+ * /web/<build id>/. Both are public: they hold no data. The page signs in through the API
+ * (POST /api/v1/auth/login) when there is no session, and the terminal websocket checks the
+ * session and the workspace itself.
+ */
+export async function webRoutes(app: FastifyInstance, options: { builder?: WebBuilder } = {}): Promise<void> {
+  const builder = options.builder ?? createWebBuilder({ fallbackDir: app.den.config.dataDir, log: app.log });
+  // serve:false: only reply.sendFile, with our own routes (which declare their auth level);
+  // preCompressed: the build writes .br/.gz next to each text asset
+  await app.register(fastifyStatic, { root: builder.buildsDir, serve: false, preCompressed: true });
+
+  let page: { id: string; html: string } | undefined;
+  app.get('/@:owner/:name/terminal', { config: { auth: 'public' }, schema: { hide: true } }, async (_request, reply) => {
+    const build = await builder.current();
+    if (page?.id !== build.id) page = { id: build.id, html: withAccessUrl(await readFile(join(build.dir, 'index.html'), 'utf8'), app.den.config.accessUrl) };
+    pageHeaders(reply);
+    return reply.type('text/html; charset=utf-8').send(page.html);
+  });
+
+  app.get(`${WEB_URL_PREFIX}*`, { config: { auth: 'public' }, schema: { hide: true } }, (request, reply) => {
+    const path = (request.params as { '*': string })['*'];
+    // file names carry a content hash and the folder the build id: they never change
+    return reply.sendFile(path, builder.buildsDir, { maxAge: '365d', immutable: true });
+  });
+
+  // Build while the server starts listening, so the first visitor does not wait for Vite.
+  app.addHook('onListen', () => {
+    builder.current().catch((error: Error) => app.log.warn({ err: error }, 'Building the web pages failed; the terminal page will retry on the next request.'));
+  });
+}
+
+/**
+ * Tells the page the server's access URL: cookie-authenticated websockets are accepted only from
+ * that origin, so a page opened under another name (localhost vs. 127.0.0.1, a proxy's host)
+ * says where to go instead of retrying a socket that can never open.
+ */
+function withAccessUrl(html: string, accessUrl: string): string {
+  const escaped = accessUrl.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  return html.replace('</head>', `  <meta name="den-access-url" content="${escaped}" />\n  </head>`);
+}
+
+function pageHeaders(reply: FastifyReply): void {
+  reply.header('cache-control', 'no-cache');
+  reply.header('x-content-type-options', 'nosniff');
+  reply.header('referrer-policy', 'same-origin');
+  // xterm.js and the page set inline styles; everything else (scripts, the websocket) is this origin
+  reply.header('content-security-policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'");
+}
