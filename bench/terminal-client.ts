@@ -22,6 +22,9 @@ export interface ConnectOptions {
   parse?: boolean;
   /** extra headers, e.g. a session cookie for den */
   headers?: Record<string, string>;
+  /** a new session's argv and extra environment (protocol 1.1; the reference servers choose their own shell) */
+  command?: string[];
+  env?: Record<string, string>;
 }
 
 interface Watch {
@@ -65,7 +68,10 @@ export class BenchTerminal {
     const client = new BenchTerminal(ws, options.parse ?? true, cols, rows);
     return new Promise((resolve, reject) => {
       ws.once('error', reject);
-      ws.once('open', () => client.send({ type: 'attach', sessionId: options.sessionId, cols, rows }));
+      ws.once('open', () => {
+        const fresh = options.sessionId === undefined;
+        client.send({ type: 'attach', sessionId: options.sessionId, cols, rows, command: fresh ? options.command : undefined, env: fresh ? options.env : undefined });
+      });
       ws.on('close', (code) => {
         client.closedCode = code;
         reject(new Error(`The terminal socket closed with ${code} before attaching.`));
@@ -183,8 +189,8 @@ export async function openShell(url: string, options: ConnectOptions = {}): Prom
 }
 
 /** Keystroke echo: time from sending one character to the first output containing it (bash readline echo), `count` times. */
-export async function measureEcho(url: string, count = 500): Promise<number[]> {
-  const client = await openShell(url);
+export async function measureEcho(url: string, count = 500, connect: ConnectOptions = {}): Promise<number[]> {
+  const client = await openShell(url, connect);
   const samples: number[] = [];
   const letters = 'abcdefghijklmnopqrstuvwxyz';
   for (let i = 0; i < count; i++) {
@@ -203,8 +209,8 @@ export async function measureEcho(url: string, count = 500): Promise<number[]> {
 }
 
 /** `cat` of `file` with echo off; MB/s of output bytes (10^6 B) until the end marker arrived (parsed, when parsing). */
-export async function measureThroughput(url: string, file: string, parse = true): Promise<{ mbPerS: number; bytes: number; discarded: number }> {
-  const client = await openShell(url, { parse });
+export async function measureThroughput(url: string, file: string, parse = true, connect: ConnectOptions = {}): Promise<{ mbPerS: number; bytes: number; discarded: number }> {
+  const client = await openShell(url, { ...connect, parse });
   client.type('stty -echo\r');
   await client.quiet(300);
   const done = client.when('BENCH_2_END', parse ? 'parsed' : 'received', 120_000);
@@ -219,8 +225,8 @@ export async function measureThroughput(url: string, file: string, parse = true)
 }
 
 /** Ctrl-C during `while :; do cat file; done`: ms from ^C until the next prompt is parsed, and bytes xterm.js would have discarded. */
-export async function measureCtrlC(url: string, file: string, floodMs = 2_000): Promise<{ ms: number; discarded: number; backlogBytes: number; markerMs: number }> {
-  const client = await openShell(url);
+export async function measureCtrlC(url: string, file: string, floodMs = 2_000, connect: ConnectOptions = {}): Promise<{ ms: number; discarded: number; backlogBytes: number; markerMs: number }> {
+  const client = await openShell(url, connect);
   client.type(`while :; do cat ${file}; done\r`);
   await new Promise((resolve) => setTimeout(resolve, floodMs));
   const backlogBytes = client.received - client.parsed;
@@ -237,8 +243,8 @@ export async function measureCtrlC(url: string, file: string, floodMs = 2_000): 
 }
 
 /** Fills a session with `lines` lines of scrollback, detaches, then reattaches `samples` times: ms from connect to `attached`. */
-export async function measureReattach(url: string, file: string, lines = 1_000, samples = 5): Promise<{ ms: number[]; snapshotBytes: number; parseMs: number[] }> {
-  const first = await openShell(url);
+export async function measureReattach(url: string, file: string, lines = 1_000, samples = 5, connect: ConnectOptions = {}): Promise<{ ms: number[]; snapshotBytes: number; parseMs: number[] }> {
+  const first = await openShell(url, connect);
   const filled = first.when('FILLED_7', 'parsed', 30_000);
   first.type(`head -n ${lines + 50} ${file}; echo FILLED_$((3+4))\r`);
   await filled;
@@ -250,7 +256,7 @@ export async function measureReattach(url: string, file: string, lines = 1_000, 
   let snapshotBytes = 0;
   let last: BenchTerminal | undefined;
   for (let i = 0; i < samples; i++) {
-    const client = await BenchTerminal.connect(url, { sessionId });
+    const client = await BenchTerminal.connect(url, { ...connect, sessionId });
     ms.push(client.attachMs);
     snapshotBytes = Buffer.byteLength(client.snapshot);
     const parsedAt = performance.now();
@@ -261,6 +267,42 @@ export async function measureReattach(url: string, file: string, lines = 1_000, 
   }
   await closeSession(last!);
   return { ms, snapshotBytes, parseMs };
+}
+
+/**
+ * Fairness: `count` sessions on one server; the first floods (`while :; do cat file; done`, parsed
+ * and acknowledged like a browser) while each of the others in turn types a letter, `rounds` times:
+ * the echo times of the quiet sessions. They ack on receipt (no parser) to keep the client's CPU
+ * out of the measurement; opening goes in batches so 100 shells do not start at once.
+ */
+export async function measureFairness(url: string, file: string, count = 100, rounds = 5, connect: ConnectOptions = {}): Promise<{ echo: number[]; sessions: number }> {
+  const flooder = await openShell(url, connect);
+  const others: BenchTerminal[] = [];
+  try {
+    for (let opened = 1; opened < count; opened += 10) {
+      const batch = Math.min(10, count - opened);
+      others.push(...(await Promise.all(Array.from({ length: batch }, () => openShell(url, { ...connect, parse: false })))));
+    }
+    flooder.type(`while :; do cat ${file}; done\r`);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const echo: number[] = [];
+    const letters = 'abcdefghij';
+    for (let round = 0; round < rounds; round++) {
+      for (const client of others) {
+        const letter = letters[round % letters.length];
+        const seen = client.when(letter, 'received', 10_000);
+        const sent = performance.now();
+        client.type(letter);
+        echo.push((await seen) - sent);
+      }
+    }
+    const prompt = flooder.when(PROMPT, 'parsed', 30_000);
+    flooder.type('\x03');
+    await prompt;
+    return { echo, sessions: 1 + others.length };
+  } finally {
+    await Promise.all([flooder, ...others].map((client) => closeSession(client)));
+  }
 }
 
 async function closeSession(client: BenchTerminal): Promise<void> {

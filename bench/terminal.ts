@@ -1,10 +1,14 @@
-// The terminal benchmark (issue 3). Today it measures the references only: bench/terminal-reference.ts
-// in its `plain` form (ws + node-pty + headless mirror), `plain --no-mirror` (the transport ceiling)
-// and `session` (den's agent/terminal code behind one websocket, no server, no agent link).
-// The den target (browser -> server -> agent link -> node-pty) joins the same interleaved loop once
-// the link carries terminal channels. Progress goes to stderr; the last stdout line is one JSON object.
+// The terminal benchmark (issue 3). Targets, interleaved run by run:
+//  - `den`: a real den server (bench/terminal-den.ts): websocket -> server -> agent link -> agent -> node-pty;
+//  - `plain`: the reference, bench/terminal-reference.ts (ws + node-pty + headless mirror, one process);
+//  - `plain-nomirror`: the reference without mirror (the transport ceiling; not run by default);
+//  - `session`: den's agent/terminal code behind one websocket (den minus server and link).
+// Then reattach per target, and the fairness run (100 sessions on one workspace, one flooding) on
+// den and the reference. idle_session_bytes is measured in this process with agent/terminal code
+// (TerminalSession heap + array buffers), as in docs/terminal.md. Progress goes to stderr; the
+// last stdout line is one JSON object (den's figures at the top level, every target's in its key).
 //
-//   node bench/terminal.ts [--runs 10] [--targets plain,plain-nomirror,session]
+//   node bench/terminal.ts [--runs 10] [--targets plain,session,den] [--mb 100] [--fairness 100]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -12,7 +16,8 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { measureCtrlC, measureEcho, measureReattach, measureThroughput } from './terminal-client.ts';
+import { measureCtrlC, measureEcho, measureFairness, measureReattach, measureThroughput, type ConnectOptions } from './terminal-client.ts';
+import { BENCH_SHELL, startDenTarget } from './terminal-den.ts';
 import { TerminalSession } from '../agent/terminal/session.ts';
 import { waitFor } from '../agent/terminal/testing.ts';
 
@@ -28,9 +33,11 @@ const TARGETS: Record<string, string[]> = {
   plain: ['--impl', 'plain'],
   'plain-nomirror': ['--impl', 'plain', '--no-mirror'],
   session: ['--impl', 'session'],
+  den: [],
 };
-const targets = option('--targets', 'plain,plain-nomirror,session').split(',').filter((target) => target in TARGETS);
+const targets = option('--targets', 'plain,session,den').split(',').filter((target) => target in TARGETS);
 const MEGABYTES = Number(option('--mb', '100'));
+const FAIRNESS_SESSIONS = Number(option('--fairness', '100'));
 
 const dir = mkdtempSync(join(tmpdir(), 'den-bench-term-'));
 const big = join(dir, `b64-${MEGABYTES}M.txt`);
@@ -44,37 +51,47 @@ const samples: Record<string, { echo: number[]; echoP99: number[]; tput: number[
 const servers: Record<string, Server> = {};
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
-    for (const server of Object.values(servers)) server.process.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
-    process.exit(130);
+    // den's workspace outlives its server: stop() deletes it first
+    void Promise.allSettled(Object.values(servers).map((server) => server.stop())).then(() => {
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(130);
+    });
   });
 }
 try {
   results.idle_session_bytes = await idleSessionBytes(20, false);
   results.idle_session_hibernated_bytes = await idleSessionBytes(20, true);
+  results.idle_session_measured = 'in the benchmark process: agent/terminal TerminalSession heap + array buffers, 120x40, 1,100 lines printed, 20 sessions averaged';
   say(`idle session bytes: ${results.idle_session_bytes} (hibernated: ${results.idle_session_hibernated_bytes})`);
   for (const target of targets) {
-    servers[target] = await startServer(TARGETS[target]);
+    servers[target] = target === 'den' ? await startDen() : await startServer(TARGETS[target]);
     samples[target] = { echo: [], echoP99: [], tput: [], tputRaw: [], ctrlc: [], discarded: 0, backlog: [] };
   }
   for (let run = 0; run < RUNS; run++) {
     for (const target of targets) {
-      const url = servers[target].url;
+      const { url, connect, file } = servers[target];
       const s = samples[target];
-      const echo = (await measureEcho(url, 500)).sort((a, b) => a - b);
+      const echo = (await measureEcho(url, 500, connect)).sort((a, b) => a - b);
       s.echo.push(pct(echo, 50));
       s.echoP99.push(pct(echo, 99));
-      s.tput.push((await measureThroughput(url, big, true)).mbPerS);
-      s.tputRaw.push((await measureThroughput(url, big, false)).mbPerS);
-      const ctrlc = await measureCtrlC(url, big);
+      s.tput.push((await measureThroughput(url, file, true, connect)).mbPerS);
+      s.tputRaw.push((await measureThroughput(url, file, false, connect)).mbPerS);
+      const ctrlc = await measureCtrlC(url, file, 2_000, connect);
       s.ctrlc.push(ctrlc.ms);
       s.backlog.push(ctrlc.backlogBytes);
       s.discarded += ctrlc.discarded;
       say(`run ${run + 1}/${RUNS} ${target}: echo p50 ${fmt(s.echo.at(-1)!)} p99 ${fmt(s.echoP99.at(-1)!)} ms, tput ${fmt(s.tput.at(-1)!)} MB/s (raw ${fmt(s.tputRaw.at(-1)!)}), ctrl-c ${fmt(ctrlc.ms)} ms, discarded ${ctrlc.discarded}`);
     }
   }
+  const fairness: Record<string, number[]> = {};
   for (const target of targets) {
-    const reattach = await measureReattach(servers[target].url, big, 1_000, 7);
+    const { url, connect, file } = servers[target];
+    const reattach = await measureReattach(url, file, 1_000, 7, connect);
+    if (FAIRNESS_SESSIONS > 1 && (target === 'den' || target === 'plain')) {
+      const run = await measureFairness(url, file, FAIRNESS_SESSIONS, 5, connect);
+      fairness[target] = run.echo.sort((a, b) => a - b);
+      say(`fairness ${target}: ${run.sessions} sessions, one flooding: others' echo p50 ${fmt(pct(fairness[target], 50))} p99 ${fmt(pct(fairness[target], 99))} ms`);
+    }
     const s = samples[target];
     results[target] = {
       echo_p50_ms: summary(s.echo),
@@ -87,8 +104,10 @@ try {
       reattach_snapshot_ms: summary(reattach.ms),
       reattach_parse_ms: summary(reattach.parseMs),
       reattach_snapshot_bytes: reattach.snapshotBytes,
+      ...(fairness[target] ? { fairness_echo_p50_ms: round(pct(fairness[target], 50)), fairness_echo_p99_ms: round(pct(fairness[target], 99)), fairness_sessions: FAIRNESS_SESSIONS } : {}),
       server_peak_rss_mb: servers[target].peakRssMb(),
       server_cpu_s: servers[target].cpuSeconds(),
+      ...servers[target].extra(),
     };
     await servers[target].stop();
   }
@@ -100,7 +119,38 @@ try {
       throughput_ref_mb_s: ref.throughput_parsing_mb_s.median,
       ctrlc_ref_ms: ref.ctrlc_ms.median,
       reattach_ref_snapshot_ms: ref.reattach_snapshot_ms.median,
+      ...(fairness.plain ? { fairness_ref_echo_p99_ms: round(pct(fairness.plain, 99)) } : {}),
     });
+  }
+  const den = results.den as (Record<string, { median: number; min: number; max: number }> & Record<string, number>) | undefined;
+  if (den) {
+    Object.assign(results, {
+      echo_p50_ms: den.echo_p50_ms.median,
+      echo_p99_ms: den.echo_p99_ms.median,
+      throughput_mb_s: den.throughput_parsing_mb_s.median,
+      throughput_raw_mb_s: den.throughput_raw_mb_s.median,
+      ctrlc_ms: den.ctrlc_ms.median,
+      ctrlc_discarded_bytes: den.ctrlc_discarded_bytes,
+      reattach_snapshot_ms: den.reattach_snapshot_ms.median,
+      fairness_echo_p99_ms: den.fairness_echo_p99_ms,
+      server_peak_rss_mb: den.server_peak_rss_mb,
+      agent_peak_rss_mb: den.agent_peak_rss_mb,
+      // ranges over the runs: [min, max]
+      echo_p50_range_ms: [den.echo_p50_ms.min, den.echo_p50_ms.max],
+      echo_p99_range_ms: [den.echo_p99_ms.min, den.echo_p99_ms.max],
+      throughput_range_mb_s: [den.throughput_parsing_mb_s.min, den.throughput_parsing_mb_s.max],
+      ctrlc_range_ms: [den.ctrlc_ms.min, den.ctrlc_ms.max],
+      reattach_snapshot_range_ms: [den.reattach_snapshot_ms.min, den.reattach_snapshot_ms.max],
+    });
+    if (ref) {
+      Object.assign(results, {
+        echo_p50_ratio: round(den.echo_p50_ms.median / ref.echo_p50_ms.median),
+        echo_p99_ratio: round(den.echo_p99_ms.median / ref.echo_p99_ms.median),
+        throughput_ratio: round(den.throughput_parsing_mb_s.median / ref.throughput_parsing_mb_s.median),
+        ctrlc_ratio: round(den.ctrlc_ms.median / ref.ctrlc_ms.median),
+        reattach_ratio: round(den.reattach_snapshot_ms.median / ref.reattach_snapshot_ms.median),
+      });
+    }
   }
   results.loadavg_end = loadavg();
 } finally {
@@ -111,10 +161,50 @@ console.log(JSON.stringify(results));
 
 interface Server {
   url: string;
-  process: ChildProcess;
+  connect: ConnectOptions;
+  /** the data file as the target's shell sees it */
+  file: string;
+  process?: ChildProcess;
   peakRssMb(): number;
   cpuSeconds(): number;
+  /** more per-target figures (den: the agent's) */
+  extra(): Record<string, number>;
   stop(): Promise<void>;
+}
+
+async function startDen(): Promise<Server> {
+  const target = await startDenTarget({ dir, dataFile: big, say });
+  const agent = () => {
+    const pid = target.agentPid();
+    if (!pid) throw new Error('The benchmark workspace has no agent process.');
+    return pid;
+  };
+  // the agent exits with the workspace: read its figures before stopping
+  let agentFigures: Record<string, number> | undefined;
+  let stopping: Promise<void> | undefined;
+  const extra = () => (agentFigures ??= { agent_peak_rss_mb: peakRssMb(agent()), agent_cpu_s: cpuSeconds(agent()) });
+  return {
+    url: target.url,
+    connect: { ...BENCH_SHELL, headers: target.headers },
+    file: target.file,
+    peakRssMb: () => peakRssMb(target.serverPid),
+    cpuSeconds: () => cpuSeconds(target.serverPid),
+    extra,
+    stop: () => {
+      extra();
+      stopping ??= target.stop();
+      return stopping;
+    },
+  };
+}
+
+function peakRssMb(pid: number): number {
+  return round(Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024);
+}
+
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 async function startServer(extra: string[]): Promise<Server> {
@@ -128,15 +218,14 @@ async function startServer(extra: string[]): Promise<Server> {
     });
     child.once('exit', (code) => reject(new Error(`reference server exited with ${code}`)));
   });
-  const status = () => readFileSync(`/proc/${child.pid}/status`, 'utf8');
   return {
     url,
+    connect: {},
+    file: big,
     process: child,
-    peakRssMb: () => Number(/VmHWM:\s+(\d+)/.exec(status())![1]) / 1024,
-    cpuSeconds: () => {
-      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / 100;
-    },
+    peakRssMb: () => peakRssMb(child.pid!),
+    cpuSeconds: () => cpuSeconds(child.pid!),
+    extra: () => ({}),
     stop: () =>
       new Promise((resolveStop) => {
         if (child.exitCode !== null || child.signalCode !== null) return resolveStop();
