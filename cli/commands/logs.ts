@@ -7,9 +7,18 @@ import { note, print } from '../output.ts';
 /**
  * `den logs WS [-f] [--build N]`: a build's log (the latest by default) with its step timings.
  * The log goes to stdout (it is what was asked for); the timings and the outcome to stderr.
+ * `den logs WS --service NAME [-f] [--tail N]`: an environment service's output instead.
  */
-export async function logs(reference: string, options: { follow?: boolean; build?: number; json?: boolean }): Promise<void> {
+export async function logs(
+  reference: string,
+  options: { follow?: boolean; build?: number; json?: boolean; service?: string; tail?: string },
+): Promise<void> {
   const session = connect();
+  if (options.service !== undefined) {
+    if (options.build !== undefined) throw new UsageError('--build and --service do not go together: a service log is not a build\'s.');
+    return serviceLogs(session, reference, options.service, { ...options, tail: parseTail(options.tail) });
+  }
+  if (options.tail !== undefined) throw new UsageError('--tail goes with --service: a build log is shown whole (den logs WS --service NAME --tail 50).');
   const ref = await session.workspaceRef(reference);
   const number = options.build ?? (await latestBuildNumber(session.client, ref.owner, ref.name, reference));
   const write = options.json
@@ -41,4 +50,29 @@ async function latestBuildNumber(
     throw new UsageError(`${reference} has no builds yet.`, 1);
   }
   return workspace.latestBuild.number;
+}
+
+/**
+ * A service's stdout lines to stdout and its stderr lines to stderr, as `docker logs` does, so
+ * `den logs WS --service db 2>/dev/null` keeps what the service printed normally.
+ */
+async function serviceLogs(
+  session: ReturnType<typeof connect>,
+  reference: string,
+  service: string,
+  options: { follow?: boolean; json?: boolean; tail?: number },
+): Promise<void> {
+  const ref = await session.workspaceRef(reference);
+  const lines = session.client.workspaces.serviceLogs(ref.owner, ref.name, service, { follow: options.follow, tail: options.tail });
+  for await (const entry of lines) {
+    if (options.json) process.stdout.write(`${JSON.stringify(entry)}\n`);
+    else (entry.stream === 'stderr' ? process.stderr : process.stdout).write(`${entry.line}\n`);
+  }
+}
+
+function parseTail(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!Number.isInteger(number) || number < 0) throw new UsageError(`--tail wants a number of lines (0 or more), not '${value}'.`);
+  return number;
 }

@@ -161,6 +161,56 @@ export function runDriverContract(
       await driver.delete(workspace, recorder().context);
     });
 
+    it('shows a service\'s log: the tail, and live lines while following', async () => {
+      const workspace = await newWorkspace('service-logs');
+      const template: TemplateInput = {
+        name: 'contract',
+        workspace: { image },
+        environment: {
+          services: {
+            echo: {
+              image,
+              command: ['node', '-e', `console.log('boot one'); console.error('boot two'); require('http').createServer((q, s) => { console.log('request ' + q.url); s.end('ok'); }).listen(Number(process.env.PORT), () => console.log('listening'))`],
+              ports: [{ port: SERVICE_PORT }],
+              readiness: { tcp: SERVICE_PORT, timeout: '20s', interval: '100ms' },
+            },
+          },
+        },
+      };
+      await startReady(workspace, template);
+      const read = async (options: { tail?: number }) => {
+        const lines: string[] = [];
+        for await (const entry of await driver.serviceLogs(workspace, 'echo', { ...options, follow: false, signal: new AbortController().signal })) lines.push(entry.line);
+        return lines;
+      };
+      expect(await read({})).toEqual(expect.arrayContaining(['boot one', 'boot two', 'listening']));
+      expect(await read({ tail: 1 })).toEqual(['listening']);
+
+      const abort = new AbortController();
+      const followed: string[] = [];
+      const following = (async () => {
+        for await (const entry of await driver.serviceLogs(workspace, 'echo', { tail: 0, follow: true, signal: abort.signal })) {
+          followed.push(entry.line);
+          if (entry.line === 'request /live') abort.abort();
+        }
+      })();
+      // Asks again until the line arrives: the follower may attach after the first request.
+      const deadline = Date.now() + 20_000;
+      while (!followed.includes('request /live') && Date.now() < deadline) {
+        await exec(workspace.id, ['node', '-e', 'fetch(process.env.DEN_SERVICE_ECHO_URL + "/live").then((r) => r.text())']);
+        await Promise.race([following, new Promise((resolve) => setTimeout(resolve, 300))]);
+      }
+      abort.abort();
+      await following;
+      expect(followed).toContain('request /live');
+      expect(followed).not.toContain('boot one');
+
+      const unknown = await driver.serviceLogs(workspace, 'no-such-service', { follow: false, signal: new AbortController().signal })
+        .then(() => undefined, (error: { code?: string }) => error);
+      expect(unknown?.code).toBe('WORKSPACE_NOT_RUNNING');
+      await driver.delete(workspace, recorder().context);
+    });
+
     it('fails a start whose service never becomes ready, with its last log lines, and leaves nothing running', async () => {
       const workspace = await newWorkspace('never-ready');
       const spec = templateSchema.parse({

@@ -17,6 +17,13 @@ export interface RuntimeDriver {
   /** Removes everything, persistent volumes included. */
   delete(workspace: WorkspaceIdentity, context: DriverContext): Promise<void>;
   status(workspace: WorkspaceIdentity): Promise<RuntimeStatus>;
+  /**
+   * An environment service's output: the last `tail` lines, then, with `follow`, live lines
+   * until the service ends or `signal` aborts. Rejects (before any line, so an API can still
+   * answer with an error) with WORKSPACE_NOT_RUNNING when the runtime holds no output for it:
+   * never started, or stopped on a runtime whose stop discards it.
+   */
+  serviceLogs(workspace: WorkspaceIdentity, service: string, options: ServiceLogOptions): Promise<AsyncIterable<ServiceLogLine>>;
   /** Ids of workspaces this runtime holds objects for (the garbage collector's input). */
   listWorkspaceIds(): Promise<string[]>;
   /** Releases clients and handles; does not stop workspaces. */
@@ -36,6 +43,19 @@ export interface DriverContext {
   /** Appends a line to the build log (stream 'system' unless given). */
   log(line: string, stream?: 'system' | 'stdout' | 'stderr'): void;
   signal: AbortSignal;
+}
+
+export interface ServiceLogOptions {
+  /** how many of the latest lines to start with (all when undefined) */
+  tail?: number;
+  follow: boolean;
+  signal: AbortSignal;
+}
+
+export interface ServiceLogLine {
+  /** the process runtime writes both to one file and reports 'stdout' */
+  stream: 'stdout' | 'stderr';
+  line: string;
 }
 
 export interface ServiceEndpointRequest {

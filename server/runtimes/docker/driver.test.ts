@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDriverContract } from '../driver.contract.ts';
 import type { DriverContext, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
 import type { DockerApi } from './docker-api.ts';
+import { createAgentVolumes } from './agent-volume.ts';
 import { createDockerDriver, type DockerDriver } from './driver.ts';
 import { labelFilter, names } from './objects.ts';
 
@@ -128,6 +129,33 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
     expect((await execIn(workspace, ['sh', '-c', 'touch /opt/den/agent/x'])).code).not.toBe(0);
   });
 
+  it('fills the agent volume again when another den removed it as stale', async () => {
+    // The shared volume is in use by other workspaces here, so the engine is made to answer
+    // "no such volume" once, as it would after another den's collectGarbage removed it.
+    const created: string[] = [];
+    let hideOnce: string | undefined;
+    const forgetful = new Proxy(docker, {
+      get(target, key) {
+        if (key === 'createVolume') return (spec: { Name: string; Labels: Record<string, string> }) => { created.push(spec.Name); return target.createVolume(spec); };
+        if (key === 'getVolume') {
+          return (name: string) => {
+            if (name !== hideOnce) return target.getVolume(name);
+            hideOnce = undefined;
+            return { inspect: () => Promise.reject(Object.assign(new Error('no such volume'), { statusCode: 404 })), remove: () => Promise.resolve() };
+          };
+        }
+        return Reflect.get(target, key);
+      },
+    });
+    const volumes = createAgentVolumes(forgetful, join(bundleDirs[0], 'agent-refill'));
+    const { volume } = await volumes.volumeFor(ROOTFS_IMAGE);
+    expect(await volumes.volumeFor(ROOTFS_IMAGE)).toEqual({ volume, denImage: false });
+    expect(created).toEqual([volume]);
+    hideOnce = volume;
+    expect(await volumes.volumeFor(ROOTFS_IMAGE)).toEqual({ volume, denImage: false });
+    expect(created).toEqual([volume, volume]);
+  });
+
   it('garbage-collects the objects of workspaces that no longer exist and keeps the others', async () => {
     const gone = identity('orphan');
     const kept = identity('kept');
@@ -184,6 +212,36 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
     await gone.close();
   });
 
+  it('fails a start with a sentence when the engine goes away mid-build, and leaves nothing once it is back', async () => {
+    // The driver talks to the shared engine through a socket proxy this test cuts: the engine
+    // itself (other tests use it) never stops.
+    const proxy = await engineProxy(join(bundleDirs[0], 'engine-proxy.sock'));
+    const cut = await createDockerDriver({
+      log: pino({ level: 'silent' }), agentBundleDir: join(bundleDirs[0], 'agent'), stopGraceSeconds: 1, instance: INSTANCE,
+      docker: new Dockerode({ socketPath: proxy.path }) as unknown as DockerApi,
+    });
+    try {
+      const workspace = identity('engine-gone');
+      const stuck: ServicePlan = {
+        ...httpService('stuck'), command: ['sh', '-c', 'echo waiting forever; sleep 600'],
+        readiness: { tcp: 8080, timeoutMs: 60_000, intervalMs: 200 },
+      };
+      const started = Promise.withResolvers<void>();
+      const log = (line: string) => { if (line.startsWith('Started service stuck')) started.resolve(); };
+      const failure = failureOf(cut.start(plan(workspace, [stuck]), { log, signal: new AbortController().signal }));
+      await started.promise;
+      await proxy.cut();
+      expect((await failure).message).toMatch(/^The Docker engine did not answer while starting the workspace \(.+\)\. Start it .* den removes what it had created on the next start or delete\.$/);
+
+      await proxy.restore();
+      await cut.delete(workspace, context());
+      expect(await leftovers(workspace)).toEqual({ containers: 0, networks: 0, volumes: 0 });
+    } finally {
+      await cut.close();
+      await proxy.cut();
+    }
+  });
+
   it('reports a workspace container killed for running out of memory as a failed phase with a sentence', async () => {
     const workspace = identity('oom');
     // Node needs about 40 MB, so the agent itself is OOM-killed in a 16 MiB container.
@@ -223,6 +281,39 @@ function httpService(name: string): ServicePlan {
     command: ['node', '-e', `require('http').createServer((q, s) => s.end('pong from ' + process.env.SERVICE_NAME)).listen(Number(process.env.PORT))`],
     ports: [{ port: 8080, preview: false }],
     readiness: { http: { port: 8080, path: '/' }, timeoutMs: 20_000, intervalMs: 100 },
+  };
+}
+
+/**
+ * A unix socket relaying to the real engine's socket. cut() closes it and every connection
+ * through it (to the driver, the engine is gone); restore() listens again at the same path.
+ */
+async function engineProxy(path: string): Promise<{ path: string; cut(): Promise<void>; restore(): Promise<void> }> {
+  const engineSocket = process.env.DOCKER_HOST?.replace(/^unix:\/\//, '') || '/var/run/docker.sock';
+  const open = new Set<Socket>();
+  let server: Server | undefined;
+  const restore = () => new Promise<void>((resolve, reject) => {
+    server = createServer((client) => {
+      const engine = connect(engineSocket);
+      for (const socket of [client, engine]) {
+        open.add(socket);
+        socket.once('close', () => open.delete(socket));
+        socket.on('error', () => { client.destroy(); engine.destroy(); });
+      }
+      client.pipe(engine).pipe(client);
+    });
+    server.once('error', reject).listen(path, resolve);
+  });
+  await restore();
+  return {
+    path,
+    restore,
+    async cut() {
+      const closing = server ? new Promise<void>((resolve) => server!.close(() => resolve())) : Promise.resolve();
+      server = undefined;
+      for (const socket of open) socket.destroy();
+      await closing;
+    },
   };
 }
 

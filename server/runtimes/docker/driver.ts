@@ -12,9 +12,10 @@ import {
 import { engineMessage, ignoreMissing, isEngineUnreachable, type DockerApi } from './docker-api.ts';
 import { createAgentGateway, HOST_ALIAS_ENTRY } from './gateway.ts';
 import {
-  HOME_PATH, LABEL_AGENT_BUNDLE, LABEL_KIND, labelFilter, labelsFor, names, serviceContainerSpec, startOrder, workspaceContainerSpec,
+  HOME_PATH, LABEL_AGENT_BUNDLE, LABEL_KIND, LABEL_WORKSPACE, labelFilter, labelsFor, names, serviceContainerSpec, startOrder, workspaceContainerSpec,
 } from './objects.ts';
 import { exitSentence, followLogs, tailLogs, waitUntilReady } from './readiness.ts';
+import { containerLogLines } from './service-logs.ts';
 
 export interface DockerDriverOptions {
   log: Logger;
@@ -244,6 +245,17 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
       return { phase: ids.has(workspace.id) ? 'stopped' : 'absent' };
     },
 
+    async serviceLogs(workspace, service, options) {
+      const container = docker.getContainer(names.service(workspace.id, service));
+      const info = await ignoreMissing(container.inspect()).catch((error: unknown) => { throw toAppError(error, 'reading a service log'); });
+      if (!info || info.Config.Labels?.[LABEL_WORKSPACE] !== workspace.id) {
+        throw new AppError('WORKSPACE_NOT_RUNNING',
+          `Service ${service} of ${workspace.ownerName}/${workspace.name} has no container, so there is no log to show: the docker runtime removes service containers, and their logs, when a workspace stops. Start it (den start ${workspace.ownerName}/${workspace.name}) and try again.`);
+      }
+      const lines = await containerLogLines(docker, container, options).catch((error: unknown) => { throw toAppError(error, 'reading a service log'); });
+      return withEngineErrors(lines, 'reading a service log');
+    },
+
     async listWorkspaceIds() {
       return [...(await workspaceIds(docker, instance))];
     },
@@ -281,6 +293,15 @@ async function defaultClient(): Promise<DockerApi> {
   // dockerode's typings list callback overloads first, which TypeScript will not match against
   // promise-only signatures; every member used here was checked against them one by one.
   return new Dockerode() as unknown as DockerApi;
+}
+
+/** Engine failures in the middle of a stream become the same sentences as a verb's. */
+async function* withEngineErrors<T>(lines: AsyncIterable<T>, doing: string): AsyncGenerator<T> {
+  try {
+    yield* lines;
+  } catch (error) {
+    throw toAppError(error, doing);
+  }
 }
 
 function toAppError(error: unknown, doing: string): AppError {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -6,11 +7,11 @@ import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
 import { agentArgv } from '../../agents/bundle.ts';
 import type {
-  DriverContext, RuntimeDriver, RuntimeStatus, ServiceEndpointRequest, ServiceEndpoints, ServicePlan,
-  WorkspaceIdentity, WorkspacePlan,
+  DriverContext, RuntimeDriver, RuntimeStatus, ServiceEndpointRequest, ServiceEndpoints, ServiceLogLine, ServiceLogOptions,
+  ServicePlan, WorkspaceIdentity, WorkspacePlan,
 } from '../driver.ts';
 import { isAlive, spawnTracked, stopGroup } from './processes.ts';
-import { readNewLines, tailLines, waitUntilReady } from './readiness.ts';
+import { readNewLines, readTail, tailLines, waitUntilReady } from './readiness.ts';
 import { bwrapArgs, bwrapAvailable, nodeRuntimePaths, SANDBOX_HOME } from './sandbox.ts';
 import {
   allocatePort, assignedPorts, listStateDirs, readState, workspacePaths, writeState,
@@ -31,6 +32,8 @@ export interface ProcessDriverOptions {
 /** The package root: the agent's code is bound read-only into the sandbox from here. */
 const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const LOG_TAIL_LINES = 20;
+/** how often a followed service log file is polled for new lines */
+const LOG_POLL_MS = 200;
 
 /**
  * The embedded runtime: a workspace is a home directory in the data dir with the agent running
@@ -258,6 +261,16 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       return { phase: 'running' };
     },
 
+    async serviceLogs(workspace, service, options) {
+      const paths = workspacePaths(dataDir, workspace.id);
+      if (!existsSync(join(paths.logs, `${service}.log`))) {
+        throw new AppError('WORKSPACE_NOT_RUNNING',
+          `Service ${service} of ${workspace.ownerName}/${workspace.name} has not run yet, so it has no log. Start the workspace (den start ${workspace.ownerName}/${workspace.name}) and try again.`);
+      }
+      // The tail is read now, not at the first line asked for: following starts where it ends.
+      return followServiceLog(paths, service, readTail(join(paths.logs, `${service}.log`), options.tail), options);
+    },
+
     async listWorkspaceIds() {
       return listStateDirs(dataDir);
     },
@@ -266,6 +279,29 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       // Workspaces outlive the server by design; nothing to release.
     },
   };
+}
+
+/**
+ * A service's log file (stdout and stderr together, every run appended; it survives stop): the
+ * tail, then with `follow` new lines polled from the file while the service process runs.
+ */
+async function* followServiceLog(
+  paths: WorkspacePaths,
+  service: string,
+  tail: { lines: string[]; offset: number },
+  options: ServiceLogOptions,
+): AsyncGenerator<ServiceLogLine> {
+  const file = join(paths.logs, `${service}.log`);
+  let { lines, offset } = tail;
+  for (const line of lines) yield { stream: 'stdout', line };
+  while (options.follow && !options.signal.aborted) {
+    // Read once more after the process ended: its last lines may have landed meanwhile.
+    const running = isAlive(readState(paths).services[service]);
+    ({ lines, offset } = readNewLines(file, offset));
+    for (const line of lines) yield { stream: 'stdout', line };
+    if (!running) return;
+    await sleep(LOG_POLL_MS, undefined, { signal: options.signal }).catch(() => undefined);
+  }
 }
 
 /** `~/app` and `app` are inside the home; an absolute workdir (a container path) falls back to it. */

@@ -59,6 +59,27 @@ export function tailLines(file: string, count: number): string[] {
   }
 }
 
+/**
+ * The last `count` complete lines of a log file (within its last 256 KiB) and the offset just
+ * after them, where following it goes on; a partial last line is left for the follower.
+ */
+export function readTail(file: string, count: number | undefined): { lines: string[]; offset: number } {
+  const size = statSync(file).size;
+  const length = Math.min(size, 256 * 1024);
+  const buffer = Buffer.alloc(length);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, buffer, 0, length, size - length);
+  } finally {
+    closeSync(fd);
+  }
+  const end = buffer.lastIndexOf(0x0a);
+  if (end < 0) return { lines: [], offset: size - length };
+  const lines = buffer.subarray(0, end).toString('utf8').split('\n');
+  if (length < size) lines.shift(); // cut in the middle of a line
+  return { lines: count === undefined ? lines : lines.slice(Math.max(0, lines.length - count)), offset: size - length + end + 1 };
+}
+
 /** Reads what a log file gained since `offset`; returns the complete new lines and the new offset. */
 export function readNewLines(file: string, offset: number): { lines: string[]; offset: number } {
   try {
