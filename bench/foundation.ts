@@ -2,7 +2,7 @@
 // references run side by side (these 2-core machines are noisy). Prints progress to stderr and
 // one JSON object as the last line of stdout. See docs/benchmarks.md for recorded results.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -10,6 +10,7 @@ import autocannon from 'autocannon';
 import Fastify from 'fastify';
 import { openStore } from '../server/store/connect.ts';
 import { createTestDatabase, postgresUrl } from '../test/support/postgres.ts';
+import { dockerBenchmark } from './docker.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const denBin = join(root, 'bin/den.js');
@@ -18,6 +19,8 @@ const CONCURRENT_CREATES = 20;
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 20);
 const LIST_WORKSPACES = 1000;
 const READY_TIMEOUT_MS = 60_000;
+/** USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux den runs on */
+const CLOCK_TICKS = 100;
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -58,7 +61,12 @@ try {
   if (failures.length) say(`  failures: ${failures.slice(0, 3).join(' | ')}`);
 
   say(`den exec seq-0 -- true, ${EXEC_RUNS} runs, with bare node start-up as the reference`);
-  const env = { ...process.env, DEN_URL: sqliteDen.url, DEN_TOKEN: sqliteDen.token };
+  // As a user runs it: after `den login` (a saved login knows the username, so a bare workspace
+  // name needs no /users/me round trip), with the compile cache in a fresh cache dir.
+  const cliHome = mkdtempSync(join(tmpdir(), 'den-bench-cli-'));
+  const { DEN_URL: _url, DEN_TOKEN: _token, ...cleanEnv } = process.env;
+  const env = { ...cleanEnv, XDG_CONFIG_HOME: join(cliHome, 'config'), XDG_CACHE_HOME: join(cliHome, 'cache') };
+  await runCommand(process.execPath, [denBin, 'login', sqliteDen.url, '--token', sqliteDen.token], env);
   const execTimes: number[] = [];
   const nodeStart: number[] = [];
   const cliHelp: number[] = [];
@@ -71,9 +79,10 @@ try {
   results.exec_range_ms = [round(Math.min(...execTimes)), round(Math.max(...execTimes))];
   results.node_startup_median_ms = round(median(nodeStart));
   results.cli_startup_median_ms = round(median(cliHelp));
+  rmSync(cliHome, { recursive: true, force: true });
 
   say('list with 1,000 workspaces, SQLite');
-  results.list_p99_ms_sqlite = await listBenchmark(sqliteDen);
+  [results.list_p99_ms_sqlite, results.list_server_cpu_ms_per_request_sqlite] = await listBenchmark(sqliteDen);
 } finally {
   await sqliteDen.stop();
 }
@@ -84,7 +93,7 @@ if (postgresUrl) {
   try {
     await pushStarter(pgDen);
     say('list with 1,000 workspaces, PostgreSQL');
-    results.list_p99_ms_postgres = await listBenchmark(pgDen);
+    [results.list_p99_ms_postgres, results.list_server_cpu_ms_per_request_postgres] = await listBenchmark(pgDen);
   } finally {
     await pgDen.stop();
     await database.drop();
@@ -96,6 +105,10 @@ if (postgresUrl) {
 
 say('reference: a bare Fastify route returning the same JSON from memory');
 results.list_reference_p99_ms = await referenceListBenchmark();
+
+// The docker runtime, side by side with the process runtime above; prints a [skip] line and
+// reports nulls without an engine and den's images. `--quick` runs it with small counts.
+Object.assign(results, await dockerBenchmark({ say, quick: process.argv.includes('--quick') }));
 
 console.log(JSON.stringify(results));
 
@@ -170,9 +183,11 @@ async function createAndWait(den: Den, name: string): Promise<number> {
   return performance.now() - started;
 }
 
-async function listBenchmark(den: Den): Promise<number> {
+/** p99 latency and the den server's CPU time per request (robust on a loaded machine, unlike latency). */
+async function listBenchmark(den: Den): Promise<[number, number | null]> {
   // Seed through the store directly: this measures listing, not creating.
   await seedWorkspaces(den);
+  const cpuBefore = processCpuMs(den.process.pid!);
   const result = await autocannon({
     url: `${den.url}/api/v1/workspaces?limit=50`,
     connections: 50,
@@ -180,8 +195,20 @@ async function listBenchmark(den: Den): Promise<number> {
     headers: { authorization: `Bearer ${den.token}` },
   });
   if (result.non2xx > 0) throw new Error(`list returned ${result.non2xx} non-2xx responses`);
-  say(`  ${Math.round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms`);
-  return result.latency.p99;
+  const cpuAfter = processCpuMs(den.process.pid!);
+  const cpuPerRequest = cpuBefore === null || cpuAfter === null ? null : Math.round(((cpuAfter - cpuBefore) / result.requests.total) * 1000) / 1000;
+  say(`  ${Math.round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, server CPU ${cpuPerRequest} ms/request`);
+  return [result.latency.p99, cpuPerRequest];
+}
+
+/** User + system CPU time of a process from /proc (Linux); null elsewhere. */
+function processCpuMs(pid: number): number | null {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
 }
 
 async function seedWorkspaces(den: Den): Promise<void> {

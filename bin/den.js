@@ -3,14 +3,18 @@
 // The two never import each other (see DESIGN.md's arrows); this file only dispatches.
 import { readFileSync, statSync } from 'node:fs';
 import module from 'node:module';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
 
 const [major] = process.versions.node.split('.').map(Number);
 if (major < 24) {
   process.stderr.write(`den needs Node.js 24 or newer; this is ${process.version}. Install Node 24 and try again.\n`);
   process.exit(1);
 }
-// V8 code cache in the OS temp dir: repeated runs skip parsing and compiling (about half of the CLI's start-up).
-module.enableCompileCache?.();
+// V8 code cache: repeated runs skip parsing and compiling (about half of the CLI's start-up).
+// In the user's cache dir rather than Node's default (the shared OS temp dir, which a reboot or
+// tmp cleaner empties); NODE_COMPILE_CACHE still wins, and NODE_DISABLE_COMPILE_CACHE=1 turns it off.
+module.enableCompileCache?.(process.env.NODE_COMPILE_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'den', 'compile-cache'));
 const argv = process.argv.slice(2);
 if (argv[0] === 'server') {
   const { runServer } = await import('../server/main.ts');

@@ -135,12 +135,14 @@ Examples:
 
   program
     .command('logs')
-    .description('Print the build log of a workspace, with step timings')
+    .description('Print the build log of a workspace, with step timings, or the output of one of its services')
     .argument('<workspace>', 'NAME or OWNER/NAME')
-    .option('-f, --follow', 'keep streaming until the build finishes')
+    .option('-f, --follow', 'keep streaming until the build finishes (with --service: until the service ends)')
     .option('-b, --build <number>', 'a build number (default: the latest)', parsePositiveInt)
+    .option('-s, --service <name>', 'an environment service\'s output instead of the build log')
+    .option('-n, --tail <lines>', 'with --service: start with the last N lines (default: all)')
     .option('--json', 'print log entries as JSON lines')
-    .addHelpText('after', `\nExamples:\n  den logs demo\n  den logs demo -f\n  den logs alice/demo --build 2`)
+    .addHelpText('after', `\nExamples:\n  den logs demo\n  den logs demo -f\n  den logs alice/demo --build 2\n  den logs demo --service db -f --tail 50`)
     .action(lazy(() => import('./commands/logs.ts'), 'logs'));
 
   program
@@ -162,6 +164,56 @@ Examples:
   den exec -e DEBUG=1 demo -- npm test`,
     )
     .action(lazy(() => import('./commands/exec.ts'), 'exec'));
+
+  registerTerminalCommands(program);
+}
+
+function registerTerminalCommands(program: Command): void {
+  const terminal = () => import('./commands/terminal.ts');
+  const group = program
+    .command('terminal')
+    .description('Attach this terminal to a persistent terminal session in a workspace (detach: Ctrl-\\ then d)')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('-s, --session <id>', 'reattach to this session (see `den terminal list WS`)')
+    .option('-n, --new', 'start a new session even if a detached one exists')
+    .option('-c, --command <cmd>', 'for a new session: run this (with sh -c) instead of the login shell')
+    .addHelpText(
+      'after',
+      `
+Without --session or --new, den reattaches to the most recently detached session in the
+workspace, or starts a new one when there is none.
+
+Detach: press Ctrl-\\ then d. The session keeps running in the workspace (with its screen and
+programs) and den prints how to reattach; the dashboard's terminal shows the same sessions.
+Ctrl-\\ twice sends one Ctrl-\\ to the session. When the shell exits, den exits with its code.
+
+Examples:
+  den terminal demo
+  den terminal demo --session 3kX9f2
+  den terminal demo --new --command htop
+  den terminal list demo
+  den terminal close demo 3kX9f2`,
+    )
+    .action(lazy(terminal, 'terminal'));
+  group
+    .command('list')
+    .alias('ls')
+    .description('List the terminal sessions of a workspace')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('--json', 'print as JSON')
+    .action(lazy(terminal, 'list'));
+  group
+    .command('close')
+    .description('End a terminal session (its shell and programs are hung up)')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .argument('<id>', 'the session id')
+    .action(lazy(terminal, 'close'));
+  program
+    .command('terminals')
+    .description('List the terminal sessions of a workspace (same as `den terminal list`)')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('--json', 'print as JSON')
+    .action(lazy(terminal, 'list'));
 }
 
 function defaultTokenName(): string {

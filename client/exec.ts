@@ -1,14 +1,11 @@
 import WebSocket from 'ws';
-import { ERROR_CODES } from '../protocol/errors.ts';
-import {
-  EXEC_STREAM,
-  decodeExecData,
-  encodeExecData,
-  execServerMessageSchema,
-  parseExecMessage,
-  type ExecClientMessage,
-} from '../protocol/exec.ts';
-import { DenApiError, errorFromNetwork, errorFromResponse } from './errors.ts';
+import { EXEC_STREAM, decodeExecData, encodeExecData } from '../protocol/exec-frames.ts';
+import type { ExecClientMessage, ExecServerMessage } from '../protocol/exec.ts';
+
+// Start-up is most of `den exec ws -- true` (target: 150 ms end to end), so the happy path loads
+// neither zod nor the error helpers (which load zod): errors are built by `loadErrors` on demand.
+type Errors = typeof import('./errors.ts');
+const loadErrors = (): Promise<Errors> => import('./errors.ts');
 
 export interface OpenExecOptions {
   baseUrl: string;
@@ -43,7 +40,8 @@ export function openExec(options: OpenExecOptions): Promise<number> {
   const url = execUrl(options.baseUrl, options.owner, options.workspace);
   return new Promise<number>((resolve, reject) => {
     let settled = false;
-    const settle = (outcome: { code: number } | { error: Error }) => {
+    /** The first outcome wins; an error is built (loading ./errors.ts) only when there is one. */
+    const settle = (outcome: { code: number } | { error: (errors: Errors) => Error | Promise<Error> }) => {
       if (settled) return;
       settled = true;
       options.stdin?.removeListener('data', onStdin);
@@ -51,7 +49,7 @@ export function openExec(options: OpenExecOptions): Promise<number> {
       options.stdin?.pause();
       terminal.off?.('resize', onResize);
       if ('code' in outcome) resolve(outcome.code);
-      else reject(outcome.error);
+      else loadErrors().then(outcome.error).then(reject, reject);
     };
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${options.token}` }, perMessageDeflate: false });
     const sendJson = (message: ExecClientMessage) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(message));
@@ -74,7 +72,7 @@ export function openExec(options: OpenExecOptions): Promise<number> {
 
     options.signal?.addEventListener('abort', () => {
       ws.close(1000, 'canceled');
-      settle({ error: new DenApiError('CANCELED', 0, 'The command was canceled.') });
+      settle({ error: (errors) => new errors.DenApiError('CANCELED', 0, 'The command was canceled.') });
     }, { once: true });
 
     ws.on('unexpected-response', (_request, response) => {
@@ -82,11 +80,11 @@ export function openExec(options: OpenExecOptions): Promise<number> {
       response.setEncoding('utf8');
       response.on('data', (chunk: string) => (body += chunk));
       response.on('end', () => {
-        settle({ error: errorFromResponse(response.statusCode ?? 0, response.statusMessage ?? '', body, url) });
+        settle({ error: (errors) => errors.errorFromResponse(response.statusCode ?? 0, response.statusMessage ?? '', body, url) });
         ws.terminate();
       });
     });
-    ws.on('error', (error) => settle({ error: errorFromNetwork(error, options.baseUrl) }));
+    ws.on('error', (error) => settle({ error: (errors) => errors.errorFromNetwork(error, options.baseUrl) }));
     ws.on('open', () => {
       sendJson({ type: 'start', command: options.command, env: options.env, cwd: options.cwd, tty: options.tty });
     });
@@ -102,7 +100,7 @@ export function openExec(options: OpenExecOptions): Promise<number> {
         }
         return;
       }
-      const message = parseExecMessage(execServerMessageSchema, data.toString('utf8'));
+      const message = parseServerMessage(data.toString('utf8'));
       if (!message) return;
       if (message.type === 'started') {
         if (!options.stdin) return sendJson({ type: 'stdin_eof' });
@@ -113,14 +111,70 @@ export function openExec(options: OpenExecOptions): Promise<number> {
         settle({ code: message.code });
       } else {
         const { code, message: text, detail, validations } = message.error;
-        const status = (ERROR_CODES as Record<string, { status: number }>)[code]?.status ?? 0;
-        settle({ error: new DenApiError(code, status, text, { detail, validations }) });
+        settle({
+          error: async (errors) => {
+            const { ERROR_CODES } = await import('../protocol/errors.ts');
+            const status = (ERROR_CODES as Record<string, { status: number }>)[code]?.status ?? 0;
+            return new errors.DenApiError(code, status, text, { detail, validations });
+          },
+        });
       }
     });
     ws.on('close', (code) => {
-      settle({ error: new DenApiError('NETWORK', 0, `The connection to den at ${new URL(options.baseUrl).origin} closed before the command finished (code ${code}). Run it again.`) });
+      settle({ error: (errors) => new errors.DenApiError('NETWORK', 0, `The connection to den at ${new URL(options.baseUrl).origin} closed before the command finished (code ${code}). Run it again.`) });
     });
   });
+}
+
+/**
+ * A server control message, checked by hand rather than with protocol/exec.ts's zod schema (the
+ * server validated what it sent; loading zod would cost the CLI more than the whole exec round
+ * trip). Anything unexpected is ignored, as the schema-based parser did.
+ */
+function parseServerMessage(text: string): ExecServerMessage | undefined {
+  let value: { type?: unknown; code?: unknown; error?: { code?: unknown; message?: unknown } } | null;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (value?.type === 'started') return { type: 'started' };
+  if (value?.type === 'exit' && Number.isInteger(value.code) && (value.code as number) >= 0 && (value.code as number) <= 255) {
+    return { type: 'exit', code: value.code as number };
+  }
+  if (value?.type === 'error' && typeof value.error?.code === 'string' && typeof value.error.message === 'string') {
+    return value as ExecServerMessage;
+  }
+  return undefined;
+}
+
+/**
+ * The username a token belongs to (GET /users/me), for `den exec NAME` with DEN_TOKEN and no
+ * saved login. DenClient would validate the answer with zod, whose load costs more than the
+ * round trip; only `username` is read here, and errors still come from ./errors.ts.
+ */
+export async function fetchUsername(baseUrl: string, token: string): Promise<string> {
+  const url = `${baseUrl.replace(/\/+$/, '')}/api/v1/users/me`;
+  let response: Response;
+  let text: string;
+  try {
+    response = await fetch(url, { headers: { authorization: `Bearer ${token}`, accept: 'application/json' } });
+    text = await response.text();
+  } catch (error) {
+    throw (await loadErrors()).errorFromNetwork(error, baseUrl);
+  }
+  if (!response.ok) throw (await loadErrors()).errorFromResponse(response.status, response.statusText, text, url);
+  let username: unknown;
+  try {
+    username = (JSON.parse(text) as { username?: unknown } | null)?.username;
+  } catch {
+    username = undefined;
+  }
+  if (typeof username !== 'string') {
+    const { DenApiError } = await loadErrors();
+    throw new DenApiError('BAD_RESPONSE', response.status, `The server at ${new URL(baseUrl).origin} answered /users/me without a username. Check that the URL points at a den server.`);
+  }
+  return username;
 }
 
 export function execUrl(baseUrl: string, owner: string, workspace: string): string {

@@ -8,7 +8,9 @@ import {
   type BuildLogLine,
   type CreateWorkspaceRequest,
 } from '../protocol/workspaces.ts';
+import { terminalSessionListSchema } from '../protocol/terminal.ts';
 import type { z } from 'zod';
+import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
 import { DenApiError } from './errors.ts';
 import { segment, type Transport } from './http.ts';
 
@@ -91,6 +93,31 @@ export class WorkspacesApi {
         // Anything else (keep-alives, an end marker) carries no log line.
       }
     }
+  }
+
+  /**
+   * An environment service's output: the last `tail` lines (all kept when omitted), then with
+   * `follow` live lines until the service ends or `signal` aborts.
+   */
+  async *serviceLogs(owner: string, name: string, service: string, options: { tail?: number; follow?: boolean; signal?: AbortSignal } = {}): AsyncGenerator<ServiceLogLine> {
+    const events = this.#transport.stream(`${workspacePath(owner, name)}/services/${segment(service)}/logs`, {
+      query: { follow: options.follow ? '1' : undefined, tail: options.tail },
+      signal: options.signal,
+    });
+    for await (const event of events) {
+      const parsed = serviceLogLineSchema.safeParse(event);
+      if (parsed.success) yield parsed.data;
+    }
+  }
+
+  /** The workspace's terminal sessions (attach with client/terminal.ts). */
+  terminals(owner: string, name: string) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/terminals`, { schema: terminalSessionListSchema });
+  }
+
+  /** Ends a terminal session (its shell is hung up). */
+  closeTerminal(owner: string, name: string, id: string) {
+    return this.#transport.request('DELETE', `${workspacePath(owner, name)}/terminals/${segment(id)}`, {});
   }
 }
 

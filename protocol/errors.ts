@@ -53,6 +53,7 @@ export const ERROR_CODES = {
   WORKSPACE_ALREADY_IN_STATE: { status: 409, doc: 'The workspace is already in the requested state.' },
   BUILD_IN_PROGRESS: { status: 409, doc: 'A build is already queued or running for the workspace.' },
   BUILD_NOT_FOUND: { status: 404, doc: 'No build with that number for the workspace.' },
+  SERVICE_NOT_FOUND: { status: 404, doc: 'The workspace\'s template version has no environment service with that name.' },
 
   // agent link
   AGENT_UNAUTHORIZED: { status: 401, doc: 'The agent token is unknown, revoked or for another workspace.' },
@@ -69,6 +70,9 @@ export const ERROR_CODES = {
   TERMINAL_MESSAGE_INVALID: { status: 400, doc: 'A terminal websocket message was malformed or too large.' },
   TERMINAL_CLIENT_TOO_SLOW: { status: 409, doc: 'The terminal client stopped acknowledging output and was detached; reattach to continue.' },
   TERMINAL_START_FAILED: { status: 500, doc: 'The terminal shell could not be started in the workspace.' },
+
+  // web pages
+  WEB_BUILD_FAILED: { status: 500, doc: 'The server could not build its web pages (web/ with Vite); the server log has the details.' },
 
   // runtimes
   RUNTIME_ERROR: { status: 500, doc: 'The runtime failed to apply the plan; the build log has details.' },

@@ -16,7 +16,7 @@ import { errorEnvelopeSchema } from './errors.ts';
  * and closes. After the process exits and all output was sent, the server sends `exit` and
  * closes with 1000.
  */
-export const EXEC_STREAM = { stdin: 0, stdout: 1, stderr: 2 } as const;
+export { EXEC_STREAM, decodeExecData, encodeExecData } from './exec-frames.ts';
 /** Largest JSON message in either direction (the `start` message with env and argv). */
 export const MAX_EXEC_CONTROL_BYTES = 512 * 1024;
 
@@ -45,20 +45,6 @@ export const execServerMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('error'), error: errorEnvelopeSchema.shape.error }),
 ]);
 export type ExecServerMessage = z.infer<typeof execServerMessageSchema>;
-
-/** Prefixes `payload` with its stream byte. */
-export function encodeExecData(stream: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(payload.byteLength + 1);
-  out[0] = stream;
-  out.set(payload, 1);
-  return out;
-}
-
-/** Splits a binary exec message; undefined when it is empty or names an unknown stream. */
-export function decodeExecData(message: Uint8Array): { stream: number; payload: Uint8Array } | undefined {
-  if (message.byteLength < 1 || message[0] > EXEC_STREAM.stderr) return undefined;
-  return { stream: message[0], payload: message.subarray(1) };
-}
 
 /** Parses a JSON control message with `schema`; undefined when it is not valid. */
 export function parseExecMessage<T>(schema: z.ZodType<T>, text: string): T | undefined {

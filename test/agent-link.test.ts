@@ -376,6 +376,7 @@ const idleDriver: RuntimeDriver = {
   stop: async () => {},
   delete: async () => {},
   status: async () => ({ phase: 'running' }),
+  serviceLogs: async () => (async function* () {})(),
   listWorkspaceIds: async () => [],
   close: async () => {},
 };

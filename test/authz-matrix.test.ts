@@ -135,11 +135,22 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /api/v1/workspaces/:owner/:name/builds': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/builds/:number': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/builds/:number/logs': { auth: 'user', workspace: true },
+  // the matrix template declares no services: allowed callers get 404 SERVICE_NOT_FOUND
+  'GET /api/v1/workspaces/:owner/:name/services/:service/logs': { auth: 'user', workspace: true, params: { service: 'db' } },
 
   // ---- agents ----
   // Public at the HTTP layer: the agent token is checked by the route. User API tokens must not open it.
   'GET /api/v1/agent/connect': { auth: 'public', expect: ALL_CALLERS({ status: 401, code: 'AGENT_UNAUTHORIZED' }) },
   'GET /api/v1/workspaces/:owner/:name/exec': { auth: 'user', workspace: true },
+
+  // ---- web pages (server/web): public, they hold no data; the page signs in through the API ----
+  'GET /@:owner/:name/terminal': { auth: 'public', params: { owner: 'matrix-other', name: 'any' } },
+  'GET /web/*': { auth: 'public', params: { '*': 'no-such-build/assets/none.js' } },
+
+  // ---- terminal ----
+  'GET /api/v1/workspaces/:owner/:name/terminal': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/terminals': { auth: 'user', workspace: true },
+  'DELETE /api/v1/workspaces/:owner/:name/terminals/:id': { auth: 'user', workspace: true },
 };
 
 /**

@@ -1,4 +1,4 @@
-import { openExec } from '../../client/exec.ts';
+import { fetchUsername, openExec } from '../../client/exec.ts';
 import { requireLogin } from '../config.ts';
 import { ExitCode, UsageError } from '../errors.ts';
 import { parseWorkspaceRef } from '../refs.ts';
@@ -7,8 +7,8 @@ import { parseParams } from '../params.ts';
 /**
  * `den exec WS -- CMD...`: the command's stdout/stderr here, our stdin there, its exit code ours.
  * This is the latency-critical command (`den exec ws -- true` <= 150 ms end to end), so it
- * imports only the exec websocket client: no DenClient, and no /users/me round trip when the
- * saved login already knows the username.
+ * imports only the exec websocket client (no DenClient, no zod), and makes no /users/me round
+ * trip when the saved login already knows the username.
  */
 export async function exec(
   reference: string,
@@ -21,7 +21,7 @@ export async function exec(
   const env = options.env.length > 0 ? parseParams(options.env, '--env') : undefined;
   const config = requireLogin();
   const parsed = parseWorkspaceRef(reference);
-  const owner = parsed.owner ?? config.username ?? (await whoAmI(config.url, config.token));
+  const owner = parsed.owner ?? config.username ?? (await fetchUsername(config.url, config.token));
 
   const tty = options.tty ?? (process.stdin.isTTY && process.stdout.isTTY);
   const controller = new AbortController();
@@ -55,10 +55,4 @@ export async function exec(
     process.stdin.destroy();
   }
   if (code !== 0) throw new ExitCode(code);
-}
-
-/** The username for a bare workspace name when the login does not record it (DEN_TOKEN). */
-async function whoAmI(url: string, token: string): Promise<string> {
-  const { DenClient } = await import('../../client/client.ts');
-  return (await new DenClient({ url, token }).me()).username;
 }

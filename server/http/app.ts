@@ -24,6 +24,8 @@ import { userRoutes } from '../users/routes.ts';
 import { templateRoutes } from '../templates/routes.ts';
 import { workspaceRoutes } from '../workspaces/routes.ts';
 import { agentRoutes } from '../agents/routes.ts';
+import { terminalRoutes } from '../terminal/routes.ts';
+import { webRoutes } from '../web/routes.ts';
 import { createAgentHub } from '../agents/hub.ts';
 import { createBuildService, type BuildService } from '../builds/service.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
@@ -102,6 +104,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await app.register(templateRoutes, { prefix: '/api/v1' });
   await app.register(workspaceRoutes, { prefix: '/api/v1' });
   await app.register(agentRoutes, { prefix: '/api/v1' });
+  await app.register(terminalRoutes, { prefix: '/api/v1' });
+  await app.register(webRoutes);
 
   app.addHook('onClose', async () => {
     await builds.stop();

@@ -6,6 +6,7 @@ import pg from 'pg';
 import type { Database } from './schema.ts';
 import { openNodeSqlite } from './sqlite.ts';
 import * as m0001 from './migrations/0001_initial.ts';
+import * as m0002 from './migrations/0002_list_generation.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -23,8 +24,9 @@ export interface StoreOptions {
   sqlitePath?: string;
 }
 
-const MIGRATIONS: Record<string, { up: (db: Kysely<any>, dialect: Dialect) => Promise<void>; down?: (db: Kysely<any>) => Promise<void> }> = {
+const MIGRATIONS: Record<string, { up: (db: Kysely<any>, dialect: Dialect) => Promise<void>; down?: (db: Kysely<any>, dialect: Dialect) => Promise<void> }> = {
   '0001_initial': m0001,
+  '0002_list_generation': m0002,
 };
 
 /** Opens the store and brings its schema to the newest migration. */
@@ -47,7 +49,7 @@ async function migrate(db: Kysely<Database>, dialect: Dialect): Promise<void> {
       async getMigrations() {
         const out: Record<string, Migration> = {};
         for (const [name, migration] of Object.entries(MIGRATIONS)) {
-          out[name] = { up: (d) => migration.up(d, dialect), down: migration.down };
+          out[name] = { up: (d) => migration.up(d, dialect), down: migration.down && ((d) => migration.down!(d, dialect)) };
         }
         return out;
       },
