@@ -67,6 +67,7 @@ export const ERROR_CODES = {
   // terminal
   TERMINAL_SESSION_NOT_FOUND: { status: 404, doc: 'No terminal session with that id in the workspace; it ended or expired.' },
   TERMINAL_PROTOCOL_UNSUPPORTED: { status: 400, doc: 'The terminal client speaks a protocol major version the server does not know.' },
+  SERVER_SHUTTING_DOWN: { status: 503, doc: 'The den server is shutting down or restarting; reconnect in a moment.' },
   TERMINAL_MESSAGE_INVALID: { status: 400, doc: 'A terminal websocket message was malformed or too large.' },
   TERMINAL_CLIENT_TOO_SLOW: { status: 409, doc: 'The terminal client stopped acknowledging output and was detached; reattach to continue.' },
   TERMINAL_START_FAILED: { status: 500, doc: 'The terminal shell could not be started in the workspace.' },

@@ -278,6 +278,27 @@ describe('browser terminal through the den server', () => {
     await term.closed;
   });
 
+  it('keeps other sessions answering while one session floods (fairness on the shared link)', async () => {
+    const flooding = await open();
+    const quiet = await open();
+    await Promise.all([flooding.waitForText(PROMPT), quiet.waitForText(PROMPT)]);
+    flooding.type('while :; do cat big; done\r');
+    await waitFor(() => flooding.received > 2 * 1024 * 1024, OUTPUT_TIMEOUT_MS * 3, '2 MB of flood output');
+    // every round trip of the quiet session completes while the flood never stops: a starved
+    // session would time out here, since the flood only ends when the test ends it
+    for (let i = 0; i < 20; i++) {
+      const from = quiet.text.length;
+      quiet.type(`echo turn-$((${i} + 1000))\r`); // the output, not the echoed command line, is awaited
+      await quiet.waitForText(`turn-${i + 1000}\r\n`, from);
+    }
+    const floodedSoFar = flooding.received;
+    await waitFor(() => flooding.received > floodedSoFar + 256 * 1024, OUTPUT_TIMEOUT_MS, 'the flood to go on after the quiet session was served');
+    flooding.type('\x03');
+    flooding.close();
+    quiet.close();
+    await Promise.all([flooding.closed, quiet.closed]);
+  });
+
   it('keeps the session across a cut agent link and a den server restart', async () => {
     const term = await open();
     await term.waitForText(PROMPT);
@@ -294,8 +315,11 @@ describe('browser terminal through the den server', () => {
     afterCut.socket.close();
     await afterCut.closed;
 
-    // a server restart over the same data dir and port
+    // a server restart over the same data dir and port; an attached client is told to come back
+    const duringRestart = await open({ sessionId: term.sessionId });
     await ctx.server.app.close();
+    expect((await duringRestart.closed).code).toBe(TERMINAL_CLOSE.goingAway);
+    expect(duringRestart.errors()).toEqual(['SERVER_SHUTTING_DOWN']);
     await ctx.server.store.close();
     ctx.server = await startTestServer({ dataDir: ctx.dataDir, port: ctx.port, listen: true, startWorkers: false, driver: () => idleDriver });
     await waitFor(() => ctx.server.app.den.agents.isConnected(ctx.alice.workspaceId), RECONNECT_TIMEOUT_MS, 'the agent to reconnect after the restart');

@@ -1,9 +1,11 @@
 import headless from '@xterm/headless';
 import serializeAddon from '@xterm/addon-serialize';
+import unicode11Addon from '@xterm/addon-unicode11';
 import { MAX_SERVER_TEXT_BYTES } from '../../protocol/terminal.ts';
 
 const { Terminal } = headless;
 const { SerializeAddon } = serializeAddon;
+const { Unicode11Addon } = unicode11Addon;
 
 /** The room an `attached` message needs besides the snapshot (JSON escaping of ESC adds 5 bytes each). */
 const SNAPSHOT_BUDGET_CHARS = Math.floor(MAX_SERVER_TEXT_BYTES / 2);
@@ -110,6 +112,9 @@ export class ScreenMirror {
     const term = new Terminal({ cols: this.#cols, rows: this.#rows, scrollback: this.#scrollback, allowProposedApi: true });
     this.#serializer = new SerializeAddon();
     term.loadAddon(this.#serializer);
+    // the browser measures with Unicode 11 (web/src/terminal.ts); widths must agree or a snapshot shifts wide characters
+    term.loadAddon(new Unicode11Addon());
+    term.unicode.activeVersion = '11';
     term.onTitleChange((title) => {
       this.#title = title;
     });

@@ -83,6 +83,20 @@ describe('TerminalSession', () => {
     expect(second.term.buffer.active.length).toBe(first.term.buffer.active.length);
   });
 
+  it('measures wide characters as the browser does (Unicode 11), so a snapshot puts them where the live stream did', async () => {
+    const session = bash();
+    const first = attach(session);
+    await prompt(first);
+    // an emoji that Unicode 6 counts as one column and Unicode 11 as two, then an absolute cursor move
+    await run(first, "printf '\\360\\237\\230\\200\\e[3GZ|\\n'; echo WIDE-$((2*3))", 'WIDE-6');
+    await waitFor(() => session.mirrorBacklogBytes === 0, SHELL_TIMEOUT_MS, 'the mirror to parse everything');
+    expect((await first.screenLines()).some((line) => line.startsWith('\u{1F600}Z|'))).toBe(true);
+
+    const second = attach(session);
+    await waitFor(() => second.snapshot !== undefined, SHELL_TIMEOUT_MS, 'the second snapshot');
+    expect(await second.screenLines()).toEqual(await first.screenLines());
+  });
+
   it('brings a full-screen vim back on the alternate screen after reattach', async () => {
     const session = bash();
     const file = join(home, 'notes.txt');

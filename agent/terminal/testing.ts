@@ -1,10 +1,12 @@
 import headless from '@xterm/headless';
 import serializeAddon from '@xterm/addon-serialize';
+import unicode11Addon from '@xterm/addon-unicode11';
 import type { ErrorCode } from '../../protocol/errors.ts';
 import type { TerminalAttachment, TerminalSink, TerminalTimers } from './session.ts';
 
 const { Terminal } = headless;
 const { SerializeAddon } = serializeAddon;
+const { Unicode11Addon } = unicode11Addon;
 
 /** Waits until `check` is true, polling; fails with the timeout's name so a stuck test says what it waited for. */
 export async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
@@ -39,6 +41,9 @@ export class ParsingClient implements TerminalSink {
   constructor(cols = 80, rows = 24, scrollback = 1000) {
     this.term = new Terminal({ cols, rows, scrollback, allowProposedApi: true });
     this.term.loadAddon(this.serializer);
+    // as the browser page does (web/src/terminal.ts)
+    this.term.loadAddon(new Unicode11Addon());
+    this.term.unicode.activeVersion = '11';
   }
 
   attached(info: { sessionId: string; cols: number; rows: number; snapshot: string }): void {

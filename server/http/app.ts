@@ -45,6 +45,8 @@ export interface AppContext extends ServerDeps {
   agents: AgentHub;
   builds: BuildService;
   metrics: Metrics;
+  /** Run at shutdown before the remaining websockets are closed (1001), so a protocol can say why in its own terms. */
+  websocketShutdown: Set<() => void>;
 }
 
 declare module 'fastify' {
@@ -72,14 +74,23 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // refused upgrade's socket is closed) must run before auth's. Auth before any route: its
   // onRoute hook must see every route.
   await app.register(cookie);
-  await app.register(websocket, { options: { maxPayload: 1024 * 1024, perMessageDeflate: false } });
+  const websocketShutdown = new Set<() => void>();
+  await app.register(websocket, {
+    options: { maxPayload: 1024 * 1024, perMessageDeflate: false },
+    preClose(done) {
+      for (const close of websocketShutdown) close();
+      for (const client of this.websocketServer.clients) client.close(1001, 'server shutting down');
+      this.websocketServer.close();
+      done();
+    },
+  });
   await app.register(authPlugin);
 
   const metrics = registerMetrics(app, deps);
   const builds = createBuildService(deps, metrics);
   const agents = createAgentHub({ ...deps, buildLogs: builds.logs, metrics });
   builds.attachAgents(agents);
-  const context: AppContext = { ...deps, agents, builds, metrics };
+  const context: AppContext = { ...deps, agents, builds, metrics, websocketShutdown };
   app.decorate('den', context);
 
   await app.register(rateLimit, { global: false });

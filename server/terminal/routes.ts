@@ -35,7 +35,10 @@ export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
       workspaces.set(request, { id: workspace.id, label: `${owner}/${name}`, status: workspace.status });
     },
   }, (socket, request) => {
-    relayTerminal(socket, app.den.agents, workspaces.get(request)!, request.log);
+    const relay = relayTerminal(socket, app.den.agents, workspaces.get(request)!, request.log);
+    // at shutdown a 4009 with SERVER_SHUTTING_DOWN tells the client to come back to the same session
+    app.den.websocketShutdown.add(relay.shutdown);
+    socket.once('close', () => app.den.websocketShutdown.delete(relay.shutdown));
   });
 
   app.get('/workspaces/:owner/:name/terminals', {
