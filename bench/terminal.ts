@@ -71,11 +71,17 @@ try {
     for (const target of targets) {
       const { url, connect, file } = servers[target];
       const s = samples[target];
+      // each measurement starts on an idle machine: a target that is still parsing or tearing
+      // down the previous flood would otherwise add its CPU to whoever runs next
+      await settle();
       const echo = (await measureEcho(url, 500, connect)).sort((a, b) => a - b);
       s.echo.push(pct(echo, 50));
       s.echoP99.push(pct(echo, 99));
+      await settle();
       s.tput.push((await measureThroughput(url, file, true, connect)).mbPerS);
+      await settle();
       s.tputRaw.push((await measureThroughput(url, file, false, connect)).mbPerS);
+      await settle();
       const ctrlc = await measureCtrlC(url, file, 2_000, connect);
       s.ctrlc.push(ctrlc.ms);
       s.backlog.push(ctrlc.backlogBytes);
@@ -86,8 +92,10 @@ try {
   const fairness: Record<string, number[]> = {};
   for (const target of targets) {
     const { url, connect, file } = servers[target];
+    await settle();
     const reattach = await measureReattach(url, file, 1_000, 7, connect);
     if (FAIRNESS_SESSIONS > 1 && (target === 'den' || target === 'plain')) {
+      await settle();
       const run = await measureFairness(url, file, FAIRNESS_SESSIONS, 5, connect);
       fairness[target] = run.echo.sort((a, b) => a - b);
       say(`fairness ${target}: ${run.sessions} sessions, one flooding: others' echo p50 ${fmt(pct(fairness[target], 50))} p99 ${fmt(pct(fairness[target], 99))} ms`);
@@ -158,6 +166,23 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 console.log(JSON.stringify(results));
+
+/** Waits (up to 5 s) until the machine's CPUs were less than 10 % busy over a 200 ms window. */
+async function settle(): Promise<void> {
+  const busy = () => {
+    const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).map(Number);
+    const idle = ticks[3] + ticks[4];
+    return { idle, total: ticks.reduce((sum, n) => sum + n, 0) };
+  };
+  const deadline = performance.now() + 5_000;
+  while (performance.now() < deadline) {
+    const before = busy();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const after = busy();
+    const total = after.total - before.total;
+    if (total > 0 && 1 - (after.idle - before.idle) / total < 0.1) return;
+  }
+}
 
 interface Server {
   url: string;

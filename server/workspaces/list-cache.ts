@@ -3,7 +3,7 @@ import type { Store } from '../store/connect.ts';
 import type { Database } from '../store/schema.ts';
 
 /**
- * Encoded `GET /workspaces` pages, reused until the store changes (SQLite only).
+ * Encoded `GET /workspaces` pages, reused until the store changes (both dialects).
  *
  * Why: with 1,000 workspaces a 50-item page costs ~1 ms of server CPU (most of it turning ~1,000
  * column values into JS strings) plus, on PostgreSQL, ~1–2 ms in the database; on 2 cores that is
@@ -72,6 +72,9 @@ export async function cachedListPage(store: Store, key: string, load: () => Prom
 function readGeneration(db: Kysely<Database>, pages: Pages): Promise<number> {
   if (pages.nextRead) return pages.nextRead;
   const read = pages.reading.then(async () => {
+    // Let the requests that arrived in this turn of the event loop join: a synchronous driver
+    // (node:sqlite) would otherwise read once per request and answer each in its own turn.
+    await new Promise((resolve) => setImmediate(resolve));
     pages.nextRead = undefined; // later arrivals must wait for a read sent after them
     return Number((await db.executeQuery<{ n: number | string }>(GENERATION)).rows[0].n);
   });
