@@ -103,7 +103,7 @@ describe('TerminalSession', () => {
     writeFileSync(file, 'first line of notes\nsecond line\n');
     const first = attach(session);
     await prompt(first);
-    first.attachment!.input(`vim -u NONE -i NONE -N ${file}\r`);
+    first.attachment!.input(`vim -u NONE -i NONE -N -n ${file}\r`);
     await waitFor(() => first.term.buffer.active.type === 'alternate', SHELL_TIMEOUT_MS, 'vim to switch to the alternate screen');
     await waitFor(() => first.text.includes('second line'), SHELL_TIMEOUT_MS, 'vim to draw the file');
     first.attachment!.detach();
@@ -198,7 +198,7 @@ describe('TerminalSession', () => {
     const first = attach(session);
     await prompt(first);
     await run(first, 'seq 1 1500; echo SEQ-$((5*5))', 'SEQ-25');
-    first.attachment!.input(`vim -u NONE -i NONE -N ${join(home, 'h.txt')}\r`);
+    first.attachment!.input(`vim -u NONE -i NONE -N -n ${join(home, 'h.txt')}\r`);
     await waitFor(() => first.text.includes('h.txt" [New'), SHELL_TIMEOUT_MS, 'vim to draw its status line');
     await quiet(session);
     const before = await first.serialize();

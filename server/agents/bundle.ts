@@ -9,10 +9,10 @@ const AGENT_ENTRY = join(ROOT, 'agent', 'main.ts');
 const BUILD_SCRIPT = join(ROOT, 'agent', 'build.ts');
 /** esbuild bundles the agent in well under a second; beyond this something is wrong */
 const BUILD_TIMEOUT_MS = 60_000;
-/** What the bundle is built from: the agent and the protocol files it imports (protocol/agent*.ts). */
+/** What the bundle is built from: the agent and the protocol it imports (agent link, terminal, errors). */
 const SOURCES = [
   { dir: join(ROOT, 'agent'), prefix: '' },
-  { dir: join(ROOT, 'protocol'), prefix: 'agent' },
+  { dir: join(ROOT, 'protocol'), prefix: '' },
 ];
 
 /**
@@ -23,8 +23,13 @@ const SOURCES = [
  * a 1 s budget; when the build fails (read-only checkout, no esbuild) the source still works.
  */
 export function agentCommand(): { command: string; args: string[] } {
-  const script = bundleIsFresh() || rebuildBundle() ? AGENT_BUNDLE : AGENT_ENTRY;
+  const script = freshAgentBundle() ?? AGENT_ENTRY;
   return { command: process.execPath, args: [script] };
+}
+
+/** dist/agent.mjs, rebuilt first when a source is newer; undefined when it cannot be built. */
+export function freshAgentBundle(): string | undefined {
+  return bundleIsFresh() || rebuildBundle() ? AGENT_BUNDLE : undefined;
 }
 
 /** agentCommand() as one argv array (for runtimes that wrap the command, e.g. in bubblewrap). */

@@ -78,7 +78,7 @@ describe.skipIf(!hasChromium)('browser terminal (Chromium, real server, process 
     const sessionId = new URL(page.url()).searchParams.get('session');
     expect(sessionId).toMatch(/^[A-Za-z0-9_-]{1,64}$/);
 
-    await typeInto(page, 'vim -u NONE -i NONE -N notes.txt\n');
+    await typeInto(page, 'vim -u NONE -i NONE -N -n notes.txt\n');
     await until(page, 'vim', (screen) => screen.includes('notes.txt'));
     await typeInto(page, 'ihello from vim');
     await page.keyboard.press('Escape');

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
+import { freshAgentBundle } from '../../agents/bundle.ts';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -120,6 +121,8 @@ function findAgentBundle(repoRoot: string, buildAgent: boolean): string | undefi
     return explicit;
   }
   const bundled = join(repoRoot, 'dist', 'agent.mjs');
+  // this checkout's bundle, rebuilt when an agent or protocol source changed since (as the process runtime does)
+  if (buildAgent && repoRoot === REPO_ROOT) return freshAgentBundle() ?? (existsSync(bundled) ? bundled : undefined);
   // The hook for the agent's own build: agent/build.ts writes dist/agent.mjs (npm run build:agent).
   if (!existsSync(bundled) && buildAgent && existsSync(join(repoRoot, 'agent', 'build.ts'))) {
     const result = spawnSync(process.execPath, [join(repoRoot, 'agent', 'build.ts')], {
