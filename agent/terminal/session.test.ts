@@ -192,6 +192,29 @@ describe('TerminalSession', () => {
     expect(client.received).toBe(session.outputBytes);
   });
 
+  it('sends a burst that the pty hands over in several reads as one message, and a keystroke echo alone', async () => {
+    const session = bash();
+    const client = attach(session);
+    const sizes: number[] = [];
+    const output = client.output.bind(client);
+    client.output = (data) => {
+      sizes.push(data.byteLength);
+      output(data);
+    };
+    await prompt(client);
+    // 20,000 bytes in one write: the pty hands them over in reads of at most 4 KB
+    await run(client, "head -c 20000 /dev/zero | tr '\\0' x | dd bs=20000 iflag=fullblock status=none; echo; echo BURST-$((4*4))", 'BURST-16');
+    await waitFor(() => client.parsed === session.outputBytes, SHELL_TIMEOUT_MS, 'the client to parse everything');
+    expect(client.received).toBe(session.outputBytes);
+    expect(client.text).toContain('x'.repeat(20_000));
+    expect(Math.max(...sizes)).toBeGreaterThan(4096);
+    // an echoed keystroke is not held back for company
+    const before = sizes.length;
+    client.attachment!.input('z');
+    await waitFor(() => client.text.endsWith('z'), SHELL_TIMEOUT_MS, 'the echo of z');
+    expect(sizes.slice(before)).toEqual([1]);
+  });
+
   it('hibernates an idle mirror and restores the same screen, vim included, from it', async () => {
     const timers = new ManualTimers();
     const session = bash({ timers });

@@ -28,6 +28,18 @@ export const DEFAULT_HIBERNATE_AFTER_MS = 60_000;
 /** How long a hung-up process group gets between SIGHUP and SIGKILL. */
 const KILL_GRACE_MS = 3_000;
 
+/**
+ * Output batching. A pty hands over at most ~4 KB per read, one read per event-loop turn, and
+ * each read became a message on every hop (agent link frame, server websocket message, browser
+ * message) with a syscall each; during a flood that is where the CPU went. A read of
+ * BATCH_FROM_BYTES or more (more is probably coming) is held, with what follows, for up to
+ * BATCH_DELAY_MS or BATCH_MAX_BYTES and sent as one message. Small output with nothing held —
+ * an echoed keystroke, a prompt — goes out at once. (VS Code's terminal holds output for 5 ms.)
+ */
+const BATCH_FROM_BYTES = 1024;
+const BATCH_DELAY_MS = 4;
+const BATCH_MAX_BYTES = 32 * 1024;
+
 /** Clock and timers are injected so tests drive orphan expiry and stall detection without waiting. */
 export interface TerminalTimers {
   now(): number;
@@ -116,6 +128,10 @@ export class TerminalSession {
   readonly #hibernateAfterMs: number;
   #lastOutputAt: number;
   orphanedAt: number | undefined;
+  /** output read but not yet sent to the clients (the mirror has it): see BATCH_* */
+  #batch: Uint8Array[] = [];
+  #batchBytes = 0;
+  #batchTimer: NodeJS.Timeout | undefined;
   /** bytes read from the pty since start, and the times the pty was paused (tests and benchmarks read them) */
   outputBytes = 0;
   pauseCount = 0;
@@ -179,6 +195,8 @@ export class TerminalSession {
       queueMicrotask(() => sink.exit(this.#exited!));
       return client.handle(this);
     }
+    // held output goes to the clients already here: the mirror has it, so the snapshot covers it for this one
+    this.#flushOutput();
     this.#clients.add(client);
     this.orphanedAt = undefined;
     this.#resizeFor(client, size.cols, size.rows);
@@ -250,8 +268,27 @@ export class TerminalSession {
     this.#lastOutputAt = this.#timers.now();
     this.#mirror.write(chunk);
     this.#armHibernation();
-    for (let offset = 0; offset < chunk.byteLength; offset += MAX_DATA_PAYLOAD) {
-      const piece = offset === 0 && chunk.byteLength <= MAX_DATA_PAYLOAD ? chunk : chunk.subarray(offset, offset + MAX_DATA_PAYLOAD);
+    const hold = this.#batchBytes > 0 || chunk.byteLength >= BATCH_FROM_BYTES;
+    this.#batch.push(chunk);
+    this.#batchBytes += chunk.byteLength;
+    if (!hold || this.#batchBytes >= BATCH_MAX_BYTES) return this.#flushOutput();
+    // a real timer, not the injected ones: this is about syscalls, not behaviour tests steer
+    this.#batchTimer ??= setTimeout(() => {
+      this.#batchTimer = undefined;
+      this.#flushOutput();
+    }, BATCH_DELAY_MS).unref();
+  }
+
+  /** Sends the held output to every client. */
+  #flushOutput(): void {
+    if (this.#batchTimer !== undefined) clearTimeout(this.#batchTimer);
+    this.#batchTimer = undefined;
+    if (this.#batchBytes === 0) return;
+    const data = this.#batch.length === 1 ? this.#batch[0] : Buffer.concat(this.#batch, this.#batchBytes);
+    this.#batch = [];
+    this.#batchBytes = 0;
+    for (let offset = 0; offset < data.byteLength; offset += MAX_DATA_PAYLOAD) {
+      const piece = offset === 0 && data.byteLength <= MAX_DATA_PAYLOAD ? data : data.subarray(offset, offset + MAX_DATA_PAYLOAD);
       for (const client of this.#clients) client.send(piece);
     }
     for (const client of this.#clients) {
@@ -301,12 +338,15 @@ export class TerminalSession {
     if (this.#exited || (client.cols === this.#cols && client.rows === this.#rows)) return;
     this.#cols = client.cols;
     this.#rows = client.rows;
+    // output laid out for the old size reaches the clients before they hear of the new one
+    this.#flushOutput();
     this.#pty.resize(this.#cols, this.#rows);
     this.#mirror.resize(this.#cols, this.#rows);
     for (const other of this.#clients) if (other !== client && other.ready) other.sink.resized(this.#cols, this.#rows);
   }
 
   #onExit(exitCode: number, signal: number | undefined): void {
+    this.#flushOutput();
     // a shell killed by signal n reports 128 + n, as shells do
     this.#exited = signal ? { code: 128 + signal, signal } : { code: exitCode };
     if (this.#killTimer !== undefined) this.#timers.clearTimeout(this.#killTimer);
