@@ -126,7 +126,9 @@ async function buildWeb(buildsDir: string, manifestPath: string, log?: { info(me
     const manifestTemporary = `${manifestPath}.${process.pid}.tmp`;
     writeFileSync(manifestTemporary, JSON.stringify(manifest));
     renameSync(manifestTemporary, manifestPath);
-    removeStaleBuilds(buildsDir, id);
+    removeStale(buildsDir, (entry) => entry !== id);
+    // temporaries of builds whose process was killed before its `finally` ran
+    removeStale(dirname(buildsDir), (entry) => entry.startsWith('.web-build-'));
     log?.info(`Built the web pages in ${Date.now() - startedAt} ms (${join(buildsDir, id)}).`);
     return { id, dir: join(buildsDir, id) };
   } catch (error) {
@@ -183,10 +185,11 @@ async function precompress(dir: string): Promise<void> {
   }));
 }
 
-function removeStaleBuilds(buildsDir: string, current: string): void {
-  for (const entry of readdirSync(buildsDir)) {
-    if (entry === current) continue;
-    const path = join(buildsDir, entry);
+/** Entries of `dir` that `matches` picks and nobody has touched for STALE_BUILD_MS (a build takes seconds). */
+function removeStale(dir: string, matches: (entry: string) => boolean): void {
+  for (const entry of readdirSync(dir)) {
+    if (!matches(entry)) continue;
+    const path = join(dir, entry);
     try {
       if (Date.now() - statSync(path).mtimeMs > STALE_BUILD_MS) rmSync(path, { recursive: true, force: true });
     } catch {
