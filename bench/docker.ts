@@ -16,6 +16,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Dockerode from 'dockerode';
+import { freePort, median, round, waitFor } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const denBin = join(root, 'bin/den.js');
@@ -326,35 +327,6 @@ function run(command: string, args: string[]): Promise<string> {
     child.once('error', fail);
     child.once('exit', (code) => (code === 0 ? ok(stdout) : fail(new Error(`${command} ${args[0]} exited ${code}: ${stderr.trim()}`))));
   });
-}
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((ok) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => ok(port));
-    });
-  });
-}
-
-function median(values: number[]): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-function round(value: number): number {
-  return Math.round(value * 10) / 10;
 }
 
 if (import.meta.main) {

@@ -3,7 +3,6 @@
 // one JSON object as the last line of stdout. See docs/benchmarks.md for recorded results.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
@@ -11,6 +10,7 @@ import Fastify from 'fastify';
 import { openStore } from '../server/store/connect.ts';
 import { createTestDatabase, postgresUrl } from '../test/support/postgres.ts';
 import { dockerBenchmark } from './docker.ts';
+import { freePort, median, round, waitFor } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const denBin = join(root, 'bin/den.js');
@@ -302,32 +302,4 @@ async function timeRuns(n: number, run: () => Promise<void>): Promise<number[]> 
   const out: number[] = [];
   for (let i = 0; i < n; i++) out.push(await timeOnce(run));
   return out;
-}
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolvePort(port));
-    });
-  });
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-function round(value: number): number {
-  return Math.round(value * 10) / 10;
 }

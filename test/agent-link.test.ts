@@ -10,8 +10,8 @@ import { AGENT_CLOSE, DEFAULT_CHANNEL_WINDOW, type AgentManifestInput } from '..
 import { createApiToken } from '../server/auth/api-tokens.ts';
 import { agentCommand } from '../server/agents/bundle.ts';
 import { issueAgentToken } from '../server/agents/tokens.ts';
-import type { RuntimeDriver } from '../server/runtimes/driver.ts';
 import { systemClock } from '../server/store/time.ts';
+import { idleDriver } from './support/idle-driver.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { createTestDatabase, storeDialects } from './support/postgres.ts';
 import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts';
@@ -368,15 +368,3 @@ async function waitFor(condition: () => boolean, timeoutMs: number, what: string
   }
 }
 
-/** The runtime is not under test here: agents are started by the test itself. */
-const idleDriver: RuntimeDriver = {
-  name: 'process',
-  resolveEndpoints: async () => ({}),
-  start: async () => {},
-  stop: async () => {},
-  delete: async () => {},
-  status: async () => ({ phase: 'running' }),
-  serviceLogs: async () => (async function* () {})(),
-  listWorkspaceIds: async () => [],
-  close: async () => {},
-};

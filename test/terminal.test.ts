@@ -24,6 +24,7 @@ import { systemClock } from '../server/store/time.ts';
 import Dockerode from 'dockerode';
 import { pino } from 'pino';
 import type { Config } from '../server/config.ts';
+import { idleDriver } from './support/idle-driver.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
 import { api, loginWithCookie, setupOwner } from './support/users.ts';
@@ -42,19 +43,6 @@ const OUTPUT_TIMEOUT_MS = 20_000;
 /** A quiet shell: no rc files, a fixed prompt. The session's command and env travel in `attach` (1.1). */
 const BASH = ['bash', '--norc', '--noprofile'];
 const PROMPT = 'den$ ';
-
-/** The runtime is not under test: the test starts the agent process itself (as the process runtime does, through agentCommand). */
-const idleDriver: RuntimeDriver = {
-  name: 'process',
-  resolveEndpoints: async () => ({}),
-  start: async () => {},
-  stop: async () => {},
-  delete: async () => {},
-  status: async () => ({ phase: 'running' }),
-  serviceLogs: async () => (async function* () {})(),
-  listWorkspaceIds: async () => [],
-  close: async () => {},
-} as RuntimeDriver;
 
 interface Ctx {
   server: TestServer;

@@ -1,0 +1,18 @@
+import type { RuntimeDriver } from '../../server/runtimes/driver.ts';
+
+/**
+ * A runtime that does nothing and reports every workspace running: for tests that are not about
+ * the runtime and start the agent process themselves (as the process runtime does, through
+ * agentCommand).
+ */
+export const idleDriver: RuntimeDriver = {
+  name: 'process',
+  resolveEndpoints: async () => ({}),
+  start: async () => {},
+  stop: async () => {},
+  delete: async () => {},
+  status: async () => ({ phase: 'running' }),
+  serviceLogs: async () => (async function* () {})(),
+  listWorkspaceIds: async () => [],
+  close: async () => {},
+};
