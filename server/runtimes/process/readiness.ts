@@ -41,31 +41,22 @@ function seconds(ms: number): string {
   return `${Number((ms / 1000).toFixed(1))} s`;
 }
 
-/** The last `count` lines of a log file (reads at most the last 64 KiB). */
+/** The last `count` lines of a log file, a partial last line included; none when it cannot be read. */
 export function tailLines(file: string, count: number): string[] {
   try {
-    const size = statSync(file).size;
-    const length = Math.min(size, 64 * 1024);
-    const buffer = Buffer.alloc(length);
-    const fd = openSync(file, 'r');
-    try {
-      readSync(fd, buffer, 0, length, size - length);
-    } finally {
-      closeSync(fd);
-    }
-    return buffer.toString('utf8').split('\n').filter((line) => line.length > 0).slice(-count);
+    const { buffer, cut } = readLastBytes(file, 64 * 1024);
+    const lines = buffer.toString('utf8').split('\n').filter((line) => line.length > 0);
+    if (cut) lines.shift(); // cut in the middle of a line
+    return lines.slice(-count);
   } catch {
     return [];
   }
 }
 
-/**
- * The last `count` complete lines of a log file (within its last 256 KiB) and the offset just
- * after them, where following it goes on; a partial last line is left for the follower.
- */
-export function readTail(file: string, count: number | undefined): { lines: string[]; offset: number } {
+/** At most the last `max` bytes of a file, and whether they begin inside it (`cut`). */
+function readLastBytes(file: string, max: number): { buffer: Buffer; size: number; cut: boolean } {
   const size = statSync(file).size;
-  const length = Math.min(size, 256 * 1024);
+  const length = Math.min(size, max);
   const buffer = Buffer.alloc(length);
   const fd = openSync(file, 'r');
   try {
@@ -73,10 +64,20 @@ export function readTail(file: string, count: number | undefined): { lines: stri
   } finally {
     closeSync(fd);
   }
+  return { buffer, size, cut: length < size };
+}
+
+/**
+ * The last `count` complete lines of a log file (within its last 256 KiB) and the offset just
+ * after them, where following it goes on; a partial last line is left for the follower.
+ */
+export function readTail(file: string, count: number | undefined): { lines: string[]; offset: number } {
+  const { buffer, size, cut } = readLastBytes(file, 256 * 1024);
+  const length = buffer.length;
   const end = buffer.lastIndexOf(0x0a);
   if (end < 0) return { lines: [], offset: size - length };
   const lines = buffer.subarray(0, end).toString('utf8').split('\n');
-  if (length < size) lines.shift(); // cut in the middle of a line
+  if (cut) lines.shift(); // cut in the middle of a line
   return { lines: count === undefined ? lines : lines.slice(Math.max(0, lines.length - count)), offset: size - length + end + 1 };
 }
 
