@@ -166,12 +166,6 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
     );
   }
 
-  /** Server shutdown: the client learns to reconnect (4009) and the agent keeps the session. */
-  return {
-    shutdown: () =>
-      fail(TERMINAL_CLOSE.goingAway, { code: 'SERVER_SHUTTING_DOWN', message: 'The den server is restarting; the terminal reconnects to the same session when it is back.' }),
-  };
-
   /** What the agent's frames of this channel do. */
   function endpoint(): ChannelEndpoint {
     const window = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
@@ -219,4 +213,10 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
       },
     };
   }
+
+  /** Server shutdown: the client learns to reconnect (4009) and the agent keeps the session. */
+  return {
+    shutdown: () =>
+      fail(TERMINAL_CLOSE.goingAway, { code: 'SERVER_SHUTTING_DOWN', message: 'The den server is restarting; the terminal reconnects to the same session when it is back.' }),
+  };
 }

@@ -45,9 +45,9 @@ function seconds(ms: number): string {
 export function tailLines(file: string, count: number): string[] {
   try {
     const { buffer, cut } = readLastBytes(file, 64 * 1024);
-    const lines = buffer.toString('utf8').split('\n').filter((line) => line.length > 0);
+    const lines = buffer.toString('utf8').split('\n');
     if (cut) lines.shift(); // cut in the middle of a line
-    return lines.slice(-count);
+    return lines.filter((line) => line.length > 0).slice(-count);
   } catch {
     return [];
   }
