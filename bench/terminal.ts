@@ -169,16 +169,16 @@ console.log(JSON.stringify(results));
 
 /** Waits (up to 5 s) until the machine's CPUs were less than 10 % busy over a 200 ms window. */
 async function settle(): Promise<void> {
-  const busy = () => {
+  const cpuTicks = () => {
     const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0].trim().split(/\s+/).map(Number);
     const idle = ticks[3] + ticks[4];
     return { idle, total: ticks.reduce((sum, n) => sum + n, 0) };
   };
   const deadline = performance.now() + 5_000;
   while (performance.now() < deadline) {
-    const before = busy();
+    const before = cpuTicks();
     await new Promise((resolve) => setTimeout(resolve, 200));
-    const after = busy();
+    const after = cpuTicks();
     const total = after.total - before.total;
     if (total > 0 && 1 - (after.idle - before.idle) / total < 0.1) return;
   }
