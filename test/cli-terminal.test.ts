@@ -220,9 +220,10 @@ describe('den terminal on a real pty', { timeout: 4 * COMMAND_TIMEOUT_MS }, () =
     const terminal = await attach(['--new']);
     try {
       terminal.process.resize(123, 45);
-      // the resize travels ahead of the typed line on the same socket
-      terminal.type('stty size; exit\r');
-      await terminal.waitFor(/[\r\n]45 123\r*\n/);
+      // SIGWINCH and the typed line reach den on separate paths (a signal, the pty's input), in
+      // either order: the shell waits until the size has arrived, and the wait fails if it never does
+      terminal.type('until [ "$(stty size)" = "45 123" ]; do sleep 0.05; done; echo "size=$(stty size)"; exit\r');
+      await terminal.waitFor(/[\r\n]size=45 123\r*\n/);
       expect(await terminal.exited).toBe(0);
     } finally {
       await terminal.kill();
