@@ -1,7 +1,7 @@
 import WebSocket from 'ws';
 import { ERROR_CODES } from '../protocol/errors.ts';
+import { OutputAcks } from '../protocol/terminal-acks.ts';
 import {
-  ACK_EVERY_BYTES,
   MAX_DATA_PAYLOAD,
   MAX_SERVER_TEXT_BYTES,
   TERMINAL_CLOSE,
@@ -19,9 +19,9 @@ import { DenApiError, errorFromNetwork, errorFromResponse } from './errors.ts';
  * `GET /api/v1/workspaces/:owner/:name/terminal`), used by `den terminal` and the benchmark.
  *
  * The caller renders the output (a local terminal, a headless xterm.js) and says when each chunk
- * is consumed; the client acknowledges consumed bytes in ACK_EVERY_BYTES steps (or whatever is
- * outstanding once nothing is pending), which is what lets the agent pause the shell instead of
- * buffering a flood for a slow renderer.
+ * is consumed; the client acknowledges consumed bytes as protocol/terminal-acks.ts says (in
+ * ACK_EVERY_BYTES steps, the remainder once output is quiet), which is what lets the agent pause
+ * the shell instead of buffering a flood for a slow renderer.
  */
 export interface OpenTerminalOptions {
   baseUrl: string;
@@ -108,7 +108,7 @@ export function openTerminal(options: OpenTerminalOptions): Promise<TerminalConn
     maxPayload: MAX_SERVER_TEXT_BYTES + 1024,
   });
   ws.binaryType = 'nodebuffer';
-  const acks = new AckCounter((bytes) => send({ type: 'ack', bytes }));
+  const acks = new OutputAcks((bytes) => send({ type: 'ack', bytes }));
   const send = (message: ClientMessage) => {
     if (ws.readyState === WebSocket.OPEN) ws.send(encodeClientMessage(message));
   };
@@ -158,7 +158,7 @@ export function openTerminal(options: OpenTerminalOptions): Promise<TerminalConn
         return;
       }
       if (message.type === 'output') {
-        acks.received();
+        acks.received(message.data.byteLength);
         options.onOutput(message.data, () => acks.consumed(message.data.byteLength));
       } else {
         handleControl(message);
@@ -218,39 +218,6 @@ export function openTerminal(options: OpenTerminalOptions): Promise<TerminalConn
         if (ws.readyState === WebSocket.OPEN) ws.send(encodeClientMessage({ type: 'close' }));
       },
     };
-  }
-}
-
-/**
- * Batches acknowledgements: bytes are acked once consumed, in steps of ACK_EVERY_BYTES, and the
- * remainder as soon as nothing is left in flight (so a quiet shell has nothing unacknowledged).
- */
-class AckCounter {
-  readonly #send: (bytes: number) => void;
-  #pending = 0;
-  #unsent = 0;
-  #stopped = false;
-
-  constructor(send: (bytes: number) => void) {
-    this.#send = send;
-  }
-
-  received(): void {
-    this.#pending++;
-  }
-
-  consumed(bytes: number): void {
-    if (this.#stopped) return;
-    this.#pending--;
-    this.#unsent += bytes;
-    if (this.#unsent >= ACK_EVERY_BYTES || this.#pending === 0) {
-      this.#send(this.#unsent);
-      this.#unsent = 0;
-    }
-  }
-
-  stop(): void {
-    this.#stopped = true;
   }
 }
 

@@ -71,8 +71,8 @@ export function terminalChannelOpener(sessions: TerminalSessions) {
         }
         // a `close` record may have ended the channel meanwhile
         if (finished) return;
-        // input goes straight to the pty (its own buffer), so the window is granted back at once
-        const grant = inbound.consume(payload.byteLength, true);
+        // input goes straight to the pty (its own buffer): granted back in quarter windows like any channel, not per keystroke
+        const grant = inbound.consume(payload.byteLength);
         if (grant > 0) context.send({ type: 'window', channel, bytes: grant });
       },
       onEof() {},

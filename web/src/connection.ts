@@ -1,5 +1,5 @@
+import { OutputAcks } from '../../protocol/terminal-acks.ts';
 import {
-  ACK_EVERY_BYTES,
   decodeServerMessage,
   encodeClientMessage,
   MAX_DATA_PAYLOAD,
@@ -52,8 +52,9 @@ export interface TerminalConnectionOptions {
  * nothing printed while disconnected is lost (up to the scrollback).
  *
  * Flow control follows xterm.js's guide, with the acknowledgement on the wire: `parsed()` is
- * called from write callbacks and acks are sent per ACK_EVERY_BYTES (or when output goes quiet);
- * the server stops the pty while we are more than its high watermark behind.
+ * called from write callbacks and acks go out as protocol/terminal-acks.ts says (per
+ * ACK_EVERY_BYTES, the remainder once output is quiet); the server stops the pty while we are
+ * more than its high watermark behind.
  */
 export class TerminalConnection {
   readonly #options: TerminalConnectionOptions;
@@ -63,8 +64,9 @@ export class TerminalConnection {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #disposed = false;
   #attached = false;
-  #unparsed = 0;
-  #toAck = 0;
+  readonly #acks = new OutputAcks((bytes) => {
+    if (this.#attached) this.#send({ type: 'ack', bytes });
+  });
   #generation = 0;
   /** the message of the server's last `error`, shown when it then closes for good */
   #lastError: string | undefined;
@@ -117,12 +119,7 @@ export class TerminalConnection {
   /** Bytes xterm.js has parsed (its write callback), for the attachment of `generation`. */
   parsed(bytes: number, generation: number): void {
     if (generation !== this.#generation) return;
-    this.#unparsed -= bytes;
-    this.#toAck += bytes;
-    if (this.#toAck >= ACK_EVERY_BYTES || this.#unparsed <= 0) {
-      if (this.#attached) this.#send({ type: 'ack', bytes: this.#toAck });
-      this.#toAck = 0;
-    }
+    this.#acks.consumed(bytes);
   }
 
   /** Ends the shell, not just this tab's view of it. */
@@ -132,6 +129,7 @@ export class TerminalConnection {
 
   dispose(): void {
     this.#disposed = true;
+    this.#acks.stop();
     clearTimeout(this.#retryTimer);
     removeEventListener('online', this.#retryNow);
     document.removeEventListener('visibilitychange', this.#retryNow);
@@ -172,15 +170,14 @@ export class TerminalConnection {
         this.#attached = true;
         this.#generation++;
         this.#attempt = 0;
-        this.#unparsed = 0;
-        this.#toAck = 0;
+        this.#acks.reset();
         this.#sessionId = message.sessionId;
         this.#options.onAttached(message);
         this.#options.onState({ kind: 'attached', sessionId: message.sessionId });
         for (const early of this.#early.splice(0)) this.input(early);
         return;
       case 'output':
-        this.#unparsed += message.data.byteLength;
+        this.#acks.received(message.data.byteLength);
         this.#options.onOutput(message.data);
         return;
       case 'resized':
