@@ -1,16 +1,20 @@
 /**
  * A benchmark client for protocol/terminal.ts. It behaves like the browser: output is parsed by
  * a headless xterm.js and acknowledged from the write callbacks (the watermark scheme of
- * xterm.js's flow-control guide, acks every ACK_EVERY_BYTES), so floods measure what a user
+ * xterm.js's flow-control guide, acks as protocol/terminal-acks.ts says), so floods measure what a user
  * sees, and `discarded` counts what xterm.js would have thrown away.
  *
  * The measurements (echo, throughput, Ctrl-C under flood, reattach) take a websocket URL, so
  * they run unchanged against den and against bench/terminal-reference.ts; the runner is
  * bench/terminal.ts.
  */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import headless from '@xterm/headless';
 import WebSocket from 'ws';
-import { ACK_EVERY_BYTES, decodeServerMessage, encodeClientMessage, type ClientMessage } from '../protocol/terminal.ts';
+import { OutputAcks } from '../protocol/terminal-acks.ts';
+import { decodeServerMessage, encodeClientMessage, type ClientMessage } from '../protocol/terminal.ts';
 
 export const PROMPT = 'den$ ';
 
@@ -48,7 +52,9 @@ export class BenchTerminal {
   closedCode: number | undefined;
   /** the last few KB of received output, decoded */
   recentText = '';
-  #toAck = 0;
+  readonly #acks = new OutputAcks((bytes) => {
+    if (this.ws.readyState === WebSocket.OPEN) this.send({ type: 'ack', bytes });
+  });
   #pendingWrites = 0;
   #watches: Watch[] = [];
   readonly #receivedDecoder = new TextDecoder();
@@ -124,6 +130,7 @@ export class BenchTerminal {
 
   close(): Promise<void> {
     return new Promise((resolve) => {
+      this.#acks.stop();
       if (this.ws.readyState === WebSocket.CLOSED) return resolve();
       this.ws.once('close', () => resolve());
       this.ws.close(1000);
@@ -132,11 +139,12 @@ export class BenchTerminal {
 
   #output(data: Uint8Array): void {
     this.received += data.byteLength;
+    this.#acks.received(data.byteLength);
     const text = this.#receivedDecoder.decode(data, { stream: true });
     this.recentText = (this.recentText + text).slice(-4096);
     this.#check('received', text);
     if (!this.term) {
-      this.#ack(data.byteLength, true);
+      this.#acks.consumed(data.byteLength);
       return;
     }
     this.#pendingWrites++;
@@ -145,21 +153,13 @@ export class BenchTerminal {
         this.#pendingWrites--;
         this.parsed += data.byteLength;
         this.#check('parsed', this.#parsedDecoder.decode(data, { stream: true }));
-        this.#ack(data.byteLength, this.#pendingWrites === 0);
+        this.#acks.consumed(data.byteLength);
       });
     } catch {
       // xterm.js refuses writes beyond 50 MB pending ("write data discarded"): what a browser would lose
       this.#pendingWrites--;
       this.discarded += data.byteLength;
-      this.#ack(data.byteLength, this.#pendingWrites === 0);
-    }
-  }
-
-  #ack(bytes: number, idle: boolean): void {
-    this.#toAck += bytes;
-    if (this.#toAck >= ACK_EVERY_BYTES || idle) {
-      this.send({ type: 'ack', bytes: this.#toAck });
-      this.#toAck = 0;
+      this.#acks.consumed(data.byteLength);
     }
   }
 
@@ -271,19 +271,20 @@ export async function measureReattach(url: string, file: string, lines = 1_000, 
 
 /**
  * Fairness: `count` sessions on one server; the first floods (`while :; do cat file; done`, parsed
- * and acknowledged like a browser) while each of the others in turn types a letter, `rounds` times:
- * the echo times of the quiet sessions. They ack on receipt (no parser) to keep the client's CPU
- * out of the measurement; opening goes in batches so 100 shells do not start at once.
+ * and acknowledged like a browser, in a process of its own: bench/terminal-flooder.ts) while each
+ * of the others in turn types a letter, `rounds` times: the echo times of the quiet sessions. They
+ * ack on receipt (no parser) to keep this client's CPU out of the measurement; opening goes in
+ * batches so 100 shells do not start at once.
  */
-export async function measureFairness(url: string, file: string, count = 100, rounds = 5, connect: ConnectOptions = {}): Promise<{ echo: number[]; sessions: number }> {
-  const flooder = await openShell(url, connect);
+export async function measureFairness(url: string, file: string, count = 100, rounds = 5, connect: ConnectOptions = {}): Promise<{ echo: number[]; sessions: number; floodBytes: number }> {
   const others: BenchTerminal[] = [];
+  let flooder: Flooder | undefined;
   try {
     for (let opened = 1; opened < count; opened += 10) {
       const batch = Math.min(10, count - opened);
       others.push(...(await Promise.all(Array.from({ length: batch }, () => openShell(url, { ...connect, parse: false })))));
     }
-    flooder.type(`while :; do cat ${file}; done\r`);
+    flooder = await startFlooder(url, file, connect);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     const echo: number[] = [];
     const letters = 'abcdefghij';
@@ -296,13 +297,42 @@ export async function measureFairness(url: string, file: string, count = 100, ro
         echo.push((await seen) - sent);
       }
     }
-    const prompt = flooder.when(PROMPT, 'parsed', 30_000);
-    flooder.type('\x03');
-    await prompt;
-    return { echo, sessions: 1 + others.length };
+    const { received } = await flooder.stop();
+    return { echo, sessions: 1 + others.length, floodBytes: received };
   } finally {
-    await Promise.all([flooder, ...others].map((client) => closeSession(client)));
+    flooder?.kill();
+    await Promise.all(others.map((client) => closeSession(client)));
   }
+}
+
+interface Flooder {
+  stop(): Promise<{ received: number; discarded: number }>;
+  kill(): void;
+}
+
+/** Runs bench/terminal-flooder.ts and resolves once its session floods. */
+function startFlooder(url: string, file: string, connect: ConnectOptions): Promise<Flooder> {
+  const child = spawn(process.execPath, [join(import.meta.dirname, 'terminal-flooder.ts'), JSON.stringify({ url, file, connect })], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+  const next = async (expected: string): Promise<string> => {
+    const line = await lines.next();
+    if (line.done || !line.value.startsWith(expected)) throw new Error(`The flooding client ${line.done ? `exited (${child.exitCode ?? child.signalCode})` : `said '${line.value}'`} instead of ${expected}.`);
+    return line.value.slice(expected.length).trim();
+  };
+  const kill = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  const stop = async () => {
+    child.stdin!.write('stop\n');
+    return JSON.parse(await next('STOPPED')) as { received: number; discarded: number };
+  };
+  return next('FLOODING').then(
+    () => ({ stop, kill }),
+    (error: unknown) => {
+      kill();
+      throw error;
+    },
+  );
 }
 
 async function closeSession(client: BenchTerminal): Promise<void> {
