@@ -5,8 +5,10 @@
  *
  *   node workspace-images/build.ts [--base IMAGE] [--only base,node,postgres,server] [--force]
  *
- * Without --only it builds base, node and postgres; the den server image (root Dockerfile) is
- * built with --only server.
+ * Without --only it builds base-os, base, node and postgres; the den server image (root
+ * Dockerfile) is built with --only server. den/base-os is den/base without the agent (the `os`
+ * stage of base/Dockerfile): den/node sits on it and adds the agent last, so a new agent rebuilds
+ * a small layer of each image and not den/node's toolchain.
  *
  * Without --base (or DEN_IMAGES_BASE) the images start from `den/base-rootfs:bookworm`, a
  * `debootstrap --variant=minbase bookworm` rootfs imported with `docker import`, because these
@@ -31,6 +33,8 @@ interface ImageSpec {
   optIn?: boolean;
   /** the build context's source (default workspace-images/<name>) */
   source?: string;
+  /** the Dockerfile stage to build (docker build --target) */
+  target?: string;
   args?: () => Record<string, string>;
   /** FROM_IMAGE for images built on another den image; BASE_IMAGE otherwise */
   parent?: string;
@@ -48,21 +52,15 @@ const { values } = parseArgs({
 const cacheDir = process.env.DEN_IMAGES_CACHE ?? '/var/cache/den-images';
 const baseImage = values.base ?? process.env.DEN_IMAGES_BASE ?? ROOTFS_IMAGE;
 const only = values.only ? new Set(values.only.split(',')) : undefined;
-let agentBundleHash = '';
+/** assembled once per run (stagedAgent) */
+let agentBundle: { dir: string; hash: string } | undefined;
 
+const BASE_SOURCE = join(REPO_ROOT, 'workspace-images', 'base');
 const IMAGES: ImageSpec[] = [
-  {
-    name: 'base',
-    tag: 'den/base:bookworm',
-    stage: (contextDir) => {
-      const bundle = assembleAgentBundle({ outDir: join(contextDir, 'agent') });
-      agentBundleHash = bundle.hash;
-      if (!bundle.agentBuilt) {
-        console.warn('images: dist/agent.mjs is missing, so den/base carries a stub agent; run `npm run build:agent` and then `npm run images` again.');
-      }
-    },
-  },
-  { name: 'node', tag: 'den/node:24', parent: 'den/base:bookworm', stage: stageNpm },
+  // its context holds node and not the agent, so its hash (and id) stays when only the agent changes
+  { name: 'base-os', tag: 'den/base-os:bookworm', source: BASE_SOURCE, target: 'os', stage: stageNode },
+  { name: 'base', tag: 'den/base:bookworm', source: BASE_SOURCE, stage: (contextDir) => (stageNode(contextDir), stageAgent(contextDir)) },
+  { name: 'node', tag: 'den/node:24', parent: 'den/base-os:bookworm', stage: (contextDir) => (stageNpm(contextDir), stageAgent(contextDir)) },
   { name: 'postgres', tag: 'den/postgres:15' },
   {
     name: 'server', tag: 'den/server:latest', optIn: true, source: REPO_ROOT,
@@ -111,9 +109,10 @@ function buildImage(image: ImageSpec): void {
   }
   console.log(`images: building ${image.tag}`);
   const labels = [`${HASH_LABEL}=${contentHash}`];
-  if (image.name === 'base' || image.parent === 'den/base:bookworm') labels.push(`${AGENT_LABEL}=${agentBundleHash || inheritedAgentHash()}`);
+  if (existsSync(join(contextDir, 'agent'))) labels.push(`${AGENT_LABEL}=${stagedAgent().hash}`);
   run('nice', [
     '-n', '10', 'docker', 'build', '--network', 'host', '--tag', image.tag,
+    ...(image.target ? ['--target', image.target] : []),
     ...Object.entries(args).flatMap(([key, value]) => ['--build-arg', `${key}=${value}`]),
     ...labels.flatMap((label) => ['--label', label]),
     contextDir,
@@ -167,10 +166,11 @@ function stageNpm(contextDir: string): void {
   cpSync(tarball, join(contextDir, 'npm.tgz'));
 }
 
-/** Hard-links a tree (copies across filesystems): 67 MB of headers staged on every run. */
-function linkTree(from: string, to: string): void {
+/** Hard-links a tree (copies across filesystems): 67 MB of headers staged on every run. `keep` filters top-level entries. */
+function linkTree(from: string, to: string, keep: (name: string) => boolean = () => true): void {
   mkdirSync(to, { recursive: true });
   for (const entry of readdirSync(from, { withFileTypes: true })) {
+    if (!keep(entry.name)) continue;
     const source = join(from, entry.name);
     const target = join(to, entry.name);
     if (entry.isDirectory()) linkTree(source, target);
@@ -192,8 +192,25 @@ function extraCaCerts(): string {
   return Buffer.from(pems.join('\n')).toString('base64');
 }
 
-function inheritedAgentHash(): string {
-  return imageLabel('den/base:bookworm', AGENT_LABEL) ?? '';
+/** The agent bundle, assembled once per run; its hash covers node too (the images' label and the driver compare it). */
+function stagedAgent(): { dir: string; hash: string } {
+  if (agentBundle) return agentBundle;
+  const bundle = assembleAgentBundle({ outDir: join(cacheDir, 'agent-bundle') });
+  if (!bundle.agentBuilt) {
+    console.warn('images: dist/agent.mjs is missing, so the images carry a stub agent; run `npm run build:agent` and then `npm run images` again.');
+  }
+  agentBundle = { dir: bundle.dir, hash: bundle.hash };
+  return agentBundle;
+}
+
+/** The bundle's Node binary as agent-node/node (COPY'd in den/base-os). */
+function stageNode(contextDir: string): void {
+  linkTree(stagedAgent().dir, join(contextDir, 'agent-node'), (path) => path === 'node');
+}
+
+/** The bundle without its Node binary as agent/ (the last layer of the images that carry the agent). */
+function stageAgent(contextDir: string): void {
+  linkTree(stagedAgent().dir, join(contextDir, 'agent'), (path) => path !== 'node');
 }
 
 function requireEngine(): void {
