@@ -120,7 +120,9 @@ describe('browser terminal through the den server', () => {
     const first = await open();
     await first.waitForText(PROMPT);
     first.type('for i in 1 2 3; do echo "row $i"; done\r');
-    await first.waitForText(PROMPT, first.text.lastIndexOf('row 3'));
+    // the typed line says `row $i`: wait for the printed row, then for the prompt after it
+    await first.waitForText('row 3\r\n');
+    await first.waitForText(PROMPT, first.text.lastIndexOf('row 3\r\n'));
     const before = await first.quietSerialize();
     first.socket.close();
     await first.closed;
@@ -131,7 +133,8 @@ describe('browser terminal through the den server', () => {
 
     // output printed while nobody is attached arrives with the next attach
     second.type('(sleep 0.3; echo "late-marker") &\r');
-    await second.waitForText(PROMPT, second.text.lastIndexOf('late-marker) &'));
+    await second.waitForText('late-marker") &');
+    await second.waitForText(PROMPT, second.text.lastIndexOf('late-marker") &'));
     second.socket.close();
     await second.closed;
     await new Promise((resolve) => setTimeout(resolve, 600));
@@ -251,13 +254,15 @@ describe('browser terminal through the den server', () => {
     const term = await open();
     await term.waitForText(PROMPT);
     term.trackSequence();
-    // noflsh: the tty must not discard queued output on ^C, so every byte cat wrote is seen
-    term.type('stty noflsh; while :; do cat big; done\r');
+    // noflsh: the tty must not discard queued output on ^C, so every byte cat wrote is seen;
+    // -echo -echoctl: what is typed during the flood must not be echoed into the middle of a line
+    term.type('stty noflsh -echo -echoctl; while :; do cat big; done\r');
     await waitFor(() => term.received > 4 * 1024 * 1024, OUTPUT_TIMEOUT_MS * 3, '4 MB of flood output');
     term.type('\x03');
-    term.type('echo flood-over\r');
-    await term.waitForText('flood-over\r\n', 0, OUTPUT_TIMEOUT_MS * 3);
-    await term.waitForText(PROMPT, term.text.lastIndexOf('flood-over\r\n'));
+    // the marker is computed, so the command line (echoed by readline) does not contain it
+    term.type('echo flood-$((1+1))-over\r');
+    await term.waitForText('flood-2-over\r\n', 0, OUTPUT_TIMEOUT_MS * 3);
+    await term.waitForText(PROMPT, term.text.lastIndexOf('flood-2-over\r\n'));
     await waitFor(() => term.client.parsed === term.client.received, OUTPUT_TIMEOUT_MS, 'the client to parse everything');
     // every numbered line followed its predecessor: nothing dropped or duplicated in between
     expect(term.sequence.lines).toBeGreaterThan(100_000);

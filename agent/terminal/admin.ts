@@ -13,7 +13,7 @@ const NOTHING: ChannelHandler = { onData() {}, onEof() {}, onWindow() {}, onSign
  * The agent side of a `terminal-admin` channel: one request in the open spec, one answer. A
  * list answers `open_ok`, the session list as one JSON document (split into DATA frames under
  * the server's credit), then `close`; a close of an unknown session answers `open_error
- * TERMINAL_SESSION_NOT_FOUND`, of a known one `open_ok` and `close` (the shell is being hung up).
+ * TERMINAL_SESSION_NOT_FOUND`, of a known one `open_ok` and, once the hung-up shell has exited, `close`.
  * A channel rather than a new control frame: it reuses the link's open/answer/timeout machinery
  * and credit, and an older agent refuses it cleanly with CHANNEL_KIND_UNSUPPORTED.
  */
@@ -42,7 +42,11 @@ export function terminalAdminOpener(sessions: TerminalSessions) {
       const list: TerminalSessionList = { sessions: sessions.list().map(summary) };
       sender.write('data', new TextEncoder().encode(JSON.stringify(list)), done);
     } else {
-      done();
+      // answered once the shell is gone (SIGKILL follows SIGHUP after a grace period), so a list
+      // right after `den terminal close` no longer shows it
+      const session = sessions.get(spec.sessionId);
+      if (!session || session.exited) done();
+      else session.onExit(done);
     }
     return { ...NOTHING, onWindow: (bytes) => sender.grant(bytes), abort: finish };
   };

@@ -40,21 +40,18 @@ export class Client {
     for (const data of pending) this.sink.output(data);
   }
 
-  acked(bytes: number, timers: TerminalTimers, flow: TerminalFlow): void {
+  acked(bytes: number, timers: TerminalTimers): void {
     // a client cannot acknowledge more than it was sent; a buggy one must not unblock the pty for the others
     this.unacked = Math.max(0, this.unacked - Math.max(0, bytes));
+    // progress: if it still holds the pty paused, the session starts a full period again
     if (this.#stallTimer === undefined) return;
     timers.clearTimeout(this.#stallTimer);
     this.#stallTimer = undefined;
-    // still behind but making progress: give it another full period
-    if (this.unacked > flow.highWatermark) this.#stallTimer = timers.setTimeout(this.#onStall!, flow.stallTimeoutMs);
   }
 
-  #onStall: (() => void) | undefined;
-
+  /** Detaches it (onStall) unless it acknowledges within the stall timeout; a running watch is kept. */
   watchStall(timers: TerminalTimers, flow: TerminalFlow, onStall: () => void): void {
     if (this.#stallTimer !== undefined) return;
-    this.#onStall = onStall;
     this.#stallTimer = timers.setTimeout(onStall, flow.stallTimeoutMs);
   }
 

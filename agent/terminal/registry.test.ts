@@ -95,12 +95,40 @@ describe('TerminalSessions', () => {
     healthy.attachment.input(`cat ${file}; echo END-$((3*3))\r`);
     await waitFor(() => session.paused, SHELL_TIMEOUT_MS, 'the pty to pause for the stuck client');
     expect(healthy.text).not.toContain('END-9');
+    // the healthy one has acknowledged all it got (a client still parsing has a stall watch too,
+    // which its next ack ends; the manual clock jumps the whole 30 s at once)
+    await waitFor(() => healthy.parsed === healthy.received && healthy.attachment!.unackedBytes === 0, SHELL_TIMEOUT_MS, 'the healthy client to catch up');
 
     timers.advance(30_000);
     expect(stuck.detachedReason?.code).toBe('TERMINAL_CLIENT_TOO_SLOW');
     await waitFor(() => healthy.text.includes('END-9'), SHELL_TIMEOUT_MS, 'the healthy client to get the rest');
     expect(stuck.maxUnacked).toBeLessThanOrEqual(64 * 1024 + 64 * 1024);
     expect(session.clientCount).toBe(1);
+  });
+
+  it('detaches a client that stops acknowledging between the watermarks while the pty is paused for another reason', async () => {
+    const timers = new ManualTimers();
+    const sessions = registry(timers, { highWatermark: 64 * 1024, lowWatermark: 16 * 1024, stallTimeoutMs: 30_000 });
+    const session = sessions.create();
+    const lagging = new ParsingClient();
+    lagging.acking = false;
+    lagging.attachment = session.attach(lagging, { cols: 80, rows: 24 });
+    const slow = new ParsingClient();
+    slow.acking = false;
+    slow.attachment = session.attach(slow, { cols: 80, rows: 24 });
+    const file = join(home, 'medium.txt');
+    writeFileSync(file, 'x'.repeat(79).concat('\n').repeat(8000));
+    slow.attachment.input(`cat ${file}; echo END-$((3*3))\r`);
+    await waitFor(() => session.paused && lagging.parsed === lagging.received, SHELL_TIMEOUT_MS, 'the pty to pause');
+    // one client acknowledges down to between the watermarks and then stops; the other catches up
+    lagging.attachment.ack(lagging.attachment.unackedBytes - 40 * 1024);
+    slow.resumeAcking();
+    await waitFor(() => slow.attachment!.unackedBytes === 0, SHELL_TIMEOUT_MS, 'the slow client to catch up');
+    expect(session.paused).toBe(true);
+
+    timers.advance(30_000);
+    expect(lagging.detachedReason?.code).toBe('TERMINAL_CLIENT_TOO_SLOW');
+    await waitFor(() => slow.text.includes('END-9'), SHELL_TIMEOUT_MS, 'the other client to get the rest');
   });
 
   it('tells a client that attaches to an ended session that it exited', async () => {

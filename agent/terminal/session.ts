@@ -14,8 +14,9 @@ import { ScreenMirror } from './mirror.ts';
  *   warns above 500 KB); while covering the loopback round trip of two hops many times over, so
  *   throughput is not limited by the window (measured in docs/terminal.md).
  * - low 64 KiB: resume with a quarter left, so the pty is not toggled on every ack.
- * - stall 30 s: a client above high that acknowledges nothing for this long is detached (a
- *   throttled background tab or a dead link must not freeze the shell for the others).
+ * - stall 30 s: a client that keeps the pty paused (above low while it is paused) and
+ *   acknowledges nothing for this long is detached (a throttled background tab or a dead link
+ *   must not freeze the shell for the others).
  */
 export interface TerminalFlow {
   highWatermark: number;
@@ -241,7 +242,7 @@ export class TerminalSession {
 
   /** @internal */
   clientAck(client: Client, bytes: number): void {
-    client.acked(bytes, this.#timers, this.#flow);
+    client.acked(bytes, this.#timers);
     this.#updateFlow();
   }
 
@@ -291,9 +292,6 @@ export class TerminalSession {
       const piece = offset === 0 && data.byteLength <= MAX_DATA_PAYLOAD ? data : data.subarray(offset, offset + MAX_DATA_PAYLOAD);
       for (const client of this.#clients) client.send(piece);
     }
-    for (const client of this.#clients) {
-      if (client.unacked > this.#flow.highWatermark) client.watchStall(this.#timers, this.#flow, () => this.#dropSlow(client));
-    }
     this.#updateFlow();
   }
 
@@ -325,6 +323,12 @@ export class TerminalSession {
     } else if (this.#paused && behind <= this.#flow.lowWatermark) {
       this.#paused = false;
       this.#pty.resume();
+    }
+    // whoever keeps the pty paused (above the low watermark) must go on acknowledging, or it is
+    // detached: also when the mirror's backlog paused the pty and this client then stopped
+    if (!this.#paused) return;
+    for (const client of this.#clients) {
+      if (client.unacked > this.#flow.lowWatermark) client.watchStall(this.#timers, this.#flow, () => this.#dropSlow(client));
     }
   }
 

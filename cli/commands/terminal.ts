@@ -55,7 +55,13 @@ export async function terminal(reference: string, options: TerminalOptions): Pro
       command: id === undefined && options.command ? ['sh', '-c', options.command] : undefined,
       cols: process.stdout.columns || 80,
       rows: process.stdout.rows || 24,
-      onAttached: (attached) => screen.attached(attached, id !== undefined),
+      onAttached: (attached) => {
+        // raw before the screen shows: a detach key pressed as soon as it does must not meet a
+        // terminal still in cooked mode (where Ctrl-\ is SIGQUIT); cooked until then, so Ctrl-C
+        // still ends a connect that hangs
+        process.stdin.setRawMode(true);
+        screen.attached(attached, id !== undefined);
+      },
       onOutput: (data, consumed) => screen.output(data, consumed),
     });
 
@@ -68,7 +74,6 @@ export async function terminal(reference: string, options: TerminalOptions): Pro
 
   current = await open(sessionId);
   const attachedId = current.attached.sessionId;
-  process.stdin.setRawMode(true);
   process.stdin.on('data', onInput);
   process.stdin.resume();
   process.stdout.on('resize', onResize);

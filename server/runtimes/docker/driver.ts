@@ -39,6 +39,8 @@ export interface DockerDriver extends RuntimeDriver {
 }
 
 const LOG_TAIL_LINES = 20;
+/** How long a ready service's log may still deliver lines into the build log. */
+const LOG_SETTLE_MS = 100;
 const HOME_INIT_SCRIPT = `
 const fs = require('node:fs'), path = require('node:path'), home = ${JSON.stringify(HOME_PATH)};
 if (fs.statSync(home).uid !== 1000) fs.chownSync(home, 1000, 1000);
@@ -87,8 +89,15 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     }
     context.log(`Started service ${service.name} (${service.image ?? plan.image}).`);
     const logs = await followLogs(docker, container, (line, stream) => context.log(`[${service.name}] ${line}`, stream));
-    const result = await waitUntilReady({ container, network, readiness: service.readiness, signal: context.signal })
-      .finally(() => logs.stop());
+    let result;
+    try {
+      result = await waitUntilReady({ container, network, readiness: service.readiness, signal: context.signal });
+      // the probe reaches the container directly, its log comes through the engine: lines written
+      // just before it became ready may still be on their way into the build log
+      if (result.ok) await Promise.race([logs.ended, new Promise((resolve) => setTimeout(resolve, LOG_SETTLE_MS))]);
+    } finally {
+      logs.stop();
+    }
     if (!result.ok) {
       const tail = await tailLogs(container, LOG_TAIL_LINES);
       throw new AppError('RUNTIME_ERROR',
