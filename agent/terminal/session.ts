@@ -267,17 +267,24 @@ export class TerminalSession {
   #onOutput(chunk: Uint8Array): void {
     this.outputBytes += chunk.byteLength;
     this.#lastOutputAt = this.#timers.now();
-    this.#mirror.write(chunk);
-    this.#armHibernation();
     const hold = this.#batchBytes > 0 || chunk.byteLength >= BATCH_FROM_BYTES;
     this.#batch.push(chunk);
     this.#batchBytes += chunk.byteLength;
-    if (!hold || this.#batchBytes >= BATCH_MAX_BYTES) return this.#flushOutput();
-    // a real timer, not the injected ones: this is about syscalls, not behaviour tests steer
-    this.#batchTimer ??= setTimeout(() => {
-      this.#batchTimer = undefined;
+    if (!hold || this.#batchBytes >= BATCH_MAX_BYTES) {
       this.#flushOutput();
-    }, BATCH_DELAY_MS).unref();
+    } else {
+      // a real timer, not the injected ones: this is about syscalls, not behaviour tests steer
+      this.#batchTimer ??= setTimeout(() => {
+        this.#batchTimer = undefined;
+        this.#flushOutput();
+      }, BATCH_DELAY_MS).unref();
+    }
+    // The mirror after the clients: waking a hibernated one (a new headless terminal, 1-14 ms)
+    // must not hold up the echo of the first keystroke after a quiet minute. Nothing can attach
+    // in between, so a snapshot still covers every byte sent before it.
+    this.#mirror.write(chunk);
+    this.#armHibernation();
+    this.#updateFlow();
   }
 
   /** Sends the held output to every client. */
