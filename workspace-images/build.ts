@@ -35,6 +35,8 @@ interface ImageSpec {
   source?: string;
   /** the Dockerfile stage to build (docker build --target) */
   target?: string;
+  /** carries the agent bundle (staged as agent/, labelled with its hash for the docker driver) */
+  agent?: boolean;
   args?: () => Record<string, string>;
   /** FROM_IMAGE for images built on another den image; BASE_IMAGE otherwise */
   parent?: string;
@@ -59,8 +61,8 @@ const BASE_SOURCE = join(REPO_ROOT, 'workspace-images', 'base');
 const IMAGES: ImageSpec[] = [
   // its context holds node and not the agent, so its hash (and id) stays when only the agent changes
   { name: 'base-os', tag: 'den/base-os:bookworm', source: BASE_SOURCE, target: 'os', stage: stageNode },
-  { name: 'base', tag: 'den/base:bookworm', source: BASE_SOURCE, stage: (contextDir) => (stageNode(contextDir), stageAgent(contextDir)) },
-  { name: 'node', tag: 'den/node:24', parent: 'den/base-os:bookworm', stage: (contextDir) => (stageNpm(contextDir), stageAgent(contextDir)) },
+  { name: 'base', tag: 'den/base:bookworm', source: BASE_SOURCE, agent: true, stage: stageNode },
+  { name: 'node', tag: 'den/node:24', parent: 'den/base-os:bookworm', agent: true, stage: stageNpm },
   { name: 'postgres', tag: 'den/postgres:15' },
   {
     name: 'server', tag: 'den/server:latest', optIn: true, source: REPO_ROOT,
@@ -93,6 +95,7 @@ function buildImage(image: ImageSpec): void {
     filter: (path) => !image.source || !relative(image.source, path).split('/').some((part) => SERVER_CONTEXT_EXCLUDES.has(part) || part.endsWith('.log')),
   });
   image.stage?.(contextDir);
+  if (image.agent) stageAgent(contextDir);
 
   const args: Record<string, string> = image.args?.() ?? (image.parent ? { FROM_IMAGE: image.parent } : { BASE_IMAGE: baseImage });
   const hash = createHash('sha256');
@@ -109,7 +112,7 @@ function buildImage(image: ImageSpec): void {
   }
   console.log(`images: building ${image.tag}`);
   const labels = [`${HASH_LABEL}=${contentHash}`];
-  if (existsSync(join(contextDir, 'agent'))) labels.push(`${AGENT_LABEL}=${stagedAgent().hash}`);
+  if (image.agent) labels.push(`${AGENT_LABEL}=${stagedAgent().hash}`);
   run('nice', [
     '-n', '10', 'docker', 'build', '--network', 'host', '--tag', image.tag,
     ...(image.target ? ['--target', image.target] : []),
