@@ -1,8 +1,8 @@
 /**
  * A benchmark client for protocol/terminal.ts. It behaves like the browser: output is parsed by
  * a headless xterm.js and acknowledged from the write callbacks (the watermark scheme of
- * xterm.js's flow-control guide, acks as protocol/terminal-acks.ts says), so floods measure what a user
- * sees, and `discarded` counts what xterm.js would have thrown away.
+ * xterm.js's flow-control guide, acks as protocol/terminal-acks.ts says), so floods measure what
+ * a user sees, and `discarded` counts what xterm.js would have thrown away.
  *
  * The measurements (echo, throughput, Ctrl-C under flood, reattach) take a websocket URL, so
  * they run unchanged against den and against bench/terminal-reference.ts; the runner is
@@ -276,7 +276,7 @@ export async function measureReattach(url: string, file: string, lines = 1_000, 
  * ack on receipt (no parser) to keep this client's CPU out of the measurement; opening goes in
  * batches so 100 shells do not start at once.
  */
-export async function measureFairness(url: string, file: string, count = 100, rounds = 5, connect: ConnectOptions = {}): Promise<{ echo: number[]; sessions: number; floodBytes: number }> {
+export async function measureFairness(url: string, file: string, count = 100, rounds = 5, connect: ConnectOptions = {}): Promise<{ echo: number[]; sessions: number }> {
   const others: BenchTerminal[] = [];
   let flooder: Flooder | undefined;
   try {
@@ -297,8 +297,8 @@ export async function measureFairness(url: string, file: string, count = 100, ro
         echo.push((await seen) - sent);
       }
     }
-    const { received } = await flooder.stop();
-    return { echo, sessions: 1 + others.length, floodBytes: received };
+    await flooder.stop();
+    return { echo, sessions: 1 + others.length };
   } finally {
     flooder?.kill();
     await Promise.all(others.map((client) => closeSession(client)));

@@ -32,10 +32,10 @@ import { z } from 'zod';
  *
  * Flow control. The client acknowledges OUTPUT payload bytes once its parser has consumed them
  * (xterm.js write callbacks), in `ack {bytes}` messages of at least ACK_EVERY_BYTES (or whatever
- * is outstanding, a moment after output went quiet: protocol/terminal-acks.ts). The server stops reading the pty while any attached
- * client has more than its high watermark unacknowledged, so a slow parser slows the producer
- * instead of growing buffers; a client that stops acknowledging for long is detached with
- * TERMINAL_CLIENT_TOO_SLOW and may reattach (it gets a fresh snapshot).
+ * is outstanding, a moment after output went quiet: protocol/terminal-acks.ts). The server stops
+ * reading the pty while any attached client has more than its high watermark unacknowledged, so
+ * a slow parser slows the producer instead of growing buffers; a client that stops acknowledging
+ * for long is detached with TERMINAL_CLIENT_TOO_SLOW and may reattach (it gets a fresh snapshot).
  */
 export const TERMINAL_PROTOCOL = { major: 1, minor: 1 } as const;
 

@@ -271,7 +271,7 @@ export class TerminalSession {
     this.#batch.push(chunk);
     this.#batchBytes += chunk.byteLength;
     if (!hold || this.#batchBytes >= BATCH_MAX_BYTES) {
-      this.#flushOutput();
+      this.#sendHeld();
     } else {
       // a real timer, not the injected ones: this is about syscalls, not behaviour tests steer
       this.#batchTimer ??= setTimeout(() => {
@@ -287,11 +287,16 @@ export class TerminalSession {
     this.#updateFlow();
   }
 
-  /** Sends the held output to every client. */
+  /** Sends the held output to every client and looks at the flow again. */
   #flushOutput(): void {
+    if (this.#sendHeld()) this.#updateFlow();
+  }
+
+  /** Sends the held output to every client; false when nothing was held. */
+  #sendHeld(): boolean {
     if (this.#batchTimer !== undefined) clearTimeout(this.#batchTimer);
     this.#batchTimer = undefined;
-    if (this.#batchBytes === 0) return;
+    if (this.#batchBytes === 0) return false;
     const data = this.#batch.length === 1 ? this.#batch[0] : Buffer.concat(this.#batch, this.#batchBytes);
     this.#batch = [];
     this.#batchBytes = 0;
@@ -299,7 +304,7 @@ export class TerminalSession {
       const piece = offset === 0 && data.byteLength <= MAX_DATA_PAYLOAD ? data : data.subarray(offset, offset + MAX_DATA_PAYLOAD);
       for (const client of this.#clients) client.send(piece);
     }
-    this.#updateFlow();
+    return true;
   }
 
   #armHibernation(): void {
