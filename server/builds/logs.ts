@@ -2,6 +2,10 @@ import { EventEmitter } from 'node:events';
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
+import {
+  cutMarkerLine, DEFAULT_BUILD_LOG_LIMITS, LOG_CAP_STEP, retentionNote, splitHead, tailOverflow, usageOfRows,
+  type BuildLogLimits, type BuildLogUsage,
+} from './log-cap.ts';
 import type { BuildLogEntry, BuildLogSink } from './log-sink.ts';
 
 export interface BuildLogRow {
@@ -30,10 +34,23 @@ export interface BuildLogs extends BuildLogSink {
 const MAX_LINE = 16 * 1024;
 const POLL_MS = 1_000;
 const BATCH = 500;
+/** builds whose log usage this process remembers; a forgotten one is read back from the store */
+const USAGE_CACHE = 100;
 
-/** The build log: appends are buffered and written in batches, so a chatty script costs few writes. */
-export function createBuildLogs(db: Kysely<Database>, clock: Clock, onError: (error: unknown) => void): BuildLogs {
-  let pending: { build_id: string; ts: string; stream: string; step: string | null; line: string }[] = [];
+type PendingRow = { build_id: string; ts: string; stream: string; step: string | null; line: string };
+
+/**
+ * The build log: appends are buffered and written in batches, so a chatty script costs few
+ * writes, and each build's stored log is capped (head, cut marker, rolling tail: see log-cap.ts).
+ */
+export function createBuildLogs(
+  db: Kysely<Database>,
+  clock: Clock,
+  onError: (error: unknown) => void,
+  limits: BuildLogLimits = DEFAULT_BUILD_LOG_LIMITS,
+): BuildLogs {
+  const pending: PendingRow[] = [];
+  const usages = new Map<string, BuildLogUsage>();
   let writing: Promise<void> = Promise.resolve();
   let scheduled = false;
   const written = new EventEmitter();
@@ -51,12 +68,101 @@ export function createBuildLogs(db: Kysely<Database>, clock: Clock, onError: (er
   async function writeBatch(): Promise<void> {
     while (pending.length > 0) {
       const batch = pending.splice(0, BATCH);
-      try {
-        await db.insertInto('build_logs').values(batch).execute();
-      } catch (error) {
-        onError(error);
+      const byBuild = Map.groupBy(batch, (row) => row.build_id);
+      for (const [buildId, rows] of byBuild) {
+        try {
+          await writeCapped(buildId, rows);
+        } catch (error) {
+          // the usage may no longer match the store: read it back on the next write
+          usages.delete(buildId);
+          onError(error);
+        }
+        written.emit(buildId);
       }
-      for (const buildId of new Set(batch.map((row) => row.build_id))) written.emit(buildId);
+    }
+  }
+
+  /** Stores the rows that fit the head, then the tail, cutting what the tail window no longer holds. */
+  async function writeCapped(buildId: string, rows: PendingRow[]): Promise<void> {
+    const usage = await usageOf(buildId);
+    const { head, tail } = splitHead(usage, rows, limits);
+    if (head.length > 0) await db.insertInto('build_logs').values(head).execute();
+    if (tail.length === 0) return;
+    const drop = tailOverflow([...usage.tail.map((entry) => entry.bytes), ...tail.map((entry) => entry.bytes)], limits);
+    const storedDropped = usage.tail.slice(0, drop);
+    const newDropped = tail.slice(0, Math.max(0, drop - usage.tail.length));
+    if (drop > 0) await cut(buildId, usage, storedDropped, newDropped.reduce((sum, entry) => sum + entry.bytes, 0), newDropped.length);
+    usage.tail = usage.tail.slice(storedDropped.length);
+    const kept = tail.slice(newDropped.length);
+    if (kept.length === 0) return;
+    const ids = await db.insertInto('build_logs').values(kept.map((entry) => entry.row)).returning('id').execute();
+    ids.forEach((row, i) => usage.tail.push({ id: Number(row.id), bytes: kept[i].bytes }));
+  }
+
+  /**
+   * Deletes the dropped stored rows and counts them, with the dropped new ones, in the marker.
+   * The marker takes the place of the newest dropped stored row (or is a new row when none was
+   * stored yet), so it always sits between the head and the kept tail.
+   */
+  async function cut(buildId: string, usage: BuildLogUsage, stored: { id: number; bytes: number }[], newBytes: number, newLines: number): Promise<void> {
+    const lines = stored.length + newLines;
+    const bytes = stored.reduce((sum, entry) => sum + entry.bytes, newBytes);
+    const inBuild = db.deleteFrom('build_logs').where('build_id', '=', buildId);
+    if (usage.marker) {
+      if (stored.length > 0) await inBuild.where('id', '>', usage.marker.id).where('id', '<=', stored.at(-1)!.id).execute();
+      usage.marker.lines += lines;
+      usage.marker.bytes += bytes;
+    } else if (stored.length > 0) {
+      const id = stored.at(-1)!.id;
+      await inBuild.where('id', '>=', stored[0].id).where('id', '<', id).execute();
+      usage.marker = { id, lines, bytes };
+    } else {
+      const row = await db.insertInto('build_logs')
+        .values({ build_id: buildId, ts: iso(clock.now()), stream: 'system', step: LOG_CAP_STEP, line: cutMarkerLine(limits, lines, bytes) })
+        .returning('id').executeTakeFirstOrThrow();
+      usage.marker = { id: Number(row.id), lines, bytes };
+      return;
+    }
+    await db.updateTable('build_logs')
+      .set({ stream: 'system', step: LOG_CAP_STEP, line: cutMarkerLine(limits, usage.marker.lines, usage.marker.bytes) })
+      .where('id', '=', usage.marker.id)
+      .execute();
+  }
+
+  /** The build's usage, read from the store when this process first writes to it (which also prunes older builds). */
+  async function usageOf(buildId: string): Promise<BuildLogUsage> {
+    let usage = usages.get(buildId);
+    if (usage) {
+      // most recently used last, so the first key is the one to forget
+      usages.delete(buildId);
+      usages.set(buildId, usage);
+      return usage;
+    }
+    const rows = await db.selectFrom('build_logs').select(['id', 'step', 'line']).where('build_id', '=', buildId).orderBy('id').execute();
+    usage = usageOfRows(rows.map((row) => ({ ...row, id: Number(row.id) })), limits);
+    if (usages.size >= USAGE_CACHE) usages.delete(usages.keys().next().value!);
+    usages.set(buildId, usage);
+    await pruneOlderBuilds(buildId);
+    return usage;
+  }
+
+  /** Replaces the logs of the workspace's builds older than its newest `keepBuilds` with a note. */
+  async function pruneOlderBuilds(buildId: string): Promise<void> {
+    const build = await db.selectFrom('builds').select('workspace_id').where('id', '=', buildId).executeTakeFirst();
+    if (!build) return;
+    // LIMIT is required before OFFSET on SQLite; no workspace has a million builds.
+    const older = db.selectFrom('builds').select('id').where('workspace_id', '=', build.workspace_id)
+      .orderBy('number', 'desc').limit(1_000_000).offset(limits.keepBuilds);
+    const withLines = await db.selectFrom('build_logs').select('build_id').distinct()
+      .where('build_id', 'in', older)
+      .where((eb) => eb.or([eb('step', 'is', null), eb('step', '<>', LOG_CAP_STEP)]))
+      .execute();
+    for (const { build_id: id } of withLines) {
+      await db.deleteFrom('build_logs').where('build_id', '=', id).execute();
+      await db.insertInto('build_logs')
+        .values({ build_id: id, ts: iso(clock.now()), stream: 'system', step: LOG_CAP_STEP, line: retentionNote(limits) })
+        .execute();
+      usages.delete(id);
     }
   }
 
