@@ -83,6 +83,21 @@ describe.each(storeDialects)('build logs on %s', (dialect) => {
     expect(rows[5]).toMatchObject({ stream: 'system', step: LOG_CAP_STEP });
   });
 
+  it('counts lines cut while they waited for the store where they were, between the stored tail and the newest lines', async () => {
+    const logs = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    for (let i = 0; i < 8; i++) logs.append(buildId, { stream: 'stdout', line: `line ${i}` });
+    await logs.flush();
+    // The head is full and known: of these, all but the last window's worth are cut before any write.
+    for (let i = 8; i < 1000; i++) logs.append(buildId, { stream: 'stdout', line: `line ${i}` });
+    await logs.flush();
+    const rows = await logs.read(buildId);
+    expect(rows.map((row) => row.line)).toEqual([
+      'line 0', 'line 1', 'line 2', 'line 3', 'line 4',
+      expect.stringMatching(/^den cut 991 lines \(\d+ bytes\) here/),
+      'line 996', 'line 997', 'line 998', 'line 999',
+    ]);
+  });
+
   it('caps by bytes as well as lines, and a new writer continues the counts it finds in the store', async () => {
     const big = 'x'.repeat(300);
     const first = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);

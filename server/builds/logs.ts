@@ -39,6 +39,13 @@ const USAGE_CACHE = 100;
 
 type PendingRow = { build_id: string; ts: string; stream: string; step: string | null; line: string };
 
+/** A build's lines not yet written, and the ones already cut from them (see `append`). */
+interface PendingLines {
+  rows: { row: PendingRow; bytes: number }[];
+  bytes: number;
+  cut: { lines: number; bytes: number };
+}
+
 /**
  * The build log: appends are buffered and written in batches, so a chatty script costs few
  * writes, and each build's stored log is capped (head, cut marker, rolling tail: see log-cap.ts).
@@ -49,7 +56,7 @@ export function createBuildLogs(
   onError: (error: unknown) => void,
   limits: BuildLogLimits = DEFAULT_BUILD_LOG_LIMITS,
 ): BuildLogs {
-  const pending: PendingRow[] = [];
+  const pending = new Map<string, PendingLines>();
   const usages = new Map<string, BuildLogUsage>();
   let writing: Promise<void> = Promise.resolve();
   let scheduled = false;
@@ -66,12 +73,17 @@ export function createBuildLogs(
   }
 
   async function writeBatch(): Promise<void> {
-    while (pending.length > 0) {
-      const batch = pending.splice(0, BATCH);
-      const byBuild = Map.groupBy(batch, (row) => row.build_id);
-      for (const [buildId, rows] of byBuild) {
+    while (pending.size > 0) {
+      for (const [buildId, lines] of pending) {
+        // Lines cut while waiting are older than every line still waiting: they go together,
+        // so the cut is counted where it happened (see writeCapped).
+        const taken = lines.rows.splice(0, lines.cut.lines > 0 ? lines.rows.length : BATCH);
+        const cut = lines.cut;
+        lines.cut = { lines: 0, bytes: 0 };
+        lines.bytes -= taken.reduce((sum, entry) => sum + entry.bytes, 0);
+        if (lines.rows.length === 0) pending.delete(buildId);
         try {
-          await writeCapped(buildId, rows);
+          await writeCapped(buildId, taken.map((entry) => entry.row), cut);
         } catch (error) {
           // the usage may no longer match the store: read it back on the next write
           usages.delete(buildId);
@@ -82,16 +94,25 @@ export function createBuildLogs(
     }
   }
 
-  /** Stores the rows that fit the head, then the tail, cutting what the tail window no longer holds. */
-  async function writeCapped(buildId: string, rows: PendingRow[]): Promise<void> {
+  /**
+   * Stores the rows that fit the head, then the tail, cutting what the tail window no longer
+   * holds. `waitCut` counts lines cut before they were written, which came after the stored ones
+   * and before `rows`: it stands in the window as one entry that never fits, so the stored tail
+   * goes with it and the marker stays in order.
+   */
+  async function writeCapped(buildId: string, rows: PendingRow[], waitCut: { lines: number; bytes: number }): Promise<void> {
     const usage = await usageOf(buildId);
     const { head, tail } = splitHead(usage, rows, limits);
     if (head.length > 0) await db.insertInto('build_logs').values(head).execute();
-    if (tail.length === 0) return;
-    const drop = tailOverflow([...usage.tail.map((entry) => entry.bytes), ...tail.map((entry) => entry.bytes)], limits);
+    if (tail.length === 0 && waitCut.lines === 0) return;
+    const gap = waitCut.lines > 0 ? [Number.POSITIVE_INFINITY] : [];
+    const drop = tailOverflow([...usage.tail.map((entry) => entry.bytes), ...gap, ...tail.map((entry) => entry.bytes)], limits);
     const storedDropped = usage.tail.slice(0, drop);
-    const newDropped = tail.slice(0, Math.max(0, drop - usage.tail.length));
-    if (drop > 0) await cut(buildId, usage, storedDropped, newDropped.reduce((sum, entry) => sum + entry.bytes, 0), newDropped.length);
+    const newDropped = tail.slice(0, Math.max(0, drop - usage.tail.length - gap.length));
+    if (drop > 0) {
+      const newBytes = newDropped.reduce((sum, entry) => sum + entry.bytes, waitCut.bytes);
+      await cut(buildId, usage, storedDropped, newBytes, newDropped.length + waitCut.lines);
+    }
     usage.tail = usage.tail.slice(storedDropped.length);
     const kept = tail.slice(newDropped.length);
     if (kept.length === 0) return;
@@ -169,7 +190,22 @@ export function createBuildLogs(
   const logs: BuildLogs = {
     append(buildId: string, entry: BuildLogEntry) {
       const line = entry.line.length > MAX_LINE ? `${entry.line.slice(0, MAX_LINE)}…` : entry.line;
-      pending.push({ build_id: buildId, ts: iso(clock.now()), stream: entry.stream, step: entry.step ?? null, line });
+      let lines = pending.get(buildId);
+      if (!lines) pending.set(buildId, (lines = { rows: [], bytes: 0, cut: { lines: 0, bytes: 0 } }));
+      const bytes = Buffer.byteLength(line);
+      lines.rows.push({ row: { build_id: buildId, ts: iso(clock.now()), stream: entry.stream, step: entry.step ?? null, line }, bytes });
+      lines.bytes += bytes;
+      // Once the head is full, a waiting line with a full tail window of lines after it can only
+      // be cut: it is counted now instead of held, so a source that writes faster than the store
+      // keeps at most one tail window of lines in memory.
+      if (usages.get(buildId)?.headFull) {
+        while (lines.rows.length > limits.tailLines || lines.bytes > limits.tailBytes) {
+          const oldest = lines.rows.shift()!;
+          lines.bytes -= oldest.bytes;
+          lines.cut.lines++;
+          lines.cut.bytes += oldest.bytes;
+        }
+      }
       schedule();
     },
 
@@ -209,7 +245,7 @@ export function createBuildLogs(
     },
 
     async flush() {
-      if (scheduled || pending.length > 0) {
+      if (scheduled || pending.size > 0) {
         scheduled = false;
         writing = writing.then(writeBatch);
       }
