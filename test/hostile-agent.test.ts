@@ -110,6 +110,22 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
     expect(hub.sizes().logSequences).toBe(before);
   });
 
+  it('writes the latest of a burst of lifecycle reports to the store, without a write queued per report', async () => {
+    const ws = await workspace('burst');
+    const hub = server.app.den.agents as LocalAgentHub;
+    const agent = await FakeAgent.connect(server, ws.token, 'bursty');
+    for (let i = 0; i < 2_000; i++) agent.send({ type: 'lifecycle', state: i % 2 ? 'ready' : 'starting' });
+    agent.send({ type: 'lifecycle', state: 'ready' });
+    agent.send({ type: 'ping', id: 7 });
+    await agent.until((frame) => frame.type === 'pong');
+    await hub.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: FRAME_TIMEOUT_MS });
+    const deadline = Date.now() + FRAME_TIMEOUT_MS;
+    while (hub.sizes().persisting > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    const row = await server.store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
+    expect(row.agent_state).toBe('ready');
+    agent.close();
+  });
+
   it('cannot suppress another workspace\'s log lines by reusing its agent instance id', async () => {
     const victim = await workspace('victim');
     const attacker = await workspace('attacker');

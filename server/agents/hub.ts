@@ -65,8 +65,10 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   /** highest log seq appended per workspace and agent process, so frames resent after a reconnect are not appended twice */
   const logSeqs = createLogSequences();
   const waiters = createReadyWaiters();
-  /** the store write of each workspace's latest lifecycle report; an entry goes when its write is done */
+  /** the store write of each workspace's lifecycle reports while one runs */
   const persisting = new Map<string, Promise<void>>();
+  /** the latest lifecycle report of each workspace not yet written to the store */
+  const unwritten = new Map<string, { buildId: string; state: LifecycleState; message?: string }>();
   /** where each connection came from and which agent process it is, for the owner's events */
   const peers = new WeakMap<AgentConnection, { address: string; instance: string }>();
   /** event writes in flight, so close() leaves none behind */
@@ -88,7 +90,11 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
 
   const updateGauge = () => deps.metrics.agentsConnected.set(connections.size);
 
-  /** Records a lifecycle report: memory first, then the store (serialised per workspace), then waiters. */
+  /**
+   * Records a lifecycle report: memory first, then the store, then waiters. One store write runs
+   * per workspace at a time and writes the latest report when it starts, so an agent that reports
+   * faster than the store writes queues nothing: reports in between are superseded.
+   */
   const onLifecycle = (identity: AgentIdentity, state: LifecycleState, message?: string) => {
     const previous = states.get(identity.workspaceId);
     const changed = previous?.buildId !== identity.buildId || previous.state !== state;
@@ -96,18 +102,26 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     if (changed) {
       deps.buildLogs.append(identity.buildId, { stream: 'system', step: 'agent', line: `The agent reported ${state}${message ? `: ${message}` : '.'}` });
     }
-    const before = persisting.get(identity.workspaceId) ?? Promise.resolve();
-    const write = before
-      .then(() => db.updateTable('workspaces').set({ agent_state: state }).where('id', '=', identity.workspaceId).execute())
-      .then(
-        () => undefined,
-        (error: unknown) => log.error({ err: error, workspaceId: identity.workspaceId }, 'could not record the agent state'),
-      )
-      .then(() => waiters.settle(identity.workspaceId, identity.buildId, state, message))
-      .finally(() => {
-        if (persisting.get(identity.workspaceId) === write) persisting.delete(identity.workspaceId);
-      });
-    persisting.set(identity.workspaceId, write);
+    unwritten.set(identity.workspaceId, { buildId: identity.buildId, state, message });
+    if (!persisting.has(identity.workspaceId)) persistReports(identity.workspaceId);
+  };
+
+  const persistReports = (workspaceId: string) => {
+    const write = (async () => {
+      for (let report = unwritten.get(workspaceId); report; report = unwritten.get(workspaceId)) {
+        unwritten.delete(workspaceId);
+        try {
+          await db.updateTable('workspaces').set({ agent_state: report.state }).where('id', '=', workspaceId).execute();
+        } catch (error) {
+          log.error({ err: error, workspaceId }, 'could not record the agent state');
+        }
+        waiters.settle(workspaceId, report.buildId, report.state, report.message);
+      }
+    })().finally(() => {
+      persisting.delete(workspaceId);
+      if (unwritten.has(workspaceId)) persistReports(workspaceId);
+    });
+    persisting.set(workspaceId, write);
   };
 
   /** Records an event the workspace's owner sees in `den events`; a failure is logged, never thrown. */
@@ -129,6 +143,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
 
   const register = (socket: WebSocket, identity: AgentIdentity, hello: ControlFrameOf<'hello'>, address: string) => {
     let violationRecorded = false;
+    let unexpectedLogged = false;
     const connection = new AgentConnection(socket, identity, {
       onFrame(frame) {
         switch (frame.type) {
@@ -143,7 +158,10 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
           case 'pong':
             return;
           default:
-            log.warn({ workspaceId: identity.workspaceId, type: frame.type }, 'agent sent an unexpected frame; ignored');
+            // once per connection: an agent can send these in a loop, and the server's log is on disk too
+            if (unexpectedLogged) return;
+            unexpectedLogged = true;
+            log.warn({ workspaceId: identity.workspaceId, type: frame.type }, 'agent sent an unexpected frame; ignored (further ones on this connection are not logged)');
         }
       },
       onClosed(code, reason) {
