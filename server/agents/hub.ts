@@ -46,7 +46,7 @@ export interface LocalAgentHub extends AgentHub {
   accept(socket: WebSocket, identity: AgentIdentity, remoteAddress?: string): void;
   /** The lifecycle state last reported by the workspace's agent to this process. */
   stateOf(workspaceId: string): { buildId: string; state: LifecycleState; message?: string } | undefined;
-  /** How many entries the hub holds in its per-agent maps (each is bounded; tests and metrics read this). */
+  /** How many entries the hub holds in its per-agent maps, each of them bounded (the tests check it). */
   sizes(): { connections: number; states: number; logSequences: number; persisting: number };
 }
 
