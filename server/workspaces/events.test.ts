@@ -1,32 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { workspaceEventListSchema } from '../../protocol/workspaces.ts';
-import { createTestDatabase, storeDialects } from '../../test/support/postgres.ts';
+import { storeDialects } from '../../test/support/postgres.ts';
+import { openTestStore } from '../../test/support/test-store.ts';
 import { seedWorkspace } from '../../test/support/workspace-seed.ts';
-import { openStore, type Store } from '../store/connect.ts';
+import type { Store } from '../store/connect.ts';
 import { KEEP_EVENTS, listWorkspaceEvents, recordWorkspaceEvent } from './events.ts';
 
 describe.each(storeDialects)('workspace events on %s', (dialect) => {
   let store: Store;
-  let cleanup: () => Promise<void>;
+  let close: () => Promise<void>;
 
   beforeEach(async () => {
-    if (dialect === 'postgres') {
-      const database = await createTestDatabase();
-      store = await openStore({ databaseUrl: database.url });
-      cleanup = () => database.drop();
-    } else {
-      const dir = mkdtempSync(join(tmpdir(), 'den-events-'));
-      store = await openStore({ sqlitePath: join(dir, 'den.sqlite') });
-      cleanup = async () => rmSync(dir, { recursive: true, force: true });
-    }
+    ({ store, close } = await openTestStore(dialect));
   });
-  afterEach(async () => {
-    await store.close();
-    await cleanup();
-  });
+  afterEach(() => close());
 
   it('lists a workspace\'s events newest first, with their detail, and keeps only its newest ones', async () => {
     const mine = await seedWorkspace(store.db, { username: 'alice', workspaceName: 'demo' });
