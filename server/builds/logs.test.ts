@@ -98,6 +98,27 @@ describe.each(storeDialects)('build logs on %s', (dialect) => {
     ]);
   });
 
+  it('follows a capped log live: the head, lines as they come, the last line, then the end of the build', async () => {
+    const writer = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    const reader = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    const seen: BuildLogRow[] = [];
+    const following = (async () => {
+      for await (const row of reader.follow(buildId)) seen.push(row);
+    })();
+    for (let i = 0; i < 300; i++) {
+      writer.append(buildId, { stream: 'stdout', line: `line ${i}` });
+      if (i % 50 === 0) await writer.flush();
+    }
+    await writer.flush();
+    await store.db.updateTable('builds').set({ state: 'succeeded' }).where('id', '=', buildId).execute();
+    reader.notify(buildId);
+    await following;
+    const lines = seen.map((row) => row.line);
+    expect(lines.slice(0, 5)).toEqual(['line 0', 'line 1', 'line 2', 'line 3', 'line 4']);
+    expect(lines.at(-1)).toBe('line 299');
+    expect(seen.map((row) => row.id)).toEqual([...seen.map((row) => row.id)].sort((a, b) => a - b));
+  });
+
   it('caps by bytes as well as lines, and a new writer continues the counts it finds in the store', async () => {
     const big = 'x'.repeat(300);
     const first = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
