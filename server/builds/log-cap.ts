@@ -50,22 +50,24 @@ export function retentionNote(limits: BuildLogLimits): string {
   return `den deleted this build's log: a workspace keeps the logs of its newest ${limits.keepBuilds} builds.`;
 }
 
-/** Rebuilds the usage of a build from its stored rows (oldest first), when this process first writes to it. */
-export function usageOfRows(rows: { id: number; step: string | null; line: string }[], limits: BuildLogLimits): BuildLogUsage {
+/**
+ * Rebuilds the usage of a build from its stored rows (oldest first, with their UTF-8 size), when
+ * this process first writes to it. `line` is needed only of den's own rows (LOG_CAP_STEP).
+ */
+export function usageOfRows(rows: { id: number; step: string | null; bytes: number; line: string | null }[], limits: BuildLogLimits): BuildLogUsage {
   const usage: BuildLogUsage = { headLines: 0, headBytes: 0, headFull: false, tail: [] };
-  const markerAt = rows.findIndex((row) => row.step === LOG_CAP_STEP && CUT_COUNTS.test(row.line));
+  const markerAt = rows.findIndex((row) => row.step === LOG_CAP_STEP && CUT_COUNTS.test(row.line ?? ''));
   for (const [index, row] of rows.entries()) {
-    const bytes = Buffer.byteLength(row.line);
     if (markerAt >= 0 && index === markerAt) {
-      const [, lines, cut] = CUT_COUNTS.exec(row.line)!;
+      const [, lines, cut] = CUT_COUNTS.exec(row.line!)!;
       usage.headFull = true;
       usage.marker = { id: row.id, lines: Number(lines), bytes: Number(cut) };
-    } else if (markerAt >= 0 ? index < markerAt : fitsHead(usage, bytes, limits)) {
+    } else if (markerAt >= 0 ? index < markerAt : fitsHead(usage, row.bytes, limits)) {
       usage.headLines++;
-      usage.headBytes += bytes;
+      usage.headBytes += row.bytes;
     } else {
       usage.headFull = true;
-      usage.tail.push({ id: row.id, bytes });
+      usage.tail.push({ id: row.id, bytes: row.bytes });
     }
   }
   return usage;

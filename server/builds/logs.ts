@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
 import {
@@ -159,8 +159,13 @@ export function createBuildLogs(
       usages.set(buildId, usage);
       return usage;
     }
-    const rows = await db.selectFrom('build_logs').select(['id', 'step', 'line']).where('build_id', '=', buildId).orderBy('id').execute();
-    usage = usageOfRows(rows.map((row) => ({ ...row, id: Number(row.id) })), limits);
+    // Sizes, not text: a build written before the cap existed may hold far more than it keeps.
+    // (octet_length: PostgreSQL, and SQLite since 3.43.)
+    const rows = await db.selectFrom('build_logs')
+      .select(['id', 'step', sql<number>`octet_length(line)`.as('bytes')])
+      .select((eb) => eb.case().when('step', '=', LOG_CAP_STEP).then(eb.ref('line')).else(null).end().as('line'))
+      .where('build_id', '=', buildId).orderBy('id').execute();
+    usage = usageOfRows(rows.map((row) => ({ ...row, id: Number(row.id), bytes: Number(row.bytes) })), limits);
     if (usages.size >= USAGE_CACHE) usages.delete(usages.keys().next().value!);
     usages.set(buildId, usage);
     await pruneOlderBuilds(buildId);
