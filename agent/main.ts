@@ -4,7 +4,10 @@ import type { ChannelContext, ChannelHandler } from './exec.ts';
 /**
  * The den agent's entry point: `node agent/main.ts` or the bundled `dist/agent.mjs`.
  * Reads DEN_AGENT_URL and DEN_AGENT_TOKEN and keeps the link to the server until told to stop.
- * The token is removed from the environment children inherit, so workspace code cannot read it.
+ * The token is left out of the environment children inherit, so it does not show up in `env`;
+ * workspace code running as the same user can still read it, from /proc/<agent pid>/environ, as
+ * in every product of this kind. den treats the agent as untrusted: its token reaches only its
+ * own workspace's data, and what it sends is checked and capped (server/agents/hub.ts).
  */
 async function main(): Promise<void> {
   const url = process.env.DEN_AGENT_URL;

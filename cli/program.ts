@@ -146,6 +146,13 @@ Examples:
     .action(lazy(() => import('./commands/logs.ts'), 'logs'));
 
   program
+    .command('events')
+    .description('Show what happened to a workspace that its owner should know (newest first), such as its agent connection being replaced')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('--json', 'print as JSON')
+    .action(lazy(workspaces, 'events'));
+
+  program
     .command('exec')
     .description('Run a command in a workspace; stdin, stdout and stderr are connected and its exit code is den\'s')
     .argument('<workspace>', 'NAME or OWNER/NAME')

@@ -2,6 +2,7 @@ import {
   buildListSchema,
   buildLogLineSchema,
   buildSchema,
+  workspaceEventListSchema,
   workspaceListSchema,
   workspaceSchema,
   workspaceWithBuildSchema,
@@ -51,6 +52,11 @@ export class WorkspacesApi {
 
   builds(owner: string, name: string) {
     return this.#transport.request('GET', `${workspacePath(owner, name)}/builds`, { schema: buildListSchema });
+  }
+
+  /** What happened to the workspace that its owner should know, newest first. */
+  events(owner: string, name: string) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/events`, { schema: workspaceEventListSchema });
   }
 
   build(owner: string, name: string, number: number, signal?: AbortSignal) {

@@ -112,3 +112,19 @@ export const buildLogsQuerySchema = z.object({
   /** ndjson (default) or sse when following */
   format: z.enum(['ndjson', 'sse']).optional(),
 });
+
+/**
+ * Something that happened to a workspace that its owner should know about. `kind` is stable
+ * (agent_connection_replaced, agent_protocol_violation); `message` is a sentence; `detail` the cause.
+ */
+export const workspaceEventSchema = z.object({
+  id: z.number().int(),
+  ts: z.string(),
+  kind: z.string(),
+  message: z.string(),
+  detail: z.record(z.string(), z.unknown()),
+});
+export type WorkspaceEvent = z.infer<typeof workspaceEventSchema>;
+
+/** GET /workspaces/:owner/:name/events: newest first. */
+export const workspaceEventListSchema = z.object({ events: z.array(workspaceEventSchema) });

@@ -133,6 +133,7 @@ const MATRIX: Record<string, MatrixRow> = {
   'POST /api/v1/workspaces/:owner/:name/update': { auth: 'user', workspace: true, body: {} },
   'DELETE /api/v1/workspaces/:owner/:name': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/builds': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/events': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/builds/:number': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/builds/:number/logs': { auth: 'user', workspace: true },
   // the matrix template declares no services: allowed callers get 404 SERVICE_NOT_FOUND

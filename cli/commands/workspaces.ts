@@ -7,7 +7,7 @@ import { ExitCode, UsageError } from '../errors.ts';
 import { parseParams } from '../params.ts';
 import { formatAge, note, print, printJson, printTable, renderFields } from '../output.ts';
 
-/** `den create|list|show|start|stop|restart|update|delete`. */
+/** `den create|list|show|events|start|stop|restart|update|delete`. */
 
 interface WaitOptions {
   wait?: boolean;
@@ -84,6 +84,22 @@ export async function show(reference: string, options: { json?: boolean }): Prom
     print('\nParameters:');
     for (const [key, value] of params) print(`  ${key} = ${typeof value === 'string' ? value : JSON.stringify(value)}`);
   }
+}
+
+export async function events(reference: string, options: { json?: boolean }): Promise<void> {
+  const session = connect();
+  const ref = await session.workspaceRef(reference);
+  const { events } = await session.client.workspaces.events(ref.owner, ref.name);
+  if (options.json) return printJson(events);
+  printTable(
+    events,
+    [
+      { header: 'time', value: (e) => `${e.ts} (${formatAge(e.ts)})` },
+      { header: 'kind', value: (e) => e.kind },
+      { header: 'message', value: (e) => e.message },
+    ],
+    `Nothing to report for ${ref.owner}/${ref.name}.`,
+  );
 }
 
 async function reportTransition(session: Session, result: WorkspaceWithBuild, verb: WorkspaceTransition | 'create', options: WaitOptions): Promise<void> {

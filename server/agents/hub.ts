@@ -18,10 +18,12 @@ import type { Config } from '../config.ts';
 import type { Metrics } from '../http/metrics.ts';
 import type { Store } from '../store/connect.ts';
 import type { Clock } from '../store/time.ts';
+import { recordWorkspaceEvent, type NewWorkspaceEvent } from '../workspaces/events.ts';
 import { AgentConnection } from './connection.ts';
 import { createExecSession } from './exec-session.ts';
 import type { AgentHub, ExecRequest, ExecSession } from './hub-types.ts';
 import { currentAgentBuild, type AgentIdentity } from './tokens.ts';
+import { createLogSequences } from './log-sequences.ts';
 import { createReadyWaiters } from './ready.ts';
 
 export interface AgentHubDeps {
@@ -37,10 +39,15 @@ export interface AgentHubDeps {
 
 /** The server side of agent connections in this process. */
 export interface LocalAgentHub extends AgentHub {
-  /** Takes over an authenticated agent websocket: handshake (hello/welcome), then frames. */
-  accept(socket: WebSocket, identity: AgentIdentity): void;
+  /**
+   * Takes over an authenticated agent websocket: handshake (hello/welcome), then frames.
+   * `remoteAddress` is where it came from, for the owner's events.
+   */
+  accept(socket: WebSocket, identity: AgentIdentity, remoteAddress?: string): void;
   /** The lifecycle state last reported by the workspace's agent to this process. */
   stateOf(workspaceId: string): { buildId: string; state: LifecycleState; message?: string } | undefined;
+  /** How many entries the hub holds in its per-agent maps, each of them bounded (the tests check it). */
+  sizes(): { connections: number; states: number; logSequences: number; persisting: number };
 }
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
@@ -55,10 +62,17 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const heartbeatMs = deps.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
   const connections = new Map<string, AgentConnection>();
   const states = new Map<string, { buildId: string; state: LifecycleState; message?: string }>();
-  /** highest log seq appended per agent process (instance), so frames resent after a reconnect are not appended twice */
-  const logSeqs = new Map<string, number>();
+  /** highest log seq appended per workspace and agent process, so frames resent after a reconnect are not appended twice */
+  const logSeqs = createLogSequences();
   const waiters = createReadyWaiters();
+  /** the store write of each workspace's lifecycle reports while one runs */
   const persisting = new Map<string, Promise<void>>();
+  /** the latest lifecycle report of each workspace not yet written to the store */
+  const unwritten = new Map<string, { buildId: string; state: LifecycleState; message?: string }>();
+  /** where each connection came from and which agent process it is, for the owner's events */
+  const peers = new WeakMap<AgentConnection, { address: string; instance: string }>();
+  /** event writes in flight, so close() leaves none behind */
+  const recording = new Set<Promise<void>>();
   let closing = false;
 
   const heartbeat = setInterval(() => {
@@ -76,7 +90,11 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
 
   const updateGauge = () => deps.metrics.agentsConnected.set(connections.size);
 
-  /** Records a lifecycle report: memory first, then the store (serialised per workspace), then waiters. */
+  /**
+   * Records a lifecycle report: memory first, then the store, then waiters. One store write runs
+   * per workspace at a time and writes the latest report when it starts, so an agent that reports
+   * faster than the store writes queues nothing: reports in between are superseded.
+   */
   const onLifecycle = (identity: AgentIdentity, state: LifecycleState, message?: string) => {
     const previous = states.get(identity.workspaceId);
     const changed = previous?.buildId !== identity.buildId || previous.state !== state;
@@ -84,21 +102,38 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     if (changed) {
       deps.buildLogs.append(identity.buildId, { stream: 'system', step: 'agent', line: `The agent reported ${state}${message ? `: ${message}` : '.'}` });
     }
-    const before = persisting.get(identity.workspaceId) ?? Promise.resolve();
-    const write = before
-      .then(() => db.updateTable('workspaces').set({ agent_state: state }).where('id', '=', identity.workspaceId).execute())
-      .then(
-        () => undefined,
-        (error: unknown) => log.error({ err: error, workspaceId: identity.workspaceId }, 'could not record the agent state'),
-      )
-      .then(() => waiters.settle(identity.workspaceId, identity.buildId, state, message));
-    persisting.set(identity.workspaceId, write);
+    unwritten.set(identity.workspaceId, { buildId: identity.buildId, state, message });
+    if (!persisting.has(identity.workspaceId)) persistReports(identity.workspaceId);
+  };
+
+  const persistReports = (workspaceId: string) => {
+    const write = (async () => {
+      for (let report = unwritten.get(workspaceId); report; report = unwritten.get(workspaceId)) {
+        unwritten.delete(workspaceId);
+        try {
+          await db.updateTable('workspaces').set({ agent_state: report.state }).where('id', '=', workspaceId).execute();
+        } catch (error) {
+          log.error({ err: error, workspaceId }, 'could not record the agent state');
+        }
+        waiters.settle(workspaceId, report.buildId, report.state, report.message);
+      }
+    })().finally(() => {
+      persisting.delete(workspaceId);
+      if (unwritten.has(workspaceId)) persistReports(workspaceId);
+    });
+    persisting.set(workspaceId, write);
+  };
+
+  /** Records an event the workspace's owner sees in `den events`; a failure is logged, never thrown. */
+  const recordEvent = (event: NewWorkspaceEvent) => {
+    const write = recordWorkspaceEvent(db, deps.clock.now(), event)
+      .catch((error: unknown) => log.error({ err: error, workspaceId: event.workspaceId, kind: event.kind }, 'could not record a workspace event'))
+      .finally(() => recording.delete(write));
+    recording.add(write);
   };
 
   const onLog = (connection: AgentConnection, instance: string, frame: ControlFrameOf<'log'>) => {
-    const seen = logSeqs.get(instance) ?? 0;
-    if (frame.seq > seen) {
-      logSeqs.set(instance, frame.seq);
+    if (logSeqs.advance(connection.identity.workspaceId, instance, frame.seq)) {
       for (const line of frame.lines) {
         deps.buildLogs.append(connection.identity.buildId, { stream: frame.stream, step: frame.script, line });
       }
@@ -106,7 +141,9 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     connection.send({ type: 'log_ack', seq: frame.seq });
   };
 
-  const register = (socket: WebSocket, identity: AgentIdentity, hello: ControlFrameOf<'hello'>) => {
+  const register = (socket: WebSocket, identity: AgentIdentity, hello: ControlFrameOf<'hello'>, address: string) => {
+    let violationRecorded = false;
+    let unexpectedLogged = false;
     const connection = new AgentConnection(socket, identity, {
       onFrame(frame) {
         switch (frame.type) {
@@ -121,7 +158,10 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
           case 'pong':
             return;
           default:
-            log.warn({ workspaceId: identity.workspaceId, type: frame.type }, 'agent sent an unexpected frame; ignored');
+            // once per connection: an agent can send these in a loop, and the server's log is on disk too
+            if (unexpectedLogged) return;
+            unexpectedLogged = true;
+            log.warn({ workspaceId: identity.workspaceId, type: frame.type }, 'agent sent an unexpected frame; ignored (further ones on this connection are not logged)');
         }
       },
       onClosed(code, reason) {
@@ -133,11 +173,23 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       },
       onProtocolError(message) {
         log.warn({ workspaceId: identity.workspaceId }, `agent frame rejected: ${message}`);
+        // Once per connection: an agent that sends bad frames in a loop writes one event, not one per frame.
+        if (violationRecorded) return;
+        violationRecorded = true;
+        recordEvent({
+          workspaceId: identity.workspaceId,
+          kind: 'agent_protocol_violation',
+          message: `The workspace agent connected from ${address} sent a frame den could not accept (${message}). ` +
+            'If this repeats, restart the workspace; an agent that is not den\'s own may be using its token.',
+          detail: { address, instance: hello.instance, agentVersion: hello.agentVersion, reason: message },
+        });
       },
     });
+    peers.set(connection, { address, instance: hello.instance });
     const older = connections.get(identity.workspaceId);
     connections.set(identity.workspaceId, connection);
     updateGauge();
+    if (older?.isOpen) recordReplaced(identity, older, { address, instance: hello.instance });
     older?.close(AGENT_CLOSE.replaced, 'replaced by a newer connection of the workspace agent');
     connection.send({
       type: 'welcome',
@@ -153,8 +205,32 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     );
   };
 
+  /**
+   * The agent token is readable by workspace code, so a second connection with it may be an
+   * impostor: the owner is told, with both addresses and agent process ids.
+   */
+  const recordReplaced = (identity: AgentIdentity, older: AgentConnection, newer: { address: string; instance: string }) => {
+    const before = peers.get(older);
+    const sameProcess = before?.instance === newer.instance;
+    recordEvent({
+      workspaceId: identity.workspaceId,
+      kind: 'agent_connection_replaced',
+      message: `A new connection with this workspace's agent token, from ${newer.address}, replaced the open one from ${before?.address ?? 'an unknown address'}` +
+        (sameProcess
+          ? ' (it names the same agent process as the open one: most likely a reconnect).'
+          : ' (a different agent process). If you did not restart the agent, workspace code may be using its token: restart the workspace to issue a new one.'),
+      detail: { olderAddress: before?.address ?? null, newerAddress: newer.address, olderInstance: before?.instance ?? null, newerInstance: newer.instance },
+    });
+  };
+
+  /** The workspace's agent is gone for good (stopped): the next start is a new agent process and build. */
+  const forgetAgent = (workspaceId: string) => {
+    logSeqs.forget(workspaceId);
+    states.delete(workspaceId);
+  };
+
   const hub: LocalAgentHub = {
-    accept(socket, identity) {
+    accept(socket, identity, remoteAddress = 'unknown') {
       if (closing) return socket.close(1001, 'server shutting down');
       const refuse = (code: number, errorCode: string, message: string) => {
         if (socket.readyState === socket.OPEN) socket.send(encodeFrame({ type: 'error', code: errorCode, message }));
@@ -182,12 +258,16 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
           return refuse(AGENT_CLOSE.protocolError, 'BAD_REQUEST', (error as Error).message);
         }
         if (hello.type !== 'hello') return refuse(AGENT_CLOSE.protocolError, 'BAD_REQUEST', 'The first frame of the agent link must be hello.');
-        register(socket, identity, hello);
+        register(socket, identity, hello, remoteAddress);
       });
     },
 
     stateOf(workspaceId) {
       return states.get(workspaceId);
+    },
+
+    sizes() {
+      return { connections: connections.size, states: states.size, logSequences: logSeqs.size(), persisting: persisting.size };
     },
 
     async waitForReady(workspaceId, buildId, options) {
@@ -210,7 +290,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
 
     async shutdown(workspaceId, options) {
       const connection = connections.get(workspaceId);
-      if (!connection?.isOpen) return;
+      if (!connection?.isOpen) return forgetAgent(workspaceId);
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, options.timeoutMs)));
       connection.send({ type: 'shutdown', graceful: true, reason: 'the workspace is stopping' });
@@ -219,6 +299,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       connection.close(AGENT_CLOSE.shutdown, 'workspace stopped');
       // the last states it reported (shutting_down, off) are in the store when we return
       await persisting.get(workspaceId);
+      forgetAgent(workspaceId);
     },
 
     async exec(workspaceId, request: ExecRequest): Promise<ExecSession> {
@@ -260,7 +341,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       for (const connection of connections.values()) connection.close(1001, 'server shutting down');
       connections.clear();
       updateGauge();
-      await Promise.all(persisting.values());
+      await Promise.all([...persisting.values(), ...recording]);
     },
   };
   return hub;

@@ -41,7 +41,7 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
       identities.set(request, identity);
     },
   }, (socket, request) => {
-    localHub(app.den.agents).accept(socket, identities.get(request)!);
+    localHub(app.den.agents).accept(socket, identities.get(request)!, request.ip);
   });
 
   app.get('/workspaces/:owner/:name/exec', {

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../store/connect.ts';
 import { iso, systemClock } from '../store/time.ts';
 import { createTestDatabase, storeDialects } from '../../test/support/postgres.ts';
+import { LOG_CAP_STEP, type BuildLogLimits } from './log-cap.ts';
 import { createBuildLogs, type BuildLogRow } from './logs.ts';
 
 const FOLLOW_TIMEOUT_MS = 10_000;
@@ -62,6 +63,93 @@ describe.each(storeDialects)('build logs on %s', (dialect) => {
     expect(seen.map((row) => [row.stream, row.step, row.line])).toEqual([['system', null, 'before'], ['stdout', 'agent', 'during']]);
   });
 
+  const small: BuildLogLimits = { headLines: 5, headBytes: 1000, tailLines: 4, tailBytes: 1000, keepBuilds: 2 };
+
+  it('keeps the head and the tail of a long log and marks the cut with what was dropped', async () => {
+    const logs = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    // Flushing every few lines moves the tail window across many batches, not within one.
+    for (let i = 0; i < 100; i++) {
+      logs.append(buildId, { stream: 'stdout', step: 'script', line: `line ${i}` });
+      if (i % 7 === 0) await logs.flush();
+    }
+    await logs.flush();
+    const rows = await logs.read(buildId);
+    const dropped = Array.from({ length: 91 }, (_, i) => `line ${i + 5}`);
+    expect(rows.map((row) => row.line)).toEqual([
+      'line 0', 'line 1', 'line 2', 'line 3', 'line 4',
+      expect.stringMatching(new RegExp(`^den cut 91 lines \\(${Buffer.byteLength(dropped.join(''))} bytes\\) here: a build log keeps its first 5 lines`)),
+      'line 96', 'line 97', 'line 98', 'line 99',
+    ]);
+    expect(rows[5]).toMatchObject({ stream: 'system', step: LOG_CAP_STEP });
+  });
+
+  it('counts lines cut while they waited for the store where they were, between the stored tail and the newest lines', async () => {
+    const logs = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    for (let i = 0; i < 8; i++) logs.append(buildId, { stream: 'stdout', line: `line ${i}` });
+    await logs.flush();
+    // The head is full and known: of these, all but the last window's worth are cut before any write.
+    for (let i = 8; i < 1000; i++) logs.append(buildId, { stream: 'stdout', line: `line ${i}` });
+    await logs.flush();
+    const rows = await logs.read(buildId);
+    expect(rows.map((row) => row.line)).toEqual([
+      'line 0', 'line 1', 'line 2', 'line 3', 'line 4',
+      expect.stringMatching(/^den cut 991 lines \(\d+ bytes\) here/),
+      'line 996', 'line 997', 'line 998', 'line 999',
+    ]);
+  });
+
+  it('follows a capped log live: the head, lines as they come, the last line, then the end of the build', async () => {
+    const writer = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    const reader = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    const seen: BuildLogRow[] = [];
+    const following = (async () => {
+      for await (const row of reader.follow(buildId)) seen.push(row);
+    })();
+    for (let i = 0; i < 300; i++) {
+      writer.append(buildId, { stream: 'stdout', line: `line ${i}` });
+      if (i % 50 === 0) await writer.flush();
+    }
+    await writer.flush();
+    await store.db.updateTable('builds').set({ state: 'succeeded' }).where('id', '=', buildId).execute();
+    reader.notify(buildId);
+    await following;
+    const lines = seen.map((row) => row.line);
+    expect(lines.slice(0, 5)).toEqual(['line 0', 'line 1', 'line 2', 'line 3', 'line 4']);
+    expect(lines.at(-1)).toBe('line 299');
+    expect(seen.map((row) => row.id)).toEqual([...seen.map((row) => row.id)].sort((a, b) => a - b));
+  });
+
+  it('caps by bytes as well as lines, and a new writer continues the counts it finds in the store', async () => {
+    const big = 'x'.repeat(300);
+    const first = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    for (let i = 0; i < 10; i++) first.append(buildId, { stream: 'stdout', line: `${i}${big}` });
+    await first.flush();
+    // A restarted server (or another replica) picks the build up where the store says it is.
+    const second = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    for (let i = 10; i < 20; i++) second.append(buildId, { stream: 'stdout', line: `${i}${big}` });
+    await second.flush();
+    const rows = await second.read(buildId);
+    // 301-byte lines: 3 fit the 1000-byte head, 3 the tail; 20 - 6 = 14 were cut.
+    expect(rows.map((row) => row.line.slice(0, 2))).toEqual(['0x', '1x', '2x', 'de', '17', '18', '19']);
+    expect(rows[3].line).toMatch(/^den cut 14 lines \(4\d{3} bytes\) here/);
+    expect(rows.filter((row) => row.step === LOG_CAP_STEP)).toHaveLength(1);
+  });
+
+  it('keeps the logs of the newest builds of a workspace and replaces older ones with a note', async () => {
+    const logs = createBuildLogs(store.db, systemClock, (error) => { throw error; }, small);
+    logs.append(buildId, { stream: 'stdout', line: 'of build 1' });
+    await logs.flush();
+    const second = await seedNextBuild(store, buildId, 2);
+    logs.append(second, { stream: 'stdout', line: 'of build 2' });
+    await logs.flush();
+    expect((await logs.read(buildId)).map((row) => row.line)).toEqual(['of build 1']);
+    const third = await seedNextBuild(store, buildId, 3);
+    logs.append(third, { stream: 'stdout', line: 'of build 3' });
+    await logs.flush();
+    expect((await logs.read(buildId)).map((row) => row.line)).toEqual([expect.stringContaining('keeps the logs of its newest 2 builds')]);
+    expect((await logs.read(second)).map((row) => row.line)).toEqual(['of build 2']);
+  });
+
   it('ends a follow when the caller aborts', async () => {
     const logs = createBuildLogs(store.db, systemClock, (error) => { throw error; });
     const abort = new AbortController();
@@ -79,6 +167,14 @@ async function waitFor(condition: () => boolean): Promise<void> {
     if (Date.now() > deadline) throw new Error(`condition not met within ${FOLLOW_TIMEOUT_MS} ms`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/** Another build of the workspace of `buildId`, with the given number. */
+async function seedNextBuild(store: Store, buildId: string, number: number): Promise<string> {
+  const build = await store.db.selectFrom('builds').selectAll().where('id', '=', buildId).executeTakeFirstOrThrow();
+  const id = randomUUID();
+  await store.db.insertInto('builds').values({ ...build, id, number }).execute();
+  return id;
 }
 
 async function seedBuild(store: Store): Promise<string> {

@@ -7,6 +7,7 @@ import type { Database } from './schema.ts';
 import { openNodeSqlite } from './sqlite.ts';
 import * as m0001 from './migrations/0001_initial.ts';
 import * as m0002 from './migrations/0002_list_generation.ts';
+import * as m0003 from './migrations/0003_workspace_events.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -27,6 +28,7 @@ export interface StoreOptions {
 const MIGRATIONS: Record<string, { up: (db: Kysely<any>, dialect: Dialect) => Promise<void>; down?: (db: Kysely<any>, dialect: Dialect) => Promise<void> }> = {
   '0001_initial': m0001,
   '0002_list_generation': m0002,
+  '0003_workspace_events': m0003,
 };
 
 /** Opens the store and brings its schema to the newest migration. */

@@ -15,6 +15,7 @@ export interface Database {
   builds: BuildsTable;
   build_logs: BuildLogsTable;
   agent_tokens: AgentTokensTable;
+  workspace_events: WorkspaceEventsTable;
 }
 
 export type Role = 'owner' | 'template-admin' | 'member';
@@ -154,4 +155,16 @@ export interface AgentTokensTable {
   manifest_json: string;
   created_at: string;
   revoked_at: string | null;
+}
+
+export interface WorkspaceEventsTable {
+  id: Generated<number>;
+  workspace_id: string;
+  ts: string;
+  /** a stable snake_case name, e.g. agent_connection_replaced */
+  kind: string;
+  /** a full sentence for the owner */
+  message: string;
+  /** the cause, as a JSON object */
+  detail_json: string;
 }

@@ -1,34 +1,21 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { workspaceListSchema, workspaceSchema } from '../../protocol/workspaces.ts';
-import { createTestDatabase, storeDialects } from '../../test/support/postgres.ts';
-import { openStore, type Store } from '../store/connect.ts';
+import { storeDialects } from '../../test/support/postgres.ts';
+import { openTestStore } from '../../test/support/test-store.ts';
+import type { Store } from '../store/connect.ts';
 import { getWorkspaceDto, listWorkspaces } from './queries.ts';
 
 describe.each(storeDialects)('workspace queries on %s', (dialect) => {
   let store: Store;
-  let cleanup: () => Promise<void>;
+  let close: () => Promise<void>;
   const ids = { alice: crypto.randomUUID(), bob: crypto.randomUUID(), template: crypto.randomUUID(), v1: crypto.randomUUID(), v2: crypto.randomUUID() };
 
   beforeEach(async () => {
-    if (dialect === 'postgres') {
-      const database = await createTestDatabase();
-      store = await openStore({ databaseUrl: database.url });
-      cleanup = () => database.drop();
-    } else {
-      const dir = mkdtempSync(join(tmpdir(), 'den-queries-'));
-      store = await openStore({ sqlitePath: join(dir, 'den.sqlite') });
-      cleanup = async () => rmSync(dir, { recursive: true, force: true });
-    }
+    ({ store, close } = await openTestStore(dialect));
     await seed(store);
   });
 
-  afterEach(async () => {
-    await store.close();
-    await cleanup();
-  });
+  afterEach(() => close());
 
   async function seed(s: Store): Promise<void> {
     const at = (i: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString();

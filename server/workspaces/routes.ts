@@ -5,11 +5,12 @@ import { z } from 'zod';
 import { AppError, errorEnvelopeSchema } from '../../protocol/errors.ts';
 import {
   buildListSchema, buildLogsQuerySchema, buildParamsSchema, buildSchema, createWorkspaceSchema,
-  listWorkspacesQuerySchema, startWorkspaceSchema, updateWorkspaceSchema, workspaceListSchema,
+  listWorkspacesQuerySchema, startWorkspaceSchema, updateWorkspaceSchema, workspaceEventListSchema, workspaceListSchema,
   workspaceParamsSchema, workspaceSchema, workspaceWithBuildSchema,
 } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
 import { findWorkspaceFor } from './access.ts';
+import { listWorkspaceEvents } from './events.ts';
 import { cachedListPage } from './list-cache.ts';
 import { getBuildByNumber, getWorkspaceDto, listBuilds, listWorkspaces } from './queries.ts';
 import { serviceLogsHandler } from './service-logs.ts';
@@ -99,6 +100,14 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
   }, async (request) => {
     const row = await findWorkspaceFor(den().store.db, principalOf(request), request.params.owner, request.params.name);
     return { builds: await listBuilds(den().store.db, row.id) };
+  });
+
+  app.get('/workspaces/:owner/:name/events', {
+    config: { auth: 'user' },
+    schema: { tags, summary: 'What happened to the workspace that its owner should know (agent connections replaced, agent protocol violations), newest first', params: workspaceParamsSchema, response: { 200: workspaceEventListSchema, ...errors } },
+  }, async (request) => {
+    const row = await findWorkspaceFor(den().store.db, principalOf(request), request.params.owner, request.params.name);
+    return { events: await listWorkspaceEvents(den().store.db, row.id) };
   });
 
   app.get('/workspaces/:owner/:name/builds/:number', {

@@ -47,6 +47,7 @@ export interface ContainerSpec {
     DnsOptions?: string[];
     Init?: boolean;
     SecurityOpt?: string[];
+    LogConfig?: { Type: string; Config: Record<string, string> };
   };
   NetworkingConfig?: { EndpointsConfig: Record<string, { Aliases?: string[] }> };
 }

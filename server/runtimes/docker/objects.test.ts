@@ -27,6 +27,13 @@ describe('docker object rendering', () => {
     expect(spec.HostConfig.Mounts).toEqual([{ Type: 'volume', Source: `den-${workspace.id}-home`, Target: '/home/den' }]);
   });
 
+  it('bounds what the engine keeps of the workspace\'s and its services\' output', () => {
+    const bounded = { Type: 'json-file', Config: { 'max-size': '16m', 'max-file': '2' } };
+    const workspaceSpec = workspaceContainerSpec({ instance: 'den', plan: plan(), agentUrl: 'http://host.docker.internal:7080', extraHosts: [] });
+    expect(workspaceSpec.HostConfig.LogConfig).toEqual(bounded);
+    expect(serviceContainerSpec('den', plan(), service('db')).HostConfig.LogConfig).toEqual(bounded);
+  });
+
   it('mounts the agent bundle read-only when the image does not carry it', () => {
     const spec = workspaceContainerSpec({ instance: 'den', plan: plan(), agentUrl: 'x', agentVolume: 'den-agent-abc', extraHosts: [] });
     expect(spec.HostConfig.Mounts).toContainEqual({ Type: 'volume', Source: 'den-agent-abc', Target: '/opt/den/agent', ReadOnly: true });

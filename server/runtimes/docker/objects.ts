@@ -102,10 +102,18 @@ export function workspaceContainerSpec(input: WorkspaceContainerInput): Containe
       // Swap equal to memory: the limit is the limit, not limit + as much swap again.
       ...(memoryBytes ? { Memory: memoryBytes, MemorySwap: memoryBytes } : {}),
       ...(pids ? { PidsLimit: pids } : {}),
+      LogConfig: CONTAINER_LOG,
     },
   };
   return withSpecHash(spec);
 }
+
+/**
+ * What the engine keeps of a container's output: workspace code writes it, so it is bounded
+ * (Docker's default json-file log grows without end). The engine rotates, keeping the newest
+ * 2 x 16 MiB; the process runtime keeps head and tail instead (process/log-files.ts).
+ */
+const CONTAINER_LOG = Object.freeze({ Type: 'json-file', Config: Object.freeze({ 'max-size': '16m', 'max-file': '2' }) });
 
 export function serviceContainerSpec(instance: string, plan: WorkspacePlan, service: ServicePlan): ContainerSpec {
   const network = names.network(plan.workspace.id);
@@ -132,6 +140,7 @@ export function serviceContainerSpec(instance: string, plan: WorkspacePlan, serv
       Privileged: false,
       Init: true,
       DnsOptions: DNS_OPTIONS,
+      LogConfig: CONTAINER_LOG,
     },
     // The service name is its DNS name on the workspace's network (resolveEndpoints promises it).
     NetworkingConfig: { EndpointsConfig: { [network]: { Aliases: [service.name] } } },

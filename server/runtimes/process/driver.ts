@@ -10,6 +10,7 @@ import type {
   DriverContext, RuntimeDriver, RuntimeStatus, ServiceEndpointRequest, ServiceEndpoints, ServiceLogLine, ServiceLogOptions,
   ServicePlan, WorkspaceIdentity, WorkspacePlan,
 } from '../driver.ts';
+import { capWorkspaceLogs, DEFAULT_LOG_FILE_LIMITS, LOG_CAP_INTERVAL_MS, type LogFileLimits } from './log-files.ts';
 import { isAlive, spawnTracked, stopGroup } from './processes.ts';
 import { readNewLines, readTail, tailLines, waitUntilReady } from './readiness.ts';
 import { bwrapArgs, bwrapAvailable, nodeRuntimePaths, SANDBOX_HOME } from './sandbox.ts';
@@ -27,6 +28,8 @@ export interface ProcessDriverOptions {
   stopGraceMs?: number;
   /** force the sandbox on or off (default: on when bwrap is installed); tests use it */
   sandbox?: boolean;
+  /** how large a service's or the agent's log file may grow (default DEFAULT_LOG_FILE_LIMITS) */
+  logFileLimits?: LogFileLimits;
 }
 
 /** The package root: the agent's code is bound read-only into the sandbox from here. */
@@ -53,6 +56,10 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     }
     options.log.warn('bubblewrap (bwrap) is not installed: workspaces of the process runtime run unsandboxed, as the server\'s user, and can read the data dir. Install bubblewrap (apt-get install bubblewrap) to isolate them.');
   }
+
+  const logCap = setInterval(() => capWorkspaceLogs(dataDir, options.logFileLimits ?? DEFAULT_LOG_FILE_LIMITS,
+    (file, error) => options.log.warn({ err: error, file }, 'could not cut a workspace log file down to its limit')), LOG_CAP_INTERVAL_MS);
+  logCap.unref();
 
   /** One verb at a time per workspace; ports are allocated under one global lock. */
   function serialize<T>(key: string, work: () => Promise<T>): Promise<T> {
@@ -276,7 +283,8 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     },
 
     async close() {
-      // Workspaces outlive the server by design; nothing to release.
+      // Workspaces outlive the server by design; only the log file check stops.
+      clearInterval(logCap);
     },
   };
 }

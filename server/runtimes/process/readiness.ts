@@ -85,7 +85,10 @@ export function readTail(file: string, count: number | undefined): { lines: stri
 export function readNewLines(file: string, offset: number): { lines: string[]; offset: number } {
   try {
     const size = statSync(file).size;
-    if (size <= offset) return { lines: [], offset };
+    // Smaller than where we were: den cut the file (log-files.ts). Go on from its new end; the
+    // lines kept before it were shown already.
+    if (size < offset) return { lines: [], offset: size };
+    if (size === offset) return { lines: [], offset };
     const buffer = Buffer.alloc(Math.min(size - offset, 256 * 1024));
     const fd = openSync(file, 'r');
     try {
