@@ -1,13 +1,15 @@
-import { dial } from './dial.ts';
+import { dial, socketBaseUrl } from './dial.ts';
 import type { ChannelContext, ChannelHandler } from './exec.ts';
 
 /**
  * The den agent's entry point: `node agent/main.ts` or the bundled `dist/agent.mjs`.
  * Reads DEN_AGENT_URL and DEN_AGENT_TOKEN and keeps the link to the server until told to stop.
  * The token is removed from the environment children inherit, so workspace code cannot read it.
+ * DEN_AGENT_SOCKET, when set, is a unix socket to dial instead of the URL.
  */
 async function main(): Promise<void> {
-  const url = process.env.DEN_AGENT_URL;
+  const socket = process.env.DEN_AGENT_SOCKET;
+  const url = socket ? socketBaseUrl(socket) : process.env.DEN_AGENT_URL;
   const token = process.env.DEN_AGENT_TOKEN;
   if (!url || !token) {
     process.stderr.write('den agent: DEN_AGENT_URL and DEN_AGENT_TOKEN must be set; the den server passes them when it starts the agent.\n');

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
 import type { DriverContext, RuntimeDriver, RuntimeStatus, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
 import { createAgentVolumes } from './agent-volume.ts';
-import { AGENT_MOUNT_PATH } from './agent-bundle.ts';
+import { AGENT_MOUNT_PATH } from '../agent-bundle.ts';
 import {
   ensureImage, ensureNetwork, ensureVolume, removeContainers, removeNetwork, removeVolumes, runContainer, workspaceIds,
 } from './apply.ts';

@@ -6,15 +6,21 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
 import { agentArgv } from '../../agents/bundle.ts';
+import { assembleAgentBundleOnce } from '../agent-bundle.ts';
 import type {
   DriverContext, RuntimeDriver, RuntimeStatus, ServiceEndpointRequest, ServiceEndpoints, ServiceLogLine, ServiceLogOptions,
   ServicePlan, WorkspaceIdentity, WorkspacePlan,
 } from '../driver.ts';
+import { AGENT_SOCKET_NAME, createAgentSockets } from './agent-sockets.ts';
+import { holderAlive, startHolder } from './holder.ts';
+import { ensureOwnedBy, ensureTraversable } from './ownership.ts';
 import { isAlive, spawnTracked, stopGroup } from './processes.ts';
 import { readNewLines, readTail, tailLines, waitUntilReady } from './readiness.ts';
-import { bwrapArgs, bwrapAvailable, nodeRuntimePaths, SANDBOX_HOME } from './sandbox.ts';
 import {
-  allocatePort, assignedPorts, listStateDirs, readState, workspacePaths, writeState,
+  bwrapArgs, bwrapAvailable, joinArgs, nodeRuntimePaths, SANDBOX_AGENT_DIR, SANDBOX_HOME, SANDBOX_SOCKET_DIR,
+} from './sandbox.ts';
+import {
+  allocatePort, allocateUid, assignedPorts, listStateDirs, readState, workspacePaths, writeState,
   type WorkspacePaths, type WorkspaceState,
 } from './state.ts';
 
@@ -29,7 +35,7 @@ export interface ProcessDriverOptions {
   sandbox?: boolean;
 }
 
-/** The package root: the agent's code is bound read-only into the sandbox from here. */
+/** den's checkout: hidden from the sandbox (only the assembled agent bundle is mounted). */
 const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const LOG_TAIL_LINES = 20;
 /** how often a followed service log file is polled for new lines */
@@ -40,18 +46,26 @@ const LOG_POLL_MS = 200;
  * as a child process there (in a bubblewrap sandbox when available); environment services with
  * a `command` are processes on assigned loopback ports. Processes are detached and tracked in a
  * state file, so they outlive a den restart and the next server can stop, delete and inspect them.
+ *
+ * Sandboxed, every process of a workspace joins the user and network namespaces of the
+ * workspace's holder (holder.ts): its own loopback and nothing else, as an unprivileged user.
+ * The agent reaches den through a unix socket in a directory mounted into the sandbox.
  */
 export function createProcessDriver(options: ProcessDriverOptions): RuntimeDriver {
   const dataDir = resolve(options.dataDir);
   const graceMs = options.stopGraceMs ?? 5_000;
   const sandboxed = options.sandbox ?? bwrapAvailable();
+  /** as root, each workspace runs as an unprivileged uid of its own (else as den's uid, mapped) */
+  const asRoot = process.getuid?.() === 0;
   const locks = new Map<string, Promise<unknown>>();
+  const agentSockets = createAgentSockets();
+  let bundle: { dir: string; hash: string } | undefined;
   if (!sandboxed) {
     if (options.requireSandbox) {
       throw new AppError('RUNTIME_ERROR',
         'bubblewrap (bwrap) is not installed, and this server requires a sandbox for workspaces (requireSandbox). Install it (apt-get install bubblewrap) or turn requireSandbox off.');
     }
-    options.log.warn('bubblewrap (bwrap) is not installed: workspaces of the process runtime run unsandboxed, as the server\'s user, and can read the data dir. Install bubblewrap (apt-get install bubblewrap) to isolate them.');
+    options.log.warn(UNSANDBOXED_WARNING);
   }
 
   /** One verb at a time per workspace; ports are allocated under one global lock. */
@@ -63,13 +77,55 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     return next;
   }
 
-  function wrap(argv: string[], paths: WorkspacePaths, hostname: string, chdir?: string): string[] {
+  /** The argv that runs `argv` in the workspace's sandbox (unchanged without one). */
+  function wrap(argv: string[], paths: WorkspacePaths, hostname: string, options: { chdir?: string; mounts?: Record<string, string> } = {}): string[] {
     if (!sandboxed) return argv;
-    return [...bwrapArgs({
-      home: paths.home, tmp: paths.tmp, hostname, chdir,
-      readOnly: [PACKAGE_ROOT, ...nodeRuntimePaths()],
-      hidden: [dataDir],
+    return [...inNetwork(paths), ...bwrapArgs({
+      home: paths.home, tmp: paths.tmp, hostname, chdir: options.chdir,
+      readOnly: nodeRuntimePaths(),
+      mounts: { ...options.mounts, [paths.socketDir]: SANDBOX_SOCKET_DIR },
+      hidden: [dataDir, PACKAGE_ROOT],
     }), ...argv];
+  }
+
+  /** The nsenter prefix into the workspace's namespaces (the holder must run). */
+  function inNetwork(paths: WorkspacePaths): string[] {
+    const network = readState(paths).network;
+    if (!network) throw new Error('The workspace\'s network holder is not running.');
+    return joinArgs({ pid: network.nsPid, asRoot });
+  }
+
+  /**
+   * Before any process of a sandboxed workspace starts: its uid (as root), a home and /tmp it
+   * owns, a path to them it may traverse, and the holder of its namespaces. A holder that died
+   * takes its namespace's processes' reachability with it, so they are stopped and started again.
+   */
+  async function prepareSandbox(workspace: WorkspaceIdentity, paths: WorkspacePaths, context: DriverContext): Promise<void> {
+    if (!sandboxed) return;
+    const uid = asRoot ? await serialize('allocations', async () => {
+      const state = readState(paths);
+      if (state.uid === undefined) writeState(paths, { ...state, uid: allocateUid(dataDir) });
+      return readState(paths).uid!;
+    }) : undefined;
+    if (uid !== undefined) {
+      ensureTraversable(dataDir, [join(dataDir, 'workspaces'), paths.root]);
+      ensureOwnedBy(paths.home, uid);
+      ensureOwnedBy(paths.tmp, uid);
+    }
+    const state = readState(paths);
+    if (holderAlive(state.network)) return;
+    if (isAlive(state.agent) || Object.values(state.services).some(isAlive)) {
+      context.log('The workspace\'s network sandbox had exited; restarting its processes in a new one.');
+      await stopProcesses(workspace, undefined);
+    }
+    const network = await startHolder(paths, uid);
+    writeState(paths, { ...readState(paths), network });
+  }
+
+  /** Where the agent starts from: the assembled bundle (sandboxed) or agentArgv() (as den runs it). */
+  function agentBundle(): { dir: string; hash: string } {
+    bundle ??= assembleAgentBundleOnce(join(dataDir, 'process', 'agent-bundle'), { includeNode: false });
+    return bundle;
   }
 
   function homeInside(paths: WorkspacePaths): string {
@@ -86,7 +142,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
   }
 
   async function ensurePorts(workspace: WorkspaceIdentity, services: readonly ServiceEndpointRequest[]): Promise<WorkspaceState> {
-    return serialize('ports', async () => {
+    return serialize('allocations', async () => {
       const paths = workspacePaths(dataDir, workspace.id);
       const state = readState(paths);
       let changed = false;
@@ -126,11 +182,12 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     await stopGroup(existing, graceMs);
     const cwd = serviceCwd(service.workdir, paths);
     mkdirSync(cwd, { recursive: true });
+    if (sandboxed && state.uid !== undefined) ensureOwnedBy(cwd, state.uid);
     const chdir = cwd.startsWith(paths.home) ? join(SANDBOX_HOME, cwd.slice(paths.home.length)) : undefined;
     const logFile = join(paths.logs, `${name}.log`);
     context.log(`Starting service ${name}${firstPort !== undefined ? ` on port ${firstPort}` : ''}: ${argv.join(' ')}`);
     const startOffset = fileSize(logFile);
-    const tracked = await spawnTracked({ argv: wrap(argv, paths, name, chdir), env, cwd, logFile, specHash });
+    const tracked = await spawnTracked({ argv: wrap(argv, paths, name, { chdir }), env, cwd, logFile, specHash });
     writeState(paths, { ...readState(paths), services: { ...readState(paths).services, [name]: tracked } });
 
     // The service's own output goes to the build log while it starts (this run's lines only).
@@ -142,7 +199,8 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     }, 100);
     const result = await waitUntilReady({
       readiness: service.readiness, ports, env, cwd, signal: context.signal,
-      argvFor: (command) => wrap(command, paths, name, chdir),
+      argvFor: (command) => wrap(command, paths, name, { chdir }),
+      inNetwork: sandboxed ? (command) => [...inNetwork(paths), ...command] : undefined,
       alive: () => isAlive(tracked),
     }).finally(() => {
       clearInterval(follow);
@@ -159,27 +217,32 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
 
   async function startAgent(plan: WorkspacePlan, paths: WorkspacePaths, context: DriverContext): Promise<void> {
     const state = readState(paths);
+    // Sandboxed, the agent has no route to den's address: it dials the socket den listens on.
+    const socket = await agentSockets.listen(plan.workspace.id, paths, state.uid);
     const env: Record<string, string> = {
       ...baseEnv(paths), ...plan.env,
       DEN_AGENT_URL: plan.agent.url,
       DEN_AGENT_TOKEN: plan.agent.token,
+      ...(socket ? { DEN_AGENT_SOCKET: sandboxed ? join(SANDBOX_SOCKET_DIR, AGENT_SOCKET_NAME) : socket } : {}),
     };
-    const argv = agentArgv();
-    const specHash = hash({ argv, env });
+    const agent = sandboxed ? agentBundle() : undefined;
+    const argv = agent ? [process.execPath, join(SANDBOX_AGENT_DIR, 'agent.mjs')] : agentArgv();
+    const specHash = hash({ argv, env, bundle: agent?.hash });
     if (isAlive(state.agent) && state.agent!.specHash === specHash) {
       context.log('The agent is already running.');
       return;
     }
     await stopGroup(state.agent, graceMs);
     const tracked = await spawnTracked({
-      argv: wrap(argv, paths, plan.workspace.name), env, cwd: paths.home,
+      argv: wrap(argv, paths, plan.workspace.name, { mounts: agent ? { [agent.dir]: SANDBOX_AGENT_DIR } : {} }), env, cwd: paths.home,
       logFile: join(paths.logs, 'agent.log'), specHash,
     });
     writeState(paths, { ...readState(paths), agent: tracked });
     context.log(`Started the agent (pid ${tracked.pid}${sandboxed ? ', sandboxed with bubblewrap' : ', not sandboxed'}).`);
   }
 
-  async function stopAll(workspace: WorkspaceIdentity, context: DriverContext | undefined): Promise<void> {
+  /** Stops the agent and the services; the holder (and so the network) stays. */
+  async function stopProcesses(workspace: WorkspaceIdentity, context: DriverContext | undefined): Promise<void> {
     const paths = workspacePaths(dataDir, workspace.id);
     const state = readState(paths);
     if (!existsSync(paths.root)) return;
@@ -190,7 +253,17 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       if (isAlive(state.services[name])) context?.log(`Stopping service ${name}.`);
       await stopGroup(state.services[name], graceMs);
     }
-    writeState(paths, { ports: readState(paths).ports, services: {} });
+    writeState(paths, { ...readState(paths), agent: undefined, services: {} });
+  }
+
+  /** Stops everything, the holder of the namespaces last; keeps the ports and the uid. */
+  async function stopAll(workspace: WorkspaceIdentity, context: DriverContext | undefined): Promise<void> {
+    await stopProcesses(workspace, context);
+    const paths = workspacePaths(dataDir, workspace.id);
+    if (!existsSync(paths.root)) return;
+    await agentSockets.close(workspace.id);
+    await stopGroup(readState(paths).network, graceMs);
+    writeState(paths, { ...readState(paths), network: undefined });
   }
 
   return {
@@ -211,9 +284,10 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     start(plan, context) {
       return serialize(plan.workspace.id, async () => {
         const paths = workspacePaths(dataDir, plan.workspace.id);
-        for (const dir of [paths.home, paths.tmp, paths.logs]) mkdirSync(dir, { recursive: true });
+        for (const dir of [paths.home, paths.tmp, paths.logs, paths.socketDir]) mkdirSync(dir, { recursive: true });
         await ensurePorts(plan.workspace, plan.services.map((s) => ({ service: s.name, ports: s.ports.map((p) => p.port) })));
         try {
+          await prepareSandbox(plan.workspace, paths, context);
           const wanted = new Set(plan.services.map((s) => s.name));
           for (const [name, tracked] of Object.entries(readState(paths).services)) {
             if (!wanted.has(name)) await stopGroup(tracked, graceMs);
@@ -251,6 +325,9 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       if (!existsSync(paths.root)) return { phase: 'absent' };
       const state = readState(paths);
       if (!state.agent) return { phase: 'stopped' };
+      if (sandboxed && !holderAlive(state.network)) {
+        return { phase: 'failed', message: `The workspace's network sandbox exited; see ${join(paths.logs, 'network.log')}.` };
+      }
       if (!isAlive(state.agent)) {
         const tail = tailLines(join(paths.logs, 'agent.log'), 5);
         return { phase: 'failed', message: `The agent exited${tail.length ? `; its last output: ${tail.join(' | ')}` : ''}.` };
@@ -275,11 +352,24 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       return listStateDirs(dataDir);
     },
 
+    async serveAgents(accept) {
+      const running = listStateDirs(dataDir)
+        .map((workspaceId) => ({ workspaceId, paths: workspacePaths(dataDir, workspaceId) }))
+        .map((entry) => ({ ...entry, state: readState(entry.paths) }))
+        .filter((entry) => isAlive(entry.state.agent));
+      await agentSockets.serve(accept, running.map(({ workspaceId, paths, state }) => ({ workspaceId, paths, uid: state.uid })));
+    },
+
     async close() {
-      // Workspaces outlive the server by design; nothing to release.
+      // Workspaces outlive the server by design: only the agent sockets are released (the next
+      // server listens on them again, and the agents reconnect).
+      await agentSockets.closeAll();
     },
   };
 }
+
+/** What den logs at start, and what each workspace's DTO says, when workspaces run unsandboxed. */
+export const UNSANDBOXED_WARNING = 'bubblewrap (bwrap) is not installed: workspaces of the process runtime are NOT isolated. Their code runs as the server\'s user, can read and change den\'s data dir (other workspaces, the database), and shares the host\'s network (other workspaces\' services, den itself). Install bubblewrap (apt-get install bubblewrap), or set requireSandbox (--require-sandbox, DEN_REQUIRE_SANDBOX=true) to refuse to start without it.';
 
 /**
  * A service's log file (stdout and stderr together, every run appended; it survives stop): the
