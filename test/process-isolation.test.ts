@@ -3,12 +3,15 @@ import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { pino } from 'pino';
+import { createProcessDriver } from '../server/runtimes/process/driver.ts';
 import { bwrapAvailable } from '../server/runtimes/process/sandbox.ts';
 import { readState, WORKSPACE_UID_BASE, workspacePaths } from '../server/runtimes/process/state.ts';
 import { execInWorkspace } from './support/exec.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
 import { api, createUserWithToken, setupOwner, type Api } from './support/users.ts';
+import { seedWorkspace } from './support/workspace-seed.ts';
 
 /**
  * The process runtime's sandbox, probed the way an attacker in one workspace would: enumerate
@@ -140,5 +143,23 @@ describe.skipIf(!bwrapAvailable())('process runtime isolation (bubblewrap)', () 
     });
     expect(refused).toBe(401);
     expect(server.app.den.agents.isConnected(alice.id)).toBe(true);
+  });
+});
+
+describe('process runtime without bubblewrap', () => {
+  it('warns at start, naming the risk and the setting, and says so on every workspace it shows', async () => {
+    const warnings: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
+    const server = await startTestServer({ driver: (config) => createProcessDriver({ dataDir: config.dataDir, log, requireSandbox: false, sandbox: false }) });
+    try {
+      expect(warnings).toEqual([expect.stringMatching(/NOT isolated.*den's data dir.*host's network.*DEN_REQUIRE_SANDBOX=true/)]);
+      const owner = await setupOwner(server.app);
+      await seedWorkspace(server.store.db, { username: owner.username, userId: owner.userId, workspaceName: 'open' });
+      const shown = await api(server.app, owner.token).get(`/api/v1/workspaces/${owner.username}/open`);
+      expect(shown.status).toBe(200);
+      expect(shown.json.isolation).toEqual({ sandboxed: false, warning: warnings[0] });
+    } finally {
+      await server.close();
+    }
   });
 });

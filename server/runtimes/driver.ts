@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import type { WorkspaceIsolation } from '../../protocol/workspaces.ts';
 
 /**
  * The one interface every runtime implements (process, docker, kubernetes). Drivers take plain
@@ -7,6 +8,8 @@ import type { Duplex } from 'node:stream';
  */
 export interface RuntimeDriver {
   readonly name: RuntimeName;
+  /** how this runtime isolates workspaces (shown with each workspace); undefined: no claim either way */
+  readonly isolation?: WorkspaceIsolation;
   /**
    * Where each environment service port will be reachable from the workspace, before anything
    * is created, so the plan can resolve `${{ services.db.url }}`. Stable across stop/start.

@@ -185,6 +185,7 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
 
   const driver: DockerDriver = {
     name: 'docker',
+    isolation: { sandboxed: true },
 
     async resolveEndpoints(_workspace, services) {
       // Service containers carry their name as a DNS alias on the workspace network.

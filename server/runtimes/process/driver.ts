@@ -268,6 +268,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
 
   return {
     name: 'process',
+    isolation: sandboxed ? { sandboxed: true } : { sandboxed: false, warning: UNSANDBOXED_WARNING },
 
     async resolveEndpoints(workspace, services) {
       const state = await ensurePorts(workspace, services);
