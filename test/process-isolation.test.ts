@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +20,8 @@ import { seedWorkspace } from './support/workspace-seed.ts';
  */
 
 const READY_TIMEOUT_MS = 20_000;
+/** the agent redials with a jittered backoff that stays under a few seconds */
+const RECONNECT_TIMEOUT_MS = 20_000;
 const CHECKOUT = resolve(import.meta.dirname, '..');
 
 const TEMPLATE = `name: isolated
@@ -81,7 +83,17 @@ describe.skipIf(!bwrapAvailable())('process runtime isolation (bubblewrap)', () 
     };
     [alice, bob] = await Promise.all([start('alice'), start('bob')]);
   });
-  afterAll(async () => server?.close());
+  afterAll(async () => {
+    if (!restarted) return server?.close();
+    // The restarted server does not own the data dir: remove its workspaces and the dir here.
+    const context = { log: () => {}, signal: new AbortController().signal };
+    for (const id of await server.app.den.driver.listWorkspaceIds()) {
+      await server.app.den.driver.delete({ id, name: id, ownerId: '', ownerName: '' }, context);
+    }
+    await server.close();
+    rmSync(server.dataDir, { recursive: true, force: true });
+  });
+  let restarted = false;
 
   const exec = (id: string, command: string[]) => execInWorkspace(server.app, id, command);
   const servicePort = (id: string) => readState(workspacePaths(server.dataDir, id)).ports.db['5432'];
@@ -144,7 +156,26 @@ describe.skipIf(!bwrapAvailable())('process runtime isolation (bubblewrap)', () 
     expect(refused).toBe(401);
     expect(server.app.den.agents.isConnected(alice.id)).toBe(true);
   });
+
+  it('reconnects the agents through their sockets after den restarts, even on another port', async () => {
+    const dataDir = server.dataDir;
+    await server.app.close();
+    await server.app.den.driver.close();
+    await server.store.close();
+    restarted = true;
+    server = await startTestServer({ dataDir, listen: true });
+    await waitFor(() => server.app.den.agents.isConnected(alice.id) && server.app.den.agents.isConnected(bob.id), RECONNECT_TIMEOUT_MS);
+    expect(await exec(bob.id, ['sh', '-c', 'echo back'])).toMatchObject({ code: 0, stdout: 'back\n' });
+  });
 });
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`The condition did not hold within ${timeoutMs} ms.`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 describe('process runtime without bubblewrap', () => {
   it('warns at start, naming the risk and the setting, and says so on every workspace it shows', async () => {
