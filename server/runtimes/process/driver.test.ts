@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -67,6 +67,23 @@ describe('process driver', () => {
     const network = readState(workspacePaths(dataDir, workspace.id)).network!;
     expect(getInWorkspace(network.nsPid, endpoints.web[80].port)).toBe('web');
     await expect(fetch(`http://127.0.0.1:${endpoints.web[80].port}`)).rejects.toThrow();
+  });
+
+  it.skipIf(!bwrapAvailable())('creates a service workdir as the workspace user, never through a symlink planted in the home', async () => {
+    const d = driver();
+    const home = workspacePaths(dataDir, workspace.id).home;
+    const outside = mkdtempSync(join(tmpdir(), 'den-outside-'));
+    mkdirSync(home, { recursive: true });
+    symlinkSync(outside, join(home, 'link')); // as workspace code could have
+    await d.resolveEndpoints(workspace, [{ service: 'web', ports: [80] }]);
+    await expect(d.start(plan([{ ...echoService('web', 80), workdir: '~/link/evil' }]), context)).rejects.toMatchObject({ code: 'RUNTIME_ERROR' });
+    expect(existsSync(join(outside, 'evil'))).toBe(false);
+    rmSync(outside, { recursive: true, force: true });
+
+    await d.start(plan([{ ...echoService('web', 80), workdir: '~/app/src' }]), context);
+    const state = readState(workspacePaths(dataDir, workspace.id));
+    if (state.uid !== undefined) expect(statSync(join(home, 'app', 'src')).uid).toBe(state.uid);
+    else expect(existsSync(join(home, 'app', 'src'))).toBe(true);
   });
 
   it('keeps the assigned service ports across stop and start', async () => {

@@ -96,9 +96,9 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
   }
 
   /**
-   * Before any process of a sandboxed workspace starts: its uid (as root), a home and /tmp it
-   * owns, a path to them it may traverse, and the holder of its namespaces. A holder that died
-   * takes its namespace's processes' reachability with it, so they are stopped and started again.
+   * Before any process of a sandboxed workspace starts: its uid (as root), the holder of its
+   * namespaces, and a home and /tmp it owns on a path it may traverse. A holder that died takes
+   * its namespace's processes' reachability with it, so they are stopped and started again.
    */
   async function prepareSandbox(workspace: WorkspaceIdentity, paths: WorkspacePaths, context: DriverContext): Promise<void> {
     if (!sandboxed) return;
@@ -107,16 +107,17 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       if (state.uid === undefined) writeState(paths, { ...state, uid: allocateUid(dataDir) });
       return readState(paths).uid!;
     }) : undefined;
-    if (uid !== undefined) {
-      ensureTraversable(dataDir, [join(dataDir, 'workspaces'), paths.root]);
-      ensureOwnedBy(paths.home, uid);
-      ensureOwnedBy(paths.tmp, uid);
-    }
     const state = readState(paths);
-    if (holderAlive(state.network)) return;
+    if (holderAlive(state.network)) return; // prepared by an earlier start
     if (isAlive(state.agent) || Object.values(state.services).some(isAlive)) {
       context.log('The workspace\'s network sandbox had exited; restarting its processes in a new one.');
       await stopProcesses(workspace, undefined);
+    }
+    if (uid !== undefined) {
+      // Nothing of the workspace runs now, so nothing can swap a directory for a symlink mid-walk.
+      ensureTraversable(dataDir, [join(dataDir, 'workspaces'), paths.root]);
+      ensureOwnedBy(paths.home, uid);
+      ensureOwnedBy(paths.tmp, uid);
     }
     const network = await startHolder(paths, uid);
     writeState(paths, { ...readState(paths), network });
@@ -180,10 +181,12 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       return;
     }
     await stopGroup(existing, graceMs);
-    const cwd = serviceCwd(service.workdir, paths);
-    mkdirSync(cwd, { recursive: true });
-    if (sandboxed && state.uid !== undefined) ensureOwnedBy(cwd, state.uid);
-    const chdir = cwd.startsWith(paths.home) ? join(SANDBOX_HOME, cwd.slice(paths.home.length)) : undefined;
+    const workdir = serviceCwd(service.workdir, paths);
+    const chdir = workdir.startsWith(paths.home) ? join(SANDBOX_HOME, workdir.slice(paths.home.length)) : undefined;
+    // Sandboxed, bubblewrap creates the workdir as the workspace user, resolving paths the way
+    // the sandbox sees them: den itself never follows a symlink workspace code planted in the home.
+    if (!sandboxed) mkdirSync(workdir, { recursive: true });
+    const cwd = sandboxed ? paths.home : workdir;
     const logFile = join(paths.logs, `${name}.log`);
     context.log(`Starting service ${name}${firstPort !== undefined ? ` on port ${firstPort}` : ''}: ${argv.join(' ')}`);
     const startOffset = fileSize(logFile);

@@ -25,7 +25,7 @@ export interface SandboxRequest {
   /** paths hidden behind an empty tmpfs when a system path would show them (den's data dir, its checkout) */
   hidden: string[];
   hostname: string;
-  /** working directory inside the sandbox (default SANDBOX_HOME) */
+  /** working directory inside the sandbox (default SANDBOX_HOME), created by bwrap as the workspace user when missing */
   chdir?: string;
 }
 
@@ -90,7 +90,9 @@ export function bwrapArgs(request: SandboxRequest): string[] {
     args.push('--ro-bind', path, path);
   }
   for (const [from, to] of Object.entries(request.mounts)) args.push('--ro-bind', from, to);
-  args.push('--bind', request.home, SANDBOX_HOME, '--chdir', request.chdir ?? SANDBOX_HOME, '--');
+  args.push('--bind', request.home, SANDBOX_HOME);
+  if (request.chdir) args.push('--dir', request.chdir);
+  args.push('--chdir', request.chdir ?? SANDBOX_HOME, '--');
   return args;
 }
 
