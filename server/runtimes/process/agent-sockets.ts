@@ -17,7 +17,11 @@ const MAX_SOCKET_PATH_BYTES = 107;
  */
 export interface AgentSockets {
   /** Starts handing connections to `accept`, listening again for `existing` workspaces (a restarted server). */
-  serve(accept: AcceptAgentSocket, existing: { workspaceId: string; paths: WorkspacePaths; uid: number | undefined }[]): Promise<void>;
+  serve(
+    accept: AcceptAgentSocket,
+    existing: { workspaceId: string; paths: WorkspacePaths; uid: number | undefined }[],
+    onError: (workspaceId: string, error: Error) => void,
+  ): Promise<void>;
   /** Listens for one workspace (idempotent); the socket's path, or undefined while nothing serves. */
   listen(workspaceId: string, paths: WorkspacePaths, uid: number | undefined): Promise<string | undefined>;
   close(workspaceId: string): Promise<void>;
@@ -47,9 +51,11 @@ export function createAgentSockets(): AgentSockets {
   }
 
   return {
-    async serve(handler, existing) {
+    async serve(handler, existing, onError) {
       accept = handler;
-      for (const { workspaceId, paths, uid } of existing) await listen(workspaceId, paths, uid).catch(() => undefined);
+      for (const { workspaceId, paths, uid } of existing) {
+        await listen(workspaceId, paths, uid).catch((error: Error) => onError(workspaceId, error));
+      }
     },
     listen,
     async close(workspaceId) {

@@ -361,7 +361,9 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
         .map((workspaceId) => ({ workspaceId, paths: workspacePaths(dataDir, workspaceId) }))
         .map((entry) => ({ ...entry, state: readState(entry.paths) }))
         .filter((entry) => isAlive(entry.state.agent));
-      await agentSockets.serve(accept, running.map(({ workspaceId, paths, state }) => ({ workspaceId, paths, uid: state.uid })));
+      await agentSockets.serve(accept, running.map(({ workspaceId, paths, state }) => ({ workspaceId, paths, uid: state.uid })),
+        (workspaceId, error) => options.log.warn({ workspaceId, err: error },
+          'Cannot listen on the agent socket of a running workspace; its agent stays disconnected until the workspace is restarted.'));
     },
 
     async close() {
