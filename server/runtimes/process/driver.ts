@@ -78,12 +78,12 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
   }
 
   /** The argv that runs `argv` in the workspace's sandbox (unchanged without one). */
-  function wrap(argv: string[], paths: WorkspacePaths, hostname: string, options: { chdir?: string; mounts?: Record<string, string> } = {}): string[] {
+  function wrap(argv: string[], paths: WorkspacePaths, hostname: string, extra: { chdir?: string; mounts?: Record<string, string> } = {}): string[] {
     if (!sandboxed) return argv;
     return [...inNetwork(paths), ...bwrapArgs({
-      home: paths.home, tmp: paths.tmp, hostname, chdir: options.chdir,
+      home: paths.home, tmp: paths.tmp, hostname, chdir: extra.chdir,
       readOnly: nodeRuntimePaths(),
-      mounts: { ...options.mounts, [paths.socketDir]: SANDBOX_SOCKET_DIR },
+      mounts: { ...extra.mounts, [paths.socketDir]: SANDBOX_SOCKET_DIR },
       hidden: [dataDir, PACKAGE_ROOT],
     }), ...argv];
   }
@@ -110,7 +110,8 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     const state = readState(paths);
     if (holderAlive(state.network)) return; // prepared by an earlier start
     if (isAlive(state.agent) || Object.values(state.services).some(isAlive)) {
-      context.log('The workspace\'s network sandbox had exited; restarting its processes in a new one.');
+      // its holder exited, or an older den started them without one
+      context.log('The workspace\'s processes run outside its network sandbox; restarting them in a new one.');
       await stopProcesses(workspace, undefined);
     }
     if (uid !== undefined) {
@@ -330,7 +331,12 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       const state = readState(paths);
       if (!state.agent) return { phase: 'stopped' };
       if (sandboxed && !holderAlive(state.network)) {
-        return { phase: 'failed', message: `The workspace's network sandbox exited; see ${join(paths.logs, 'network.log')}.` };
+        return {
+          phase: 'failed',
+          message: state.network
+            ? `The workspace's network sandbox exited; see ${join(paths.logs, 'network.log')}. Restart the workspace.`
+            : 'The workspace runs without its network sandbox (an older den started it). Restart the workspace.',
+        };
       }
       if (!isAlive(state.agent)) {
         const tail = tailLines(join(paths.logs, 'agent.log'), 5);
