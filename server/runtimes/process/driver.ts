@@ -2,27 +2,21 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
-import { agentArgv } from '../../agents/bundle.ts';
-import { assembleAgentBundleOnce } from '../agent-bundle.ts';
 import type {
   DriverContext, RuntimeDriver, RuntimeStatus, ServiceEndpointRequest, ServiceEndpoints, ServiceLogLine, ServiceLogOptions,
   ServicePlan, WorkspaceIdentity, WorkspacePlan,
 } from '../driver.ts';
-import { AGENT_SOCKET_NAME, createAgentSockets } from './agent-sockets.ts';
-import { holderAlive, startHolder } from './holder.ts';
-import { ensureOwnedBy, ensureTraversable } from './ownership.ts';
+import { createAgentSockets } from './agent-sockets.ts';
 import { isAlive, spawnTracked, stopGroup } from './processes.ts';
 import { readNewLines, readTail, tailLines, waitUntilReady } from './readiness.ts';
-import {
-  bwrapArgs, bwrapAvailable, joinArgs, nodeRuntimePaths, SANDBOX_AGENT_DIR, SANDBOX_HOME, SANDBOX_SOCKET_DIR,
-} from './sandbox.ts';
+import { bwrapAvailable } from './sandbox.ts';
 import {
   allocatePort, allocateUid, assignedPorts, listStateDirs, readState, workspacePaths, writeState,
   type WorkspacePaths, type WorkspaceState,
 } from './state.ts';
+import { createWorkspaceSandbox } from './workspace-sandbox.ts';
 
 export interface ProcessDriverOptions {
   dataDir: string;
@@ -35,8 +29,6 @@ export interface ProcessDriverOptions {
   sandbox?: boolean;
 }
 
-/** den's checkout: hidden from the sandbox (only the assembled agent bundle is mounted). */
-const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const LOG_TAIL_LINES = 20;
 /** how often a followed service log file is polled for new lines */
 const LOG_POLL_MS = 200;
@@ -59,7 +51,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
   const asRoot = process.getuid?.() === 0;
   const locks = new Map<string, Promise<unknown>>();
   const agentSockets = createAgentSockets();
-  let bundle: { dir: string; hash: string } | undefined;
+  const sandbox = createWorkspaceSandbox({ dataDir, sandboxed, asRoot });
   if (!sandboxed) {
     if (options.requireSandbox) {
       throw new AppError('RUNTIME_ERROR',
@@ -68,7 +60,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     options.log.warn(UNSANDBOXED_WARNING);
   }
 
-  /** One verb at a time per workspace; ports are allocated under one global lock. */
+  /** One verb at a time per workspace; ports and uids are allocated under one global lock. */
   function serialize<T>(key: string, work: () => Promise<T>): Promise<T> {
     const previous = locks.get(key) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(work);
@@ -77,69 +69,26 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     return next;
   }
 
-  /** The argv that runs `argv` in the workspace's sandbox (unchanged without one). */
-  function wrap(argv: string[], paths: WorkspacePaths, hostname: string, extra: { chdir?: string; mounts?: Record<string, string> } = {}): string[] {
-    if (!sandboxed) return argv;
-    return [...inNetwork(paths), ...bwrapArgs({
-      home: paths.home, tmp: paths.tmp, hostname, chdir: extra.chdir,
-      readOnly: nodeRuntimePaths(),
-      mounts: { ...extra.mounts, [paths.socketDir]: SANDBOX_SOCKET_DIR },
-      hidden: [dataDir, PACKAGE_ROOT],
-    }), ...argv];
-  }
-
-  /** The nsenter prefix into the workspace's namespaces (the holder must run). */
-  function inNetwork(paths: WorkspacePaths): string[] {
-    const network = readState(paths).network;
-    if (!network) throw new Error('The workspace\'s network holder is not running.');
-    return joinArgs({ pid: network.nsPid, asRoot });
-  }
-
-  /**
-   * Before any process of a sandboxed workspace starts: its uid (as root), the holder of its
-   * namespaces, and a home and /tmp it owns on a path it may traverse. A holder that died takes
-   * its namespace's processes' reachability with it, so they are stopped and started again.
-   */
+  /** Before any process of the workspace starts: its uid (den as root) and its sandbox. */
   async function prepareSandbox(workspace: WorkspaceIdentity, paths: WorkspacePaths, context: DriverContext): Promise<void> {
-    if (!sandboxed) return;
-    const uid = asRoot ? await serialize('allocations', async () => {
+    const uid = sandboxed && asRoot ? await serialize('allocations', async () => {
       const state = readState(paths);
       if (state.uid === undefined) writeState(paths, { ...state, uid: allocateUid(dataDir) });
       return readState(paths).uid!;
     }) : undefined;
-    const state = readState(paths);
-    if (holderAlive(state.network)) return; // prepared by an earlier start
-    if (isAlive(state.agent) || Object.values(state.services).some(isAlive)) {
-      // its holder exited, or an older den started them without one
+    await sandbox.prepare(paths, uid, async () => {
+      const state = readState(paths);
+      if (!isAlive(state.agent) && !Object.values(state.services).some(isAlive)) return;
       context.log('The workspace\'s processes run outside its network sandbox; restarting them in a new one.');
       await stopProcesses(workspace, undefined);
-    }
-    if (uid !== undefined) {
-      // Nothing of the workspace runs now, so nothing can swap a directory for a symlink mid-walk.
-      ensureTraversable(dataDir, [join(dataDir, 'workspaces'), paths.root]);
-      ensureOwnedBy(paths.home, uid);
-      ensureOwnedBy(paths.tmp, uid);
-    }
-    const network = await startHolder(paths, uid);
-    writeState(paths, { ...readState(paths), network });
-  }
-
-  /** Where the agent starts from: the assembled bundle (sandboxed) or agentArgv() (as den runs it). */
-  function agentBundle(): { dir: string; hash: string } {
-    bundle ??= assembleAgentBundleOnce(join(dataDir, 'process', 'agent-bundle'), { includeNode: false });
-    return bundle;
-  }
-
-  function homeInside(paths: WorkspacePaths): string {
-    return sandboxed ? SANDBOX_HOME : paths.home;
+    });
   }
 
   function baseEnv(paths: WorkspacePaths): Record<string, string> {
     return {
       PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
       LANG: process.env.LANG ?? 'C.UTF-8',
-      HOME: homeInside(paths),
-      TMPDIR: sandboxed ? '/tmp' : paths.tmp,
+      ...sandbox.env(paths),
     };
   }
 
@@ -182,16 +131,11 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       return;
     }
     await stopGroup(existing, graceMs);
-    const workdir = serviceCwd(service.workdir, paths);
-    const chdir = workdir.startsWith(paths.home) ? join(SANDBOX_HOME, workdir.slice(paths.home.length)) : undefined;
-    // Sandboxed, bubblewrap creates the workdir as the workspace user, resolving paths the way
-    // the sandbox sees them: den itself never follows a symlink workspace code planted in the home.
-    if (!sandboxed) mkdirSync(workdir, { recursive: true });
-    const cwd = sandboxed ? paths.home : workdir;
+    const { cwd, chdir } = sandbox.workdir(paths, serviceCwd(service.workdir, paths));
     const logFile = join(paths.logs, `${name}.log`);
     context.log(`Starting service ${name}${firstPort !== undefined ? ` on port ${firstPort}` : ''}: ${argv.join(' ')}`);
     const startOffset = fileSize(logFile);
-    const tracked = await spawnTracked({ argv: wrap(argv, paths, name, { chdir }), env, cwd, logFile, specHash });
+    const tracked = await spawnTracked({ argv: sandbox.wrap(argv, paths, name, { chdir }), env, cwd, logFile, specHash });
     writeState(paths, { ...readState(paths), services: { ...readState(paths).services, [name]: tracked } });
 
     // The service's own output goes to the build log while it starts (this run's lines only).
@@ -203,8 +147,8 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     }, 100);
     const result = await waitUntilReady({
       readiness: service.readiness, ports, env, cwd, signal: context.signal,
-      argvFor: (command) => wrap(command, paths, name, { chdir }),
-      inNetwork: sandboxed ? (command) => [...inNetwork(paths), ...command] : undefined,
+      argvFor: (command) => sandbox.wrap(command, paths, name, { chdir }),
+      inNetwork: sandbox.probes(paths),
       alive: () => isAlive(tracked),
     }).finally(() => {
       clearInterval(follow);
@@ -227,18 +171,17 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       ...baseEnv(paths), ...plan.env,
       DEN_AGENT_URL: plan.agent.url,
       DEN_AGENT_TOKEN: plan.agent.token,
-      ...(socket ? { DEN_AGENT_SOCKET: sandboxed ? join(SANDBOX_SOCKET_DIR, AGENT_SOCKET_NAME) : socket } : {}),
+      ...(socket ? { DEN_AGENT_SOCKET: sandbox.agentSocket(socket) } : {}),
     };
-    const agent = sandboxed ? agentBundle() : undefined;
-    const argv = agent ? [process.execPath, join(SANDBOX_AGENT_DIR, 'agent.mjs')] : agentArgv();
-    const specHash = hash({ argv, env, bundle: agent?.hash });
+    const agent = sandbox.agent();
+    const specHash = hash({ argv: agent.argv, env, bundle: agent.hash });
     if (isAlive(state.agent) && state.agent!.specHash === specHash) {
       context.log('The agent is already running.');
       return;
     }
     await stopGroup(state.agent, graceMs);
     const tracked = await spawnTracked({
-      argv: wrap(argv, paths, plan.workspace.name, { mounts: agent ? { [agent.dir]: SANDBOX_AGENT_DIR } : {} }), env, cwd: paths.home,
+      argv: sandbox.wrap(agent.argv, paths, plan.workspace.name, { mounts: agent.mounts }), env, cwd: paths.home,
       logFile: join(paths.logs, 'agent.log'), specHash,
     });
     writeState(paths, { ...readState(paths), agent: tracked });
@@ -330,14 +273,8 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       if (!existsSync(paths.root)) return { phase: 'absent' };
       const state = readState(paths);
       if (!state.agent) return { phase: 'stopped' };
-      if (sandboxed && !holderAlive(state.network)) {
-        return {
-          phase: 'failed',
-          message: state.network
-            ? `The workspace's network sandbox exited; see ${join(paths.logs, 'network.log')}. Restart the workspace.`
-            : 'The workspace runs without its network sandbox (an older den started it). Restart the workspace.',
-        };
-      }
+      const problem = sandbox.problem(paths, state);
+      if (problem) return { phase: 'failed', message: problem };
       if (!isAlive(state.agent)) {
         const tail = tailLines(join(paths.logs, 'agent.log'), 5);
         return { phase: 'failed', message: `The agent exited${tail.length ? `; its last output: ${tail.join(' | ')}` : ''}.` };
