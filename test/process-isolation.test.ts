@@ -11,7 +11,6 @@ import { execInWorkspace } from './support/exec.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
 import { api, createUserWithToken, setupOwner, type Api } from './support/users.ts';
-import { seedWorkspace } from './support/workspace-seed.ts';
 
 /**
  * The process runtime's sandbox, probed the way an attacker in one workspace would: enumerate
@@ -178,17 +177,22 @@ async function waitFor(condition: () => boolean, timeoutMs: number): Promise<voi
 }
 
 describe('process runtime without bubblewrap', () => {
-  it('warns at start, naming the risk and the setting, and says so on every workspace it shows', async () => {
+  it('warns at start, naming the risk and the setting, says so on every workspace it shows, and still connects agents', async () => {
     const warnings: string[] = [];
     const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
-    const server = await startTestServer({ driver: (config) => createProcessDriver({ dataDir: config.dataDir, log, requireSandbox: false, sandbox: false }) });
+    const server = await startTestServer({ listen: true, driver: (config) => createProcessDriver({ dataDir: config.dataDir, log, requireSandbox: false, sandbox: false }) });
     try {
       expect(warnings).toEqual([expect.stringMatching(/NOT isolated.*den's data dir.*host's network.*DEN_REQUIRE_SANDBOX=true/)]);
       const owner = await setupOwner(server.app);
-      await seedWorkspace(server.store.db, { username: owner.username, userId: owner.userId, workspaceName: 'open' });
-      const shown = await api(server.app, owner.token).get(`/api/v1/workspaces/${owner.username}/open`);
-      expect(shown.status).toBe(200);
+      const client = api(server.app, owner.token);
+      expect((await client.post('/api/v1/templates', { files: { 'template.yaml': 'name: open\nworkspace:\n  image: den/node:24\n' }, activate: true })).status).toBe(201);
+      expect((await client.post('/api/v1/workspaces', { name: 'open', template: 'open' })).status).toBe(202);
+      const workspace = await waitForWorkspaceReady(client, owner.username, 'open', READY_TIMEOUT_MS);
+      const shown = await client.get(`/api/v1/workspaces/${owner.username}/open`);
       expect(shown.json.isolation).toEqual({ sandboxed: false, warning: warnings[0] });
+      // The agent dials its socket at the host path (there is no sandbox to mount it into).
+      const socket = await execInWorkspace(server.app, workspace.id, ['sh', '-c', 'echo "$DEN_AGENT_SOCKET"']);
+      expect(socket.stdout.trim()).toBe(join(workspacePaths(server.dataDir, workspace.id).socketDir, 'agent.sock'));
     } finally {
       await server.close();
     }
