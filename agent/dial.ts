@@ -18,7 +18,15 @@ export function dial(baseUrl: string, token: string): WebSocket {
 /** = MAX_CONTROL_FRAME_BYTES of protocol/agent.ts (a test keeps them equal); not imported, see above. */
 export const DIAL_MAX_PAYLOAD = 1024 * 1024;
 
-/** `${url}/api/v1/agent/connect` with ws(s) for http(s). */
+/**
+ * The base URL for a server reached through a unix socket (DEN_AGENT_SOCKET: the process
+ * runtime's sandbox has no route to den's address). `ws` dials `ws+unix://<socket>:<path>`.
+ */
+export function socketBaseUrl(socketPath: string): string {
+  return `ws+unix://${socketPath}:`;
+}
+
+/** `${url}/api/v1/agent/connect` with ws(s) for http(s); ws+unix stays as it is. */
 export function connectUrl(base: string): string {
   const url = new URL(base.replace(/\/+$/, '') + '/api/v1/agent/connect');
   if (url.protocol === 'http:') url.protocol = 'ws:';

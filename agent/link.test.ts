@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AGENT_PROTOCOL, MAX_CONTROL_FRAME_BYTES, decodeFrame, encodeFrame, type AgentFrame } from '../protocol/agent.ts';
-import { DIAL_MAX_PAYLOAD, connectUrl } from './dial.ts';
+import { DIAL_MAX_PAYLOAD, connectUrl, socketBaseUrl } from './dial.ts';
 
 /**
  * The agent process against a hand-driven server end of the link (our own protocol seam), to
@@ -28,6 +28,8 @@ describe('agent link (agent side)', () => {
     expect(DIAL_MAX_PAYLOAD).toBe(MAX_CONTROL_FRAME_BYTES);
     expect(connectUrl('http://den.example:7080/')).toBe('ws://den.example:7080/api/v1/agent/connect');
     expect(connectUrl('https://den.example/base')).toBe('wss://den.example/base/api/v1/agent/connect');
+    // DEN_AGENT_SOCKET: ws dials the socket and asks for the path after the colon
+    expect(connectUrl(socketBaseUrl('/run/den/socket/agent.sock'))).toBe('ws+unix:///run/den/socket/agent.sock:/api/v1/agent/connect');
   });
 
   it('ignores garbage frames from the server, then works normally', async () => {

@@ -1,4 +1,4 @@
-import { dial } from './dial.ts';
+import { dial, socketBaseUrl } from './dial.ts';
 import type { ChannelContext, ChannelHandler } from './exec.ts';
 
 /**
@@ -8,9 +8,11 @@ import type { ChannelContext, ChannelHandler } from './exec.ts';
  * workspace code running as the same user can still read it, from /proc/<agent pid>/environ, as
  * in every product of this kind. den treats the agent as untrusted: its token reaches only its
  * own workspace's data, and what it sends is checked and capped (server/agents/hub.ts).
+ * DEN_AGENT_SOCKET, when set, is a unix socket to dial instead of the URL.
  */
 async function main(): Promise<void> {
-  const url = process.env.DEN_AGENT_URL;
+  const socket = process.env.DEN_AGENT_SOCKET;
+  const url = socket ? socketBaseUrl(socket) : process.env.DEN_AGENT_URL;
   const token = process.env.DEN_AGENT_TOKEN;
   if (!url || !token) {
     process.stderr.write('den agent: DEN_AGENT_URL and DEN_AGENT_TOKEN must be set; the den server passes them when it starts the agent.\n');

@@ -43,6 +43,15 @@ export type BuildDto = z.infer<typeof buildSchema>;
 export const buildSummarySchema = buildSchema.pick({ id: true, number: true, transition: true, state: true, error: true, createdAt: true, finishedAt: true });
 export type BuildSummaryDto = z.infer<typeof buildSummarySchema>;
 
+/** How the runtime isolates workspaces from each other and from den (a property of the runtime, not stored). */
+export const workspaceIsolationSchema = z.object({
+  /** false: workspace code runs with den's rights and network (the process runtime without bubblewrap) */
+  sandboxed: z.boolean(),
+  /** a sentence for the user when the workspace is not isolated */
+  warning: z.string().optional(),
+});
+export type WorkspaceIsolation = z.infer<typeof workspaceIsolationSchema>;
+
 export const workspaceSchema = z.object({
   id: z.string(),
   name: z.string(),
@@ -58,6 +67,8 @@ export const workspaceSchema = z.object({
   latestBuild: buildSummarySchema.nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
+  /** set when one workspace is read (GET /workspaces/:owner/:name, `den show`) */
+  isolation: workspaceIsolationSchema.optional(),
 });
 export type WorkspaceDto = z.infer<typeof workspaceSchema>;
 

@@ -28,8 +28,27 @@ export const configSchema = z.object({
   sessionTtlHours: z.coerce.number().int().min(1).max(24 * 90).default(24 * 14),
   maxTemplateBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
   /** process runtime: require bubblewrap instead of warning when it is missing */
-  requireSandbox: z.coerce.boolean().default(false),
+  requireSandbox: booleanSetting().default(false),
 });
+
+const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
+const FALSE_WORDS = new Set(['false', '0', 'no', 'off']);
+
+/**
+ * A boolean as people write it in YAML, environment variables and flags: true/false, 1/0, yes/no,
+ * on/off, in any case. z.coerce.boolean() would read the string "false" as true.
+ */
+function booleanSetting() {
+  return z.preprocess((value) => {
+    if (typeof value === 'boolean') return value;
+    if (typeof value === 'number' && (value === 0 || value === 1)) return value === 1;
+    if (typeof value !== 'string') return value;
+    const word = value.trim().toLowerCase();
+    if (TRUE_WORDS.has(word)) return true;
+    if (FALSE_WORDS.has(word)) return false;
+    return value;
+  }, z.boolean({ error: 'Use true or false (also 1/0, yes/no, on/off).' }));
+}
 
 export type Config = Readonly<z.infer<typeof configSchema>> & { readonly accessUrl: string };
 

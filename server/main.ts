@@ -18,6 +18,8 @@ Options:
   --runtime NAME          process (default), docker or kubernetes (env DEN_RUNTIME)
   --access-url URL        the URL agents and browsers reach this server at (env DEN_ACCESS_URL)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace (env DEN_LOG_LEVEL)
+  --require-sandbox       process runtime: refuse to start without bubblewrap instead of running
+                          workspaces unisolated (env DEN_REQUIRE_SANDBOX=true)
   --config FILE           a YAML or JSON file with any of these settings (env DEN_CONFIG)
   -h, --help              show this help
 `;
@@ -35,6 +37,7 @@ export async function runServer(argv: string[]): Promise<void> {
         runtime: { type: 'string' },
         'access-url': { type: 'string' },
         'log-level': { type: 'string' },
+        'require-sandbox': { type: 'boolean' },
         config: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -51,6 +54,7 @@ export async function runServer(argv: string[]): Promise<void> {
       runtime: values.runtime,
       accessUrl: values['access-url'],
       logLevel: values['log-level'],
+      requireSandbox: values['require-sandbox'],
       config: values.config,
     });
   } catch (error) {

@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { bwrapAvailable } from '../server/runtimes/process/sandbox.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 
 /**
@@ -236,7 +237,9 @@ describe('den CLI against a real server', { timeout: 5 * COMMAND_TIMEOUT_MS }, (
     expect(table.stdout).toMatch(/^demo\s+starter@v1\s+running/m);
     const shown = await den(['show', 'admin/demo', '--json']);
     expect(shown.code, explain(shown)).toBe(0);
-    expect(JSON.parse(shown.stdout)).toMatchObject({ name: 'demo', owner: 'admin' });
+    expect(JSON.parse(shown.stdout)).toMatchObject({ name: 'demo', owner: 'admin', isolation: { sandboxed: bwrapAvailable() } });
+    const fields = await den(['show', 'admin/demo']);
+    expect(fields.stdout).toMatch(bwrapAvailable() ? /^isolation:\s+sandboxed$/m : /^isolation:\s+NOT isolated$[\s\S]*Warning: bubblewrap/m);
   });
 
   test('restarts the workspace, following the stop build and the start build chained to it', async () => {

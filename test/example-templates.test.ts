@@ -1,6 +1,7 @@
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execInWorkspace } from './support/exec.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { api, setupOwner, type Api } from './support/users.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
@@ -53,8 +54,9 @@ describe('example templates on the process runtime', () => {
       { id: workspace.id, name: 'shop', ownerId, ownerName: owner },
       [{ service: 'api', ports: [3000] }],
     );
+    // Reached from inside the workspace: its services live in the workspace's own network.
     const { host, port } = endpoints.api[3000];
-    const answer = await fetch(`http://${host}:${port}/`);
-    expect(await answer.text()).toBe(`hello from ${owner}/shop, visit 42\n`);
+    const answer = await execInWorkspace(server.app, workspace.id, ['node', '-e', `fetch('http://${host}:${port}/').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
+    expect(answer).toMatchObject({ code: 0, stdout: `hello from ${owner}/shop, visit 42\n` });
   });
 });

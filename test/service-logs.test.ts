@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execInWorkspace } from './support/exec.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
 import { api, setupOwner, type Api, type TestUser } from './support/users.ts';
@@ -57,10 +58,12 @@ describe('service logs', () => {
     const response = await get(logsPath('api', '?follow=1&tail=0'), abort.signal);
     expect(response.status).toBe(200);
     const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-    const endpoint = await apiEndpoint();
+    const { workspaceId, endpoint } = await apiEndpoint();
     let seen = '';
     const deadline = Date.now() + 10_000;
-    await fetch(`${endpoint}/followed`);
+    // from inside the workspace: its services live in the workspace's own network
+    const request = await execInWorkspace(server.app, workspaceId, ['node', '-e', `fetch('${endpoint}/followed').then((r) => r.text())`]);
+    expect(request.code, request.stderr).toBe(0);
     while (!seen.includes('GET /followed') && Date.now() < deadline) {
       const { value, done } = await reader.read();
       if (done) break;
@@ -88,13 +91,13 @@ describe('service logs', () => {
     expect(unknown.stderr).toContain('its services are db, api');
   });
 
-  async function apiEndpoint(): Promise<string> {
+  async function apiEndpoint(): Promise<{ workspaceId: string; endpoint: string }> {
     const { json } = await client.get(`/api/v1/workspaces/${user.username}/shop`);
     const workspace = json.workspace ?? json;
     const endpoints = await server.app.den.driver.resolveEndpoints(
       { id: workspace.id, name: 'shop', ownerId: user.userId, ownerName: user.username }, [{ service: 'api', ports: [3000] }],
     );
-    return `http://${endpoints.api[3000].host}:${endpoints.api[3000].port}`;
+    return { workspaceId: workspace.id, endpoint: `http://${endpoints.api[3000].host}:${endpoints.api[3000].port}` };
   }
 
   function den(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {

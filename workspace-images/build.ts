@@ -19,7 +19,7 @@ import { createHash } from 'node:crypto';
 import { cpSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { parseArgs } from 'node:util';
-import { assembleAgentBundle, hashTree, REPO_ROOT } from '../server/runtimes/docker/agent-bundle.ts';
+import { assembleAgentBundle, hashTree, REPO_ROOT } from '../server/runtimes/agent-bundle.ts';
 
 const ROOTFS_IMAGE = 'den/base-rootfs:bookworm';
 const HASH_LABEL = 'den.image.hash';

@@ -77,8 +77,10 @@ export async function show(reference: string, options: { json?: boolean }): Prom
       ['last build', build ? `#${build.number} ${build.transition} ${build.state}${build.error ? `: ${build.error}` : ''}` : 'none'],
       ['created', `${workspace.createdAt} (${formatAge(workspace.createdAt)})`],
       ['updated', `${workspace.updatedAt} (${formatAge(workspace.updatedAt)})`],
+      ...(workspace.isolation ? [['isolation', workspace.isolation.sandboxed ? 'sandboxed' : 'NOT isolated'] as [string, string]] : []),
     ]),
   );
+  if (workspace.isolation?.warning) print(`\nWarning: ${workspace.isolation.warning}`);
   const params = Object.entries(workspace.params);
   if (params.length > 0) {
     print('\nParameters:');

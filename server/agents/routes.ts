@@ -6,6 +6,7 @@ import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
 import { findWorkspaceFor } from '../workspaces/access.ts';
 import { relayExec } from './exec-relay.ts';
+import { agentSocketWorkspace } from './socket-gate.ts';
 import type { AgentHub } from './hub-types.ts';
 import type { LocalAgentHub } from './hub.ts';
 import { authenticateAgent, type AgentIdentity } from './tokens.ts';
@@ -35,7 +36,9 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
       const token = bearer(request.headers.authorization);
       const identity = token ? await authenticateAgent(app.den.store.db, token) : undefined;
       const query = request.query as z.infer<typeof connectQuerySchema>;
-      if (!identity || (query.workspace && query.workspace !== identity.workspaceId)) {
+      // On a workspace's agent socket, only that workspace's token is accepted.
+      const boundTo = agentSocketWorkspace(request);
+      if (!identity || (query.workspace && query.workspace !== identity.workspaceId) || (boundTo !== undefined && boundTo !== identity.workspaceId)) {
         throw new AppError('AGENT_UNAUTHORIZED', 'The agent token is unknown, revoked or for another workspace. Restart the workspace to issue a new one.');
       }
       identities.set(request, identity);

@@ -27,6 +27,7 @@ import { agentRoutes } from '../agents/routes.ts';
 import { terminalRoutes } from '../terminal/routes.ts';
 import { webRoutes } from '../web/routes.ts';
 import { createAgentHub } from '../agents/hub.ts';
+import { acceptAgentSocket, agentSocketGate } from '../agents/socket-gate.ts';
 import { createBuildService, type BuildService } from '../builds/service.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
 
@@ -109,6 +110,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   await app.register(swaggerUi, { routePrefix: '/api/docs', uiConfig: { deepLinking: false } });
 
+  // Before any route: a connection from a workspace's agent socket reaches the agent link only.
+  app.addHook('onRequest', agentSocketGate);
   registerHealth(app, context);
   await app.register(authRoutes, { prefix: '/api/v1' });
   await app.register(userRoutes, { prefix: '/api/v1' });
@@ -122,6 +125,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     await builds.stop();
     await agents.close();
   });
+  await deps.driver.serveAgents?.(acceptAgentSocket(app));
   if (deps.startWorkers !== false) {
     app.addHook('onReady', async () => {
       await builds.start();

@@ -5,6 +5,7 @@ import { issueAgentToken } from '../agents/tokens.ts';
 import { planWorkspace } from '../builds/plan.ts';
 import type { Config } from '../config.ts';
 import { iso } from '../store/time.ts';
+import { execInWorkspace } from '../../test/support/exec.ts';
 import { startTestServer, type TestServer } from '../../test/support/harness.ts';
 import type { DriverContext, RuntimeDriver, WorkspaceIdentity, WorkspacePlan } from './driver.ts';
 
@@ -79,15 +80,7 @@ export function runDriverContract(
       return { plan, buildId, log: lines };
     }
 
-    async function exec(workspaceId: string, command: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-      const session = await server.app.den.agents.exec(workspaceId, { command });
-      // stdin stays open until the exit code arrived: the commands here never read it.
-      const stdout = collect(session.stdio);
-      const stderr = collect(session.stderr);
-      const code = await session.exit;
-      session.closeStdin();
-      return { code, stdout: await stdout, stderr: await stderr };
-    }
+    const exec = (workspaceId: string, command: string[]) => execInWorkspace(server.app, workspaceId, command);
 
     const basic = (): TemplateInput => ({ name: 'contract', workspace: { image, env: { CONTRACT_GREETING: 'hello ${{ owner.name }}' } } });
 
@@ -239,15 +232,6 @@ export function runDriverContract(
       await driver.delete(workspace, recorder().context);
       expect((await driver.status(workspace)).phase).toBe('absent');
     });
-  });
-}
-
-function collect(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  return new Promise((resolve, reject) => {
-    stream.on('data', (chunk: Buffer) => chunks.push(Buffer.from(chunk)));
-    stream.once('end', () => resolve(Buffer.concat(chunks).toString()));
-    stream.once('error', reject);
   });
 }
 

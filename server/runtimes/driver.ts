@@ -1,3 +1,6 @@
+import type { Duplex } from 'node:stream';
+import type { WorkspaceIsolation } from '../../protocol/workspaces.ts';
+
 /**
  * The one interface every runtime implements (process, docker, kubernetes). Drivers take plain
  * data and normalise everything they report; no SDK type leaks past this file's types.
@@ -5,6 +8,8 @@
  */
 export interface RuntimeDriver {
   readonly name: RuntimeName;
+  /** how this runtime isolates workspaces (shown with each workspace); undefined: no claim either way */
+  readonly isolation?: WorkspaceIsolation;
   /**
    * Where each environment service port will be reachable from the workspace, before anything
    * is created, so the plan can resolve `${{ services.db.url }}`. Stable across stop/start.
@@ -26,9 +31,18 @@ export interface RuntimeDriver {
   serviceLogs(workspace: WorkspaceIdentity, service: string, options: ServiceLogOptions): Promise<AsyncIterable<ServiceLogLine>>;
   /** Ids of workspaces this runtime holds objects for (the garbage collector's input). */
   listWorkspaceIds(): Promise<string[]>;
+  /**
+   * Only for runtimes whose agents cannot reach den's address (the process runtime's sandbox has
+   * a network of its own): the server hands over how it takes an agent connection, and the
+   * runtime passes each one on with the workspace it came from. Called once, before workspaces start.
+   */
+  serveAgents?(accept: AcceptAgentSocket): Promise<void>;
   /** Releases clients and handles; does not stop workspaces. */
   close(): Promise<void>;
 }
+
+/** Takes one agent connection (a raw stream carrying HTTP) that can only be from `workspaceId`. */
+export type AcceptAgentSocket = (socket: Duplex, workspaceId: string) => void;
 
 export type RuntimeName = 'process' | 'docker' | 'kubernetes';
 

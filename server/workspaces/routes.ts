@@ -65,7 +65,7 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     schema: { tags, summary: 'Show a workspace with its latest build', params: workspaceParamsSchema, response: { 200: workspaceSchema, ...errors } },
   }, async (request) => {
     const row = await findWorkspaceFor(den().store.db, principalOf(request), request.params.owner, request.params.name);
-    return getWorkspaceDto(den().store.db, row.id);
+    return { ...await getWorkspaceDto(den().store.db, row.id), isolation: den().driver.isolation };
   });
 
   const transition = (kind: 'start' | 'stop' | 'restart' | 'update', summary: string, body: z.ZodType<{ params?: Record<string, unknown> } | undefined>) =>

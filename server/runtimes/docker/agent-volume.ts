@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { AGENT_MOUNT_PATH, assembleAgentBundle } from './agent-bundle.ts';
+import { AGENT_MOUNT_PATH, assembleAgentBundle } from '../agent-bundle.ts';
 import { ignoreMissing, statusOf, type ContainerApi, type DockerApi } from './docker-api.ts';
 import { LABEL_AGENT_BUNDLE, LABEL_KIND, LABEL_MANAGED, names } from './objects.ts';
 

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
 import type { DriverContext, RuntimeDriver, RuntimeStatus, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
 import { createAgentVolumes } from './agent-volume.ts';
-import { AGENT_MOUNT_PATH } from './agent-bundle.ts';
+import { AGENT_MOUNT_PATH } from '../agent-bundle.ts';
 import {
   ensureImage, ensureNetwork, ensureVolume, removeContainers, removeNetwork, removeVolumes, runContainer, workspaceIds,
 } from './apply.ts';
@@ -185,6 +185,7 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
 
   const driver: DockerDriver = {
     name: 'docker',
+    isolation: { sandboxed: true },
 
     async resolveEndpoints(_workspace, services) {
       // Service containers carry their name as a DNS alias on the workspace network.

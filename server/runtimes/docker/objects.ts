@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
-import { AGENT_COMMAND, AGENT_MOUNT_PATH } from './agent-bundle.ts';
+import { AGENT_COMMAND, AGENT_MOUNT_PATH } from '../agent-bundle.ts';
 import type { ContainerSpec } from './docker-api.ts';
 
 /**

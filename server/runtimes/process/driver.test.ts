@@ -1,4 +1,5 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -6,7 +7,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runDriverContract } from '../driver.contract.ts';
 import type { DriverContext, ServicePlan, WorkspacePlan } from '../driver.ts';
 import { createProcessDriver } from './driver.ts';
-import { bwrapAvailable } from './sandbox.ts';
+import { procStartTime } from './processes.ts';
+import { bwrapAvailable, joinArgs } from './sandbox.ts';
+import { readState, workspacePaths } from './state.ts';
 
 const silent = pino({ level: 'silent' });
 
@@ -47,10 +50,40 @@ describe('process driver', () => {
     const second = driver();
     expect(await second.listWorkspaceIds()).toEqual([workspace.id]);
     expect((await second.status(workspace)).phase).toBe('running');
-    expect(await (await fetch(`http://127.0.0.1:${endpoints.web[80].port}`)).text()).toBe('web');
+    const network = readState(workspacePaths(dataDir, workspace.id)).network;
+    expect(getInWorkspace(network?.nsPid, endpoints.web[80].port)).toBe('web');
     await second.stop(workspace, context);
     expect((await second.status(workspace)).phase).toBe('stopped');
+    // The holder of the workspace's network goes with it.
+    expect(readState(workspacePaths(dataDir, workspace.id)).network).toBeUndefined();
+    if (network) expect(procStartTime(network.nsPid)).toBeNull();
+    else await expect(fetch(`http://127.0.0.1:${endpoints.web[80].port}`)).rejects.toThrow();
+  });
+
+  it.skipIf(!bwrapAvailable())('puts a workspace\'s services in a network of their own, where den cannot reach them', async () => {
+    const d = driver();
+    const endpoints = await d.resolveEndpoints(workspace, [{ service: 'web', ports: [80] }]);
+    await d.start(plan([echoService('web', 80)]), context);
+    const network = readState(workspacePaths(dataDir, workspace.id)).network!;
+    expect(getInWorkspace(network.nsPid, endpoints.web[80].port)).toBe('web');
     await expect(fetch(`http://127.0.0.1:${endpoints.web[80].port}`)).rejects.toThrow();
+  });
+
+  it.skipIf(!bwrapAvailable())('creates a service workdir as the workspace user, never through a symlink planted in the home', async () => {
+    const d = driver();
+    const home = workspacePaths(dataDir, workspace.id).home;
+    const outside = mkdtempSync(join(tmpdir(), 'den-outside-'));
+    mkdirSync(home, { recursive: true });
+    symlinkSync(outside, join(home, 'link')); // as workspace code could have
+    await d.resolveEndpoints(workspace, [{ service: 'web', ports: [80] }]);
+    await expect(d.start(plan([{ ...echoService('web', 80), workdir: '~/link/evil' }]), context)).rejects.toMatchObject({ code: 'RUNTIME_ERROR' });
+    expect(existsSync(join(outside, 'evil'))).toBe(false);
+    rmSync(outside, { recursive: true, force: true });
+
+    await d.start(plan([{ ...echoService('web', 80), workdir: '~/app/src' }]), context);
+    const state = readState(workspacePaths(dataDir, workspace.id));
+    if (state.uid !== undefined) expect(statSync(join(home, 'app', 'src')).uid).toBe(state.uid);
+    else expect(existsSync(join(home, 'app', 'src'))).toBe(true);
   });
 
   it('keeps the assigned service ports across stop and start', async () => {
@@ -95,7 +128,8 @@ describe('process driver', () => {
     const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(line) });
     const unsandboxed = createProcessDriver({ dataDir, log, requireSandbox: false, sandbox: false });
     expect(lines).toHaveLength(1);
-    expect(JSON.parse(lines[0]).msg).toMatch(/^bubblewrap \(bwrap\) is not installed: workspaces of the process runtime run unsandboxed/);
+    expect(JSON.parse(lines[0]).msg).toMatch(/^bubblewrap \(bwrap\) is not installed: workspaces of the process runtime are NOT isolated\./);
+    expect(JSON.parse(lines[0]).msg).toContain('DEN_REQUIRE_SANDBOX=true');
     expect(() => createProcessDriver({ dataDir, log, requireSandbox: true, sandbox: false })).toThrow(
       expect.objectContaining({ code: 'RUNTIME_ERROR', message: expect.stringContaining('apt-get install bubblewrap') }));
 
@@ -111,3 +145,11 @@ describe('process driver', () => {
     expect(lines).toHaveLength(1);
   });
 });
+
+/** GET / on a loopback port from inside a workspace's network (from here when it has none). */
+function getInWorkspace(nsPid: number | undefined, port: number): string {
+  const fetchOnce = ['-e', `fetch('http://127.0.0.1:${port}/').then((r) => r.text()).then((t) => process.stdout.write(t))`];
+  const argv = nsPid === undefined ? [process.execPath, ...fetchOnce]
+    : [...joinArgs({ pid: nsPid, asRoot: process.getuid?.() === 0 }), process.execPath, ...fetchOnce];
+  return spawnSync(argv[0], argv.slice(1), { encoding: 'utf8' }).stdout;
+}

@@ -2,22 +2,22 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
-import { agentArgv } from '../../agents/bundle.ts';
 import type {
   DriverContext, RuntimeDriver, RuntimeStatus, ServiceEndpointRequest, ServiceEndpoints, ServiceLogLine, ServiceLogOptions,
   ServicePlan, WorkspaceIdentity, WorkspacePlan,
 } from '../driver.ts';
+import { createAgentSockets } from './agent-sockets.ts';
 import { capWorkspaceLogs, DEFAULT_LOG_FILE_LIMITS, LOG_CAP_INTERVAL_MS, type LogFileLimits } from './log-files.ts';
 import { isAlive, spawnTracked, stopGroup } from './processes.ts';
 import { readNewLines, readTail, tailLines, waitUntilReady } from './readiness.ts';
-import { bwrapArgs, bwrapAvailable, nodeRuntimePaths, SANDBOX_HOME } from './sandbox.ts';
+import { bwrapAvailable } from './sandbox.ts';
 import {
-  allocatePort, assignedPorts, listStateDirs, readState, workspacePaths, writeState,
+  allocatePort, allocateUid, assignedPorts, listStateDirs, readState, workspacePaths, writeState,
   type WorkspacePaths, type WorkspaceState,
 } from './state.ts';
+import { createWorkspaceSandbox } from './workspace-sandbox.ts';
 
 export interface ProcessDriverOptions {
   dataDir: string;
@@ -32,8 +32,6 @@ export interface ProcessDriverOptions {
   logFileLimits?: LogFileLimits;
 }
 
-/** The package root: the agent's code is bound read-only into the sandbox from here. */
-const PACKAGE_ROOT = resolve(fileURLToPath(new URL('.', import.meta.url)), '../../..');
 const LOG_TAIL_LINES = 20;
 /** how often a followed service log file is polled for new lines */
 const LOG_POLL_MS = 200;
@@ -43,25 +41,33 @@ const LOG_POLL_MS = 200;
  * as a child process there (in a bubblewrap sandbox when available); environment services with
  * a `command` are processes on assigned loopback ports. Processes are detached and tracked in a
  * state file, so they outlive a den restart and the next server can stop, delete and inspect them.
+ *
+ * Sandboxed, every process of a workspace joins the user and network namespaces of the
+ * workspace's holder (holder.ts): its own loopback and nothing else, as an unprivileged user.
+ * The agent reaches den through a unix socket in a directory mounted into the sandbox.
  */
 export function createProcessDriver(options: ProcessDriverOptions): RuntimeDriver {
   const dataDir = resolve(options.dataDir);
   const graceMs = options.stopGraceMs ?? 5_000;
   const sandboxed = options.sandbox ?? bwrapAvailable();
+  /** as root, each workspace runs as an unprivileged uid of its own (else as den's uid, mapped) */
+  const asRoot = process.getuid?.() === 0;
   const locks = new Map<string, Promise<unknown>>();
+  const agentSockets = createAgentSockets();
+  const sandbox = createWorkspaceSandbox({ dataDir, sandboxed, asRoot });
   if (!sandboxed) {
     if (options.requireSandbox) {
       throw new AppError('RUNTIME_ERROR',
         'bubblewrap (bwrap) is not installed, and this server requires a sandbox for workspaces (requireSandbox). Install it (apt-get install bubblewrap) or turn requireSandbox off.');
     }
-    options.log.warn('bubblewrap (bwrap) is not installed: workspaces of the process runtime run unsandboxed, as the server\'s user, and can read the data dir. Install bubblewrap (apt-get install bubblewrap) to isolate them.');
+    options.log.warn(UNSANDBOXED_WARNING);
   }
 
   const logCap = setInterval(() => capWorkspaceLogs(dataDir, options.logFileLimits ?? DEFAULT_LOG_FILE_LIMITS,
     (file, error) => options.log.warn({ err: error, file }, 'could not cut a workspace log file down to its limit')), LOG_CAP_INTERVAL_MS);
   logCap.unref();
 
-  /** One verb at a time per workspace; ports are allocated under one global lock. */
+  /** One verb at a time per workspace; ports and uids are allocated under one global lock. */
   function serialize<T>(key: string, work: () => Promise<T>): Promise<T> {
     const previous = locks.get(key) ?? Promise.resolve();
     const next = previous.catch(() => undefined).then(work);
@@ -70,30 +76,31 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     return next;
   }
 
-  function wrap(argv: string[], paths: WorkspacePaths, hostname: string, chdir?: string): string[] {
-    if (!sandboxed) return argv;
-    return [...bwrapArgs({
-      home: paths.home, tmp: paths.tmp, hostname, chdir,
-      readOnly: [PACKAGE_ROOT, ...nodeRuntimePaths()],
-      hidden: [dataDir],
-    }), ...argv];
-  }
-
-  function homeInside(paths: WorkspacePaths): string {
-    return sandboxed ? SANDBOX_HOME : paths.home;
+  /** Before any process of the workspace starts: its uid (den as root) and its sandbox. */
+  async function prepareSandbox(workspace: WorkspaceIdentity, paths: WorkspacePaths, context: DriverContext): Promise<void> {
+    const uid = sandboxed && asRoot ? await serialize('allocations', async () => {
+      const state = readState(paths);
+      if (state.uid === undefined) writeState(paths, { ...state, uid: allocateUid(dataDir) });
+      return readState(paths).uid!;
+    }) : undefined;
+    await sandbox.prepare(paths, uid, async () => {
+      const state = readState(paths);
+      if (!isAlive(state.agent) && !Object.values(state.services).some(isAlive)) return;
+      context.log('The workspace\'s processes run outside its network sandbox; restarting them in a new one.');
+      await stopProcesses(workspace, undefined);
+    });
   }
 
   function baseEnv(paths: WorkspacePaths): Record<string, string> {
     return {
       PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
       LANG: process.env.LANG ?? 'C.UTF-8',
-      HOME: homeInside(paths),
-      TMPDIR: sandboxed ? '/tmp' : paths.tmp,
+      ...sandbox.env(paths),
     };
   }
 
   async function ensurePorts(workspace: WorkspaceIdentity, services: readonly ServiceEndpointRequest[]): Promise<WorkspaceState> {
-    return serialize('ports', async () => {
+    return serialize('allocations', async () => {
       const paths = workspacePaths(dataDir, workspace.id);
       const state = readState(paths);
       let changed = false;
@@ -131,13 +138,11 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       return;
     }
     await stopGroup(existing, graceMs);
-    const cwd = serviceCwd(service.workdir, paths);
-    mkdirSync(cwd, { recursive: true });
-    const chdir = cwd.startsWith(paths.home) ? join(SANDBOX_HOME, cwd.slice(paths.home.length)) : undefined;
+    const { cwd, chdir } = sandbox.workdir(paths, serviceCwd(service.workdir, paths));
     const logFile = join(paths.logs, `${name}.log`);
     context.log(`Starting service ${name}${firstPort !== undefined ? ` on port ${firstPort}` : ''}: ${argv.join(' ')}`);
     const startOffset = fileSize(logFile);
-    const tracked = await spawnTracked({ argv: wrap(argv, paths, name, chdir), env, cwd, logFile, specHash });
+    const tracked = await spawnTracked({ argv: sandbox.wrap(argv, paths, name, { chdir }), env, cwd, logFile, specHash });
     writeState(paths, { ...readState(paths), services: { ...readState(paths).services, [name]: tracked } });
 
     // The service's own output goes to the build log while it starts (this run's lines only).
@@ -149,7 +154,8 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     }, 100);
     const result = await waitUntilReady({
       readiness: service.readiness, ports, env, cwd, signal: context.signal,
-      argvFor: (command) => wrap(command, paths, name, chdir),
+      argvFor: (command) => sandbox.wrap(command, paths, name, { chdir }),
+      inNetwork: sandbox.probes(paths),
       alive: () => isAlive(tracked),
     }).finally(() => {
       clearInterval(follow);
@@ -166,27 +172,31 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
 
   async function startAgent(plan: WorkspacePlan, paths: WorkspacePaths, context: DriverContext): Promise<void> {
     const state = readState(paths);
+    // Sandboxed, the agent has no route to den's address: it dials the socket den listens on.
+    const socket = await agentSockets.listen(plan.workspace.id, paths, state.uid);
     const env: Record<string, string> = {
       ...baseEnv(paths), ...plan.env,
       DEN_AGENT_URL: plan.agent.url,
       DEN_AGENT_TOKEN: plan.agent.token,
+      ...(socket ? { DEN_AGENT_SOCKET: sandbox.agentSocket(socket) } : {}),
     };
-    const argv = agentArgv();
-    const specHash = hash({ argv, env });
+    const agent = sandbox.agent();
+    const specHash = hash({ argv: agent.argv, env, bundle: agent.hash });
     if (isAlive(state.agent) && state.agent!.specHash === specHash) {
       context.log('The agent is already running.');
       return;
     }
     await stopGroup(state.agent, graceMs);
     const tracked = await spawnTracked({
-      argv: wrap(argv, paths, plan.workspace.name), env, cwd: paths.home,
+      argv: sandbox.wrap(agent.argv, paths, plan.workspace.name, { mounts: agent.mounts }), env, cwd: paths.home,
       logFile: join(paths.logs, 'agent.log'), specHash,
     });
     writeState(paths, { ...readState(paths), agent: tracked });
     context.log(`Started the agent (pid ${tracked.pid}${sandboxed ? ', sandboxed with bubblewrap' : ', not sandboxed'}).`);
   }
 
-  async function stopAll(workspace: WorkspaceIdentity, context: DriverContext | undefined): Promise<void> {
+  /** Stops the agent and the services; the holder (and so the network) stays. */
+  async function stopProcesses(workspace: WorkspaceIdentity, context: DriverContext | undefined): Promise<void> {
     const paths = workspacePaths(dataDir, workspace.id);
     const state = readState(paths);
     if (!existsSync(paths.root)) return;
@@ -197,11 +207,22 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       if (isAlive(state.services[name])) context?.log(`Stopping service ${name}.`);
       await stopGroup(state.services[name], graceMs);
     }
-    writeState(paths, { ports: readState(paths).ports, services: {} });
+    writeState(paths, { ...readState(paths), agent: undefined, services: {} });
+  }
+
+  /** Stops everything, the holder of the namespaces last; keeps the ports and the uid. */
+  async function stopAll(workspace: WorkspaceIdentity, context: DriverContext | undefined): Promise<void> {
+    await stopProcesses(workspace, context);
+    const paths = workspacePaths(dataDir, workspace.id);
+    if (!existsSync(paths.root)) return;
+    await agentSockets.close(workspace.id);
+    await stopGroup(readState(paths).network, graceMs);
+    writeState(paths, { ...readState(paths), network: undefined });
   }
 
   return {
     name: 'process',
+    isolation: sandboxed ? { sandboxed: true } : { sandboxed: false, warning: UNSANDBOXED_WARNING },
 
     async resolveEndpoints(workspace, services) {
       const state = await ensurePorts(workspace, services);
@@ -218,9 +239,10 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     start(plan, context) {
       return serialize(plan.workspace.id, async () => {
         const paths = workspacePaths(dataDir, plan.workspace.id);
-        for (const dir of [paths.home, paths.tmp, paths.logs]) mkdirSync(dir, { recursive: true });
+        for (const dir of [paths.home, paths.tmp, paths.logs, paths.socketDir]) mkdirSync(dir, { recursive: true });
         await ensurePorts(plan.workspace, plan.services.map((s) => ({ service: s.name, ports: s.ports.map((p) => p.port) })));
         try {
+          await prepareSandbox(plan.workspace, paths, context);
           const wanted = new Set(plan.services.map((s) => s.name));
           for (const [name, tracked] of Object.entries(readState(paths).services)) {
             if (!wanted.has(name)) await stopGroup(tracked, graceMs);
@@ -258,6 +280,8 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       if (!existsSync(paths.root)) return { phase: 'absent' };
       const state = readState(paths);
       if (!state.agent) return { phase: 'stopped' };
+      const problem = sandbox.problem(paths, state);
+      if (problem) return { phase: 'failed', message: problem };
       if (!isAlive(state.agent)) {
         const tail = tailLines(join(paths.logs, 'agent.log'), 5);
         return { phase: 'failed', message: `The agent exited${tail.length ? `; its last output: ${tail.join(' | ')}` : ''}.` };
@@ -282,12 +306,27 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       return listStateDirs(dataDir);
     },
 
+    async serveAgents(accept) {
+      const running = listStateDirs(dataDir)
+        .map((workspaceId) => ({ workspaceId, paths: workspacePaths(dataDir, workspaceId) }))
+        .map((entry) => ({ ...entry, state: readState(entry.paths) }))
+        .filter((entry) => isAlive(entry.state.agent));
+      await agentSockets.serve(accept, running.map(({ workspaceId, paths, state }) => ({ workspaceId, paths, uid: state.uid })),
+        (workspaceId, error) => options.log.warn({ workspaceId, err: error },
+          'Cannot listen on the agent socket of a running workspace; its agent stays disconnected until the workspace is restarted.'));
+    },
+
     async close() {
-      // Workspaces outlive the server by design; only the log file check stops.
+      // Workspaces outlive the server by design: only the log file check stops and the agent
+      // sockets are released (the next server listens on them again, and the agents reconnect).
       clearInterval(logCap);
+      await agentSockets.closeAll();
     },
   };
 }
+
+/** What den logs at start, and what each workspace's DTO says, when workspaces run unsandboxed. */
+export const UNSANDBOXED_WARNING = 'bubblewrap (bwrap) is not installed: workspaces of the process runtime are NOT isolated. Their code runs as the server\'s user, can read and change den\'s data dir (other workspaces, the database), and shares the host\'s network (other workspaces\' services, den itself). Install bubblewrap (apt-get install bubblewrap), or set requireSandbox (--require-sandbox, DEN_REQUIRE_SANDBOX=true) to refuse to start without it.';
 
 /**
  * A service's log file (stdout and stderr together, every run appended; it survives stop): the

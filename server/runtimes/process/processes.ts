@@ -9,6 +9,8 @@ export interface SpawnRequest {
   /** stdout and stderr go here (a file, not a pipe, so the process survives a server exit) */
   logFile: string;
   specHash: string;
+  /** run as this uid and gid (den as root starting a workspace's holder); supplementary groups are dropped */
+  uid?: number;
 }
 
 /**
@@ -23,6 +25,7 @@ export function spawnTracked(request: SpawnRequest): Promise<TrackedProcess> {
       env: request.env,
       detached: true,
       stdio: ['ignore', fd, fd],
+      ...(request.uid !== undefined ? { uid: request.uid, gid: request.uid } : {}),
     });
     return new Promise((resolve, reject) => {
       child.once('error', (error) => reject(new Error(`Cannot start ${request.argv[0]}: ${error.message}.`, { cause: error })));

@@ -11,6 +11,11 @@ export interface ReadinessTarget {
   cwd: string;
   /** wraps a readiness command the way the service itself runs (the sandbox) */
   argvFor: (command: string[]) => string[];
+  /**
+   * Sandboxed workspaces have a network of their own: tcp and http probes run there, as a
+   * command this wraps (into the workspace's namespaces). Without it they connect from den.
+   */
+  inNetwork?: (command: string[]) => string[];
   /** false as soon as the service process is gone: no point waiting for the timeout */
   alive: () => boolean;
   signal: AbortSignal;
@@ -108,14 +113,43 @@ export function readNewLines(file: string, offset: number): { lines: string[]; o
 async function checkOnce(readiness: ReadinessPlan, target: ReadinessTarget, timeoutMs: number): Promise<string | null> {
   if (readiness.tcp !== undefined) {
     const port = target.ports[String(readiness.tcp)] ?? readiness.tcp;
+    if (target.inNetwork) return probeInNetwork(target.inNetwork, TCP_PROBE, [String(port)], timeoutMs, (_, code) => code === 0 ? null : `port ${port} did not accept a connection`);
     return tcpProbe('127.0.0.1', port, timeoutMs);
   }
   if (readiness.http) {
     const port = target.ports[String(readiness.http.port)] ?? readiness.http.port;
-    return httpProbe(`http://127.0.0.1:${port}${readiness.http.path.startsWith('/') ? '' : '/'}${readiness.http.path}`, timeoutMs);
+    const path = `${readiness.http.path.startsWith('/') ? '' : '/'}${readiness.http.path}`;
+    if (target.inNetwork) {
+      return probeInNetwork(target.inNetwork, HTTP_PROBE, [String(port), path], timeoutMs, (status) =>
+        status === '' ? `GET ${path} failed: no answer on port ${port}` : Number(status) < 400 ? null : `GET ${path} answered ${status}`);
+    }
+    return httpProbe(`http://127.0.0.1:${port}${path}`, timeoutMs);
   }
   if (readiness.command) return commandCheck(readiness.command, target, timeoutMs);
   return null;
+}
+
+/**
+ * Probes run by the host's bash inside the workspace's network (a few ms, where a Node probe
+ * costs tens): /dev/tcp connects; the HTTP probe prints the status code of a GET (empty when
+ * nothing answered). Arguments come as $1, $2, never spliced into the script.
+ */
+const TCP_PROBE = 'exec 3<>/dev/tcp/127.0.0.1/$1';
+const HTTP_PROBE = 'exec 3<>/dev/tcp/127.0.0.1/$1 || exit 0; printf \'GET %s HTTP/1.0\\r\\nHost: 127.0.0.1:%s\\r\\nConnection: close\\r\\n\\r\\n\' "$2" "$1" >&3; read -r _ status _ <&3; printf %s "$status"';
+
+/** Runs a probe script in the workspace's network; `verdict` turns its output and exit code into null (passed) or a reason. */
+function probeInNetwork(
+  inNetwork: (command: string[]) => string[], script: string, args: string[], timeoutMs: number,
+  verdict: (stdout: string, code: number | null) => string | null,
+): Promise<string | null> {
+  return new Promise((resolve) => {
+    const argv = inNetwork(['/bin/bash', '-c', script, 'probe', ...args]);
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'], timeout: timeoutMs });
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => { stdout += chunk; });
+    child.once('error', (error) => resolve(`the probe could not run: ${error.message}`));
+    child.once('close', (code) => resolve(verdict(stdout.trim(), code)));
+  });
 }
 
 

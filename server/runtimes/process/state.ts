@@ -11,6 +11,15 @@ export interface WorkspaceState {
   ports: Record<string, Record<string, number>>;
   agent?: TrackedProcess;
   services: Record<string, TrackedProcess>;
+  /** the holder of the workspace's user and network namespaces (sandboxed workspaces) */
+  network?: NetworkHolder;
+  /** the unprivileged uid outside the sandbox (den runs as root); kept until delete */
+  uid?: number;
+}
+
+export interface NetworkHolder extends TrackedProcess {
+  /** the process inside the namespaces (bwrap's child), which nsenter joins */
+  nsPid: number;
 }
 
 export interface TrackedProcess {
@@ -27,6 +36,8 @@ export interface WorkspacePaths {
   home: string;
   tmp: string;
   logs: string;
+  /** den listens on agent.sock in here; the directory (not the file) is mounted into the sandbox */
+  socketDir: string;
   stateFile: string;
 }
 
@@ -37,6 +48,7 @@ export function workspacePaths(dataDir: string, workspaceId: string): WorkspaceP
     home: join(root, 'home'),
     tmp: join(root, 'tmp'),
     logs: join(root, 'logs'),
+    socketDir: join(root, 'socket'),
     stateFile: join(root, 'state.json'),
   };
 }
@@ -44,7 +56,7 @@ export function workspacePaths(dataDir: string, workspaceId: string): WorkspaceP
 export function readState(paths: WorkspacePaths): WorkspaceState {
   try {
     const parsed = JSON.parse(readFileSync(paths.stateFile, 'utf8')) as Partial<WorkspaceState>;
-    return { ports: parsed.ports ?? {}, agent: parsed.agent, services: parsed.services ?? {} };
+    return { ports: parsed.ports ?? {}, agent: parsed.agent, services: parsed.services ?? {}, network: parsed.network, uid: parsed.uid };
   } catch {
     return { ports: {}, services: {} };
   }
@@ -76,6 +88,25 @@ export function assignedPorts(dataDir: string): Set<number> {
     for (const byPort of Object.values(state.ports)) for (const port of Object.values(byPort)) ports.add(port);
   }
   return ports;
+}
+
+/**
+ * Workspace uids (outside the sandbox, when den runs as root) start here: far above login users,
+ * system users and the subordinate ranges (/etc/subuid) container tools hand out from 100000,
+ * and below 2^31 (Node's spawn takes an int32).
+ */
+export const WORKSPACE_UID_BASE = 1_900_000_000;
+
+/** The lowest workspace uid no other workspace in this data dir holds. */
+export function allocateUid(dataDir: string): number {
+  const taken = new Set<number>();
+  for (const id of listStateDirs(dataDir)) {
+    const uid = readState(workspacePaths(dataDir, id)).uid;
+    if (uid !== undefined) taken.add(uid);
+  }
+  let uid = WORKSPACE_UID_BASE;
+  while (taken.has(uid)) uid++;
+  return uid;
 }
 
 /** Asks the kernel for a free loopback port, skipping ports already assigned to a workspace. */

@@ -1,14 +1,16 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { freshAgentBundle } from '../../agents/bundle.ts';
+import { freshAgentBundle } from '../agents/bundle.ts';
 import { fileURLToPath } from 'node:url';
 
 /**
  * The agent bundle: everything the den agent needs to run in any glibc Linux container without
  * curl or a package manager. The same layout is baked into den's images (workspace-images/) and
- * mounted read-only into other images by the docker driver, so one command starts both:
+ * mounted read-only into other images by the docker driver, so one command starts both. The
+ * process runtime mounts it (without the Node binary: the host's runtime is bound instead) into
+ * its sandbox, so workspaces see the agent and not den's checkout:
  *
  *   /opt/den/agent/node                        Node 24 binary (glibc-linked, from npm `node@24`)
  *   /opt/den/agent/agent.mjs                   the esbuild bundle of agent/ (dist/agent.mjs)
@@ -19,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 export const AGENT_MOUNT_PATH = '/opt/den/agent';
 export const AGENT_COMMAND = [`${AGENT_MOUNT_PATH}/node`, `${AGENT_MOUNT_PATH}/agent.mjs`];
 
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 export interface AgentBundle {
   dir: string;
@@ -35,6 +37,8 @@ export interface AssembleOptions {
   repoRoot?: string;
   /** a Node 24 binary; defaults to the one running this process */
   nodeBinary?: string;
+  /** copy the Node binary in (default true; the process runtime binds the host's instead) */
+  includeNode?: boolean;
   /** run agent/build.ts first when dist/agent.mjs is missing (default true) */
   buildAgent?: boolean;
 }
@@ -43,7 +47,8 @@ export interface AssembleOptions {
 export function assembleAgentBundle(options: AssembleOptions): AgentBundle {
   const repoRoot = options.repoRoot ?? REPO_ROOT;
   const nodeBinary = options.nodeBinary ?? process.execPath;
-  checkNodeBinary(nodeBinary);
+  const includeNode = options.includeNode ?? true;
+  if (includeNode) checkNodeBinary(nodeBinary);
   const agentFile = findAgentBundle(repoRoot, options.buildAgent ?? true);
   const ptyDir = join(repoRoot, 'node_modules', 'node-pty');
   const ptyAddon = join(ptyDir, 'build', 'Release', 'pty.node');
@@ -53,7 +58,7 @@ export function assembleAgentBundle(options: AssembleOptions): AgentBundle {
 
   rmSync(options.outDir, { recursive: true, force: true });
   mkdirSync(join(options.outDir, 'node_modules'), { recursive: true });
-  cpSync(nodeBinary, join(options.outDir, 'node'));
+  if (includeNode) cpSync(nodeBinary, join(options.outDir, 'node'));
   if (agentFile) copyWithImports(agentFile, join(options.outDir, 'agent.mjs'));
   else writeFileSync(join(options.outDir, 'agent.mjs'), AGENT_STUB);
   const ptyOut = join(options.outDir, 'node_modules', 'node-pty');
@@ -67,6 +72,20 @@ export function assembleAgentBundle(options: AssembleOptions): AgentBundle {
   const hash = hashTree(options.outDir);
   writeFileSync(join(options.outDir, 'BUNDLE'), `${hash}\n`);
   return { dir: options.outDir, hash, agentBuilt: agentFile !== undefined };
+}
+
+/**
+ * The bundle in `parentDir/<hash>`, assembled unless that folder exists. A folder is never
+ * rewritten, so a workspace that mounted an older bundle keeps its files while a newer one lands.
+ */
+export function assembleAgentBundleOnce(parentDir: string, options: Omit<AssembleOptions, 'outDir'> = {}): AgentBundle {
+  mkdirSync(parentDir, { recursive: true });
+  const scratch = join(parentDir, `.assembling-${process.pid}-${Date.now()}`);
+  const bundle = assembleAgentBundle({ ...options, outDir: scratch });
+  const dir = join(parentDir, bundle.hash);
+  if (existsSync(dir)) rmSync(scratch, { recursive: true, force: true });
+  else renameSync(scratch, dir);
+  return { ...bundle, dir };
 }
 
 /** sha256 over relative paths, modes and contents of every file under dir, in sorted order. */

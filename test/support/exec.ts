@@ -1,0 +1,21 @@
+import type { FastifyInstance } from 'fastify';
+
+/** Runs a command in a workspace through its agent (as `den exec` does) and collects its output. */
+export async function execInWorkspace(app: FastifyInstance, workspaceId: string, command: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const session = await app.den.agents.exec(workspaceId, { command });
+  // stdin stays open until the exit code arrived: the commands here never read it.
+  const stdout = collect(session.stdio);
+  const stderr = collect(session.stderr);
+  const code = await session.exit;
+  session.closeStdin();
+  return { code, stdout: await stdout, stderr: await stderr };
+}
+
+function collect(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    stream.on('data', (chunk: Buffer) => chunks.push(Buffer.from(chunk)));
+    stream.once('end', () => resolve(Buffer.concat(chunks).toString()));
+    stream.once('error', reject);
+  });
+}
