@@ -71,11 +71,13 @@ export const authPlugin = fp(
       // routes that care who calls (agent connect, app proxy) call resolvePrincipal themselves.
       if (!request.routeOptions.url || level === 'public') return;
       if (!level) throw new AppError('INTERNAL', 'This route declares no access level. This is a bug in den; please report it.');
+      const since = app.den.liveAccess.mark();
       const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsOf(request));
       if (!authentication) {
         throw new AppError('UNAUTHENTICATED', 'You are not signed in. Sign in (or run `den login`) and try again.');
       }
       authentications.set(request, authentication);
+      marks.set(request, since);
       request.principal = authentication.principal;
       if (authentication.session) checkCookieRequest(request, authentication, app.den.config.accessUrl);
       requireLevel(authentication.principal, level);
@@ -108,9 +110,11 @@ export function requireLevel(principal: Principal, level: AuthLevel): void {
 export async function resolvePrincipal(app: FastifyInstance, request: FastifyRequest): Promise<Principal | null> {
   const known = authentications.get(request);
   if (known) return known.principal;
+  const since = app.den.liveAccess.mark();
   const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsOf(request));
   if (!authentication) return null;
   authentications.set(request, authentication);
+  marks.set(request, since);
   if (isUpgrade(request.headers)) checkUpgradeOrigin(authentication, request.headers.origin, app.den.config.accessUrl);
   return authentication.principal;
 }
@@ -136,8 +140,38 @@ export function sessionOf(request: FastifyRequest): { idHash: string; csrfToken:
   return authentications.get(request)?.session;
 }
 
+/**
+ * Keeps a websocket or streamed response of an authenticated request open only as long as the
+ * access that opened it: `end` runs with a coded error when the user is suspended or deleted,
+ * the request's token is revoked, its session logged out or ended by a password change, or a
+ * role change takes the workspace out of reach. Call the returned function when it closes.
+ */
+export function trackLiveAccess(
+  request: FastifyRequest,
+  workspace: { label: string; allows(principal: { userId: string; role: Role }): boolean },
+  end: (error: AppError) => void,
+): () => void {
+  const authentication = authentications.get(request);
+  const since = marks.get(request);
+  if (!authentication || since === undefined) throw new Error('trackLiveAccess called on a request without authentication');
+  const { principal, session } = authentication;
+  return request.server.den.liveAccess.track(
+    {
+      userId: principal.userId,
+      ...(principal.tokenId ? { tokenId: principal.tokenId } : {}),
+      ...(session ? { sessionIdHash: session.idHash } : {}),
+      workspaceLabel: workspace.label,
+      allows: workspace.allows,
+      since,
+    },
+    end,
+  );
+}
+
 // Per-request authentication details that are not part of the public Principal type.
 const authentications = new WeakMap<FastifyRequest, Authentication>();
+// The live-access mark taken before each request was authenticated (see trackLiveAccess).
+const marks = new WeakMap<FastifyRequest, number>();
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 

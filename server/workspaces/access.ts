@@ -34,6 +34,11 @@ export async function findWorkspaceFor(
   return row;
 }
 
-export function canAccessWorkspace(principal: Principal, ownerId: string): boolean {
+/** The workspace as a long-lived connection to it is tracked (auth/plugin.ts trackLiveAccess). */
+export function liveAccessTo(row: { owner_id: string; owner_name: string; name: string }) {
+  return { label: `${row.owner_name}/${row.name}`, allows: (principal: Pick<Principal, 'userId' | 'role'>) => canAccessWorkspace(principal, row.owner_id) };
+}
+
+export function canAccessWorkspace(principal: Pick<Principal, 'userId' | 'role'>, ownerId: string): boolean {
   return principal.role === 'owner' || principal.userId === ownerId;
 }
