@@ -76,6 +76,17 @@ describe.each(storeDialects)('cached authentication on %s', (dialect) => {
     await expect(authenticate({ db: store.db, clock }, bearer(second.token))).rejects.toMatchObject({ code: 'USER_SUSPENDED' });
   });
 
+  it('forgets at once what a shared bus announces, even when this process did not make the change', async () => {
+    const bob = await createUser(store.db, clock, { username: 'bob', password: PASSWORD, role: 'member' });
+    const created = await createApiToken(store.db, clock, bob.id, { name: 'cli' });
+    expect(await authenticate({ db: store.db, clock }, bearer(created.token))).not.toBeNull();
+    // Another replica revoked the token and announced it: only the bus tells this process.
+    await store.db.updateTable('api_tokens').set({ revoked_at: iso(clock.now()) }).where('id', '=', created.id).execute();
+    expect(await authenticate({ db: store.db, clock }, bearer(created.token))).not.toBeNull();
+    revocations.publish({ kind: 'token', userId: bob.id, tokenId: created.id });
+    await expect(authenticate({ db: store.db, clock }, bearer(created.token))).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
+  });
+
   it('checks token expiry on every request, cached or not', async () => {
     const alice = await store.db.selectFrom('users').select('id').where('username', '=', 'alice').executeTakeFirstOrThrow();
     const created = await createApiToken(store.db, clock, alice.id, { name: 'short', expiresInDays: 1 });
