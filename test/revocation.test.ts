@@ -4,11 +4,12 @@ import { stringify } from 'yaml';
 import { decodeServerMessage, encodeClientMessage, TERMINAL_CLOSE, TERMINAL_PROTOCOL } from '../protocol/terminal.ts';
 import { waitFor } from '../agent/terminal/testing.ts';
 import { pino } from 'pino';
+import { DenClient } from '../client/client.ts';
 import { createProcessDriver } from '../server/runtimes/process/driver.ts';
 import { storeDialects } from './support/postgres.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
-import { api, createUserWithToken, loginForToken, loginWithCookie, setupOwner, TEST_PASSWORD, type TestUser } from './support/users.ts';
+import { api, createUserWithToken, loginForToken, loginWithCookie, setupOwner, type TestUser } from './support/users.ts';
 
 /**
  * Access ends when it is taken away: a terminal, an exec and log follows (a service's and a
@@ -26,6 +27,8 @@ const OPEN_TIMEOUT_MS = 15_000;
 const ROUND_TRIP_TIMEOUT_MS = 10_000;
 /** A build number no worker touches: its follow stays open as long as the access does. */
 const RUNNING_BUILD = 99;
+/** alice's password after the reset case */
+const RESET_PASSWORD = 'another-horse-battery';
 
 const template = {
   name: 'revocation',
@@ -86,7 +89,7 @@ describe.each(storeDialects)('revoked access on %s', (dialect) => {
   });
 
   it('a revoked API token closes what it opened; the same user\'s other token and other users keep theirs', async () => {
-    const revoked = await newToken(server, 'alice');
+    const revoked = await newToken(server, alice.token);
     const other = await loginForToken(server.app, 'alice');
     const victim = await openAll({ token: revoked.token });
     const bystanders = [...await openAll({ token: other }), await openTerminal(server, { token: owner.token })];
@@ -129,7 +132,7 @@ describe.each(storeDialects)('revoked access on %s', (dialect) => {
     const victim = await openAll({ cookie: session.cookie });
     const bystanders = [...await openAll({ token: alice.token }), await openTerminal(server, { token: owner.token })];
 
-    const reset = await api(server.app, owner.token).patch('/api/v1/users/alice', { password: 'another-horse-battery' });
+    const reset = await api(server.app, owner.token).patch('/api/v1/users/alice', { password: RESET_PASSWORD });
     expect(reset.status, JSON.stringify(reset.json)).toBe(200);
 
     await expectEnded(victim, 'UNAUTHENTICATED');
@@ -163,9 +166,30 @@ describe.each(storeDialects)('revoked access on %s', (dialect) => {
     await expectStillOpen(bystanders);
   });
 
+  it('the den client ends a followed log with the coded error the server ended it with', async () => {
+    const revoked = await newToken(server, alice.token);
+    const client = new DenClient({ url: server.url!, token: revoked.token });
+    const drain = async (lines: AsyncIterable<unknown>, first: () => void) => {
+      for await (const _line of lines) first();
+    };
+    let serviceLines = 0;
+    let buildLines = 0;
+    const service = drain(client.workspaces.serviceLogs('alice', 'dev', 'ticker', { follow: true, tail: 0 }), () => serviceLines++);
+    const build = drain(client.workspaces.followLogs('alice', 'dev', RUNNING_BUILD), () => buildLines++);
+    service.catch(() => {});
+    build.catch(() => {});
+    await waitFor(() => serviceLines > 0 && buildLines > 0, OPEN_TIMEOUT_MS, 'the first lines of both logs');
+
+    expect((await api(server.app, alice.token).delete(`/api/v1/users/me/tokens/${revoked.id}`)).status).toBe(200);
+
+    for (const ended of [service, build]) {
+      await expect(ended).rejects.toMatchObject({ name: 'DenApiError', code: 'UNAUTHENTICATED', status: 401, message: expect.stringContaining('revoked') });
+    }
+  });
+
   // Last: alice stays suspended.
   it('suspending a user closes everything they opened, by token or session', async () => {
-    const session = await loginWithCookie(server.app, 'alice', 'another-horse-battery');
+    const session = await loginWithCookie(server.app, 'alice', RESET_PASSWORD);
     const victim = [...await openAll({ token: alice.token }), ...await openAll({ cookie: session.cookie })];
     const bystanders = [await openTerminal(server, { token: owner.token })];
 
@@ -177,13 +201,14 @@ describe.each(storeDialects)('revoked access on %s', (dialect) => {
     await expectStillOpen(bystanders);
   });
 
-  /** A terminal, an exec, a service log follow and a build log follow on alice's workspace. */
+  /** A terminal, an exec, a service log follow and a build log follow (NDJSON and SSE) on alice's workspace. */
   async function openAll(credential: Credential): Promise<LiveConnection[]> {
     return Promise.all([
       openTerminal(server, credential),
       openExec(server, credential),
       openFollow(server, credential, 'service log', '/services/ticker/logs?follow=1&tail=0'),
       openFollow(server, credential, 'build log', `/builds/${RUNNING_BUILD}/logs?follow=1`),
+      openFollow(server, credential, 'build log (SSE)', `/builds/${RUNNING_BUILD}/logs?follow=1&format=sse`),
     ]);
   }
 });
@@ -287,7 +312,7 @@ async function openExec(server: TestServer, credential: Credential): Promise<Liv
   return tracked({ kind: 'exec', ended, isOpen: () => socket.readyState === WebSocket.OPEN, close: () => socket.close() });
 }
 
-/** A followed NDJSON log: open once its first bytes arrived; its last line says why it ended. */
+/** A followed log (NDJSON or SSE): open once its first bytes arrived; its last event says why it ended. */
 async function openFollow(server: TestServer, credential: Credential, kind: string, path: string): Promise<LiveConnection> {
   const abort = new AbortController();
   const headers: Record<string, string> = 'token' in credential ? { authorization: `Bearer ${credential.token}` } : { cookie: credential.cookie };
@@ -307,7 +332,7 @@ async function openFollow(server: TestServer, credential: Credential, kind: stri
       // aborted by the test (a bystander closed) or cut by the server
     }
     open = false;
-    const last = text.trim().split('\n').at(-1) ?? '';
+    const last = (text.trim().split('\n').at(-1) ?? '').replace(/^data: /, '');
     const envelope = last.startsWith('{"error"') ? JSON.parse(last) : undefined;
     return { errorCode: envelope?.error.code, message: envelope?.error.message };
   })();
@@ -315,11 +340,11 @@ async function openFollow(server: TestServer, credential: Credential, kind: stri
   return tracked({ kind, ended, isOpen: () => open, close: () => abort.abort() });
 }
 
-/** Signs in for a new API token, with its id. */
-async function newToken(server: TestServer, username: string): Promise<{ token: string; id: string }> {
-  const login = await api(server.app).post('/api/v1/auth/login', { username, password: TEST_PASSWORD, token: { name: 'revocable' } });
-  expect(login.status, JSON.stringify(login.json)).toBe(200);
-  return { token: login.json.token.token, id: login.json.token.id };
+/** A new API token of the holder of `token`, with its id. */
+async function newToken(server: TestServer, token: string): Promise<{ token: string; id: string }> {
+  const created = await api(server.app, token).post('/api/v1/users/me/tokens', { name: 'revocable' });
+  expect(created.status, JSON.stringify(created.json)).toBe(201);
+  return { token: created.json.token, id: created.json.id };
 }
 
 /** A build that is running and leased to nobody (so no worker takes it), with one line logged. */

@@ -122,7 +122,8 @@ export async function resolvePrincipal(app: FastifyInstance, request: FastifyReq
 /**
  * The same for a raw Node request (an `upgrade` event outside Fastify's routing, the SSH
  * gateway's websocket tunnel): null for anonymous, throws for bad credentials or, on a cookie
- * upgrade, a foreign Origin.
+ * upgrade, a foreign Origin. A caller that keeps the connection open takes `den.liveAccess.mark()`
+ * before this and registers the connection with `den.liveAccess.track`, so a revocation ends it.
  */
 export async function resolvePrincipalFromRaw(app: FastifyInstance, raw: IncomingMessage): Promise<Principal | null> {
   const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsFromHeaders(raw.headers));
