@@ -17,6 +17,8 @@ const START_TIMEOUT_MS = 10_000;
 /** Output queued in the user's socket above which we stop reading the agent channel (and so stop granting it credit). */
 const SOCKET_HIGH_WATER = 256 * 1024;
 const SOCKET_LOW_WATER = 64 * 1024;
+/** The close code when access ends (protocol/exec.ts), as for terminals. */
+const EXEC_CLOSE_UNAUTHORIZED = 4001;
 
 /**
  * Relays one user exec websocket (protocol/exec.ts) onto an agent exec channel. Backpressure
@@ -126,5 +128,3 @@ export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string,
   /** The access that opened it was taken away: 4001, and the command is abandoned (the agent ends it). */
   return { revoke: (error) => fail(error, EXEC_CLOSE_UNAUTHORIZED) };
 }
-
-const EXEC_CLOSE_UNAUTHORIZED = 4001;

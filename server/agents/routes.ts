@@ -4,8 +4,9 @@ import { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
 import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
+import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
-import { findWorkspaceFor, liveAccessTo } from '../workspaces/access.ts';
+import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import { relayExec } from './exec-relay.ts';
 import type { AgentHub } from './hub-types.ts';
 import type { LocalAgentHub } from './hub.ts';
@@ -26,7 +27,7 @@ const connectQuerySchema = z.object({
 export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const identities = new WeakMap<FastifyRequest, AgentIdentity>();
-  const workspaces = new WeakMap<FastifyRequest, { id: string; access: ReturnType<typeof liveAccessTo> }>();
+  const workspaces = new WeakMap<FastifyRequest, { id: string; access: TrackedWorkspace }>();
 
   app.get('/agent/connect', {
     websocket: true,
@@ -58,7 +59,7 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
         }
         throw new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${owner}/${name}' is not connected right now. Wait a few seconds (it reconnects by itself) or restart the workspace.`);
       }
-      workspaces.set(request, { id: workspace.id, access: liveAccessTo(workspace) });
+      workspaces.set(request, { id: workspace.id, access: trackedWorkspace(workspace) });
     },
   }, (socket, request) => {
     const { id, access } = workspaces.get(request)!;

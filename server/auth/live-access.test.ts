@@ -11,7 +11,7 @@ function setup() {
   const open = (access: Partial<HeldAccess> & { userId: string }, since = live.mark()) => {
     const connection = { ended: undefined as AppError | undefined, untrack: () => {} };
     connection.untrack = live.track(
-      { workspaceLabel: 'alice/dev', allows: ({ userId, role }) => role === 'owner' || userId === 'alice', since, ...access },
+      { workspace: { label: 'alice/dev', allows: ({ userId, role }) => role === 'owner' || userId === 'alice' }, since, ...access },
       (error) => {
         if (connection.ended) throw new Error('ended twice');
         connection.ended = error;

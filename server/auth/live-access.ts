@@ -9,6 +9,14 @@ import { revocationError, type Revocation, type RevocationBus } from './revocati
  * terminal opened before a suspension would keep running commands.
  */
 
+/** The workspace a connection reaches, as far as revocations care. */
+export interface TrackedWorkspace {
+  /** "owner/name", for messages */
+  label: string;
+  /** whether a user with this role may still reach it (decides role changes) */
+  allows(principal: { userId: string; role: Role }): boolean;
+}
+
 /** Who holds a connection, as authenticated when it opened, and what it reaches. */
 export interface HeldAccess {
   userId: string;
@@ -16,10 +24,7 @@ export interface HeldAccess {
   tokenId?: string;
   /** the cookie session that authenticated the request (sha256 of the cookie), if one did */
   sessionIdHash?: string;
-  /** "owner/name" of the workspace the connection reaches, for messages */
-  workspaceLabel: string;
-  /** whether a user with this role may still reach that workspace (decides role changes) */
-  allows(principal: { userId: string; role: Role }): boolean;
+  workspace: TrackedWorkspace;
   /** `mark()` taken before the request was authenticated */
   since: number;
 }
@@ -62,7 +67,7 @@ export function createLiveAccess(bus: RevocationBus): LiveAccess {
     for (const connection of connections) {
       if (!ends(revocation, connection.access)) continue;
       connections.delete(connection);
-      connection.end(revocationError(revocation, connection.access.workspaceLabel));
+      connection.end(revocationError(revocation, connection.access.workspace.label));
     }
   });
 
@@ -75,7 +80,7 @@ export function createLiveAccess(bus: RevocationBus): LiveAccess {
       }
       const missed = history.find((entry) => entry.sequence > access.since && ends(entry.revocation, access));
       if (missed) {
-        end(revocationError(missed.revocation, access.workspaceLabel));
+        end(revocationError(missed.revocation, access.workspace.label));
         return () => {};
       }
       const connection = { access, end };
@@ -102,6 +107,6 @@ function ends(revocation: Revocation, access: HeldAccess): boolean {
     case 'session':
       return access.sessionIdHash === revocation.idHash;
     case 'role':
-      return !access.allows({ userId: revocation.userId, role: revocation.role });
+      return !access.workspace.allows({ userId: revocation.userId, role: revocation.role });
   }
 }

@@ -5,6 +5,7 @@ import { AppError } from '../../protocol/errors.ts';
 import type { AuthLevel, Principal } from '../http/auth-types.ts';
 import type { Role } from '../store/schema.ts';
 import { authenticate, checkUpgradeOrigin, credentialsFromHeaders, csrfTokenMatches, type Authentication } from './authenticate.ts';
+import type { TrackedWorkspace } from './live-access.ts';
 import { SESSION_COOKIE } from './sessions.ts';
 
 export { authenticate, checkUpgradeOrigin, credentialsFromHeaders, type Authentication } from './authenticate.ts';
@@ -149,7 +150,7 @@ export function sessionOf(request: FastifyRequest): { idHash: string; csrfToken:
  */
 export function trackLiveAccess(
   request: FastifyRequest,
-  workspace: { label: string; allows(principal: { userId: string; role: Role }): boolean },
+  workspace: TrackedWorkspace,
   end: (error: AppError) => void,
 ): () => void {
   const authentication = authentications.get(request);
@@ -161,8 +162,7 @@ export function trackLiveAccess(
       userId: principal.userId,
       ...(principal.tokenId ? { tokenId: principal.tokenId } : {}),
       ...(session ? { sessionIdHash: session.idHash } : {}),
-      workspaceLabel: workspace.label,
-      allows: workspace.allows,
+      workspace,
       since,
     },
     end,

@@ -5,8 +5,9 @@ import { AppError, errorEnvelopeSchema } from '../../protocol/errors.ts';
 import { sessionIdSchema, terminalSessionListSchema } from '../../protocol/terminal.ts';
 import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
+import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
-import { findWorkspaceFor, liveAccessTo } from '../workspaces/access.ts';
+import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import { closeTerminalSession, listTerminalSessions } from './admin.ts';
 import { relayTerminal, type TerminalWorkspace } from './relay.ts';
 
@@ -23,7 +24,7 @@ const sessionParamsSchema = workspaceParamsSchema.extend({ id: sessionIdSchema }
  */
 export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
-  const workspaces = new WeakMap<FastifyRequest, { terminal: TerminalWorkspace; access: ReturnType<typeof liveAccessTo> }>();
+  const workspaces = new WeakMap<FastifyRequest, { terminal: TerminalWorkspace; access: TrackedWorkspace }>();
 
   app.get('/workspaces/:owner/:name/terminal', {
     websocket: true,
@@ -33,7 +34,7 @@ export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
       const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), owner, name);
       // running/agent state is reported inside the socket (`error` + close code), where a browser can read it
-      workspaces.set(request, { terminal: { id: workspace.id, label: `${owner}/${name}`, status: workspace.status }, access: liveAccessTo(workspace) });
+      workspaces.set(request, { terminal: { id: workspace.id, label: `${owner}/${name}`, status: workspace.status }, access: trackedWorkspace(workspace) });
     },
   }, (socket, request) => {
     const { terminal, access } = workspaces.get(request)!;

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { AppError } from '../../protocol/errors.ts';
+import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
-import { liveAccessTo } from './access.ts';
 
 /**
  * A reader that stops reading after access was taken away gets its socket cut this long after:
@@ -22,11 +22,11 @@ export interface LogStreamLifetime {
  * revoked token end it, as they end terminals). The producer stops at `signal` and then ends
  * the stream with `revoked()`'s envelope as its last line.
  */
-export function logStreamLifetime(request: FastifyRequest, reply: FastifyReply, workspace: Parameters<typeof liveAccessTo>[0]): LogStreamLifetime {
+export function logStreamLifetime(request: FastifyRequest, reply: FastifyReply, workspace: TrackedWorkspace): LogStreamLifetime {
   const abort = new AbortController();
   let revokedBy: AppError | undefined;
   let cut: NodeJS.Timeout | undefined;
-  const untrack = trackLiveAccess(request, liveAccessTo(workspace), (error) => {
+  const untrack = trackLiveAccess(request, workspace, (error) => {
     revokedBy = error;
     abort.abort();
     cut = setTimeout(() => reply.raw.destroy(), REVOKED_STREAM_GRACE_MS);

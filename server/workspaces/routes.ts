@@ -9,7 +9,8 @@ import {
   workspaceParamsSchema, workspaceSchema, workspaceWithBuildSchema,
 } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
-import { findWorkspaceFor, type WorkspaceRow } from './access.ts';
+import type { TrackedWorkspace } from '../auth/live-access.ts';
+import { findWorkspaceFor, trackedWorkspace } from './access.ts';
 import { logStreamLifetime } from './log-stream.ts';
 import { cachedListPage } from './list-cache.ts';
 import { getBuildByNumber, getWorkspaceDto, listBuilds, listWorkspaces } from './queries.ts';
@@ -123,7 +124,7 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     const build = await getBuildByNumber(den().store.db, row.id, request.params.number);
     const follow = request.query.follow === '1' || request.query.follow === 'true';
     const sse = request.query.format === 'sse' || (request.query.format === undefined && (request.headers.accept ?? '').includes('text/event-stream'));
-    return streamLogs(request, reply, row, build.id, request.query.after, follow, sse);
+    return streamLogs(request, reply, trackedWorkspace(row), build.id, request.query.after, follow, sse);
   });
 
   app.get('/workspaces/:owner/:name/services/:service/logs', {
@@ -137,7 +138,7 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
   }, serviceLogsHandler);
 }
 
-function streamLogs(request: FastifyRequest, reply: FastifyReply, workspace: WorkspaceRow & { owner_name: string }, buildId: string, after: number, follow: boolean, sse: boolean) {
+function streamLogs(request: FastifyRequest, reply: FastifyReply, workspace: TrackedWorkspace, buildId: string, after: number, follow: boolean, sse: boolean) {
   const logs = request.server.den.builds.logs;
   const lifetime = logStreamLifetime(request, reply, workspace);
   async function* lines() {

@@ -7,7 +7,7 @@ import type { serviceLogsParamsSchema, serviceLogsQuerySchema } from '../../prot
 import type { TemplateSpec } from '../../protocol/template.ts';
 import { principalOf } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
-import { findWorkspaceFor } from './access.ts';
+import { findWorkspaceFor, trackedWorkspace } from './access.ts';
 import { logStreamLifetime } from './log-stream.ts';
 
 type ServiceLogsRequest = FastifyRequest<{
@@ -29,7 +29,7 @@ export async function serviceLogsHandler(request: ServiceLogsRequest, reply: Fas
   if (!services.includes(service)) throw unknownService(`${row.owner_name}/${row.name}`, service, services);
 
   const follow = request.query.follow === '1' || request.query.follow === 'true';
-  const lifetime = logStreamLifetime(request, reply, row);
+  const lifetime = logStreamLifetime(request, reply, trackedWorkspace(row));
   // Resolves before the first line: a workspace with no output answers with a coded error.
   const lines = await den.driver.serviceLogs(
     { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.owner_name },
