@@ -1,10 +1,10 @@
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { stringify } from 'yaml';
-import { decodeServerMessage, encodeClientMessage, TERMINAL_CLOSE, TERMINAL_PROTOCOL } from '../protocol/terminal.ts';
 import { waitFor } from '../agent/terminal/testing.ts';
-import { pino } from 'pino';
 import { DenClient } from '../client/client.ts';
+import { decodeServerMessage, encodeClientMessage, TERMINAL_CLOSE, TERMINAL_PROTOCOL } from '../protocol/terminal.ts';
 import { createProcessDriver } from '../server/runtimes/process/driver.ts';
 import { storeDialects } from './support/postgres.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
