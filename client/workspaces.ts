@@ -12,6 +12,7 @@ import {
 import { terminalSessionListSchema } from '../protocol/terminal.ts';
 import type { z } from 'zod';
 import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
+import { ERROR_CODES, errorEnvelopeSchema } from '../protocol/errors.ts';
 import { DenApiError } from './errors.ts';
 import { segment, type Transport } from './http.ts';
 
@@ -90,12 +91,8 @@ export class WorkspacesApi {
       const items = Array.isArray((event as { lines?: unknown }).lines) ? (event as { lines: unknown[] }).lines : [event];
       for (const item of items) {
         const parsed = buildLogLineSchema.safeParse(item);
-        if (parsed.success) {
-          yield parsed.data;
-        } else if ((item as { error?: unknown })?.error) {
-          const error = (item as { error: { code?: string; message?: string } }).error;
-          throw new DenApiError(error.code ?? 'INTERNAL', 500, error.message ?? 'The log stream ended with an error.');
-        }
+        if (parsed.success) yield parsed.data;
+        else throwStreamError(item);
         // Anything else (keep-alives, an end marker) carries no log line.
       }
     }
@@ -113,6 +110,7 @@ export class WorkspacesApi {
     for await (const event of events) {
       const parsed = serviceLogLineSchema.safeParse(event);
       if (parsed.success) yield parsed.data;
+      else throwStreamError(event);
     }
   }
 
@@ -129,4 +127,15 @@ export class WorkspacesApi {
 
 export function workspacePath(owner: string, name: string): string {
   return `/api/v1/workspaces/${segment(owner)}/${segment(name)}`;
+}
+
+/**
+ * A log stream that the server ends early (the reader's access was taken away, the read failed)
+ * ends with an error envelope as its last event: thrown as the error it carries.
+ */
+function throwStreamError(event: unknown): void {
+  const envelope = errorEnvelopeSchema.safeParse(event);
+  if (!envelope.success) return;
+  const { code, message } = envelope.data.error;
+  throw new DenApiError(code, (ERROR_CODES as Record<string, { status: number }>)[code]?.status ?? 500, message);
 }

@@ -14,7 +14,9 @@ import { errorEnvelopeSchema } from './errors.ts';
  *
  * Order: client sends `start` first; the server answers `started` (the process runs) or `error`
  * and closes. After the process exits and all output was sent, the server sends `exit` and
- * closes with 1000.
+ * closes with 1000. When the access that opened it is taken away (suspension, deletion, the
+ * token revoked, logout, a password reset for cookie sessions, a role that no longer reaches
+ * the workspace) the server sends `error` and closes with 4001; the command is abandoned.
  */
 export { EXEC_STREAM, decodeExecData, encodeExecData } from './exec-frames.ts';
 /** Largest JSON message in either direction (the `start` message with env and argv). */

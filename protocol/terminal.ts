@@ -256,6 +256,7 @@ export function closeCodeForError(errorCode: string | undefined): number {
     case 'WORKSPACE_NOT_RUNNING':
       return TERMINAL_CLOSE.workspaceNotRunning;
     case 'UNAUTHENTICATED':
+    case 'USER_SUSPENDED':
     case 'FORBIDDEN':
     case 'WORKSPACE_NOT_FOUND':
       return TERMINAL_CLOSE.unauthorized;

@@ -17,6 +17,8 @@ const START_TIMEOUT_MS = 10_000;
 /** Output queued in the user's socket above which we stop reading the agent channel (and so stop granting it credit). */
 const SOCKET_HIGH_WATER = 256 * 1024;
 const SOCKET_LOW_WATER = 64 * 1024;
+/** The close code when access ends (protocol/exec.ts), as for terminals. */
+const EXEC_CLOSE_UNAUTHORIZED = 4001;
 
 /**
  * Relays one user exec websocket (protocol/exec.ts) onto an agent exec channel. Backpressure
@@ -24,19 +26,19 @@ const SOCKET_LOW_WATER = 64 * 1024;
  * credit from the agent, which pauses the process's pipes; a slow process leaves stdin writes
  * pending, which pauses reading the client socket.
  */
-export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string, log: FastifyBaseLogger): void {
+export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string, log: FastifyBaseLogger): { revoke(error: AppError): void } {
   let session: ExecSession | undefined;
   let finished = false;
   const sendJson = (message: ExecServerMessage) => {
     if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message));
   };
-  const fail = (error: unknown) => {
+  const fail = (error: unknown, closeCode = 4000) => {
     if (finished) return;
     finished = true;
     const appError = isAppError(error) ? error : new AppError('EXEC_FAILED', 'The command failed inside den. The server log has the details.', { cause: error });
     if (!isAppError(error)) log.error({ err: error }, 'exec relay failed');
     sendJson({ type: 'error', error: appError.toEnvelope().error });
-    socket.close(4000, appError.code);
+    socket.close(closeCode, appError.code);
     session?.stdio.destroy();
   };
 
@@ -122,4 +124,7 @@ export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string,
       else opened.resize(message.cols, message.rows);
     };
   }
+
+  /** The access that opened it was taken away: 4001, and the command is abandoned (the agent ends it). */
+  return { revoke: (error) => fail(error, EXEC_CLOSE_UNAUTHORIZED) };
 }

@@ -4,7 +4,9 @@ import { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
 import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
-import { findWorkspaceFor } from '../workspaces/access.ts';
+import type { TrackedWorkspace } from '../auth/live-access.ts';
+import { trackLiveAccess } from '../auth/plugin.ts';
+import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import { relayExec } from './exec-relay.ts';
 import { agentSocketWorkspace } from './socket-gate.ts';
 import type { AgentHub } from './hub-types.ts';
@@ -26,7 +28,7 @@ const connectQuerySchema = z.object({
 export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const identities = new WeakMap<FastifyRequest, AgentIdentity>();
-  const workspaces = new WeakMap<FastifyRequest, string>();
+  const workspaces = new WeakMap<FastifyRequest, { id: string; access: TrackedWorkspace }>();
 
   app.get('/agent/connect', {
     websocket: true,
@@ -60,10 +62,14 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
         }
         throw new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${owner}/${name}' is not connected right now. Wait a few seconds (it reconnects by itself) or restart the workspace.`);
       }
-      workspaces.set(request, workspace.id);
+      workspaces.set(request, { id: workspace.id, access: trackedWorkspace(workspace) });
     },
   }, (socket, request) => {
-    relayExec(socket, app.den.agents, workspaces.get(request)!, request.log);
+    const { id, access } = workspaces.get(request)!;
+    const relay = relayExec(socket, app.den.agents, id, request.log);
+    // suspension, logout, a revoked token...: the command is abandoned and the client told why
+    const untrack = trackLiveAccess(request, access, relay.revoke);
+    socket.once('close', untrack);
   });
 }
 

@@ -3,7 +3,7 @@ import { AppError } from '../../protocol/errors.ts';
 import type { ApiTokenDto, CreatedTokenDto, CreateTokenRequest } from '../../protocol/users.ts';
 import type { ApiTokensTable, Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
-import { forgetUser } from './principal-cache.ts';
+import type { RevocationBus } from './revocations.ts';
 import { generateApiToken, hashSecret } from './secrets.ts';
 
 /**
@@ -46,7 +46,14 @@ export async function listApiTokens(db: Kysely<Database>, userId: string): Promi
   return rows.map(toApiTokenDto);
 }
 
-export async function revokeApiToken(db: Kysely<Database>, clock: Clock, userId: string, tokenId: string): Promise<void> {
+/** Revokes one of the user's tokens and announces it, which ends what the token holds open. */
+export async function revokeApiToken(
+  db: Kysely<Database>,
+  clock: Clock,
+  revocations: RevocationBus,
+  userId: string,
+  tokenId: string,
+): Promise<void> {
   const result = await db
     .updateTable('api_tokens')
     .set({ revoked_at: iso(clock.now()) })
@@ -57,7 +64,7 @@ export async function revokeApiToken(db: Kysely<Database>, clock: Clock, userId:
   if (Number(result.numUpdatedRows) === 0) {
     throw new AppError('TOKEN_NOT_FOUND', `You have no API token with id '${tokenId}'. Run \`den tokens list\` to see your tokens.`);
   }
-  forgetUser(userId);
+  revocations.publish({ kind: 'token', userId, tokenId });
 }
 
 // last_used_at is written at most once per this interval, so authenticated reads do not each

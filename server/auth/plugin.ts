@@ -5,6 +5,7 @@ import { AppError } from '../../protocol/errors.ts';
 import type { AuthLevel, Principal } from '../http/auth-types.ts';
 import type { Role } from '../store/schema.ts';
 import { authenticate, checkUpgradeOrigin, credentialsFromHeaders, csrfTokenMatches, type Authentication } from './authenticate.ts';
+import type { TrackedWorkspace } from './live-access.ts';
 import { SESSION_COOKIE } from './sessions.ts';
 
 export { authenticate, checkUpgradeOrigin, credentialsFromHeaders, type Authentication } from './authenticate.ts';
@@ -71,11 +72,13 @@ export const authPlugin = fp(
       // routes that care who calls (agent connect, app proxy) call resolvePrincipal themselves.
       if (!request.routeOptions.url || level === 'public') return;
       if (!level) throw new AppError('INTERNAL', 'This route declares no access level. This is a bug in den; please report it.');
+      const since = app.den.liveAccess.mark();
       const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsOf(request));
       if (!authentication) {
         throw new AppError('UNAUTHENTICATED', 'You are not signed in. Sign in (or run `den login`) and try again.');
       }
       authentications.set(request, authentication);
+      marks.set(request, since);
       request.principal = authentication.principal;
       if (authentication.session) checkCookieRequest(request, authentication, app.den.config.accessUrl);
       requireLevel(authentication.principal, level);
@@ -108,9 +111,11 @@ export function requireLevel(principal: Principal, level: AuthLevel): void {
 export async function resolvePrincipal(app: FastifyInstance, request: FastifyRequest): Promise<Principal | null> {
   const known = authentications.get(request);
   if (known) return known.principal;
+  const since = app.den.liveAccess.mark();
   const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsOf(request));
   if (!authentication) return null;
   authentications.set(request, authentication);
+  marks.set(request, since);
   if (isUpgrade(request.headers)) checkUpgradeOrigin(authentication, request.headers.origin, app.den.config.accessUrl);
   return authentication.principal;
 }
@@ -118,7 +123,8 @@ export async function resolvePrincipal(app: FastifyInstance, request: FastifyReq
 /**
  * The same for a raw Node request (an `upgrade` event outside Fastify's routing, the SSH
  * gateway's websocket tunnel): null for anonymous, throws for bad credentials or, on a cookie
- * upgrade, a foreign Origin.
+ * upgrade, a foreign Origin. A caller that keeps the connection open takes `den.liveAccess.mark()`
+ * before this and registers the connection with `den.liveAccess.track`, so a revocation ends it.
  */
 export async function resolvePrincipalFromRaw(app: FastifyInstance, raw: IncomingMessage): Promise<Principal | null> {
   const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsFromHeaders(raw.headers));
@@ -136,8 +142,37 @@ export function sessionOf(request: FastifyRequest): { idHash: string; csrfToken:
   return authentications.get(request)?.session;
 }
 
+/**
+ * Keeps a websocket or streamed response of an authenticated request open only as long as the
+ * access that opened it: `end` runs with a coded error when the user is suspended or deleted,
+ * the request's token is revoked, its session logged out or ended by a password change, or a
+ * role change takes the workspace out of reach. Call the returned function when it closes.
+ */
+export function trackLiveAccess(
+  request: FastifyRequest,
+  workspace: TrackedWorkspace,
+  end: (error: AppError) => void,
+): () => void {
+  const authentication = authentications.get(request);
+  const since = marks.get(request);
+  if (!authentication || since === undefined) throw new Error('trackLiveAccess called on a request without authentication');
+  const { principal, session } = authentication;
+  return request.server.den.liveAccess.track(
+    {
+      userId: principal.userId,
+      ...(principal.tokenId ? { tokenId: principal.tokenId } : {}),
+      ...(session ? { sessionIdHash: session.idHash } : {}),
+      workspace,
+      since,
+    },
+    end,
+  );
+}
+
 // Per-request authentication details that are not part of the public Principal type.
 const authentications = new WeakMap<FastifyRequest, Authentication>();
+// The live-access mark taken before each request was authenticated (see trackLiveAccess).
+const marks = new WeakMap<FastifyRequest, number>();
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 

@@ -9,10 +9,13 @@ import { createFirstUser, createUser, updateUser } from '../users/users.ts';
 import { createApiToken, listApiTokens, revokeApiToken } from './api-tokens.ts';
 import { authenticate } from './authenticate.ts';
 import { CACHE_TTL_MS } from './principal-cache.ts';
+import { createLocalRevocationBus } from './revocations.ts';
 import { createSession, deleteSession } from './sessions.ts';
 import { hashSecret } from './secrets.ts';
 
 const PASSWORD = 'correct-horse-battery';
+// domain calls announce what they revoke; this process's bus also clears the principal cache
+const revocations = createLocalRevocationBus();
 
 function testClock(start = Date.parse('2026-01-01T00:00:00Z')): Clock & { advance(ms: number): void } {
   let now = start;
@@ -65,12 +68,23 @@ describe.each(storeDialects)('cached authentication on %s', (dialect) => {
     for (const credentials of [bearer(first.token), bearer(second.token), { sessionCookie: session.cookieValue }]) {
       expect(await authenticate({ db: store.db, clock }, credentials)).not.toBeNull();
     }
-    await revokeApiToken(store.db, clock, bob.id, first.id);
+    await revokeApiToken(store.db, clock, revocations, bob.id, first.id);
     await expect(authenticate({ db: store.db, clock }, bearer(first.token))).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
-    await deleteSession(store.db, hashSecret(session.cookieValue));
+    await deleteSession(store.db, revocations, { userId: bob.id, idHash: hashSecret(session.cookieValue) });
     await expect(authenticate({ db: store.db, clock }, { sessionCookie: session.cookieValue })).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
-    await updateUser(store, clock, 'bob', { suspended: true });
+    await updateUser(store, clock, revocations, 'bob', { suspended: true });
     await expect(authenticate({ db: store.db, clock }, bearer(second.token))).rejects.toMatchObject({ code: 'USER_SUSPENDED' });
+  });
+
+  it('forgets at once what a shared bus announces, even when this process did not make the change', async () => {
+    const bob = await createUser(store.db, clock, { username: 'bob', password: PASSWORD, role: 'member' });
+    const created = await createApiToken(store.db, clock, bob.id, { name: 'cli' });
+    expect(await authenticate({ db: store.db, clock }, bearer(created.token))).not.toBeNull();
+    // Another replica revoked the token and announced it: only the bus tells this process.
+    await store.db.updateTable('api_tokens').set({ revoked_at: iso(clock.now()) }).where('id', '=', created.id).execute();
+    expect(await authenticate({ db: store.db, clock }, bearer(created.token))).not.toBeNull();
+    revocations.publish({ kind: 'token', userId: bob.id, tokenId: created.id });
+    await expect(authenticate({ db: store.db, clock }, bearer(created.token))).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
   });
 
   it('checks token expiry on every request, cached or not', async () => {

@@ -6,12 +6,13 @@ import type { Authentication } from './authenticate.ts';
  * a joined lookup, Kysely compiling it) cost as much CPU as the rest of a small read.
  *
  * Security bounds:
- *  - In this process every change that can end or narrow access (token revocation, logout,
- *    suspension, role change, password change, user deletion) calls `forgetUser` after it is
- *    committed, so it applies to the next request.
- *  - Another replica's change reaches this process only through the store: a credential cached
- *    here stays usable on this replica for at most CACHE_TTL_MS after another replica revoked
- *    it, suspended its user or changed their role.
+ *  - Every change that can end or narrow access (token revocation, logout, suspension, role
+ *    change, password change, user deletion) is published on the revocation bus after it is
+ *    committed (revocations.ts), and every bus drops the matching entries here before anything
+ *    else hears of it, so the change applies to the next request.
+ *  - A replica hears of another replica's change through a shared bus; without one, only through
+ *    the store: a credential cached here then stays usable on this replica for at most
+ *    CACHE_TTL_MS after another replica revoked it, suspended its user or changed their role.
  *  - Expiry (token expires_at, session expires_at) is checked on every hit, not cached.
  *  - Failures (unknown, revoked, expired, suspended) are never cached, so random tokens cannot
  *    fill the cache, and a bad credential is always refused from the store's current state.
@@ -63,6 +64,12 @@ export function rememberAuthentication(hash: string, value: CachedAuthentication
   entries.delete(hash);
   if (entries.size >= MAX_ENTRIES) entries.delete(entries.keys().next().value!);
   entries.set(hash, { ...value, readAt });
+}
+
+/** Drops what a revocation ended: one session's entry on logout, every entry of the user otherwise. */
+export function forgetRevoked(revocation: { userId: string; idHash?: string }): void {
+  if (revocation.idHash !== undefined) forgetCredential(revocation.idHash);
+  else forgetUser(revocation.userId);
 }
 
 /** Drops one cached credential (logout). */

@@ -76,10 +76,10 @@ export async function authRoutes(fastify: FastifyInstance): Promise<void> {
     const principal = principalOf(request);
     const session = sessionOf(request);
     if (session) {
-      await deleteSession(den().store.db, session.idHash);
+      await deleteSession(den().store.db, den().revocations, { userId: principal.userId, idHash: session.idHash });
       reply.clearCookie(SESSION_COOKIE, { path: '/' });
     } else if (principal.tokenId) {
-      await revokeApiToken(den().store.db, den().clock, principal.userId, principal.tokenId);
+      await revokeApiToken(den().store.db, den().clock, den().revocations, principal.userId, principal.tokenId);
     }
     return { ok: true as const };
   });

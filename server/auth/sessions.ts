@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
-import { forgetCredential, forgetUser } from './principal-cache.ts';
+import type { RevocationBus } from './revocations.ts';
 import { generateCsrfToken, generateSessionId, hashSecret } from './secrets.ts';
 
 /**
@@ -41,18 +41,18 @@ export async function createSession(
   return { cookieValue, csrfToken, expiresAt };
 }
 
-export async function deleteSession(db: Kysely<Database>, idHash: string): Promise<void> {
-  await db.deleteFrom('sessions').where('id_hash', '=', idHash).execute();
-  forgetCredential(idHash);
+/** Ends one session (logout) and announces it, which ends what the session holds open. */
+export async function deleteSession(db: Kysely<Database>, revocations: RevocationBus, session: { userId: string; idHash: string }): Promise<void> {
+  await db.deleteFrom('sessions').where('id_hash', '=', session.idHash).execute();
+  revocations.publish({ kind: 'session', userId: session.userId, idHash: session.idHash });
 }
 
 /**
- * Ends every session of a user (suspension, password change). Inside a transaction the caller
- * must also call forgetUser after the commit (see principal-cache.ts).
+ * Ends every session of a user (suspension, password change), usually inside the caller's
+ * transaction: the caller announces the revocation once that is committed.
  */
 export async function deleteSessionsOfUser(db: Kysely<Database>, userId: string): Promise<void> {
   await db.deleteFrom('sessions').where('user_id', '=', userId).execute();
-  forgetUser(userId);
 }
 
 /** Removes expired sessions; cheap enough to call on login. */

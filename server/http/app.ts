@@ -30,6 +30,8 @@ import { createAgentHub } from '../agents/hub.ts';
 import { acceptAgentSocket, agentSocketGate } from '../agents/socket-gate.ts';
 import { createBuildService, type BuildService } from '../builds/service.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
+import { createLiveAccess, type LiveAccess } from '../auth/live-access.ts';
+import { createLocalRevocationBus, type RevocationBus } from '../auth/revocations.ts';
 
 export interface ServerDeps {
   config: Config;
@@ -39,6 +41,8 @@ export interface ServerDeps {
   driver: RuntimeDriver;
   /** start build workers in this process (tests of the HTTP layer alone may turn them off) */
   startWorkers?: boolean;
+  /** where revocations are announced; defaults to one for this process alone */
+  revocations?: RevocationBus;
 }
 
 /** Everything a domain plugin may use. Built once per server. */
@@ -46,6 +50,9 @@ export interface AppContext extends ServerDeps {
   agents: AgentHub;
   builds: BuildService;
   metrics: Metrics;
+  revocations: RevocationBus;
+  /** this process's terminals, execs and log follows, ended when a revocation takes their access away */
+  liveAccess: LiveAccess;
   /** Run at shutdown before the remaining websockets are closed (1001), so a protocol can say why in its own terms. */
   websocketShutdown: Set<() => void>;
 }
@@ -91,7 +98,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const builds = createBuildService(deps, metrics);
   const agents = createAgentHub({ ...deps, buildLogs: builds.logs, metrics });
   builds.attachAgents(agents);
-  const context: AppContext = { ...deps, agents, builds, metrics, websocketShutdown };
+  const revocations = deps.revocations ?? createLocalRevocationBus(deps.log);
+  const liveAccess = createLiveAccess(revocations);
+  const context: AppContext = { ...deps, agents, builds, metrics, revocations, liveAccess, websocketShutdown };
   app.decorate('den', context);
 
   await app.register(rateLimit, { global: false });
@@ -122,6 +131,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await app.register(webRoutes);
 
   app.addHook('onClose', async () => {
+    liveAccess.close();
     await builds.stop();
     await agents.close();
   });

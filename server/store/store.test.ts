@@ -7,6 +7,7 @@ import { AppError, type ErrorCode } from '../../protocol/errors.ts';
 import { createApiToken, listApiTokens, revokeApiToken } from '../auth/api-tokens.ts';
 import { authenticate } from '../auth/authenticate.ts';
 import { createSession } from '../auth/sessions.ts';
+import { createLocalRevocationBus } from '../auth/revocations.ts';
 import { addSshKey, deleteSshKey, findUserBySshFingerprint, listSshKeys } from '../users/ssh-keys.ts';
 import { isUniqueViolation } from '../users/unique.ts';
 import { createFirstUser, createUser, deleteUser, getUser, isSetupRequired, listUsers, updateUser } from '../users/users.ts';
@@ -16,6 +17,8 @@ import { iso, type Clock } from './time.ts';
 
 const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA7cbKUkBbY95yrme7Fp77n3ZJ/2ghf7Pq8LB3BKmj+B laptop';
 const PASSWORD = 'correct-horse-battery';
+// domain calls announce what they revoke; this process's bus also clears the principal cache
+const revocations = createLocalRevocationBus();
 
 /** A clock the test moves by hand, for expiries. */
 function testClock(start = Date.parse('2026-01-01T00:00:00Z')): Clock & { advance(ms: number): void } {
@@ -125,17 +128,17 @@ describe.each(storeDialects)('store on %s', (dialect) => {
 
   it('keeps one active owner: demoting, suspending or deleting the last one fails with LAST_OWNER', async () => {
     await createFirstUser(store, clock, { username: 'alice', password: PASSWORD });
-    await expectCode(updateUser(store, clock, 'alice', { role: 'member' }), 'LAST_OWNER');
-    await expectCode(updateUser(store, clock, 'alice', { suspended: true }), 'LAST_OWNER');
-    await expectCode(deleteUser(store, 'alice'), 'LAST_OWNER');
+    await expectCode(updateUser(store, clock, revocations, 'alice', { role: 'member' }), 'LAST_OWNER');
+    await expectCode(updateUser(store, clock, revocations, 'alice', { suspended: true }), 'LAST_OWNER');
+    await expectCode(deleteUser(store, revocations, 'alice'), 'LAST_OWNER');
 
     await createUser(store.db, clock, { username: 'bob', password: PASSWORD, role: 'owner' });
-    await updateUser(store, clock, 'bob', { suspended: true });
+    await updateUser(store, clock, revocations, 'bob', { suspended: true });
     // a suspended owner does not count
-    await expectCode(updateUser(store, clock, 'alice', { role: 'template-admin' }), 'LAST_OWNER');
-    await updateUser(store, clock, 'bob', { suspended: false });
-    expect((await updateUser(store, clock, 'alice', { role: 'template-admin' })).role).toBe('template-admin');
-    await expectCode(deleteUser(store, 'bob'), 'LAST_OWNER');
+    await expectCode(updateUser(store, clock, revocations, 'alice', { role: 'template-admin' }), 'LAST_OWNER');
+    await updateUser(store, clock, revocations, 'bob', { suspended: false });
+    expect((await updateUser(store, clock, revocations, 'alice', { role: 'template-admin' })).role).toBe('template-admin');
+    await expectCode(deleteUser(store, revocations, 'bob'), 'LAST_OWNER');
   });
 
   it('creates, lists, uses and revokes API tokens; the store holds only their hash', async () => {
@@ -151,10 +154,10 @@ describe.each(storeDialects)('store on %s', (dialect) => {
     expect(listed).toEqual({ id: created.id, name: 'laptop', createdAt: created.createdAt, expiresAt: null, lastUsedAt: iso(clock.now()) });
     expect(listed).not.toHaveProperty('token');
 
-    await revokeApiToken(store.db, clock, owner.id, created.id);
+    await revokeApiToken(store.db, clock, revocations, owner.id, created.id);
     expect(await listApiTokens(store.db, owner.id)).toEqual([]);
     await expectCode(authenticate({ db: store.db, clock }, { authorization: `Bearer ${created.token}` }), 'UNAUTHENTICATED');
-    await expectCode(revokeApiToken(store.db, clock, owner.id, created.id), 'TOKEN_NOT_FOUND');
+    await expectCode(revokeApiToken(store.db, clock, revocations, owner.id, created.id), 'TOKEN_NOT_FOUND');
     await expectCode(authenticate({ db: store.db, clock }, { authorization: 'Bearer den_unknown' }), 'UNAUTHENTICATED');
   });
 
@@ -177,11 +180,11 @@ describe.each(storeDialects)('store on %s', (dialect) => {
     expect(viaCookie?.principal.via).toBe('session');
     expect(viaCookie?.session?.csrfToken).toBe(session.csrfToken);
 
-    await updateUser(store, clock, 'bob', { suspended: true });
+    await updateUser(store, clock, revocations, 'bob', { suspended: true });
     await expectCode(authenticate({ db: store.db, clock }, { sessionCookie: session.cookieValue }), 'UNAUTHENTICATED');
     await expectCode(authenticate({ db: store.db, clock }, { authorization: `Bearer ${token.token}` }), 'USER_SUSPENDED');
 
-    await updateUser(store, clock, 'bob', { suspended: false });
+    await updateUser(store, clock, revocations, 'bob', { suspended: false });
     const later = await createSession(store.db, clock, bob.id, 1);
     clock.advance(3600_000);
     await expectCode(authenticate({ db: store.db, clock }, { sessionCookie: later.cookieValue }), 'UNAUTHENTICATED');
@@ -206,7 +209,7 @@ describe.each(storeDialects)('store on %s', (dialect) => {
     await createApiToken(store.db, clock, bob.id, { name: 'cli' });
     await createSession(store.db, clock, bob.id, 1);
     await addSshKey(store.db, clock, bob.id, { publicKey: ED25519 });
-    await deleteUser(store, 'bob');
+    await deleteUser(store, revocations, 'bob');
     await expectCode(getUser(store.db, 'bob'), 'USER_NOT_FOUND');
     for (const table of ['api_tokens', 'sessions', 'ssh_keys'] as const) {
       expect(await store.db.selectFrom(table).selectAll().where('user_id', '=', bob.id).execute()).toEqual([]);
@@ -215,7 +218,7 @@ describe.each(storeDialects)('store on %s', (dialect) => {
     const carol = await createUser(store.db, clock, { username: 'carol', password: PASSWORD, role: 'member' });
     const { templateId, versionId } = await insertTemplate(store, alice.id);
     await insertWorkspace(store, { owner: carol.id, name: 'dev', templateId, versionId });
-    await expectCode(deleteUser(store, 'carol'), 'USER_HAS_WORKSPACES');
+    await expectCode(deleteUser(store, revocations, 'carol'), 'USER_HAS_WORKSPACES');
   });
 
   it('allows one live workspace per owner and name, any number of deleted ones', async () => {

@@ -49,7 +49,12 @@ type Failure = { code: string; message: string };
  * and a slow browser stalls only its own channel. The end-to-end `ack`s travel to the agent as
  * records like any other message; its session pauses the pty on them.
  */
-export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: TerminalWorkspace, log: FastifyBaseLogger): { shutdown(): void } {
+export function relayTerminal(
+  socket: WebSocket,
+  hub: AgentHub,
+  workspace: TerminalWorkspace,
+  log: FastifyBaseLogger,
+): { shutdown(): void; revoke(error: Failure): void } {
   let finished = false;
   let channel: { id: number; link: ChannelLink; sender: ChannelSender } | undefined;
   let early: Array<string | Uint8Array> | undefined;
@@ -214,9 +219,11 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
     };
   }
 
-  /** Server shutdown: the client learns to reconnect (4009) and the agent keeps the session. */
   return {
+    /** Server shutdown: the client learns to reconnect (4009) and the agent keeps the session. */
     shutdown: () =>
       fail(TERMINAL_CLOSE.goingAway, { code: 'SERVER_SHUTTING_DOWN', message: 'The den server is restarting; the terminal reconnects to the same session when it is back.' }),
+    /** The access that opened it was taken away: detached at once, nothing more reaches the agent. */
+    revoke: (error) => fail(closeCodeForError(error.code), error),
   };
 }

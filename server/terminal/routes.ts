@@ -5,7 +5,9 @@ import { AppError, errorEnvelopeSchema } from '../../protocol/errors.ts';
 import { sessionIdSchema, terminalSessionListSchema } from '../../protocol/terminal.ts';
 import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
-import { findWorkspaceFor } from '../workspaces/access.ts';
+import type { TrackedWorkspace } from '../auth/live-access.ts';
+import { trackLiveAccess } from '../auth/plugin.ts';
+import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import { closeTerminalSession, listTerminalSessions } from './admin.ts';
 import { relayTerminal, type TerminalWorkspace } from './relay.ts';
 
@@ -22,7 +24,7 @@ const sessionParamsSchema = workspaceParamsSchema.extend({ id: sessionIdSchema }
  */
 export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
-  const workspaces = new WeakMap<FastifyRequest, TerminalWorkspace>();
+  const workspaces = new WeakMap<FastifyRequest, { terminal: TerminalWorkspace; access: TrackedWorkspace }>();
 
   app.get('/workspaces/:owner/:name/terminal', {
     websocket: true,
@@ -32,13 +34,19 @@ export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
       const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), owner, name);
       // running/agent state is reported inside the socket (`error` + close code), where a browser can read it
-      workspaces.set(request, { id: workspace.id, label: `${owner}/${name}`, status: workspace.status });
+      workspaces.set(request, { terminal: { id: workspace.id, label: `${owner}/${name}`, status: workspace.status }, access: trackedWorkspace(workspace) });
     },
   }, (socket, request) => {
-    const relay = relayTerminal(socket, app.den.agents, workspaces.get(request)!, request.log);
+    const { terminal, access } = workspaces.get(request)!;
+    const relay = relayTerminal(socket, app.den.agents, terminal, request.log);
     // at shutdown a 4009 with SERVER_SHUTTING_DOWN tells the client to come back to the same session
     app.den.websocketShutdown.add(relay.shutdown);
-    socket.once('close', () => app.den.websocketShutdown.delete(relay.shutdown));
+    // suspension, logout, a revoked token...: a 4001 with the error's code, and no more input reaches the shell
+    const untrack = trackLiveAccess(request, access, relay.revoke);
+    socket.once('close', () => {
+      app.den.websocketShutdown.delete(relay.shutdown);
+      untrack();
+    });
   });
 
   app.get('/workspaces/:owner/:name/terminals', {

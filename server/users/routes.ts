@@ -63,7 +63,7 @@ export async function userRoutes(fastify: FastifyInstance): Promise<void> {
     config: { auth: 'user' },
     schema: { tags: ['tokens'], summary: 'Revoke one of your API tokens', params: tokenIdParamsSchema, response: { 200: okSchema } },
   }, async (request) => {
-    await revokeApiToken(den().store.db, den().clock, principalOf(request).userId, request.params.id);
+    await revokeApiToken(den().store.db, den().clock, den().revocations, principalOf(request).userId, request.params.id);
     return { ok: true as const };
   });
 
@@ -119,13 +119,13 @@ export async function userRoutes(fastify: FastifyInstance): Promise<void> {
       body: updateUserSchema,
       response: { 200: userSchema },
     },
-  }, async (request) => toUserDto(await updateUser(den().store, den().clock, request.params.username, request.body)));
+  }, async (request) => toUserDto(await updateUser(den().store, den().clock, den().revocations, request.params.username, request.body)));
 
   app.delete('/users/:username', {
     config: { auth: 'owner' },
     schema: { tags: ['users'], summary: 'Delete a user with their tokens and keys', params: usernameParamsSchema, response: { 200: okSchema } },
   }, async (request) => {
-    await deleteUser(den().store, request.params.username);
+    await deleteUser(den().store, den().revocations, request.params.username);
     return { ok: true as const };
   });
 }

@@ -2,7 +2,7 @@ import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { CreateUserRequest, UpdateUserRequest, UserDto } from '../../protocol/users.ts';
 import { hashPassword } from '../auth/passwords.ts';
-import { forgetUser } from '../auth/principal-cache.ts';
+import type { Revocation, RevocationBus } from '../auth/revocations.ts';
 import { deleteSessionsOfUser } from '../auth/sessions.ts';
 import type { Store } from '../store/connect.ts';
 import type { Database, Role, UsersTable } from '../store/schema.ts';
@@ -83,11 +83,18 @@ export async function getUserById(db: Kysely<Database>, id: string): Promise<Use
 
 /**
  * Changes role, suspension, display name or password. Demoting or suspending the last active
- * owner fails with LAST_OWNER. Suspension and password changes end the user's sessions.
+ * owner fails with LAST_OWNER. Suspension and password changes end the user's sessions; what
+ * the change takes away is announced on `revocations` once it is committed.
  */
-export async function updateUser(store: Store, clock: Clock, username: string, patch: UpdateUserRequest): Promise<UserRow> {
+export async function updateUser(
+  store: Store,
+  clock: Clock,
+  revocations: RevocationBus,
+  username: string,
+  patch: UpdateUserRequest,
+): Promise<UserRow> {
   const passwordHash = patch.password !== undefined ? await hashPassword(patch.password) : undefined;
-  const updated = await store.db.transaction().execute(async (trx) => {
+  const { user, updated } = await store.db.transaction().execute(async (trx) => {
     await lockUsers(trx, store.dialect);
     const user = await getUser(trx, username);
     const losesOwner =
@@ -114,15 +121,15 @@ export async function updateUser(store: Store, clock: Clock, username: string, p
       .where('id', '=', user.id)
       .execute();
     if (patch.suspended === true || passwordHash !== undefined) await deleteSessionsOfUser(trx, user.id);
-    return updated;
+    return { user, updated };
   });
-  // After the commit: a request authenticated meanwhile must not cache the old role or status.
-  forgetUser(updated.id);
+  // After the commit, so that nobody who hears of it can still read the old state.
+  for (const revocation of revocationsOfUpdate(user, updated, passwordHash !== undefined)) revocations.publish(revocation);
   return updated;
 }
 
 /** Deletes a user with their sessions, tokens and keys. Not the last owner; not while workspaces reference them. */
-export async function deleteUser(store: Store, username: string): Promise<void> {
+export async function deleteUser(store: Store, revocations: RevocationBus, username: string): Promise<void> {
   const userId = await store.db.transaction().execute(async (trx) => {
     await lockUsers(trx, store.dialect);
     const user = await getUser(trx, username);
@@ -146,7 +153,7 @@ export async function deleteUser(store: Store, username: string): Promise<void> 
     await trx.deleteFrom('users').where('id', '=', user.id).execute();
     return user.id;
   });
-  forgetUser(userId);
+  revocations.publish({ kind: 'user', userId, reason: 'deleted' });
 }
 
 export function toUserDto(row: UserRow): UserDto {
@@ -159,6 +166,19 @@ export function toUserDto(row: UserRow): UserDto {
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
+}
+
+/**
+ * What an update takes away. Suspension ends everything; a password change ends the cookie
+ * sessions (API tokens stay: they are revoked one by one); any role change is announced, since
+ * cached principals carry the role and a demoted owner loses other users' workspaces.
+ */
+function revocationsOfUpdate(before: UserRow, after: UserRow, passwordChanged: boolean): Revocation[] {
+  if (after.suspended && !before.suspended) return [{ kind: 'user', userId: after.id, reason: 'suspended' }];
+  const revocations: Revocation[] = [];
+  if (passwordChanged) revocations.push({ kind: 'sessions', userId: after.id, reason: 'password-changed' });
+  if (after.role !== before.role) revocations.push({ kind: 'role', userId: after.id, role: after.role });
+  return revocations;
 }
 
 async function insertUser(

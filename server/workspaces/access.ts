@@ -1,5 +1,6 @@
 import type { Kysely, Selectable } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
+import type { TrackedWorkspace } from '../auth/live-access.ts';
 import type { Principal } from '../http/auth-types.ts';
 import type { Database, WorkspacesTable } from '../store/schema.ts';
 
@@ -34,6 +35,11 @@ export async function findWorkspaceFor(
   return row;
 }
 
-export function canAccessWorkspace(principal: Principal, ownerId: string): boolean {
+/** The workspace as a long-lived connection to it is tracked (auth/plugin.ts trackLiveAccess): by the same rule as every route. */
+export function trackedWorkspace(row: { owner_id: string; owner_name: string; name: string }): TrackedWorkspace {
+  return { label: `${row.owner_name}/${row.name}`, allows: (principal) => canAccessWorkspace(principal, row.owner_id) };
+}
+
+export function canAccessWorkspace(principal: Pick<Principal, 'userId' | 'role'>, ownerId: string): boolean {
   return principal.role === 'owner' || principal.userId === ownerId;
 }

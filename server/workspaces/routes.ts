@@ -9,8 +9,10 @@ import {
   workspaceParamsSchema, workspaceSchema, workspaceWithBuildSchema,
 } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
-import { findWorkspaceFor } from './access.ts';
+import type { TrackedWorkspace } from '../auth/live-access.ts';
+import { findWorkspaceFor, trackedWorkspace } from './access.ts';
 import { listWorkspaceEvents } from './events.ts';
+import { logStreamLifetime } from './log-stream.ts';
 import { cachedListPage } from './list-cache.ts';
 import { getBuildByNumber, getWorkspaceDto, listBuilds, listWorkspaces } from './queries.ts';
 import { serviceLogsHandler } from './service-logs.ts';
@@ -131,7 +133,7 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     const build = await getBuildByNumber(den().store.db, row.id, request.params.number);
     const follow = request.query.follow === '1' || request.query.follow === 'true';
     const sse = request.query.format === 'sse' || (request.query.format === undefined && (request.headers.accept ?? '').includes('text/event-stream'));
-    return streamLogs(request, reply, build.id, request.query.after, follow, sse);
+    return streamLogs(request, reply, trackedWorkspace(row), build.id, request.query.after, follow, sse);
   });
 
   app.get('/workspaces/:owner/:name/services/:service/logs', {
@@ -145,16 +147,19 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
   }, serviceLogsHandler);
 }
 
-function streamLogs(request: FastifyRequest, reply: FastifyReply, buildId: string, after: number, follow: boolean, sse: boolean) {
+function streamLogs(request: FastifyRequest, reply: FastifyReply, workspace: TrackedWorkspace, buildId: string, after: number, follow: boolean, sse: boolean) {
   const logs = request.server.den.builds.logs;
-  const abort = new AbortController();
-  request.raw.once('close', () => abort.abort());
+  const lifetime = logStreamLifetime(request, reply, workspace);
   async function* lines() {
     if (follow) {
-      for await (const line of logs.follow(buildId, after, { signal: abort.signal })) {
+      for await (const line of logs.follow(buildId, after, { signal: lifetime.signal })) {
+        if (lifetime.revoked()) break;
         yield sse ? `id: ${line.id}\ndata: ${JSON.stringify(line)}\n\n` : `${JSON.stringify(line)}\n`;
       }
-      if (sse) yield 'event: end\ndata: {}\n\n';
+      // the client reads an error envelope as the stream's last event and stops (client/workspaces.ts)
+      const revoked = lifetime.revoked();
+      if (revoked) yield sse ? `event: error\ndata: ${JSON.stringify(revoked.toEnvelope())}\n\n` : `${JSON.stringify(revoked.toEnvelope())}\n`;
+      else if (sse) yield 'event: end\ndata: {}\n\n';
     } else {
       for (const line of await logs.read(buildId, after)) yield `${JSON.stringify(line)}\n`;
     }

@@ -7,7 +7,8 @@ import type { serviceLogsParamsSchema, serviceLogsQuerySchema } from '../../prot
 import type { TemplateSpec } from '../../protocol/template.ts';
 import { principalOf } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
-import { findWorkspaceFor } from './access.ts';
+import { findWorkspaceFor, trackedWorkspace } from './access.ts';
+import { logStreamLifetime } from './log-stream.ts';
 
 type ServiceLogsRequest = FastifyRequest<{
   Params: z.infer<typeof serviceLogsParamsSchema>;
@@ -28,20 +29,24 @@ export async function serviceLogsHandler(request: ServiceLogsRequest, reply: Fas
   if (!services.includes(service)) throw unknownService(`${row.owner_name}/${row.name}`, service, services);
 
   const follow = request.query.follow === '1' || request.query.follow === 'true';
-  const abort = new AbortController();
-  // The response closes when the client goes away (the request's 'close' only says its body was read).
-  reply.raw.once('close', () => abort.abort());
+  const lifetime = logStreamLifetime(request, reply, trackedWorkspace(row));
   // Resolves before the first line: a workspace with no output answers with a coded error.
   const lines = await den.driver.serviceLogs(
     { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.owner_name },
     service,
-    { tail: request.query.tail, follow, signal: abort.signal },
+    { tail: request.query.tail, follow, signal: lifetime.signal },
   );
   async function* ndjson() {
     // Node sends the headers with the first bytes: a follower with nothing to show yet would
     // wait for them. A blank line is a keep-alive in NDJSON; readers skip it.
     if (follow) yield '\n';
-    for await (const entry of lines) yield `${JSON.stringify(entry)}\n`;
+    for await (const entry of lines) {
+      if (lifetime.revoked()) break;
+      yield `${JSON.stringify(entry)}\n`;
+    }
+    // the client reads an error envelope as the stream's last line and stops (client/workspaces.ts)
+    const revoked = lifetime.revoked();
+    if (revoked) yield `${JSON.stringify(revoked.toEnvelope())}\n`;
   }
   reply.header('cache-control', 'no-cache');
   if (follow) reply.header('x-accel-buffering', 'no');

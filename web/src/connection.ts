@@ -207,7 +207,8 @@ export class TerminalConnection {
         return;
       case TERMINAL_CLOSE.unauthorized:
         this.#disposed = true;
-        this.#options.onState({ kind: 'failed', message: 'You are signed out or lost access to this workspace. Sign in again and reload.' });
+        // the server's sentence says which (signed out elsewhere, suspended, token revoked, role changed)
+        this.#options.onState({ kind: 'failed', message: serverSaid ?? 'You are signed out or lost access to this workspace. Sign in again and reload.' });
         return;
       case TERMINAL_CLOSE.protocolUnsupported:
         this.#disposed = true;

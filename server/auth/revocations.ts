@@ -1,0 +1,75 @@
+import { AppError } from '../../protocol/errors.ts';
+import type { Role } from '../store/schema.ts';
+import { forgetRevoked } from './principal-cache.ts';
+
+/**
+ * Announcements that some access ended: the users and auth domains publish one after the change
+ * is committed, and whatever holds access on a principal's behalf (the principal cache, open
+ * terminals, execs and log follows) listens. The bus is an interface so that several replicas can
+ * share one later (PostgreSQL LISTEN/NOTIFY); today's is in-process.
+ */
+
+export type Revocation =
+  /** every credential of the user: suspension or deletion */
+  | { kind: 'user'; userId: string; reason: 'suspended' | 'deleted' }
+  /** the user's cookie sessions: a password change or reset ends them, API tokens stay valid */
+  | { kind: 'sessions'; userId: string; reason: 'password-changed' }
+  /** one API token: revoked, or used to log out */
+  | { kind: 'token'; userId: string; tokenId: string }
+  /** one cookie session (logout); idHash is the sha256 of the cookie */
+  | { kind: 'session'; userId: string; idHash: string }
+  /**
+   * The user's role changed. It ends only what the old role allowed and the new one does not:
+   * the owner role reaches every workspace, any other role only the user's own.
+   */
+  | { kind: 'role'; userId: string; role: Role };
+
+export interface RevocationBus {
+  /** Delivers to every listener (of every replica, for a shared bus); call after the change is committed. */
+  publish(revocation: Revocation): void;
+  /** Returns the unsubscribe function. */
+  subscribe(listener: (revocation: Revocation) => void): () => void;
+}
+
+/**
+ * A bus for one process. It always invalidates this process's principal cache first, so no
+ * listener and no later request can see a principal the revocation ended.
+ */
+export function createLocalRevocationBus(log?: { error(details: object, message: string): void }): RevocationBus {
+  const listeners = new Set<(revocation: Revocation) => void>();
+  return {
+    publish(revocation) {
+      forgetRevoked(revocation);
+      for (const listener of listeners) {
+        // the change is committed already: one failing listener must not keep the others from hearing of it
+        try {
+          listener(revocation);
+        } catch (error) {
+          log?.error({ err: error, revocation: revocation.kind }, 'a revocation listener failed');
+        }
+      }
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+}
+
+/** What a connection that a revocation ended tells its client: a coded error with what to do next. */
+export function revocationError(revocation: Revocation, workspaceLabel: string): AppError {
+  switch (revocation.kind) {
+    case 'user':
+      return revocation.reason === 'suspended'
+        ? new AppError('USER_SUSPENDED', 'Your account was suspended, so den closed this connection. Ask an owner of this den server to reactivate it.')
+        : new AppError('UNAUTHENTICATED', 'Your account was deleted, so den closed this connection. Ask an owner of this den server for a new account.');
+    case 'sessions':
+      return new AppError('UNAUTHENTICATED', 'The password of your account was changed, which ends its browser sessions. Sign in again with the new password.');
+    case 'token':
+      return new AppError('UNAUTHENTICATED', 'The API token this connection was opened with was revoked. Sign in again with `den login`.');
+    case 'session':
+      return new AppError('UNAUTHENTICATED', 'You signed out, so den closed this connection. Sign in again to reconnect.');
+    case 'role':
+      return new AppError('FORBIDDEN', `Your role changed to ${revocation.role}, which has no access to workspace '${workspaceLabel}'. Ask an owner of this den server if you still need it.`);
+  }
+}
