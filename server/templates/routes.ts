@@ -59,7 +59,7 @@ export async function templateRoutes(fastify: FastifyInstance): Promise<void> {
     config: { auth: 'template-admin' },
     schema: { tags, summary: 'Delete a template that no live workspace uses', params: templateNameParamsSchema, response: { 200: deletedTemplateSchema, ...errors } },
   }, async (request) => {
-    await deleteTemplate(den().store.db, den().clock, request.params.name);
+    await deleteTemplate(den().store.db, den().clock, request.params.name, principalOf(request));
     return { name: request.params.name, deleted: true as const };
   });
 
