@@ -1,5 +1,6 @@
 // `npm run bench:templates`: what hostile template pushes cost the server. Three clients push
-// the same document at once, several times each, while a fourth asks /healthz every few ms;
+// the same document at once, several times each, while a fourth (bench/healthz-sampler.ts, a
+// worker thread) asks /healthz every few ms;
 // the reference is /healthz on the same server with no push running. Reports /healthz latency
 // (p50 and max) and how far the server's RSS rose above its level before the pushes. Prints
 // progress to stderr and one JSON object as the last line of stdout (docs/benchmarks.md).
@@ -7,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { MAX_YAML_NODES } from '../server/templates/yaml-bounds.ts';
 import { freePort, median, round, waitFor } from './support.ts';
 
@@ -15,6 +17,7 @@ const PUSHERS = 3;
 const ROUNDS = Number(process.env.BENCH_TEMPLATE_ROUNDS ?? 5);
 const REFERENCE_MS = 3_000;
 const HEALTH_INTERVAL_MS = 5;
+const RSS_INTERVAL_MS = 10;
 const STARTUP_TIMEOUT_MS = 30_000;
 /** den's default body limit is 4 MiB (+64 KiB); each push body is just under it, as JSON. */
 const BODY_BYTES = 3_800_000;
@@ -22,13 +25,18 @@ const BODY_BYTES = 3_800_000;
 const say = (line: string) => process.stderr.write(`${line}\n`);
 const head = 'name: bench-bomb\nworkspace:\n  image: x\n';
 
-/** The shapes the probe used, and the largest document the node limit lets through to the parser. */
-const documents: Record<string, string> = {
-  nested_block_sequences: `${head}x: ${'- '.repeat(BODY_BYTES / 2)}x\n`,
+/**
+ * Push bodies (the template folder): the shapes the probe used; the largest document the node
+ * limit lets through to the parser; and, as the reference for what a body this size costs before
+ * any YAML is read, a folder refused for an unsafe file path.
+ */
+const folders: Record<string, Record<string, string>> = {
+  body_only_reference: { 'template.yaml': head, '../blob': 'x'.repeat(BODY_BYTES) },
+  nested_block_sequences: { 'template.yaml': `${head}x: ${'- '.repeat(BODY_BYTES / 2)}x\n` },
   // '- 1\n' is five bytes in JSON.
-  flat_list: `${head}x:\n${'- 1\n'.repeat(BODY_BYTES / 5)}`,
+  flat_list: { 'template.yaml': `${head}x:\n${'- 1\n'.repeat(BODY_BYTES / 5)}` },
   // Two nodes per item: one item short of the limit, refused only by the schema after a full parse.
-  at_node_limit: `${head}x:\n${'- 1\n'.repeat(MAX_YAML_NODES / 2 - 10)}`,
+  at_node_limit: { 'template.yaml': `${head}x:\n${'- 1\n'.repeat(MAX_YAML_NODES / 2 - 10)}` },
 };
 
 const dataDir = mkdtempSync(join(tmpdir(), 'den-bench-templates-'));
@@ -52,9 +60,9 @@ try {
   results.reference = quiet;
   say(`  p50 ${quiet.healthz_p50_ms} ms, max ${quiet.healthz_max_ms} ms, RSS ${quiet.rss_before_mb} MB`);
 
-  for (const [name, text] of Object.entries(documents)) {
-    say(`${name}: ${PUSHERS} clients push ${Math.round(text.length / 1000)} kB ${ROUNDS} times each`);
-    const body = JSON.stringify({ files: { 'template.yaml': text } });
+  for (const [name, files] of Object.entries(folders)) {
+    const body = JSON.stringify({ files });
+    say(`${name}: ${PUSHERS} clients push ${Math.round(body.length / 1000)} kB ${ROUNDS} times each`);
     const pushTimes: number[] = [];
     const answers = new Map<string, number>();
     const pushing = Promise.all(Array.from({ length: PUSHERS }, async () => {
@@ -86,26 +94,26 @@ async function push(token: string, body: string): Promise<string> {
   }
 }
 
-/** Asks /healthz one request at a time until `until` settles; RSS is read alongside. */
+/** /healthz latencies from a worker thread, and the server's RSS, until `until` settles. */
 async function sampleHealth(until: Promise<unknown>) {
-  let done = false;
-  const finished = until.finally(() => { done = true; });
+  const sampler = new Worker(new URL('./healthz-sampler.ts', import.meta.url), { workerData: { url, intervalMs: HEALTH_INTERVAL_MS } });
   const rssBefore = rssMb();
   let rssMax = rssBefore;
-  const latencies: number[] = [];
-  while (!done) {
-    const started = performance.now();
-    const response = await fetch(`${url}/healthz`);
-    await response.text();
-    latencies.push(performance.now() - started);
-    rssMax = Math.max(rssMax, rssMb());
-    await new Promise((r) => setTimeout(r, HEALTH_INTERVAL_MS));
+  const rssTimer = setInterval(() => { rssMax = Math.max(rssMax, rssMb()); }, RSS_INTERVAL_MS);
+  try {
+    await until;
+  } finally {
+    clearInterval(rssTimer);
   }
-  await finished;
+  rssMax = Math.max(rssMax, rssMb());
+  const latencies = new Promise<number[]>((r) => sampler.once('message', r));
+  sampler.postMessage('stop');
+  const samples = await latencies;
+  await sampler.terminate();
   return {
-    healthz_samples: latencies.length,
-    healthz_p50_ms: round(median(latencies)),
-    healthz_max_ms: round(Math.max(...latencies)),
+    healthz_samples: samples.length,
+    healthz_p50_ms: round(median(samples)),
+    healthz_max_ms: round(Math.max(...samples)),
     rss_before_mb: round(rssBefore),
     rss_growth_mb: round(rssMax - rssBefore),
   };

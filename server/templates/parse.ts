@@ -24,15 +24,30 @@ export interface ParseTemplateOptions {
 }
 
 export function parseTemplateYaml(text: string, options: ParseTemplateOptions = {}): TemplateSpec {
+  scanTemplateYaml(text, options);
+  return parseScannedTemplateYaml(text, options);
+}
+
+/**
+ * The cheap first half of parseTemplateYaml: refuses a document over the size limit or past
+ * the YAML bounds (yaml-bounds.ts), and returns its node count, which tells what the second
+ * half will cost.
+ */
+export function scanTemplateYaml(text: string, options: ParseTemplateOptions = {}): number {
   const fileName = options.fileName ?? TEMPLATE_FILE;
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_TEMPLATE_BYTES;
   const size = Buffer.byteLength(text, 'utf8');
   if (size > maxBytes) {
     throw new AppError('PAYLOAD_TOO_LARGE', `${fileName} is ${size} bytes; the limit is ${maxBytes}. Make the template smaller (move large content into separate files).`);
   }
+  return checkYamlShape(text, fileName);
+}
+
+/** The second half of parseTemplateYaml, for a document scanTemplateYaml let through. */
+export function parseScannedTemplateYaml(text: string, options: ParseTemplateOptions = {}): TemplateSpec {
+  const fileName = options.fileName ?? TEMPLATE_FILE;
   const lines = new LineCounter();
-  checkYamlShape(text, fileName);
-  const { doc, value } = loadYaml(text, lines, fileName, maxBytes);
+  const { doc, value } = loadYaml(text, lines, fileName, options.maxBytes ?? DEFAULT_MAX_TEMPLATE_BYTES);
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     const problem = { field: '(template)', detail: 'The document must be a mapping with at least name and workspace (for example `name: my-template`).', line: 1, column: 1 };
     throw new AppError('TEMPLATE_INVALID', `${fileName} is invalid: ${problem.detail}`, { validations: [problem] });

@@ -46,7 +46,7 @@ export interface PushInput {
 
 /** Stores a new version (creating the template on its first push); numbers go 1, 2, 3... */
 export async function pushTemplateVersion(db: Kysely<Database>, clock: Clock, input: PushInput): Promise<PushTemplateResponse> {
-  const spec = templateFilesSpec(input.files, input.maxBytes);
+  const spec = await templateFilesSpec(input.files, input.maxBytes);
   // Concurrent pushes race for the next number (or for creating the template); the unique
   // constraints decide, and the loser simply tries again with the next number.
   for (let attempt = 1; ; attempt++) {

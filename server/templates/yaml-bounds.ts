@@ -17,7 +17,7 @@ export const MAX_YAML_DEPTH = 64;
 
 /**
  * Refuses a document that has more than MAX_YAML_NODES nodes or nests deeper than
- * MAX_YAML_DEPTH, naming the line where the limit is passed. Uses the `yaml` package's own
+ * MAX_YAML_DEPTH, naming the line where the limit is passed; returns the number of nodes. Uses the `yaml` package's own
  * lexer, so quoted strings, block scalars and comments are read exactly as the parser will read
  * them, and stops at the first token past a limit: a hostile document costs the scan a few ms.
  *
@@ -26,7 +26,7 @@ export const MAX_YAML_DEPTH = 64;
  * increasing columns at which nodes start on the current path, plus the open flow brackets,
  * counts each level at least once in every two.
  */
-export function checkYamlShape(text: string, fileName: string): void {
+export function checkYamlShape(text: string, fileName: string): number {
   let nodes = 0;
   let flowDepth = 0;
   const columns: number[] = [];
@@ -61,6 +61,7 @@ export function checkYamlShape(text: string, fileName: string): void {
       lineStart = start + i + 1;
     }
   }
+  return nodes;
 }
 
 /**
