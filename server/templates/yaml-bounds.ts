@@ -17,9 +17,10 @@ export const MAX_YAML_DEPTH = 64;
 
 /**
  * Refuses a document that has more than MAX_YAML_NODES nodes or nests deeper than
- * MAX_YAML_DEPTH, naming the line where the limit is passed; returns the number of nodes. Uses the `yaml` package's own
- * lexer, so quoted strings, block scalars and comments are read exactly as the parser will read
- * them, and stops at the first token past a limit: a hostile document costs the scan a few ms.
+ * MAX_YAML_DEPTH, naming the line where the limit is passed; returns the number of nodes. Uses
+ * the `yaml` package's own lexer, so quoted strings, block scalars and comments are read exactly
+ * as the parser will read them, and stops at the first token past a limit: a hostile document
+ * costs the scan a few ms.
  *
  * Depth: every collection level starts at a column right of its parent's, except a block
  * sequence under a mapping key, which may share the key's column. So a stack of the strictly
