@@ -108,6 +108,16 @@ describe.each(storeDialects)('template routes on %s', (dialect) => {
     expect((await admin.post('/api/v1/templates', { files: { 'template.yaml': 'name: [' } })).json.error.code).toBe('TEMPLATE_YAML_INVALID');
   });
 
+  it('refuses nesting and node bombs with the coded error and the line, and still takes a real template', async () => {
+    const bomb = await admin.post('/api/v1/templates', { files: { 'template.yaml': `name: bomb\nworkspace:\n  image: x\nx: ${'- '.repeat(30_000)}x\n` } });
+    expect(bomb.status).toBe(400);
+    expect(bomb.json.error).toMatchObject({ code: 'TEMPLATE_YAML_INVALID', validations: [{ field: '(yaml)', line: 4 }] });
+    expect(bomb.json.error.message).toContain('nests more than 64 levels deep');
+    const wide = await admin.post('/api/v1/templates', { files: { 'template.yaml': `name: wide\nworkspace:\n  image: x\nx: [${'1,'.repeat(20_000)}]\n` } });
+    expect(wide.json.error).toMatchObject({ code: 'TEMPLATE_YAML_INVALID', message: expect.stringContaining('more than 5000 YAML nodes') });
+    expect((await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('after-bombs') } })).status).toBe(201);
+  });
+
   it('lets only template admins write', async () => {
     expect((await member.post('/api/v1/templates', { files: { 'template.yaml': yaml('mine') } })).status).toBe(403);
     expect((await member.post('/api/v1/templates/demo/activate', { version: 1 })).status).toBe(403);
