@@ -34,6 +34,8 @@ export async function templateRoutes(fastify: FastifyInstance): Promise<void> {
 
   app.post('/templates', {
     config: { auth: 'template-admin' },
+    // the folder's files plus the JSON around them; every other route keeps the app's default
+    bodyLimit: den().config.maxTemplateBytes + 64 * 1024,
     schema: {
       tags,
       summary: 'Push a template folder as a new immutable version (creates the template on first push)',
