@@ -26,7 +26,7 @@ export const PARSE_TIMEOUT_MS = 10_000;
 /** Pushes waiting for the worker beyond this are refused at once (RATE_LIMITED). */
 export const MAX_WAITING_PARSES = 8;
 const IDLE_STOP_MS = 60_000;
-/** Enough for a 4 MiB document within the bounds (about 20 MB of heap), far from the host's. */
+/** A document within the bounds needs a few MB (5,000 nodes at about 1 KB); the cap stops anything else early. */
 const RESOURCE_LIMITS = { maxOldGenerationSizeMb: 128, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 };
 
 interface Job {
