@@ -43,6 +43,7 @@ export const ERROR_CODES = {
   TEMPLATE_NO_ACTIVE_VERSION: { status: 409, doc: 'The template has no active version to create workspaces from.' },
   TEMPLATE_IN_USE: { status: 409, doc: 'Workspaces still use the template; delete or move them first.' },
   EXPRESSION_INVALID: { status: 400, doc: 'A ${{ }} expression could not be parsed or evaluated.' },
+  TEMPLATE_PATH_INVALID: { status: 400, doc: 'A path in the template version (after its expressions are evaluated) leaves the workspace home or the container root, or is not a plain path.' },
 
   // workspaces and builds
   WORKSPACE_NOT_FOUND: { status: 404, doc: 'No workspace with that name for this owner.' },

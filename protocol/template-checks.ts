@@ -1,4 +1,5 @@
 import type { ParameterSpec, ParameterValue, TemplateSpec } from './template.ts';
+import { templatePathProblem, templatePaths, withoutExpressions } from './template-paths.ts';
 
 /**
  * Rules a field-by-field schema cannot express: names that must exist or be unique, service
@@ -12,7 +13,7 @@ export interface TemplateCheckIssue {
 }
 
 export function checkTemplate(spec: TemplateSpec): TemplateCheckIssue[] {
-  return [...checkParameters(spec.parameters), ...checkWorkspace(spec), ...checkEnvironment(spec)];
+  return [...checkParameters(spec.parameters), ...checkWorkspace(spec), ...checkEnvironment(spec), ...checkPaths(spec)];
 }
 
 /**
@@ -204,6 +205,15 @@ function checkEnvironment(spec: TemplateSpec): TemplateCheckIssue[] {
         issues.push({ path: ['environment', kind, entry, 'service'], message: `${kind === 'tasks' ? 'Task' : 'Test'} '${entry}' runs in service '${value.service}', which does not exist; ${known}.` });
       }
     }
+  }
+  return issues;
+}
+
+function checkPaths(spec: TemplateSpec): TemplateCheckIssue[] {
+  const issues: TemplateCheckIssue[] = [];
+  for (const { path, value, kind } of templatePaths(spec)) {
+    const problem = templatePathProblem(withoutExpressions(value), kind);
+    if (problem) issues.push({ path, message: problem });
   }
   return issues;
 }

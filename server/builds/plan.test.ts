@@ -145,3 +145,28 @@ describe('dependencyOrder', () => {
     expect(() => dependencyOrder({ a: { dependsOn: ['b'] }, b: { dependsOn: ['a'] } })).toThrow(expect.objectContaining({ code: 'TEMPLATE_INVALID' }));
   });
 });
+
+describe('planWorkspace paths', () => {
+  const withWorkdir = (workdir: string, volumePath = '/data'): TemplateInput => ({
+    name: 'paths',
+    parameters: [{ name: 'dir', type: 'string', default: 'app' }],
+    workspace: { image: 'x' },
+    environment: { services: { api: { command: 'node api.js', workdir, volumes: [{ name: 'data', path: volumePath }] } } },
+  });
+
+  it('refuses a workdir whose evaluated value leaves the home with TEMPLATE_PATH_INVALID', () => {
+    const plan = () => planWorkspace(input(withWorkdir('~/${{ params.dir }}'), { params: { dir: '../../../tmp/x' } }));
+    expect(plan).toThrow(expect.objectContaining({
+      code: 'TEMPLATE_PATH_INVALID',
+      message: expect.stringContaining('environment.services.api.workdir is "~/../../../tmp/x"'),
+    }));
+  });
+
+  it('refuses paths of versions stored before push checked them, and evaluates volume paths', () => {
+    const stored = input(withWorkdir('~/app'));
+    stored.spec.environment!.services!.api.volumes![0].path = '/';
+    expect(() => planWorkspace(stored)).toThrow(expect.objectContaining({ code: 'TEMPLATE_PATH_INVALID', message: expect.stringContaining('volumes[0].path') }));
+    const evaluated = planWorkspace(input(withWorkdir('~/${{ params.dir }}', '/srv/${{ params.dir }}'), { params: { dir: 'web' } }));
+    expect(evaluated.plan.services[0]).toMatchObject({ workdir: '~/web', volumes: [{ name: 'data', path: '/srv/web' }] });
+  });
+});

@@ -4,6 +4,7 @@ import {
   parseBytes, parseCpu, parseDuration,
   type ParameterValue, type ReadinessSpec, type ServiceSpec, type TemplateSpec,
 } from '../../protocol/template.ts';
+import { templatePathProblem, type TemplatePathKind } from '../../protocol/template-paths.ts';
 import type { ReadinessPlan, ServiceEndpoints, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../runtimes/driver.ts';
 import { evaluateTemplateValue } from '../templates/expressions.ts';
 
@@ -140,13 +141,13 @@ function planService(name: string, spec: ServiceSpec, evaluate: Evaluate): Servi
     name,
     ...(spec.image !== undefined ? { image: String(evaluate(spec.image, at('image'))) } : {}),
     ...(spec.command !== undefined ? { command: argv(evaluate(spec.command, at('command'))) } : {}),
-    ...(spec.workdir !== undefined ? { workdir: String(evaluate(spec.workdir, at('workdir'))) } : {}),
+    ...(spec.workdir !== undefined ? { workdir: templatePath(evaluate(spec.workdir, at('workdir')), 'home-or-container', at('workdir')) } : {}),
     env,
     ports: (spec.ports ?? []).map((port) => ({ port: port.port, ...(port.name ? { name: port.name } : {}), preview: port.preview })),
     ...(spec.readiness ? { readiness: readiness(spec.readiness, evaluate, at('readiness')) } : {}),
     volumes: (spec.volumes ?? []).map((volume, index) => ({
       name: volume.name,
-      path: volume.path,
+      path: templatePath(evaluate(volume.path, at('volumes', index, 'path')), 'mount', at('volumes', index, 'path')),
       ...(volume.size !== undefined ? { sizeBytes: bytes(evaluate(volume.size, at('volumes', index, 'size')), fieldPath(at('volumes', index, 'size'))) } : {}),
     })),
     dependsOn: spec.dependsOn ?? [],
@@ -183,6 +184,20 @@ function serviceScope(services: Record<string, ServiceSpec>, endpoints: ServiceE
 function argv(value: unknown): string[] {
   if (Array.isArray(value)) return value.map(String);
   return ['sh', '-c', String(value)];
+}
+
+/**
+ * The push checked what it could of each path; this checks the value its expressions evaluated
+ * to, and versions stored before paths were checked at push.
+ */
+function templatePath(value: unknown, kind: TemplatePathKind, path: (string | number)[]): string {
+  const text = String(value);
+  const problem = templatePathProblem(text, kind);
+  if (problem === undefined) return text;
+  const field = fieldPath(path);
+  throw new AppError('TEMPLATE_PATH_INVALID', `${field} is ${JSON.stringify(text)}, which is not allowed. ${problem} Fix the template (or the parameter it uses) and push a new version.`, {
+    validations: [{ field, detail: problem }],
+  });
 }
 
 function bytes(value: unknown, field: string): number {

@@ -1,14 +1,15 @@
 import { AppError, type ValidationIssue } from '../../protocol/errors.ts';
 import type { TemplateSpec } from '../../protocol/template.ts';
 import { MAX_TEMPLATE_FILES, TEMPLATE_FILE } from '../../protocol/templates-api.ts';
-import { parseTemplateYaml } from './parse.ts';
+import { readTemplateYaml } from './parse-thread.ts';
 
 /**
- * Checks a pushed folder (relative path -> UTF-8 content) and parses its template.yaml.
+ * Checks a pushed folder (relative path -> UTF-8 content) and parses its template.yaml
+ * (parse-thread.ts: inline, or on a worker thread when large).
  * Paths are stored and later written back by `den templates pull`, so anything that could
  * escape the target folder there ('..', absolute paths, backslashes) is refused here.
  */
-export function templateFilesSpec(files: Record<string, string>, maxBytes: number): TemplateSpec {
+export async function templateFilesSpec(files: Record<string, string>, maxBytes: number): Promise<TemplateSpec> {
   const paths = Object.keys(files);
   if (paths.length > MAX_TEMPLATE_FILES) {
     throw new AppError('PAYLOAD_TOO_LARGE', `The template folder has ${paths.length} files; the limit is ${MAX_TEMPLATE_FILES}. Push only the files the template needs.`);
@@ -31,7 +32,7 @@ export function templateFilesSpec(files: Record<string, string>, maxBytes: numbe
       validations: [{ field: `files[${JSON.stringify(TEMPLATE_FILE)}]`, detail: `Add ${TEMPLATE_FILE}.` }],
     });
   }
-  return parseTemplateYaml(files[TEMPLATE_FILE], { maxBytes });
+  return readTemplateYaml(files[TEMPLATE_FILE], { maxBytes });
 }
 
 /** Why a pushed path is not a safe relative path, or undefined when it is. */

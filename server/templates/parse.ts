@@ -4,6 +4,7 @@ import { templateSchema, type TemplateSpec } from '../../protocol/template.ts';
 import { TEMPLATE_FILE } from '../../protocol/templates-api.ts';
 import { describeIssues, fieldPath, type TemplateProblem } from './issues.ts';
 import { checkExpressions } from './references.ts';
+import { checkYamlDocument, checkYamlShape } from './yaml-bounds.ts';
 
 /**
  * template.yaml -> validated TemplateSpec. Every failure is an AppError: TEMPLATE_YAML_INVALID
@@ -14,12 +15,6 @@ import { checkExpressions } from './references.ts';
 
 /** Aliases expand to copies; a small document with many aliases can expand to gigabytes. */
 const MAX_ALIAS_COUNT = 100;
-/**
- * Flow nesting ('[' and '{') beyond this is refused before the YAML parser sees it: the parser
- * survives thousands of levels but takes hundreds of milliseconds per document doing so. Counted
- * naively (brackets inside strings count too), so the limit is far above any real template.
- */
-const MAX_FLOW_DEPTH = 200;
 export const DEFAULT_MAX_TEMPLATE_BYTES = 1024 * 1024;
 
 export interface ParseTemplateOptions {
@@ -29,15 +24,30 @@ export interface ParseTemplateOptions {
 }
 
 export function parseTemplateYaml(text: string, options: ParseTemplateOptions = {}): TemplateSpec {
+  scanTemplateYaml(text, options);
+  return parseScannedTemplateYaml(text, options);
+}
+
+/**
+ * The cheap first half of parseTemplateYaml: refuses a document over the size limit or past
+ * the YAML bounds (yaml-bounds.ts), and returns its node count, which tells what the second
+ * half will cost.
+ */
+export function scanTemplateYaml(text: string, options: ParseTemplateOptions = {}): number {
   const fileName = options.fileName ?? TEMPLATE_FILE;
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_TEMPLATE_BYTES;
   const size = Buffer.byteLength(text, 'utf8');
   if (size > maxBytes) {
     throw new AppError('PAYLOAD_TOO_LARGE', `${fileName} is ${size} bytes; the limit is ${maxBytes}. Make the template smaller (move large content into separate files).`);
   }
+  return checkYamlShape(text, fileName);
+}
+
+/** The second half of parseTemplateYaml, for a document scanTemplateYaml let through. */
+export function parseScannedTemplateYaml(text: string, options: ParseTemplateOptions = {}): TemplateSpec {
+  const fileName = options.fileName ?? TEMPLATE_FILE;
   const lines = new LineCounter();
-  refuseDeepNesting(text, fileName);
-  const { doc, value } = loadYaml(text, lines, fileName);
+  const { doc, value } = loadYaml(text, lines, fileName, options.maxBytes ?? DEFAULT_MAX_TEMPLATE_BYTES);
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     const problem = { field: '(template)', detail: 'The document must be a mapping with at least name and workspace (for example `name: my-template`).', line: 1, column: 1 };
     throw new AppError('TEMPLATE_INVALID', `${fileName} is invalid: ${problem.detail}`, { validations: [problem] });
@@ -54,11 +64,12 @@ export function parseTemplateYaml(text: string, options: ParseTemplateOptions = 
   return result.data;
 }
 
-function loadYaml(text: string, lines: LineCounter, fileName: string): { doc: Document; value: unknown } {
+function loadYaml(text: string, lines: LineCounter, fileName: string, maxBytes: number): { doc: Document; value: unknown } {
   let doc: Document;
   let value: unknown;
   try {
-    doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, schema: 'core', strict: true });
+    // Repeated keys are refused by checkYamlDocument, in linear time (yaml's own check is quadratic).
+    doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: false, schema: 'core', strict: true });
     const problem = doc.errors[0] ?? doc.warnings[0];
     if (problem) {
       const { line, col } = lines.linePos(problem.pos[0]);
@@ -68,6 +79,7 @@ function loadYaml(text: string, lines: LineCounter, fileName: string): { doc: Do
         validations: [{ field: '(yaml)', detail: `${detail}.`, line, column: col }],
       });
     }
+    checkYamlDocument(doc, lines, fileName, maxBytes);
     value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (error) {
     if (error instanceof AppError) throw error;
@@ -83,24 +95,6 @@ function loadYaml(text: string, lines: LineCounter, fileName: string): { doc: Do
     });
   }
   return { doc, value };
-}
-
-function refuseDeepNesting(text: string, fileName: string): void {
-  let depth = 0;
-  for (let i = 0; i < text.length; i++) {
-    const char = text.charCodeAt(i);
-    if (char === 0x5b || char === 0x7b) {
-      if (++depth > MAX_FLOW_DEPTH) {
-        const line = text.slice(0, i).split('\n').length;
-        const detail = `the document nests more than ${MAX_FLOW_DEPTH} levels deep at line ${line}`;
-        throw new AppError('TEMPLATE_YAML_INVALID', `${fileName} is not valid YAML: ${detail}. Flatten it and push again.`, {
-          validations: [{ field: '(yaml)', detail: `${detail}.`, line }],
-        });
-      }
-    } else if ((char === 0x5d || char === 0x7d) && depth > 0) {
-      depth--;
-    }
-  }
 }
 
 function templateInvalid(fileName: string, validations: ValidationIssue[]): AppError {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeDialects } from '../../test/support/postgres.ts';
 import { startTestServer, type TestServer } from '../../test/support/harness.ts';
-import { api, createUserWithToken, setupOwner, type Api } from '../../test/support/users.ts';
+import { api, createUserWithToken, setupOwner, type Api, type TestUser } from '../../test/support/users.ts';
 import { getActiveVersion, getTemplateVersionById } from './store.ts';
 
 const yaml = (name: string, extra = '') => `name: ${name}
@@ -21,14 +21,20 @@ describe.each(storeDialects)('template routes on %s', (dialect) => {
   let server: TestServer;
   let admin: Api;
   let member: Api;
+  let owner: Api;
   let ownerId: string;
+  let adminUser: TestUser;
+  let memberUser: TestUser;
 
   beforeAll(async () => {
     server = await startTestServer({ dialect, startWorkers: false, config: { maxTemplateBytes: 64 * 1024 } });
-    const owner = await setupOwner(server.app);
-    ownerId = owner.userId;
-    admin = api(server.app, (await createUserWithToken(server.app, owner.token, 'template-admin')).token);
-    member = api(server.app, (await createUserWithToken(server.app, owner.token, 'member')).token);
+    const first = await setupOwner(server.app);
+    ownerId = first.userId;
+    owner = api(server.app, first.token);
+    adminUser = await createUserWithToken(server.app, first.token, 'template-admin');
+    memberUser = await createUserWithToken(server.app, first.token, 'member');
+    admin = api(server.app, adminUser.token);
+    member = api(server.app, memberUser.token);
   });
   afterAll(async () => server?.close());
 
@@ -102,6 +108,16 @@ describe.each(storeDialects)('template routes on %s', (dialect) => {
     expect((await admin.post('/api/v1/templates', { files: { 'template.yaml': 'name: [' } })).json.error.code).toBe('TEMPLATE_YAML_INVALID');
   });
 
+  it('refuses nesting and node bombs with the coded error and the line, and still takes a real template', async () => {
+    const bomb = await admin.post('/api/v1/templates', { files: { 'template.yaml': `name: bomb\nworkspace:\n  image: x\nx: ${'- '.repeat(30_000)}x\n` } });
+    expect(bomb.status).toBe(400);
+    expect(bomb.json.error).toMatchObject({ code: 'TEMPLATE_YAML_INVALID', validations: [{ field: '(yaml)', line: 4 }] });
+    expect(bomb.json.error.message).toContain('nests more than 64 levels deep');
+    const wide = await admin.post('/api/v1/templates', { files: { 'template.yaml': `name: wide\nworkspace:\n  image: x\nx: [${'1,'.repeat(20_000)}]\n` } });
+    expect(wide.json.error).toMatchObject({ code: 'TEMPLATE_YAML_INVALID', message: expect.stringContaining('more than 5000 YAML nodes') });
+    expect((await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('after-bombs') } })).status).toBe(201);
+  });
+
   it('lets only template admins write', async () => {
     expect((await member.post('/api/v1/templates', { files: { 'template.yaml': yaml('mine') } })).status).toBe(403);
     expect((await member.post('/api/v1/templates/demo/activate', { version: 1 })).status).toBe(403);
@@ -115,24 +131,57 @@ describe.each(storeDialects)('template routes on %s', (dialect) => {
     expect(response.json.properties.workspace).toBeDefined();
   });
 
-  it('refuses to delete a template a live workspace uses, then deletes it and frees the name', async () => {
-    await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('used') } });
-    const active = await getActiveVersion(server.store.db, 'used');
+  /** A live workspace on the active version of `template`, owned by `ownerUserId`. */
+  async function seedWorkspace(template: string, ownerUserId: string, name: string): Promise<string> {
+    const active = await getActiveVersion(server.store.db, template);
     const now = new Date().toISOString();
-    const workspaceId = randomUUID();
+    const id = randomUUID();
     await server.store.db.insertInto('workspaces').values({
-      id: workspaceId, name: 'ws', owner_id: ownerId, template_id: active.template.id, template_version_id: active.version.id,
+      id, name, owner_id: ownerUserId, template_id: active.template.id, template_version_id: active.version.id,
       params_json: '{}', status: 'stopped', agent_state: null, last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
     }).execute();
+    return id;
+  }
+
+  it('refuses to delete a template a live workspace uses, then deletes it and frees the name', async () => {
+    await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('used') } });
+    const workspaceId = await seedWorkspace('used', ownerId, 'ws');
     expect((await member.get('/api/v1/templates/used')).json.workspaces).toBe(1);
-    const refused = await admin.delete('/api/v1/templates/used');
+    const refused = await owner.delete('/api/v1/templates/used');
     expect(refused.status).toBe(409);
     expect(refused.json.error).toMatchObject({ code: 'TEMPLATE_IN_USE', message: expect.stringContaining('owner/ws') });
 
+    const now = new Date().toISOString();
     await server.store.db.updateTable('workspaces').set({ deleted_at: now, status: 'deleted' }).where('id', '=', workspaceId).execute();
     expect((await admin.delete('/api/v1/templates/used')).json).toEqual({ name: 'used', deleted: true });
     expect((await member.get('/api/v1/templates/used')).status).toBe(404);
     const again = await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('used') } });
     expect(again.json).toMatchObject({ created: true, version: { number: 1 } });
+  });
+
+  it("names in TEMPLATE_IN_USE only the workspaces the caller may see, and counts the others", async () => {
+    await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('shared') } });
+    await seedWorkspace('shared', memberUser.userId, 'member-secret-1');
+    await seedWorkspace('shared', memberUser.userId, 'member-secret-2');
+    await seedWorkspace('shared', adminUser.userId, 'admin-own');
+
+    const byAdmin = (await admin.delete('/api/v1/templates/shared')).json.error;
+    expect(byAdmin.code).toBe('TEMPLATE_IN_USE');
+    expect(byAdmin.message).toBe(`Template 'shared' is still used by 3 live workspaces (${adminUser.username}/admin-own; 2 of other users). `
+      + 'Delete yours (`den delete`) and ask the other users (or a den owner) to delete theirs, then try again.');
+    expect(JSON.stringify(byAdmin)).not.toContain('member-secret');
+    expect(JSON.stringify(byAdmin)).not.toContain(memberUser.username);
+
+    const byOwner = (await owner.delete('/api/v1/templates/shared')).json.error;
+    expect(byOwner.message).toContain(`${memberUser.username}/member-secret-1, ${memberUser.username}/member-secret-2, ${adminUser.username}/admin-own`);
+    expect(byOwner.message).toContain('Delete them (`den delete`) first.');
+  });
+
+  it('names none of the workspaces to a template admin who owns none of them', async () => {
+    await admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('others') } });
+    await seedWorkspace('others', memberUser.userId, 'hidden-ws');
+    const error = (await admin.delete('/api/v1/templates/others')).json.error;
+    expect(error).toMatchObject({ code: 'TEMPLATE_IN_USE' });
+    expect(error.message).toBe("Template 'others' is still used by 1 live workspace (1 of other users). Ask their owners (or a den owner) to delete them, then try again.");
   });
 });

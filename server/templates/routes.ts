@@ -34,6 +34,8 @@ export async function templateRoutes(fastify: FastifyInstance): Promise<void> {
 
   app.post('/templates', {
     config: { auth: 'template-admin' },
+    // the folder's files plus the JSON around them; every other route keeps the app's default
+    bodyLimit: den().config.maxTemplateBytes + 64 * 1024,
     schema: {
       tags,
       summary: 'Push a template folder as a new immutable version (creates the template on first push)',
@@ -59,7 +61,7 @@ export async function templateRoutes(fastify: FastifyInstance): Promise<void> {
     config: { auth: 'template-admin' },
     schema: { tags, summary: 'Delete a template that no live workspace uses', params: templateNameParamsSchema, response: { 200: deletedTemplateSchema, ...errors } },
   }, async (request) => {
-    await deleteTemplate(den().store.db, den().clock, request.params.name);
+    await deleteTemplate(den().store.db, den().clock, request.params.name, principalOf(request));
     return { name: request.params.name, deleted: true as const };
   });
 

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto';
-import type { Kysely, Selectable } from 'kysely';
+import type { Kysely, Selectable, SelectQueryBuilder } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { TemplateSpec } from '../../protocol/template.ts';
 import type {
   PushTemplateResponse, TemplateDetail, TemplateSummary, TemplateVersionDetail, TemplateVersionSummary,
 } from '../../protocol/templates-api.ts';
+import type { Principal } from '../http/auth-types.ts';
 import type { Database, TemplatesTable, TemplateVersionsTable } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
+import { canAccessWorkspace } from '../workspaces/access.ts';
 import { templateFilesSpec } from './files.ts';
 import { templateSummaries, versionSummaries } from './queries.ts';
 
@@ -44,7 +46,7 @@ export interface PushInput {
 
 /** Stores a new version (creating the template on its first push); numbers go 1, 2, 3... */
 export async function pushTemplateVersion(db: Kysely<Database>, clock: Clock, input: PushInput): Promise<PushTemplateResponse> {
-  const spec = templateFilesSpec(input.files, input.maxBytes);
+  const spec = await templateFilesSpec(input.files, input.maxBytes);
   // Concurrent pushes race for the next number (or for creating the template); the unique
   // constraints decide, and the loser simply tries again with the next number.
   for (let attempt = 1; ; attempt++) {
@@ -118,24 +120,17 @@ export async function activateTemplateVersion(db: Kysely<Database>, clock: Clock
   return summary;
 }
 
-/** Deletes a template no live workspace uses; TEMPLATE_IN_USE otherwise. */
-export async function deleteTemplate(db: Kysely<Database>, clock: Clock, name: string): Promise<void> {
+/**
+ * Deletes a template no live workspace uses; TEMPLATE_IN_USE otherwise. The refusal counts the
+ * workspaces and names only those `principal` may see (workspaces/access.ts): a template admin
+ * is not otherwise shown other users' workspaces.
+ */
+export async function deleteTemplate(db: Kysely<Database>, clock: Clock, name: string, principal: Principal): Promise<void> {
   await db.transaction().execute(async (trx) => {
     const template = await findTemplate(trx, name);
-    const users = await trx
-      .selectFrom('workspaces')
-      .innerJoin('users', 'users.id', 'workspaces.owner_id')
-      .select(['workspaces.name', 'users.username'])
-      .where('workspaces.template_id', '=', template.id)
-      .where('workspaces.deleted_at', 'is', null)
-      .orderBy('workspaces.created_at')
-      .limit(6)
-      .execute();
-    if (users.length > 0) {
-      const shown = users.slice(0, 5).map((w) => `${w.username}/${w.name}`).join(', ');
-      const which = users.length > 5 ? 'more than 5 workspaces, including ' : users.length === 1 ? 'the workspace ' : 'the workspaces ';
-      throw new AppError('TEMPLATE_IN_USE', `Template '${name}' is still used by ${which}${shown}. Delete those workspaces (\`den delete\`) first.`);
-    }
+    const live = trx.selectFrom('workspaces').where('workspaces.template_id', '=', template.id).where('workspaces.deleted_at', 'is', null);
+    const perOwner = await live.select(['owner_id', (eb) => eb.fn.countAll<number | string>().as('n')]).groupBy('owner_id').execute();
+    if (perOwner.length > 0) throw await templateInUse(live, name, perOwner, principal);
     // Rows stay (deleted workspaces and builds reference them); the name is freed for reuse.
     await trx
       .updateTable('templates')
@@ -187,6 +182,37 @@ async function findTemplate(db: Kysely<Database>, name: string): Promise<Selecta
   const template = await db.selectFrom('templates').selectAll().where('name', '=', name).where('deleted_at', 'is', null).executeTakeFirst();
   if (!template) throw new AppError('TEMPLATE_NOT_FOUND', `There is no template '${name}'. Run \`den templates list\` to see the templates.`);
   return template;
+}
+
+const NAMED_IN_USE = 5;
+
+async function templateInUse(
+  live: SelectQueryBuilder<Database, 'workspaces', object>,
+  name: string,
+  perOwner: { owner_id: string; n: number | string }[],
+  principal: Principal,
+): Promise<AppError> {
+  const visibleOwners = perOwner.filter((row) => canAccessWorkspace(principal, row.owner_id)).map((row) => row.owner_id);
+  const count = (rows: typeof perOwner) => rows.reduce((sum, row) => sum + Number(row.n), 0);
+  const total = count(perOwner);
+  const visible = count(perOwner.filter((row) => visibleOwners.includes(row.owner_id)));
+  const named = visibleOwners.length === 0 ? [] : await live
+    .innerJoin('users', 'users.id', 'workspaces.owner_id')
+    .select(['workspaces.name', 'users.username'])
+    .where('workspaces.owner_id', 'in', visibleOwners)
+    .orderBy('workspaces.created_at')
+    .limit(NAMED_IN_USE)
+    .execute();
+  const parts = [];
+  if (named.length > 0) parts.push(`${named.map((w) => `${w.username}/${w.name}`).join(', ')}${visible > named.length ? ` and ${visible - named.length} more` : ''}`);
+  if (total > visible) parts.push(`${total - visible} of other users`);
+  const workspaces = total === 1 ? '1 live workspace' : `${total} live workspaces`;
+  const next = total === visible
+    ? 'Delete them (`den delete`) first.'
+    : visible > 0
+      ? 'Delete yours (`den delete`) and ask the other users (or a den owner) to delete theirs, then try again.'
+      : 'Ask their owners (or a den owner) to delete them, then try again.';
+  return new AppError('TEMPLATE_IN_USE', `Template '${name}' is still used by ${workspaces} (${parts.join('; ')}). ${next}`);
 }
 
 function versionNotFound(name: string, number: number): AppError {

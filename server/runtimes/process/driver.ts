@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { existsSync, lstatSync, mkdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
 import type {
@@ -351,12 +351,31 @@ async function* followServiceLog(
   }
 }
 
-/** `~/app` and `app` are inside the home; an absolute workdir (a container path) falls back to it. */
+/**
+ * `~/app` and `app` are inside the home; an absolute workdir (a container path) falls back to it.
+ * Plans check their paths, but den creates this directory with its own rights (root, often), and
+ * versions pushed before those checks may be stored, so the result is checked here again: the
+ * resolved path must stay in the home, and so must the real path of the part of it that exists
+ * (workspace code can turn ~/app into a symlink to anywhere).
+ */
 function serviceCwd(workdir: string | undefined, paths: WorkspacePaths): string {
-  if (!workdir) return paths.home;
-  if (workdir.startsWith('~/')) return join(paths.home, workdir.slice(2));
-  if (!isAbsolute(workdir)) return join(paths.home, workdir);
-  return paths.home;
+  if (!workdir || isAbsolute(workdir)) return paths.home;
+  const home = resolve(paths.home);
+  const cwd = resolve(home, workdir === '~' ? '.' : workdir.startsWith('~/') ? workdir.slice(2) : workdir);
+  let existing = cwd;
+  while (!lstatSync(existing, { throwIfNoEntry: false })) existing = dirname(existing);
+  let real: string | undefined;
+  try {
+    real = realpathSync(existing);
+  } catch {
+    real = undefined; // a dangling symlink points nowhere den should create directories
+  }
+  const within = (path: string, root: string) => path === root || path.startsWith(root + sep);
+  if (!within(cwd, home) || real === undefined || !within(real, realpathSync(home))) {
+    throw new AppError('TEMPLATE_PATH_INVALID',
+      `The service workdir ${JSON.stringify(workdir)} leads outside the workspace home. Use a directory inside the home, such as ~/app (and check that it is not a symlink that points elsewhere).`);
+  }
+  return cwd;
 }
 
 function fileSize(file: string): number {
