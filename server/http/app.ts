@@ -1,6 +1,5 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import cookie from '@fastify/cookie';
-import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
@@ -20,6 +19,7 @@ import { registerHealth } from './health.ts';
 import { registerMetrics, type Metrics } from './metrics.ts';
 import { authPlugin } from '../auth/plugin.ts';
 import { authRoutes } from '../auth/routes.ts';
+import { createLoginLimits, type LoginLimits } from '../auth/login-limits.ts';
 import { userRoutes } from '../users/routes.ts';
 import { templateRoutes } from '../templates/routes.ts';
 import { workspaceRoutes } from '../workspaces/routes.ts';
@@ -38,6 +38,8 @@ export interface ServerDeps {
   driver: RuntimeDriver;
   /** start build workers in this process (tests of the HTTP layer alone may turn them off) */
   startWorkers?: boolean;
+  /** the login limits; defaults to in-process ones with den's defaults (tests pass smaller numbers) */
+  loginLimits?: LoginLimits;
 }
 
 /** Everything a domain plugin may use. Built once per server. */
@@ -45,6 +47,7 @@ export interface AppContext extends ServerDeps {
   agents: AgentHub;
   builds: BuildService;
   metrics: Metrics;
+  loginLimits: LoginLimits;
   /** Run at shutdown before the remaining websockets are closed (1001), so a protocol can say why in its own terms. */
   websocketShutdown: Set<() => void>;
 }
@@ -61,7 +64,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     // pino's Logger is a FastifyBaseLogger; widening keeps the instance type the default one
     loggerInstance: deps.log as FastifyBaseLogger,
     bodyLimit: deps.config.maxTemplateBytes + 64 * 1024,
-    trustProxy: false,
+    // request.ip is the client's address only behind proxies the operator named; without any,
+    // X-Forwarded-For is ignored (a client could otherwise pick its own address for the login limits)
+    trustProxy: deps.config.trustedProxies.length > 0 ? [...deps.config.trustedProxies] : false,
     // per-request lines are noise at info level; /metrics has the request counts and latencies
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: true },
@@ -90,10 +95,10 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const builds = createBuildService(deps, metrics);
   const agents = createAgentHub({ ...deps, buildLogs: builds.logs, metrics });
   builds.attachAgents(agents);
-  const context: AppContext = { ...deps, agents, builds, metrics, websocketShutdown };
+  const loginLimits = deps.loginLimits ?? createLoginLimits();
+  const context: AppContext = { ...deps, agents, builds, metrics, loginLimits, websocketShutdown };
   app.decorate('den', context);
 
-  await app.register(rateLimit, { global: false });
   await app.register(swagger, {
     openapi: {
       info: { title: 'den API', version: '1', description: 'Remote development workspaces with their own environments.' },

@@ -14,6 +14,7 @@ export function registerErrorHandling(app: FastifyInstance): void {
     } else {
       request.log.info({ code: appError.code, status: appError.status }, appError.message);
     }
+    if (appError.retryAfterSeconds !== undefined) reply.header('retry-after', String(appError.retryAfterSeconds));
     return reply.status(appError.status).send(appError.toEnvelope());
   });
 
