@@ -46,30 +46,30 @@ export function createInMemoryLoginLimitState(maxKeys = MAX_IN_MEMORY_KEYS): Log
   const counters = new Map<string, { count: number; resetsAt: number }>();
   const slots = new Map<string, number>();
 
+  // At the cap: drop what has expired, then the oldest tenth, so a flood pays one sweep per
+  // maxKeys / 10 new keys rather than one per key.
   function bound<V>(map: Map<string, V>, isExpired: (value: V) => boolean): void {
     if (map.size < maxKeys) return;
     for (const [key, value] of map) {
       if (isExpired(value)) map.delete(key);
     }
+    const keep = Math.floor(maxKeys * 0.9);
     for (const key of map.keys()) {
-      if (map.size < maxKeys) break;
+      if (map.size <= keep) break;
       map.delete(key);
     }
   }
 
   return {
     async add(key, delta, windowMs, now) {
-      let entry = counters.get(key);
-      if (!entry || entry.resetsAt <= now) {
-        entry = { count: 0, resetsAt: now + windowMs };
-      }
-      if (delta !== 0 || counters.has(key)) {
-        counters.delete(key);
-        bound(counters, (e) => e.resetsAt <= now);
-        entry.count = Math.max(0, entry.count + delta);
-        counters.set(key, entry);
-      }
-      return { count: entry.count, resetsAt: entry.resetsAt };
+      const current = counters.get(key);
+      const live = current && current.resetsAt > now ? current : { count: 0, resetsAt: now + windowMs };
+      if (delta === 0) return { ...live };
+      counters.delete(key);
+      bound(counters, (entry) => entry.resetsAt <= now);
+      const next = { count: Math.max(0, live.count + delta), resetsAt: live.resetsAt };
+      counters.set(key, next);
+      return { ...next };
     },
 
     async reserveSlot(key, spacingMs, maxWaitMs, now) {

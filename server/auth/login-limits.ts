@@ -85,6 +85,8 @@ export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits 
       const knownKey = `known|${client.username}|${address}`;
       const addressKeyName = `address|${address}`;
       // One lane per account for the world, and one per address the account signed in from.
+      // The address limit still applies to a known address: behind an unconfigured proxy every
+      // address is known for every account, and an exemption would lift the limit for a spray.
       const known = (await state.add(knownKey, 0, knownAddressMs, now())).count > 0;
       const lane = known ? `${client.username}|${address}` : client.username;
 
@@ -93,7 +95,7 @@ export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits 
       const fromAddress = await state.add(addressKeyName, 1, MINUTE_MS, now());
       let failed = false;
       try {
-        if (!known && fromAddress.count > addressLimit) {
+        if (fromAddress.count > addressLimit) {
           const seconds = secondsUntil(fromAddress.resetsAt, now());
           throw new AppError('RATE_LIMITED', `Too many failed logins from your address. Wait ${plural(seconds, 'second')} and try again.`, { retryAfterSeconds: seconds });
         }
