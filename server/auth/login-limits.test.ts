@@ -54,7 +54,7 @@ describe('login limits behind a trusted proxy', () => {
   let limits: LoginLimits;
 
   beforeAll(async () => {
-    limits = createLoginLimits({ ...TEST_LIMITS, gate: createPasswordGate({ concurrency: 1, queueLimit: 2 }) });
+    limits = createLoginLimits({ ...TEST_LIMITS, gate: createPasswordGate({ concurrency: 1, reserved: 1, queueLimit: 2 }) });
     server = await startTestServer({ startWorkers: false, config: { trustedProxies: ['127.0.0.1'] }, loginLimits: limits });
     const owner = await setupOwner(server.app);
     for (const username of ['alice', 'carol']) {
@@ -113,32 +113,35 @@ describe('login limits behind a trusted proxy', () => {
     expect((await login(server.app, 'carol', TEST_PASSWORD, CAROL_PHONE)).status).toBe(200);
   });
 
-  it('caps concurrent password checks: a full queue answers at once with 429, and a known address goes ahead of the queue', async () => {
+  it('caps concurrent password checks: a full queue answers at once with 429, a clean address goes ahead of a spraying one, and a known address is not held up', async () => {
     expect((await login(server.app, 'alice', TEST_PASSWORD, ALICE_ADDRESS)).status).toBe(200);
-    // hold the only place, so the logins below can only queue
+    // hold the only general place, so the logins below can only queue
     let release!: () => void;
-    const held = limits.gate.run(0, () => new Promise<void>((resolve) => { release = resolve; }));
+    const held = limits.gate.run(1, () => new Promise<void>((resolve) => { release = resolve; }));
 
     const first = login(server.app, 'unknown-1', 'wrong-password', attacker(20));
     await vi.waitFor(() => expect(limits.gate.waiting).toBe(1), { timeout: QUEUE_TIMEOUT_MS, interval: 5 });
-    const second = login(server.app, 'unknown-2', 'wrong-password', attacker(21));
+    const second = login(server.app, 'unknown-2', 'wrong-password', attacker(20));
     await vi.waitFor(() => expect(limits.gate.waiting).toBe(2), { timeout: QUEUE_TIMEOUT_MS, interval: 5 });
     // the queue is full: answered while the place is still held, so without any scrypt
-    expectRateLimited(await login(server.app, 'unknown-3', 'wrong-password', attacker(22)), SERVER_BUSY);
-    // a login from an address that signed in before takes the place of the last one queued
-    const alice = login(server.app, 'alice', TEST_PASSWORD, ALICE_ADDRESS);
+    expectRateLimited(await login(server.app, 'unknown-3', 'wrong-password', attacker(20)), SERVER_BUSY);
+    // an address with fewer attempts takes the place of the spraying address's last one
+    const clean = login(server.app, 'unknown-4', 'wrong-password', attacker(21));
     expectRateLimited(await second, SERVER_BUSY);
+    // an address alice signed in from before has a place of its own
+    expect((await login(server.app, 'alice', TEST_PASSWORD, ALICE_ADDRESS)).status).toBe(200);
 
     release();
     await held;
-    expect((await alice).status).toBe(200);
     expect((await first).status).toBe(401);
+    expect((await clean).status).toBe(401);
 
-    // a burst from distinct addresses: every answer is a 401 or a 429, and checks never overlap
+    // a burst from distinct addresses: every answer is a 401 or a 429, and no more checks than
+    // the places ever overlap
     const burst = await Promise.all(Array.from({ length: 12 }, (_, i) => login(server.app, `burst-${i}`, 'wrong-password', attacker(30 + i))));
     for (const answer of burst) expect([401, 429]).toContain(answer.status);
     expect(burst.some((answer) => answer.status === 429)).toBe(true);
-    expect(limits.gate.peak).toBe(1);
+    expect(limits.gate.peak).toBe(2);
   });
 });
 

@@ -6,6 +6,8 @@ import { AppError } from '../../protocol/errors.ts';
  * with a short queue ordered by priority. A full queue answers the least deserving attempt with
  * a quick 429 instead of letting work pile up: a spray of logins costs the server at most
  * `concurrency` cores, and a login from a clean client goes ahead of the spray's queued attempts.
+ * Priority 0 (a login from an address that signed in to the account before) may also use
+ * `reserved` places of its own, so a spray never holds it up at all.
  */
 export interface PasswordGate {
   /**
@@ -24,63 +26,72 @@ export interface PasswordGate {
 
 export interface PasswordGateOptions {
   concurrency?: number;
+  reserved?: number;
   queueLimit?: number;
 }
 
 /**
- * One core is left to the event loop and everything else den does: on the 2-core machines den is
- * measured on, two scrypts at once made a login behind a spray wait for both.
+ * One core is left to the event loop and everything else den does, and to the reserved place:
+ * on the 2-core machines den is measured on, a known user's login behind a spray then costs one
+ * scrypt, not the spray's scrypt and then its own.
  */
 export const DEFAULT_PASSWORD_CONCURRENCY = Math.max(1, availableParallelism() - 1);
+export const DEFAULT_RESERVED_PLACES = 1;
 /** A waiter at the back waits at most this many checks per place; 4 keeps that under a second. */
 export const PASSWORD_QUEUE_PER_PLACE = 4;
 
 export function createPasswordGate(options: PasswordGateOptions = {}): PasswordGate {
   const concurrency = options.concurrency ?? DEFAULT_PASSWORD_CONCURRENCY;
+  const reservedPlaces = options.reserved ?? DEFAULT_RESERVED_PLACES;
   const queueLimit = options.queueLimit ?? concurrency * PASSWORD_QUEUE_PER_PLACE;
   const queue: Waiter[] = [];
-  let running = 0;
+  const running = { general: 0, reserved: 0 };
   let peak = 0;
   let arrivals = 0;
 
-  function start(): void {
-    running++;
-    peak = Math.max(peak, running);
+  /** Takes a place for `priority` if one is free. */
+  function take(priority: number): Place | undefined {
+    const place: Place | undefined = running.general < concurrency ? 'general'
+      : priority === 0 && running.reserved < reservedPlaces ? 'reserved'
+      : undefined;
+    if (place) {
+      running[place]++;
+      peak = Math.max(peak, running.general + running.reserved);
+    }
+    return place;
   }
 
-  function finish(): void {
-    running--;
-    const next = queue.shift();
+  function release(place: Place): void {
+    running[place]--;
+    // the queue is in priority order: if its head cannot have the freed place, nobody can
+    const head = queue[0];
+    const next = head && take(head.priority);
     if (next) {
-      start();
-      next.admit();
+      queue.shift();
+      head.admit(next);
     }
   }
 
   return {
     async run(priority, check) {
-      if (running < concurrency) {
-        start();
-      } else {
-        await new Promise<void>((admit, refuse) => {
-          const waiter: Waiter = { priority, order: arrivals++, admit, refuse };
-          if (queue.length >= queueLimit) {
-            const worst = queue[queue.length - 1];
-            if (!worst || !before(waiter, worst)) return refuse(busy());
-            queue.pop();
-            worst.refuse(busy());
-          }
-          queue.splice(insertionIndex(queue, waiter), 0, waiter);
-        });
-      }
+      const place = take(priority) ?? await new Promise<Place>((admit, refuse) => {
+        const waiter: Waiter = { priority, order: arrivals++, admit, refuse };
+        if (queue.length >= queueLimit) {
+          const worst = queue[queue.length - 1];
+          if (!worst || !before(waiter, worst)) return refuse(busy());
+          queue.pop();
+          worst.refuse(busy());
+        }
+        queue.splice(insertionIndex(queue, waiter), 0, waiter);
+      });
       try {
         return await check();
       } finally {
-        finish();
+        release(place);
       }
     },
     get running() {
-      return running;
+      return running.general + running.reserved;
     },
     get waiting() {
       return queue.length;
@@ -91,10 +102,12 @@ export function createPasswordGate(options: PasswordGateOptions = {}): PasswordG
   };
 }
 
+type Place = 'general' | 'reserved';
+
 interface Waiter {
   priority: number;
   order: number;
-  admit(): void;
+  admit(place: Place): void;
   refuse(error: Error): void;
 }
 
