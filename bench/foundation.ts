@@ -2,7 +2,7 @@
 // references run side by side (these 2-core machines are noisy). Prints progress to stderr and
 // one JSON object as the last line of stdout. See docs/benchmarks.md for recorded results.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
@@ -10,7 +10,7 @@ import Fastify from 'fastify';
 import { openStore } from '../server/store/connect.ts';
 import { createTestDatabase, postgresUrl } from '../test/support/postgres.ts';
 import { dockerBenchmark } from './docker.ts';
-import { freePort, median, round, waitFor } from './support.ts';
+import { freePort, median, processCpuMs, round, waitFor } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const denBin = join(root, 'bin/den.js');
@@ -19,8 +19,6 @@ const CONCURRENT_CREATES = 20;
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 20);
 const LIST_WORKSPACES = 1000;
 const READY_TIMEOUT_MS = 60_000;
-/** USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux den runs on */
-const CLOCK_TICKS = 100;
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
@@ -208,16 +206,6 @@ async function listBenchmark(den: Den): Promise<[number, number | null]> {
   const cpuPerRequest = cpuBefore === null || cpuAfter === null ? null : Math.round(((cpuAfter - cpuBefore) / result.requests.total) * 1000) / 1000;
   say(`  ${Math.round(result.requests.average)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, server CPU ${cpuPerRequest} ms/request`);
   return [result.latency.p99, cpuPerRequest];
-}
-
-/** User + system CPU time of a process from /proc (Linux); null elsewhere. */
-function processCpuMs(pid: number): number | null {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-  } catch {
-    return null;
-  }
 }
 
 async function seedWorkspaces(den: Den): Promise<void> {

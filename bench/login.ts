@@ -4,11 +4,11 @@
 // (documentation ranges; every packet goes to loopback). Prints progress to stderr and one JSON
 // object as the last line of stdout. See docs/benchmarks.md for recorded results.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, median, round, waitFor } from './support.ts';
+import { freePort, median, processCpuMs, round, waitFor } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 /** unknown usernames per spray */
@@ -19,8 +19,6 @@ const IDLE_SAMPLES = 20;
 /** legit logins during a spray never stop before this many, even if the spray ended sooner */
 const MIN_SPRAY_SAMPLES = 10;
 const READY_TIMEOUT_MS = 30_000;
-/** USER_HZ, the unit of /proc/PID/stat times */
-const CLOCK_TICKS = 100;
 const PASSWORD = 'bench-password-1';
 const LEGIT_ADDRESS = '198.51.100.1';
 
@@ -158,14 +156,4 @@ function summary(values: number[]): Summary {
   const sorted = [...values].sort((a, b) => a - b);
   const at = (q: number) => round(sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] ?? NaN);
   return { runs: values.length, p50_ms: round(median(values)), p99_ms: at(0.99), max_ms: round(sorted.at(-1) ?? NaN) };
-}
-
-/** User + system CPU time of a process from /proc (Linux); null elsewhere. */
-function processCpuMs(pid: number): number | null {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
-  } catch {
-    return null;
-  }
 }

@@ -1,6 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-// Small helpers the benchmarks share (bench/foundation.ts, bench/docker.ts).
+// Small helpers the benchmarks share (bench/foundation.ts, bench/docker.ts, bench/login.ts).
 
 export async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -32,4 +33,17 @@ export function median(values: number[]): number {
 /** One decimal. */
 export function round(value: number): number {
   return Math.round(value * 10) / 10;
+}
+
+/** USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux den runs on */
+const CLOCK_TICKS = 100;
+
+/** User + system CPU time of a process from /proc (Linux); null elsewhere. */
+export function processCpuMs(pid: number): number | null {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
 }
