@@ -15,7 +15,7 @@ const root = resolve(import.meta.dirname, '..');
 const SPRAY_ATTEMPTS = Number(process.env.BENCH_SPRAY_ATTEMPTS ?? 300);
 /** attempts a second: several times what the password checks can take, so the limits are what answer */
 const SPRAY_RATE = 20;
-const IDLE_SAMPLES = 20;
+const IDLE_SAMPLES = Number(process.env.BENCH_IDLE_SAMPLES ?? 20);
 /** legit logins during a spray never stop before this many, even if the spray ended sooner */
 const MIN_SPRAY_SAMPLES = 10;
 const READY_TIMEOUT_MS = 30_000;

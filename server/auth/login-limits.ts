@@ -106,8 +106,11 @@ export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits 
           throw new AppError('RATE_LIMITED', `This account has had many failed logins, so its logins are slowed down. Wait ${plural(seconds, 'second')} and try again.`, { retryAfterSeconds: seconds });
         }
         if (slot.waitMs > 0) await sleep(slot.waitMs);
-        // A known address goes first; otherwise the fewer recent failures, the sooner.
-        const result = await gate.run(known ? 0 : fromAddress.count, verify);
+        // A known address goes first; otherwise the fewer attempts this minute, refused ones
+        // included (those are given back above), the sooner: a client trying for the first time
+        // goes ahead of addresses that keep retrying.
+        const attempts = (await state.add(`attempts|${address}`, 1, MINUTE_MS, now())).count;
+        const result = await gate.run(known ? 0 : attempts, verify);
         if (result === undefined) {
           failed = true;
           await state.add(`failures|${client.username}`, 1, accountWindowMs, now());
