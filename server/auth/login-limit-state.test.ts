@@ -79,4 +79,17 @@ describe('login limits with a hand-moved clock', () => {
     clock.now += 45_000;
     await expect(limits.attempt(from('erin'), async () => 'erin')).resolves.toBe('erin');
   });
+
+  it('keeps the lane of a known address apart from a username that spells its key', async () => {
+    const clock = { now: 0 };
+    const limits = limitsAt(clock);
+    const home = { address: '203.0.113.1', username: 'dana' };
+    await expect(limits.attempt(home, async () => 'dana')).resolves.toBe('dana');
+    for (const spelled of ['dana|203.0.113.1', 'dana","203.0.113.1']) {
+      for (let i = 0; i < 3; i++) await limits.attempt({ address: `203.0.113.${20 + i}`, username: spelled }, wrong);
+    }
+    // the clock stands still: any pacing of dana's lane would refuse the third of these
+    const signIns = await Promise.all([1, 2, 3].map(() => limits.attempt(home, async () => 'dana')));
+    expect(signIns).toEqual(['dana', 'dana', 'dana']);
+  });
 });

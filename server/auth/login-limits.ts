@@ -38,7 +38,13 @@ export interface LoginClient {
 }
 
 export interface LoginLimitOptions {
+  /** failure counts and pacing */
   state?: LoginLimitState;
+  /**
+   * which addresses signed in to which accounts: apart from `state`, because only a right
+   * password adds here, so a flood of new keys there cannot push a user out of their own lane
+   */
+  knownAddresses?: LoginLimitState;
   gate?: PasswordGate;
   /** milliseconds since the epoch */
   now?: () => number;
@@ -66,6 +72,7 @@ const MINUTE_MS = 60_000;
 
 export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits {
   const state = options.state ?? createInMemoryLoginLimitState();
+  const knownAddresses = options.knownAddresses ?? createInMemoryLoginLimitState();
   const gate = options.gate ?? createPasswordGate();
   const now = options.now ?? Date.now;
   const addressLimit = options.addressFailuresPerMinute ?? ADDRESS_FAILURES_PER_MINUTE;
@@ -82,13 +89,13 @@ export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits 
     gate,
     async attempt(client, verify) {
       const address = addressKey(client.address);
-      const knownKey = `known|${client.username}|${address}`;
-      const addressKeyName = `address|${address}`;
+      const knownKey = key(client.username, address);
+      const addressKeyName = key('address', address);
       // One lane per account for the world, and one per address the account signed in from.
       // The address limit still applies to a known address: behind an unconfigured proxy every
       // address is known for every account, and an exemption would lift the limit for a spray.
-      const known = (await state.add(knownKey, 0, knownAddressMs, now())).count > 0;
-      const lane = known ? `${client.username}|${address}` : client.username;
+      const known = (await knownAddresses.add(knownKey, 0, knownAddressMs, now())).count > 0;
+      const lane = known ? [client.username, address] : [client.username];
 
       // Counted on arrival, not after the check, so a burst cannot pass the limit all at once;
       // given back unless the attempt fails its password check.
@@ -99,24 +106,24 @@ export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits 
           const seconds = secondsUntil(fromAddress.resetsAt, now());
           throw new AppError('RATE_LIMITED', `Too many failed logins from your address. Wait ${plural(seconds, 'second')} and try again.`, { retryAfterSeconds: seconds });
         }
-        const failures = (await state.add(`failures|${lane}`, 0, accountWindowMs, now())).count;
-        const slot = await state.reserveSlot(`pace|${lane}`, delayAfter(failures), maxDelayMs, now());
+        const failures = (await state.add(key('failures', ...lane), 0, accountWindowMs, now())).count;
+        const slot = await state.reserveSlot(key('pace', ...lane), delayAfter(failures), maxDelayMs, now());
         if (!slot.reserved) {
           const seconds = Math.max(1, Math.ceil(slot.waitMs / 1000));
           throw new AppError('RATE_LIMITED', `This account has had many failed logins, so its logins are slowed down. Wait ${plural(seconds, 'second')} and try again.`, { retryAfterSeconds: seconds });
         }
         if (slot.waitMs > 0) await sleep(slot.waitMs);
         // A known address goes first; otherwise the fewer attempts this minute, refused ones
-        // included (those are given back above), the sooner: a client trying for the first time
-        // goes ahead of addresses that keep retrying.
-        const attempts = (await state.add(`attempts|${address}`, 1, MINUTE_MS, now())).count;
+        // included (the address count gives those back), the sooner: a client trying for the
+        // first time goes ahead of addresses that keep retrying.
+        const attempts = (await state.add(key('attempts', address), 1, MINUTE_MS, now())).count;
         const result = await gate.run(known ? 0 : attempts, verify);
         if (result === undefined) {
           failed = true;
-          await state.add(`failures|${client.username}`, 1, accountWindowMs, now());
-          if (known) await state.add(`failures|${lane}`, 1, accountWindowMs, now());
+          await state.add(key('failures', client.username), 1, accountWindowMs, now());
+          if (known) await state.add(key('failures', ...lane), 1, accountWindowMs, now());
         } else {
-          await state.add(knownKey, 1, knownAddressMs, now());
+          await knownAddresses.add(knownKey, 1, knownAddressMs, now());
         }
         return result;
       } finally {
@@ -133,7 +140,8 @@ export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits 
 export function addressKey(ip: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
   if (mapped) return mapped[1];
-  const bare = ip.split('%')[0];
+  // String(): a socket closed before Fastify read its address has none
+  const bare = String(ip).split('%')[0];
   if (isIPv4(bare) || !isIPv6(bare)) return bare;
   const groups = (part: string): string[] =>
     part === '' ? [] : part.split(':').flatMap((group) => (group.includes('.') ? ['0', '0'] : [group]));
@@ -143,6 +151,11 @@ export function addressKey(ip: string): string {
     ? headGroups
     : [...headGroups, ...Array<string>(8 - headGroups.length - groups(tail).length).fill('0'), ...groups(tail)];
   return `${all.slice(0, 4).map((group) => parseInt(group, 16).toString(16)).join(':')}::/64`;
+}
+
+/** Login input is any string up to 64 characters, so keys are JSON: no username can pose as another key. */
+function key(...parts: string[]): string {
+  return JSON.stringify(parts);
 }
 
 function secondsUntil(at: number, now: number): number {
