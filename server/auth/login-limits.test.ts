@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '../config.ts';
 import { startTestServer, type TestServer } from '../../test/support/harness.ts';
 import { api, setupOwner, TEST_PASSWORD } from '../../test/support/users.ts';
-import { addressKey, createLoginLimits, type LoginLimits } from './login-limits.ts';
+import { ADDRESS_FAILURES_PER_MINUTE, addressKey, createLoginLimits, type LoginLimits } from './login-limits.ts';
 import { createPasswordGate } from './password-gate.ts';
 
 // Real server, real scrypt. The limit state lives in the process, not the store, so one store
@@ -161,6 +161,26 @@ describe('login limits without a trusted proxy', () => {
       expect((await login(server.app, `spray-${i}`, 'wrong-password', attacker(i))).status).toBe(401);
     }
     expectRateLimited(await login(server.app, 'spray-last', 'wrong-password', attacker(99)), FROM_ADDRESS);
+  });
+});
+
+describe("login limits with den's defaults", () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer({ startWorkers: false });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it('refuses the 21st failure a minute from one address and counts the refusal in /metrics', async () => {
+    for (let i = 0; i < ADDRESS_FAILURES_PER_MINUTE; i++) {
+      expect((await login(server.app, `nobody-${i}`, 'wrong-password')).status).toBe(401);
+    }
+    expectRateLimited(await login(server.app, 'nobody-else', 'wrong-password'), FROM_ADDRESS);
+    const metrics = await server.app.inject({ method: 'GET', url: '/metrics' });
+    expect(metrics.body).toContain('den_login_refused_total{reason="address"} 1');
   });
 });
 

@@ -2,7 +2,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError } from '../../protocol/errors.ts';
 import { createInMemoryLoginLimitState, type LoginLimitState } from './login-limit-state.ts';
-import { createPasswordGate, type PasswordGate } from './password-gate.ts';
+import { createPasswordGate, isGateRefusal, type PasswordGate } from './password-gate.ts';
 
 /**
  * What a login attempt must pass before its password is checked, and what its outcome leaves
@@ -56,7 +56,11 @@ export interface LoginLimitOptions {
   accountWindowMs?: number;
   /** how long an address that signed in to an account keeps its own lane */
   knownAddressMs?: number;
+  /** told of every refusal (for metrics) */
+  onRefused?: (reason: LoginRefusal) => void;
 }
+
+export type LoginRefusal = 'address' | 'account' | 'busy';
 
 /** Enough for a person mistyping across a few accounts (or a small office behind one address). */
 export const ADDRESS_FAILURES_PER_MINUTE = 20;
@@ -81,6 +85,10 @@ export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits 
   const maxDelayMs = options.maxDelayMs ?? MAX_DELAY_MS;
   const accountWindowMs = options.accountWindowMs ?? ACCOUNT_WINDOW_MS;
   const knownAddressMs = options.knownAddressMs ?? KNOWN_ADDRESS_MS;
+  const refused = (reason: LoginRefusal, error: AppError): AppError => {
+    options.onRefused?.(reason);
+    return error;
+  };
 
   const delayAfter = (failures: number): number =>
     failures < freeFailures ? 0 : Math.min(maxDelayMs, firstDelayMs * 2 ** (failures - freeFailures));
@@ -104,20 +112,22 @@ export function createLoginLimits(options: LoginLimitOptions = {}): LoginLimits 
       try {
         if (fromAddress.count > addressLimit) {
           const seconds = secondsUntil(fromAddress.resetsAt, now());
-          throw new AppError('RATE_LIMITED', `Too many failed logins from your address. Wait ${plural(seconds, 'second')} and try again.`, { retryAfterSeconds: seconds });
+          throw refused('address', new AppError('RATE_LIMITED', `Too many failed logins from your address. Wait ${plural(seconds, 'second')} and try again.`, { retryAfterSeconds: seconds }));
         }
         const failures = (await state.add(key('failures', ...lane), 0, accountWindowMs, now())).count;
         const slot = await state.reserveSlot(key('pace', ...lane), delayAfter(failures), maxDelayMs, now());
         if (!slot.reserved) {
           const seconds = Math.max(1, Math.ceil(slot.waitMs / 1000));
-          throw new AppError('RATE_LIMITED', `This account has had many failed logins, so its logins are slowed down. Wait ${plural(seconds, 'second')} and try again.`, { retryAfterSeconds: seconds });
+          throw refused('account', new AppError('RATE_LIMITED', `This account has had many failed logins, so its logins are slowed down. Wait ${plural(seconds, 'second')} and try again.`, { retryAfterSeconds: seconds }));
         }
         if (slot.waitMs > 0) await sleep(slot.waitMs);
         // A known address goes first; otherwise the fewer attempts this minute, refused ones
         // included (the address count gives those back), the sooner: a client trying for the
         // first time goes ahead of addresses that keep retrying.
         const attempts = (await state.add(key('attempts', address), 1, MINUTE_MS, now())).count;
-        const result = await gate.run(known ? 0 : attempts, verify);
+        const result = await gate.run(known ? 0 : attempts, verify).catch((error: unknown) => {
+          throw isGateRefusal(error) ? refused('busy', error) : error;
+        });
         if (result === undefined) {
           failed = true;
           await state.add(key('failures', client.username), 1, accountWindowMs, now());

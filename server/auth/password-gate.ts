@@ -104,6 +104,11 @@ export function createPasswordGate(options: PasswordGateOptions = {}): PasswordG
   };
 }
 
+/** Whether `error` is the gate's refusal (not one thrown by the check it ran). */
+export function isGateRefusal(error: unknown): error is AppError {
+  return error instanceof GateRefusal;
+}
+
 type Place = 'general' | 'reserved';
 
 interface Waiter {
@@ -122,6 +127,8 @@ function insertionIndex(queue: Waiter[], waiter: Waiter): number {
   return index === -1 ? queue.length : index;
 }
 
+class GateRefusal extends AppError {}
+
 function busy(): AppError {
-  return new AppError('RATE_LIMITED', 'The server is busy checking other logins. Try again in a second.', { retryAfterSeconds: 1 });
+  return new GateRefusal('RATE_LIMITED', 'The server is busy checking other logins. Try again in a second.', { retryAfterSeconds: 1 });
 }

@@ -95,7 +95,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const builds = createBuildService(deps, metrics);
   const agents = createAgentHub({ ...deps, buildLogs: builds.logs, metrics });
   builds.attachAgents(agents);
-  const loginLimits = deps.loginLimits ?? createLoginLimits();
+  const loginLimits = deps.loginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
   const context: AppContext = { ...deps, agents, builds, metrics, loginLimits, websocketShutdown };
   app.decorate('den', context);
 
