@@ -2,7 +2,7 @@
 // references run side by side (these 2-core machines are noisy). Prints progress to stderr and
 // one JSON object as the last line of stdout. See docs/benchmarks.md for recorded results.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';

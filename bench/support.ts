@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
-// Small helpers the benchmarks share (bench/foundation.ts, bench/docker.ts, bench/templates.ts).
+// Small helpers the benchmarks share (bench/foundation.ts, bench/docker.ts, bench/templates.ts, bench/login.ts).
 
 export async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
   const deadline = Date.now() + timeoutMs;

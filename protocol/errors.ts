@@ -106,6 +106,8 @@ export interface AppErrorOptions {
   detail?: string;
   validations?: ValidationIssue[];
   cause?: unknown;
+  /** for 429 and 503: when to try again, sent as the Retry-After header */
+  retryAfterSeconds?: number;
 }
 
 /** A domain error with a public code and a sentence for the user. */
@@ -114,6 +116,7 @@ export class AppError extends Error {
   readonly status: number;
   readonly detail?: string;
   readonly validations?: ValidationIssue[];
+  readonly retryAfterSeconds?: number;
 
   constructor(code: ErrorCode, message: string, options: AppErrorOptions = {}) {
     super(message, { cause: options.cause });
@@ -122,6 +125,7 @@ export class AppError extends Error {
     this.status = ERROR_CODES[code].status;
     this.detail = options.detail;
     this.validations = options.validations;
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
 
   toEnvelope(): ErrorEnvelope {

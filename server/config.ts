@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -27,6 +28,16 @@ export const configSchema = z.object({
   buildLeaseSeconds: z.coerce.number().int().min(5).max(3600).default(30),
   sessionTtlHours: z.coerce.number().int().min(1).max(24 * 90).default(24 * 14),
   maxTemplateBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  /**
+   * Addresses or CIDRs of the proxies (load balancers) in front of den, whose X-Forwarded-For is
+   * believed for the client's address; a comma-separated list in the environment.
+   */
+  trustedProxies: z
+    .preprocess(
+      (value) => (typeof value === 'string' ? value.split(',').map((entry) => entry.trim()).filter(Boolean) : value),
+      z.array(z.string().refine(isProxyAddress, 'must be an IP address or CIDR (for example 10.0.0.0/8), or loopback, linklocal or uniquelocal')),
+    )
+    .default([]),
   /** process runtime: require bubblewrap instead of warning when it is missing */
   requireSandbox: booleanSetting().default(false),
 });
@@ -64,6 +75,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_SESSION_TTL_HOURS: 'sessionTtlHours',
   DEN_MAX_TEMPLATE_BYTES: 'maxTemplateBytes',
   DEN_REQUIRE_SANDBOX: 'requireSandbox',
+  DEN_TRUSTED_PROXIES: 'trustedProxies',
 };
 
 export class ConfigError extends Error {}
@@ -112,4 +124,13 @@ function readConfigFile(path: string): Record<string, unknown> {
 export function parseListen(listen: string): { host: string; port: number } {
   const index = listen.lastIndexOf(':');
   return { host: listen.slice(0, index).replace(/^\[|\]$/g, ''), port: Number(listen.slice(index + 1)) };
+}
+
+/** What Fastify's trustProxy (proxy-addr) accepts: an address, a CIDR, or one of its named ranges. */
+function isProxyAddress(entry: string): boolean {
+  if (['loopback', 'linklocal', 'uniquelocal'].includes(entry)) return true;
+  const [address, bits, ...rest] = entry.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
 }

@@ -10,9 +10,6 @@ import { verifyAgainstDummy, verifyPassword } from './passwords.ts';
 import { sessionOf } from './plugin.ts';
 import { createSession, deleteExpiredSessions, deleteSession, SESSION_COOKIE } from './sessions.ts';
 
-/** Login attempts per client IP and username, per minute; more answer 429 RATE_LIMITED. */
-export const LOGIN_ATTEMPTS_PER_MINUTE = 10;
-
 /** First-user setup, login and logout (mounted under /api/v1). */
 export async function authRoutes(fastify: FastifyInstance): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
@@ -39,17 +36,8 @@ export async function authRoutes(fastify: FastifyInstance): Promise<void> {
   });
 
   app.post('/auth/login', {
-    config: {
-      auth: 'public',
-      rateLimit: {
-        max: LOGIN_ATTEMPTS_PER_MINUTE,
-        timeWindow: 60_000,
-        // after body parsing, so the key can include the username: one attacker cannot lock
-        // out every account from a shared IP, and one account is not brute-forced from one IP.
-        hook: 'preHandler',
-        keyGenerator: (request) => `login|${request.ip}|${loginName((request.body as { username?: unknown } | undefined)?.username)}`,
-      },
-    },
+    // limited by den().loginLimits in the handler: per address, per account and by scrypt work
+    config: { auth: 'public' },
     schema: {
       tags: ['auth'],
       summary: 'Sign in: sets the session cookie, or returns a new API token when `token` is given',
@@ -58,9 +46,13 @@ export async function authRoutes(fastify: FastifyInstance): Promise<void> {
     },
   }, async (request, reply) => {
     const { username, password, token } = request.body;
-    const user = await findUserByUsername(den().store.db, loginName(username));
-    const valid = user?.password_hash ? await verifyPassword(password, user.password_hash) : await verifyAgainstDummy(password);
-    if (!user || !valid) {
+    const name = loginName(username);
+    const user = await den().loginLimits.attempt({ address: request.ip, username: name }, async () => {
+      const found = await findUserByUsername(den().store.db, name);
+      const valid = found?.password_hash ? await verifyPassword(password, found.password_hash) : await verifyAgainstDummy(password);
+      return found && valid ? found : undefined;
+    });
+    if (!user) {
       throw new AppError('INVALID_CREDENTIALS', 'The username or password is wrong. Check both and try again.');
     }
     if (user.suspended) {
@@ -106,6 +98,6 @@ async function signIn(
   return { user: toUserDto(user), csrfToken: session.csrfToken };
 }
 
-function loginName(value: unknown): string {
-  return typeof value === 'string' ? value.trim().toLowerCase() : '';
+function loginName(value: string): string {
+  return value.trim().toLowerCase();
 }

@@ -1,6 +1,5 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import cookie from '@fastify/cookie';
-import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import websocket from '@fastify/websocket';
@@ -20,6 +19,7 @@ import { registerHealth } from './health.ts';
 import { registerMetrics, type Metrics } from './metrics.ts';
 import { authPlugin } from '../auth/plugin.ts';
 import { authRoutes } from '../auth/routes.ts';
+import { createLoginLimits, type LoginLimits } from '../auth/login-limits.ts';
 import { userRoutes } from '../users/routes.ts';
 import { templateRoutes } from '../templates/routes.ts';
 import { workspaceRoutes } from '../workspaces/routes.ts';
@@ -43,6 +43,8 @@ export interface ServerDeps {
   startWorkers?: boolean;
   /** where revocations are announced; defaults to one for this process alone */
   revocations?: RevocationBus;
+  /** the login limits; defaults to in-process ones with den's defaults (tests pass smaller numbers) */
+  loginLimits?: LoginLimits;
 }
 
 /** Everything a domain plugin may use. Built once per server. */
@@ -53,6 +55,7 @@ export interface AppContext extends ServerDeps {
   revocations: RevocationBus;
   /** this process's terminals, execs and log follows, ended when a revocation takes their access away */
   liveAccess: LiveAccess;
+  loginLimits: LoginLimits;
   /** Run at shutdown before the remaining websockets are closed (1001), so a protocol can say why in its own terms. */
   websocketShutdown: Set<() => void>;
 }
@@ -75,7 +78,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     // ones included (login, setup): a 4 MB body costs 10-15 ms of it. Only the template push
     // takes more (templates/routes.ts sets its own limit).
     bodyLimit: DEFAULT_BODY_LIMIT,
-    trustProxy: false,
+    // request.ip is the client's address only behind proxies the operator named; without any,
+    // X-Forwarded-For is ignored (a client could otherwise pick its own address for the login limits)
+    trustProxy: deps.config.trustedProxies.length > 0 ? [...deps.config.trustedProxies] : false,
     // per-request lines are noise at info level; /metrics has the request counts and latencies
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: true },
@@ -106,10 +111,10 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   builds.attachAgents(agents);
   const revocations = deps.revocations ?? createLocalRevocationBus(deps.log);
   const liveAccess = createLiveAccess(revocations);
-  const context: AppContext = { ...deps, agents, builds, metrics, revocations, liveAccess, websocketShutdown };
+  const loginLimits = deps.loginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
+  const context: AppContext = { ...deps, agents, builds, metrics, revocations, liveAccess, loginLimits, websocketShutdown };
   app.decorate('den', context);
 
-  await app.register(rateLimit, { global: false });
   await app.register(swagger, {
     openapi: {
       info: { title: 'den API', version: '1', description: 'Remote development workspaces with their own environments.' },

@@ -11,9 +11,13 @@ export function registerErrorHandling(app: FastifyInstance): void {
     const appError = toAppError(error);
     if (appError.status >= 500) {
       request.log.error({ err: error }, 'request failed');
+    } else if (appError.status === 429) {
+      // a flood of refused requests would write a line each; den_login_refused_total counts them
+      request.log.debug({ code: appError.code, status: appError.status }, appError.message);
     } else {
       request.log.info({ code: appError.code, status: appError.status }, appError.message);
     }
+    if (appError.retryAfterSeconds !== undefined) reply.header('retry-after', String(appError.retryAfterSeconds));
     return reply.status(appError.status).send(appError.toEnvelope());
   });
 

@@ -8,6 +8,7 @@ export interface Metrics {
   buildsTotal: Counter<'transition' | 'state'>;
   buildDuration: Histogram<'transition'>;
   agentsConnected: Gauge;
+  loginsRefused: Counter<'reason'>;
 }
 
 /** Prometheus metrics at /metrics (prom-client), one registry per server instance. */
@@ -39,6 +40,12 @@ export function registerMetrics(app: FastifyInstance, deps: ServerDeps): Metrics
     agentsConnected: new Gauge({
       name: 'den_agents_connected',
       help: 'Workspace agents connected to this server.',
+      registers: [registry],
+    }),
+    loginsRefused: new Counter({
+      name: 'den_login_refused_total',
+      help: 'Logins refused with 429 before a password check: address (too many failures from it), account (paced), busy (password checks full).',
+      labelNames: ['reason'],
       registers: [registry],
     }),
   };

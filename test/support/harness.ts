@@ -8,6 +8,7 @@ import { buildServer } from '../../server/http/app.ts';
 import { openStore, type Store } from '../../server/store/connect.ts';
 import { systemClock, type Clock } from '../../server/store/time.ts';
 import type { RuntimeDriver } from '../../server/runtimes/driver.ts';
+import type { LoginLimits } from '../../server/auth/login-limits.ts';
 import { createTestDatabase } from './postgres.ts';
 
 export interface TestServer {
@@ -35,6 +36,8 @@ export interface TestServerOptions {
   /** reuse a database (postgres URL) instead of creating one */
   databaseUrl?: string;
   config?: Record<string, unknown>;
+  /** login limits with smaller numbers than den's defaults, or to reach their password gate */
+  loginLimits?: LoginLimits;
 }
 
 /** Starts a real den server over a fresh store (SQLite file or a new PostgreSQL database). */
@@ -75,6 +78,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     log,
     driver,
     startWorkers: options.startWorkers,
+    loginLimits: options.loginLimits,
   });
   if (options.listen) {
     const port = Number(new URL(url!).port);
