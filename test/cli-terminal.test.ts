@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import * as pty from 'node-pty';
@@ -24,6 +24,8 @@ let env: Record<string, string>;
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'den-cli-terminal-'));
+  // sandboxed workspaces run as their own uid, which must pass through to the data dir inside
+  chmodSync(work, 0o711);
   // our own data dir, so the server can be restarted over it (the reconnect test)
   server = await startTestServer({ listen: true, dataDir: join(work, 'data') });
   env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: work, XDG_CONFIG_HOME: join(work, 'config'), TERM: 'xterm-256color', LANG: 'C.UTF-8' };

@@ -200,7 +200,8 @@ async function templateInUse(
     .innerJoin('users', 'users.id', 'workspaces.owner_id')
     .select(['workspaces.name', 'users.username'])
     .where('workspaces.owner_id', 'in', visibleOwners)
-    .orderBy('workspaces.created_at')
+    // created in the same millisecond (a script, a test), the names still come in one order
+    .orderBy('workspaces.created_at').orderBy('users.username').orderBy('workspaces.name')
     .limit(NAMED_IN_USE)
     .execute();
   const parts = [];

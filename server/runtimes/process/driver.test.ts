@@ -76,7 +76,8 @@ describe('process driver', () => {
     mkdirSync(home, { recursive: true });
     symlinkSync(outside, join(home, 'link')); // as workspace code could have
     await d.resolveEndpoints(workspace, [{ service: 'web', ports: [80] }]);
-    await expect(d.start(plan([{ ...echoService('web', 80), workdir: '~/link/evil' }]), context)).rejects.toMatchObject({ code: 'RUNTIME_ERROR' });
+    // refused before anything is created: the workdir resolves outside the home through the link
+    await expect(d.start(plan([{ ...echoService('web', 80), workdir: '~/link/evil' }]), context)).rejects.toMatchObject({ code: 'TEMPLATE_PATH_INVALID' });
     expect(existsSync(join(outside, 'evil'))).toBe(false);
     rmSync(outside, { recursive: true, force: true });
 
