@@ -16,6 +16,7 @@ import { AppError } from '../../protocol/errors.ts';
 import type { BuildLogSink } from '../builds/log-sink.ts';
 import type { Config } from '../config.ts';
 import type { Metrics } from '../http/metrics.ts';
+import { guardSocket } from '../http/socket-guard.ts';
 import type { Store } from '../store/connect.ts';
 import type { Clock } from '../store/time.ts';
 import { AgentConnection } from './connection.ts';
@@ -121,7 +122,8 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
           case 'pong':
             return;
           default:
-            log.warn({ workspaceId: identity.workspaceId, type: frame.type }, 'agent sent an unexpected frame; ignored');
+            // hello, welcome, open_ok... out of place: counted like a malformed frame
+            connection.protocolViolation(`The agent sent a '${frame.type}' frame, which the server does not expect after the handshake.`);
         }
       },
       onClosed(code, reason) {
@@ -131,10 +133,13 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         }
         log.info({ workspaceId: identity.workspaceId, code, reason }, 'agent disconnected');
       },
-      onProtocolError(message) {
-        log.warn({ workspaceId: identity.workspaceId }, `agent frame rejected: ${message}`);
+      onProtocolError(message, count) {
+        log.warn({ workspaceId: identity.workspaceId, count }, `agent frame rejected: ${message}`);
       },
-    });
+      onInternalError(error, channel) {
+        log.error({ err: error, workspaceId: identity.workspaceId, channel }, 'a channel of the agent link failed unexpectedly; closed that channel');
+      },
+    }, log);
     const older = connections.get(identity.workspaceId);
     connections.set(identity.workspaceId, connection);
     updateGauge();
@@ -162,7 +167,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       };
       const timer = setTimeout(() => refuse(AGENT_CLOSE.protocolError, 'AGENT_HELLO_TIMEOUT', 'The agent did not say hello in time.'), HELLO_TIMEOUT_MS);
       socket.once('close', () => clearTimeout(timer));
-      socket.once('message', (data: Buffer, isBinary: boolean) => {
+      socket.once('message', guardSocket(socket, log, 'agent link handshake').wrap((data: Buffer, isBinary: boolean) => {
         clearTimeout(timer);
         const text = isBinary ? undefined : data.toString('utf8');
         const version = text === undefined ? undefined : helloVersion(text);
@@ -183,7 +188,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         }
         if (hello.type !== 'hello') return refuse(AGENT_CLOSE.protocolError, 'BAD_REQUEST', 'The first frame of the agent link must be hello.');
         register(socket, identity, hello);
-      });
+      }));
     },
 
     stateOf(workspaceId) {

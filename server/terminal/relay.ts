@@ -19,6 +19,7 @@ import {
 } from '../../protocol/terminal.ts';
 import type { ChannelEndpoint } from '../agents/exec-session.ts';
 import type { AgentHub, ChannelLink } from '../agents/hub-types.ts';
+import { guardSocket } from '../http/socket-guard.ts';
 
 /** The client must send `attach` within this time. */
 const ATTACH_TIMEOUT_MS = 10_000;
@@ -54,6 +55,7 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
   let channel: { id: number; link: ChannelLink; sender: ChannelSender } | undefined;
   let early: Array<string | Uint8Array> | undefined;
   let earlyBytes = 0;
+  const guard = guardSocket(socket, log, 'terminal websocket');
 
   const fail = (code: number, error?: Failure) => {
     if (finished) return;
@@ -103,13 +105,15 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
   });
   socket.on('error', (error) => log.debug({ err: error }, 'terminal websocket error'));
 
-  socket.on('message', (data: Buffer, isBinary: boolean) => {
+  socket.on('message', guard.wrap((data: Buffer, isBinary: boolean) => {
     if (finished) return;
     let message;
     try {
       message = decodeClientMessage(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'));
     } catch (error) {
+      // anything but a TerminalFrameError is a bug of ours: the guard logs it and closes 1011
       if (!(error instanceof TerminalFrameError)) throw error;
+      log.info({ workspaceId: workspace.id }, `terminal client message refused: ${error.message}`);
       return fail(TERMINAL_CLOSE.protocolError, { code: 'TERMINAL_MESSAGE_INVALID', message: error.message });
     }
     if (early === undefined && channel === undefined) {
@@ -125,7 +129,7 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
     }
     // binary input is forwarded as received (it was validated); control messages re-encoded from what was validated (sizes clamped)
     forward(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : encodeClientMessage(message));
-  });
+  }));
 
   function attach(message: AttachMessage): void {
     if (!isTerminalProtocolSupported(message.protocol)) {
@@ -163,7 +167,7 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
         const failure = isAppError(error) ? { code: error.code, message: error.message } : { code: 'AGENT_NOT_CONNECTED', message: 'The terminal could not be opened; try again.' };
         fail(closeCodeForError(failure.code), failure);
       },
-    );
+    ).catch(guard.trip);
   }
 
   /** What the agent's frames of this channel do. */
@@ -179,14 +183,15 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
       onData(type, payload) {
         if (type !== 'data' || !channel) return;
         if (!window.receive(payload.byteLength)) {
-          return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_NOT_CONNECTED', message: 'The workspace agent broke the flow-control rules; reconnect.' });
+          log.warn({ workspaceId: workspace.id }, 'the agent overran the terminal channel window');
+          return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_PROTOCOL_ERROR', message: 'The workspace agent broke the flow-control rules; reconnect.' });
         }
         let records: Array<string | Uint8Array>;
         try {
           records = reader.push(payload);
         } catch (error) {
           log.warn({ err: error }, 'the agent sent a malformed terminal record');
-          return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_NOT_CONNECTED', message: 'The workspace agent sent a malformed terminal message; reconnect.' });
+          return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_PROTOCOL_ERROR', message: 'The workspace agent sent a malformed terminal message; reconnect.' });
         }
         // bytes of an incomplete record wait in the reader (bounded by one record), so they are granted now: a snapshot may exceed the window
         if (records.length === 0 || socket.readyState !== socket.OPEN) return grant(payload.byteLength);
