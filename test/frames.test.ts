@@ -105,6 +105,23 @@ describe('frames that must not stop the server', () => {
     await expectServing();
   });
 
+  it('closes an exec socket promptly when input queued before the start fails it', async () => {
+    const from = agent.frames.length;
+    const user = await openUserSocket(server.url!, execPath(), userToken);
+    // a second start and stdin, queued while the channel opens: the second start fails the exec,
+    // and the stdin behind it once paused the socket for good, so the close handshake hung 30 s
+    user.socket.send(JSON.stringify({ type: 'start', command: ['cat'] }));
+    user.socket.send(JSON.stringify({ type: 'start', command: ['cat'] }));
+    user.socket.send(encodeExecData(EXEC_STREAM.stdin, new TextEncoder().encode('queued')));
+    const open = await agent.next((frame): frame is ControlFrameOf<'open'> => frame.type === 'open', { from });
+    agent.send({ type: 'open_ok', channel: open.channel, window: 65536 });
+    const error = JSON.parse(await user.text((text) => text.includes('"error"')));
+    expect(error.error).toMatchObject({ code: 'BAD_REQUEST' });
+    user.socket.close(1000, 'done');
+    expect((await closedWithin(user.closed)).code).toBe(4000);
+    await expectServing();
+  });
+
   it('survives agent control frames whose type cannot be turned into a string', async () => {
     const from = agent.frames.length;
     agent.send('{"type":{"toString":1}}');

@@ -11,7 +11,7 @@ import {
   type ExecServerMessage,
 } from '../../protocol/exec.ts';
 import { parseJsonFrame } from '../../protocol/json-frame.ts';
-import { guardSocket } from '../http/socket-guard.ts';
+import { closeSocket, guardSocket } from '../http/socket-guard.ts';
 import type { AgentHub, ExecSession } from './hub-types.ts';
 
 /** The client must send `start` within this time. */
@@ -42,7 +42,7 @@ export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string,
     if (!isAppError(error)) log.error({ err: error }, 'exec relay failed');
     else log.info({ workspaceId, code: appError.code }, `exec ended: ${appError.message}`);
     sendJson({ type: 'error', error: appError.toEnvelope().error });
-    socket.close(4000, appError.code);
+    closeSocket(socket, 4000, appError.code);
     session?.stdio.destroy();
   };
 
@@ -118,11 +118,13 @@ export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string,
       if (finished) return;
       finished = true;
       sendJson({ type: 'exit', code });
-      socket.close(1000, 'exited');
+      closeSocket(socket, 1000, 'exited');
     }, fail).catch(guard.trip);
 
     // input: client -> agent, the socket paused while stdin writes are pending
     return (data: Buffer, isBinary: boolean) => {
+      // messages queued before the channel opened may follow a failure
+      if (finished) return;
       if (isBinary) {
         const frame = decodeExecData(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
         if (!frame || frame.stream !== EXEC_STREAM.stdin) return fail(new AppError('BAD_REQUEST', 'Binary exec messages from the client must carry stdin (stream 0).'));

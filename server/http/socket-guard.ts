@@ -46,3 +46,13 @@ export function guardSocket(socket: WebSocket, log: ErrorLog, what: string): Soc
     },
   };
 }
+
+/**
+ * Closes a websocket that may be paused for backpressure. A paused socket never reads the peer's
+ * answering close frame, so without the resume the close handshake waits for ws's 30 s timeout and
+ * the connection is held that long.
+ */
+export function closeSocket(socket: WebSocket, code: number, reason: string): void {
+  socket.close(code, reason);
+  socket.resume();
+}

@@ -19,7 +19,7 @@ import {
 } from '../../protocol/terminal.ts';
 import type { ChannelEndpoint } from '../agents/exec-session.ts';
 import type { AgentHub, ChannelLink } from '../agents/hub-types.ts';
-import { guardSocket } from '../http/socket-guard.ts';
+import { closeSocket, guardSocket } from '../http/socket-guard.ts';
 
 /** The client must send `attach` within this time. */
 const ATTACH_TIMEOUT_MS = 10_000;
@@ -63,7 +63,7 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
     clearTimeout(attachTimer);
     if (error && socket.readyState === socket.OPEN) socket.send(encodeServerMessage({ type: 'error', code: error.code, message: error.message }));
     closeChannel();
-    socket.close(code, error?.code ?? 'session ended');
+    closeSocket(socket, code, error?.code ?? 'session ended');
   };
   const closeChannel = () => {
     if (!channel) return;
@@ -210,7 +210,7 @@ export function relayTerminal(socket: WebSocket, hub: AgentHub, workspace: Termi
         channel = undefined;
         if (finished) return;
         finished = true;
-        socket.close(closeCodeForError(frame.error?.code), frame.error?.code ?? 'session ended');
+        closeSocket(socket, closeCodeForError(frame.error?.code), frame.error?.code ?? 'session ended');
       },
       onLinkLost() {
         channel = undefined;

@@ -5,6 +5,8 @@ import { AGENT_PROTOCOL, decodeFrame, encodeFrame, type AgentFrame } from '../..
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** How long `next` waits for a frame by default. */
 export const FRAME_TIMEOUT_MS = 10_000;
+/** Frames kept for `next`; older ones are dropped. */
+const MAX_KEPT_FRAMES = 2_000;
 
 /**
  * A scripted agent over a real websocket, for tests of what den does with frames a (possibly
@@ -21,6 +23,10 @@ export interface FakeAgent {
   next(match: (frame: AgentFrame) => boolean, options?: { from?: number; timeoutMs?: number }): Promise<AgentFrame>;
   /** resolves with the close code once the server closed the link */
   closed: Promise<number>;
+  /** called for every frame from the server as it arrives (an autopilot that answers opens) */
+  onFrame?: (frame: AgentFrame) => void;
+  /** resolves once the server has handled everything sent before (a ping answered in order) */
+  barrier(timeoutMs?: number): Promise<void>;
   close(): void;
 }
 
@@ -34,11 +40,16 @@ export async function connectFakeAgent(baseUrl: string, token: string): Promise<
   const frames: AgentFrame[] = [];
   const waiters = new Set<() => void>();
   socket.on('message', (data: Buffer, isBinary: boolean) => {
+    let frame: AgentFrame;
     try {
-      frames.push(decodeFrame(isBinary ? new Uint8Array(data) : data.toString('utf8')));
+      frame = decodeFrame(isBinary ? new Uint8Array(data) : data.toString('utf8'));
     } catch {
       return; // the tests assert on what they expect; a frame this decoder refuses is not one of those
     }
+    // a long fuzz run must not keep every frame: the tests look at recent ones
+    if (frames.length > MAX_KEPT_FRAMES) frames.splice(0, frames.length - MAX_KEPT_FRAMES / 2);
+    frames.push(frame);
+    agent.onFrame?.(frame);
     for (const wake of [...waiters]) wake();
   });
   socket.on('error', () => {});
@@ -72,10 +83,16 @@ export async function connectFakeAgent(baseUrl: string, token: string): Promise<
         check();
       });
     },
+    async barrier(timeoutMs = FRAME_TIMEOUT_MS) {
+      const id = ++pings;
+      agent.send({ type: 'ping', id });
+      await agent.next((frame) => frame.type === 'pong' && frame.id === id, { timeoutMs });
+    },
     close() {
       socket.terminate();
     },
   };
+  let pings = 1_000_000;
   await new Promise<void>((resolve, reject) => {
     socket.once('open', () => {
       agent.send(helloFrame());
