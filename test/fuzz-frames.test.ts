@@ -11,8 +11,8 @@ import { expectExecStillWorks, startServerFuzzWorld, type ServerFuzzWorld } from
  * the shrunk counterexample. `npm run fuzz` runs the same targets for longer.
  */
 const SEED = Number(process.env.DEN_FUZZ_SEED ?? 20261206);
-/** Cases per target: about 10-30 ms each on the 2-core CI machine, so the file stays near 10 s. */
-const RUNS = Number(process.env.DEN_FUZZ_RUNS ?? 120);
+/** Cases per target: about 5 ms each on the 2-core machine, so the three targets take a few seconds. */
+const RUNS = Number(process.env.DEN_FUZZ_RUNS ?? 300);
 
 describe('fuzzing the server\'s websockets with fast-check', () => {
   let world: ServerFuzzWorld;

@@ -32,6 +32,11 @@ export function mutatedJson(frame: fc.Arbitrary<Record<string, unknown>>): fc.Ar
   });
 }
 
+/** A frame whose `type` itself is hostile (the discriminator is what parsers look at first), with `fields` beside it. */
+export function hostileTyped(fields: Record<string, unknown>): fc.Arbitrary<string> {
+  return hostileValue.map((type) => JSON.stringify({ ...fields, type }));
+}
+
 /** Raw websocket messages: any text, JSON of any shape, any bytes. */
 export const rawMessage: fc.Arbitrary<string | Uint8Array> = fc.oneof(
   fc.string({ maxLength: 200 }),
@@ -47,7 +52,8 @@ export type ChannelRef = number;
 /** One websocket message of the agent link, built once the test knows which channels exist. */
 export type LinkMessage = { build(channel: (ref: ChannelRef) => number): string | Uint8Array; describe: string };
 
-const ref = fc.nat({ max: 7 });
+/** Mostly the newest channel (0), so sequences of frames hit one live channel in every order. */
+const ref = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.nat({ max: 7 }) });
 const smallBytes = fc.uint8Array({ maxLength: 2048 });
 const shortText = fc.string({ maxLength: 40 });
 
@@ -81,6 +87,7 @@ const agentLinkFrame: fc.Arbitrary<LinkMessage> = fc.oneof(
 export const agentMessage: fc.Arbitrary<LinkMessage> = fc.oneof(
   { weight: 5, arbitrary: agentChannelFrame },
   { weight: 2, arbitrary: agentLinkFrame },
+  { weight: 1, arbitrary: hostileTyped({ channel: 1, window: 1 }).map(raw) },
   { weight: 2, arbitrary: mutatedJson(fc.constantFrom({ type: 'open_ok', channel: 1, window: 1 }, { type: 'close', channel: 1, exitCode: 0 }, { type: 'log', seq: 1, script: 's', stream: 'stdout', lines: ['x'] }, { type: 'lifecycle', state: 'ready' })).map(raw) },
   { weight: 1, arbitrary: fc.record({ type: fc.integer({ min: 0, max: 255 }), r: ref, payload: fc.uint8Array({ maxLength: 16 }) }).map(({ type, r, payload }) => binaryFrame(type, r, payload)) },
   { weight: 1, arbitrary: rawMessage.map(raw) },
@@ -109,6 +116,7 @@ export function serverMessage(safeCommands: string[][]): fc.Arbitrary<LinkMessag
     { weight: 1, arbitrary: fc.record({ r: ref, signal: fc.constantFrom('SIGTERM', 'SIGKILL', 'SIGNOPE', 'SIGWINCH', 'SIG0') }).map(({ r, signal }) => frame((c) => ({ type: 'signal', channel: c(r), signal }))) },
     { weight: 1, arbitrary: fc.record({ r: ref, cols: size, rows: size }).map(({ r, cols, rows }) => frame((c) => ({ type: 'resize', channel: c(r), cols, rows }))) },
     { weight: 1, arbitrary: fc.constantFrom<AgentFrame>({ type: 'ping', id: 9 }, { type: 'log_ack', seq: 2 ** 40 }, { type: 'error', code: 'X', message: 'fuzz' }, { type: 'pong', id: 1 }, { type: 'lifecycle', state: 'off' }).map((f) => frame(() => f)) },
+    { weight: 1, arbitrary: hostileTyped({ channel: 1 }).map(raw) },
     { weight: 2, arbitrary: mutatedJson(fc.constantFrom({ type: 'open', channel: 1, window: 1024, spec: { kind: 'exec', command: ['true'] } }, { type: 'welcome' }, { type: 'close', channel: 1 }, { type: 'signal', channel: 1, signal: 'SIGTERM' })).map(raw) },
     { weight: 1, arbitrary: fc.record({ type: fc.integer({ min: 0, max: 255 }), r: ref, payload: fc.uint8Array({ maxLength: 16 }) }).map(({ type, r, payload }) => binaryFrame(type, r, payload)) },
     { weight: 1, arbitrary: rawMessage.map(raw) },
@@ -155,6 +163,7 @@ export const terminalClientMessage: fc.Arbitrary<string | Uint8Array> = fc.oneof
   { weight: 1, arbitrary: fc.integer({ min: -1, max: 2 ** 32 }).map((bytes) => JSON.stringify({ type: 'ack', bytes })) },
   { weight: 1, arbitrary: fc.record({ cols, rows: cols }).map(({ cols, rows }) => JSON.stringify({ type: 'resize', cols, rows })) },
   { weight: 1, arbitrary: fc.constant('{"type":"close"}') },
+  { weight: 2, arbitrary: hostileTyped({ cols: 80, rows: 24 }) },
   { weight: 3, arbitrary: mutatedJson(fc.constantFrom({ type: 'attach', cols: 80, rows: 24 }, { type: 'input', data: 'x' }, { type: 'ack', bytes: 1 }, { type: 'resize', cols: 1, rows: 1 })) },
   { weight: 2, arbitrary: rawMessage },
 );
@@ -165,6 +174,7 @@ export function execClientMessage(safeCommands: string[][]): fc.Arbitrary<string
     { weight: 3, arbitrary: fc.constantFrom(...safeCommands).map((command) => JSON.stringify({ type: 'start', command })) },
     { weight: 1, arbitrary: fc.constantFrom('{"type":"stdin_eof"}', '{"type":"signal","signal":"SIGTERM"}', '{"type":"signal","signal":"SIGNOPE"}', '{"type":"resize","cols":10,"rows":10}', '{"type":"start","command":[]}') },
     { weight: 2, arbitrary: fc.record({ stream: fc.integer({ min: 0, max: 5 }), payload: fc.uint8Array({ maxLength: 200 }) }).map(({ stream, payload }) => encodeExecData(stream, payload)) },
+    { weight: 1, arbitrary: hostileTyped({ command: ['true'] }) },
     { weight: 2, arbitrary: mutatedJson(fc.constantFrom({ type: 'start', command: ['true'] }, { type: 'signal', signal: 'SIGTERM' }, { type: 'resize', cols: 1, rows: 1 })) },
     { weight: 1, arbitrary: rawMessage },
   );

@@ -21,7 +21,7 @@ export interface ServerFuzzWorld {
   workspace: SeededWorkspace;
   userToken: string;
   agent: FakeAgent;
-  /** exceptions that escaped to the process while the world ran: each one would have stopped den */
+  /** exceptions that escaped to the process while the world ran (each would have stopped den), and channels closed with INTERNAL */
   crashes: unknown[];
   targets: FuzzTarget<any>[];
   /** how the fake agent answers the server's channel opens from now on */
@@ -60,8 +60,12 @@ export async function startServerFuzzWorld(): Promise<ServerFuzzWorld> {
   let answer: OpenAnswer = 'ok';
   /** channels the server opened on the fake agent, newest last: fuzzed frames name them */
   const opened: number[] = [];
+  let opens = 0;
   const autopilot = (agent: FakeAgent) => (frame: AgentFrame) => {
+    // the server closes a channel with INTERNAL only when one of its handlers threw: contained, but a bug
+    if (frame.type === 'close' && frame.error?.code === 'INTERNAL') crashes.push(new Error(`The server closed channel ${frame.channel} with INTERNAL: a handler threw (see the server log).`));
     if (frame.type !== 'open') return;
+    opens++;
     opened.push(frame.channel);
     if (opened.length > 16) opened.shift();
     if (answer === 'ok') agent.send({ type: 'open_ok', channel: frame.channel, window: 256 * 1024 });
@@ -104,8 +108,10 @@ export async function startServerFuzzWorld(): Promise<ServerFuzzWorld> {
     if (code !== 4004 && code !== 4003) throw new Error(`The server closed the agent link with ${code}, not 4004 (protocol error).`);
     world.agent = await connect();
   };
-  const expectServing = async () => {
-    if (crashes.length > 0) throw new Error(`An exception escaped to the process (it would have stopped den): ${String((crashes[0] as Error)?.stack ?? crashes[0])}`);
+  /** Fails the case for crashes recorded since `since` (not earlier ones, so shrinking finds the case that crashed). */
+  const expectServing = async (since: number) => {
+    const crash = crashes[since];
+    if (crash !== undefined) throw new Error(`An exception escaped to the process (it would have stopped den): ${String((crash as Error)?.stack ?? crash)}`);
     const health = await server.app.inject({ method: 'GET', url: '/healthz' });
     if (health.statusCode !== 200) throw new Error(`/healthz answered ${health.statusCode}.`);
   };
@@ -144,20 +150,22 @@ export async function startServerFuzzWorld(): Promise<ServerFuzzWorld> {
       name: 'terminal socket',
       arbitrary: fc.record({ answer: openAnswer, messages: fc.array(terminalClientMessage, { minLength: 1, maxLength: 8 }) }),
       async run({ answer: given, messages }) {
+        const since = crashes.length;
         answer = given === 'silent' ? 'ok' : given; // a silent agent would hold each case for the 10 s open timeout
         await userCase(path('terminal'), messages, TERMINAL_CODES);
         await settleAgent();
-        await expectServing();
+        await expectServing(since);
       },
     } satisfies FuzzTarget<{ answer: OpenAnswer; messages: (string | Uint8Array)[] }>,
     {
       name: 'exec socket',
       arbitrary: fc.record({ answer: openAnswer, messages: fc.array(execClientMessage(SAFE_COMMANDS), { minLength: 1, maxLength: 8 }) }),
       async run({ answer: given, messages }) {
+        const since = crashes.length;
         answer = given === 'silent' ? 'ok' : given;
         await userCase(path('exec'), messages, EXEC_CODES);
         await settleAgent();
-        await expectServing();
+        await expectServing(since);
       },
     } satisfies FuzzTarget<{ answer: OpenAnswer; messages: (string | Uint8Array)[] }>,
     {
@@ -169,16 +177,20 @@ export async function startServerFuzzWorld(): Promise<ServerFuzzWorld> {
         frames: fc.array(agentMessage, { minLength: 1, maxLength: 20 }),
       }),
       async run({ answer: given, users, frames }) {
+        const since = crashes.length;
         answer = given;
         const sockets = await Promise.all(users.map((kind) => openUserSocket(server.url!, path(kind), userToken)));
+        const expected = opens + users.length;
         sockets.forEach((user, index) => user.socket.send(users[index] === 'exec' ? JSON.stringify({ type: 'start', command: ['cat'] }) : JSON.stringify({ type: 'attach', cols: 80, rows: 24 })));
-        await world.agent.barrier().catch(() => undefined);
-        const channel = (ref: number) => (opened.length > 0 ? opened[ref % opened.length] : 1001 + 2 * ref);
+        // the user sockets and the link are different connections: wait until the server opened their channels
+        if (users.length > 0) await world.agent.next(() => opens >= expected).catch(() => undefined);
+        // ref 0 is the newest channel the server opened
+        const channel = (ref: number) => (opened.length > 0 ? opened[opened.length - 1 - (ref % opened.length)] : 1001 + 2 * ref);
         for (const message of frames as LinkMessage[]) world.agent.send(message.build(channel));
         await settleAgent();
         for (const user of sockets) user.socket.close(1000, 'fuzz case done');
         await Promise.all(sockets.map((user) => closedWithin(user.closed)));
-        await expectServing();
+        await expectServing(since);
       },
     } satisfies FuzzTarget<{ answer: OpenAnswer; users: ('terminal' | 'exec')[]; frames: LinkMessage[] }>,
   );
