@@ -1,5 +1,6 @@
 import WebSocket from 'ws';
 import { AGENT_PROTOCOL, decodeFrame, encodeFrame, type AgentFrame } from '../../protocol/agent.ts';
+import { waitFor } from './sockets.ts';
 
 /** The server answers hello with welcome well within this on a loaded machine. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -67,20 +68,10 @@ export async function connectFakeAgent(baseUrl: string, token: string): Promise<
     },
     next(match: (frame: AgentFrame) => boolean, options: { from?: number; timeoutMs?: number } = {}) {
       const timeoutMs = options.timeoutMs ?? FRAME_TIMEOUT_MS;
-      return new Promise<AgentFrame>((resolve, reject) => {
-        const check = () => {
-          const found = frames.slice(options.from ?? 0).find(match);
-          if (found) return finish(() => resolve(found));
-          if (socket.readyState === WebSocket.CLOSED) finish(() => reject(new Error(`The link closed before the frame came; frames: ${describe(frames)}`)));
-        };
-        const timer = setTimeout(() => finish(() => reject(new Error(`No matching frame within ${timeoutMs} ms; frames: ${describe(frames)}`))), timeoutMs);
-        const finish = (settle: () => void) => {
-          clearTimeout(timer);
-          waiters.delete(check);
-          settle();
-        };
-        waiters.add(check);
-        check();
+      return waitFor(waiters, () => frames.slice(options.from ?? 0).find(match), {
+        timeoutMs,
+        gone: () => socket.readyState === WebSocket.CLOSED,
+        failure: (why) => new Error(`${why === 'gone' ? 'The link closed before the frame came' : `No matching frame within ${timeoutMs} ms`}; frames: ${describe(frames)}`),
       });
     },
     async barrier(timeoutMs = FRAME_TIMEOUT_MS) {

@@ -47,7 +47,7 @@ export const rawMessage: fc.Arbitrary<string | Uint8Array> = fc.oneof(
 
 // ---------------------------------------------------------------------------- agent link
 
-/** An index into the channels a test has seen; resolved modulo their count (or an unknown id when there are none). */
+/** An index into the channels a test has seen, newest first, resolved modulo their count; -1 asks for a new channel. */
 export type ChannelRef = number;
 /** One websocket message of the agent link, built once the test knows which channels exist. */
 export type LinkMessage = { build(channel: (ref: ChannelRef) => number): string | Uint8Array; describe: string };
@@ -108,7 +108,9 @@ export function serverMessage(safeCommands: string[][]): fc.Arbitrary<LinkMessag
     fc.string({ maxLength: 80 }),
   ).map((text) => encodeRecord(text));
   return fc.oneof(
-    { weight: 3, arbitrary: fc.record({ r: ref, window: fc.nat({ max: 16 * 1024 * 1024 }), spec }).map(({ r, window, spec }) => frame((c) => ({ type: 'open', channel: c(r), window, spec }))) },
+    // mostly a new channel (ref -1), sometimes one that is open already
+    { weight: 3, arbitrary: fc.record({ r: fc.oneof({ weight: 4, arbitrary: fc.constant(-1) }, { weight: 1, arbitrary: ref }), window: fc.nat({ max: 16 * 1024 * 1024 }), spec })
+      .map(({ r, window, spec }) => frame((c) => ({ type: 'open', channel: c(r), window, spec }))) },
     { weight: 3, arbitrary: fc.record({ r: ref, payload: fc.oneof(smallBytes, terminalRecord, fc.constant(Uint8Array.of(BINARY_TYPE.input, 0x41))) }).map(({ r, payload }) => frame((c) => ({ type: 'data', channel: c(r), payload }))) },
     { weight: 2, arbitrary: fc.record({ r: ref, bytes: fc.integer({ min: 1, max: 16 * 1024 * 1024 }) }).map(({ r, bytes }) => frame((c) => ({ type: 'window', channel: c(r), bytes }))) },
     { weight: 2, arbitrary: ref.map((r) => frame((c) => ({ type: 'eof', channel: c(r) }))) },

@@ -40,23 +40,39 @@ export async function openUserSocket(baseUrl: string, path: string, token: strin
     binaries,
     closed,
     text(match, timeoutMs = SOCKET_TIMEOUT_MS) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const found = texts.find(match);
-          if (found !== undefined) return finish(() => resolve(found));
-          if (socket.readyState === WebSocket.CLOSED) finish(() => reject(new Error(`${path} closed without the message; got ${JSON.stringify(texts)}`)));
-        };
-        const timer = setTimeout(() => finish(() => reject(new Error(`${path}: no matching message within ${timeoutMs} ms; got ${JSON.stringify(texts)}`))), timeoutMs);
-        const finish = (settle: () => void) => {
-          clearTimeout(timer);
-          wakes.delete(check);
-          settle();
-        };
-        wakes.add(check);
-        check();
+      return waitFor(wakes, () => texts.find(match), {
+        timeoutMs,
+        gone: () => socket.readyState === WebSocket.CLOSED,
+        failure: (why) => new Error(`${path}: ${why === 'gone' ? 'closed without the message' : `no matching message within ${timeoutMs} ms`}; got ${JSON.stringify(texts)}`),
       });
     },
   };
+}
+
+/**
+ * Resolves with what `find` finds, checked now and whenever something calls the wakes (a message
+ * arrived); rejects once `gone` says nothing more will arrive, or after the timeout.
+ */
+export function waitFor<T>(
+  wakes: Set<() => void>,
+  find: () => T | undefined,
+  options: { timeoutMs: number; gone?: () => boolean; failure: (why: 'gone' | 'timeout') => Error },
+): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const found = find();
+      if (found !== undefined) return finish(() => resolve(found));
+      if (options.gone?.()) finish(() => reject(options.failure('gone')));
+    };
+    const timer = setTimeout(() => finish(() => reject(options.failure('timeout'))), options.timeoutMs);
+    const finish = (settle: () => void) => {
+      clearTimeout(timer);
+      wakes.delete(check);
+      settle();
+    };
+    wakes.add(check);
+    check();
+  });
 }
 
 /** Resolves with the close, or rejects when the server did not close the socket in time. */
