@@ -122,6 +122,20 @@ describe('frames that must not stop the server', () => {
     await expectServing();
   });
 
+  it('closes a terminal socket with a coded close when the agent ends the channel with an error code too long for a close reason', async () => {
+    const from = agent.frames.length;
+    const user = await openUserSocket(server.url!, terminalPath(), userToken);
+    user.socket.send(JSON.stringify({ type: 'attach', cols: 80, rows: 24 }));
+    const open = await agent.next((frame): frame is ControlFrameOf<'open'> => frame.type === 'open', { from });
+    agent.send({ type: 'open_ok', channel: open.channel, window: 65536 });
+    // 64 characters of 3 bytes each: a websocket close reason holds at most 123 bytes
+    agent.send({ type: 'close', channel: open.channel, error: { code: '€'.repeat(64), message: 'x' } });
+    expect((await closedWithin(user.closed)).code).toBe(TERMINAL_CLOSE.goingAway);
+    await agent.barrier();
+    expect(agent.frames.slice(from).filter((frame) => frame.type === 'close' && frame.error?.code === 'INTERNAL')).toEqual([]);
+    await expectServing();
+  });
+
   it('survives agent control frames whose type cannot be turned into a string', async () => {
     const from = agent.frames.length;
     agent.send('{"type":{"toString":1}}');

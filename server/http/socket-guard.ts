@@ -53,6 +53,21 @@ export function guardSocket(socket: WebSocket, log: ErrorLog, what: string): Soc
  * the connection is held that long.
  */
 export function closeSocket(socket: WebSocket, code: number, reason: string): void {
-  socket.close(code, reason);
+  socket.close(code, closeReason(reason));
   socket.resume();
+}
+
+/** A close reason holds at most 123 bytes of UTF-8 (ws throws beyond); a longer one, such as an agent's error code, is cut at a character. */
+const MAX_CLOSE_REASON_BYTES = 123;
+
+function closeReason(reason: string): string {
+  if (Buffer.byteLength(reason) <= MAX_CLOSE_REASON_BYTES) return reason;
+  let out = '';
+  let bytes = 0;
+  for (const character of reason) {
+    bytes += Buffer.byteLength(character);
+    if (bytes > MAX_CLOSE_REASON_BYTES) break;
+    out += character;
+  }
+  return out;
 }

@@ -55,7 +55,8 @@ export type LinkMessage = { build(channel: (ref: ChannelRef) => number): string 
 /** Mostly the newest channel (0), so sequences of frames hit one live channel in every order. */
 const ref = fc.oneof({ weight: 3, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.nat({ max: 7 }) });
 const smallBytes = fc.uint8Array({ maxLength: 2048 });
-const shortText = fc.string({ maxLength: 40 });
+/** Codes and messages: any code points, so byte limits (a close reason is at most 123 bytes) are hit by multi-byte text. */
+const shortText = fc.string({ unit: 'binary', maxLength: 40 });
 
 /** Frames an agent could send to the server about channels (valid shapes, any order, any channel). */
 const agentChannelFrame: fc.Arbitrary<LinkMessage> = fc.oneof(
