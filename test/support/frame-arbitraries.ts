@@ -98,10 +98,14 @@ export const agentMessage: fc.Arbitrary<LinkMessage> = fc.oneof(
 export function serverMessage(safeCommands: string[][]): fc.Arbitrary<LinkMessage> {
   const command = fc.constantFrom(...safeCommands);
   const size = fc.integer({ min: 1, max: 1000 });
+  // environment names with '=' or NUL, and directories that do not exist or are not paths, must fail the open, not the agent
+  const env = fc.option(fc.dictionary(fc.oneof(fc.constantFrom('A', 'A=B', 'A\u0000', 'PATH', 'LD_PRELOAD'), shortText.filter((key) => key.length > 0)), fc.oneof(shortText, fc.constant('\u0000')), { maxKeys: 3 }), { nil: undefined });
+  const cwd = fc.option(fc.constantFrom('/', '/nonexistent', 'relative', '/tmp\u0000x', '/etc/passwd'), { nil: undefined });
   const spec: fc.Arbitrary<ChannelSpec> = fc.oneof(
-    fc.record({ command, tty: fc.option(fc.record({ cols: size, rows: size }), { nil: undefined }) }).map(({ command, tty }) => ({ kind: 'exec' as const, command, ...(tty ? { tty } : {}) })),
-    fc.record({ command, cols: size, rows: size, sessionId: fc.option(fc.constantFrom('s1', 'nope'), { nil: undefined }) })
-      .map(({ command, cols, rows, sessionId }) => ({ kind: 'terminal' as const, command, cols, rows, ...(sessionId ? { sessionId } : {}) })),
+    fc.record({ command, env, cwd, tty: fc.option(fc.record({ cols: size, rows: size }), { nil: undefined }) })
+      .map(({ command, env, cwd, tty }) => ({ kind: 'exec' as const, command, ...(env ? { env } : {}), ...(cwd ? { cwd } : {}), ...(tty ? { tty } : {}) })),
+    fc.record({ command, env, cols: size, rows: size, sessionId: fc.option(fc.constantFrom('s1', 'nope'), { nil: undefined }) })
+      .map(({ command, env, cols, rows, sessionId }) => ({ kind: 'terminal' as const, command, cols, rows, ...(env ? { env } : {}), ...(sessionId ? { sessionId } : {}) })),
     fc.constantFrom<ChannelSpec>({ kind: 'terminal-admin', op: 'list' }, { kind: 'terminal-admin', op: 'close', sessionId: 'nope' }, { kind: 'tcp', host: '127.0.0.1', port: 1 }, { kind: 'sync', path: '/' }),
   );
   const terminalRecord = fc.oneof(
