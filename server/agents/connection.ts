@@ -10,7 +10,7 @@ import {
   type ControlFrameOf,
   type LifecycleState,
 } from '../../protocol/agent.ts';
-import { guardSocket, type SocketGuard } from '../http/socket-guard.ts';
+import { guardSocket } from '../http/socket-guard.ts';
 import type { ChannelEndpoint } from './exec-session.ts';
 import type { AgentIdentity } from './tokens.ts';
 
@@ -55,7 +55,6 @@ export class AgentConnection {
   private nextChannel = 1;
   private protocolErrors = 0;
   private closed = false;
-  private readonly guard: SocketGuard;
   private resolveClosed!: () => void;
   /** resolves once the connection is gone, however it ended */
   readonly whenClosed = new Promise<void>((resolve) => (this.resolveClosed = resolve));
@@ -64,9 +63,9 @@ export class AgentConnection {
     this.socket = socket;
     this.identity = identity;
     this.events = events;
-    this.guard = guardSocket(socket, log, 'agent link');
-    socket.on('message', this.guard.wrap((data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary)));
-    socket.on('close', this.guard.wrap((code: number, reason: Buffer) => this.onSocketClosed(code, reason.toString())));
+    const guard = guardSocket(socket, log, 'agent link');
+    socket.on('message', guard.wrap((data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary)));
+    socket.on('close', guard.wrap((code: number, reason: Buffer) => this.onSocketClosed(code, reason.toString())));
   }
 
   get isOpen(): boolean {

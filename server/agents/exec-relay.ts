@@ -143,8 +143,7 @@ export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string,
       if (message.type === 'stdin_eof') {
         stdinEnded = true;
         opened.closeStdin();
-      }
-      else if (message.type === 'signal') opened.kill(message.signal as NodeJS.Signals);
+      } else if (message.type === 'signal') opened.kill(message.signal as NodeJS.Signals);
       else opened.resize(message.cols, message.rows);
     };
   }
