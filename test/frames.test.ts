@@ -136,6 +136,17 @@ describe('frames that must not stop the server', () => {
     await expectServing();
   });
 
+  it.each([
+    ['a text message that is not UTF-8', (socket: import('ws').WebSocket) => socket.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false })],
+    ['a message above the 1 MiB limit', (socket: import('ws').WebSocket) => socket.send(Buffer.alloc(1024 * 1024 + 1, 0x20), { binary: false })],
+  ])('drops a terminal socket that sends %s, and keeps serving', async (_, send) => {
+    const user = await openUserSocket(server.url!, terminalPath(), userToken);
+    send(user.socket);
+    // the websocket layer refuses these before den sees them: 1007/1009, or an abrupt end
+    expect([1006, 1007, 1009]).toContain((await closedWithin(user.closed)).code);
+    await expectServing();
+  });
+
   it('survives agent control frames whose type cannot be turned into a string', async () => {
     const from = agent.frames.length;
     agent.send('{"type":{"toString":1}}');
