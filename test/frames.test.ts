@@ -147,6 +147,19 @@ describe('frames that must not stop the server', () => {
     await expectServing();
   });
 
+  it.each<[string, (channel: number) => AgentFrame[], number, string]>([
+    ['refuses the channel with a code of its choosing', (channel) => [{ type: 'open_error', channel, code: 'EXEC_FAILED', message: 'no' }], 502, 'EXEC_FAILED'],
+    ['answers something that is not a session list', (channel) => [{ type: 'open_ok', channel, window: 65536 }, { type: 'data', channel, payload: new TextEncoder().encode('{"sessions":7}') }, { type: 'close', channel }], 502, 'AGENT_PROTOCOL_ERROR'],
+  ])('answers the sessions API with a coded 502, not a 500, when the agent %s', async (_, answer, status, code) => {
+    const from = agent.frames.length;
+    const listing = server.app.inject({ method: 'GET', url: `/api/v1/workspaces/${ws.username}/${ws.workspaceName}/terminals`, headers: { authorization: `Bearer ${userToken}` } });
+    const open = await agent.next((frame): frame is ControlFrameOf<'open'> => frame.type === 'open', { from });
+    for (const frame of answer(open.channel)) agent.send(frame);
+    const response = await listing;
+    expect(response.statusCode).toBe(status);
+    expect(response.json().error.code).toBe(code);
+  });
+
   it('survives agent control frames whose type cannot be turned into a string', async () => {
     const from = agent.frames.length;
     agent.send('{"type":{"toString":1}}');

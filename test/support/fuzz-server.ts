@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import type { AgentFrame } from '../../protocol/agent.ts';
+import { errorEnvelopeSchema } from '../../protocol/errors.ts';
 import { TERMINAL_CLOSE } from '../../protocol/terminal.ts';
 import { createApiToken } from '../../server/auth/api-tokens.ts';
 import { issueAgentToken } from '../../server/agents/tokens.ts';
@@ -173,26 +174,40 @@ export async function startServerFuzzWorld(): Promise<ServerFuzzWorld> {
       arbitrary: fc.record({
         answer: openAnswer,
         // user sockets that make the server open channels the agent's frames then hit
-        users: fc.array(fc.constantFrom<'terminal' | 'exec'>('terminal', 'exec'), { minLength: 0, maxLength: 3 }),
+        users: fc.array(fc.constantFrom<'terminal' | 'exec' | 'sessions'>('terminal', 'exec', 'sessions'), { minLength: 0, maxLength: 3 }),
         frames: fc.array(agentMessage, { minLength: 1, maxLength: 20 }),
       }),
       async run({ answer: given, users, frames }) {
         const since = crashes.length;
-        answer = given;
-        const sockets = await Promise.all(users.map((kind) => openUserSocket(server.url!, path(kind), userToken)));
+        // a sessions request the agent never answers waits out the 10 s open timeout
+        answer = given === 'silent' && users.includes('sessions') ? 'ok' : given;
+        const opensBefore = opens;
+        const sockets = await Promise.all(users.filter((kind) => kind !== 'sessions').map((kind) => openUserSocket(server.url!, path(kind), userToken)));
         const expected = opens + users.length;
-        sockets.forEach((user, index) => user.socket.send(users[index] === 'exec' ? JSON.stringify({ type: 'start', command: ['cat'] }) : JSON.stringify({ type: 'attach', cols: 80, rows: 24 })));
+        sockets.forEach((user) => user.socket.send(user.socket.url.endsWith('/exec') ? JSON.stringify({ type: 'start', command: ['cat'] }) : JSON.stringify({ type: 'attach', cols: 80, rows: 24 })));
+        // the sessions API reads a terminal-admin channel's answer: whatever the agent sends, never a 500
+        const listings = users.filter((kind) => kind === 'sessions').map(() => server.app.inject({
+          method: 'GET', url: `/api/v1/workspaces/${workspace.username}/${workspace.workspaceName}/terminals`, headers: { authorization: `Bearer ${userToken}` },
+        }));
         // the user sockets and the link are different connections: wait until the server opened their channels
         if (users.length > 0) await world.agent.next(() => opens >= expected).catch(() => undefined);
         // ref 0 is the newest channel the server opened
         const channel = (ref: number) => (opened.length > 0 ? opened[opened.length - 1 - (ref % opened.length)] : 1001 + 2 * ref);
         for (const message of frames as LinkMessage[]) world.agent.send(message.build(channel));
+        // end this case's channels from the agent's side, so the sessions requests get their answer now
+        const thisCase = Math.min(opens - opensBefore, opened.length);
+        for (const id of thisCase > 0 ? opened.slice(-thisCase) : []) world.agent.send({ type: 'close', channel: id, exitCode: 0 });
         await settleAgent();
+        for (const response of await Promise.all(listings)) {
+          if (response.statusCode === 500 || (response.statusCode >= 400 && !errorEnvelopeSchema.safeParse(response.json()).success)) {
+            throw new Error(`The sessions API answered ${response.statusCode}: ${response.body.slice(0, 300)}`);
+          }
+        }
         for (const user of sockets) user.socket.close(1000, 'fuzz case done');
         await Promise.all(sockets.map((user) => closedWithin(user.closed)));
         await expectServing(since);
       },
-    } satisfies FuzzTarget<{ answer: OpenAnswer; users: ('terminal' | 'exec')[]; frames: LinkMessage[] }>,
+    } satisfies FuzzTarget<{ answer: OpenAnswer; users: ('terminal' | 'exec' | 'sessions')[]; frames: LinkMessage[] }>,
   );
   return world;
 }
