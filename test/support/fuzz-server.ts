@@ -9,7 +9,7 @@ import { connectFakeAgent, type FakeAgent } from './fake-agent.ts';
 import { agentMessage, execClientMessage, terminalClientMessage, type LinkMessage } from './frame-arbitraries.ts';
 import { startTestServer, type TestServer } from './harness.ts';
 import { idleDriver } from './idle-driver.ts';
-import { closedWithin, openUserSocket, type RecordedSocket } from './sockets.ts';
+import { closedWithin, openUserSocket, SOCKET_TIMEOUT_MS, type RecordedSocket } from './sockets.ts';
 import { seedWorkspace, type SeededWorkspace } from './workspace-seed.ts';
 
 /**
@@ -127,11 +127,17 @@ export async function startServerFuzzWorld(): Promise<ServerFuzzWorld> {
       if (user.socket.readyState !== user.socket.OPEN) break;
       user.socket.send(message);
     }
-    // a websocket ping is answered after every earlier message was handled
+    // a websocket ping is answered after every earlier message was handled (or not at all while
+    // the server holds the socket paused for backpressure: then the close below has its own timeout)
     await new Promise<void>((resolve) => {
       if (user.socket.readyState !== user.socket.OPEN) return resolve();
-      user.socket.once('pong', () => resolve());
-      user.socket.once('close', () => resolve());
+      const timer = setTimeout(resolve, SOCKET_TIMEOUT_MS);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      user.socket.once('pong', done);
+      user.socket.once('close', done);
       user.socket.ping();
     });
     await world.agent.barrier().catch(() => undefined);
