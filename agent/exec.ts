@@ -151,6 +151,8 @@ function startPty(
   type Pty = import('node-pty').IPty;
   let pty: Pty | undefined;
   let aborted = false;
+  // after the exit, writes fail with EBADF and kill with ESRCH: frames still in flight are dropped
+  let exited = false;
   const pending: Uint8Array[] = [];
   // node-pty is a native addon: load it only when a tty is asked for, so plain exec and agent start-up stay fast
   import('node-pty')
@@ -170,6 +172,7 @@ function startPty(
         if (!sender.write('data', Buffer.from(text, 'utf8'))) started.pause();
       });
       started.onExit(({ exitCode, signal }) => {
+        exited = true;
         const name = signal ? signalName(signal) : undefined;
         const done = () => {
           context.send({ type: 'eof', channel });
@@ -185,26 +188,26 @@ function startPty(
   return {
     onData(payload) {
       if (!stdinWindow.receive(payload.byteLength)) return violation();
-      if (pty) pty.write(Buffer.from(payload).toString('utf8'));
-      else pending.push(payload);
+      if (!pty) pending.push(payload);
+      else if (!exited) pty.write(Buffer.from(payload).toString('utf8'));
       // the pty has no write callback; its kernel buffer is the consumer
       grant(channel, stdinWindow.consume(payload.byteLength, true), context);
     },
     onEof() {
-      pty?.write('\x04');
+      if (!exited) pty?.write('\x04');
     },
     onWindow(bytes) {
       sender.grant(bytes);
     },
     onSignal(signal) {
-      pty?.kill(signal);
+      if (!exited) pty?.kill(signal);
     },
     onResize(cols, rows) {
-      pty?.resize(cols, rows);
+      if (!exited) pty?.resize(cols, rows);
     },
     abort() {
       aborted = true;
-      pty?.kill('SIGKILL');
+      if (!exited) pty?.kill('SIGKILL');
     },
   };
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { arch, hostname, homedir, platform, release } from 'node:os';
+import { arch, constants, hostname, homedir, platform, release } from 'node:os';
 import WebSocket from 'ws';
 import {
   AGENT_CLOSE,
@@ -84,6 +84,8 @@ export function startAgent(options: AgentOptions): Agent {
   let startupBegun = false;
   const channels = new Map<number, ChannelHandler>();
   let onChannelsEmpty: (() => void) | undefined;
+  /** frames from the server that did not decode: the first is logged, then every tenfold count */
+  let badFrames = 0;
   const logs = new LogOutbox((count) => options.log(`dropped ${count} unacknowledged startup log frames while disconnected`));
 
   const send = (frame: AgentFrame) => {
@@ -138,14 +140,17 @@ export function startAgent(options: AgentOptions): Agent {
       try {
         frame = decodeFrame(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'));
       } catch (error) {
-        // a bad frame from the server is logged and ignored; it never takes the agent down
-        options.log(`ignored a frame from the server: ${error instanceof FrameError ? error.message : String(error)}`);
+        // a bad frame from the server is ignored; it never takes the agent down, nor floods its log
+        if (!(error instanceof FrameError)) throw error;
+        badFrames++;
+        if (isPowerOfTen(badFrames)) options.log(`ignored ${badFrames === 1 ? 'a frame' : `${badFrames} frames so far`} from the server; the last: ${error.message}`);
         return;
       }
       try {
         onFrame(frame);
       } catch (error) {
-        options.log(`failed to handle a '${frame.type}' frame: ${(error as Error).message}`);
+        // a bug of ours on this frame: one channel may be left half-done, the link and the agent carry on
+        options.log(`failed to handle a '${frame.type}' frame: ${(error as Error).stack ?? String(error)}`);
       }
     });
     ws.on('close', (code, reason) => {
@@ -218,6 +223,8 @@ export function startAgent(options: AgentOptions): Agent {
       case 'eof':
         return channels.get(frame.channel)?.onEof();
       case 'signal':
+        // a name this system has no signal for (valid by the schema, e.g. from a server on another OS) is ignored: kill() would throw
+        if (!Object.hasOwn(constants.signals, frame.signal)) return;
         return channels.get(frame.channel)?.onSignal(frame.signal as NodeJS.Signals);
       case 'resize':
         return channels.get(frame.channel)?.onResize(frame.cols, frame.rows);
@@ -265,11 +272,15 @@ export function startAgent(options: AgentOptions): Agent {
     if (state === 'shutting_down' || state === 'off') return refuse('AGENT_SHUTTING_DOWN', 'The workspace agent is shutting down.');
     const opener = openers[spec.kind] as ChannelOpener<typeof spec.kind> | undefined;
     if (!opener) return refuse('CHANNEL_KIND_UNSUPPORTED', `This agent (${AGENT_VERSION}) does not support ${spec.kind} channels yet.`);
-    const handler = opener(channel, spec, frame.window, { send, baseEnv, home }, () => {
-      if (channels.get(channel) === handler) channels.delete(channel);
+    // an opener may finish the channel before it returns (open_error sent at once): then it is never registered
+    let handler: ChannelHandler | undefined;
+    let finishedEarly = false;
+    handler = opener(channel, spec, frame.window, { send, baseEnv, home }, () => {
+      if (handler === undefined) finishedEarly = true;
+      else if (channels.get(channel) === handler) channels.delete(channel);
       if (channels.size === 0) onChannelsEmpty?.();
     });
-    channels.set(channel, handler);
+    if (!finishedEarly) channels.set(channel, handler);
   };
 
   const finalStop = (code: number) => {
@@ -312,6 +323,10 @@ export function startAgent(options: AgentOptions): Agent {
   };
   connect();
   return agent;
+}
+
+function isPowerOfTen(count: number): boolean {
+  return Number.isInteger(Math.log10(count));
 }
 
 function errorMessage(body: string): string | undefined {

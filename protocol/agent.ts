@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseJsonFrame } from './json-frame.ts';
 
 /**
  * The agent link: one websocket from the agent in a workspace to the server, multiplexing
@@ -287,21 +288,9 @@ export function isProtocolSupported(version: { major: number }): boolean {
 }
 
 function decodeControl(message: string): ControlFrame {
-  // string length is a lower bound of the UTF-8 size; the websocket layer enforces the byte limit too
-  if (message.length > MAX_CONTROL_FRAME_BYTES) throw new FrameError(`A control frame is larger than ${MAX_CONTROL_FRAME_BYTES} bytes.`);
-  let value: unknown;
-  try {
-    value = JSON.parse(message);
-  } catch {
-    throw new FrameError('A control frame is not valid JSON.');
-  }
-  const parsed = controlFrameSchema.safeParse(value);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const type = typeof value === 'object' && value !== null && 'type' in value ? String((value as { type: unknown }).type).slice(0, 32) : 'unknown';
-    throw new FrameError(`A '${type}' control frame is invalid: ${issue ? `${issue.path.join('.') || 'frame'}: ${issue.message}` : 'it does not match the schema'}.`);
-  }
-  return parsed.data;
+  const parsed = parseJsonFrame(message, MAX_CONTROL_FRAME_BYTES, controlFrameSchema, 'control frame');
+  if (!parsed.ok) throw new FrameError(parsed.message);
+  return parsed.value;
 }
 
 function writeHeader(out: Uint8Array, type: number, channel: number): void {

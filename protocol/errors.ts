@@ -60,7 +60,8 @@ export const ERROR_CODES = {
   AGENT_UNAUTHORIZED: { status: 401, doc: 'The agent token is unknown, revoked or for another workspace.' },
   AGENT_PROTOCOL_UNSUPPORTED: { status: 400, doc: 'The agent speaks a protocol major version the server does not know.' },
   AGENT_NOT_CONNECTED: { status: 409, doc: 'The workspace agent is not connected right now.' },
-  EXEC_FAILED: { status: 500, doc: 'The command could not be started in the workspace.' },
+  AGENT_PROTOCOL_ERROR: { status: 502, doc: 'The workspace agent sent a malformed or out-of-order frame; den closed that channel (or, after many, the link).' },
+  EXEC_FAILED: { status: 502, doc: 'The command could not be started in the workspace (the agent refused or failed it; not an error of den itself).' },
   AGENT_START_FAILED: { status: 502, doc: 'The workspace agent reported start_error (a blocking startup script failed).' },
   AGENT_READY_TIMEOUT: { status: 504, doc: 'The workspace agent did not report ready in time.' },
   AGENT_WAIT_CANCELED: { status: 409, doc: 'Waiting for the workspace agent was canceled (build canceled or server shutting down).' },
@@ -71,7 +72,7 @@ export const ERROR_CODES = {
   SERVER_SHUTTING_DOWN: { status: 503, doc: 'The den server is shutting down or restarting; reconnect in a moment.' },
   TERMINAL_MESSAGE_INVALID: { status: 400, doc: 'A terminal websocket message was malformed or too large.' },
   TERMINAL_CLIENT_TOO_SLOW: { status: 409, doc: 'The terminal client stopped acknowledging output and was detached; reattach to continue.' },
-  TERMINAL_START_FAILED: { status: 500, doc: 'The terminal shell could not be started in the workspace.' },
+  TERMINAL_START_FAILED: { status: 502, doc: 'The terminal shell could not be started in the workspace (reported by its agent).' },
 
   // web pages
   WEB_BUILD_FAILED: { status: 500, doc: 'The server could not build its web pages (web/ with Vite); the server log has the details.' },

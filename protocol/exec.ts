@@ -47,14 +47,3 @@ export const execServerMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('error'), error: errorEnvelopeSchema.shape.error }),
 ]);
 export type ExecServerMessage = z.infer<typeof execServerMessageSchema>;
-
-/** Parses a JSON control message with `schema`; undefined when it is not valid. */
-export function parseExecMessage<T>(schema: z.ZodType<T>, text: string): T | undefined {
-  if (text.length > MAX_EXEC_CONTROL_BYTES) return undefined;
-  try {
-    const parsed = schema.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : undefined;
-  } catch {
-    return undefined;
-  }
-}

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseJsonFrame } from './json-frame.ts';
 
 /**
  * The browser terminal protocol: one websocket per attached terminal, between a client (the
@@ -288,21 +289,9 @@ function binaryPayload(message: Uint8Array, expected: number, name: string): Uin
 }
 
 function parseControl<S extends z.ZodType>(message: string, maxBytes: number, schema: S): z.infer<S> {
-  // string length is a lower bound of the UTF-8 size; the websocket layer's maxPayload enforces bytes
-  if (message.length > maxBytes) throw new TerminalFrameError(`A terminal control message is larger than ${maxBytes} bytes.`);
-  let value: unknown;
-  try {
-    value = JSON.parse(message);
-  } catch {
-    throw new TerminalFrameError('A terminal control message is not valid JSON.');
-  }
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const type = typeof value === 'object' && value !== null && 'type' in value ? String((value as { type: unknown }).type).slice(0, 32) : 'unknown';
-    throw new TerminalFrameError(`A '${type}' terminal message is invalid: ${issue ? `${issue.path.join('.') || 'message'}: ${issue.message}` : 'it does not match the schema'}.`);
-  }
-  return parsed.data;
+  const parsed = parseJsonFrame(message, maxBytes, schema, 'terminal control message');
+  if (!parsed.ok) throw new TerminalFrameError(parsed.message);
+  return parsed.value;
 }
 
 function clamp(value: number, min: number, max: number): number {

@@ -10,24 +10,38 @@ import {
   type ControlFrameOf,
   type LifecycleState,
 } from '../../protocol/agent.ts';
+import { guardSocket } from '../http/socket-guard.ts';
 import type { ChannelEndpoint } from './exec-session.ts';
 import type { AgentIdentity } from './tokens.ts';
 
 export interface ConnectionEvents {
   onFrame(frame: AgentFrame): void;
   onClosed(code: number, reason: string): void;
-  onProtocolError(message: string): void;
+  /** the first broken rule of this connection, and the one that ends it; the ones between are only counted */
+  onProtocolError(message: string, count: number): void;
+  /** one of our own channel endpoints threw (a bug): the channel was closed, the link lives on */
+  onInternalError(error: unknown, channel: number): void;
+}
+
+/** What the guard logs an unexpected error of the link itself with. */
+interface ErrorLog {
+  error(object: object, message: string): void;
 }
 
 /** How long the agent has to answer an open before the caller gets an error. */
 const OPEN_TIMEOUT_MS = 10_000;
-/** Frames the agent may send about channels we already forgot (close races); beyond this it is misbehaving. */
+/**
+ * Malformed or unexpected frames a connection tolerates before it is closed 4004. Not zero: an
+ * agent of a newer protocol minor may send a frame this server does not know yet, and that must
+ * not cut its link. Frames about channels we already forgot (close races) are not counted at all.
+ */
 const MAX_PROTOCOL_ERRORS = 100;
 
 /**
- * One live agent websocket after the handshake: decodes frames (a bad frame is logged and
- * counted, never thrown), routes channel frames to their endpoints, and opens channels with odd
- * ids.
+ * One live agent websocket after the handshake: decodes frames (a bad frame is counted and the
+ * first one logged, never thrown), routes channel frames to their endpoints, and opens channels
+ * with odd ids. A channel endpoint that throws closes only its channel; any other exception in a
+ * handler closes only this link (1011), never the process.
  */
 export class AgentConnection {
   readonly identity: AgentIdentity;
@@ -45,12 +59,13 @@ export class AgentConnection {
   /** resolves once the connection is gone, however it ended */
   readonly whenClosed = new Promise<void>((resolve) => (this.resolveClosed = resolve));
 
-  constructor(socket: WebSocket, identity: AgentIdentity, events: ConnectionEvents) {
+  constructor(socket: WebSocket, identity: AgentIdentity, events: ConnectionEvents, log: ErrorLog) {
     this.socket = socket;
     this.identity = identity;
     this.events = events;
-    socket.on('message', (data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary));
-    socket.on('close', (code: number, reason: Buffer) => this.onSocketClosed(code, reason.toString()));
+    const guard = guardSocket(socket, log, 'agent link');
+    socket.on('message', guard.wrap((data: Buffer, isBinary: boolean) => this.onMessage(data, isBinary)));
+    socket.on('close', guard.wrap((code: number, reason: Buffer) => this.onSocketClosed(code, reason.toString())));
   }
 
   get isOpen(): boolean {
@@ -79,7 +94,13 @@ export class AgentConnection {
         // attach synchronously: data frames may follow open_ok in the same read, before any await resumes
         resolve: (peerWindow) => {
           clearTimeout(timer);
-          this.channels.set(channel, attach(channel, peerWindow));
+          try {
+            this.channels.set(channel, attach(channel, peerWindow));
+          } catch (error) {
+            // the caller must not wait forever; onMessage then closes the channel and logs the error
+            reject(new AppError('INTERNAL', 'den hit an unexpected error while opening the channel; the server log has the details.', { cause: error }));
+            throw error;
+          }
           resolve();
         },
         reject: (error) => {
@@ -107,14 +128,39 @@ export class AgentConnection {
     this.onSocketClosed(AGENT_CLOSE.heartbeatTimeout, 'heartbeat timeout');
   }
 
+  /**
+   * Counts a broken rule of the protocol: the first is reported, the one past MAX_PROTOCOL_ERRORS
+   * closes the link 4004 with an `error` frame that says why. Logging every one would let an
+   * agent fill the server's log.
+   */
+  protocolViolation(message: string): void {
+    this.protocolErrors++;
+    if (this.protocolErrors === 1) this.events.onProtocolError(message, 1);
+    if (this.protocolErrors <= MAX_PROTOCOL_ERRORS || this.closed) return;
+    this.events.onProtocolError(`${message} That is ${this.protocolErrors} malformed or unexpected frames; closing the link.`, this.protocolErrors);
+    this.send({ type: 'error', code: 'AGENT_PROTOCOL_ERROR', message: `The agent sent more than ${MAX_PROTOCOL_ERRORS} malformed or unexpected frames; the server closed the link. Last: ${message}` });
+    this.close(AGENT_CLOSE.protocolError, 'too many malformed frames');
+  }
+
   private onMessage(data: Buffer, isBinary: boolean): void {
     this.lastFrameAt = Date.now();
     let frame: AgentFrame;
     try {
       frame = decodeFrame(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'));
     } catch (error) {
-      return this.violation(error instanceof FrameError ? error.message : String(error));
+      if (!(error instanceof FrameError)) throw error;
+      return this.protocolViolation(error.message);
     }
+    try {
+      this.route(frame);
+    } catch (error) {
+      // an endpoint of ours failed on this frame: end that channel; anything else ends the link (the guard)
+      if (!('channel' in frame)) throw error;
+      this.failChannel(frame.channel, error);
+    }
+  }
+
+  private route(frame: AgentFrame): void {
     switch (frame.type) {
       case 'data':
       case 'stderr':
@@ -142,6 +188,20 @@ export class AgentConnection {
     }
   }
 
+  /** Closes a channel whose endpoint threw: the agent ends what runs behind it, the endpoint's consumer learns why. */
+  private failChannel(channel: number, error: unknown): void {
+    const endpoint = this.channels.get(channel);
+    this.channels.delete(channel);
+    this.events.onInternalError(error, channel);
+    const failure = { code: 'INTERNAL', message: 'den hit an unexpected error on this channel; the server log has the details.' };
+    this.send({ type: 'close', channel, error: failure });
+    try {
+      endpoint?.onClose({ type: 'close', channel, error: failure });
+    } catch (again) {
+      this.events.onInternalError(again, channel);
+    }
+  }
+
   private routed(channel: number): ChannelEndpoint | undefined {
     const endpoint = this.channels.get(channel);
     // frames for a channel we closed can still be in flight; they are dropped silently
@@ -150,15 +210,9 @@ export class AgentConnection {
 
   private settleOpen(channel: number, settle: (pending: { resolve: (window: number) => void; reject: (error: Error) => void }) => void): void {
     const pending = this.opening.get(channel);
-    if (!pending) return this.violation(`The agent answered an open of channel ${channel}, which was not being opened.`);
+    if (!pending) return this.protocolViolation(`The agent answered an open of channel ${channel}, which was not being opened.`);
     this.opening.delete(channel);
     settle(pending);
-  }
-
-  private violation(message: string): void {
-    this.protocolErrors++;
-    this.events.onProtocolError(message);
-    if (this.protocolErrors > MAX_PROTOCOL_ERRORS) this.close(AGENT_CLOSE.protocolError, 'too many malformed frames');
   }
 
   private onSocketClosed(code: number, reason: string): void {

@@ -84,29 +84,35 @@ export function createExecSession(
   });
   const stderr = new Readable({ highWaterMark: READ_HIGH_WATER, read: grantConsumed });
 
+  let outputEnded = false;
   const endOutput = () => {
+    if (outputEnded) return;
+    outputEnded = true;
     stdio.push(null);
     stderr.push(null);
+  };
+  /** The agent broke a rule of the channel: close it with a coded error; the consumer gets AGENT_PROTOCOL_ERROR. */
+  const violation = (code: string, message: string) => {
+    send({ type: 'close', channel, error: { code, message } });
+    endOutput();
+    finish();
+    rejectExit(new AppError('AGENT_PROTOCOL_ERROR', `${message} The command was stopped; run it again, and restart the workspace if it keeps happening.`));
   };
   const endpoint: ChannelEndpoint = {
     onData(type, payload) {
       if (closed) return;
-      if (!window.receive(payload.byteLength)) {
-        send({ type: 'close', channel, error: { code: 'FLOW_CONTROL_VIOLATION', message: 'The agent sent more output than the window allowed.' } });
-        endOutput();
-        finish();
-        rejectExit(new AppError('EXEC_FAILED', 'The workspace agent broke the flow-control rules; the command was stopped.'));
-        return;
-      }
+      // pushing after the end raises ERR_STREAM_PUSH_AFTER_EOF; that once stopped the whole server
+      if (outputEnded) return violation('AGENT_PROTOCOL_ERROR', 'The workspace agent sent output after it had ended its output (eof).');
+      if (!window.receive(payload.byteLength)) return violation('FLOW_CONTROL_VIOLATION', 'The workspace agent sent more output than the window allowed.');
       received += payload.byteLength;
       (type === 'data' ? stdio : stderr).push(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
       grantConsumed();
     },
     onWindow(bytes) {
-      sender.grant(bytes);
+      if (!closed) sender.grant(bytes);
     },
     onEof() {
-      endOutput();
+      if (!closed) endOutput();
     },
     onClose(frame) {
       if (closed) return;

@@ -16,6 +16,7 @@ import { AppError } from '../../protocol/errors.ts';
 import type { BuildLogSink } from '../builds/log-sink.ts';
 import type { Config } from '../config.ts';
 import type { Metrics } from '../http/metrics.ts';
+import { guardSocket } from '../http/socket-guard.ts';
 import type { Store } from '../store/connect.ts';
 import type { Clock } from '../store/time.ts';
 import { recordWorkspaceEvent, type NewWorkspaceEvent } from '../workspaces/events.ts';
@@ -143,7 +144,6 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
 
   const register = (socket: WebSocket, identity: AgentIdentity, hello: ControlFrameOf<'hello'>, address: string) => {
     let violationRecorded = false;
-    let unexpectedLogged = false;
     const connection = new AgentConnection(socket, identity, {
       onFrame(frame) {
         switch (frame.type) {
@@ -158,10 +158,8 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
           case 'pong':
             return;
           default:
-            // once per connection: an agent can send these in a loop, and the server's log is on disk too
-            if (unexpectedLogged) return;
-            unexpectedLogged = true;
-            log.warn({ workspaceId: identity.workspaceId, type: frame.type }, 'agent sent an unexpected frame; ignored (further ones on this connection are not logged)');
+            // hello, welcome, open_ok... out of place: counted like a malformed frame
+            connection.protocolViolation(`The agent sent a '${frame.type}' frame, which the server does not expect after the handshake.`);
         }
       },
       onClosed(code, reason) {
@@ -171,8 +169,8 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         }
         log.info({ workspaceId: identity.workspaceId, code, reason }, 'agent disconnected');
       },
-      onProtocolError(message) {
-        log.warn({ workspaceId: identity.workspaceId }, `agent frame rejected: ${message}`);
+      onProtocolError(message, count) {
+        log.warn({ workspaceId: identity.workspaceId, count }, `agent frame rejected: ${message}`);
         // Once per connection: an agent that sends bad frames in a loop writes one event, not one per frame.
         if (violationRecorded) return;
         violationRecorded = true;
@@ -184,7 +182,10 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
           detail: { address, instance: hello.instance, agentVersion: hello.agentVersion, reason: message },
         });
       },
-    });
+      onInternalError(error, channel) {
+        log.error({ err: error, workspaceId: identity.workspaceId, channel }, 'a channel of the agent link failed unexpectedly; closed that channel');
+      },
+    }, log);
     peers.set(connection, { address, instance: hello.instance });
     const older = connections.get(identity.workspaceId);
     connections.set(identity.workspaceId, connection);
@@ -238,7 +239,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       };
       const timer = setTimeout(() => refuse(AGENT_CLOSE.protocolError, 'AGENT_HELLO_TIMEOUT', 'The agent did not say hello in time.'), HELLO_TIMEOUT_MS);
       socket.once('close', () => clearTimeout(timer));
-      socket.once('message', (data: Buffer, isBinary: boolean) => {
+      socket.once('message', guardSocket(socket, log, 'agent link handshake').wrap((data: Buffer, isBinary: boolean) => {
         clearTimeout(timer);
         const text = isBinary ? undefined : data.toString('utf8');
         const version = text === undefined ? undefined : helloVersion(text);
@@ -259,7 +260,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         }
         if (hello.type !== 'hello') return refuse(AGENT_CLOSE.protocolError, 'BAD_REQUEST', 'The first frame of the agent link must be hello.');
         register(socket, identity, hello, remoteAddress);
-      });
+      }));
     },
 
     stateOf(workspaceId) {

@@ -18,7 +18,7 @@ export async function listTerminalSessions(hub: AgentHub, workspaceId: string): 
   } catch {
     parsed = undefined;
   }
-  if (!parsed?.success) throw new AppError('AGENT_NOT_CONNECTED', 'The workspace agent answered the session list with something unreadable; restart the workspace to update its agent.');
+  if (!parsed?.success) throw new AppError('AGENT_PROTOCOL_ERROR', 'The workspace agent answered the session list with something unreadable; restart the workspace to update its agent.');
   return parsed.data;
 }
 
@@ -44,7 +44,7 @@ async function request(hub: AgentHub, workspaceId: string, spec: { kind: 'termin
       onData(type, payload) {
         if (type !== 'data' || !window.receive(payload.byteLength) || size + payload.byteLength > MAX_ANSWER_BYTES) {
           release?.();
-          return settle.reject(new AppError('AGENT_NOT_CONNECTED', 'The workspace agent sent more than a terminal-admin answer may hold.'));
+          return settle.reject(new AppError('AGENT_PROTOCOL_ERROR', 'The workspace agent sent more than a terminal-admin answer may hold; restart the workspace if it keeps happening.'));
         }
         chunks.push(payload.slice());
         size += payload.byteLength;

@@ -19,6 +19,7 @@ import {
 } from '../../protocol/terminal.ts';
 import type { ChannelEndpoint } from '../agents/exec-session.ts';
 import type { AgentHub, ChannelLink } from '../agents/hub-types.ts';
+import { closeSocket, guardSocket } from '../http/socket-guard.ts';
 
 /** The client must send `attach` within this time. */
 const ATTACH_TIMEOUT_MS = 10_000;
@@ -59,6 +60,7 @@ export function relayTerminal(
   let channel: { id: number; link: ChannelLink; sender: ChannelSender } | undefined;
   let early: Array<string | Uint8Array> | undefined;
   let earlyBytes = 0;
+  const guard = guardSocket(socket, log, 'terminal websocket');
 
   const fail = (code: number, error?: Failure) => {
     if (finished) return;
@@ -66,7 +68,7 @@ export function relayTerminal(
     clearTimeout(attachTimer);
     if (error && socket.readyState === socket.OPEN) socket.send(encodeServerMessage({ type: 'error', code: error.code, message: error.message }));
     closeChannel();
-    socket.close(code, error?.code ?? 'session ended');
+    closeSocket(socket, code, error?.code ?? 'session ended');
   };
   const closeChannel = () => {
     if (!channel) return;
@@ -108,13 +110,15 @@ export function relayTerminal(
   });
   socket.on('error', (error) => log.debug({ err: error }, 'terminal websocket error'));
 
-  socket.on('message', (data: Buffer, isBinary: boolean) => {
+  socket.on('message', guard.wrap((data: Buffer, isBinary: boolean) => {
     if (finished) return;
     let message;
     try {
       message = decodeClientMessage(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'));
     } catch (error) {
+      // anything but a TerminalFrameError is a bug of ours: the guard logs it and closes 1011
       if (!(error instanceof TerminalFrameError)) throw error;
+      log.info({ workspaceId: workspace.id }, `terminal client message refused: ${error.message}`);
       return fail(TERMINAL_CLOSE.protocolError, { code: 'TERMINAL_MESSAGE_INVALID', message: error.message });
     }
     if (early === undefined && channel === undefined) {
@@ -130,7 +134,7 @@ export function relayTerminal(
     }
     // binary input is forwarded as received (it was validated); control messages re-encoded from what was validated (sizes clamped)
     forward(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : encodeClientMessage(message));
-  });
+  }));
 
   function attach(message: AttachMessage): void {
     if (!isTerminalProtocolSupported(message.protocol)) {
@@ -168,7 +172,7 @@ export function relayTerminal(
         const failure = isAppError(error) ? { code: error.code, message: error.message } : { code: 'AGENT_NOT_CONNECTED', message: 'The terminal could not be opened; try again.' };
         fail(closeCodeForError(failure.code), failure);
       },
-    );
+    ).catch(guard.trip);
   }
 
   /** What the agent's frames of this channel do. */
@@ -184,14 +188,15 @@ export function relayTerminal(
       onData(type, payload) {
         if (type !== 'data' || !channel) return;
         if (!window.receive(payload.byteLength)) {
-          return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_NOT_CONNECTED', message: 'The workspace agent broke the flow-control rules; reconnect.' });
+          log.warn({ workspaceId: workspace.id }, 'the agent overran the terminal channel window');
+          return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_PROTOCOL_ERROR', message: 'The workspace agent broke the flow-control rules; reconnect.' });
         }
         let records: Array<string | Uint8Array>;
         try {
           records = reader.push(payload);
         } catch (error) {
           log.warn({ err: error }, 'the agent sent a malformed terminal record');
-          return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_NOT_CONNECTED', message: 'The workspace agent sent a malformed terminal message; reconnect.' });
+          return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_PROTOCOL_ERROR', message: 'The workspace agent sent a malformed terminal message; reconnect.' });
         }
         // bytes of an incomplete record wait in the reader (bounded by one record), so they are granted now: a snapshot may exceed the window
         if (records.length === 0 || socket.readyState !== socket.OPEN) return grant(payload.byteLength);
@@ -210,7 +215,7 @@ export function relayTerminal(
         channel = undefined;
         if (finished) return;
         finished = true;
-        socket.close(closeCodeForError(frame.error?.code), frame.error?.code ?? 'session ended');
+        closeSocket(socket, closeCodeForError(frame.error?.code), frame.error?.code ?? 'session ended');
       },
       onLinkLost() {
         channel = undefined;

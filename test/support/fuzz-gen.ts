@@ -1,36 +1,12 @@
+import fc from 'fast-check';
 import { stringify } from 'yaml';
 
 /**
- * Seeded generators for the fuzz test: a PRNG (so a failure reproduces from its seed), random
- * JSON values, and mutations of YAML text and of JSON-like trees.
+ * fast-check arbitraries for the fuzz tests of templates, expressions and request bodies: hostile
+ * strings and JSON, mutations of JSON-like trees and of YAML text, alias bombs, and values shaped
+ * by an OpenAPI schema. A mutation is data (what to change, where, into what) applied by a pure
+ * function, so fast-check can shrink a failing case to the smallest mutation that still fails.
  */
-
-export interface Random {
-  seed: number;
-  next(): number;
-  int(max: number): number;
-  pick<T>(items: readonly T[]): T;
-  chance(p: number): boolean;
-}
-
-/** mulberry32: tiny, fast, and good enough to spread inputs. */
-export function seededRandom(seed: number): Random {
-  let state = seed >>> 0;
-  const next = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return {
-    seed,
-    next,
-    int: (max) => Math.floor(next() * max),
-    pick: (items) => items[Math.floor(next() * items.length)],
-    chance: (p) => next() < p,
-  };
-}
 
 const NASTY_STRINGS = [
   '', ' ', '\u0000', '\uFFFF', '\uD800', '😀', 'é', '__proto__', 'constructor', 'prototype', 'toString',
@@ -40,43 +16,8 @@ const NASTY_STRINGS = [
   'a'.repeat(300), 'DNS-name', 'UPPER', 'a_b', 'x.y',
 ];
 
-export function randomString(random: Random): string {
-  switch (random.int(5)) {
-    case 0:
-      return random.pick(NASTY_STRINGS);
-    case 1:
-      return Array.from({ length: random.int(12) }, () => String.fromCharCode(97 + random.int(26))).join('');
-    case 2:
-      return Array.from({ length: random.int(20) }, () => String.fromCharCode(random.int(0x3000))).join('');
-    case 3:
-      return 'x'.repeat(random.pick([0, 1, 63, 64, 255, 4096, 70_000]));
-    default:
-      return `${random.pick(NASTY_STRINGS)}${random.int(1000)}${random.pick(NASTY_STRINGS)}`;
-  }
-}
-
-/** A random JSON value of bounded depth and size. */
-export function randomJson(random: Random, depth = 4): unknown {
-  const kind = random.int(depth > 0 ? 9 : 6);
-  switch (kind) {
-    case 0: return null;
-    case 1: return random.chance(0.5);
-    case 2: return random.pick([0, -1, 1, 2, 1.5, 65535, 65536, 2 ** 31, 2 ** 53 + 1, -1e308, 1e308, Number.MIN_VALUE]);
-    case 3: return random.int(100);
-    case 4:
-    case 5: return randomString(random);
-    case 6:
-    case 7: {
-      const out: Record<string, unknown> = {};
-      for (let i = random.int(6); i > 0; i--) out[random.chance(0.5) ? randomString(random) : random.pick(KEYS)] = randomJson(random, depth - 1);
-      return out;
-    }
-    default:
-      return Array.from({ length: random.int(5) }, () => randomJson(random, depth - 1));
-  }
-}
-
-const KEYS = [
+/** Keys that schemas of den use, so random objects often hit real fields. */
+export const KEYS = [
   'name', 'displayName', 'description', 'icon', 'parameters', 'workspace', 'environment', 'lifecycle', 'type', 'default',
   'options', 'validation', 'min', 'max', 'regex', 'monotonic', 'mutable', 'ephemeral', 'image', 'resources', 'cpu', 'memory',
   'home', 'size', 'env', 'startup', 'run', 'timeout', 'blocking', 'apps', 'port', 'path', 'share', 'services', 'command',
@@ -84,102 +25,164 @@ const KEYS = [
   'activate', 'version', 'template', 'params', 'username', 'password', 'role', 'token', 'owner',
 ];
 
-/** Mutates a JSON-like tree in place at a random spot: delete, retype, add unknown keys, nest. */
-export function mutateTree(random: Random, root: unknown): unknown {
-  const containers: { parent: Record<string, unknown> | unknown[]; key: string | number }[] = [];
+export const nastyString: fc.Arbitrary<string> = fc.oneof(
+  fc.constantFrom(...NASTY_STRINGS),
+  fc.stringMatching(/^[a-z]{0,12}$/),
+  fc.string({ unit: 'binary', maxLength: 20 }),
+  fc.constantFrom(0, 1, 63, 64, 255, 4096, 70_000).map((length) => 'x'.repeat(length)),
+  fc.tuple(fc.constantFrom(...NASTY_STRINGS), fc.nat(999), fc.constantFrom(...NASTY_STRINGS)).map(([a, n, b]) => `${a}${n}${b}`),
+);
+
+const nastyNumber = fc.constantFrom(0, -1, 1, 2, 1.5, 65535, 65536, 2 ** 31, 2 ** 53 + 1, -1e308, 1e308, Number.MIN_VALUE);
+
+/** JSON values of bounded depth built from hostile strings, numbers and schema keys. */
+export function hostileJson(maxDepth = 3): fc.Arbitrary<unknown> {
+  return fc.letrec<{ value: unknown; object: Record<string, unknown>; array: unknown[] }>((tie) => ({
+    value: fc.oneof({ maxDepth, depthIdentifier: 'hostile-json' }, fc.constant(null), fc.boolean(), nastyNumber, fc.nat(99), nastyString, tie('object'), tie('array')),
+    object: fc.dictionary(fc.oneof(nastyString, fc.constantFrom(...KEYS)), tie('value'), { maxKeys: 5 }),
+    array: fc.array(tie('value'), { maxLength: 4 }),
+  })).value;
+}
+
+/** One change to a JSON-like tree: where (an index over its slots) and what. */
+interface TreeMutation {
+  at: number;
+  op: 'delete' | 'replace' | 'add-key' | 'nest' | 'constant' | 'retype';
+  value: unknown;
+  key: string;
+  nesting: boolean[];
+  constant: unknown;
+}
+
+const treeMutation: fc.Arbitrary<TreeMutation> = fc.record({
+  at: fc.nat(),
+  op: fc.constantFrom('delete', 'replace', 'add-key', 'nest', 'constant', 'retype'),
+  value: hostileJson(2),
+  key: fc.tuple(fc.constantFrom(...KEYS), fc.boolean()).map(([key, odd]) => (odd ? `${key}x` : key)),
+  nesting: fc.array(fc.boolean(), { maxLength: 25 }),
+  constant: fc.constantFrom<unknown>([], {}, null, '', 0, true, '${{ params.nope }}', '1Gi', 'x'.repeat(20_000)),
+});
+
+/** `base` with one to three mutations at random slots. */
+export function mutatedTree(base: fc.Arbitrary<unknown>): fc.Arbitrary<unknown> {
+  return fc.tuple(base, fc.array(treeMutation, { minLength: 1, maxLength: 3 })).map(([root, mutations]) =>
+    mutations.reduce((tree, mutation) => applyTreeMutation(tree, mutation), structuredClone(root)),
+  );
+}
+
+function applyTreeMutation(root: unknown, mutation: TreeMutation): unknown {
+  const slots: { parent: Record<string, unknown> | unknown[]; key: string | number }[] = [];
   const collect = (value: unknown) => {
-    if (Array.isArray(value)) value.forEach((item, index) => { containers.push({ parent: value, key: index }); collect(item); });
+    if (Array.isArray(value)) value.forEach((item, index) => { slots.push({ parent: value, key: index }); collect(item); });
     else if (value !== null && typeof value === 'object') {
-      for (const [key, item] of Object.entries(value)) { containers.push({ parent: value as Record<string, unknown>, key }); collect(item); }
+      for (const [key, item] of Object.entries(value)) { slots.push({ parent: value as Record<string, unknown>, key }); collect(item); }
     }
   };
   collect(root);
-  if (containers.length === 0) return randomJson(random);
-  const { parent, key } = random.pick(containers);
+  if (slots.length === 0) return mutation.value;
+  const { parent, key } = slots[mutation.at % slots.length];
   const slot = parent as Record<string | number, unknown>;
-  switch (random.int(6)) {
-    case 0:
+  switch (mutation.op) {
+    case 'delete':
       if (Array.isArray(parent)) parent.splice(key as number, 1);
       else delete slot[key];
       break;
-    case 1:
-      slot[key] = randomJson(random, 2);
+    case 'replace':
+      slot[key] = mutation.value;
       break;
-    case 2:
-      if (!Array.isArray(parent)) slot[random.pick(KEYS) + (random.chance(0.5) ? '' : 'x')] = randomJson(random, 1);
+    case 'add-key':
+      if (!Array.isArray(parent)) slot[mutation.key] = mutation.value;
       break;
-    case 3: {
-      let nested: unknown = slot[key];
-      for (let i = random.int(25); i > 0; i--) nested = random.chance(0.5) ? [nested] : { [random.pick(KEYS)]: nested };
-      slot[key] = nested;
+    case 'nest':
+      slot[key] = mutation.nesting.reduce<unknown>((nested, asArray) => (asArray ? [nested] : { [mutation.key]: nested }), slot[key]);
       break;
-    }
-    case 4:
-      slot[key] = random.pick([[], {}, null, '', 0, true, '${{ params.nope }}', '1Gi', 'x'.repeat(20_000)]);
+    case 'constant':
+      slot[key] = mutation.constant;
       break;
-    default:
-      slot[key] = typeof slot[key] === 'string' ? Number(slot[key]) || [slot[key]] : String(slot[key]);
+    case 'retype':
+      // JSON, not String(): a value such as { toString: null } throws when made a string
+      slot[key] = typeof slot[key] === 'string' ? Number(slot[key]) || [slot[key]] : (JSON.stringify(slot[key]) ?? 'undefined');
   }
   return root;
 }
 
-/** Line-level and byte-level mutations of YAML text. */
-export function mutateYaml(random: Random, text: string): string {
+/** One line-level or byte-level change to YAML text. */
+interface YamlMutation {
+  op: 'delete-line' | 'duplicate-line' | 'swap-lines' | 'indent' | 'insert-bytes' | 'replace-value' | 'deep-flow' | 'alias-bomb' | 'truncate' | 'json';
+  a: number;
+  b: number;
+  flag: boolean;
+  bytes: string;
+  replacement: string;
+  depth: number;
+  bomb: string;
+  json: unknown;
+}
+
+const yamlMutation: fc.Arbitrary<YamlMutation> = fc.record({
+  op: fc.constantFrom('delete-line', 'duplicate-line', 'swap-lines', 'indent', 'insert-bytes', 'replace-value', 'deep-flow', 'alias-bomb', 'truncate', 'json'),
+  a: fc.nat(),
+  b: fc.nat(),
+  flag: fc.boolean(),
+  bytes: fc.string({ unit: 'binary', minLength: 1, maxLength: 8 }),
+  replacement: fc.constantFrom('[', '{', '[]', '{}', '~', '*nope', '&a x', '!!int x', '"unterminated', '|', '>-', '- x', 'a: b: c', '${{ x }}', `"${'y'.repeat(5000)}"`),
+  depth: fc.constantFrom(10, 100, 1000, 5000),
+  bomb: aliasBomb(),
+  json: hostileJson(4),
+});
+
+/** A document of `corpus` with one to three line-level or byte-level mutations. */
+export function mutatedYaml(corpus: string[]): fc.Arbitrary<string> {
+  return fc.tuple(fc.constantFrom(...corpus), fc.array(yamlMutation, { minLength: 1, maxLength: 3 })).map(([text, mutations]) => mutations.reduce(applyYamlMutation, text));
+}
+
+function applyYamlMutation(text: string, mutation: YamlMutation): string {
   const lines = text.split('\n');
-  const at = () => random.int(lines.length);
-  switch (random.int(10)) {
-    case 0:
-      lines.splice(at(), 1);
-      return lines.join('\n');
-    case 1: {
-      const i = at();
+  const i = mutation.a % lines.length;
+  const j = mutation.b % lines.length;
+  switch (mutation.op) {
+    case 'delete-line':
+      lines.splice(i, 1);
+      break;
+    case 'duplicate-line':
       lines.splice(i, 0, lines[i]);
-      return lines.join('\n');
+      break;
+    case 'swap-lines':
+      [lines[i], lines[j]] = [lines[j], lines[i]];
+      break;
+    case 'indent':
+      lines[i] = mutation.flag ? `  ${lines[i]}` : lines[i].replace(/^ {1,2}/, '');
+      break;
+    case 'insert-bytes': {
+      const position = mutation.a % (text.length + 1);
+      return text.slice(0, position) + mutation.bytes + text.slice(position);
     }
-    case 2: {
-      const [a, b] = [at(), at()];
-      [lines[a], lines[b]] = [lines[b], lines[a]];
-      return lines.join('\n');
-    }
-    case 3: {
-      const i = at();
-      lines[i] = random.chance(0.5) ? `  ${lines[i]}` : lines[i].replace(/^ {1,2}/, '');
-      return lines.join('\n');
-    }
-    case 4: {
-      const position = random.int(text.length + 1);
-      const bytes = Array.from({ length: 1 + random.int(8) }, () => String.fromCharCode(random.int(256))).join('');
-      return text.slice(0, position) + bytes + text.slice(position);
-    }
-    case 5: {
-      const i = at();
-      lines[i] = lines[i].replace(/:\s.*$/, `: ${random.pick(['[', '{', '[]', '{}', '~', '*nope', '&a x', '!!int x', '"unterminated', '|', '>-', '- x', 'a: b: c', '${{ x }}', `"${'y'.repeat(5000)}"`])}`);
-      return lines.join('\n');
-    }
-    case 6: {
-      const depth = random.pick([10, 100, 1000, 5000]);
-      const i = at();
-      lines.splice(i, 0, `deep: ${'['.repeat(depth)}${']'.repeat(random.chance(0.5) ? depth : 0)}`);
-      return lines.join('\n');
-    }
-    case 7:
-      return aliasBomb(random);
-    case 8:
-      return text.slice(0, random.int(text.length));
-    default:
-      return stringify(randomJson(random, 5));
+    case 'replace-value':
+      lines[i] = lines[i].replace(/:\s.*$/, `: ${mutation.replacement}`);
+      break;
+    case 'deep-flow':
+      lines.splice(i, 0, `deep: ${'['.repeat(mutation.depth)}${']'.repeat(mutation.flag ? mutation.depth : 0)}`);
+      break;
+    case 'alias-bomb':
+      return mutation.bomb;
+    case 'truncate':
+      return text.slice(0, mutation.a % (text.length + 1));
+    case 'json':
+      return stringify(mutation.json);
   }
+  return lines.join('\n');
 }
 
-export function aliasBomb(random: Random): string {
-  const width = 5 + random.int(10);
-  const out = [`a0: &a0 [${Array(width).fill('"lol"').join(',')}]`];
-  const levels = 3 + random.int(8);
-  for (let i = 1; i < levels; i++) out.push(`a${i}: &a${i} [${Array(width).fill(`*a${i - 1}`).join(',')}]`);
-  return `${out.join('\n')}\nname: bomb\nworkspace: { image: x, env: { A: *a${levels - 1} } }\n`;
+/** A billion-laughs document: each level's anchor lists the previous one `width` times. */
+export function aliasBomb(): fc.Arbitrary<string> {
+  return fc.record({ width: fc.integer({ min: 5, max: 14 }), levels: fc.integer({ min: 3, max: 10 }) }).map(({ width, levels }) => {
+    const out = [`a0: &a0 [${Array(width).fill('"lol"').join(',')}]`];
+    for (let i = 1; i < levels; i++) out.push(`a${i}: &a${i} [${Array(width).fill(`*a${i - 1}`).join(',')}]`);
+    return `${out.join('\n')}\nname: bomb\nworkspace: { image: x, env: { A: *a${levels - 1} } }\n`;
+  });
 }
 
-type JsonSchema = {
+export type JsonSchema = {
   type?: string | string[];
   properties?: Record<string, JsonSchema>;
   required?: string[];
@@ -195,43 +198,44 @@ type JsonSchema = {
 };
 
 /**
- * A value shaped like `schema` (an OpenAPI request body schema), so requests get past
- * validation and reach the domain code; random where the schema leaves room.
+ * Values shaped like `schema` (an OpenAPI request body schema), so requests get past validation
+ * and reach the domain code; random where the schema leaves room.
  */
-export function valueForSchema(random: Random, schema: JsonSchema | undefined, depth = 0): unknown {
-  if (!schema || depth > 6) return randomJson(random, 1);
-  if (schema.const !== undefined) return schema.const;
-  if (schema.enum) return random.pick(schema.enum);
+export function valueForSchema(schema: JsonSchema | undefined, depth = 0): fc.Arbitrary<unknown> {
+  if (!schema || depth > 6) return hostileJson(1);
+  if (schema.const !== undefined) return fc.constant(schema.const);
+  if (schema.enum) return fc.constantFrom(...schema.enum);
   const choices = schema.anyOf ?? schema.oneOf;
-  if (choices) return valueForSchema(random, random.pick(choices), depth + 1);
-  const type = Array.isArray(schema.type) ? random.pick(schema.type) : schema.type;
+  if (choices) return fc.oneof(...choices.map((choice) => valueForSchema(choice, depth + 1)));
+  const types = Array.isArray(schema.type) ? schema.type : [schema.type];
+  return fc.oneof(...types.map((type) => valueForType(schema, type, depth)));
+}
+
+function valueForType(schema: JsonSchema, type: string | undefined, depth: number): fc.Arbitrary<unknown> {
   switch (type) {
     case 'object': {
-      const out: Record<string, unknown> = {};
-      for (const [key, property] of Object.entries(schema.properties ?? {})) {
-        if (schema.required?.includes(key) || random.chance(0.6)) out[key] = valueForSchema(random, property, depth + 1);
-      }
-      if (schema.additionalProperties && typeof schema.additionalProperties === 'object') {
-        for (let i = random.int(3); i > 0; i--) out[random.chance(0.5) ? random.pick(KEYS) : randomString(random).slice(0, 40)] = valueForSchema(random, schema.additionalProperties, depth + 1);
-      }
-      return out;
+      const properties = Object.entries(schema.properties ?? {});
+      const required = properties.filter(([key]) => schema.required?.includes(key)).map(([key]) => key);
+      const known = fc.record(Object.fromEntries(properties.map(([key, property]) => [key, valueForSchema(property, depth + 1)])), { requiredKeys: required });
+      if (!schema.additionalProperties || typeof schema.additionalProperties !== 'object') return known;
+      const extra = fc.dictionary(fc.oneof(fc.constantFrom(...KEYS), nastyString.map((key) => key.slice(0, 40))), valueForSchema(schema.additionalProperties, depth + 1), { maxKeys: 2 });
+      return fc.tuple(known, extra).map(([a, b]) => ({ ...b, ...a }));
     }
     case 'array':
-      return Array.from({ length: random.int(4) }, () => valueForSchema(random, schema.items, depth + 1));
+      return fc.array(valueForSchema(schema.items, depth + 1), { maxLength: 3 });
     case 'integer':
     case 'number': {
       const min = schema.minimum ?? -5;
       const max = Math.min(schema.maximum ?? 1000, min + 1000);
-      const n = min + random.next() * (max - min);
-      return type === 'integer' ? Math.round(n) : n;
+      return type === 'integer' ? fc.integer({ min: Math.ceil(min), max: Math.floor(max) }) : fc.double({ min, max, noNaN: true });
     }
     case 'boolean':
-      return random.chance(0.5);
+      return fc.boolean();
     case 'string':
-      return random.chance(0.5) ? random.pick(['demo', 'owner', 'starter', 'member', 'admin', 'x', 'main', 'correct-horse-battery']) : randomString(random);
+      return fc.oneof(fc.constantFrom('demo', 'owner', 'starter', 'member', 'admin', 'x', 'main', 'correct-horse-battery'), nastyString);
     case 'null':
-      return null;
+      return fc.constant(null);
     default:
-      return randomJson(random, 2);
+      return hostileJson(2);
   }
 }
