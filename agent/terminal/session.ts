@@ -210,7 +210,7 @@ export class TerminalSession {
     return this.#mirror.screenLines();
   }
 
-  // --- what a client's attachment does -------------------------------------------------------------
+  // --- what a client's attachment does --------------------------------------------------------------
 
   #attachment(client: Client): TerminalAttachment {
     return {
