@@ -1,4 +1,4 @@
-import type { ParameterSpec, ParameterValue, TemplateSpec } from './template.ts';
+import type { ParameterSpec, ParameterValue, TemplateSpec } from './template-fields.ts';
 import { templatePathProblem, templatePaths, withoutExpressions } from './template-paths.ts';
 
 /**

@@ -1,4 +1,4 @@
-import type { TemplateSpec } from './template.ts';
+import type { TemplateSpec } from './template-fields.ts';
 
 /**
  * Paths a template names (service workdirs, volume mount points, sync paths, task inputs) are

@@ -1,4 +1,4 @@
-// `npm test`: typecheck, the import-direction lint, then the whole vitest suite.
+// `npm test`: typecheck, the import lint (arrows and cycles), then the whole vitest suite.
 // Prints what was skipped and why; with CI=true any skipped test fails the run, because CI
 // installs everything the suite needs (see .ci/run).
 import { spawnSync } from 'node:child_process';
@@ -22,7 +22,7 @@ function step(name: string, command: string, args: string[]): void {
 
 if (extra.length === 0) {
   step('typecheck', 'npx', ['tsc', '--noEmit', '-p', '.']);
-  step('import-direction lint', process.execPath, ['test/lint-arrows.ts']);
+  step('import lint (arrows and cycles)', process.execPath, ['test/lint-arrows.ts']);
   // The page (Vite) is built on the first request a server gets for it; built here, before the
   // suite, it no longer takes both CPUs away from whichever test file happens to run first.
   const started = performance.now();

@@ -1,4 +1,15 @@
-import type { TerminalAttachment, TerminalFlow, TerminalSession, TerminalSink, TerminalTimers } from './session.ts';
+import type { ErrorCode } from '../../protocol/errors.ts';
+import type { TerminalTimers } from './timers.ts';
+
+/** What a session tells one attached client. Calls come in protocol order: attached, then output/resized, then exit or detached. */
+export interface TerminalSink {
+  attached(info: { sessionId: string; cols: number; rows: number; snapshot: string; title?: string }): void;
+  output(data: Uint8Array): void;
+  resized(cols: number, rows: number): void;
+  exit(status: { code: number; signal?: number }): void;
+  /** the session dropped this client (too slow, or the session was closed before it ended) */
+  detached(reason: { code: ErrorCode; message: string }): void;
+}
 
 /** One attached client: its unacknowledged byte count, its size, and output queued until its snapshot is sent. */
 export class Client {
@@ -12,19 +23,6 @@ export class Client {
 
   constructor(sink: TerminalSink) {
     this.sink = sink;
-  }
-
-  handle(session: TerminalSession): TerminalAttachment {
-    const client = this;
-    return {
-      input: (data) => session.clientInput(client, data),
-      ack: (bytes) => session.clientAck(client, bytes),
-      resize: (cols, rows) => session.clientResize(client, cols, rows),
-      detach: () => session.clientDetach(client),
-      get unackedBytes() {
-        return client.unacked;
-      },
-    };
   }
 
   send(data: Uint8Array): void {
@@ -50,9 +48,9 @@ export class Client {
   }
 
   /** Detaches it (onStall) unless it acknowledges within the stall timeout; a running watch is kept. */
-  watchStall(timers: TerminalTimers, flow: TerminalFlow, onStall: () => void): void {
+  watchStall(timers: TerminalTimers, stallTimeoutMs: number, onStall: () => void): void {
     if (this.#stallTimer !== undefined) return;
-    this.#stallTimer = timers.setTimeout(onStall, flow.stallTimeoutMs);
+    this.#stallTimer = timers.setTimeout(onStall, stallTimeoutMs);
   }
 
   stop(timers: TerminalTimers): void {

@@ -1,5 +1,6 @@
 import { AppError } from '../../protocol/errors.ts';
-import { realTimers, TerminalSession, type TerminalSessionInfo, type TerminalSessionOptions, type TerminalTimers } from './session.ts';
+import { TerminalSession, type TerminalSessionInfo, type TerminalSessionOptions } from './session.ts';
+import { realTimers, type TerminalTimers } from './timers.ts';
 
 /** Coder ends orphaned sessions after 5 minutes; an hour survives a lunch break or a closed lid. */
 export const DEFAULT_ORPHAN_TIMEOUT_MS = 60 * 60 * 1000;

@@ -4,8 +4,9 @@ import { homedir } from 'node:os';
 import * as pty from 'node-pty';
 import type { ErrorCode } from '../../protocol/errors.ts';
 import { clampCols, clampRows, DEFAULT_SCROLLBACK, MAX_DATA_PAYLOAD, MAX_SCROLLBACK } from '../../protocol/terminal.ts';
-import { Client } from './client.ts';
+import { Client, type TerminalSink } from './client.ts';
 import { ScreenMirror } from './mirror.ts';
+import { realTimers, type TerminalTimers } from './timers.ts';
 
 /**
  * Flow-control defaults, in bytes of pty output.
@@ -41,18 +42,6 @@ const BATCH_FROM_BYTES = 1024;
 const BATCH_DELAY_MS = 4;
 const BATCH_MAX_BYTES = 32 * 1024;
 
-/** Clock and timers are injected so tests drive orphan expiry and stall detection without waiting. */
-export interface TerminalTimers {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-export const realTimers: TerminalTimers = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
-};
-
 export interface TerminalSessionOptions {
   id?: string;
   /** argv; default the workspace user's login shell */
@@ -67,16 +56,6 @@ export interface TerminalSessionOptions {
   /** idle ms before the mirror hibernates; 0 never */
   hibernateAfterMs?: number;
   timers?: TerminalTimers;
-}
-
-/** What a session tells one attached client. Calls come in protocol order: attached, then output/resized, then exit or detached. */
-export interface TerminalSink {
-  attached(info: { sessionId: string; cols: number; rows: number; snapshot: string; title?: string }): void;
-  output(data: Uint8Array): void;
-  resized(cols: number, rows: number): void;
-  exit(status: { code: number; signal?: number }): void;
-  /** the session dropped this client (too slow, or the session was closed before it ended) */
-  detached(reason: { code: ErrorCode; message: string }): void;
 }
 
 /** The handle a client uses to talk to the session. */
@@ -194,7 +173,7 @@ export class TerminalSession {
     const client = new Client(sink);
     if (this.#exited) {
       queueMicrotask(() => sink.exit(this.#exited!));
-      return client.handle(this);
+      return this.#attachment(client);
     }
     // held output goes to the clients already here: the mirror has it, so the snapshot covers it for this one
     this.#flushOutput();
@@ -208,7 +187,7 @@ export class TerminalSession {
       if (this.#exited) this.#finishClient(client);
     });
     this.#emitClientCount();
-    return client.handle(this);
+    return this.#attachment(client);
   }
 
   onExit(listener: (status: { code: number; signal?: number }) => void): void {
@@ -231,29 +210,37 @@ export class TerminalSession {
     return this.#mirror.screenLines();
   }
 
-  // --- used by Client ---------------------------------------------------------------------------
+  // --- what a client's attachment does --------------------------------------------------------------
 
-  /** @internal */
-  clientInput(client: Client, data: string | Uint8Array): void {
+  #attachment(client: Client): TerminalAttachment {
+    return {
+      input: (data) => this.#clientInput(client, data),
+      ack: (bytes) => this.#clientAck(client, bytes),
+      resize: (cols, rows) => this.#clientResize(client, cols, rows),
+      detach: () => this.#clientDetach(client),
+      get unackedBytes() {
+        return client.unacked;
+      },
+    };
+  }
+
+  #clientInput(client: Client, data: string | Uint8Array): void {
     if (this.#exited || !this.#clients.has(client)) return;
     this.#resizeFor(client, client.cols, client.rows);
     this.#pty.write(typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
   }
 
-  /** @internal */
-  clientAck(client: Client, bytes: number): void {
+  #clientAck(client: Client, bytes: number): void {
     client.acked(bytes, this.#timers);
     this.#updateFlow();
   }
 
-  /** @internal */
-  clientResize(client: Client, cols: number, rows: number): void {
+  #clientResize(client: Client, cols: number, rows: number): void {
     if (!this.#clients.has(client)) return;
     this.#resizeFor(client, cols, rows);
   }
 
-  /** @internal */
-  clientDetach(client: Client, reason?: { code: ErrorCode; message: string }): void {
+  #clientDetach(client: Client, reason?: { code: ErrorCode; message: string }): void {
     if (!this.#clients.delete(client)) return;
     client.stop(this.#timers);
     if (reason) client.sink.detached(reason);
@@ -340,12 +327,12 @@ export class TerminalSession {
     // detached: also when the mirror's backlog paused the pty and this client then stopped
     if (!this.#paused) return;
     for (const client of this.#clients) {
-      if (client.unacked > this.#flow.lowWatermark) client.watchStall(this.#timers, this.#flow, () => this.#dropSlow(client));
+      if (client.unacked > this.#flow.lowWatermark) client.watchStall(this.#timers, this.#flow.stallTimeoutMs, () => this.#dropSlow(client));
     }
   }
 
   #dropSlow(client: Client): void {
-    this.clientDetach(client, { code: 'TERMINAL_CLIENT_TOO_SLOW', message: `The terminal stopped acknowledging output for ${Math.round(this.#flow.stallTimeoutMs / 1000)} s and was detached; reconnect to continue where the session is now.` });
+    this.#clientDetach(client, { code: 'TERMINAL_CLIENT_TOO_SLOW', message: `The terminal stopped acknowledging output for ${Math.round(this.#flow.stallTimeoutMs / 1000)} s and was detached; reconnect to continue where the session is now.` });
   }
 
   #resizeFor(client: Client, cols: number, rows: number): void {

@@ -9,8 +9,9 @@ import {
   TerminalFrameError,
   type ServerControl,
 } from '../../protocol/terminal.ts';
+import type { TerminalSink } from './client.ts';
 import type { TerminalSessions } from './registry.ts';
-import type { TerminalAttachment, TerminalSessionOptions, TerminalSink } from './session.ts';
+import type { TerminalAttachment, TerminalSessionOptions } from './session.ts';
 
 /** What a connection puts into a session it starts (the workspace env and home, from the link). */
 export type NewSessionOptions = Pick<TerminalSessionOptions, 'env' | 'cwd' | 'command'>;

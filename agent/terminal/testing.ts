@@ -2,7 +2,9 @@ import headless from '@xterm/headless';
 import serializeAddon from '@xterm/addon-serialize';
 import unicode11Addon from '@xterm/addon-unicode11';
 import type { ErrorCode } from '../../protocol/errors.ts';
-import type { TerminalAttachment, TerminalSink, TerminalTimers } from './session.ts';
+import type { TerminalSink } from './client.ts';
+import type { TerminalAttachment } from './session.ts';
+import type { TerminalTimers } from './timers.ts';
 
 const { Terminal } = headless;
 const { SerializeAddon } = serializeAddon;

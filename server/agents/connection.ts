@@ -11,7 +11,7 @@ import {
   type LifecycleState,
 } from '../../protocol/agent.ts';
 import { guardSocket } from '../http/socket-guard.ts';
-import type { ChannelEndpoint } from './exec-session.ts';
+import type { ChannelEndpoint } from './hub-types.ts';
 import type { AgentIdentity } from './tokens.ts';
 
 export interface ConnectionEvents {

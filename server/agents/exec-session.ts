@@ -1,18 +1,8 @@
 import { Duplex, Readable } from 'node:stream';
 import { AppError } from '../../protocol/errors.ts';
-import { DEFAULT_CHANNEL_WINDOW, type AgentFrame, type ControlFrameOf } from '../../protocol/agent.ts';
+import { DEFAULT_CHANNEL_WINDOW, type AgentFrame } from '../../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../../protocol/agent-flow.ts';
-import type { ExecSession } from './hub-types.ts';
-
-/** What a server-side channel receives from its connection. */
-export interface ChannelEndpoint {
-  onData(type: 'data' | 'stderr', payload: Uint8Array): void;
-  onWindow(bytes: number): void;
-  onEof(): void;
-  onClose(frame: ControlFrameOf<'close'>): void;
-  /** the link went away */
-  onLinkLost(): void;
-}
+import type { ChannelEndpoint, ExecSession } from './hub-types.ts';
 
 /** Keeps at most this much unread output per stream in the server before the agent stops sending; below the channel window so credit is granted while the buffer drains. */
 const READ_HIGH_WATER = 64 * 1024;

@@ -1,6 +1,5 @@
 import type { Duplex } from 'node:stream';
-import type { AgentFrame, ChannelSpec } from '../../protocol/agent.ts';
-import type { ChannelEndpoint } from './exec-session.ts';
+import type { AgentFrame, ChannelSpec, ControlFrameOf } from '../../protocol/agent.ts';
 
 /**
  * What the rest of the server needs from agent connections. Implemented in ./hub.ts.
@@ -47,6 +46,16 @@ export interface ExecSession {
   kill(signal?: NodeJS.Signals): void;
   /** resizes the pty of a tty exec (ignored without one) */
   resize(cols: number, rows: number): void;
+}
+
+/** What a server-side channel receives from its connection. */
+export interface ChannelEndpoint {
+  onData(type: 'data' | 'stderr', payload: Uint8Array): void;
+  onWindow(bytes: number): void;
+  onEof(): void;
+  onClose(frame: ControlFrameOf<'close'>): void;
+  /** the link went away */
+  onLinkLost(): void;
 }
 
 /** How a channel endpoint talks back over its agent connection. */

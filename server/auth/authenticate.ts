@@ -2,10 +2,10 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { fastifyCookie } from '@fastify/cookie';
 import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
-import type { Principal } from '../http/auth-types.ts';
 import type { Database, Role } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
 import { apiTokenUseIsDue, touchApiToken } from './api-tokens.ts';
+import type { Authentication } from './authentication.ts';
 import { cacheGeneration, cachedAuthentication, rememberAuthentication } from './principal-cache.ts';
 import { hashSecret, safeEqual } from './secrets.ts';
 import { SESSION_COOKIE } from './sessions.ts';
@@ -14,12 +14,6 @@ import { SESSION_COOKIE } from './sessions.ts';
  * Turns the credentials of a request (a Bearer API token or the session cookie) into a
  * Principal. Shared by the HTTP hook and by websocket endpoints that see only raw requests.
  */
-
-export interface Authentication {
-  principal: Principal;
-  /** set for cookie sessions: what logout deletes and what CSRF checks compare against */
-  session?: { idHash: string; csrfToken: string };
-}
 
 export interface Credentials {
   /** the raw Authorization header */

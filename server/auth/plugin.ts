@@ -4,12 +4,10 @@ import fp from 'fastify-plugin';
 import { AppError } from '../../protocol/errors.ts';
 import type { AuthLevel, Principal } from '../http/auth-types.ts';
 import type { Role } from '../store/schema.ts';
-import { authenticate, checkUpgradeOrigin, credentialsFromHeaders, csrfTokenMatches, type Authentication } from './authenticate.ts';
+import { authenticate, checkUpgradeOrigin, credentialsFromHeaders, csrfTokenMatches } from './authenticate.ts';
+import type { Authentication } from './authentication.ts';
 import type { TrackedWorkspace } from './live-access.ts';
 import { SESSION_COOKIE } from './sessions.ts';
-
-export { authenticate, checkUpgradeOrigin, credentialsFromHeaders, type Authentication } from './authenticate.ts';
-export { SESSION_COOKIE } from './sessions.ts';
 
 /** A route as the auth plugin saw it at registration (the authorization matrix enumerates these). */
 export interface RegisteredRoute {

@@ -1,4 +1,4 @@
-import type { Authentication } from './authenticate.ts';
+import type { Authentication } from './authentication.ts';
 
 /**
  * A short-lived, in-process cache of successful authentications, keyed by the credential's

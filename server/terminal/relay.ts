@@ -17,8 +17,7 @@ import {
   TerminalFrameError,
   type AttachMessage,
 } from '../../protocol/terminal.ts';
-import type { ChannelEndpoint } from '../agents/exec-session.ts';
-import type { AgentHub, ChannelLink } from '../agents/hub-types.ts';
+import type { AgentHub, ChannelEndpoint, ChannelLink } from '../agents/hub-types.ts';
 import { closeSocket, guardSocket } from '../http/socket-guard.ts';
 
 /** The client must send `attach` within this time. */

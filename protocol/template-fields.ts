@@ -1,0 +1,237 @@
+import { z } from 'zod';
+import { CPU_PATTERN, DURATION_PATTERN, SIZE_PATTERN } from './template-units.ts';
+
+/**
+ * The template document (`template.yaml`), field by field, and the types inferred from it.
+ * Every object is strict: an unknown field is an error, because a misspelt field silently
+ * ignored is the worst template bug to debug. Fields whose values are known only at plan time
+ * (resources, sizes, env, commands) accept `${{ }}` expressions as strings; the plan evaluates
+ * them and checks the result. Cross-field rules (references, cycles, defaults within options)
+ * live in template-checks.ts, which reads these types; template.ts joins both into the schema
+ * callers parse with, so this file is below the checks and imports none of them.
+ */
+
+// Names that would reach JavaScript prototype machinery when used as object keys or in
+// expressions; refused everywhere a template names something.
+const NOT_RESERVED = '(?!(__proto__|constructor|prototype)$)';
+/** DNS label: template names, service names, app names (they end up in hostnames). */
+export const DNS_LABEL = new RegExp(`^${NOT_RESERVED}[a-z0-9]([a-z0-9-]*[a-z0-9])?$`);
+/** Parameter names are used in expressions as `params.<name>`. */
+export const PARAMETER_NAME = new RegExp(`^${NOT_RESERVED}[A-Za-z_][A-Za-z0-9_]*$`);
+export const ENV_NAME = new RegExp(`^${NOT_RESERVED}[A-Za-z_][A-Za-z0-9_]*$`);
+const EXPRESSION_MARK = /\$\{\{/;
+
+const withExpression = (pattern: RegExp) => new RegExp(`(${pattern.source})|\\$\\{\\{`);
+
+export const dnsNameSchema = (what: string, max = 63) =>
+  z
+    .string()
+    .max(max, `A ${what} name has at most ${max} characters.`)
+    .regex(DNS_LABEL, `A ${what} name must be DNS-safe: lowercase letters, digits and '-', starting and ending with a letter or digit.`);
+
+export const durationSchema = z
+  .string()
+  .regex(DURATION_PATTERN, 'Use a duration such as 30s, 5m, 2h or 1h30m.');
+
+/** A size or an expression that evaluates to one, e.g. "4Gi" or "${{ params.disk }}Gi". */
+export const sizeSchema = z.union([
+  z.number().int().nonnegative(),
+  z.string().regex(withExpression(SIZE_PATTERN), 'Use a size such as 512Mi or 4Gi, or a ${{ }} expression.'),
+]);
+
+export const cpuSchema = z.union([
+  z.number().positive(),
+  z.string().regex(withExpression(CPU_PATTERN), 'Use a number of cores such as 2 or 0.5 (or 500m), or a ${{ }} expression.'),
+]);
+
+export const portSchema = z.number().int().min(1, 'A port is a number from 1 to 65535.').max(65535, 'A port is a number from 1 to 65535.');
+
+const scalarSchema = z.union([z.string(), z.number(), z.boolean()]);
+export const envSchema = z.record(
+  z.string().regex(ENV_NAME, 'Environment variable names are letters, digits and _, not starting with a digit.'),
+  scalarSchema,
+);
+/** A command: an argv array, or one string run by `sh -c`. */
+export const commandSchema = z.union([z.array(z.string()).min(1), z.string().min(1)]);
+
+// ---- parameters ----
+
+export const parameterTypes = ['string', 'number', 'bool', 'list'] as const;
+export type ParameterType = (typeof parameterTypes)[number];
+export type ParameterValue = string | number | boolean | string[];
+
+const parameterValueSchema = z.union([z.string(), z.number(), z.boolean(), z.array(z.string())]);
+
+export const parameterOptionSchema = z.union([
+  z.string(),
+  z.number(),
+  z.boolean(),
+  z.strictObject({
+    value: z.union([z.string(), z.number(), z.boolean()]),
+    name: z.string().optional(),
+    description: z.string().optional(),
+    icon: z.string().optional(),
+  }),
+]);
+
+export const parameterValidationSchema = z.strictObject({
+  min: z.number().optional().describe('number: smallest value; string: shortest length; list: fewest items'),
+  max: z.number().optional().describe('number: largest value; string: longest length; list: most items'),
+  regex: z.string().max(1000).optional().describe('string (or each list item): must match; JavaScript syntax, tested as is (anchor with ^ and $)'),
+  message: z.string().optional().describe('shown instead of the generic sentence when the regex does not match'),
+  monotonic: z.enum(['increasing', 'decreasing']).optional().describe('number only: on update the value may only grow (increasing) or shrink (decreasing)'),
+});
+
+export const parameterSchema = z.strictObject({
+  name: z.string().max(63).regex(PARAMETER_NAME, 'A parameter name is letters, digits and _, not starting with a digit (it is used as params.<name>).'),
+  displayName: z.string().optional(),
+  description: z.string().optional(),
+  icon: z.string().optional(),
+  type: z.enum(parameterTypes),
+  default: parameterValueSchema.optional().describe('without a default the parameter is required'),
+  options: z.array(parameterOptionSchema).min(1).optional(),
+  validation: parameterValidationSchema.optional(),
+  mutable: z.boolean().default(true).describe('false: the value is fixed when the workspace is created (e.g. a disk that cannot shrink)'),
+  ephemeral: z.boolean().default(false).describe('used for one build only and never stored (e.g. "reset the database on this start")'),
+});
+
+// ---- workspace ----
+
+export const startupScriptSchema = z.strictObject({
+  name: z.string().min(1).max(100),
+  run: z.string().min(1),
+  timeout: durationSchema.optional(),
+  blocking: z.boolean().default(true).describe('blocking scripts must finish before the workspace is ready'),
+});
+
+export const shareLevels = ['owner', 'authenticated', 'public'] as const;
+export type ShareLevel = (typeof shareLevels)[number];
+
+export const appSchema = z.strictObject({
+  name: dnsNameSchema('app', 32),
+  displayName: z.string().optional(),
+  icon: z.string().optional(),
+  port: portSchema,
+  path: z.string().startsWith('/', 'An app path starts with /.').optional(),
+  healthcheck: z
+    .strictObject({
+      path: z.string().startsWith('/', 'A health check path starts with /.').default('/'),
+      interval: durationSchema.default('5s'),
+      threshold: z.number().int().min(1).max(100).default(3).describe('consecutive failures before the app is reported unhealthy'),
+    })
+    .optional(),
+  share: z.enum(shareLevels).default('owner').describe('Who may open the app: its owner, any signed-in user, or anyone.'),
+});
+
+export const workspaceSchema = z.strictObject({
+  image: z.string().min(1).describe('container image (docker, kubernetes); the process runtime ignores it'),
+  resources: z
+    .strictObject({
+      cpu: cpuSchema.optional(),
+      memory: sizeSchema.optional(),
+      pids: z.union([z.number().int().positive(), z.string().regex(EXPRESSION_MARK, 'Use a whole number or a ${{ }} expression.')]).optional(),
+    })
+    .optional(),
+  home: z.strictObject({ size: sizeSchema.optional() }).optional(),
+  env: envSchema.optional().describe('Environment variables of the workspace; values may use ${{ }}.'),
+  startup: z.array(startupScriptSchema).optional().describe('Scripts the agent runs in order at every start; their output goes to the build log.'),
+  apps: z.array(appSchema).optional().describe('Web apps in the workspace, reachable through den at their own URL.'),
+  dotfiles: z.strictObject({ repo: z.string().min(1) }).optional().describe('A git repository of dotfiles installed into the home.'),
+});
+
+// ---- environment ----
+
+export const servicePortSchema = z.strictObject({
+  port: portSchema,
+  name: z.string().regex(DNS_LABEL, 'A port name is DNS-safe: lowercase letters, digits and -.').optional(),
+  preview: z.boolean().default(false).describe('gets a preview URL'),
+});
+
+export const readinessSchema = z.strictObject({
+  tcp: portSchema.optional(),
+  http: z.strictObject({ port: portSchema, path: z.string().startsWith('/', 'A readiness path starts with /.').default('/') }).optional(),
+  command: commandSchema.optional(),
+  timeout: durationSchema.default('60s').describe('how long to wait for readiness before the build fails'),
+  interval: durationSchema.default('1s'),
+});
+
+export const serviceSchema = z.strictObject({
+  image: z.string().min(1).optional(),
+  command: commandSchema.optional().describe('The command to run (argv list, or one string run by sh -c); the process runtime needs it.'),
+  workdir: z.string().min(1).optional(),
+  env: envSchema.optional(),
+  ports: z.array(servicePortSchema).optional(),
+  readiness: readinessSchema.optional(),
+  volumes: z
+    .array(z.strictObject({ name: dnsNameSchema('volume', 32), path: z.string().min(1), size: sizeSchema.optional() }))
+    .optional(),
+  dependsOn: z.array(z.string()).optional().describe('Services that must be ready before this one starts.'),
+  /** paths copied live from the workspace into the service */
+  sync: z
+    .array(z.strictObject({ from: z.string().min(1), to: z.string().min(1), exclude: z.array(z.string()).optional() }))
+    .optional(),
+});
+
+export const taskSchema = z.strictObject({
+  service: z.string(),
+  run: z.string().min(1),
+  inputs: z.array(z.string()).optional().describe('files whose content hash decides whether the task must run again'),
+});
+
+export const testSchema = z.strictObject({ service: z.string(), run: z.string().min(1) });
+
+const serviceNameKey = z
+  .string()
+  .max(32, 'A service name has at most 32 characters.')
+  .regex(DNS_LABEL, 'A service name must be DNS-safe: lowercase letters, digits and -, starting and ending with a letter or digit.');
+const entryNameKey = z.string().max(63).regex(new RegExp(`^${NOT_RESERVED}[A-Za-z0-9][A-Za-z0-9_.-]*$`), 'Use letters, digits, ., _ and - for task and test names.');
+
+export const environmentSchema = z.strictObject({
+  services: z.record(serviceNameKey, serviceSchema).optional().describe('Services by name; reach one from the workspace as ${{ services.<name>.url }}.'),
+  tasks: z.record(entryNameKey, taskSchema).optional().describe('Commands run once per environment version (migrations, seeds).'),
+  tests: z.record(entryNameKey, testSchema).optional().describe('Commands run on demand against the environment (`den test <name>`).'),
+});
+
+export const lifecycleSchema = z.strictObject({
+  autostop: durationSchema.optional().describe('stop after this long without activity'),
+  maxLifetime: durationSchema.optional().describe('stop this long after start, whatever the activity'),
+  autostartAllowed: z.boolean().default(true),
+});
+
+/** Without the cross-field checks: parse with template.ts's `templateSchema`, which runs them. */
+export const templateFieldsSchema = z.strictObject({
+  $schema: z.string().optional().describe('lets editors find the JSON Schema (`den templates schema`)'),
+  // 'schema' would collide with GET /api/v1/templates/schema.
+  name: dnsNameSchema('template').refine((name) => name !== 'schema', "The name 'schema' is reserved; choose another template name."),
+  displayName: z.string().max(200).optional(),
+  description: z.string().max(10_000).optional(),
+  icon: z.string().max(2000).optional(),
+  parameters: z.array(parameterSchema).default([]).describe('Values a user picks when creating a workspace; read them as ${{ params.<name> }}.'),
+  workspace: workspaceSchema.describe('The workspace: image, resources, home volume, env, startup scripts, apps.'),
+  environment: environmentSchema.optional().describe('The services of the workspace environment, with tasks and tests run against them.'),
+  lifecycle: lifecycleSchema.optional().describe('Defaults for autostop, maximum lifetime and autostart.'),
+});
+
+// The cross-field checks refine without transforming, so these are also the checked schema's types.
+export type TemplateSpec = z.infer<typeof templateFieldsSchema>;
+/** What a template author writes (defaults not yet applied). */
+export type TemplateInput = z.input<typeof templateFieldsSchema>;
+export type ParameterSpec = z.infer<typeof parameterSchema>;
+export type ParameterOption = z.infer<typeof parameterOptionSchema>;
+export type ParameterValidation = z.infer<typeof parameterValidationSchema>;
+export type WorkspaceSpec = z.infer<typeof workspaceSchema>;
+export type StartupScriptSpec = z.infer<typeof startupScriptSchema>;
+export type AppSpec = z.infer<typeof appSchema>;
+export type EnvironmentSpec = z.infer<typeof environmentSchema>;
+export type ServiceSpec = z.infer<typeof serviceSchema>;
+export type ServicePortSpec = z.infer<typeof servicePortSchema>;
+export type ReadinessSpec = z.infer<typeof readinessSchema>;
+export type TaskSpec = z.infer<typeof taskSchema>;
+export type TestSpec = z.infer<typeof testSchema>;
+export type LifecycleSpec = z.infer<typeof lifecycleSchema>;
+
+/** The plain values of a parameter's options, whether written as scalars or as objects. */
+export function optionValues(parameter: Pick<ParameterSpec, 'options'>): (string | number | boolean)[] | undefined {
+  return parameter.options?.map((option) => (typeof option === 'object' ? option.value : option));
+}
+
