@@ -1,0 +1,133 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TemplateInput } from '../protocol/template.ts';
+import { startTestServer, type TestServer } from './support/harness.ts';
+import { storeDialects } from './support/postgres.ts';
+import { waitForWorkspaceReady } from './support/templates.ts';
+import { api, setupOwner, type Api, type TestUser } from './support/users.ts';
+
+/**
+ * The reconciler against the real server, process runtime and agent: a process that dies after
+ * the build (kill -9) shows up as a workspace event and a down health with a sentence, requests
+ * that need the agent say so instead of "it reconnects by itself", and `den start` recovers.
+ */
+const READY_TIMEOUT_MS = 30_000;
+/** what the issue promises for detection; a bound to wait for, not a measured time */
+const DETECTION_TIMEOUT_MS = 10_000;
+
+const template: TemplateInput = {
+  name: 'reconciled',
+  workspace: { image: 'den/base:latest' },
+  environment: { services: { worker: { image: 'den/base:latest', command: ['sleep', '100000'] } } },
+};
+
+describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect) => {
+  let server: TestServer;
+  let user: TestUser;
+  let client: Api;
+
+  beforeAll(async () => {
+    server = await startTestServer({ dialect, listen: true });
+    user = await setupOwner(server.app);
+    client = api(server.app, user.token);
+    const pushed = await client.post('/api/v1/templates', { files: { 'template.yaml': JSON.stringify(template) }, activate: true });
+    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const path = (name: string) => `/api/v1/workspaces/${user.username}/${name}`;
+
+  async function createRunning(name: string): Promise<string> {
+    const created = await client.post('/api/v1/workspaces', { name, template: 'reconciled' });
+    expect(created.status, JSON.stringify(created.json)).toBe(202);
+    await waitForWorkspaceReady(client, user.username, name, READY_TIMEOUT_MS);
+    return created.json.workspace.id;
+  }
+
+  /** kill -9 of a tracked process group, by the pid the process runtime keeps in its state file */
+  function killTracked(workspaceId: string, which: (state: any) => { pid: number }): void {
+    const state = JSON.parse(readFileSync(join(server.dataDir, 'workspaces', workspaceId, 'state.json'), 'utf8'));
+    process.kill(-which(state).pid, 'SIGKILL');
+  }
+
+  async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const value = await probe();
+      if (value !== undefined) return value;
+      if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  const down = (name: string) => waitFor(`workspace ${name} shown down`, async () => {
+    const workspace = (await client.get(path(name))).json;
+    return workspace.health?.state === 'down' ? workspace : undefined;
+  }, DETECTION_TIMEOUT_MS);
+
+  it('shows a workspace whose agent was killed as down with an event, refuses its terminals with the truth, and `den start` recovers it', async () => {
+    const id = await createRunning('agent-kill');
+    killTracked(id, (state) => state.agent);
+
+    const workspace = await down('agent-kill');
+    expect(workspace.status).toBe('running');
+    expect(workspace.health.message).toMatch(/^The agent of workspace 'owner\/agent-kill' exited at \d\d:\d\d:\d\d UTC \(killed by signal SIGKILL\)\.$/);
+    expect(Date.parse(workspace.health.at)).not.toBeNaN();
+    const events = (await client.get(`${path('agent-kill')}/events`)).json.events;
+    expect(events[0]).toMatchObject({ kind: 'agent_exited', message: workspace.health.message, detail: { signal: 'SIGKILL', subject: { type: 'agent' } } });
+
+    const terminals = await client.get(`${path('agent-kill')}/terminals`);
+    expect(terminals.status).toBe(409);
+    expect(terminals.json.error.code).toBe('WORKSPACE_DOWN');
+    expect(terminals.json.error.message).toBe(`${workspace.health.message} Start it again with \`den start agent-kill\`.`);
+
+    const started = await client.post(`${path('agent-kill')}/start`, {});
+    expect(started.status, JSON.stringify(started.json)).toBe(202);
+    const recovered = await waitFor('recovery', async () => {
+      const current = (await client.get(path('agent-kill'))).json;
+      return current.status === 'running' && current.agentState === 'ready' && current.health?.state === 'ok' ? current : undefined;
+    }, READY_TIMEOUT_MS);
+    expect(recovered.health.message).toBe('Workspace \'owner/agent-kill\' is running again since build #2.');
+    expect((await client.get(`${path('agent-kill')}/terminals`)).status).toBe(200);
+    expect((await client.get(`${path('agent-kill')}/events`)).json.events[0].kind).toBe('workspace_recovered');
+  });
+
+  it('shows a workspace whose service process was killed as down with an event naming the service', async () => {
+    const id = await createRunning('service-kill');
+    killTracked(id, (state) => state.services.worker);
+
+    const workspace = await down('service-kill');
+    expect(workspace.health.message).toMatch(/^Service worker of workspace 'owner\/service-kill' exited at .* \(killed by signal SIGKILL\)\.$/);
+    const events = (await client.get(`${path('service-kill')}/events`)).json.events;
+    expect(events[0]).toMatchObject({ kind: 'service_exited', detail: { subject: { type: 'service', name: 'worker' } } });
+
+    const started = await client.post(`${path('service-kill')}/start`, {});
+    expect(started.status, JSON.stringify(started.json)).toBe(202);
+    await waitFor('recovery', async () => {
+      const current = (await client.get(path('service-kill'))).json;
+      return current.health?.state === 'ok' ? current : undefined;
+    }, READY_TIMEOUT_MS);
+  });
+
+  it('still refuses to start a running workspace that is not down', async () => {
+    await createRunning('healthy');
+    const started = await client.post(`${path('healthy')}/start`, {});
+    expect(started.status).toBe(409);
+    expect(started.json.error.code).toBe('WORKSPACE_ALREADY_IN_STATE');
+  });
+
+  it('collects the runtime objects of a workspace that no longer exists, and nothing else', async () => {
+    const id = await createRunning('collected');
+    const kept = await createRunning('kept');
+    // deleted in the store without den's delete build having removed its processes (a restore
+    // from an older backup, a script, a delete build that died between the two)
+    await server.store.db.updateTable('workspaces').set({ status: 'deleted', deleted_at: new Date().toISOString() }).where('id', '=', id).execute();
+    const removed = await server.app.den.reconciler.collectGarbage();
+    expect(removed).toEqual([id]);
+    expect(await server.app.den.driver.listWorkspaceIds()).toContain(kept);
+    expect(await server.app.den.driver.listWorkspaceIds()).not.toContain(id);
+  });
+});
