@@ -1,5 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Dockerode from 'dockerode';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TemplateInput } from '../protocol/template.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
@@ -22,51 +26,70 @@ const template: TemplateInput = {
   environment: { services: { worker: { image: 'den/base:latest', command: ['sleep', '100000'] } } },
 };
 
-describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect) => {
-  let server: TestServer;
-  let user: TestUser;
-  let client: Api;
+const docker = new Dockerode();
+const DOCKER_IMAGE = 'den/base:bookworm';
+const dockerSkip = await docker.ping().then(() => docker.getImage(DOCKER_IMAGE).inspect().then(() => undefined), () => 'no Docker engine is reachable (run bash test/services/docker.sh)')
+  .catch(() => `the image ${DOCKER_IMAGE} is missing (run npm run images)`);
+if (dockerSkip) console.warn(`[skip] reconciler on the docker runtime: ${dockerSkip}.`);
 
+/** A listening test server with a signed-in owner and the template pushed. */
+function serverWithTemplate(options: Parameters<typeof startTestServer>[0], input: TemplateInput) {
+  const ctx = {} as { server: TestServer; user: TestUser; client: Api };
   beforeAll(async () => {
-    server = await startTestServer({ dialect, listen: true });
-    user = await setupOwner(server.app);
-    client = api(server.app, user.token);
-    const pushed = await client.post('/api/v1/templates', { files: { 'template.yaml': JSON.stringify(template) }, activate: true });
+    ctx.server = await startTestServer({ listen: true, ...options });
+    ctx.user = await setupOwner(ctx.server.app);
+    ctx.client = api(ctx.server.app, ctx.user.token);
+    const pushed = await ctx.client.post('/api/v1/templates', { files: { 'template.yaml': JSON.stringify(input) }, activate: true });
     expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
   });
   afterAll(async () => {
-    await server?.close();
+    await ctx.server?.close();
   });
+  const path = (name: string) => `/api/v1/workspaces/${ctx.user.username}/${name}`;
+  return {
+    ctx,
+    path,
+    async createRunning(name: string): Promise<string> {
+      const created = await ctx.client.post('/api/v1/workspaces', { name, template: input.name });
+      expect(created.status, JSON.stringify(created.json)).toBe(202);
+      await waitForWorkspaceReady(ctx.client, ctx.user.username, name, READY_TIMEOUT_MS);
+      return created.json.workspace.id;
+    },
+    down: (name: string) => waitFor(`workspace ${name} shown down`, async () => {
+      const workspace = (await ctx.client.get(path(name))).json;
+      return workspace.health?.state === 'down' ? workspace : undefined;
+    }, DETECTION_TIMEOUT_MS),
+    recovered: (name: string) => waitFor(`workspace ${name} recovered`, async () => {
+      const current = (await ctx.client.get(path(name))).json;
+      return current.status === 'running' && current.agentState === 'ready' && current.health?.state === 'ok' ? current : undefined;
+    }, READY_TIMEOUT_MS),
+  };
+}
 
-  const path = (name: string) => `/api/v1/workspaces/${user.username}/${name}`;
-
-  async function createRunning(name: string): Promise<string> {
-    const created = await client.post('/api/v1/workspaces', { name, template: 'reconciled' });
-    expect(created.status, JSON.stringify(created.json)).toBe(202);
-    await waitForWorkspaceReady(client, user.username, name, READY_TIMEOUT_MS);
-    return created.json.workspace.id;
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect) => {
+  const { ctx, path, createRunning, down, recovered } = serverWithTemplate({ dialect }, template);
+  let server: TestServer;
+  let user: TestUser;
+  let client: Api;
+  beforeAll(() => {
+    ({ server, user, client } = ctx);
+  });
 
   /** kill -9 of a tracked process group, by the pid the process runtime keeps in its state file */
   function killTracked(workspaceId: string, which: (state: any) => { pid: number }): void {
     const state = JSON.parse(readFileSync(join(server.dataDir, 'workspaces', workspaceId, 'state.json'), 'utf8'));
     process.kill(-which(state).pid, 'SIGKILL');
   }
-
-  async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const value = await probe();
-      if (value !== undefined) return value;
-      if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-
-  const down = (name: string) => waitFor(`workspace ${name} shown down`, async () => {
-    const workspace = (await client.get(path(name))).json;
-    return workspace.health?.state === 'down' ? workspace : undefined;
-  }, DETECTION_TIMEOUT_MS);
 
   it('shows a workspace whose agent was killed as down with an event, refuses its terminals with the truth, and `den start` recovers it', async () => {
     const id = await createRunning('agent-kill');
@@ -86,11 +109,7 @@ describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect)
 
     const started = await client.post(`${path('agent-kill')}/start`, {});
     expect(started.status, JSON.stringify(started.json)).toBe(202);
-    const recovered = await waitFor('recovery', async () => {
-      const current = (await client.get(path('agent-kill'))).json;
-      return current.status === 'running' && current.agentState === 'ready' && current.health?.state === 'ok' ? current : undefined;
-    }, READY_TIMEOUT_MS);
-    expect(recovered.health.message).toBe('Workspace \'owner/agent-kill\' is running again since build #2.');
+    expect((await recovered('agent-kill')).health.message).toBe('Workspace \'owner/agent-kill\' is running again since build #2.');
     expect((await client.get(`${path('agent-kill')}/terminals`)).status).toBe(200);
     expect((await client.get(`${path('agent-kill')}/events`)).json.events[0].kind).toBe('workspace_recovered');
   });
@@ -106,10 +125,7 @@ describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect)
 
     const started = await client.post(`${path('service-kill')}/start`, {});
     expect(started.status, JSON.stringify(started.json)).toBe(202);
-    await waitFor('recovery', async () => {
-      const current = (await client.get(path('service-kill'))).json;
-      return current.health?.state === 'ok' ? current : undefined;
-    }, READY_TIMEOUT_MS);
+    await recovered('service-kill');
   });
 
   it('still refuses to start a running workspace that is not down', async () => {
@@ -129,5 +145,32 @@ describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect)
     expect(removed).toEqual([id]);
     expect(await server.app.den.driver.listWorkspaceIds()).toContain(kept);
     expect(await server.app.den.driver.listWorkspaceIds()).not.toContain(id);
+  });
+});
+
+describe.skipIf(dockerSkip !== undefined)('reconciler on the docker runtime', { timeout: 180_000 }, () => {
+  const { ctx, path, createRunning, down, recovered } = serverWithTemplate({
+    // an instance of its own: the engine is shared with other test files and other dens
+    driver: async (config) => {
+      const { createDockerDriver } = await import('../server/runtimes/docker/driver.ts');
+      return createDockerDriver({
+        log: pino({ level: 'silent' }), docker: docker as never, agentBundleDir: join(mkdtempSync(join(tmpdir(), 'den-reconcile-docker-')), 'agent'),
+        stopGraceSeconds: 2, instance: `den-test-${randomUUID().slice(0, 8)}`,
+      });
+    },
+  }, { name: 'reconciled-docker', workspace: { image: DOCKER_IMAGE } });
+
+  it('shows a workspace whose container was killed as down with an event, and `den start` recovers it', async () => {
+    const id = await createRunning('container-kill');
+    const [container] = await docker.listContainers({ filters: JSON.stringify({ label: [`den.workspace.id=${id}`, 'den.kind=workspace'] }) });
+    await docker.getContainer(container.Id).kill({ signal: 'SIGKILL' });
+
+    const workspace = await down('container-kill');
+    expect(workspace.health.message).toMatch(/^The container of workspace 'owner\/container-kill' exited at \d\d:\d\d:\d\d UTC \(killed by signal 9\)\.$/);
+    const events = (await ctx.client.get(`${path('container-kill')}/events`)).json.events;
+    expect(events[0]).toMatchObject({ kind: 'workspace_exited', detail: { exitCode: 137 } });
+
+    expect((await ctx.client.post(`${path('container-kill')}/start`, {})).status).toBe(202);
+    await recovered('container-kill');
   });
 });
