@@ -33,14 +33,16 @@ const dockerSkip = await docker.ping().then(() => docker.getImage(DOCKER_IMAGE).
 if (dockerSkip) console.warn(`[skip] reconciler on the docker runtime: ${dockerSkip}.`);
 
 /** A listening test server with a signed-in owner and the template pushed. */
-function serverWithTemplate(options: Parameters<typeof startTestServer>[0], input: TemplateInput) {
+function serverWithTemplate(options: Parameters<typeof startTestServer>[0], input: TemplateInput, more: TemplateInput[] = []) {
   const ctx = {} as { server: TestServer; user: TestUser; client: Api };
   beforeAll(async () => {
     ctx.server = await startTestServer({ listen: true, ...options });
     ctx.user = await setupOwner(ctx.server.app);
     ctx.client = api(ctx.server.app, ctx.user.token);
-    const pushed = await ctx.client.post('/api/v1/templates', { files: { 'template.yaml': JSON.stringify(input) }, activate: true });
-    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    for (const pushing of [input, ...more]) {
+      const pushed = await ctx.client.post('/api/v1/templates', { files: { 'template.yaml': JSON.stringify(pushing) }, activate: true });
+      expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    }
   });
   afterAll(async () => {
     await ctx.server?.close();
@@ -49,8 +51,8 @@ function serverWithTemplate(options: Parameters<typeof startTestServer>[0], inpu
   return {
     ctx,
     path,
-    async createRunning(name: string): Promise<string> {
-      const created = await ctx.client.post('/api/v1/workspaces', { name, template: input.name });
+    async createRunning(name: string, templateName = input.name): Promise<string> {
+      const created = await ctx.client.post('/api/v1/workspaces', { name, template: templateName });
       expect(created.status, JSON.stringify(created.json)).toBe(202);
       await waitForWorkspaceReady(ctx.client, ctx.user.username, name, READY_TIMEOUT_MS);
       return created.json.workspace.id;
@@ -77,7 +79,8 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
 }
 
 describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect) => {
-  const { ctx, path, createRunning, down, recovered } = serverWithTemplate({ dialect }, template);
+  const { ctx, path, createRunning, down, recovered } = serverWithTemplate(
+    { dialect, reconcile: { maxRestarts: 1, restartBackoffMs: 100 } }, template, [{ ...template, name: 'restarting', lifecycle: { restart: 'on-failure' } }]);
   let server: TestServer;
   let user: TestUser;
   let client: Api;
@@ -126,6 +129,26 @@ describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect)
     const started = await client.post(`${path('service-kill')}/start`, {});
     expect(started.status, JSON.stringify(started.json)).toBe(202);
     await recovered('service-kill');
+  });
+
+  it('starts a workspace whose template asks for restart on failure again by itself, and gives up after the allowed number', async () => {
+    const id = await createRunning('phoenix', 'restarting');
+    killTracked(id, (state) => state.agent);
+    const back = await recovered('phoenix');
+    expect(back.latestBuild).toMatchObject({ number: 2, transition: 'start', state: 'succeeded' });
+    const kinds = (await client.get(`${path('phoenix')}/events`)).json.events.map((e: any) => e.kind);
+    expect(kinds.slice(0, 3)).toEqual(['workspace_recovered', 'workspace_auto_restarted', 'agent_exited']);
+    expect((await client.get(`${path('phoenix')}/builds/2`)).json.reason).toBe('auto-restart');
+
+    // a second failure within the window: one restart was allowed, so den says it stops trying
+    killTracked(id, (state) => state.agent);
+    await down('phoenix');
+    const gaveUp = await waitFor('giving up', async () => {
+      const events = (await client.get(`${path('phoenix')}/events`)).json.events;
+      return events.find((e: any) => e.kind === 'workspace_auto_restart_given_up');
+    }, DETECTION_TIMEOUT_MS);
+    expect(gaveUp.message).toMatch(/^den started workspace 'owner\/phoenix' again 1 time within 10 minutes and it failed each time, so it stopped trying\./);
+    expect((await client.get(path('phoenix'))).json.latestBuild.number).toBe(2);
   });
 
   it('still refuses to start a running workspace that is not down', async () => {

@@ -33,6 +33,7 @@ import type { AgentHub } from '../agents/hub-types.ts';
 import { createLiveAccess, type LiveAccess } from '../auth/live-access.ts';
 import { createLocalRevocationBus, type RevocationBus } from '../auth/revocations.ts';
 import { createReconciler, type Reconciler, type ReconcilerDeps } from '../reconcile/reconciler.ts';
+import { startAgainAsOwner } from '../reconcile/restart.ts';
 
 export interface ServerDeps {
   config: Config;
@@ -47,7 +48,7 @@ export interface ServerDeps {
   /** the login limits; defaults to in-process ones with den's defaults (tests pass smaller numbers) */
   loginLimits?: LoginLimits;
   /** the reconcile loop's timings (tests pass shorter ones); it runs where build workers run */
-  reconcile?: Pick<ReconcilerDeps, 'intervalMs' | 'agentGraceMs' | 'gcIntervalMs'>;
+  reconcile?: Pick<ReconcilerDeps, 'intervalMs' | 'agentGraceMs' | 'gcIntervalMs' | 'maxRestarts' | 'restartBackoffMs'>;
 }
 
 /** Everything a domain plugin may use. Built once per server. */
@@ -116,7 +117,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const revocations = deps.revocations ?? createLocalRevocationBus(deps.log);
   const liveAccess = createLiveAccess(revocations);
   const loginLimits = deps.loginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
-  const reconciler = createReconciler({ ...deps, ...deps.reconcile });
+  const reconciler = createReconciler({ ...deps, restart: startAgainAsOwner(deps.store.db, deps.clock, (request) => builds.enqueue(request)), ...deps.reconcile });
   const context: AppContext = { ...deps, agents, builds, reconciler, metrics, revocations, liveAccess, loginLimits, websocketShutdown };
   app.decorate('den', context);
 

@@ -6,6 +6,8 @@ import type { Store } from '../store/connect.ts';
 import { holdLease, releaseLease } from '../store/leases.ts';
 import type { Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
+import { getTemplateVersionById } from '../templates/store.ts';
+import { listWorkspaceEvents, recordWorkspaceEvent } from '../workspaces/events.ts';
 import { markDown, markRecovered, timeOfDay, type DownReport } from './health.ts';
 
 export interface ReconcilerDeps {
@@ -19,6 +21,15 @@ export interface ReconcilerDeps {
   agentGraceMs?: number;
   /** how often garbage is collected (default 5 min; the first run one interval after start) */
   gcIntervalMs?: number;
+  /**
+   * Queues a start build of a down workspace whose template asks for `lifecycle.restart:
+   * on-failure` (the lifecycle's own transition, as the owner asked for it); absent: no restarts.
+   */
+  restart?: (workspaceId: string) => Promise<void>;
+  /** automatic restarts allowed per workspace within RESTART_WINDOW_MS (default 3) */
+  maxRestarts?: number;
+  /** the wait before the first automatic restart, doubled for each one after it in the window (default 1 s) */
+  restartBackoffMs?: number;
 }
 
 export interface Reconciler {
@@ -36,6 +47,10 @@ const DEFAULT_INTERVAL_MS = 1_000;
 /** Three heartbeats of the agent link (15 s) is when the hub drops a silent agent; a reconnect after a den restart takes a few seconds. */
 const DEFAULT_AGENT_GRACE_MS = 15_000;
 const DEFAULT_GC_INTERVAL_MS = 5 * 60_000;
+/** Automatic restarts are counted over this window: more than maxRestarts in it and den gives up. */
+export const RESTART_WINDOW_MS = 10 * 60_000;
+const DEFAULT_MAX_RESTARTS = 3;
+const DEFAULT_RESTART_BACKOFF_MS = 1_000;
 /** Runtime events kept while this replica is not the leader or the store is slow; older ones are dropped. */
 const MAX_PENDING_EVENTS = 10_000;
 
@@ -76,6 +91,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     for (const event of events) await onRuntimeEvent(event);
     await findLostAgents(now);
     await findRecovered(now);
+    if (deps.restart) await restartFailed(now, deps.restart);
     if (lastGc === 0) lastGc = now.getTime();
     if (now.getTime() - lastGc >= gcIntervalMs) {
       lastGc = now.getTime();
@@ -124,6 +140,53 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       .where('health', 'is not', null).where('status', 'in', ['stopped', 'deleted']).execute();
     for (const row of rows) {
       await markRecovered(db, now, row.id, `Workspace '${row.owner_name}/${row.name}' is running again since build #${row.number}.`, { build: row.number });
+    }
+  }
+
+  /**
+   * Down workspaces whose template asks for it are started again, with back-off, at most
+   * maxRestarts times within RESTART_WINDOW_MS; then once an event says den gave up. Counted from
+   * the workspace's events, so a new leader continues where the last one stopped.
+   */
+  async function restartFailed(now: Date, restart: (workspaceId: string) => Promise<void>): Promise<void> {
+    const maxRestarts = deps.maxRestarts ?? DEFAULT_MAX_RESTARTS;
+    const backoffMs = deps.restartBackoffMs ?? DEFAULT_RESTART_BACKOFF_MS;
+    const rows = await db.selectFrom('workspaces as w').innerJoin('users as u', 'u.id', 'w.owner_id')
+      .leftJoin('builds as b', 'b.id', 'w.last_build_id')
+      .select(['w.id', 'w.name', 'u.username as owner_name', 'w.template_version_id', 'w.health_at', 'b.state as build_state'])
+      .where('w.health', '=', 'down').where('w.status', '=', 'running').where('w.deleted_at', 'is', null)
+      .execute();
+    for (const row of rows) {
+      if (row.build_state === 'queued' || row.build_state === 'running') continue;
+      const version = await getTemplateVersionById(db, row.template_version_id);
+      if (version?.spec.lifecycle?.restart !== 'on-failure') continue;
+      const events = await listWorkspaceEvents(db, row.id);
+      const recent = events.filter((e) => e.kind === 'workspace_auto_restarted' && Date.parse(e.ts) > now.getTime() - RESTART_WINDOW_MS);
+      const label = `${row.owner_name}/${row.name}`;
+      if (recent.length >= maxRestarts) {
+        const gaveUp = events.some((e) => e.kind === 'workspace_auto_restart_given_up' && e.ts >= row.health_at!);
+        if (!gaveUp) {
+          await recordWorkspaceEvent(db, now, {
+            workspaceId: row.id, kind: 'workspace_auto_restart_given_up',
+            message: `den started workspace '${label}' again ${recent.length} time${recent.length === 1 ? '' : 's'} within ${RESTART_WINDOW_MS / 60_000} minutes and it failed each time, so it stopped trying. Look at \`den events ${row.name}\` and the build logs, then start it with \`den start ${row.name}\`.`,
+            detail: { restarts: recent.length, windowMs: RESTART_WINDOW_MS },
+          });
+        }
+        continue;
+      }
+      const last = recent[0] ? Date.parse(recent[0].ts) : 0;
+      if (now.getTime() - Math.max(last, Date.parse(row.health_at!)) < backoffMs * 2 ** recent.length) continue;
+      try {
+        await restart(row.id);
+      } catch (error) {
+        log.warn({ err: error, workspaceId: row.id }, 'could not queue the automatic restart of a down workspace; the next pass tries again');
+        continue;
+      }
+      await recordWorkspaceEvent(db, now, {
+        workspaceId: row.id, kind: 'workspace_auto_restarted',
+        message: `den started workspace '${label}' again because its template asks for a restart on failure (restart ${recent.length + 1} of at most ${maxRestarts} within ${RESTART_WINDOW_MS / 60_000} minutes).`,
+        detail: { attempt: recent.length + 1, maxRestarts },
+      });
     }
   }
 
