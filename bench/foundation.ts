@@ -2,7 +2,7 @@
 // references run side by side (these 2-core machines are noisy). Prints progress to stderr and
 // one JSON object as the last line of stdout. See docs/benchmarks.md for recorded results.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import autocannon from 'autocannon';
@@ -18,6 +18,8 @@ const CREATE_RUNS = Number(process.env.BENCH_CREATE_RUNS ?? 15);
 const CONCURRENT_CREATES = 20;
 const EXEC_RUNS = Number(process.env.BENCH_EXEC_RUNS ?? 20);
 const LIST_WORKSPACES = 1000;
+/** kill -9 of one agent per run, each in another of the sequentially created workspaces */
+const RECONCILE_RUNS = Math.min(5, CREATE_RUNS);
 const READY_TIMEOUT_MS = 60_000;
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -79,6 +81,11 @@ try {
   results.cli_startup_median_ms = round(median(cliHelp));
   rmSync(cliHome, { recursive: true, force: true });
 
+  say(`reconcile detection: kill -9 of a workspace's agent until the API shows it down, ${RECONCILE_RUNS} runs`);
+  const detections: number[] = [];
+  for (let i = 0; i < RECONCILE_RUNS; i++) detections.push(await agentKillDetection(sqliteDen, `seq-${CREATE_RUNS - 1 - i}`));
+  results.reconcile_detection_median_ms = round(median(detections));
+  results.reconcile_detection_range_ms = [round(Math.min(...detections)), round(Math.max(...detections))];
 } finally {
   await sqliteDen.stop();
 }
@@ -188,6 +195,22 @@ async function createAndWait(den: Den, name: string): Promise<number> {
     return ws.status === 'running';
   }, READY_TIMEOUT_MS, `${name} running`, 10);
   return performance.now() - started;
+}
+
+/**
+ * From kill -9 of the agent's process group (the pid the process runtime keeps in its state
+ * file) to the workspace's health reading down in the API: the runtime's liveness check, the
+ * reconcile pass and the store write together.
+ */
+async function agentKillDetection(den: Den, name: string): Promise<number> {
+  const path = `/api/v1/workspaces/${den.owner}/${name}`;
+  const { id } = (await api(den.url, den.token, 'GET', path)) as { id: string };
+  const state = JSON.parse(readFileSync(join(den.dataDir, 'workspaces', id, 'state.json'), 'utf8')) as { agent: { pid: number } };
+  const killed = performance.now();
+  process.kill(-state.agent.pid, 'SIGKILL');
+  await waitFor(async () => ((await api(den.url, den.token, 'GET', path)) as { health: { state: string } | null }).health?.state === 'down',
+    READY_TIMEOUT_MS, `${name} shown down`, 10);
+  return performance.now() - killed;
 }
 
 /** p99 latency and the den server's CPU time per request (robust on a loaded machine, unlike latency). */

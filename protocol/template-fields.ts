@@ -196,6 +196,8 @@ export const lifecycleSchema = z.strictObject({
   autostop: durationSchema.optional().describe('stop after this long without activity'),
   maxLifetime: durationSchema.optional().describe('stop this long after start, whatever the activity'),
   autostartAllowed: z.boolean().default(true),
+  restart: z.enum(['never', 'on-failure']).optional()
+    .describe('on-failure: when the agent, the container or a service dies after the build, den starts the workspace again (a few times, with back-off); never (the default): it is shown down until someone starts it'),
 });
 
 /** Without the cross-field checks: parse with template.ts's `templateSchema`, which runs them. */

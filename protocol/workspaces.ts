@@ -52,6 +52,14 @@ export const workspaceIsolationSchema = z.object({
 });
 export type WorkspaceIsolation = z.infer<typeof workspaceIsolationSchema>;
 
+export const workspaceHealthSchema = z.object({
+  state: z.enum(['ok', 'down']),
+  /** a full sentence: what died, when, and why as far as the runtime knows */
+  message: z.string(),
+  at: z.string(),
+});
+export type WorkspaceHealthDto = z.infer<typeof workspaceHealthSchema>;
+
 export const workspaceSchema = z.object({
   id: z.string(),
   name: z.string(),
@@ -64,6 +72,12 @@ export const workspaceSchema = z.object({
   params: z.record(z.string(), z.unknown()),
   status: z.enum(workspaceStatuses),
   agentState: z.string().nullable(),
+  /**
+   * What den observed after the build (null: nothing yet): down when the agent, the container or
+   * a service died (start it again), ok once a later start brought it back. Status stays as the
+   * lifecycle left it.
+   */
+  health: workspaceHealthSchema.nullable(),
   latestBuild: buildSummarySchema.nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),

@@ -40,6 +40,11 @@ export const configSchema = z.object({
     .default([]),
   /** process runtime: require bubblewrap instead of warning when it is missing */
   requireSandbox: booleanSetting().default(false),
+  /**
+   * docker runtime: which den deployment this is (the den.instance label). Listing and garbage
+   * collection see only this instance's objects, so two dens sharing one engine need two names.
+   */
+  instance: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'Use lowercase letters, digits and -, for example den-staging.').default('den'),
 });
 
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
@@ -76,6 +81,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_MAX_TEMPLATE_BYTES: 'maxTemplateBytes',
   DEN_REQUIRE_SANDBOX: 'requireSandbox',
   DEN_TRUSTED_PROXIES: 'trustedProxies',
+  DEN_INSTANCE: 'instance',
 };
 
 export class ConfigError extends Error {}

@@ -17,6 +17,8 @@ const ROOT = resolve(import.meta.dirname, '..');
 const PASSWORD = 'first-user-password';
 /** One CLI command, including a build it waits for on the process runtime. */
 const COMMAND_TIMEOUT_MS = 60_000;
+/** what the reconciler promises for noticing a dead agent (a bound to wait for, not a measured time) */
+const DOWN_TIMEOUT_MS = 10_000;
 
 interface Result {
   code: number | null;
@@ -240,6 +242,27 @@ describe('den CLI against a real server', { timeout: 5 * COMMAND_TIMEOUT_MS }, (
     expect(JSON.parse(shown.stdout)).toMatchObject({ name: 'demo', owner: 'admin', isolation: { sandboxed: bwrapAvailable() } });
     const fields = await den(['show', 'admin/demo']);
     expect(fields.stdout).toMatch(bwrapAvailable() ? /^isolation:\s+sandboxed$/m : /^isolation:\s+NOT isolated$[\s\S]*Warning: bubblewrap/m);
+  });
+
+  test('after its agent is killed, shows the workspace down, says so on exec, and `den start` brings it back', async () => {
+    const { id } = JSON.parse((await den(['show', 'demo', '--json'])).stdout);
+    const state = JSON.parse(readFileSync(join(server.dataDir, 'workspaces', id, 'state.json'), 'utf8'));
+    process.kill(-state.agent.pid, 'SIGKILL');
+    const deadline = Date.now() + DOWN_TIMEOUT_MS;
+    let list = await den(['list']);
+    while (!/^demo\s+starter@v1\s+running \(down\)/m.test(list.stdout) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      list = await den(['list']);
+    }
+    expect(list.stdout).toMatch(/^demo\s+starter@v1\s+running \(down\)/m);
+    expect((await den(['show', 'demo'])).stdout).toMatch(/^health:\s+down since \S+: The agent of workspace 'admin\/demo' exited at .* \(killed by signal SIGKILL\)\.$/m);
+    const exec = await den(['exec', 'demo', '--', 'true']);
+    expect(exec.code).not.toBe(0);
+    expect(exec.stderr).toMatch(/The agent of workspace 'admin\/demo' exited at .*\. Start it again with `den start demo`\./);
+    expect(exec.stderr).not.toContain('reconnects by itself');
+    const started = await den(['start', 'demo', '--wait']);
+    expect(started.code, explain(started)).toBe(0);
+    expect((await den(['exec', 'demo', '--', 'true'])).code).toBe(0);
   });
 
   test('restarts the workspace, following the stop build and the start build chained to it', async () => {

@@ -52,7 +52,7 @@ export async function list(options: { all?: boolean; json?: boolean }): Promise<
     [
       { header: 'name', value: (w) => (showOwner ? `${w.owner}/${w.name}` : w.name) },
       { header: 'template', value: (w) => `${w.template}@v${w.templateVersion}${w.outdated ? ' (outdated)' : ''}` },
-      { header: 'status', value: (w) => w.status },
+      { header: 'status', value: (w) => (w.health?.state === 'down' ? `${w.status} (down)` : w.status) },
       { header: 'agent', value: (w) => w.agentState },
       { header: 'last build', value: (w) => (w.latestBuild ? `#${w.latestBuild.number} ${w.latestBuild.transition} ${w.latestBuild.state}` : '') },
       { header: 'updated', value: (w) => formatAge(w.updatedAt) },
@@ -73,6 +73,7 @@ export async function show(reference: string, options: { json?: boolean }): Prom
       ['workspace', `${workspace.owner}/${workspace.name}`],
       ['status', workspace.status],
       ['agent', workspace.agentState],
+      ...(workspace.health ? [['health', `${workspace.health.state} since ${workspace.health.at}: ${workspace.health.message}`] as [string, string]] : []),
       ['template', `${workspace.template} version ${workspace.templateVersion}${workspace.outdated ? ' (a newer version is active; run `den update`)' : ''}`],
       ['last build', build ? `#${build.number} ${build.transition} ${build.state}${build.error ? `: ${build.error}` : ''}` : 'none'],
       ['created', `${workspace.createdAt} (${formatAge(workspace.createdAt)})`],

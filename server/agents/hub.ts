@@ -18,7 +18,7 @@ import type { Config } from '../config.ts';
 import type { Metrics } from '../http/metrics.ts';
 import { guardSocket } from '../http/socket-guard.ts';
 import type { Store } from '../store/connect.ts';
-import type { Clock } from '../store/time.ts';
+import { iso, type Clock } from '../store/time.ts';
 import { recordWorkspaceEvent, type NewWorkspaceEvent } from '../workspaces/events.ts';
 import { AgentConnection } from './connection.ts';
 import { createExecSession } from './exec-session.ts';
@@ -74,6 +74,8 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const peers = new WeakMap<AgentConnection, { address: string; instance: string }>();
   /** event writes in flight, so close() leaves none behind */
   const recording = new Set<Promise<void>>();
+  /** per workspace, the last write of when its agent disconnected (chained, so they land in order) */
+  const presence = new Map<string, Promise<void>>();
   let closing = false;
 
   const heartbeat = setInterval(() => {
@@ -125,6 +127,18 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     persisting.set(workspaceId, write);
   };
 
+  /**
+   * Records in the store whether the workspace's agent is connected (null) or since when it is
+   * not, so the reconciler (on any replica) can tell an agent gone for good from a reconnect.
+   */
+  const recordPresence = (workspaceId: string, disconnectedAt: Date | null) => {
+    const write = (presence.get(workspaceId) ?? Promise.resolve())
+      .then(() => db.updateTable('workspaces').set({ agent_disconnected_at: disconnectedAt && iso(disconnectedAt) }).where('id', '=', workspaceId).execute())
+      .then(() => undefined, (error: unknown) => log.error({ err: error, workspaceId }, 'could not record whether the agent is connected'))
+      .finally(() => { if (presence.get(workspaceId) === write) presence.delete(workspaceId); });
+    presence.set(workspaceId, write);
+  };
+
   /** Records an event the workspace's owner sees in `den events`; a failure is logged, never thrown. */
   const recordEvent = (event: NewWorkspaceEvent) => {
     const write = recordWorkspaceEvent(db, deps.clock.now(), event)
@@ -166,6 +180,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         if (connections.get(identity.workspaceId) === connection) {
           connections.delete(identity.workspaceId);
           updateGauge();
+          if (!closing) recordPresence(identity.workspaceId, deps.clock.now());
         }
         log.info({ workspaceId: identity.workspaceId, code, reason }, 'agent disconnected');
       },
@@ -190,6 +205,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     const older = connections.get(identity.workspaceId);
     connections.set(identity.workspaceId, connection);
     updateGauge();
+    recordPresence(identity.workspaceId, null);
     if (older?.isOpen) recordReplaced(identity, older, { address, instance: hello.instance });
     older?.close(AGENT_CLOSE.replaced, 'replaced by a newer connection of the workspace agent');
     connection.send({
@@ -342,7 +358,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       for (const connection of connections.values()) connection.close(1001, 'server shutting down');
       connections.clear();
       updateGauge();
-      await Promise.all([...persisting.values(), ...recording]);
+      await Promise.all([...persisting.values(), ...recording, ...presence.values()]);
     },
   };
   return hub;

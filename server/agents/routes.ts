@@ -7,6 +7,7 @@ import { principalOf } from '../http/auth-types.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
+import { workspaceDownError } from '../reconcile/health.ts';
 import { relayExec } from './exec-relay.ts';
 import { agentSocketWorkspace } from './socket-gate.ts';
 import type { AgentHub } from './hub-types.ts';
@@ -60,7 +61,7 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
         if (workspace.status !== 'running' && workspace.status !== 'starting') {
           throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${owner}/${name}' is ${workspace.status}. Start it with \`den start ${name} --wait\` and try again.`);
         }
-        throw new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${owner}/${name}' is not connected right now. Wait a few seconds (it reconnects by itself) or restart the workspace.`);
+        throw workspaceDownError(workspace) ?? new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${owner}/${name}' is not connected right now. Wait a few seconds (it reconnects by itself) or restart the workspace.`);
       }
       workspaces.set(request, { id: workspace.id, access: trackedWorkspace(workspace) });
     },

@@ -32,6 +32,8 @@ import { createBuildService, type BuildService } from '../builds/service.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
 import { createLiveAccess, type LiveAccess } from '../auth/live-access.ts';
 import { createLocalRevocationBus, type RevocationBus } from '../auth/revocations.ts';
+import { createReconciler, type Reconciler, type ReconcilerDeps } from '../reconcile/reconciler.ts';
+import { startAgainAsOwner } from '../reconcile/restart.ts';
 
 export interface ServerDeps {
   config: Config;
@@ -45,12 +47,15 @@ export interface ServerDeps {
   revocations?: RevocationBus;
   /** the login limits; defaults to in-process ones with den's defaults (tests pass smaller numbers) */
   loginLimits?: LoginLimits;
+  /** the reconcile loop's timings (tests pass shorter ones); it runs where build workers run */
+  reconcile?: Pick<ReconcilerDeps, 'intervalMs' | 'agentGraceMs' | 'gcIntervalMs' | 'maxRestarts' | 'restartBackoffMs'>;
 }
 
 /** Everything a domain plugin may use. Built once per server. */
 export interface AppContext extends ServerDeps {
   agents: AgentHub;
   builds: BuildService;
+  reconciler: Reconciler;
   metrics: Metrics;
   revocations: RevocationBus;
   /** this process's terminals, execs and log follows, ended when a revocation takes their access away */
@@ -112,7 +117,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const revocations = deps.revocations ?? createLocalRevocationBus(deps.log);
   const liveAccess = createLiveAccess(revocations);
   const loginLimits = deps.loginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
-  const context: AppContext = { ...deps, agents, builds, metrics, revocations, liveAccess, loginLimits, websocketShutdown };
+  const reconciler = createReconciler({ ...deps, restart: startAgainAsOwner(deps.store.db, deps.clock, (request) => builds.enqueue(request)), ...deps.reconcile });
+  const context: AppContext = { ...deps, agents, builds, reconciler, metrics, revocations, liveAccess, loginLimits, websocketShutdown };
   app.decorate('den', context);
 
   await app.register(swagger, {
@@ -143,6 +149,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
 
   app.addHook('onClose', async () => {
     liveAccess.close();
+    await reconciler.stop();
     await builds.stop();
     await agents.close();
   });
@@ -150,6 +157,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   if (deps.startWorkers !== false) {
     app.addHook('onReady', async () => {
       await builds.start();
+      reconciler.start();
     });
   }
   return app;

@@ -32,6 +32,17 @@ export interface RuntimeDriver {
   /** Ids of workspaces this runtime holds objects for (the garbage collector's input). */
   listWorkspaceIds(): Promise<string[]>;
   /**
+   * Deletes everything this runtime (this den instance's objects only) holds for workspace ids
+   * `exists` says no to; returns the ids removed. Run by the reconciler, on one replica.
+   */
+  collectGarbage?(exists: (workspaceId: string) => Promise<boolean>): Promise<string[]>;
+  /**
+   * Reports what happens to workspaces after their build (a process or container that died, an
+   * OOM kill, a removed object) as runtime events, until the returned function is called. Each
+   * death is reported once; stop and delete by den itself are not reported.
+   */
+  observe?(onEvent: (event: RuntimeEvent) => void): () => void;
+  /**
    * Only for runtimes whose agents cannot reach den's address (the process runtime's sandbox has
    * a network of its own): the server hands over how it takes an agent connection, and the
    * runtime passes each one on with the workspace it came from. Called once, before workspaces start.
@@ -123,6 +134,20 @@ export interface WorkspacePlan {
   env: Record<string, string>;
   agent: { url: string; token: string };
   services: ServicePlan[];
+}
+
+export type RuntimeEventKind = 'exited' | 'oom_killed' | 'image_missing' | 'probe_failing' | 'removed';
+
+/** Something a runtime observed about a workspace, normalised at the driver edge. */
+export interface RuntimeEvent {
+  workspaceId: string;
+  kind: RuntimeEventKind;
+  /** what it happened to: the agent process, the workspace container, or an environment service */
+  subject: { type: 'agent' | 'workspace' | 'service'; name?: string };
+  /** the cause as a phrase that completes "... exited ", e.g. "(killed by signal SIGKILL)" */
+  cause: string;
+  at: Date;
+  detail: { exitCode?: number | null; signal?: string | null; [key: string]: unknown };
 }
 
 export type RuntimePhase = 'absent' | 'stopped' | 'starting' | 'running' | 'failed';

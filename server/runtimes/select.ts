@@ -12,7 +12,7 @@ export async function createDriver(config: Config, log: Logger): Promise<Runtime
     }
     case 'docker': {
       const { createDockerDriver } = await import('./docker/driver.ts');
-      return createDockerDriver({ log, agentBundleDir: join(config.dataDir, 'docker', 'agent-bundle') });
+      return createDockerDriver({ log, agentBundleDir: join(config.dataDir, 'docker', 'agent-bundle'), instance: config.instance });
     }
     default:
       throw new Error(

@@ -16,6 +16,7 @@ export interface Database {
   build_logs: BuildLogsTable;
   agent_tokens: AgentTokensTable;
   workspace_events: WorkspaceEventsTable;
+  leases: LeasesTable;
 }
 
 export type Role = 'owner' | 'template-admin' | 'member';
@@ -111,7 +112,16 @@ export interface WorkspacesTable {
   created_at: string;
   updated_at: string;
   deleted_at: string | null;
+  /** what the reconciler observed after the build: null (nothing), 'ok' (recovered) or 'down' */
+  health: WorkspaceHealth | null;
+  /** a full sentence for the owner about `health` */
+  health_message: string | null;
+  health_at: string | null;
+  /** when the agent's connection closed; null while it is connected (or before it ever was) */
+  agent_disconnected_at: string | null;
 }
+
+export type WorkspaceHealth = 'ok' | 'down';
 
 export type BuildTransition = 'start' | 'stop' | 'delete';
 export type BuildState = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
@@ -167,4 +177,11 @@ export interface WorkspaceEventsTable {
   message: string;
   /** the cause, as a JSON object */
   detail_json: string;
+}
+
+/** A singleton job of the deployment (the reconcile loop), held by one replica until expires_at. */
+export interface LeasesTable {
+  name: string;
+  owner: string;
+  expires_at: string;
 }

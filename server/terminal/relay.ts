@@ -34,6 +34,8 @@ export interface TerminalWorkspace {
   /** "owner/name", for messages */
   label: string;
   status: string;
+  /** when den observed that the workspace is down: what died and how to start it again */
+  down?: string;
 }
 
 type Failure = { code: string; message: string };
@@ -143,6 +145,7 @@ export function relayTerminal(
       });
     }
     if (!hub.isConnected(workspace.id)) {
+      if (workspace.down) return fail(TERMINAL_CLOSE.workspaceNotRunning, { code: 'WORKSPACE_DOWN', message: workspace.down });
       if (workspace.status !== 'running' && workspace.status !== 'starting') {
         return fail(TERMINAL_CLOSE.workspaceNotRunning, { code: 'WORKSPACE_NOT_RUNNING', message: `Workspace '${workspace.label}' is ${workspace.status}. Start it with \`den start\` and open the terminal again.` });
       }

@@ -7,6 +7,7 @@ import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
+import { workspaceDownError } from '../reconcile/health.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import { closeTerminalSession, listTerminalSessions } from './admin.ts';
 import { relayTerminal, type TerminalWorkspace } from './relay.ts';
@@ -34,7 +35,7 @@ export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
       const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), owner, name);
       // running/agent state is reported inside the socket (`error` + close code), where a browser can read it
-      workspaces.set(request, { terminal: { id: workspace.id, label: `${owner}/${name}`, status: workspace.status }, access: trackedWorkspace(workspace) });
+      workspaces.set(request, { terminal: { id: workspace.id, label: `${owner}/${name}`, status: workspace.status, down: workspaceDownError(workspace)?.message }, access: trackedWorkspace(workspace) });
     },
   }, (socket, request) => {
     const { terminal, access } = workspaces.get(request)!;
@@ -84,5 +85,5 @@ async function connectedWorkspace(app: FastifyInstance, request: FastifyRequest,
   if (workspace.status !== 'running' && workspace.status !== 'starting') {
     throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${params.owner}/${params.name}' is ${workspace.status}, so it has no terminal sessions. Start it with \`den start ${params.name}\`.`);
   }
-  throw new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${params.owner}/${params.name}' is not connected right now. Wait a few seconds (it reconnects by itself) and try again.`);
+  throw workspaceDownError(workspace) ?? new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${params.owner}/${params.name}' is not connected right now. Wait a few seconds (it reconnects by itself) and try again.`);
 }

@@ -13,7 +13,7 @@ function workspaceQuery(db: Kysely<Database>) {
     .innerJoin('template_versions as v', 'v.id', 'w.template_version_id')
     .leftJoin('builds as b', 'b.id', 'w.last_build_id')
     .select([
-      'w.id', 'w.name', 'w.params_json', 'w.status', 'w.agent_state', 'w.created_at', 'w.updated_at',
+      'w.id', 'w.name', 'w.params_json', 'w.status', 'w.agent_state', 'w.health', 'w.health_message', 'w.health_at', 'w.created_at', 'w.updated_at',
       'w.template_version_id', 'u.username as owner_name', 't.name as template_name', 't.active_version_id',
       'v.number as version_number',
       'b.id as build_id', 'b.number as build_number', 'b.transition as build_transition', 'b.state as build_state',
@@ -161,6 +161,7 @@ function toWorkspaceDto(row: WorkspaceListRow): WorkspaceDto {
     params: JSON.parse(row.params_json),
     status: row.status,
     agentState: row.agent_state,
+    health: row.health ? { state: row.health, message: row.health_message ?? '', at: row.health_at ?? row.updated_at } : null,
     latestBuild: row.build_id
       ? {
         id: row.build_id,

@@ -89,7 +89,7 @@ export async function requestTransition(
   let buildId: string;
   switch (request.kind) {
     case 'start': {
-      if (workspace.status === 'running') {
+      if (workspace.status === 'running' && workspace.health !== 'down') {
         throw new AppError('WORKSPACE_ALREADY_IN_STATE', `Workspace '${workspace.name}' is already running. Use \`den restart\` to start it afresh.`);
       }
       const spec = await versionSpec(db, workspace.template_version_id);

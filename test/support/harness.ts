@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../server/config.ts';
-import { buildServer } from '../../server/http/app.ts';
+import { buildServer, type ServerDeps } from '../../server/http/app.ts';
 import { openStore, type Store } from '../../server/store/connect.ts';
 import { systemClock, type Clock } from '../../server/store/time.ts';
 import type { RuntimeDriver } from '../../server/runtimes/driver.ts';
@@ -38,6 +38,8 @@ export interface TestServerOptions {
   config?: Record<string, unknown>;
   /** login limits with smaller numbers than den's defaults, or to reach their password gate */
   loginLimits?: LoginLimits;
+  /** the reconcile loop's timings and restart bounds */
+  reconcile?: ServerDeps['reconcile'];
 }
 
 /** Starts a real den server over a fresh store (SQLite file or a new PostgreSQL database). */
@@ -79,6 +81,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     driver,
     startWorkers: options.startWorkers,
     loginLimits: options.loginLimits,
+    reconcile: options.reconcile,
   });
   if (options.listen) {
     const port = Number(new URL(url!).port);

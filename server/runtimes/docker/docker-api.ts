@@ -19,6 +19,8 @@ export interface DockerApi {
   listVolumes(options: { filters: string }): Promise<{ Volumes?: { Name: string; Labels?: Record<string, string> | null }[] | null }>;
   getImage(name: string): { inspect(): Promise<ImageInfo> };
   pull(image: string): Promise<Readable>;
+  /** the engine's event stream (GET /events), one JSON object per line, until destroyed */
+  getEvents(options: { filters: string }): Promise<Readable>;
   modem: {
     followProgress(stream: Readable, onFinished: (error: Error | null, output: unknown[]) => void): void;
     demuxStream(stream: Readable, stdout: Writable, stderr: Writable): void;

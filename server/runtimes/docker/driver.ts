@@ -10,6 +10,7 @@ import {
   ensureImage, ensureNetwork, ensureVolume, removeContainers, removeNetwork, removeVolumes, runContainer, workspaceIds,
 } from './apply.ts';
 import { engineMessage, ignoreMissing, isEngineUnreachable, type DockerApi } from './docker-api.ts';
+import { observeDockerEvents } from './events.ts';
 import { createAgentGateway, HOST_ALIAS_ENTRY } from './gateway.ts';
 import {
   HOME_PATH, LABEL_AGENT_BUNDLE, LABEL_KIND, LABEL_WORKSPACE, labelFilter, labelsFor, names, serviceContainerSpec, startOrder, workspaceContainerSpec,
@@ -69,12 +70,17 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
   agentVolumes.bundleHash(); // fail at server start, not at the first workspace, when the bundle cannot be made
   const starting = new Set<string>();
   const locks = new Map<string, Promise<unknown>>();
+  /** when den's last verb on each workspace ended, so the engine events it caused are not reported as news */
+  const verbEndedAt = new Map<string, number>();
 
   /** One verb at a time per workspace. */
   function serialize<T>(workspaceId: string, work: () => Promise<T>): Promise<T> {
     const next = (locks.get(workspaceId) ?? Promise.resolve()).catch(() => undefined).then(work);
     locks.set(workspaceId, next);
-    void next.finally(() => { if (locks.get(workspaceId) === next) locks.delete(workspaceId); }).catch(() => undefined);
+    void next.finally(() => {
+      verbEndedAt.set(workspaceId, Date.now());
+      if (locks.get(workspaceId) === next) locks.delete(workspaceId);
+    }).catch(() => undefined);
     return next;
   }
 
@@ -280,6 +286,10 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
       }
       await removeStaleAgentVolumes(docker, agentVolumes.bundleHash());
       return removed;
+    },
+
+    observe(onEvent) {
+      return observeDockerEvents(docker, instance, (id) => ({ active: locks.has(id), endedAt: verbEndedAt.get(id) ?? 0 }), onEvent);
     },
 
     async close() {

@@ -9,6 +9,7 @@ import type {
   ServicePlan, WorkspaceIdentity, WorkspacePlan,
 } from '../driver.ts';
 import { createAgentSockets } from './agent-sockets.ts';
+import { createProcessObserver } from './observer.ts';
 import { capWorkspaceLogs, DEFAULT_LOG_FILE_LIMITS, LOG_CAP_INTERVAL_MS, type LogFileLimits } from './log-files.ts';
 import { isAlive, spawnTracked, stopGroup } from './processes.ts';
 import { readNewLines, readTail, tailLines, waitUntilReady } from './readiness.ts';
@@ -55,6 +56,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
   const locks = new Map<string, Promise<unknown>>();
   const agentSockets = createAgentSockets();
   const sandbox = createWorkspaceSandbox({ dataDir, sandboxed, asRoot });
+  const observer = createProcessObserver({ dataDir, busy: (workspaceId) => locks.has(workspaceId) });
   if (!sandboxed) {
     if (options.requireSandbox) {
       throw new AppError('RUNTIME_ERROR',
@@ -142,7 +144,9 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     const logFile = join(paths.logs, `${name}.log`);
     context.log(`Starting service ${name}${firstPort !== undefined ? ` on port ${firstPort}` : ''}: ${argv.join(' ')}`);
     const startOffset = fileSize(logFile);
-    const tracked = await spawnTracked({ argv: sandbox.wrap(argv, paths, name, { chdir }), env, cwd, logFile, specHash });
+    const tracked = await spawnTracked({
+      argv: sandbox.wrap(argv, paths, name, { chdir }), env, cwd, logFile, specHash, onExit: (code, signal) => observer.recordExit(tracked.pid, code, signal),
+    });
     writeState(paths, { ...readState(paths), services: { ...readState(paths).services, [name]: tracked } });
 
     // The service's own output goes to the build log while it starts (this run's lines only).
@@ -189,7 +193,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     await stopGroup(state.agent, graceMs);
     const tracked = await spawnTracked({
       argv: sandbox.wrap(agent.argv, paths, plan.workspace.name, { mounts: agent.mounts }), env, cwd: paths.home,
-      logFile: join(paths.logs, 'agent.log'), specHash,
+      logFile: join(paths.logs, 'agent.log'), specHash, onExit: (code, signal) => observer.recordExit(tracked.pid, code, signal),
     });
     writeState(paths, { ...readState(paths), agent: tracked });
     context.log(`Started the agent (pid ${tracked.pid}${sandboxed ? ', sandboxed with bubblewrap' : ', not sandboxed'}).`);
@@ -220,7 +224,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     writeState(paths, { ...readState(paths), network: undefined });
   }
 
-  return {
+  const driver: RuntimeDriver = {
     name: 'process',
     isolation: sandboxed ? { sandboxed: true } : { sandboxed: false, warning: UNSANDBOXED_WARNING },
 
@@ -247,6 +251,9 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
           for (const [name, tracked] of Object.entries(readState(paths).services)) {
             if (!wanted.has(name)) await stopGroup(tracked, graceMs);
           }
+          // A service gone from the plan is no longer tracked (so its end is not reported as a crash).
+          const state = readState(paths);
+          writeState(paths, { ...state, services: Object.fromEntries(Object.entries(state.services).filter(([name]) => wanted.has(name))) });
           for (const service of plan.services) {
             if (!service.command) {
               context.log(`Service ${service.name} has no command; the process runtime runs only services with a command, so it is skipped.`);
@@ -306,6 +313,21 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       return listStateDirs(dataDir);
     },
 
+    async collectGarbage(exists) {
+      const removed: string[] = [];
+      for (const id of listStateDirs(dataDir)) {
+        if (await exists(id)) continue;
+        await driver.delete({ id, name: id, ownerId: '', ownerName: '' }, { log: () => {}, signal: new AbortController().signal });
+        options.log.info({ workspaceId: id }, 'removed the processes and home directory of a workspace that no longer exists');
+        removed.push(id);
+      }
+      return removed;
+    },
+
+    observe(onEvent) {
+      return observer.observe(onEvent);
+    },
+
     async serveAgents(accept) {
       const running = listStateDirs(dataDir)
         .map((workspaceId) => ({ workspaceId, paths: workspacePaths(dataDir, workspaceId) }))
@@ -323,6 +345,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       await agentSockets.closeAll();
     },
   };
+  return driver;
 }
 
 /** What den logs at start, and what each workspace's DTO says, when workspaces run unsandboxed. */

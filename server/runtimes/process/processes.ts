@@ -11,6 +11,8 @@ export interface SpawnRequest {
   specHash: string;
   /** run as this uid and gid (den as root starting a workspace's holder); supplementary groups are dropped */
   uid?: number;
+  /** called when the process exits while this server runs (a restarted server cannot learn it) */
+  onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
 }
 
 /**
@@ -29,6 +31,7 @@ export function spawnTracked(request: SpawnRequest): Promise<TrackedProcess> {
     });
     return new Promise((resolve, reject) => {
       child.once('error', (error) => reject(new Error(`Cannot start ${request.argv[0]}: ${error.message}.`, { cause: error })));
+      if (request.onExit) child.once('exit', request.onExit);
       child.once('spawn', () => {
         child.unref();
         const pid = child.pid!;
