@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -342,7 +343,8 @@ const RUNTIMES: Array<{ name: string; skip?: string; driver?: (config: Config) =
     driver: async () => {
       const { createDockerDriver } = await import('../server/runtimes/docker/driver.ts');
       const dir = mkdtempSync(join(tmpdir(), 'den-term-docker-'));
-      return createDockerDriver({ log: pino({ level: 'silent' }), docker: docker as never, agentBundleDir: join(dir, 'agent'), stopGraceSeconds: 2 });
+      // an instance of its own: the server's garbage collection never touches other test files' objects
+      return createDockerDriver({ log: pino({ level: 'silent' }), docker: docker as never, agentBundleDir: join(dir, 'agent'), stopGraceSeconds: 2, instance: `den-test-${randomUUID().slice(0, 8)}` });
     },
   },
 ];
