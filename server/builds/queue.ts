@@ -3,6 +3,7 @@ import { type ExpressionBuilder, type Kysely, type Selectable, sql } from 'kysel
 import { AppError } from '../../protocol/errors.ts';
 import type { BuildState, BuildsTable, BuildTransition, Database, WorkspaceStatus } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
+import { isUniqueViolation } from '../store/unique.ts';
 
 export type BuildRow = Selectable<BuildsTable>;
 
@@ -166,10 +167,6 @@ export async function setWorkspaceStatus(db: Kysely<Database>, workspaceId: stri
     .execute();
 }
 
-function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: string; message?: string };
-  return e?.code === '23505' || /UNIQUE constraint failed/i.test(e?.message ?? '');
-}
 
 function buildInProgress(transition: string): AppError {
   return new AppError('BUILD_IN_PROGRESS',

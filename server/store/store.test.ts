@@ -9,7 +9,7 @@ import { authenticate } from '../auth/authenticate.ts';
 import { createSession } from '../auth/sessions.ts';
 import { createLocalRevocationBus } from '../auth/revocations.ts';
 import { addSshKey, deleteSshKey, findUserBySshFingerprint, listSshKeys } from '../users/ssh-keys.ts';
-import { isUniqueViolation } from '../users/unique.ts';
+import { isUniqueViolation } from './unique.ts';
 import { createFirstUser, createUser, deleteUser, getUser, isSetupRequired, listUsers, updateUser } from '../users/users.ts';
 import { createTestDatabase, storeDialects } from '../../test/support/postgres.ts';
 import { openStore, type Store, type StoreOptions } from './connect.ts';

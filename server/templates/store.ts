@@ -8,6 +8,7 @@ import type {
 import type { Principal } from '../http/auth-types.ts';
 import type { Database, TemplatesTable, TemplateVersionsTable } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
+import { isUniqueViolation } from '../store/unique.ts';
 import { canAccessWorkspace } from '../workspaces/access.ts';
 import { templateFilesSpec } from './files.ts';
 import { templateSummaries, versionSummaries } from './queries.ts';
@@ -231,7 +232,3 @@ function toVersionRecord(row: Selectable<TemplateVersionsTable>): TemplateVersio
   };
 }
 
-function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: string; message?: string };
-  return e?.code === '23505' || /UNIQUE constraint failed/i.test(e?.message ?? '');
-}

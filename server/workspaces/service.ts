@@ -8,6 +8,7 @@ import type { AppContext } from '../http/app.ts';
 import type { Principal } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
+import { isUniqueViolation } from '../store/unique.ts';
 import { resolveParameters, withoutEphemeral } from '../templates/parameters.ts';
 import { getActiveVersion, getTemplateVersionById } from '../templates/store.ts';
 import type { Kysely } from 'kysely';
@@ -167,7 +168,3 @@ function workspaceExists(owner: string, name: string): AppError {
   return new AppError('WORKSPACE_EXISTS', `${owner} already has a workspace named '${name}'. Choose another name, or delete the old one with \`den delete ${name}\`.`);
 }
 
-function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: string; errcode?: string; message?: string };
-  return e?.code === '23505' || /UNIQUE constraint failed/i.test(e?.message ?? '');
-}
