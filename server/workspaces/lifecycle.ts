@@ -1,0 +1,123 @@
+import type { Kysely } from 'kysely';
+import { AppError } from '../../protocol/errors.ts';
+import type { BuildState, BuildTransition, Database, WorkspaceStatus } from '../store/schema.ts';
+import { iso } from '../store/time.ts';
+
+/**
+ * The workspace lifecycle: what a user may ask of a workspace in each status, and the only
+ * writer of `workspaces.status`. Requests (create, start, stop, restart, update, delete,
+ * cancel) are checked here inside the transaction that queues (or cancels) their build; builds
+ * then move the workspace through the statuses of their transition with `enterStatus`.
+ */
+
+export type LifecycleRequest = 'start' | 'stop' | 'restart' | 'update' | 'delete' | 'cancel';
+
+/** What a new workspace row starts as: its first build is queued with it. */
+export const INITIAL_STATUS: WorkspaceStatus = 'pending';
+
+/** The status a build leaves the workspace in when it fails or is canceled while running. */
+export const INTERRUPTED_STATUS: WorkspaceStatus = 'failed';
+
+/**
+ * The status each transition moves the workspace through while its build runs, and where it
+ * ends when the build succeeds.
+ */
+const BUILD_STATUSES: Record<BuildTransition, { during: WorkspaceStatus; after: WorkspaceStatus }> = {
+  start: { during: 'starting', after: 'running' },
+  stop: { during: 'stopping', after: 'stopped' },
+  delete: { during: 'deleting', after: 'deleted' },
+};
+
+const ACTIVE_BUILD: BuildState[] = ['queued', 'running'];
+
+export interface LifecycleSubject {
+  /** owner/name, for the sentences */
+  label: string;
+  name: string;
+  status: WorkspaceStatus;
+  /** the state of the workspace's newest build, if it has one */
+  buildState: BuildState | null;
+  buildTransition: BuildTransition | null;
+}
+
+/**
+ * Refuses a request the workspace cannot take in its current status, with a coded error and a
+ * sentence saying what to do instead. Pure, so the whole table is unit-tested.
+ */
+export function checkRequest(subject: LifecycleSubject, request: LifecycleRequest): void {
+  const building = subject.buildState !== null && ACTIVE_BUILD.includes(subject.buildState);
+  if (request === 'cancel') {
+    if (!building) {
+      throw new AppError('BUILD_NOT_IN_PROGRESS',
+        `Workspace '${subject.label}' has no queued or running build to cancel (it is ${subject.status}). \`den show ${subject.name}\` shows its latest build.`);
+    }
+    return;
+  }
+  if (building) throw buildInProgress(subject.buildTransition ?? 'start');
+  if (request === 'start' && subject.status === 'running') {
+    throw new AppError('WORKSPACE_ALREADY_IN_STATE', `Workspace '${subject.name}' is already running. Use \`den restart\` to start it afresh.`);
+  }
+  if (request === 'stop' && subject.status === 'stopped') {
+    throw new AppError('WORKSPACE_ALREADY_IN_STATE', `Workspace '${subject.name}' is already stopped. Use \`den start\` to start it.`);
+  }
+}
+
+/** Reads the workspace's status and newest build inside `trx` and checks the request against them. */
+export async function checkRequestIn(trx: Kysely<Database>, workspaceId: string, label: string, request: LifecycleRequest): Promise<LifecycleSubject> {
+  const row = await trx
+    .selectFrom('workspaces')
+    .leftJoin('builds', 'builds.id', 'workspaces.last_build_id')
+    .select(['workspaces.name', 'workspaces.status', 'builds.state', 'builds.transition'])
+    .where('workspaces.id', '=', workspaceId)
+    .executeTakeFirst();
+  if (!row) throw new AppError('WORKSPACE_NOT_FOUND', `There is no workspace '${label}'. Run \`den list\` to see your workspaces.`);
+  const subject: LifecycleSubject = { label, name: row.name, status: row.status, buildState: row.state, buildTransition: row.transition };
+  checkRequest(subject, request);
+  return subject;
+}
+
+/** A build of `transition` began its work: the workspace shows it (starting, stopping, deleting). */
+export function enterBuildStatus(db: Kysely<Database>, workspaceId: string, transition: BuildTransition, now: Date): Promise<void> {
+  return writeStatus(db, workspaceId, BUILD_STATUSES[transition].during, now);
+}
+
+/** A build of `transition` did all its work: the workspace is running, stopped or deleted. */
+export function completeBuildStatus(db: Kysely<Database>, workspaceId: string, transition: BuildTransition, now: Date): Promise<void> {
+  return writeStatus(db, workspaceId, BUILD_STATUSES[transition].after, now);
+}
+
+/**
+ * A build stopped part-way (it failed, or was canceled while running): what it left behind is
+ * unknown, so the workspace is `failed`, from which start, stop and delete are all accepted.
+ */
+export function interruptBuildStatus(db: Kysely<Database>, workspaceId: string, now: Date): Promise<void> {
+  return writeStatus(db, workspaceId, INTERRUPTED_STATUS, now);
+}
+
+/**
+ * A build was canceled before any worker took it, so nothing of it happened and the workspace
+ * keeps its status, except a new workspace whose first build never ran: it has nothing in the
+ * runtime, which is what `stopped` says.
+ */
+export async function dropQueuedBuildStatus(trx: Kysely<Database>, workspaceId: string, now: Date): Promise<void> {
+  await trx.updateTable('workspaces').set({ status: 'stopped', updated_at: iso(now) })
+    .where('id', '=', workspaceId).where('status', '=', INITIAL_STATUS).execute();
+}
+
+export function buildInProgress(transition: string): AppError {
+  return new AppError('BUILD_IN_PROGRESS',
+    `A ${transition} build is already queued or running for this workspace. Wait for it to finish (\`den logs -f\`) or cancel it (\`den cancel\`), and try again.`);
+}
+
+async function writeStatus(db: Kysely<Database>, workspaceId: string, status: WorkspaceStatus, now: Date): Promise<void> {
+  await db
+    .updateTable('workspaces')
+    .set({
+      status,
+      updated_at: iso(now),
+      ...(status === 'deleted' ? { deleted_at: iso(now) } : {}),
+      ...(status === 'stopped' || status === 'deleted' ? { agent_state: null } : {}),
+    })
+    .where('id', '=', workspaceId)
+    .execute();
+}
