@@ -8,6 +8,7 @@ import { api, createUserWithToken, setupOwner, type Api, type TestUser } from '.
 /** How long a build may take to reach a state (start, stop) on the process runtime. */
 const BUILD_TIMEOUT_MS = 30_000;
 const POLL_MS = 50;
+const LEASE_SECONDS = 5;
 
 // `hold` keeps a start build in its `agent` step: the agent reports ready only after its
 // blocking startup script, which sleeps that long. Ephemeral, so the next start has none.
@@ -26,8 +27,9 @@ describe.each(storeDialects)('canceling builds on %s', { timeout: 120_000 }, (di
   let as: Api;
 
   beforeAll(async () => {
-    // One worker: while it holds one build, the next stays queued.
-    server = await startTestServer({ dialect, listen: true, config: { buildWorkers: 1 } });
+    // One worker: while it holds one build, the next stays queued. A short lease: a cancel
+    // recorded by another replica is seen at the next renewal (every third of it).
+    server = await startTestServer({ dialect, listen: true, config: { buildWorkers: 1, buildLeaseSeconds: LEASE_SECONDS } });
     const owner = await setupOwner(server.app);
     member = await createUserWithToken(server.app, owner.token, 'member');
     const pushed = await api(server.app, owner.token).post('/api/v1/templates', { files: { 'template.yaml': stringify(holding) }, activate: true });
@@ -101,6 +103,27 @@ describe.each(storeDialects)('canceling builds on %s', { timeout: 120_000 }, (di
     await settled('busy', 'stopped');
     expect((await as.delete(path('busy'))).status).toBe(202);
     expect((await as.delete(path('waiting'))).status).toBe(202);
+  });
+
+  it('cancels a running build held by another replica when that replica next renews its lease', async () => {
+    // a second replica over the same store, with no build workers: it can only record the cancel
+    const replica = await startTestServer({
+      dataDir: server.dataDir, databaseUrl: server.config.databaseUrl, startWorkers: false,
+      config: { buildLeaseSeconds: LEASE_SECONDS },
+    });
+    try {
+      expect((await as.post('/api/v1/workspaces', { name: 'remote', template: 'holding', params: { hold: 300 } })).status).toBe(202);
+      await waitFor('the remote build reaching its agent step', async () =>
+        (await rawText(server, `${path('remote')}/builds/1/logs`, member.token)).includes('"line":"==> agent"') ? true : undefined);
+      const requested = await api(replica.app, member.token).post(`${path('remote')}/cancel`);
+      expect(requested.status).toBe(202);
+      expect(requested.json.build.state).toBe('running');
+      const remote = await settled('remote', 'failed');
+      expect(remote.latestBuild).toMatchObject({ state: 'canceled', error: expect.stringContaining(`Canceled by ${member.username}`) });
+      expect((await as.delete(path('remote'))).status).toBe(202);
+    } finally {
+      await replica.close();
+    }
   });
 });
 
