@@ -4,7 +4,7 @@ import { AppError } from '../../protocol/errors.ts';
 import type { BuildState, BuildsTable, BuildTransition, Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
 import { isUniqueViolation } from '../store/unique.ts';
-import { buildInProgress } from '../workspaces/lifecycle.ts';
+import { buildInProgress, latestBuildOf, linkLatestBuild } from '../workspaces/lifecycle.ts';
 
 export type BuildRow = Selectable<BuildsTable>;
 
@@ -35,18 +35,13 @@ const ACTIVE: BuildState[] = ['queued', 'running'];
  * requests exactly one wins and the other gets BUILD_IN_PROGRESS, on SQLite and PostgreSQL.
  */
 export async function enqueueBuild(trx: Kysely<Database>, request: EnqueueRequest): Promise<BuildRow> {
-  const workspace = await trx
-    .selectFrom('workspaces')
-    .leftJoin('builds', 'builds.id', 'workspaces.last_build_id')
-    .select(['workspaces.last_build_id', 'builds.state', 'builds.transition', 'builds.number'])
-    .where('workspaces.id', '=', request.workspaceId)
-    .executeTakeFirstOrThrow();
-  if (workspace.state && ACTIVE.includes(workspace.state)) throw buildInProgress(workspace.transition!);
+  const latest = await latestBuildOf(trx, request.workspaceId);
+  if (latest.state && ACTIVE.includes(latest.state)) throw buildInProgress(latest.transition!);
   const now = iso(request.now);
   const build: BuildRow = {
     id: randomUUID(),
     workspace_id: request.workspaceId,
-    number: (workspace.number ?? 0) + 1,
+    number: (latest.number ?? 0) + 1,
     transition: request.transition,
     reason: request.reason,
     initiator_id: request.initiatorId,
@@ -71,13 +66,7 @@ export async function enqueueBuild(trx: Kysely<Database>, request: EnqueueReques
     if (isUniqueViolation(error)) throw buildInProgress(request.transition);
     throw error;
   }
-  const swapped = await trx
-    .updateTable('workspaces')
-    .set({ last_build_id: build.id, updated_at: now })
-    .where('id', '=', request.workspaceId)
-    .where('last_build_id', workspace.last_build_id === null ? 'is' : '=', workspace.last_build_id)
-    .executeTakeFirst();
-  if (Number(swapped.numUpdatedRows) !== 1) throw buildInProgress(request.transition);
+  if (!await linkLatestBuild(trx, request.workspaceId, latest.id, build.id, request.now)) throw buildInProgress(request.transition);
   return build;
 }
 

@@ -63,17 +63,41 @@ export function checkRequest(subject: LifecycleSubject, request: LifecycleReques
 }
 
 /** Reads the workspace's status and newest build inside `trx` and checks the request against them. */
-export async function checkRequestIn(trx: Kysely<Database>, workspaceId: string, label: string, request: LifecycleRequest): Promise<LifecycleSubject> {
+export async function checkRequestIn(trx: Kysely<Database>, workspaceId: string, label: string, request: LifecycleRequest): Promise<LifecycleSubject & { buildId: string | null }> {
+  const row = await trx.selectFrom('workspaces').select(['name', 'status']).where('id', '=', workspaceId).executeTakeFirst();
+  if (!row) throw new AppError('WORKSPACE_NOT_FOUND', `There is no workspace '${label}'. Run \`den list\` to see your workspaces.`);
+  const latest = await latestBuildOf(trx, workspaceId);
+  const subject = { label, name: row.name, status: row.status, buildState: latest.state, buildTransition: latest.transition, buildId: latest.id };
+  checkRequest(subject, request);
+  return subject;
+}
+
+/** The workspace's newest build (all null before its first): what the next build follows. */
+export async function latestBuildOf(trx: Kysely<Database>, workspaceId: string): Promise<{
+  id: string | null; state: BuildState | null; transition: BuildTransition | null; number: number | null;
+}> {
   const row = await trx
     .selectFrom('workspaces')
     .leftJoin('builds', 'builds.id', 'workspaces.last_build_id')
-    .select(['workspaces.name', 'workspaces.status', 'builds.state', 'builds.transition'])
+    .select(['workspaces.last_build_id', 'builds.state', 'builds.transition', 'builds.number'])
     .where('workspaces.id', '=', workspaceId)
+    .executeTakeFirstOrThrow();
+  return { id: row.last_build_id, state: row.state, transition: row.transition, number: row.number };
+}
+
+/**
+ * Makes `buildId` the workspace's newest build, if its newest is still `expected`: a
+ * compare-and-set, so of two requests racing to queue a build exactly one wins, on SQLite and
+ * PostgreSQL. False when another request won.
+ */
+export async function linkLatestBuild(trx: Kysely<Database>, workspaceId: string, expected: string | null, buildId: string, now: Date): Promise<boolean> {
+  const swapped = await trx
+    .updateTable('workspaces')
+    .set({ last_build_id: buildId, updated_at: iso(now) })
+    .where('id', '=', workspaceId)
+    .where('last_build_id', expected === null ? 'is' : '=', expected)
     .executeTakeFirst();
-  if (!row) throw new AppError('WORKSPACE_NOT_FOUND', `There is no workspace '${label}'. Run \`den list\` to see your workspaces.`);
-  const subject: LifecycleSubject = { label, name: row.name, status: row.status, buildState: row.state, buildTransition: row.transition };
-  checkRequest(subject, request);
-  return subject;
+  return Number(swapped.numUpdatedRows) === 1;
 }
 
 /** A build of `transition` began its work: the workspace shows it (starting, stopping, deleting). */

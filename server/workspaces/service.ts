@@ -151,9 +151,7 @@ export async function cancelBuild(
   const now = den.clock.now();
   const label = `${workspace.owner_name}/${workspace.name}`;
   const outcome = await db.transaction().execute(async (trx) => {
-    await checkRequestIn(trx, workspace.id, label, 'cancel');
-    const { last_build_id: buildId } = await trx.selectFrom('workspaces').select('last_build_id')
-      .where('id', '=', workspace.id).executeTakeFirstOrThrow();
+    const { buildId } = await checkRequestIn(trx, workspace.id, label, 'cancel');
     const result = await requestBuildCancel(trx, buildId!, { id: principal.userId, username: principal.username }, now);
     if (result === 'canceled') await dropQueuedBuildStatus(trx, workspace.id, now);
     return { buildId: buildId!, result };
