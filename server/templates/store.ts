@@ -86,6 +86,11 @@ export async function getActiveVersion(
   return { template: toTemplateRecord(template), version: toVersionRecord(version) };
 }
 
+/** The name of the template with this id (workspaces keep the id); undefined when there is none. */
+export async function templateNameById(db: Kysely<Database>, id: string): Promise<string | undefined> {
+  return (await db.selectFrom('templates').select('name').where('id', '=', id).executeTakeFirst())?.name;
+}
+
 export async function listTemplates(db: Kysely<Database>): Promise<TemplateSummary[]> {
   return templateSummaries(db);
 }

@@ -10,7 +10,8 @@ import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
 import { isUniqueViolation } from '../store/unique.ts';
 import { resolveParameters, withoutEphemeral } from '../templates/parameters.ts';
-import { getActiveVersion, getTemplateVersionById } from '../templates/store.ts';
+import { getActiveVersion, getTemplateVersionById, templateNameById } from '../templates/store.ts';
+import { findUserByUsername } from '../users/users.ts';
 import type { Kysely } from 'kysely';
 import { queuedCancelSentence, requestBuildCancel, type EnqueueRequest } from '../builds/queue.ts';
 import type { WorkspaceRow } from './access.ts';
@@ -113,8 +114,9 @@ export async function requestTransition(
       queue = { ...base, transition: request.kind, reason: request.kind, templateVersionId: workspace.template_version_id, params: previous };
       break;
     case 'update': {
-      const template = await db.selectFrom('templates').select('name').where('id', '=', workspace.template_id).executeTakeFirstOrThrow();
-      const { versionId, spec } = await activeVersion(db, template.name);
+      const templateName = await templateNameById(db, workspace.template_id);
+      if (!templateName) throw new AppError('TEMPLATE_NOT_FOUND', `The template of workspace '${label}' no longer exists, so there is no version to update it to. Delete it with \`den delete ${workspace.name}\`.`);
+      const { versionId, spec } = await activeVersion(db, templateName);
       const params = resolveParameters(spec, request.params, previous);
       queue = { ...base, transition: 'start', reason: 'update', templateVersionId: versionId, params };
       updated = { versionId, paramsJson: JSON.stringify(withoutEphemeral(spec, params)) };
@@ -179,9 +181,9 @@ async function resolveOwner(db: Kysely<Database>, principal: Principal, ownerNam
   if (principal.role !== 'owner') {
     throw new AppError('FORBIDDEN', 'Only the owner role may create workspaces for other users. Leave out `owner` to create your own.');
   }
-  const user = await db.selectFrom('users').select(['id', 'username']).where('username', '=', ownerName).executeTakeFirst();
+  const user = await findUserByUsername(db, ownerName);
   if (!user) throw new AppError('USER_NOT_FOUND', `There is no user '${ownerName}'. Run \`den users list\` to see the users.`);
-  return user;
+  return { id: user.id, username: user.username };
 }
 
 async function activeVersion(db: Kysely<Database>, templateName: string): Promise<{ templateId: string; versionId: string; spec: TemplateSpec }> {
