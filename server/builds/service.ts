@@ -14,7 +14,7 @@ import {
 } from './queue.ts';
 import { runTransition, type RunStep } from './steps.ts';
 import { getUserById } from '../users/users.ts';
-import { interruptBuildStatus } from '../workspaces/lifecycle.ts';
+import { interruptBuildStatus, INTERRUPTED_STATUS } from '../workspaces/lifecycle.ts';
 
 export type { BuildRow, BuildStep, EnqueueRequest } from './queue.ts';
 export type { BuildLogs, BuildLogRow } from './logs.ts';
@@ -224,7 +224,7 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
 
   async function canceledSentence(userId: string): Promise<string> {
     const user = await getUserById(db, userId).catch(() => undefined);
-    return `Canceled by ${user?.username ?? 'a user who no longer exists'}; the workspace is left failed. Start, stop or delete it.`;
+    return `Canceled by ${user?.username ?? 'a user who no longer exists'}; the workspace is left ${INTERRUPTED_STATUS}. Start, stop or delete it.`;
   }
 
   /** A restart is a stop build followed by a start build, queued when the stop succeeded. */
