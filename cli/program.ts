@@ -134,6 +134,15 @@ Examples:
   }
 
   program
+    .command('cancel')
+    .description('Cancel the workspace\'s queued or running build (a running one is aborted and leaves the workspace failed; start, stop or delete it next)')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('--wait', 'wait until the build has ended')
+    .option('--json', 'print the workspace and build as JSON')
+    .addHelpText('after', `\nExample:\n  den cancel demo --wait`)
+    .action(lazy(workspaces, 'cancel'));
+
+  program
     .command('logs')
     .description('Print the build log of a workspace, with step timings, or the output of one of its services')
     .argument('<workspace>', 'NAME or OWNER/NAME')

@@ -51,6 +51,11 @@ export class WorkspacesApi {
     return this.#transport.request('POST', `${workspacePath(owner, name)}/${transition}`, { body, schema: workspaceWithBuildSchema });
   }
 
+  /** Cancels the queued or running build; answers with the workspace and that build as they are now. */
+  cancel(owner: string, name: string) {
+    return this.#transport.request('POST', `${workspacePath(owner, name)}/cancel`, { body: {}, schema: workspaceWithBuildSchema });
+  }
+
   builds(owner: string, name: string) {
     return this.#transport.request('GET', `${workspacePath(owner, name)}/builds`, { schema: buildListSchema });
   }

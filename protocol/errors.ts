@@ -54,6 +54,7 @@ export const ERROR_CODES = {
   WORKSPACE_ALREADY_IN_STATE: { status: 409, doc: 'The workspace is already in the requested state.' },
   BUILD_IN_PROGRESS: { status: 409, doc: 'A build is already queued or running for the workspace.' },
   BUILD_NOT_FOUND: { status: 404, doc: 'No build with that number for the workspace.' },
+  BUILD_NOT_IN_PROGRESS: { status: 409, doc: 'The workspace has no queued or running build, so there is nothing to cancel.' },
   SERVICE_NOT_FOUND: { status: 404, doc: 'The workspace\'s template version has no environment service with that name.' },
 
   // agent link

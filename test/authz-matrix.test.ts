@@ -131,6 +131,7 @@ const MATRIX: Record<string, MatrixRow> = {
   'POST /api/v1/workspaces/:owner/:name/stop': { auth: 'user', workspace: true, body: {} },
   'POST /api/v1/workspaces/:owner/:name/restart': { auth: 'user', workspace: true, body: {} },
   'POST /api/v1/workspaces/:owner/:name/update': { auth: 'user', workspace: true, body: {} },
+  'POST /api/v1/workspaces/:owner/:name/cancel': { auth: 'user', workspace: true },
   'DELETE /api/v1/workspaces/:owner/:name': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/builds': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/events': { auth: 'user', workspace: true },

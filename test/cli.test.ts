@@ -298,6 +298,26 @@ describe('den CLI against a real server', { timeout: 5 * COMMAND_TIMEOUT_MS }, (
     expect(deleted.code, explain(deleted)).toBe(0);
   });
 
+  test('cancels a build, waiting for it to end, and refuses a second cancel with the server\'s sentence', async () => {
+    const dir = join(work, 'holding-template');
+    mkdirSync(dir);
+    // the blocking startup script keeps the start build in its agent step until it is canceled
+    writeFileSync(
+      join(dir, 'template.yaml'),
+      'name: holding\nworkspace:\n  image: den/base:bookworm\n  startup:\n    - name: hold\n      run: sleep 300\n',
+    );
+    expect((await den(['templates', 'push', dir])).code).toBe(0);
+    expect((await den(['create', 'held', '--template', 'holding'])).code).toBe(0);
+    const canceled = await den(['cancel', 'held', '--wait']);
+    expect(canceled.code, explain(canceled)).toBe(0);
+    expect(canceled.stdout).toMatch(/Build #1 \(start\) canceled.*Canceled by admin.*admin\/held is (failed|stopped)\./);
+    const again = await den(['cancel', 'held']);
+    expect(again.code, explain(again)).toBe(1);
+    expectSentence(again.stderr, /admin\/held' has no queued or running build to cancel/);
+    const deleted = await den(['delete', 'held', '--wait']);
+    expect(deleted.code, explain(deleted)).toBe(0);
+  });
+
   test('reports an unknown workspace with the server\'s sentence and exit 1', async () => {
     const result = await den(['show', 'nope']);
     expect(result.code, explain(result)).toBe(1);

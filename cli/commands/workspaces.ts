@@ -7,7 +7,7 @@ import { ExitCode, UsageError } from '../errors.ts';
 import { parseParams } from '../params.ts';
 import { formatAge, note, print, printJson, printTable, renderFields } from '../output.ts';
 
-/** `den create|list|show|events|start|stop|restart|update|delete`. */
+/** `den create|list|show|events|start|stop|restart|update|delete|cancel`. */
 
 interface WaitOptions {
   wait?: boolean;
@@ -39,6 +39,28 @@ export function transition(verb: WorkspaceTransition) {
     const result = await session.client.workspaces.transition(ref.owner, ref.name, verb, params ? { params } : {});
     await reportTransition(session, result, verb, options);
   };
+}
+
+/** `den cancel WS [--wait]`: cancel the queued or running build; with --wait, until it has ended. */
+export async function cancel(reference: string, options: WaitOptions): Promise<void> {
+  const session = connect();
+  const ref = await session.workspaceRef(reference);
+  const result = await session.client.workspaces.cancel(ref.owner, ref.name);
+  let build = result.build;
+  if (options.wait && build.state !== 'canceled') {
+    build = (await followBuild(session.client, ref, build.number, () => undefined)) ?? build;
+  }
+  const workspace = options.wait ? await finalWorkspace(session, ref, build) : result.workspace;
+  if (options.json) return printJson({ workspace: workspace ?? result.workspace, build });
+  if (build.state === 'canceled') {
+    print(`${describeBuild(build)} ${refText(ref)} is ${workspace?.status ?? 'deleted'}.`);
+  } else if (options.wait) {
+    // The build did its last step before the cancel reached it.
+    note(`${describeBuild(build)} It ended before the cancel took effect.`);
+    throw new ExitCode(1);
+  } else {
+    print(`Canceling build #${build.number} (${build.transition}) of ${refText(ref)}. Wait for it with \`den cancel ${await shortRef(session, ref)} --wait\` or follow it with \`den logs ${await shortRef(session, ref)} -f\`.`);
+  }
 }
 
 export async function list(options: { all?: boolean; json?: boolean }): Promise<void> {

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../store/connect.ts';
 import { iso } from '../store/time.ts';
 import { createTestDatabase, storeDialects } from '../../test/support/postgres.ts';
-import { claimBuild, enqueueBuild, finishBuild, renewLease, requeueBuild } from './queue.ts';
+import { cancelRequestOf, claimBuild, enqueueBuild, finishBuild, renewLease, requestBuildCancel, requeueBuild } from './queue.ts';
 
 const LEASE_MS = 30_000;
 
@@ -87,6 +87,29 @@ describe.each(storeDialects)('build queue on %s', (dialect) => {
     await requeueBuild(store.db, claimed!.id, 'w1');
     const again = await claimBuild(store.db, 'w2', new Date(), LEASE_MS);
     expect(again).toMatchObject({ id: claimed!.id, attempts: 1, lease_owner: 'w2' });
+  });
+
+  it('cancels a queued build so that no worker takes it, and lets the next build be queued', async () => {
+    const queued = await enqueue();
+    const user = { id: userId, username: 'u' };
+    expect(await store.db.transaction().execute((trx) => requestBuildCancel(trx, queued.id, user, new Date()))).toBe('canceled');
+    expect(await claimBuild(store.db, 'w1', new Date(), LEASE_MS)).toBeUndefined();
+    const row = await store.db.selectFrom('builds').selectAll().where('id', '=', queued.id).executeTakeFirstOrThrow();
+    expect(row).toMatchObject({ state: 'canceled', error: 'Canceled by u before it started.', cancel_requested_by: userId, started_at: null });
+    expect((await enqueue('delete')).number).toBe(2);
+  });
+
+  it('records a cancel of a running build for its worker, which still holds the lease and finishes it', async () => {
+    await enqueue();
+    const claimed = await claimBuild(store.db, 'w1', new Date(), LEASE_MS);
+    const user = { id: userId, username: 'u' };
+    expect(await store.db.transaction().execute((trx) => requestBuildCancel(trx, claimed!.id, user, new Date()))).toBe('requested');
+    expect(await cancelRequestOf(store.db, claimed!.id)).toBe(userId);
+    expect(await renewLease(store.db, claimed!.id, 'w1', new Date())).toBe(true);
+    expect(await finishBuild(store.db, claimed!.id, 'w1', { state: 'canceled', error: 'Canceled by u.', steps: [], now: new Date() })).toBe(true);
+    // a cancel arriving after the build ended changes nothing
+    expect(await store.db.transaction().execute((trx) => requestBuildCancel(trx, claimed!.id, user, new Date()))).toBe('requested');
+    expect(await store.db.selectFrom('builds').select('state').where('id', '=', claimed!.id).executeTakeFirstOrThrow()).toEqual({ state: 'canceled' });
   });
 });
 

@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { type ExpressionBuilder, type Kysely, type Selectable, sql } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
-import type { BuildState, BuildsTable, BuildTransition, Database, WorkspaceStatus } from '../store/schema.ts';
+import type { BuildState, BuildsTable, BuildTransition, Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
+import { isUniqueViolation } from '../store/unique.ts';
+import { buildInProgress, latestBuildOf, linkLatestBuild } from '../workspaces/lifecycle.ts';
 
 export type BuildRow = Selectable<BuildsTable>;
 
@@ -33,18 +35,13 @@ const ACTIVE: BuildState[] = ['queued', 'running'];
  * requests exactly one wins and the other gets BUILD_IN_PROGRESS, on SQLite and PostgreSQL.
  */
 export async function enqueueBuild(trx: Kysely<Database>, request: EnqueueRequest): Promise<BuildRow> {
-  const workspace = await trx
-    .selectFrom('workspaces')
-    .leftJoin('builds', 'builds.id', 'workspaces.last_build_id')
-    .select(['workspaces.last_build_id', 'builds.state', 'builds.transition', 'builds.number'])
-    .where('workspaces.id', '=', request.workspaceId)
-    .executeTakeFirstOrThrow();
-  if (workspace.state && ACTIVE.includes(workspace.state)) throw buildInProgress(workspace.transition!);
+  const latest = await latestBuildOf(trx, request.workspaceId);
+  if (latest.state && ACTIVE.includes(latest.state)) throw buildInProgress(latest.transition!);
   const now = iso(request.now);
   const build: BuildRow = {
     id: randomUUID(),
     workspace_id: request.workspaceId,
-    number: (workspace.number ?? 0) + 1,
+    number: (latest.number ?? 0) + 1,
     transition: request.transition,
     reason: request.reason,
     initiator_id: request.initiatorId,
@@ -59,6 +56,8 @@ export async function enqueueBuild(trx: Kysely<Database>, request: EnqueueReques
     created_at: now,
     started_at: null,
     finished_at: null,
+    cancel_requested_by: null,
+    cancel_requested_at: null,
   };
   try {
     await trx.insertInto('builds').values(build).execute();
@@ -67,13 +66,7 @@ export async function enqueueBuild(trx: Kysely<Database>, request: EnqueueReques
     if (isUniqueViolation(error)) throw buildInProgress(request.transition);
     throw error;
   }
-  const swapped = await trx
-    .updateTable('workspaces')
-    .set({ last_build_id: build.id, updated_at: now })
-    .where('id', '=', request.workspaceId)
-    .where('last_build_id', workspace.last_build_id === null ? 'is' : '=', workspace.last_build_id)
-    .executeTakeFirst();
-  if (Number(swapped.numUpdatedRows) !== 1) throw buildInProgress(request.transition);
+  if (!await linkLatestBuild(trx, request.workspaceId, latest.id, build.id, request.now)) throw buildInProgress(request.transition);
   return build;
 }
 
@@ -153,25 +146,39 @@ export async function requeueBuild(db: Kysely<Database>, buildId: string, owner:
     .execute();
 }
 
-export async function setWorkspaceStatus(db: Kysely<Database>, workspaceId: string, status: WorkspaceStatus, now: Date): Promise<void> {
-  await db
-    .updateTable('workspaces')
-    .set({
-      status,
-      updated_at: iso(now),
-      ...(status === 'deleted' ? { deleted_at: iso(now) } : {}),
-      ...(status === 'stopped' || status === 'deleted' ? { agent_state: null } : {}),
-    })
-    .where('id', '=', workspaceId)
+/**
+ * Cancels a build in the caller's transaction: a queued build ends canceled here (no worker
+ * took it, so none will); a running one gets the request recorded, and the worker holding it
+ * ends it (`cancelRequestOf` on lease renewal, or `BuildService.abort` in the same process).
+ * A build claimed between the caller's read and this write is treated as running.
+ */
+export async function requestBuildCancel(
+  trx: Kysely<Database>,
+  buildId: string,
+  user: { id: string; username: string },
+  now: Date,
+): Promise<'canceled' | 'requested'> {
+  const at = iso(now);
+  const userId = user.id;
+  const dropped = await trx.updateTable('builds')
+    .set({ state: 'canceled', error: queuedCancelSentence(user.username), finished_at: at, cancel_requested_by: userId, cancel_requested_at: at })
+    .where('id', '=', buildId).where('state', '=', 'queued')
+    .executeTakeFirst();
+  if (Number(dropped.numUpdatedRows) === 1) return 'canceled';
+  await trx.updateTable('builds')
+    .set({ cancel_requested_by: userId, cancel_requested_at: at })
+    .where('id', '=', buildId).where('state', '=', 'running').where('cancel_requested_by', 'is', null)
     .execute();
+  return 'requested';
 }
 
-function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: string; message?: string };
-  return e?.code === '23505' || /UNIQUE constraint failed/i.test(e?.message ?? '');
+/** The user who asked to cancel the build, if anyone did. */
+export async function cancelRequestOf(db: Kysely<Database>, buildId: string): Promise<string | null> {
+  const row = await db.selectFrom('builds').select('cancel_requested_by').where('id', '=', buildId).executeTakeFirst();
+  return row?.cancel_requested_by ?? null;
 }
 
-function buildInProgress(transition: string): AppError {
-  return new AppError('BUILD_IN_PROGRESS',
-    `A ${transition} build is already queued or running for this workspace. Wait for it to finish (\`den logs -f\`) and try again.`);
+/** The build log line and error of a build canceled before any worker took it. */
+export function queuedCancelSentence(username: string): string {
+  return `Canceled by ${username} before it started.`;
 }

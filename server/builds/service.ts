@@ -9,10 +9,12 @@ import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
 import { createBuildLogs, type BuildLogs } from './logs.ts';
 import {
-  claimBuild, enqueueBuild, finishBuild, renewLease, requeueBuild, saveSteps, setWorkspaceStatus,
+  cancelRequestOf, claimBuild, enqueueBuild, finishBuild, renewLease, requeueBuild, saveSteps,
   type BuildRow, type BuildStep, type EnqueueRequest,
 } from './queue.ts';
 import { runTransition, type RunStep } from './steps.ts';
+import { getUserById } from '../users/users.ts';
+import { interruptBuildStatus, INTERRUPTED_STATUS } from '../workspaces/lifecycle.ts';
 
 export type { BuildRow, BuildStep, EnqueueRequest } from './queue.ts';
 export type { BuildLogs, BuildLogRow } from './logs.ts';
@@ -32,6 +34,21 @@ export interface BuildService {
   enqueue(request: EnqueueRequest, trx?: Kysely<Database>): Promise<BuildRow>;
   /** Wakes idle workers of this process at once (cross-replica work is found by polling). */
   wake(): void;
+  /**
+   * Aborts a build this process is running, after its cancel was recorded in the store
+   * (queue.ts requestBuildCancel). A build held by another replica is aborted there when its
+   * worker next renews the lease.
+   */
+  abort(buildId: string, canceledBy: string): void;
+}
+
+/** The abort reason of a build canceled by a user (as opposed to shutdown or a lost lease). */
+class BuildCanceled extends Error {
+  readonly userId: string;
+  constructor(userId: string) {
+    super('build canceled');
+    this.userId = userId;
+  }
 }
 
 /** How often idle workers look for builds queued by other replicas. */
@@ -114,18 +131,23 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
     let lostLease = false;
     const renew = setInterval(() => {
       renewLease(db, build.id, workerId, new Date(deps.clock.now().getTime() + leaseMs))
-        .then((held) => {
+        .then(async (held) => {
           if (!held && !controller.signal.aborted) {
             lostLease = true;
             controller.abort(new Error('lease lost'));
           }
+          const canceledBy = held ? await cancelRequestOf(db, build.id) : null;
+          if (canceledBy && !controller.signal.aborted) controller.abort(new BuildCanceled(canceledBy));
         })
         .catch((error) => deps.log.warn({ err: error, buildId: build.id }, 'renewing a build lease failed'));
     }, Math.max(1_000, leaseMs / 3));
 
-    let state: 'succeeded' | 'failed' = 'succeeded';
+    let state: 'succeeded' | 'failed' | 'canceled' = 'succeeded';
     let error: string | null = null;
+    // A build whose cancel was asked while no worker held it (its server died) ends here.
+    if (build.cancel_requested_by) controller.abort(new BuildCanceled(build.cancel_requested_by));
     try {
+      if (controller.signal.aborted) throw controller.signal.reason;
       if (build.attempts > MAX_BUILD_ATTEMPTS) {
         throw new Error(
           `The build was interrupted ${build.attempts - 1} times because the server running it stopped, so den gave up on it. Run \`den ${build.transition === 'delete' ? 'delete' : 'start'}\` to try again.`);
@@ -161,7 +183,12 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
       if (!agents) throw new Error('The build service has no agent hub attached; this is a bug in den.');
       await runTransition(build, { db, clock: deps.clock, driver: deps.driver, agents, accessUrl: deps.config.accessUrl }, step);
     } catch (failure) {
-      if (controller.signal.aborted) {
+      if (controller.signal.reason instanceof BuildCanceled) {
+        state = 'canceled';
+        error = await canceledSentence(controller.signal.reason.userId);
+        system(error);
+        await interruptBuildStatus(db, build.workspace_id, deps.clock.now()).catch(() => undefined);
+      } else if (controller.signal.aborted) {
         clearInterval(renew);
         await logs.flush();
         if (lostLease) return; // another worker owns the build now
@@ -170,19 +197,21 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
         await requeueBuild(db, build.id, workerId);
         logs.notify(build.id);
         return;
+      } else {
+        state = 'failed';
+        error = failureSentence(failure);
+        system(error, 'stderr');
+        const detail = isAppError(failure) ? failure.detail : undefined;
+        if (detail) for (const line of detail.split('\n')) system(line, 'stderr');
+        if (!isAppError(failure)) deps.log.error({ err: failure, buildId: build.id }, 'build failed unexpectedly');
+        await interruptBuildStatus(db, build.workspace_id, deps.clock.now()).catch(() => undefined);
       }
-      state = 'failed';
-      error = failureSentence(failure);
-      system(error, 'stderr');
-      const detail = isAppError(failure) ? failure.detail : undefined;
-      if (detail) for (const line of detail.split('\n')) system(line, 'stderr');
-      if (!isAppError(failure)) deps.log.error({ err: failure, buildId: build.id }, 'build failed unexpectedly');
-      await setWorkspaceStatus(db, build.workspace_id, 'failed', deps.clock.now()).catch(() => undefined);
     } finally {
       clearInterval(renew);
     }
     const seconds = (performance.now() - started) / 1000;
-    system(state === 'succeeded' ? `Build #${build.number} succeeded in ${seconds.toFixed(2)} s.` : `Build #${build.number} failed after ${seconds.toFixed(2)} s.`);
+    const ending = { succeeded: 'succeeded in', failed: 'failed after', canceled: 'was canceled after' }[state];
+    system(`Build #${build.number} ${ending} ${seconds.toFixed(2)} s.`);
     await logs.flush();
     const finished = await finishBuild(db, build.id, workerId, { state, error, steps, now: deps.clock.now() });
     logs.notify(build.id);
@@ -191,6 +220,11 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
       metrics.buildDuration.observe({ transition: build.transition }, seconds);
       if (state === 'succeeded' && build.transition === 'stop' && build.reason === 'restart') await chainRestart(build);
     }
+  }
+
+  async function canceledSentence(userId: string): Promise<string> {
+    const user = await getUserById(db, userId).catch(() => undefined);
+    return `Canceled by ${user?.username ?? 'a user who no longer exists'}; the workspace is left ${INTERRUPTED_STATUS}. Start, stop or delete it.`;
   }
 
   /** A restart is a stop build followed by a start build, queued when the stop succeeded. */
@@ -235,6 +269,10 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
       return build;
     },
     wake,
+    abort(buildId, canceledBy) {
+      const running = inflight.get(buildId);
+      if (running && !running.controller.signal.aborted) running.controller.abort(new BuildCanceled(canceledBy));
+    },
   };
 }
 

@@ -9,7 +9,10 @@ import type { Database } from '../store/schema.ts';
 import type { Clock } from '../store/time.ts';
 import { getTemplateVersionById } from '../templates/store.ts';
 import { planWorkspace, readyTimeoutMs } from './plan.ts';
-import { setWorkspaceStatus, type BuildRow } from './queue.ts';
+import type { BuildRow } from './queue.ts';
+import { getUserById } from '../users/users.ts';
+import { getWorkspaceIdentity } from '../workspaces/access.ts';
+import { completeBuildStatus, enterBuildStatus } from '../workspaces/lifecycle.ts';
 
 export interface StepDeps {
   db: Kysely<Database>;
@@ -28,9 +31,9 @@ const AGENT_SHUTDOWN_TIMEOUT_MS = 10_000;
 export async function runTransition(build: BuildRow, deps: StepDeps, step: RunStep): Promise<void> {
   const identity = await loadIdentity(deps.db, build.workspace_id);
   const now = () => deps.clock.now();
+  await enterBuildStatus(deps.db, identity.id, build.transition, now());
   switch (build.transition) {
     case 'start': {
-      await setWorkspaceStatus(deps.db, identity.id, 'starting', now());
       const { spec, params, owner } = await step('resolve', () => resolveInputs(deps.db, build, identity));
       const services = Object.entries(spec.environment?.services ?? {})
         .map(([service, s]) => ({ service, ports: (s.ports ?? []).map((p) => p.port) }))
@@ -54,37 +57,30 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
           throw error;
         }
       });
-      await setWorkspaceStatus(deps.db, identity.id, 'running', now());
+      await completeBuildStatus(deps.db, identity.id, build.transition, now());
       return;
     }
     case 'stop': {
-      await setWorkspaceStatus(deps.db, identity.id, 'stopping', now());
       await step('agent-shutdown', () => deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS }));
       await step('runtime-stop', (context) => deps.driver.stop(identity, context));
       await revokeAgentTokens(deps.db, identity.id, now());
-      await setWorkspaceStatus(deps.db, identity.id, 'stopped', now());
+      await completeBuildStatus(deps.db, identity.id, build.transition, now());
       return;
     }
     case 'delete': {
-      await setWorkspaceStatus(deps.db, identity.id, 'deleting', now());
       await step('agent-shutdown', () => deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS }));
       await step('runtime-delete', (context) => deps.driver.delete(identity, context));
       await revokeAgentTokens(deps.db, identity.id, now());
-      await setWorkspaceStatus(deps.db, identity.id, 'deleted', now());
+      await completeBuildStatus(deps.db, identity.id, build.transition, now());
       return;
     }
   }
 }
 
 async function loadIdentity(db: Kysely<Database>, workspaceId: string): Promise<WorkspaceIdentity> {
-  const row = await db
-    .selectFrom('workspaces')
-    .innerJoin('users', 'users.id', 'workspaces.owner_id')
-    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'users.username'])
-    .where('workspaces.id', '=', workspaceId)
-    .executeTakeFirst();
-  if (!row) throw new AppError('WORKSPACE_NOT_FOUND', 'The workspace of this build no longer exists.');
-  return { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username };
+  const identity = await getWorkspaceIdentity(db, workspaceId);
+  if (!identity) throw new AppError('WORKSPACE_NOT_FOUND', 'The workspace of this build no longer exists.');
+  return identity;
 }
 
 async function resolveInputs(db: Kysely<Database>, build: BuildRow, identity: WorkspaceIdentity) {
@@ -92,7 +88,7 @@ async function resolveInputs(db: Kysely<Database>, build: BuildRow, identity: Wo
   if (!version) {
     throw new AppError('TEMPLATE_VERSION_NOT_FOUND', 'The template version of this build no longer exists. Update the workspace to the active version (`den update`).');
   }
-  const owner = await db.selectFrom('users').select(['id', 'username', 'display_name']).where('id', '=', identity.ownerId).executeTakeFirstOrThrow();
+  const owner = await getUserById(db, identity.ownerId);
   return {
     spec: version.spec,
     params: JSON.parse(build.params_json) as Record<string, ParameterValue>,

@@ -145,6 +145,9 @@ export interface BuildsTable {
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
+  /** the user who asked to cancel the build (a running build ends canceled once its worker sees it) */
+  cancel_requested_by: string | null;
+  cancel_requested_at: string | null;
 }
 
 export interface BuildLogsTable {

@@ -9,7 +9,7 @@ import { authenticate } from '../auth/authenticate.ts';
 import { createSession } from '../auth/sessions.ts';
 import { createLocalRevocationBus } from '../auth/revocations.ts';
 import { addSshKey, deleteSshKey, findUserBySshFingerprint, listSshKeys } from '../users/ssh-keys.ts';
-import { isUniqueViolation } from '../users/unique.ts';
+import { isUniqueViolation } from './unique.ts';
 import { createFirstUser, createUser, deleteUser, getUser, isSetupRequired, listUsers, updateUser } from '../users/users.ts';
 import { createTestDatabase, storeDialects } from '../../test/support/postgres.ts';
 import { openStore, type Store, type StoreOptions } from './connect.ts';
@@ -66,7 +66,7 @@ describe.each(storeDialects)('store on %s', (dialect) => {
     expect(after).toEqual(before);
     expect(after).toEqual(expect.arrayContaining(['users', 'sessions', 'api_tokens', 'ssh_keys', 'workspaces', 'builds']));
     const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(store.db);
-    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_list_generation', '0003_workspace_events', '0004_reconcile']);
+    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_list_generation', '0003_workspace_events', '0004_reconcile', '0005_build_cancel']);
   });
 
   it('creates exactly one owner when several first-user setups race', async () => {

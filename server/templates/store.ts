@@ -8,6 +8,7 @@ import type {
 import type { Principal } from '../http/auth-types.ts';
 import type { Database, TemplatesTable, TemplateVersionsTable } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
+import { isUniqueViolation } from '../store/unique.ts';
 import { canAccessWorkspace } from '../workspaces/access.ts';
 import { templateFilesSpec } from './files.ts';
 import { templateSummaries, versionSummaries } from './queries.ts';
@@ -83,6 +84,11 @@ export async function getActiveVersion(
   }
   const version = await db.selectFrom('template_versions').selectAll().where('id', '=', template.active_version_id).executeTakeFirstOrThrow();
   return { template: toTemplateRecord(template), version: toVersionRecord(version) };
+}
+
+/** The name of the template with this id (workspaces keep the id); undefined when there is none. */
+export async function templateNameById(db: Kysely<Database>, id: string): Promise<string | undefined> {
+  return (await db.selectFrom('templates').select('name').where('id', '=', id).executeTakeFirst())?.name;
 }
 
 export async function listTemplates(db: Kysely<Database>): Promise<TemplateSummary[]> {
@@ -231,7 +237,3 @@ function toVersionRecord(row: Selectable<TemplateVersionsTable>): TemplateVersio
   };
 }
 
-function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: string; message?: string };
-  return e?.code === '23505' || /UNIQUE constraint failed/i.test(e?.message ?? '');
-}

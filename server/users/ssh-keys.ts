@@ -4,7 +4,7 @@ import type { AddSshKeyRequest, SshKeyDto } from '../../protocol/users.ts';
 import type { Database, SshKeysTable } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
 import { parseSshPublicKey } from './ssh-key-format.ts';
-import { isUniqueViolation } from './unique.ts';
+import { isUniqueViolation } from '../store/unique.ts';
 
 /**
  * Each user's SSH public keys (the SSH gateway authenticates with them). A key belongs to one

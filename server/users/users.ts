@@ -7,7 +7,7 @@ import { deleteSessionsOfUser } from '../auth/sessions.ts';
 import type { Store } from '../store/connect.ts';
 import type { Database, Role, UsersTable } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
-import { isUniqueViolation } from './unique.ts';
+import { isUniqueViolation } from '../store/unique.ts';
 
 /**
  * Accounts: the first user, user management by owners, and the rule that den always keeps at

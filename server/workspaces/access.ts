@@ -43,3 +43,14 @@ export function trackedWorkspace(row: { owner_id: string; owner_name: string; na
 export function canAccessWorkspace(principal: Pick<Principal, 'userId' | 'role'>, ownerId: string): boolean {
   return principal.role === 'owner' || principal.userId === ownerId;
 }
+
+/** Who a workspace is to a runtime (its id, name and owner), found by id whatever its status; undefined once the row is gone. */
+export async function getWorkspaceIdentity(db: Kysely<Database>, workspaceId: string): Promise<{ id: string; name: string; ownerId: string; ownerName: string } | undefined> {
+  const row = await db
+    .selectFrom('workspaces')
+    .innerJoin('users', 'users.id', 'workspaces.owner_id')
+    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'users.username'])
+    .where('workspaces.id', '=', workspaceId)
+    .executeTakeFirst();
+  return row && { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username };
+}

@@ -9,6 +9,7 @@ import {
   workspaceParamsSchema, workspaceSchema, workspaceWithBuildSchema,
 } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
+import { findUserByUsername } from '../users/users.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { findWorkspaceFor, trackedWorkspace } from './access.ts';
 import { listWorkspaceEvents } from './events.ts';
@@ -17,7 +18,7 @@ import { cachedListPage } from './list-cache.ts';
 import { getBuildByNumber, getWorkspaceDto, listBuilds, listWorkspaces } from './queries.ts';
 import { serviceLogsHandler } from './service-logs.ts';
 import { serviceLogsParamsSchema, serviceLogsQuerySchema } from '../../protocol/services.ts';
-import { createWorkspace, requestTransition, type TransitionRequest } from './service.ts';
+import { cancelBuild, createWorkspace, requestTransition, type TransitionRequest } from './service.ts';
 
 const errors = { 400: errorEnvelopeSchema, 401: errorEnvelopeSchema, 403: errorEnvelopeSchema, 404: errorEnvelopeSchema, 409: errorEnvelopeSchema };
 const tags = ['workspaces'];
@@ -48,7 +49,7 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     }
     if (everyone) ownerId = undefined;
     else if (owner && owner !== principal.username) {
-      const user = await den().store.db.selectFrom('users').select('id').where('username', '=', owner).executeTakeFirst();
+      const user = await findUserByUsername(den().store.db, owner);
       if (!user) throw new AppError('USER_NOT_FOUND', `There is no user '${owner}'. Run \`den users list\` to see the users.`);
       ownerId = user.id;
     }
@@ -94,6 +95,15 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     const principal = principalOf(request);
     const row = await findWorkspaceFor(den().store.db, principal, request.params.owner, request.params.name);
     return reply.status(202).send(await requestTransition(den(), principal, row, { kind: 'delete' }));
+  });
+
+  app.post('/workspaces/:owner/:name/cancel', {
+    config: { auth: 'user' },
+    schema: { tags, summary: 'Cancel the workspace\'s queued or running build (a running one is aborted and leaves the workspace failed)', params: workspaceParamsSchema, response: { 202: workspaceWithBuildSchema, ...errors } },
+  }, async (request, reply) => {
+    const principal = principalOf(request);
+    const row = await findWorkspaceFor(den().store.db, principal, request.params.owner, request.params.name);
+    return reply.status(202).send(await cancelBuild(den(), principal, row));
   });
 
   app.get('/workspaces/:owner/:name/builds', {

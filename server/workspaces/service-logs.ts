@@ -4,9 +4,9 @@ import type { Kysely } from 'kysely';
 import type { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
 import type { serviceLogsParamsSchema, serviceLogsQuerySchema } from '../../protocol/services.ts';
-import type { TemplateSpec } from '../../protocol/template.ts';
 import { principalOf } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
+import { getTemplateVersionById } from '../templates/store.ts';
 import { findWorkspaceFor, trackedWorkspace } from './access.ts';
 import { logStreamLifetime } from './log-stream.ts';
 
@@ -56,9 +56,8 @@ export async function serviceLogsHandler(request: ServiceLogsRequest, reply: Fas
 
 /** The services the workspace's template version declares (what a runtime may have started). */
 async function serviceNames(db: Kysely<Database>, versionId: string): Promise<string[]> {
-  const version = await db.selectFrom('template_versions').select('spec_json').where('id', '=', versionId).executeTakeFirst();
-  const spec = version ? (JSON.parse(version.spec_json) as Partial<TemplateSpec>) : {};
-  return Object.keys(spec.environment?.services ?? {});
+  const version = await getTemplateVersionById(db, versionId);
+  return Object.keys(version?.spec.environment?.services ?? {});
 }
 
 function unknownService(workspace: string, service: string, services: string[]): AppError {

@@ -8,10 +8,14 @@ import type { AppContext } from '../http/app.ts';
 import type { Principal } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
+import { isUniqueViolation } from '../store/unique.ts';
 import { resolveParameters, withoutEphemeral } from '../templates/parameters.ts';
-import { getActiveVersion, getTemplateVersionById } from '../templates/store.ts';
+import { getActiveVersion, getTemplateVersionById, templateNameById } from '../templates/store.ts';
+import { findUserByUsername } from '../users/users.ts';
 import type { Kysely } from 'kysely';
+import { queuedCancelSentence, requestBuildCancel, type EnqueueRequest } from '../builds/queue.ts';
 import type { WorkspaceRow } from './access.ts';
+import { checkRequestIn, dropQueuedBuildStatus, INITIAL_STATUS } from './lifecycle.ts';
 import { getBuildById, getWorkspaceDto } from './queries.ts';
 
 export interface CreateWorkspaceInput {
@@ -53,7 +57,7 @@ export async function createWorkspace(den: AppContext, principal: Principal, inp
         template_id: templateId,
         template_version_id: versionId,
         params_json: JSON.stringify(withoutEphemeral(spec, params)),
-        status: 'pending',
+        status: INITIAL_STATUS,
         agent_state: null,
         last_build_id: null,
         created_at: iso(now),
@@ -75,61 +79,93 @@ export async function createWorkspace(den: AppContext, principal: Principal, inp
   return { workspace: await getWorkspaceDto(db, workspaceId), build: await getBuildById(db, buildId) };
 }
 
-/** Queues the build for a transition. Returns the (first) build; restart chains stop -> start. */
+/**
+ * Queues the build for a transition. The workspace's status and newest build are checked in the
+ * transaction that queues the build (workspaces/lifecycle.ts), so two requests racing cannot
+ * both pass. Returns the (first) build; restart chains stop -> start.
+ */
 export async function requestTransition(
   den: AppContext,
   principal: Principal,
-  workspace: WorkspaceRow,
+  workspace: WorkspaceRow & { owner_name: string },
   request: TransitionRequest,
 ): Promise<{ workspace: WorkspaceDto; build: BuildDto }> {
   const { db } = den.store;
   const now = den.clock.now();
   const previous = JSON.parse(workspace.params_json) as Record<string, unknown>;
   const base = { workspaceId: workspace.id, initiatorId: principal.userId, now };
-  let buildId: string;
+  const label = `${workspace.owner_name}/${workspace.name}`;
+  // What the build will run with, resolved before the transaction: a bad parameter fails the
+  // request instead of the build later.
+  let queue: EnqueueRequest;
+  let updated: { versionId: string; paramsJson: string } | undefined;
   switch (request.kind) {
-    case 'start': {
-      if (workspace.status === 'running' && workspace.health !== 'down') {
-        throw new AppError('WORKSPACE_ALREADY_IN_STATE', `Workspace '${workspace.name}' is already running. Use \`den restart\` to start it afresh.`);
-      }
+    case 'start':
+    case 'restart': {
       const spec = await versionSpec(db, workspace.template_version_id);
       const params = resolveParameters(spec, request.params, previous);
-      buildId = (await den.builds.enqueue({ ...base, transition: 'start', reason: 'start', templateVersionId: workspace.template_version_id, params })).id;
+      queue = request.kind === 'start'
+        ? { ...base, transition: 'start', reason: 'start', templateVersionId: workspace.template_version_id, params }
+        : { ...base, transition: 'stop', reason: 'restart', templateVersionId: workspace.template_version_id, params };
       break;
     }
     case 'stop':
-      if (workspace.status === 'stopped') {
-        throw new AppError('WORKSPACE_ALREADY_IN_STATE', `Workspace '${workspace.name}' is already stopped. Use \`den start\` to start it.`);
-      }
-      buildId = (await den.builds.enqueue({ ...base, transition: 'stop', reason: 'stop', templateVersionId: workspace.template_version_id, params: previous })).id;
-      break;
-    case 'restart': {
-      const spec = await versionSpec(db, workspace.template_version_id);
-      // Validate now, so a bad parameter fails the request instead of the start build later.
-      const params = resolveParameters(spec, request.params, previous);
-      buildId = (await den.builds.enqueue({ ...base, transition: 'stop', reason: 'restart', templateVersionId: workspace.template_version_id, params })).id;
-      break;
-    }
     case 'delete':
-      buildId = (await den.builds.enqueue({ ...base, transition: 'delete', reason: 'delete', templateVersionId: workspace.template_version_id, params: previous })).id;
+      queue = { ...base, transition: request.kind, reason: request.kind, templateVersionId: workspace.template_version_id, params: previous };
       break;
     case 'update': {
-      const template = await db.selectFrom('templates').select('name').where('id', '=', workspace.template_id).executeTakeFirstOrThrow();
-      const { versionId, spec } = await activeVersion(db, template.name);
+      const templateName = await templateNameById(db, workspace.template_id);
+      if (!templateName) throw new AppError('TEMPLATE_NOT_FOUND', `The template of workspace '${label}' no longer exists, so there is no version to update it to. Delete it with \`den delete ${workspace.name}\`.`);
+      const { versionId, spec } = await activeVersion(db, templateName);
       const params = resolveParameters(spec, request.params, previous);
-      buildId = await db.transaction().execute(async (trx) => {
-        const build = await den.builds.enqueue({ ...base, transition: 'start', reason: 'update', templateVersionId: versionId, params }, trx);
-        await trx.updateTable('workspaces')
-          .set({ template_version_id: versionId, params_json: JSON.stringify(withoutEphemeral(spec, params)), updated_at: iso(now) })
-          .where('id', '=', workspace.id)
-          .execute();
-        return build.id;
-      });
-      den.builds.wake();
+      queue = { ...base, transition: 'start', reason: 'update', templateVersionId: versionId, params };
+      updated = { versionId, paramsJson: JSON.stringify(withoutEphemeral(spec, params)) };
       break;
     }
   }
+  const buildId = await db.transaction().execute(async (trx) => {
+    await checkRequestIn(trx, workspace.id, label, request.kind);
+    const build = await den.builds.enqueue(queue, trx);
+    if (updated) {
+      await trx.updateTable('workspaces')
+        .set({ template_version_id: updated.versionId, params_json: updated.paramsJson, updated_at: iso(now) })
+        .where('id', '=', workspace.id)
+        .execute();
+    }
+    return build.id;
+  });
+  den.builds.wake();
   return { workspace: await getWorkspaceDto(db, workspace.id), build: await getBuildById(db, buildId) };
+}
+
+/**
+ * Cancels the workspace's queued or running build. A queued one ends canceled at once, without
+ * running; a running one is asked to stop: its worker aborts it (through the drivers'
+ * AbortSignal) and ends it canceled, leaving the workspace `failed` (lifecycle.ts). Returns the
+ * build as it is now; `den cancel --wait` follows it to its end.
+ */
+export async function cancelBuild(
+  den: AppContext,
+  principal: Principal,
+  workspace: WorkspaceRow & { owner_name: string },
+): Promise<{ workspace: WorkspaceDto; build: BuildDto }> {
+  const { db } = den.store;
+  const now = den.clock.now();
+  const label = `${workspace.owner_name}/${workspace.name}`;
+  const outcome = await db.transaction().execute(async (trx) => {
+    const { buildId } = await checkRequestIn(trx, workspace.id, label, 'cancel');
+    const result = await requestBuildCancel(trx, buildId!, { id: principal.userId, username: principal.username }, now);
+    if (result === 'canceled') await dropQueuedBuildStatus(trx, workspace.id, now);
+    return { buildId: buildId!, result };
+  });
+  if (outcome.result === 'canceled') {
+    den.builds.logs.append(outcome.buildId, { stream: 'system', line: queuedCancelSentence(principal.username) });
+    await den.builds.logs.flush();
+    den.builds.logs.notify(outcome.buildId);
+  } else {
+    den.builds.abort(outcome.buildId, principal.userId);
+  }
+  return { workspace: await getWorkspaceDto(db, workspace.id), build: await getBuildById(db, outcome.buildId) };
 }
 
 export function checkWorkspaceName(name: string): void {
@@ -145,9 +181,9 @@ async function resolveOwner(db: Kysely<Database>, principal: Principal, ownerNam
   if (principal.role !== 'owner') {
     throw new AppError('FORBIDDEN', 'Only the owner role may create workspaces for other users. Leave out `owner` to create your own.');
   }
-  const user = await db.selectFrom('users').select(['id', 'username']).where('username', '=', ownerName).executeTakeFirst();
+  const user = await findUserByUsername(db, ownerName);
   if (!user) throw new AppError('USER_NOT_FOUND', `There is no user '${ownerName}'. Run \`den users list\` to see the users.`);
-  return user;
+  return { id: user.id, username: user.username };
 }
 
 async function activeVersion(db: Kysely<Database>, templateName: string): Promise<{ templateId: string; versionId: string; spec: TemplateSpec }> {
@@ -167,7 +203,3 @@ function workspaceExists(owner: string, name: string): AppError {
   return new AppError('WORKSPACE_EXISTS', `${owner} already has a workspace named '${name}'. Choose another name, or delete the old one with \`den delete ${name}\`.`);
 }
 
-function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: string; errcode?: string; message?: string };
-  return e?.code === '23505' || /UNIQUE constraint failed/i.test(e?.message ?? '');
-}
