@@ -23,6 +23,13 @@ function answer(status: WorkspaceStatus, buildState: BuildState | null, request:
 }
 
 describe('the workspace lifecycle', () => {
+  it('lets a running workspace that the reconciler saw go down be started again, and no other', () => {
+    const running = subject('running', 'succeeded');
+    expect(() => checkRequest({ ...running, health: 'down' }, 'start')).not.toThrow();
+    expect(() => checkRequest({ ...running, health: 'ok' }, 'start')).toThrow(expect.objectContaining({ code: 'WORKSPACE_ALREADY_IN_STATE' }));
+    expect(() => checkRequest({ ...running, health: null }, 'start')).toThrow(expect.objectContaining({ code: 'WORKSPACE_ALREADY_IN_STATE' }));
+  });
+
   it('refuses every request but cancel while a build is queued or running, with BUILD_IN_PROGRESS', () => {
     for (const status of workspaceStatuses) {
       for (const state of ['queued', 'running'] as const) {
