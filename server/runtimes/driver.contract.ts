@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { templateSchema, type TemplateInput } from '../../protocol/template.ts';
-import { issueAgentToken } from '../agents/tokens.ts';
+import { currentAgentBuild, issueAgentToken } from '../agents/tokens.ts';
 import { planWorkspace } from '../builds/plan.ts';
 import type { Config } from '../config.ts';
 import { iso } from '../store/time.ts';
 import { execInWorkspace } from '../../test/support/exec.ts';
 import { startTestServer, type TestServer } from '../../test/support/harness.ts';
-import type { DriverContext, RuntimeDriver, WorkspaceIdentity, WorkspacePlan } from './driver.ts';
+import { AGENT_TOKEN_SECRET, type RuntimeDriver, type StartContext, type WorkspaceIdentity, type WorkspacePlan } from './driver.ts';
 
 /**
  * The contract every RuntimeDriver passes against a real backend (`runDriverContract` in each
@@ -70,14 +70,17 @@ export function runDriverContract(
       const spec = templateSchema.parse(template);
       const services = Object.entries(spec.environment?.services ?? {}).map(([service, s]) => ({ service, ports: (s.ports ?? []).map((p) => p.port) }));
       const endpoints = await driver.resolveEndpoints(workspace, services);
-      const draft = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl, agentToken: '' });
+      const { plan, manifest } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl });
       const buildId = randomUUID();
-      const token = await issueAgentToken(server.store.db, { workspaceId: workspace.id, buildId, manifest: draft.manifest, now: new Date() });
-      const plan = { ...draft.plan, agent: { ...draft.plan.agent, token } };
-      const { context, lines } = recorder();
+      const { context, lines } = recorder((name) => {
+        expect(name).toBe(AGENT_TOKEN_SECRET);
+        return issueAgentToken(server.store.db, { workspaceId: workspace.id, buildId, manifest, now: new Date() });
+      });
       await driver.start(plan, context);
-      await server.app.den.agents.waitForReady(workspace.id, buildId, { timeoutMs: readyTimeoutMs });
-      return { plan, buildId, log: lines };
+      // As the start build does: the agent holding the live token is the one to wait for.
+      const agentBuild = (await currentAgentBuild(server.store.db, workspace.id)) ?? buildId;
+      await server.app.den.agents.waitForReady(workspace.id, agentBuild, { timeoutMs: readyTimeoutMs });
+      return { plan, buildId: agentBuild, log: lines };
     }
 
     const exec = (workspaceId: string, command: string[]) => execInWorkspace(server.app, workspaceId, command);
@@ -221,7 +224,7 @@ export function runDriverContract(
         },
       } satisfies TemplateInput);
       const endpoints = await driver.resolveEndpoints(workspace, [{ service: 'stuck', ports: [SERVICE_PORT] }]);
-      const { plan } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl, agentToken: 'unused' });
+      const { plan } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl });
       const { context } = recorder();
       const failure = await driver.start(plan, context).then(() => undefined, (error: unknown) => error as { code?: string; message: string; detail?: string });
       expect(failure).toBeDefined();
@@ -235,10 +238,15 @@ export function runDriverContract(
   });
 }
 
-/** A DriverContext that keeps the lines the driver logged. */
-function recorder(): { context: DriverContext; lines: string[] } {
+/** A StartContext that keeps the lines the driver logged and counts the secrets it asked for. */
+function recorder(secret: (name: string) => Promise<string> = async () => 'unused'): { context: StartContext; lines: string[]; secretsAsked: () => number } {
   const lines: string[] = [];
-  return { lines, context: { log: (line) => lines.push(line), signal: new AbortController().signal } };
+  let asked = 0;
+  return {
+    lines,
+    secretsAsked: () => asked,
+    context: { log: (line) => lines.push(line), signal: new AbortController().signal, secret: (name) => (asked++, secret(name)) },
+  };
 }
 
 async function seedTemplate(server: TestServer): Promise<{ userId: string; templateId: string; versionId: string }> {

@@ -9,7 +9,7 @@ import Dockerode from 'dockerode';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDriverContract } from '../driver.contract.ts';
-import type { DriverContext, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import type { ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
 import type { DockerApi } from './docker-api.ts';
 import { createAgentVolumes } from './agent-volume.ts';
 import { createDockerDriver, type DockerDriver } from './driver.ts';
@@ -106,7 +106,7 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
     };
     const api: ServicePlan = { ...httpService('api'), dependsOn: ['db'] };
     const lines: string[] = [];
-    await driver.start(plan(workspace, [api, db]), { log: (line) => lines.push(line), signal: new AbortController().signal });
+    await driver.start(plan(workspace, [api, db]), { ...context(), log: (line) => lines.push(line) });
     const order = lines.filter((line) => /^(Started service|Service \S+ is ready)/.test(line));
     expect(order).toEqual(['Started service db (den/postgres:15).', 'Service db is ready.', 'Started service api (den/base:bookworm).', 'Service api is ready.'].map((line) => line.replace('den/base:bookworm', IMAGE)));
     expect(lines).toContain('[db] den-postgres: initialised /var/lib/postgresql/data (user postgres, database app)');
@@ -228,7 +228,7 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
       };
       const started = Promise.withResolvers<void>();
       const log = (line: string) => { if (line.startsWith('Started service stuck')) started.resolve(); };
-      const failure = failureOf(cut.start(plan(workspace, [stuck]), { log, signal: new AbortController().signal }));
+      const failure = failureOf(cut.start(plan(workspace, [stuck]), { ...context(), log }));
       await started.promise;
       await proxy.cut();
       expect((await failure).message).toMatch(/^The Docker engine did not answer while starting the workspace \(.+\)\. Start it .* den removes what it had created on the next start or delete\.$/);
@@ -270,7 +270,7 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
   function plan(workspace: WorkspaceIdentity, services: ServicePlan[] = []): WorkspacePlan {
     return {
       workspace, image: IMAGE, resources: { cpu: 1, memoryBytes: 512 * 1024 ** 2, pids: 256 }, home: {},
-      env: { DEN_WORKSPACE_NAME: workspace.name }, agent: { url: agentUrl, token: 'not-a-real-token' }, services,
+      env: { DEN_WORKSPACE_NAME: workspace.name }, agent: { url: agentUrl, revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services,
     };
   }
 });
@@ -326,8 +326,8 @@ async function failureOf(work: Promise<unknown>): Promise<Error & { detail?: str
   throw new Error('Expected the start to fail, and it succeeded.');
 }
 
-function context(): DriverContext {
-  return { log: () => undefined, signal: new AbortController().signal };
+function context(): StartContext {
+  return { log: () => undefined, signal: new AbortController().signal, secret: async () => 'not-a-real-token' };
 }
 
 async function execIn(workspace: WorkspaceIdentity, command: string[]): Promise<{ code: number; out: string }> {
