@@ -167,6 +167,27 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
     expect((await driver.status(kept)).phase).toBe('running');
   });
 
+  it('collects only the garbage of its own instance: another den on the same engine leaves this one\'s objects alone', async () => {
+    const other = await createDockerDriver({
+      log: pino({ level: 'silent' }), docker, agentBundleDir: join(bundleDirs[0], 'agent-other'), stopGraceSeconds: 1, instance: `${INSTANCE}-other`,
+    });
+    const ours = identity('ours');
+    const theirs = identity('theirs');
+    await driver.start(plan(ours), context());
+    await other.start(plan(theirs), context());
+    try {
+      // the other den knows none of our workspaces, so to it ours would be garbage if it could see them
+      expect(await other.listWorkspaceIds()).not.toContain(ours.id);
+      expect(await other.collectGarbage(() => false)).toEqual([theirs.id]);
+      expect((await driver.status(ours)).phase).toBe('running');
+      expect(await leftovers(ours)).toMatchObject({ containers: 1, networks: 1 });
+      expect(await driver.listWorkspaceIds()).not.toContain(theirs.id);
+    } finally {
+      await other.delete(theirs, context()).catch(() => undefined);
+      await other.close();
+    }
+  });
+
   it('fails a start with a sentence when the image does not exist, and leaves no container', async () => {
     const workspace = identity('no-image');
     // A registry on loopback: the pull fails at once and sends nothing off this machine.
