@@ -168,6 +168,25 @@ describe.each(storeDialects)('workspace lifecycle on %s', { timeout: 120_000 }, 
     expect(builds).toEqual([]);
   });
 
+  it('runs the startup scripts again when a workspace whose startup failed is started again', async () => {
+    await pushTemplate(api(server.app, owner.token), {
+      name: 'flaky-startup', workspace: {
+        image: 'den/base:latest',
+        startup: [{ name: 'once', run: 'if [ -e "$HOME/.tried" ]; then echo "second try works"; else touch "$HOME/.tried"; echo "first try fails"; exit 3; fi' }],
+      },
+    });
+    expect((await as.post('/api/v1/workspaces', { name: 'flaky', template: 'flaky-startup' })).status).toBe(202);
+    const deadline = Date.now() + BUILD_TIMEOUT_MS;
+    while ((await as.get(path('flaky'))).json.latestBuild?.state !== 'failed' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect((await as.get(path('flaky'))).json).toMatchObject({ status: 'failed', agentState: 'start_error' });
+    const retry = await as.post(`${path('flaky')}/start`);
+    expect(retry.status).toBe(202);
+    await waitForStatus('flaky', 'running');
+    const text = await rawText(server, `${path('flaky')}/builds/${retry.json.build.number}/logs`, member.token);
+    expect(text).toContain('second try works');
+    await as.delete(path('flaky'));
+  });
+
   it('answers WORKSPACE_EXISTS for a second workspace with the same name', async () => {
     expect((await as.post('/api/v1/workspaces', { name: 'twin', template: 'lifecycle' })).status).toBe(202);
     const second = await as.post('/api/v1/workspaces', { name: 'twin', template: 'lifecycle' });

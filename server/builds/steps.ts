@@ -26,7 +26,7 @@ const AGENT_SHUTDOWN_TIMEOUT_MS = 10_000;
 
 /** The steps of each transition. Every step is safe to re-run after a crash (drivers are idempotent). */
 export async function runTransition(build: BuildRow, deps: StepDeps, step: RunStep): Promise<void> {
-  const identity = await loadIdentity(deps.db, build.workspace_id);
+  const { agentState, ...identity } = await loadIdentity(deps.db, build.workspace_id);
   const now = () => deps.clock.now();
   switch (build.transition) {
     case 'start': {
@@ -40,6 +40,9 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
       const endpoints = await step('endpoints', () => deps.driver.resolveEndpoints(identity, services));
       const { plan, manifest } = await step('plan', async () =>
         planWorkspace({ spec, params, workspace: identity, owner, endpoints, accessUrl: deps.accessUrl }));
+      // An agent whose startup failed stays up (for debugging); starting again means a new agent
+      // that runs the startup scripts again, which re-applying an unchanged plan would not give.
+      if (agentState === 'start_error') await step('agent-replace', (context) => retireAgent(deps, identity, context));
       // A token is issued only when the driver (re)creates the agent: an unchanged workspace keeps
       // its running agent, its token and its terminal sessions.
       const secret = (name: string) => {
@@ -82,15 +85,28 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
   }
 }
 
-async function loadIdentity(db: Kysely<Database>, workspaceId: string): Promise<WorkspaceIdentity> {
+/** How often retireAgent looks whether the runtime saw the agent exit. */
+const AGENT_EXIT_POLL_MS = 100;
+
+/** Asks the agent to exit and waits (bounded) until the runtime no longer runs it. */
+async function retireAgent(deps: StepDeps, identity: WorkspaceIdentity, context: DriverContext): Promise<void> {
+  context.log('The agent reported a startup error; replacing it, so the startup scripts run again.');
+  await deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS });
+  const deadline = Date.now() + AGENT_SHUTDOWN_TIMEOUT_MS;
+  while ((await deps.driver.status(identity)).phase === 'running' && Date.now() < deadline && !context.signal.aborted) {
+    await new Promise((resolve) => setTimeout(resolve, AGENT_EXIT_POLL_MS));
+  }
+}
+
+async function loadIdentity(db: Kysely<Database>, workspaceId: string): Promise<WorkspaceIdentity & { agentState: string | null }> {
   const row = await db
     .selectFrom('workspaces')
     .innerJoin('users', 'users.id', 'workspaces.owner_id')
-    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'users.username'])
+    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'workspaces.agent_state', 'users.username'])
     .where('workspaces.id', '=', workspaceId)
     .executeTakeFirst();
   if (!row) throw new AppError('WORKSPACE_NOT_FOUND', 'The workspace of this build no longer exists.');
-  return { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username };
+  return { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username, agentState: row.agent_state };
 }
 
 async function resolveInputs(db: Kysely<Database>, build: BuildRow, identity: WorkspaceIdentity) {
