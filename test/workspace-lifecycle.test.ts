@@ -176,12 +176,21 @@ describe.each(storeDialects)('workspace lifecycle on %s', { timeout: 120_000 }, 
       },
     });
     expect((await as.post('/api/v1/workspaces', { name: 'flaky', template: 'flaky-startup' })).status).toBe(202);
-    const deadline = Date.now() + BUILD_TIMEOUT_MS;
-    while ((await as.get(path('flaky'))).json.latestBuild?.state !== 'failed' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const buildEnded = async (number: number) => {
+      const deadline = Date.now() + BUILD_TIMEOUT_MS;
+      for (;;) {
+        const build = (await as.get(`${path('flaky')}/builds/${number}`)).json;
+        if (build.state === 'succeeded' || build.state === 'failed' || Date.now() > deadline) return build.state;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    expect(await buildEnded(1)).toBe('failed');
     expect((await as.get(path('flaky'))).json).toMatchObject({ status: 'failed', agentState: 'start_error' });
+    // the workspace stays `failed` until the retry's build is claimed, so wait for the build itself
     const retry = await as.post(`${path('flaky')}/start`);
     expect(retry.status).toBe(202);
-    await waitForStatus('flaky', 'running');
+    expect(await buildEnded(retry.json.build.number)).toBe('succeeded');
+    expect((await as.get(path('flaky'))).json).toMatchObject({ status: 'running', agentState: 'ready' });
     const text = await rawText(server, `${path('flaky')}/builds/${retry.json.build.number}/logs`, member.token);
     expect(text).toContain('second try works');
     await as.delete(path('flaky'));
