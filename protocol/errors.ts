@@ -81,6 +81,7 @@ export const ERROR_CODES = {
 
   // runtimes
   RUNTIME_ERROR: { status: 500, doc: 'The runtime failed to apply the plan; the build log has details.' },
+  RUNTIME_CAPABILITY_MISSING: { status: 422, doc: 'The template needs a feature this server\'s runtime does not have (for example a service given only as an image on the process runtime); refused before any build.' },
 } as const satisfies Record<string, { status: number; doc: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

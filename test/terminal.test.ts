@@ -19,7 +19,7 @@ import { ParsingClient, waitFor } from '../agent/terminal/testing.ts';
 import type { TerminalAttachment } from '../agent/terminal/session.ts';
 import { createApiToken } from '../server/auth/api-tokens.ts';
 import { agentCommand } from '../server/agents/bundle.ts';
-import { issueAgentToken } from '../server/agents/tokens.ts';
+import { currentAgentBuild, issueAgentToken } from '../server/agents/tokens.ts';
 import type { RuntimeDriver } from '../server/runtimes/driver.ts';
 import { systemClock } from '../server/store/time.ts';
 import Dockerode from 'dockerode';
@@ -28,7 +28,7 @@ import type { Config } from '../server/config.ts';
 import { idleDriver } from './support/idle-driver.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
-import { api, loginWithCookie, setupOwner } from './support/users.ts';
+import { api, loginWithCookie, setupOwner, type Api } from './support/users.ts';
 import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts';
 
 /**
@@ -393,7 +393,63 @@ describe.each(RUNTIMES)('terminal in a workspace of the $name runtime', ({ skip,
     expect((await last.closed).code).toBe(TERMINAL_CLOSE.sessionEnded);
     expect(last.messages.some((m) => m.type === 'exit')).toBe(true);
   }, 180_000);
+
+  it.skipIf(skip !== undefined)(`keeps a terminal session across an update that changes nothing and across a resumed build${skip ? ` (skipped: ${skip})` : ''}`, async () => {
+    const client = api(server.app, user.token);
+    const path = `/api/v1/workspaces/${user.username}/keep`;
+    const pushed = await client.post('/api/v1/templates', { files: readTemplateFolder(join(import.meta.dirname, '..', 'templates', 'starter')), activate: true });
+    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    expect((await client.post('/api/v1/workspaces', { name: 'keep', template: 'starter' })).status).toBe(202);
+    const workspace = await waitForWorkspaceReady(client, user.username, 'keep', 150_000);
+    const ws = { username: user.username, workspaceName: 'keep' } as SeededWorkspace;
+    const term = await TestTerminal.open(server.url!, user.token, ws, undefined, BASH);
+    term.type('echo "shell $$ started"\r');
+    await term.waitForText(' started\r\n', 0, OUTPUT_TIMEOUT_MS * 2);
+    const agentBuild = await currentAgentBuild(server.store.db, workspace.id);
+
+    // `den update` with nothing to change: a start build that re-applies the same plan
+    const update = await client.post(`${path}/update`, {});
+    expect(update.status, JSON.stringify(update.json)).toBe(202);
+    await waitForBuild(client, path, update.json.build.number, 'succeeded');
+    term.type('echo "after the update"\r');
+    await term.waitForText('after the update\r\n');
+
+    // The same build resumed by another worker, as after a crash: left running with an expired lease.
+    const db = server.store.db;
+    const resumed = await db.selectFrom('builds').select('id').where('workspace_id', '=', workspace.id).where('number', '=', update.json.build.number).executeTakeFirstOrThrow();
+    await db.updateTable('builds').set({ state: 'running', lease_owner: 'a-server-that-died', lease_expires_at: new Date(0).toISOString(), finished_at: null })
+      .where('id', '=', resumed.id).execute();
+    await db.updateTable('workspaces').set({ status: 'starting' }).where('id', '=', workspace.id).execute();
+    server.app.den.builds.wake();
+    const again = await waitForBuild(client, path, update.json.build.number, 'succeeded');
+    expect(again.attempts).toBe(2);
+    term.type('echo "after the resumed build"\r');
+    await term.waitForText('after the resumed build\r\n');
+
+    expect(term.socket.readyState).toBe(WebSocket.OPEN);
+    // the agent was never replaced: it still holds the token it started with
+    expect(await currentAgentBuild(server.store.db, workspace.id)).toBe(agentBuild);
+    term.close();
+    await term.closed;
+    await client.delete(path);
+  }, 180_000);
 });
+
+const BUILD_TIMEOUT_MS = 60_000;
+
+/** Polls a build until it reaches `state`; throws with the build when it ends otherwise. */
+async function waitForBuild(client: Api, workspacePath: string, number: number, state: string): Promise<Record<string, any>> {
+  const deadline = performance.now() + BUILD_TIMEOUT_MS;
+  for (;;) {
+    const build = (await client.get(`${workspacePath}/builds/${number}`)).json;
+    if (build?.state === state) return build;
+    if (['succeeded', 'failed', 'canceled'].includes(build?.state) || performance.now() > deadline) {
+      const logs = await client.get(`${workspacePath}/builds/${number}/logs`);
+      throw new Error(`Build ${number} is ${build?.state}, not ${state}: ${JSON.stringify(build)}\n${typeof logs.json === 'string' ? logs.json : JSON.stringify(logs.json)}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 function manifest(): AgentManifestInput {
   return { env: { GREETING: 'hi there' }, startupScripts: [] };

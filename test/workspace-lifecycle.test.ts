@@ -67,7 +67,7 @@ describe.each(storeDialects)('workspace lifecycle on %s', { timeout: 120_000 }, 
 
     const build = (await as.get(`${path('demo')}/builds/1`)).json;
     expect(build.state).toBe('succeeded');
-    expect(build.steps.map((s: any) => s.name)).toEqual(['resolve', 'endpoints', 'plan', 'token', 'apply', 'agent']);
+    expect(build.steps.map((s: any) => s.name)).toEqual(['resolve', 'endpoints', 'plan', 'apply', 'agent']);
     for (const step of build.steps) expect(step).toMatchObject({ state: 'succeeded', durationMs: expect.any(Number) });
 
     const logs = await as.get(`${path('demo')}/builds/1/logs`);
@@ -150,6 +150,50 @@ describe.each(storeDialects)('workspace lifecycle on %s', { timeout: 120_000 }, 
     const fields = response.json.error.validations.map((v: any) => v.field).sort();
     expect(fields).toEqual(['params.disk', 'params.nope', 'params.size']);
     expect((await as.get(path('params'))).status).toBe(404);
+  });
+
+  it('refuses, before any build, a template that needs what the runtime lacks, naming the feature and the runtime', async () => {
+    await pushTemplate(api(server.app, owner.token), {
+      name: 'image-only', workspace: { image: 'den/base:latest' },
+      environment: { services: { db: { image: 'den/postgres:15', ports: [{ port: 5432 }] } } },
+    });
+    const response = await as.post('/api/v1/workspaces', { name: 'needs-images', template: 'image-only' });
+    expect(response.status).toBe(422);
+    expect(response.json.error.code).toBe('RUNTIME_CAPABILITY_MISSING');
+    expect(response.json.error.message).toContain('environment.services.db is given only as an image, without a command, which the process runtime does not support (serviceImages).');
+    expect(response.json.error.validations).toEqual([expect.objectContaining({ field: 'environment.services.db' })]);
+    expect((await as.get(path('needs-images'))).status).toBe(404);
+    const builds = await server.store.db.selectFrom('builds').innerJoin('workspaces', 'workspaces.id', 'builds.workspace_id')
+      .select('builds.id').where('workspaces.name', '=', 'needs-images').execute();
+    expect(builds).toEqual([]);
+  });
+
+  it('runs the startup scripts again when a workspace whose startup failed is started again', async () => {
+    await pushTemplate(api(server.app, owner.token), {
+      name: 'flaky-startup', workspace: {
+        image: 'den/base:latest',
+        startup: [{ name: 'once', run: 'if [ -e "$HOME/.tried" ]; then echo "second try works"; else touch "$HOME/.tried"; echo "first try fails"; exit 3; fi' }],
+      },
+    });
+    expect((await as.post('/api/v1/workspaces', { name: 'flaky', template: 'flaky-startup' })).status).toBe(202);
+    const buildEnded = async (number: number) => {
+      const deadline = Date.now() + BUILD_TIMEOUT_MS;
+      for (;;) {
+        const build = (await as.get(`${path('flaky')}/builds/${number}`)).json;
+        if (build.state === 'succeeded' || build.state === 'failed' || Date.now() > deadline) return build.state;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    expect(await buildEnded(1)).toBe('failed');
+    expect((await as.get(path('flaky'))).json).toMatchObject({ status: 'failed', agentState: 'start_error' });
+    // the workspace stays `failed` until the retry's build is claimed, so wait for the build itself
+    const retry = await as.post(`${path('flaky')}/start`);
+    expect(retry.status).toBe(202);
+    expect(await buildEnded(retry.json.build.number)).toBe('succeeded');
+    expect((await as.get(path('flaky'))).json).toMatchObject({ status: 'running', agentState: 'ready' });
+    const text = await rawText(server, `${path('flaky')}/builds/${retry.json.build.number}/logs`, member.token);
+    expect(text).toContain('second try works');
+    await as.delete(path('flaky'));
   });
 
   it('answers WORKSPACE_EXISTS for a second workspace with the same name', async () => {

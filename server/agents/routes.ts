@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
 import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
@@ -8,6 +9,7 @@ import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import { workspaceDownError } from '../reconcile/health.ts';
+import { createAgentDownload } from '../runtimes/agent-download.ts';
 import { relayExec } from './exec-relay.ts';
 import { agentSocketWorkspace } from './socket-gate.ts';
 import type { AgentHub } from './hub-types.ts';
@@ -23,6 +25,8 @@ const connectQuerySchema = z.object({
  * The agent link endpoint and the user's exec websocket.
  *  - GET /api/v1/agent/connect: public at the HTTP layer; the agent token (Authorization:
  *    Bearer) is checked before the upgrade, so a bad token gets a 401 envelope, not a socket.
+ *  - GET /api/v1/agent/bundle: the agent bundle as a tar, for the agent token of any live
+ *    workspace; header x-den-agent-sha256 carries the checksum.
  *  - GET /api/v1/workspaces/:owner/:name/exec: a signed-in user with access to the workspace;
  *    relays an exec channel (protocol/exec.ts).
  */
@@ -48,6 +52,28 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
     },
   }, (socket, request) => {
     localHub(app.den.agents).accept(socket, identities.get(request)!, request.ip);
+  });
+
+  // Kubernetes init containers (and any runtime that cannot mount den's files) fetch the agent
+  // here with the workspace's agent token, and check the sha256 before unpacking.
+  const download = createAgentDownload(join(app.den.config.dataDir, 'agent-download'));
+  app.get('/agent/bundle', {
+    config: { auth: 'public' },
+    schema: { hide: true },
+    preValidation: async (request) => {
+      const token = bearer(request.headers.authorization);
+      if (!token || !(await authenticateAgent(app.den.store.db, token))) {
+        throw new AppError('AGENT_UNAUTHORIZED', 'The agent token is unknown, revoked or for another workspace. Restart the workspace to issue a new one.');
+      }
+    },
+  }, async (_request, reply) => {
+    const archive = await download.archive();
+    return reply
+      .header('content-type', 'application/x-tar')
+      .header('content-length', archive.size)
+      .header('x-den-agent-sha256', archive.sha256)
+      .header('etag', `"${archive.sha256}"`)
+      .send(download.open(archive));
   });
 
   app.get('/workspaces/:owner/:name/exec', {

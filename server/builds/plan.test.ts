@@ -12,7 +12,6 @@ function input(template: TemplateInput, overrides: Partial<PlanInput> = {}): Pla
     owner: { id: 'u-1', name: 'alice', displayName: 'Alice' },
     endpoints: {},
     accessUrl: 'http://127.0.0.1:7080',
-    agentToken: 'den_agent_x',
     ...overrides,
   };
 }
@@ -96,8 +95,23 @@ describe('planWorkspace', () => {
     ]);
     expect(manifest.apps).toEqual([{ name: 'code-server', port: 13337 }]);
     expect(manifest.env).toEqual(plan.env);
-    expect(plan.agent).toEqual({ url: 'http://127.0.0.1:7080', token: 'den_agent_x' });
+    expect(plan.agent).toEqual({ url: 'http://127.0.0.1:7080', revision: expect.stringMatching(/^[0-9a-f]{32}$/) });
     expect(readyTimeoutMs(manifest, 1_000)).toBe(121_000);
+  });
+
+  const params = { cpu: 2, disk: 10, greeting: 'x' };
+
+  it('names the agent token as a secret and keeps its value out of the plan, so planning twice gives the same plan', () => {
+    const first = planWorkspace(input(nodePostgres, { params, endpoints }));
+    expect(first.plan.secrets).toEqual([{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }]);
+    expect(planWorkspace(input(nodePostgres, { params, endpoints })).plan).toEqual(first.plan);
+  });
+
+  it('changes the agent revision when what the agent is told changes (a startup script), and only then', () => {
+    const base = planWorkspace(input(nodePostgres, { params, endpoints })).plan.agent.revision;
+    const edited = { ...nodePostgres, workspace: { ...nodePostgres.workspace, startup: [{ name: 'install', run: 'echo changed' }] } };
+    expect(planWorkspace(input(edited, { params, endpoints })).plan.agent.revision).not.toBe(base);
+    expect(planWorkspace(input(nodePostgres, { params, endpoints })).plan.agent.revision).toBe(base);
   });
 
   it('keeps den variables even when the template sets the same names', () => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { AgentManifest } from '../../protocol/agent.ts';
 import { AppError } from '../../protocol/errors.ts';
 import {
@@ -5,7 +6,9 @@ import {
   type ParameterValue, type ReadinessSpec, type ServiceSpec, type TemplateSpec,
 } from '../../protocol/template.ts';
 import { templatePathProblem, type TemplatePathKind } from '../../protocol/template-paths.ts';
-import type { ReadinessPlan, ServiceEndpoints, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../runtimes/driver.ts';
+import {
+  AGENT_TOKEN_SECRET, type ReadinessPlan, type ServiceEndpoints, type ServicePlan, type WorkspaceIdentity, type WorkspacePlan,
+} from '../runtimes/driver.ts';
 import { evaluateTemplateValue } from '../templates/expressions.ts';
 
 export interface PlanOwner {
@@ -24,7 +27,6 @@ export interface PlanInput {
   endpoints: ServiceEndpoints;
   /** the URL the agent dials */
   accessUrl: string;
-  agentToken: string;
 }
 
 export interface PlanResult {
@@ -77,7 +79,9 @@ export function planWorkspace(input: PlanInput): PlanResult {
       ? { sizeBytes: bytes(evaluate(spec.workspace.home.size, ['workspace', 'home', 'size']), 'workspace.home.size') }
       : {},
     env,
-    agent: { url: input.accessUrl, token: input.agentToken },
+    agent: { url: input.accessUrl, revision: '' },
+    // The token is issued when a driver creates the agent, so re-applying a plan issues none.
+    secrets: [{ name: AGENT_TOKEN_SECRET, env: 'DEN_AGENT_TOKEN' }],
     services: dependencyOrder(servicesSpec).map((name) => planService(name, servicesSpec[name], evaluate)),
   };
 
@@ -95,6 +99,7 @@ export function planWorkspace(input: PlanInput): PlanResult {
       port: app.port,
     })),
   };
+  plan.agent.revision = createHash('sha256').update(JSON.stringify(manifest)).digest('hex').slice(0, 32);
   return { plan, manifest };
 }
 

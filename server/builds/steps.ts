@@ -1,10 +1,10 @@
 import type { Kysely } from 'kysely';
-import type { AgentManifest } from '../../protocol/agent.ts';
 import { AppError } from '../../protocol/errors.ts';
 import type { ParameterValue } from '../../protocol/template.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
-import { issueAgentToken, revokeAgentTokens } from '../agents/tokens.ts';
-import type { DriverContext, RuntimeDriver, WorkspaceIdentity } from '../runtimes/driver.ts';
+import { currentAgentBuild, issueAgentToken, revokeAgentTokens } from '../agents/tokens.ts';
+import { assertCapabilities } from '../runtimes/capabilities.ts';
+import { AGENT_TOKEN_SECRET, type DriverContext, type RuntimeDriver, type WorkspaceIdentity } from '../runtimes/driver.ts';
 import type { Database } from '../store/schema.ts';
 import type { Clock } from '../store/time.ts';
 import { getTemplateVersionById } from '../templates/store.ts';
@@ -29,27 +29,36 @@ const AGENT_SHUTDOWN_TIMEOUT_MS = 10_000;
 
 /** The steps of each transition. Every step is safe to re-run after a crash (drivers are idempotent). */
 export async function runTransition(build: BuildRow, deps: StepDeps, step: RunStep): Promise<void> {
-  const identity = await loadIdentity(deps.db, build.workspace_id);
+  const { agentState, ...identity } = await loadIdentity(deps.db, build.workspace_id);
   const now = () => deps.clock.now();
   await enterBuildStatus(deps.db, identity.id, build.transition, now());
   switch (build.transition) {
     case 'start': {
       const { spec, params, owner } = await step('resolve', () => resolveInputs(deps.db, build, identity));
+      // The create request was checked; an update to a newer version may need more.
+      assertCapabilities(deps.driver, spec);
       const services = Object.entries(spec.environment?.services ?? {})
         .map(([service, s]) => ({ service, ports: (s.ports ?? []).map((p) => p.port) }))
         .filter((s) => s.ports.length > 0);
       const endpoints = await step('endpoints', () => deps.driver.resolveEndpoints(identity, services));
-      // The agent token is issued with the manifest, so the plan comes first and gets the token after.
-      const draft = await step('plan', async () =>
-        planWorkspace({ spec, params, workspace: identity, owner, endpoints, accessUrl: deps.accessUrl, agentToken: '' }));
-      const token = await step('token', async () =>
-        issueAgentToken(deps.db, { workspaceId: identity.id, buildId: build.id, manifest: draft.manifest, now: now() }));
-      const plan = { ...draft.plan, agent: { ...draft.plan.agent, token } };
-      const manifest: AgentManifest = draft.manifest;
-      await step('apply', (context) => deps.driver.start(plan, context));
+      const { plan, manifest } = await step('plan', async () =>
+        planWorkspace({ spec, params, workspace: identity, owner, endpoints, accessUrl: deps.accessUrl }));
+      // An agent whose startup failed stays up (for debugging); starting again means a new agent
+      // that runs the startup scripts again, which re-applying an unchanged plan would not give.
+      if (agentState === 'start_error') await step('agent-replace', (context) => retireAgent(deps, identity, context));
+      // A token is issued only when the driver (re)creates the agent: an unchanged workspace keeps
+      // its running agent, its token and its terminal sessions.
+      const secret = (name: string) => {
+        if (name !== AGENT_TOKEN_SECRET) throw new Error(`The plan names a secret '${name}' den does not know; this is a bug in den.`);
+        return issueAgentToken(deps.db, { workspaceId: identity.id, buildId: build.id, manifest, now: now() });
+      };
+      await step('apply', (context) => deps.driver.start(plan, { ...context, secret }));
       await step('agent', async (context) => {
+        // The agent to wait for is the one holding the live token: this build's when the driver
+        // started one, an earlier build's when the agent kept running.
+        const agentBuild = (await currentAgentBuild(deps.db, identity.id)) ?? build.id;
         try {
-          await deps.agents.waitForReady(identity.id, build.id, { timeoutMs: readyTimeoutMs(manifest), signal: context.signal });
+          await deps.agents.waitForReady(identity.id, agentBuild, { timeoutMs: readyTimeoutMs(manifest), signal: context.signal });
         } catch (error) {
           // When the agent died, the runtime knows why (its last output); say it in the build log.
           const status = await deps.driver.status(identity).catch(() => undefined);
@@ -77,7 +86,20 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
   }
 }
 
-async function loadIdentity(db: Kysely<Database>, workspaceId: string): Promise<WorkspaceIdentity> {
+/** How often retireAgent looks whether the runtime saw the agent exit. */
+const AGENT_EXIT_POLL_MS = 100;
+
+/** Asks the agent to exit and waits (bounded) until the runtime no longer runs it. */
+async function retireAgent(deps: StepDeps, identity: WorkspaceIdentity, context: DriverContext): Promise<void> {
+  context.log('The agent reported a startup error; replacing it, so the startup scripts run again.');
+  await deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS });
+  const deadline = Date.now() + AGENT_SHUTDOWN_TIMEOUT_MS;
+  while ((await deps.driver.status(identity)).phase === 'running' && Date.now() < deadline && !context.signal.aborted) {
+    await new Promise((resolve) => setTimeout(resolve, AGENT_EXIT_POLL_MS));
+  }
+}
+
+async function loadIdentity(db: Kysely<Database>, workspaceId: string): Promise<WorkspaceIdentity & { agentState: string | null }> {
   const identity = await getWorkspaceIdentity(db, workspaceId);
   if (!identity) throw new AppError('WORKSPACE_NOT_FOUND', 'The workspace of this build no longer exists.');
   return identity;

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { templateSchema, type TemplateInput } from '../../protocol/template.ts';
-import { issueAgentToken } from '../agents/tokens.ts';
+import { currentAgentBuild, issueAgentToken } from '../agents/tokens.ts';
 import { planWorkspace } from '../builds/plan.ts';
 import type { Config } from '../config.ts';
 import { iso } from '../store/time.ts';
 import { execInWorkspace } from '../../test/support/exec.ts';
 import { startTestServer, type TestServer } from '../../test/support/harness.ts';
-import type { DriverContext, RuntimeDriver, WorkspaceIdentity, WorkspacePlan } from './driver.ts';
+import type { ExecSession } from '../agents/hub-types.ts';
+import { AGENT_TOKEN_SECRET, type RuntimeDriver, type StartContext, type WorkspaceIdentity, type WorkspacePlan } from './driver.ts';
 
 /**
  * The contract every RuntimeDriver passes against a real backend (`runDriverContract` in each
@@ -70,19 +71,42 @@ export function runDriverContract(
       const spec = templateSchema.parse(template);
       const services = Object.entries(spec.environment?.services ?? {}).map(([service, s]) => ({ service, ports: (s.ports ?? []).map((p) => p.port) }));
       const endpoints = await driver.resolveEndpoints(workspace, services);
-      const draft = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl, agentToken: '' });
+      const { plan, manifest } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl });
       const buildId = randomUUID();
-      const token = await issueAgentToken(server.store.db, { workspaceId: workspace.id, buildId, manifest: draft.manifest, now: new Date() });
-      const plan = { ...draft.plan, agent: { ...draft.plan.agent, token } };
-      const { context, lines } = recorder();
+      const { context, lines } = recorder((name) => {
+        expect(name).toBe(AGENT_TOKEN_SECRET);
+        return issueAgentToken(server.store.db, { workspaceId: workspace.id, buildId, manifest, now: new Date() });
+      });
       await driver.start(plan, context);
-      await server.app.den.agents.waitForReady(workspace.id, buildId, { timeoutMs: readyTimeoutMs });
-      return { plan, buildId, log: lines };
+      // As the start build does: the agent holding the live token is the one to wait for.
+      const agentBuild = (await currentAgentBuild(server.store.db, workspace.id)) ?? buildId;
+      await server.app.den.agents.waitForReady(workspace.id, agentBuild, { timeoutMs: readyTimeoutMs });
+      return { plan, buildId: agentBuild, log: lines };
     }
 
     const exec = (workspaceId: string, command: string[]) => execInWorkspace(server.app, workspaceId, command);
 
     const basic = (): TemplateInput => ({ name: 'contract', workspace: { image, env: { CONTRACT_GREETING: 'hello ${{ owner.name }}' } } });
+
+    /** One HTTP service answering `pong from <name>`, listening after `delayMs`. */
+    const serviceTemplate = (serviceName: string, delayMs = 0): TemplateInput => ({
+      name: 'contract',
+      workspace: { image },
+      environment: {
+        services: {
+          [serviceName]: {
+            image,
+            command: ['node', '-e', `setTimeout(() => require('http').createServer((q, s) => s.end('pong from ${serviceName}')).listen(Number(process.env.PORT)), ${delayMs})`],
+            ports: [{ port: SERVICE_PORT }],
+            readiness: { tcp: SERVICE_PORT, timeout: '20s', interval: '100ms' },
+          },
+        },
+      },
+    });
+
+    /** GET url from inside the workspace, giving up after a few seconds (a removed service may just not answer). */
+    const fetchFrom = (workspaceId: string, url: string) => exec(workspaceId, ['node', '-e',
+      `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(5000) }).then((r) => r.text()).then((t) => process.stdout.write(t), () => process.exit(3))`]);
 
     it('reports absent before a workspace exists and lists nothing for it', async () => {
       const workspace = await newWorkspace('absent');
@@ -101,13 +125,82 @@ export function runDriverContract(
       await driver.delete(workspace, recorder().context);
     });
 
-    it('is idempotent: starting an already started workspace keeps it running', async () => {
+    it('changes nothing when an unchanged plan is applied again: no new secret, the same agent, its sessions alive', async () => {
       const workspace = await newWorkspace('twice');
-      const { plan } = await startReady(workspace, basic());
-      await driver.start(plan, recorder().context);
+      const { plan, buildId } = await startReady(workspace, basic());
+      const session = await server.app.den.agents.exec(workspace.id, { command: ['cat'] });
+      expect(await echoThrough(session, 'before\n')).toBe('before\n');
+
+      const again = recorder();
+      await driver.start(plan, again.context);
+      expect(again.secretsAsked()).toBe(0);
       expect((await driver.status(workspace)).phase).toBe('running');
       expect(server.app.den.agents.isConnected(workspace.id)).toBe(true);
-      expect((await exec(workspace.id, ['true'])).code).toBe(0);
+      expect(await currentAgentBuild(server.store.db, workspace.id)).toBe(buildId);
+      // the exec channel is on the agent that was already running: had it restarted, cat would be gone
+      expect(await echoThrough(session, 'after\n')).toBe('after\n');
+      session.closeStdin();
+      expect(await session.exit).toBe(0);
+      await driver.delete(workspace, recorder().context);
+    });
+
+    it('removes on re-apply a service the plan no longer has', async () => {
+      const workspace = await newWorkspace('drops-service');
+      const withService = serviceTemplate('gone-soon');
+      await startReady(workspace, withService);
+      const url = (await exec(workspace.id, ['sh', '-c', 'printf %s "$DEN_SERVICE_GONE_SOON_URL"'])).stdout;
+      expect(await fetchFrom(workspace.id, url)).toMatchObject({ code: 0, stdout: 'pong from gone-soon' });
+
+      await startReady(workspace, basic());
+      const after = await fetchFrom(workspace.id, url);
+      expect(after.code).not.toBe(0);
+      await driver.delete(workspace, recorder().context);
+    });
+
+    it('resolves the same service endpoints across stop and start', async () => {
+      const workspace = await newWorkspace('stable-endpoints');
+      const request = [{ service: 'web-api', ports: [SERVICE_PORT] }];
+      await startReady(workspace, serviceTemplate('web-api'));
+      const before = await driver.resolveEndpoints(workspace, request);
+      await server.app.den.agents.shutdown(workspace.id, { timeoutMs: 5_000 });
+      await driver.stop(workspace, recorder().context);
+      expect(await driver.resolveEndpoints(workspace, request)).toEqual(before);
+      await startReady(workspace, serviceTemplate('web-api'));
+      expect(await driver.resolveEndpoints(workspace, request)).toEqual(before);
+      await driver.delete(workspace, recorder().context);
+    });
+
+    it('applies the resource limits it declares as enforced', async (test) => {
+      if (driver.capabilities.resources !== 'enforced') test.skip();
+      const workspace = await newWorkspace('limited');
+      await startReady(workspace, { ...basic(), workspace: { ...basic().workspace, resources: { memory: '300Mi', pids: 300 } } });
+      // the limits the runtime set on the workspace's cgroup (v2 files first, then v1's)
+      const limits = await exec(workspace.id, ['sh', '-c',
+        'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max']);
+      expect(limits).toMatchObject({ code: 0, stdout: `${300 * 1024 * 1024}\n300\n` });
+      await driver.delete(workspace, recorder().context);
+    });
+
+    it('converges on the next apply after an apply aborted half-way', async () => {
+      const workspace = await newWorkspace('aborted');
+      const template = serviceTemplate('slow', 1_500);
+      const spec = templateSchema.parse(template);
+      const endpoints = await driver.resolveEndpoints(workspace, [{ service: 'slow', ports: [SERVICE_PORT] }]);
+      const { plan } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl });
+      const abort = new AbortController();
+      const aborted: StartContext = {
+        // the service was started and its readiness is being waited for: abort there
+        log: (line) => { if (/service slow/i.test(line) && !abort.signal.aborted) abort.abort(new Error('build canceled')); },
+        signal: abort.signal,
+        secret: async () => 'unused',
+      };
+      await driver.start(plan, aborted).then(() => undefined, () => undefined);
+      expect(abort.signal.aborted).toBe(true);
+
+      await startReady(workspace, template);
+      expect((await driver.status(workspace)).phase).toBe('running');
+      const url = (await exec(workspace.id, ['sh', '-c', 'printf %s "$DEN_SERVICE_SLOW_URL"'])).stdout;
+      expect(await fetchFrom(workspace.id, url)).toMatchObject({ code: 0, stdout: 'pong from slow' });
       await driver.delete(workspace, recorder().context);
     });
 
@@ -221,7 +314,7 @@ export function runDriverContract(
         },
       } satisfies TemplateInput);
       const endpoints = await driver.resolveEndpoints(workspace, [{ service: 'stuck', ports: [SERVICE_PORT] }]);
-      const { plan } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl, agentToken: 'unused' });
+      const { plan } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl });
       const { context } = recorder();
       const failure = await driver.start(plan, context).then(() => undefined, (error: unknown) => error as { code?: string; message: string; detail?: string });
       expect(failure).toBeDefined();
@@ -235,10 +328,32 @@ export function runDriverContract(
   });
 }
 
-/** A DriverContext that keeps the lines the driver logged. */
-function recorder(): { context: DriverContext; lines: string[] } {
+/** Writes `text` to an exec session running `cat` and resolves with what comes back. */
+async function echoThrough(session: ExecSession, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let received = '';
+    const onData = (chunk: Buffer) => {
+      received += chunk.toString('utf8');
+      if (received.length >= text.length) {
+        session.stdio.off('data', onData);
+        resolve(received);
+      }
+    };
+    session.stdio.on('data', onData);
+    session.exit.then((code) => reject(new Error(`The exec session ended (exit ${code}) before echoing ${JSON.stringify(text)}.`)), reject);
+    session.stdio.write(text);
+  });
+}
+
+/** A StartContext that keeps the lines the driver logged and counts the secrets it asked for. */
+function recorder(secret: (name: string) => Promise<string> = async () => 'unused'): { context: StartContext; lines: string[]; secretsAsked: () => number } {
   const lines: string[] = [];
-  return { lines, context: { log: (line) => lines.push(line), signal: new AbortController().signal } };
+  let asked = 0;
+  return {
+    lines,
+    secretsAsked: () => asked,
+    context: { log: (line) => lines.push(line), signal: new AbortController().signal, secret: (name) => (asked++, secret(name)) },
+  };
 }
 
 async function seedTemplate(server: TestServer): Promise<{ userId: string; templateId: string; versionId: string }> {

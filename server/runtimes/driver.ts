@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { WorkspaceIsolation } from '../../protocol/workspaces.ts';
+import type { RuntimeCapabilities } from './capabilities.ts';
 
 /**
  * The one interface every runtime implements (process, docker, kubernetes). Drivers take plain
@@ -10,13 +11,19 @@ export interface RuntimeDriver {
   readonly name: RuntimeName;
   /** how this runtime isolates workspaces (shown with each workspace); undefined: no claim either way */
   readonly isolation?: WorkspaceIsolation;
+  /** what of a template this runtime carries out (see capabilities.ts) */
+  readonly capabilities: RuntimeCapabilities;
   /**
    * Where each environment service port will be reachable from the workspace, before anything
    * is created, so the plan can resolve `${{ services.db.url }}`. Stable across stop/start.
    */
   resolveEndpoints(workspace: WorkspaceIdentity, services: readonly ServiceEndpointRequest[]): Promise<ServiceEndpoints>;
-  /** Creates or updates everything the plan describes and starts the agent. */
-  start(plan: WorkspacePlan, context: DriverContext): Promise<void>;
+  /**
+   * Creates or updates everything the plan describes and starts the agent. Applying the plan a
+   * running workspace already has changes nothing (no container replaced, no process restarted):
+   * secret values are asked of `context.secret` only when the object that holds them is created.
+   */
+  start(plan: WorkspacePlan, context: StartContext): Promise<void>;
   /** Removes what is not persistent; keeps home and service volumes. */
   stop(workspace: WorkspaceIdentity, context: DriverContext): Promise<void>;
   /** Removes everything, persistent volumes included. */
@@ -68,6 +75,16 @@ export interface DriverContext {
   /** Appends a line to the build log (stream 'system' unless given). */
   log(line: string, stream?: 'system' | 'stdout' | 'stderr'): void;
   signal: AbortSignal;
+}
+
+/**
+ * What a start may ask for besides logging: the value of a secret the plan names. Each call
+ * issues a fresh value and revokes the one issued before, so a driver calls it only when it
+ * creates the process or container that will hold the value; whatever it keeps running goes on
+ * with the value it was given.
+ */
+export interface StartContext extends DriverContext {
+  secret(name: string): Promise<string>;
 }
 
 export interface ServiceLogOptions {
@@ -132,7 +149,9 @@ export interface WorkspacePlan {
   home: { sizeBytes?: number };
   /** Environment for the agent and everything it starts; service URLs already included. */
   env: Record<string, string>;
-  agent: { url: string; token: string };
+  agent: AgentPlan;
+  /** secrets by reference: drivers fetch values through StartContext.secret, never from the plan */
+  secrets: SecretPlan[];
   services: ServicePlan[];
 }
 
@@ -148,6 +167,26 @@ export interface RuntimeEvent {
   cause: string;
   at: Date;
   detail: { exitCode?: number | null; signal?: string | null; [key: string]: unknown };
+}
+
+/** The name of the agent's token among a plan's secrets. */
+export const AGENT_TOKEN_SECRET = 'agent-token';
+
+export interface SecretPlan {
+  name: string;
+  /** the environment variable its value reaches the workspace's agent as */
+  env: string;
+}
+
+export interface AgentPlan {
+  /** the URL the agent dials */
+  url: string;
+  /**
+   * A digest of everything the agent is told on connect (its manifest: env, startup scripts,
+   * apps). Part of the agent's spec, so a changed manifest restarts the agent and an unchanged
+   * one leaves it running.
+   */
+  revision: string;
 }
 
 export type RuntimePhase = 'absent' | 'stopped' | 'starting' | 'running' | 'failed';

@@ -5,6 +5,7 @@ import {
   WORKSPACE_NAME, WORKSPACE_NAME_MAX, type BuildDto, type WorkspaceDto,
 } from '../../protocol/workspaces.ts';
 import type { AppContext } from '../http/app.ts';
+import { assertCapabilities } from '../runtimes/capabilities.ts';
 import type { Principal } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
@@ -42,6 +43,7 @@ export async function createWorkspace(den: AppContext, principal: Principal, inp
   const owner = await resolveOwner(db, principal, input.owner);
   const { templateId, versionId, spec } = await activeVersion(db, input.template);
   const params = resolveParameters(spec, input.params);
+  assertCapabilities(den.driver, spec);
   const now = den.clock.now();
   const workspaceId = randomUUID();
   let buildId: string;

@@ -1,4 +1,5 @@
 import type { RuntimeDriver } from '../../server/runtimes/driver.ts';
+import { PROCESS_CAPABILITIES } from '../../server/runtimes/process/driver.ts';
 
 /**
  * A runtime that does nothing and reports every workspace running: for tests that are not about
@@ -7,6 +8,7 @@ import type { RuntimeDriver } from '../../server/runtimes/driver.ts';
  */
 export const idleDriver: RuntimeDriver = {
   name: 'process',
+  capabilities: PROCESS_CAPABILITIES,
   resolveEndpoints: async () => ({}),
   start: async () => {},
   stop: async () => {},

@@ -1,7 +1,7 @@
 import { AppError } from '../../../protocol/errors.ts';
 import type { DriverContext, WorkspaceIdentity } from '../driver.ts';
 import { engineMessage, ignoreMissing, statusOf, type ContainerApi, type ContainerSpec, type DockerApi } from './docker-api.ts';
-import { LABEL_KIND, LABEL_SPEC, LABEL_WORKSPACE, labelFilter, labelsFor, names, type ObjectKind } from './objects.ts';
+import { LABEL_KIND, LABEL_SERVICE, LABEL_SPEC, LABEL_WORKSPACE, labelFilter, labelsFor, names, type ObjectKind } from './objects.ts';
 
 /**
  * Applying rendered objects to the engine, each step idempotent (the build worker may re-run a
@@ -73,15 +73,20 @@ export async function ensureVolume(docker: DockerApi, instance: string, workspac
 /**
  * Starts a container for spec: keeps a running one with the same spec, replaces anything else
  * den made under that name, refuses to touch a container that is not this workspace's.
+ * `secretEnv` is asked for only when a container is created: its values are not part of the
+ * spec hash, and a kept container goes on with the ones it has.
  */
-export async function runContainer(docker: DockerApi, workspace: WorkspaceIdentity, spec: ContainerSpec): Promise<{ container: ContainerApi; reused: boolean }> {
-  const existing = docker.getContainer(spec.name);
+export async function runContainer(
+  docker: DockerApi, workspace: WorkspaceIdentity, hashed: ContainerSpec, secretEnv?: () => Promise<string[]>,
+): Promise<{ container: ContainerApi; reused: boolean }> {
+  const existing = docker.getContainer(hashed.name);
   const info = await ignoreMissing(existing.inspect());
   if (info) {
-    assertOurs(info.Config.Labels, workspace, `container ${spec.name}`);
-    if (info.State.Running && info.Config.Labels?.[LABEL_SPEC] === spec.Labels[LABEL_SPEC]) return { container: existing, reused: true };
+    assertOurs(info.Config.Labels, workspace, `container ${hashed.name}`);
+    if (info.State.Running && info.Config.Labels?.[LABEL_SPEC] === hashed.Labels[LABEL_SPEC]) return { container: existing, reused: true };
     await ignoreMissing(existing.remove({ force: true }));
   }
+  const spec: ContainerSpec = secretEnv ? { ...hashed, Env: [...(hashed.Env ?? []), ...(await secretEnv())] } : hashed;
   const container = await docker.createContainer(spec).catch(async (error: unknown) => {
     if (statusOf(error) !== 409) throw error;
     // Someone created it between inspect and create: only ours may be replaced.
@@ -112,6 +117,23 @@ export async function removeContainers(docker: DockerApi, instance: string, work
       await ignoreMissing(container.remove({ force: true }));
     }));
   }
+}
+
+/**
+ * Removes the service containers of a workspace whose service is no longer in its plan (a
+ * template update dropped it); their volumes stay, as on stop, until the workspace is deleted.
+ */
+export async function removeUnplannedServices(
+  docker: DockerApi, instance: string, workspaceId: string, planned: ReadonlySet<string>, graceSeconds: number, context: DriverContext,
+): Promise<void> {
+  const containers = await docker.listContainers({ all: true, filters: labelFilter(instance, workspaceId) });
+  const unplanned = containers.filter((c) => c.Labels[LABEL_KIND] === 'service' && !planned.has(c.Labels[LABEL_SERVICE] ?? ''));
+  await Promise.all(unplanned.map(async (summary) => {
+    context.log(`Removing service ${summary.Labels[LABEL_SERVICE]}, which the plan no longer has.`);
+    const container = docker.getContainer(summary.Id);
+    if (summary.State === 'running') await ignoreMissing(container.stop({ t: graceSeconds }));
+    await ignoreMissing(container.remove({ force: true }));
+  }));
 }
 
 export async function removeNetwork(docker: DockerApi, instance: string, workspaceId: string): Promise<void> {

@@ -9,7 +9,7 @@ import Dockerode from 'dockerode';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runDriverContract } from '../driver.contract.ts';
-import type { DriverContext, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import type { ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
 import type { DockerApi } from './docker-api.ts';
 import { createAgentVolumes } from './agent-volume.ts';
 import { createDockerDriver, type DockerDriver } from './driver.ts';
@@ -106,7 +106,7 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
     };
     const api: ServicePlan = { ...httpService('api'), dependsOn: ['db'] };
     const lines: string[] = [];
-    await driver.start(plan(workspace, [api, db]), { log: (line) => lines.push(line), signal: new AbortController().signal });
+    await driver.start(plan(workspace, [api, db]), { ...context(), log: (line) => lines.push(line) });
     const order = lines.filter((line) => /^(Started service|Service \S+ is ready)/.test(line));
     expect(order).toEqual(['Started service db (den/postgres:15).', 'Service db is ready.', 'Started service api (den/base:bookworm).', 'Service api is ready.'].map((line) => line.replace('den/base:bookworm', IMAGE)));
     expect(lines).toContain('[db] den-postgres: initialised /var/lib/postgresql/data (user postgres, database app)');
@@ -165,6 +165,27 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
     expect(removed).toEqual([gone.id]);
     expect(await leftovers(gone)).toEqual({ containers: 0, networks: 0, volumes: 0 });
     expect((await driver.status(kept)).phase).toBe('running');
+  });
+
+  it('collects only the garbage of its own instance: another den on the same engine leaves this one\'s objects alone', async () => {
+    const other = await createDockerDriver({
+      log: pino({ level: 'silent' }), docker, agentBundleDir: join(bundleDirs[0], 'agent-other'), stopGraceSeconds: 1, instance: `${INSTANCE}-other`,
+    });
+    const ours = identity('ours');
+    const theirs = identity('theirs');
+    await driver.start(plan(ours), context());
+    await other.start(plan(theirs), context());
+    try {
+      // the other den knows none of our workspaces, so to it ours would be garbage if it could see them
+      expect(await other.listWorkspaceIds()).not.toContain(ours.id);
+      expect(await other.collectGarbage(() => false)).toEqual([theirs.id]);
+      expect((await driver.status(ours)).phase).toBe('running');
+      expect(await leftovers(ours)).toMatchObject({ containers: 1, networks: 1 });
+      expect(await driver.listWorkspaceIds()).not.toContain(theirs.id);
+    } finally {
+      await other.delete(theirs, context()).catch(() => undefined);
+      await other.close();
+    }
   });
 
   it('fails a start with a sentence when the image does not exist, and leaves no container', async () => {
@@ -228,7 +249,7 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
       };
       const started = Promise.withResolvers<void>();
       const log = (line: string) => { if (line.startsWith('Started service stuck')) started.resolve(); };
-      const failure = failureOf(cut.start(plan(workspace, [stuck]), { log, signal: new AbortController().signal }));
+      const failure = failureOf(cut.start(plan(workspace, [stuck]), { ...context(), log }));
       await started.promise;
       await proxy.cut();
       expect((await failure).message).toMatch(/^The Docker engine did not answer while starting the workspace \(.+\)\. Start it .* den removes what it had created on the next start or delete\.$/);
@@ -270,7 +291,7 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
   function plan(workspace: WorkspaceIdentity, services: ServicePlan[] = []): WorkspacePlan {
     return {
       workspace, image: IMAGE, resources: { cpu: 1, memoryBytes: 512 * 1024 ** 2, pids: 256 }, home: {},
-      env: { DEN_WORKSPACE_NAME: workspace.name }, agent: { url: agentUrl, token: 'not-a-real-token' }, services,
+      env: { DEN_WORKSPACE_NAME: workspace.name }, agent: { url: agentUrl, revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services,
     };
   }
 });
@@ -326,8 +347,8 @@ async function failureOf(work: Promise<unknown>): Promise<Error & { detail?: str
   throw new Error('Expected the start to fail, and it succeeded.');
 }
 
-function context(): DriverContext {
-  return { log: () => undefined, signal: new AbortController().signal };
+function context(): StartContext {
+  return { log: () => undefined, signal: new AbortController().signal, secret: async () => 'not-a-real-token' };
 }
 
 async function execIn(workspace: WorkspaceIdentity, command: string[]): Promise<{ code: number; out: string }> {

@@ -3,17 +3,17 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
-import type { DriverContext, RuntimeDriver, RuntimeStatus, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import type { DriverContext, RuntimeDriver, RuntimeStatus, ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
 import { createAgentVolumes } from './agent-volume.ts';
 import { AGENT_MOUNT_PATH } from '../agent-bundle.ts';
 import {
-  ensureImage, ensureNetwork, ensureVolume, removeContainers, removeNetwork, removeVolumes, runContainer, workspaceIds,
+  ensureImage, ensureNetwork, ensureVolume, removeContainers, removeNetwork, removeUnplannedServices, removeVolumes, runContainer, workspaceIds,
 } from './apply.ts';
 import { engineMessage, ignoreMissing, isEngineUnreachable, type DockerApi } from './docker-api.ts';
 import { observeDockerEvents } from './events.ts';
 import { createAgentGateway, HOST_ALIAS_ENTRY } from './gateway.ts';
 import {
-  HOME_PATH, LABEL_AGENT_BUNDLE, LABEL_KIND, LABEL_WORKSPACE, labelFilter, labelsFor, names, serviceContainerSpec, startOrder, workspaceContainerSpec,
+  envList, HOME_PATH, LABEL_AGENT_BUNDLE, LABEL_KIND, LABEL_WORKSPACE, labelFilter, labelsFor, names, serviceContainerSpec, startOrder, workspaceContainerSpec,
 } from './objects.ts';
 import { exitSentence, followLogs, tailLogs, waitUntilReady } from './readiness.ts';
 import { containerLogLines } from './service-logs.ts';
@@ -123,11 +123,13 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     return { agentVolume: agent.volume };
   }
 
-  async function startWorkspace(plan: WorkspacePlan, agentVolume: string | undefined, context: DriverContext): Promise<void> {
+  async function startWorkspace(plan: WorkspacePlan, agentVolume: string | undefined, context: StartContext): Promise<void> {
     const spec = workspaceContainerSpec({
       instance, plan, agentVolume, agentUrl: await gateway.agentUrl(plan.agent.url), extraHosts: [HOST_ALIAS_ENTRY],
     });
-    const { container, reused } = await runContainer(docker, plan.workspace, spec);
+    const secrets = async () => envList(Object.fromEntries(
+      await Promise.all(plan.secrets.map(async (secret) => [secret.env, await context.secret(secret.name)] as const))));
+    const { container, reused } = await runContainer(docker, plan.workspace, spec, secrets);
     if (reused) {
       context.log('The workspace container is already running.');
       return;
@@ -192,6 +194,10 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
   const driver: DockerDriver = {
     name: 'docker',
     isolation: { sandboxed: true },
+    // Files are not synced into services yet: a template's sync paths are accepted and not applied.
+    capabilities: Object.freeze({
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced',
+    }),
 
     async resolveEndpoints(_workspace, services) {
       // Service containers carry their name as a DNS alias on the workspace network.
@@ -211,6 +217,7 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
           const images = new Set([plan.image, ...order.map((s) => s.image ?? plan.image)]);
           await Promise.all([...images].map((image) => ensureImage(docker, image, context)));
           const [network, mounts] = await Promise.all([ensureNetwork(docker, instance, plan.workspace), prepareWorkspaceMounts(plan)]);
+          await removeUnplannedServices(docker, instance, plan.workspace.id, new Set(order.map((s) => s.name)), graceSeconds, context);
           for (const service of order) await startService(plan, service, network, context);
           await startWorkspace(plan, mounts.agentVolume, context);
         } catch (error) {

@@ -11,7 +11,7 @@ function service(name: string, dependsOn: string[] = []): ServicePlan {
 function plan(services: ServicePlan[] = []): WorkspacePlan {
   return {
     workspace, image: 'den/node:24', resources: { cpu: 1.5, memoryBytes: 2 * 1024 ** 3, pids: 512 }, home: {},
-    env: { DEN_OWNER: 'alice' }, agent: { url: 'http://127.0.0.1:7080', token: 'secret-token' }, services,
+    env: { DEN_OWNER: 'alice' }, agent: { url: 'http://127.0.0.1:7080', revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services,
   };
 }
 
@@ -23,7 +23,7 @@ describe('docker object rendering', () => {
       Entrypoint: ['/opt/den/agent/node', '/opt/den/agent/agent.mjs'],
       HostConfig: { Privileged: false, NanoCpus: 1_500_000_000, Memory: 2 * 1024 ** 3, MemorySwap: 2 * 1024 ** 3, PidsLimit: 512, NetworkMode: `den-${workspace.id}` },
     });
-    expect(spec.Env).toEqual(expect.arrayContaining(['DEN_AGENT_URL=http://host.docker.internal:7080', 'DEN_AGENT_TOKEN=secret-token', 'HOME=/home/den', 'DEN_OWNER=alice']));
+    expect(spec.Env).toEqual(expect.arrayContaining(['DEN_AGENT_URL=http://host.docker.internal:7080', 'HOME=/home/den', 'DEN_OWNER=alice']));
     expect(spec.HostConfig.Mounts).toEqual([{ Type: 'volume', Source: `den-${workspace.id}-home`, Target: '/home/den' }]);
   });
 
@@ -56,9 +56,14 @@ describe('docker object rendering', () => {
   it('changes the spec hash when the plan changes and keeps it when it does not', () => {
     const a = workspaceContainerSpec({ instance: 'den', plan: plan(), agentUrl: 'x', extraHosts: [] });
     const b = workspaceContainerSpec({ instance: 'den', plan: plan(), agentUrl: 'x', extraHosts: [] });
-    const c = workspaceContainerSpec({ instance: 'den', plan: { ...plan(), agent: { url: 'x', token: 'next-build' } }, agentUrl: 'x', extraHosts: [] });
+    const c = workspaceContainerSpec({ instance: 'den', plan: { ...plan(), agent: { url: 'x', revision: 'r2' } }, agentUrl: 'x', extraHosts: [] });
     expect(a.Labels['den.spec']).toBe(b.Labels['den.spec']);
     expect(a.Labels['den.spec']).not.toBe(c.Labels['den.spec']);
+  });
+
+  it('keeps secrets out of the rendered spec, so a new agent token does not replace a running workspace', () => {
+    const spec = workspaceContainerSpec({ instance: 'den', plan: plan(), agentUrl: 'x', extraHosts: [] });
+    expect(spec.Env!.some((entry) => entry.startsWith('DEN_AGENT_TOKEN='))).toBe(false);
   });
 
   it('names bridges within the 15 characters Linux allows, under the dn- prefix the isolation rules match', () => {

@@ -18,6 +18,8 @@ export const LABEL_KIND = 'den.kind';
 export const LABEL_SERVICE = 'den.service';
 export const LABEL_SPEC = 'den.spec';
 export const LABEL_AGENT_BUNDLE = 'den.agent.bundle';
+/** the digest of the agent's manifest: a changed manifest changes the spec hash, so the agent restarts */
+export const LABEL_AGENT_REVISION = 'den.agent.revision';
 
 export const HOME_PATH = '/home/den';
 /** uid:gid of the `den` user in den's images; any image runs the workspace as this user. */
@@ -85,11 +87,13 @@ export function workspaceContainerSpec(input: WorkspaceContainerInput): Containe
     Image: plan.image,
     Entrypoint: AGENT_COMMAND,
     Cmd: [],
-    Env: envList({ HOME: HOME_PATH, ...plan.env, DEN_AGENT_URL: input.agentUrl, DEN_AGENT_TOKEN: plan.agent.token }),
+    // Secrets (the agent token) are not here: runContainer adds them when it creates the
+    // container, after the hash, so a new token never makes a running workspace look changed.
+    Env: envList({ HOME: HOME_PATH, ...plan.env, DEN_AGENT_URL: input.agentUrl }),
     User: WORKSPACE_USER,
     WorkingDir: HOME_PATH,
     Hostname: hostname(plan.workspace.name),
-    Labels: labelsFor(input.instance, plan.workspace, 'workspace'),
+    Labels: labelsFor(input.instance, plan.workspace, 'workspace', { [LABEL_AGENT_REVISION]: plan.agent.revision }),
     HostConfig: {
       Mounts: mounts,
       NetworkMode: network,
@@ -175,7 +179,7 @@ function withSpecHash(spec: ContainerSpec): ContainerSpec {
   return { ...spec, Labels: { ...spec.Labels, [LABEL_SPEC]: hash } };
 }
 
-function envList(env: Record<string, string>): string[] {
+export function envList(env: Record<string, string>): string[] {
   return Object.entries(env).map(([key, value]) => `${key}=${value}`);
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { runDriverContract } from '../driver.contract.ts';
-import type { DriverContext, ServicePlan, WorkspacePlan } from '../driver.ts';
+import type { ServicePlan, StartContext, WorkspacePlan } from '../driver.ts';
 import { createProcessDriver } from './driver.ts';
 import { procStartTime } from './processes.ts';
 import { bwrapAvailable, joinArgs } from './sandbox.ts';
@@ -19,7 +19,7 @@ runDriverContract('process', (config) =>
 describe('process driver', () => {
   let dataDir: string;
   const workspace = { id: 'ws-process', name: 'demo', ownerId: 'u', ownerName: 'alice' };
-  const context: DriverContext = { log: () => {}, signal: new AbortController().signal };
+  const context: StartContext = { log: () => {}, signal: new AbortController().signal, secret: async () => 'unused' };
   const driver = () => createProcessDriver({ dataDir, log: silent, requireSandbox: false, stopGraceMs: 1_000 });
 
   beforeEach(() => {
@@ -32,7 +32,7 @@ describe('process driver', () => {
 
   function plan(services: ServicePlan[]): WorkspacePlan {
     // The agent dials a closed port and keeps retrying: these tests are about the processes.
-    return { workspace, image: '', resources: {}, home: {}, env: { DEN_WORKSPACE_NAME: 'demo' }, agent: { url: 'http://127.0.0.1:9', token: 'unused' }, services };
+    return { workspace, image: '', resources: {}, home: {}, env: { DEN_WORKSPACE_NAME: 'demo' }, agent: { url: 'http://127.0.0.1:9', revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services };
   }
   const echoService = (name: string, port: number): ServicePlan => ({
     name, env: {}, volumes: [], dependsOn: [], ports: [{ port, preview: false }],

@@ -6,8 +6,9 @@ import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
 import type {
   DriverContext, RuntimeDriver, RuntimeStatus, ServiceEndpointRequest, ServiceEndpoints, ServiceLogLine, ServiceLogOptions,
-  ServicePlan, WorkspaceIdentity, WorkspacePlan,
+  ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan,
 } from '../driver.ts';
+import type { RuntimeCapabilities } from '../capabilities.ts';
 import { createAgentSockets } from './agent-sockets.ts';
 import { createProcessObserver } from './observer.ts';
 import { capWorkspaceLogs, DEFAULT_LOG_FILE_LIMITS, LOG_CAP_INTERVAL_MS, type LogFileLimits } from './log-files.ts';
@@ -174,23 +175,24 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     context.log(`Service ${name} is ready.`);
   }
 
-  async function startAgent(plan: WorkspacePlan, paths: WorkspacePaths, context: DriverContext): Promise<void> {
+  async function startAgent(plan: WorkspacePlan, paths: WorkspacePaths, context: StartContext): Promise<void> {
     const state = readState(paths);
     // Sandboxed, the agent has no route to den's address: it dials the socket den listens on.
     const socket = await agentSockets.listen(plan.workspace.id, paths, state.uid);
     const env: Record<string, string> = {
       ...baseEnv(paths), ...plan.env,
       DEN_AGENT_URL: plan.agent.url,
-      DEN_AGENT_TOKEN: plan.agent.token,
       ...(socket ? { DEN_AGENT_SOCKET: sandbox.agentSocket(socket) } : {}),
     };
     const agent = sandbox.agent();
-    const specHash = hash({ argv: agent.argv, env, bundle: agent.hash });
+    // Secrets stay out of the hash: a running agent keeps its token across re-applies.
+    const specHash = hash({ argv: agent.argv, env, bundle: agent.hash, revision: plan.agent.revision });
     if (isAlive(state.agent) && state.agent!.specHash === specHash) {
       context.log('The agent is already running.');
       return;
     }
     await stopGroup(state.agent, graceMs);
+    for (const secret of plan.secrets) env[secret.env] = await context.secret(secret.name);
     const tracked = await spawnTracked({
       argv: sandbox.wrap(agent.argv, paths, plan.workspace.name, { mounts: agent.mounts }), env, cwd: paths.home,
       logFile: join(paths.logs, 'agent.log'), specHash, onExit: (code, signal) => observer.recordExit(tracked.pid, code, signal),
@@ -227,6 +229,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
   const driver: RuntimeDriver = {
     name: 'process',
     isolation: sandboxed ? { sandboxed: true } : { sandboxed: false, warning: UNSANDBOXED_WARNING },
+    capabilities: PROCESS_CAPABILITIES,
 
     async resolveEndpoints(workspace, services) {
       const state = await ensurePorts(workspace, services);
@@ -245,6 +248,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
         const paths = workspacePaths(dataDir, plan.workspace.id);
         for (const dir of [paths.home, paths.tmp, paths.logs, paths.socketDir]) mkdirSync(dir, { recursive: true });
         await ensurePorts(plan.workspace, plan.services.map((s) => ({ service: s.name, ports: s.ports.map((p) => p.port) })));
+        logIgnoredFeatures(plan, context);
         try {
           await prepareSandbox(plan.workspace, paths, context);
           const wanted = new Set(plan.services.map((s) => s.name));
@@ -346,6 +350,21 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     },
   };
   return driver;
+}
+
+/**
+ * Services are processes here (no images); resource limits and service volumes are accepted and
+ * not applied, so templates written for docker still run on the embedded default.
+ */
+export const PROCESS_CAPABILITIES: RuntimeCapabilities = Object.freeze({
+  serviceImages: 'unsupported', serviceVolumes: 'ignored', resources: 'ignored', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced',
+});
+
+/** Says in the build log what of the plan this runtime leaves out (PROCESS_CAPABILITIES). */
+function logIgnoredFeatures(plan: WorkspacePlan, context: DriverContext): void {
+  if (Object.keys(plan.resources).length > 0) context.log('The process runtime sets no resource limits; workspace.resources is not applied.');
+  const withVolumes = plan.services.filter((s) => s.volumes.length > 0).map((s) => s.name);
+  if (withVolumes.length > 0) context.log(`The process runtime mounts no service volumes (${withVolumes.join(', ')}): services keep their data in the workspace home.`);
 }
 
 /** What den logs at start, and what each workspace's DTO says, when workspaces run unsandboxed. */

@@ -101,7 +101,7 @@ describe('log file cap', () => {
 describe('process driver log files', () => {
   let dataDir: string;
   const workspace = { id: 'ws-log-cap', name: 'flood', ownerId: 'u', ownerName: 'alice' };
-  const context = { log: () => {}, signal: new AbortController().signal };
+  const context = { log: () => {}, signal: new AbortController().signal, secret: async () => 'unused' };
   beforeEach(() => {
     dataDir = mkdtempSync(join(tmpdir(), 'den-log-cap-'));
   });
@@ -110,7 +110,7 @@ describe('process driver log files', () => {
   it('cuts the log file of a service that writes without end down to its head and tail while it runs', async () => {
     const driver = createProcessDriver({ dataDir, log: pino({ level: 'silent' }), requireSandbox: false, stopGraceMs: 1_000, logFileLimits: limits });
     const plan: WorkspacePlan = {
-      workspace, image: '', resources: {}, home: {}, env: {}, agent: { url: 'http://127.0.0.1:9', token: 'unused' },
+      workspace, image: '', resources: {}, home: {}, env: {}, agent: { url: 'http://127.0.0.1:9', revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }],
       services: [{
         name: 'flood', env: {}, volumes: [], dependsOn: [], ports: [],
         command: ['node', '-e', "const l = 'y'.repeat(100) + '\\n'; setInterval(() => process.stdout.write(l.repeat(1000)), 5)"],

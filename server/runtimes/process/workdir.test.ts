@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { DriverContext, ServicePlan, WorkspacePlan } from '../driver.ts';
+import type { ServicePlan, StartContext, WorkspacePlan } from '../driver.ts';
 import { createProcessDriver } from './driver.ts';
 import { workspacePaths } from './state.ts';
 
@@ -16,7 +16,7 @@ describe('process driver service workdir', () => {
   let dataDir: string;
   let outside: string;
   const workspace = { id: 'ws-workdir', name: 'demo', ownerId: 'u', ownerName: 'alice' };
-  const context: DriverContext = { log: () => {}, signal: new AbortController().signal };
+  const context: StartContext = { log: () => {}, signal: new AbortController().signal, secret: async () => 'unused' };
   const driver = () => createProcessDriver({ dataDir, log: pino({ level: 'silent' }), requireSandbox: false, sandbox: false, stopGraceMs: 1_000 });
 
   beforeEach(() => {
@@ -34,7 +34,7 @@ describe('process driver service workdir', () => {
       name: 'web', env: {}, volumes: [], dependsOn: [], ports: [], workdir,
       command: ['node', '-e', 'setInterval(() => {}, 1000)'],
     };
-    return { workspace, image: '', resources: {}, home: {}, env: {}, agent: { url: 'http://127.0.0.1:9', token: 'unused' }, services: [service] };
+    return { workspace, image: '', resources: {}, home: {}, env: {}, agent: { url: 'http://127.0.0.1:9', revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services: [service] };
   };
 
   it('refuses a workdir whose .. segments climb out of the home, and creates nothing outside it', async () => {

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { isAppError } from '../../protocol/errors.ts';
+import { templateSchema, type TemplateInput } from '../../protocol/template.ts';
+import { assertCapabilities, missingCapabilities, type RuntimeCapabilities } from './capabilities.ts';
+import { PROCESS_CAPABILITIES } from './process/driver.ts';
+
+const everything: RuntimeCapabilities = {
+  serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced',
+};
+
+const demanding: TemplateInput = {
+  name: 'demanding',
+  workspace: { image: 'den/base', resources: { cpu: 2 } },
+  environment: {
+    services: {
+      db: { image: 'den/postgres:15', ports: [{ port: 5432 }], volumes: [{ name: 'data', path: '/data' }] },
+      api: { command: ['node', 'server.js'], dependsOn: ['db'], sync: [{ from: '~/app', to: '/app' }] },
+    },
+  },
+};
+
+describe('missingCapabilities', () => {
+  it('finds nothing missing on a runtime that has every feature', () => {
+    expect(missingCapabilities('docker', everything, templateSchema.parse(demanding))).toEqual([]);
+  });
+
+  it('names each unsupported feature with the field that needs it and the runtime', () => {
+    const lacking: RuntimeCapabilities = { ...everything, serviceImages: 'unsupported', dependsOn: 'unsupported', sync: 'unsupported' };
+    const missing = missingCapabilities('kubernetes', lacking, templateSchema.parse(demanding));
+    expect(missing.map((m) => [m.feature, m.field])).toEqual([
+      ['serviceImages', 'environment.services.db'],
+      ['dependsOn', 'environment.services.api.dependsOn'],
+      ['sync', 'environment.services.api.sync'],
+    ]);
+    expect(missing[0].message).toBe('environment.services.db is given only as an image, without a command, which the kubernetes runtime does not support (serviceImages).');
+  });
+
+  it('accepts what a runtime ignores: the process runtime runs node-api-like templates without limits or volumes', () => {
+    const processable = { ...demanding, environment: { services: { db: { ...demanding.environment!.services!.db, command: 'node db.js' }, api: demanding.environment!.services!.api } } };
+    expect(missingCapabilities('process', PROCESS_CAPABILITIES, templateSchema.parse(processable))).toEqual([]);
+  });
+
+  it('throws RUNTIME_CAPABILITY_MISSING with one sentence per feature and a validation per field', () => {
+    let thrown: unknown;
+    try {
+      assertCapabilities({ name: 'process', capabilities: PROCESS_CAPABILITIES }, templateSchema.parse(demanding));
+    } catch (error) {
+      thrown = error;
+    }
+    expect(isAppError(thrown) && thrown.code).toBe('RUNTIME_CAPABILITY_MISSING');
+    const error = thrown as { message: string; validations: { field: string }[] };
+    expect(error.message).toContain('environment.services.db is given only as an image, without a command, which the process runtime does not support (serviceImages).');
+    expect(error.validations.map((v) => v.field)).toEqual(['environment.services.db']);
+  });
+});

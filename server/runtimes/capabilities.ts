@@ -1,0 +1,55 @@
+import { AppError } from '../../protocol/errors.ts';
+import type { TemplateSpec } from '../../protocol/template.ts';
+
+/**
+ * How a runtime handles each template feature:
+ *  - 'enforced': carried out as the template says;
+ *  - 'ignored': accepted, and the workspace runs without it (the process runtime sets no
+ *    resource limits, mounts no service volumes; no runtime syncs files yet);
+ *  - 'unsupported': a workspace that needs it cannot work, so creating one is refused.
+ */
+export type CapabilitySupport = 'enforced' | 'ignored' | 'unsupported';
+
+export type RuntimeFeature = 'serviceImages' | 'serviceVolumes' | 'resources' | 'dependsOn' | 'sync' | 'ports';
+
+/** Declared by each driver as data, so the server can refuse a template before any build. */
+export type RuntimeCapabilities = Readonly<Record<RuntimeFeature, CapabilitySupport>>;
+
+export interface MissingCapability {
+  feature: RuntimeFeature;
+  /** the template field that needs it, e.g. environment.services.db */
+  field: string;
+  /** one sentence naming the feature, where the template uses it and the runtime */
+  message: string;
+}
+
+/**
+ * The features a template needs that the runtime does not have ('unsupported'), each with a
+ * sentence. Pure: the create path calls it before any build, the start build again (a template
+ * update may have added a feature).
+ */
+export function missingCapabilities(runtime: string, capabilities: RuntimeCapabilities, spec: TemplateSpec): MissingCapability[] {
+  const missing: MissingCapability[] = [];
+  const lacks = (feature: RuntimeFeature) => capabilities[feature] === 'unsupported';
+  const add = (feature: RuntimeFeature, field: string, what: string) =>
+    missing.push({ feature, field, message: `${field} ${what}, which the ${runtime} runtime does not support (${feature}).` });
+  if (spec.workspace.resources && lacks('resources')) add('resources', 'workspace.resources', 'sets resource limits');
+  for (const [name, service] of Object.entries(spec.environment?.services ?? {})) {
+    const field = `environment.services.${name}`;
+    if (service.command === undefined && lacks('serviceImages')) add('serviceImages', field, 'is given only as an image, without a command');
+    if ((service.volumes?.length ?? 0) > 0 && lacks('serviceVolumes')) add('serviceVolumes', `${field}.volumes`, 'mounts volumes');
+    if ((service.dependsOn?.length ?? 0) > 0 && lacks('dependsOn')) add('dependsOn', `${field}.dependsOn`, 'orders services');
+    if ((service.sync?.length ?? 0) > 0 && lacks('sync')) add('sync', `${field}.sync`, 'syncs files from the workspace');
+    if ((service.ports?.length ?? 0) > 0 && lacks('ports')) add('ports', `${field}.ports`, 'exposes ports');
+  }
+  return missing;
+}
+
+/** Throws RUNTIME_CAPABILITY_MISSING, naming every missing feature, when the runtime cannot run the template. */
+export function assertCapabilities(runtime: { name: string; capabilities: RuntimeCapabilities }, spec: TemplateSpec): void {
+  const missing = missingCapabilities(runtime.name, runtime.capabilities, spec);
+  if (missing.length === 0) return;
+  throw new AppError('RUNTIME_CAPABILITY_MISSING',
+    `${missing.map((m) => m.message).join(' ')} Change the template, or ask your administrator for a server with a runtime that has it (docker runs services from images).`,
+    { validations: missing.map((m) => ({ field: m.field, detail: m.message })) });
+}
