@@ -143,6 +143,8 @@ const MATRIX: Record<string, MatrixRow> = {
   // ---- agents ----
   // Public at the HTTP layer: the agent token is checked by the route. User API tokens must not open it.
   'GET /api/v1/agent/connect': { auth: 'public', expect: ALL_CALLERS({ status: 401, code: 'AGENT_UNAUTHORIZED' }) },
+  // the agent bundle (for init containers): an agent token of a live workspace, never a user's credentials
+  'GET /api/v1/agent/bundle': { auth: 'public', expect: ALL_CALLERS({ status: 401, code: 'AGENT_UNAUTHORIZED' }) },
   'GET /api/v1/workspaces/:owner/:name/exec': { auth: 'user', workspace: true },
 
   // ---- web pages (server/web): public, they hold no data; the page signs in through the API ----
