@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, parseListen, type Config } from './config.ts';
+import { createDen } from './den.ts';
 import { buildServer } from './http/app.ts';
 import { openStore } from './store/connect.ts';
 import { systemClock } from './store/time.ts';
@@ -71,7 +72,7 @@ export async function runServer(argv: string[]): Promise<void> {
   mkdirSync(config.dataDir, { recursive: true });
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   const driver = await createDriver(config, log);
-  const app = await buildServer({ config, store, clock: systemClock, log, driver });
+  const app = await buildServer(createDen({ config, store, clock: systemClock, log, driver }));
   const { host, port } = parseListen(config.listen);
   try {
     await app.listen({ host, port });

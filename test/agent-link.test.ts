@@ -53,7 +53,7 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     agentCommand(); // rebuilds a stale bundle now, so the measurement below is the agent's own start-up
     const started = performance.now();
     const agent = launch(token);
-    await server.app.den.agents.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: READY_TIMEOUT_MS });
+    await server.den.agents.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: READY_TIMEOUT_MS });
     console.log(`agent process start -> ready (${agentCommand().args[0].endsWith('.mjs') ? 'bundle' : 'ts source'}): ${Math.round(performance.now() - started)} ms`);
 
     const row = await server.store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
@@ -61,7 +61,7 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     const lines = await scriptLines(server, ws.buildId);
     expect(lines).toEqual(['first/stdout: one', 'first/stderr: to stderr', 'second/stdout: two', 'second/stdout: hi there']);
     expect(readFileSync(join(agent.home, 'runs'), 'utf8')).toBe('ran\n');
-    expect(server.app.den.agents.isConnected(ws.workspaceId)).toBe(true);
+    expect(server.den.agents.isConnected(ws.workspaceId)).toBe(true);
   });
 
   it('runs a command with stdout, stderr and its exit code, and without the agent token in its environment', async () => {
@@ -141,7 +141,7 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
   });
 
   it('keeps other channels flowing while one channel floods and is never read', async () => {
-    const hub = server.app.den.agents;
+    const hub = server.den.agents;
     const flood = await hub.exec(ws.workspaceId, { command: ['head', '-c', String(32 * 1024 * 1024), '/dev/zero'] });
     // nobody reads the flood; a second command must still complete
     const other = await exec(server, apiToken, ws, ['echo', 'still here']);
@@ -166,7 +166,7 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
       now: new Date(),
     });
     launch(token);
-    await expect(server.app.den.agents.waitForReady(broken.workspaceId, broken.buildId, { timeoutMs: READY_TIMEOUT_MS })).rejects.toMatchObject({
+    await expect(server.den.agents.waitForReady(broken.workspaceId, broken.buildId, { timeoutMs: READY_TIMEOUT_MS })).rejects.toMatchObject({
       code: 'AGENT_START_FAILED',
       message: expect.stringContaining("Startup script 'explodes' exited with code 3"),
     });
@@ -212,8 +212,8 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     const gone = await seedWorkspace(server.store.db, { username: 'alice', userId: ws.userId, workspaceName: 'stopping' });
     const token = await issueAgentToken(server.store.db, { workspaceId: gone.workspaceId, buildId: gone.buildId, manifest: {}, now: new Date() });
     const agent = launch(token);
-    await server.app.den.agents.waitForReady(gone.workspaceId, gone.buildId, { timeoutMs: READY_TIMEOUT_MS });
-    await server.app.den.agents.shutdown(gone.workspaceId, { timeoutMs: READY_TIMEOUT_MS });
+    await server.den.agents.waitForReady(gone.workspaceId, gone.buildId, { timeoutMs: READY_TIMEOUT_MS });
+    await server.den.agents.shutdown(gone.workspaceId, { timeoutMs: READY_TIMEOUT_MS });
     expect(await agent.exited).toBe(0);
     const row = await server.store.db.selectFrom('workspaces').select('agent_state').where('id', '=', gone.workspaceId).executeTakeFirstOrThrow();
     expect(row.agent_state).toBe('off');
@@ -233,15 +233,15 @@ describe.each(storeDialects)('agent link across a server restart (%s)', (dialect
       const apiToken = (await createApiToken(server.store.db, systemClock, ws.userId, { name: 'test' })).token;
       const token = await issueAgentToken(server.store.db, { workspaceId: ws.workspaceId, buildId: ws.buildId, manifest: manifest(), now: new Date() });
       agent = startAgentProcess(server.url!, token, home);
-      await server.app.den.agents.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: READY_TIMEOUT_MS });
+      await server.den.agents.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: READY_TIMEOUT_MS });
       expect((await exec(server, apiToken, ws, ['echo', 'before'])).stdout).toBe('before\n');
 
       const port = Number(new URL(server.url!).port);
       await server.app.close();
       await server.store.close();
       server = await startTestServer({ ...options, port });
-      await waitFor(() => server.app.den.agents.isConnected(ws.workspaceId), RECONNECT_TIMEOUT_MS, 'the agent to reconnect');
-      await server.app.den.agents.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: READY_TIMEOUT_MS });
+      await waitFor(() => server.den.agents.isConnected(ws.workspaceId), RECONNECT_TIMEOUT_MS, 'the agent to reconnect');
+      await server.den.agents.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: READY_TIMEOUT_MS });
 
       expect(await exec(server, apiToken, ws, ['echo', 'after'])).toEqual({ code: 0, stdout: 'after\n', stderr: '' });
       expect(readFileSync(join(home, 'runs'), 'utf8')).toBe('ran\n');
@@ -305,7 +305,7 @@ async function exec(
 }
 
 async function scriptLines(server: TestServer, buildId: string): Promise<string[]> {
-  await server.app.den.builds.logs.flush();
+  await server.den.builds.logs.flush();
   const rows = await server.store.db.selectFrom('build_logs').select(['step', 'stream', 'line']).where('build_id', '=', buildId).orderBy('id').execute();
   return rows.filter((row) => row.stream !== 'system').map((row) => `${row.step}/${row.stream}: ${row.line}`);
 }

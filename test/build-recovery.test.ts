@@ -89,15 +89,15 @@ describe.each(storeDialects)('build recovery after the server is killed mid-buil
     expect(resumed).toMatchObject({ name: 'resumed', status: 'running', state: 'succeeded', attempts: 2 });
     expect(givenUp).toMatchObject({ name: 'given-up', status: 'failed', state: 'failed' });
     expect(givenUp.error).toMatch(/^The build was interrupted \d+ times because the server running it stopped, so den gave up on it\. Run `den start` to try again\.$/);
-    const resumedLog = (await server.app.den.builds.logs.read(resumed.build_id)).map((row) => row.line);
+    const resumedLog = (await server.den.builds.logs.read(resumed.build_id)).map((row) => row.line);
     expect(resumedLog).toContain(`The server running this build stopped before it finished; resuming it (attempt 2 of ${MAX_BUILD_ATTEMPTS}).`);
     expect(resumedLog.some((line) => line.includes('setup already done'))).toBe(true);
 
     // The given-up workspace can be deleted; its leftover processes go with it.
     const identity = { id: givenUp.id, name: givenUp.name, ownerId: '', ownerName: '' };
-    await server.app.den.driver.delete(identity, { log: () => {}, signal: new AbortController().signal });
-    await server.app.den.driver.delete({ ...identity, id: resumed.id, name: resumed.name }, { log: () => {}, signal: new AbortController().signal });
-    expect(await server.app.den.driver.listWorkspaceIds()).toEqual([]);
+    await server.den.driver.delete(identity, { log: () => {}, signal: new AbortController().signal });
+    await server.den.driver.delete({ ...identity, id: resumed.id, name: resumed.name }, { log: () => {}, signal: new AbortController().signal });
+    expect(await server.den.driver.listWorkspaceIds()).toEqual([]);
   });
 });
 

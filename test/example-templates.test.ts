@@ -50,13 +50,13 @@ describe('example templates on the process runtime', () => {
     expect(created.status, JSON.stringify(created.json)).toBe(202);
     const workspace = await waitForWorkspaceReady(client, owner, 'shop', READY_TIMEOUT_MS);
     // The driver reports where it put the service (stable for the workspace), as it told the plan.
-    const endpoints = await server.app.den.driver.resolveEndpoints(
+    const endpoints = await server.den.driver.resolveEndpoints(
       { id: workspace.id, name: 'shop', ownerId, ownerName: owner },
       [{ service: 'api', ports: [3000] }],
     );
     // Reached from inside the workspace: its services live in the workspace's own network.
     const { host, port } = endpoints.api[3000];
-    const answer = await execInWorkspace(server.app, workspace.id, ['node', '-e', `fetch('http://${host}:${port}/').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
+    const answer = await execInWorkspace(server.den, workspace.id, ['node', '-e', `fetch('http://${host}:${port}/').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
     expect(answer).toMatchObject({ code: 0, stdout: `hello from ${owner}/shop, visit 42\n` });
   });
 });

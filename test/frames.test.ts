@@ -38,7 +38,7 @@ describe('frames that must not stop the server', () => {
   const execPath = () => `/api/v1/workspaces/${ws.username}/${ws.workspaceName}/exec`;
   const expectServing = async () => {
     expect((await server.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
-    expect(server.app.den.agents.isConnected(ws.workspaceId)).toBe(true);
+    expect(server.den.agents.isConnected(ws.workspaceId)).toBe(true);
   };
 
   /** Starts an exec from the user's side and returns the `open` the agent got for it. */

@@ -8,7 +8,6 @@ import { AGENT_CLOSE } from '../protocol/agent.ts';
 import { createApiToken } from '../server/auth/api-tokens.ts';
 import { MAX_INSTANCES_PER_WORKSPACE } from '../server/agents/log-sequences.ts';
 import { issueAgentToken } from '../server/agents/tokens.ts';
-import type { LocalAgentHub } from '../server/agents/hub.ts';
 import { DEFAULT_BUILD_LOG_LIMITS, LOG_CAP_STEP } from '../server/builds/log-cap.ts';
 import { systemClock } from '../server/store/time.ts';
 import { runDen, type DenResult } from './support/den-cli.ts';
@@ -71,7 +70,7 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
       await agent.until((frame) => frame.type === 'log_ack' && frame.seq === seq);
     }
     agent.close();
-    await server.app.den.builds.logs.flush();
+    await server.den.builds.logs.flush();
 
     const size = await server.store.db.selectFrom('build_logs').where('build_id', '=', ws.buildId)
       .select((eb) => [eb.fn.countAll<number>().as('rows')]).executeTakeFirstOrThrow();
@@ -97,7 +96,7 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
 
   it('keeps the log sequence map bounded while an agent reconnects with a new instance id each time', async () => {
     const ws = await workspace('instances');
-    const hub = server.app.den.agents as LocalAgentHub;
+    const hub = server.den.agents;
     const before = hub.sizes().logSequences;
     for (let i = 0; i < 40; i++) {
       const agent = await FakeAgent.connect(server, ws.token, `instance-${i}`);
@@ -112,7 +111,7 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
 
   it('writes the latest of a burst of lifecycle reports to the store, without a write queued per report', async () => {
     const ws = await workspace('burst');
-    const hub = server.app.den.agents as LocalAgentHub;
+    const hub = server.den.agents;
     const agent = await FakeAgent.connect(server, ws.token, 'bursty');
     for (let i = 0; i < 2_000; i++) agent.send({ type: 'lifecycle', state: i % 2 ? 'ready' : 'starting' });
     agent.send({ type: 'lifecycle', state: 'ready' });
@@ -138,8 +137,8 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
     agent.send({ type: 'log', seq: 1, script: 'setup', stream: 'stdout', lines: ['victim line'] });
     await agent.until((frame) => frame.type === 'log_ack');
     agent.close();
-    await server.app.den.builds.logs.flush();
-    const lines = await server.app.den.builds.logs.read(victim.buildId);
+    await server.den.builds.logs.flush();
+    const lines = await server.den.builds.logs.read(victim.buildId);
     expect(lines.map((row) => row.line)).toEqual(['victim line']);
   });
 

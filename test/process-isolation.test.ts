@@ -86,15 +86,15 @@ describe.skipIf(!bwrapAvailable())('process runtime isolation (bubblewrap)', () 
     if (!restarted) return server?.close();
     // The restarted server does not own the data dir: remove its workspaces and the dir here.
     const context = { log: () => {}, signal: new AbortController().signal };
-    for (const id of await server.app.den.driver.listWorkspaceIds()) {
-      await server.app.den.driver.delete({ id, name: id, ownerId: '', ownerName: '' }, context);
+    for (const id of await server.den.driver.listWorkspaceIds()) {
+      await server.den.driver.delete({ id, name: id, ownerId: '', ownerName: '' }, context);
     }
     await server.close();
     rmSync(server.dataDir, { recursive: true, force: true });
   });
   let restarted = false;
 
-  const exec = (id: string, command: string[]) => execInWorkspace(server.app, id, command);
+  const exec = (id: string, command: string[]) => execInWorkspace(server.den, id, command);
   const servicePort = (id: string) => readState(workspacePaths(server.dataDir, id)).ports.db['5432'];
 
   it('reaches nothing of den or of another workspace from a workspace, only its own services', async () => {
@@ -153,17 +153,17 @@ describe.skipIf(!bwrapAvailable())('process runtime isolation (bubblewrap)', () 
       socket.once('error', () => undefined);
     });
     expect(refused).toBe(401);
-    expect(server.app.den.agents.isConnected(alice.id)).toBe(true);
+    expect(server.den.agents.isConnected(alice.id)).toBe(true);
   });
 
   it('reconnects the agents through their sockets after den restarts, even on another port', async () => {
     const dataDir = server.dataDir;
     await server.app.close();
-    await server.app.den.driver.close();
+    await server.den.driver.close();
     await server.store.close();
     restarted = true;
     server = await startTestServer({ dataDir, listen: true });
-    await waitFor(() => server.app.den.agents.isConnected(alice.id) && server.app.den.agents.isConnected(bob.id), RECONNECT_TIMEOUT_MS);
+    await waitFor(() => server.den.agents.isConnected(alice.id) && server.den.agents.isConnected(bob.id), RECONNECT_TIMEOUT_MS);
     expect(await exec(bob.id, ['sh', '-c', 'echo back'])).toMatchObject({ code: 0, stdout: 'back\n' });
   });
 });
@@ -191,7 +191,7 @@ describe('process runtime without bubblewrap', () => {
       const shown = await client.get(`/api/v1/workspaces/${owner.username}/open`);
       expect(shown.json.isolation).toEqual({ sandboxed: false, warning: warnings[0] });
       // The agent dials its socket at the host path (there is no sandbox to mount it into).
-      const socket = await execInWorkspace(server.app, workspace.id, ['sh', '-c', 'echo "$DEN_AGENT_SOCKET"']);
+      const socket = await execInWorkspace(server.den, workspace.id, ['sh', '-c', 'echo "$DEN_AGENT_SOCKET"']);
       expect(socket.stdout.trim()).toBe(join(workspacePaths(server.dataDir, workspace.id).socketDir, 'agent.sock'));
     } finally {
       await server.close();

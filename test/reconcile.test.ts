@@ -164,10 +164,10 @@ describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect)
     // deleted in the store without den's delete build having removed its processes (a restore
     // from an older backup, a script, a delete build that died between the two)
     await server.store.db.updateTable('workspaces').set({ status: 'deleted', deleted_at: new Date().toISOString() }).where('id', '=', id).execute();
-    const removed = await server.app.den.reconciler.collectGarbage();
+    const removed = await server.den.reconciler.collectGarbage();
     expect(removed).toEqual([id]);
-    expect(await server.app.den.driver.listWorkspaceIds()).toContain(kept);
-    expect(await server.app.den.driver.listWorkspaceIds()).not.toContain(id);
+    expect(await server.den.driver.listWorkspaceIds()).toContain(kept);
+    expect(await server.den.driver.listWorkspaceIds()).not.toContain(id);
   });
 });
 

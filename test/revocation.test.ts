@@ -356,6 +356,6 @@ async function seedRunningBuild(server: TestServer, workspaceId: string, userId:
     ...first, id, number: RUNNING_BUILD, transition: 'start', reason: 'test', initiator_id: userId, state: 'running', error: null,
     lease_owner: null, lease_expires_at: null, finished_at: null,
   }).execute();
-  server.app.den.builds.logs.append(id, { stream: 'system', line: 'a build that never ends' });
-  await server.app.den.builds.logs.flush();
+  server.den.builds.logs.append(id, { stream: 'system', line: 'a build that never ends' });
+  await server.den.builds.logs.flush();
 }

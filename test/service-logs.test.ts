@@ -62,7 +62,7 @@ describe('service logs', () => {
     let seen = '';
     const deadline = Date.now() + 10_000;
     // from inside the workspace: its services live in the workspace's own network
-    const request = await execInWorkspace(server.app, workspaceId, ['node', '-e', `fetch('${endpoint}/followed').then((r) => r.text())`]);
+    const request = await execInWorkspace(server.den, workspaceId, ['node', '-e', `fetch('${endpoint}/followed').then((r) => r.text())`]);
     expect(request.code, request.stderr).toBe(0);
     while (!seen.includes('GET /followed') && Date.now() < deadline) {
       const { value, done } = await reader.read();
@@ -94,7 +94,7 @@ describe('service logs', () => {
   async function apiEndpoint(): Promise<{ workspaceId: string; endpoint: string }> {
     const { json } = await client.get(`/api/v1/workspaces/${user.username}/shop`);
     const workspace = json.workspace ?? json;
-    const endpoints = await server.app.den.driver.resolveEndpoints(
+    const endpoints = await server.den.driver.resolveEndpoints(
       { id: workspace.id, name: 'shop', ownerId: user.userId, ownerName: user.username }, [{ service: 'api', ports: [3000] }],
     );
     return { workspaceId: workspace.id, endpoint: `http://${endpoints.api[3000].host}:${endpoints.api[3000].port}` };

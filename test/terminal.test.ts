@@ -85,7 +85,7 @@ describe('browser terminal through the den server', () => {
       env: { ...process.env, HOME: ctx.home, SHELL: '/bin/bash', DEN_AGENT_URL: ctx.server.url!, DEN_AGENT_TOKEN: token },
       stdio: ['ignore', 'ignore', process.env.DEN_TEST_LOG ? 'inherit' : 'ignore'],
     });
-    await ctx.server.app.den.agents.waitForReady(ctx.alice.workspaceId, ctx.alice.buildId, { timeoutMs: READY_TIMEOUT_MS });
+    await ctx.server.den.agents.waitForReady(ctx.alice.workspaceId, ctx.alice.buildId, { timeoutMs: READY_TIMEOUT_MS });
   });
   afterAll(async () => {
     ctx.agent?.kill('SIGKILL');
@@ -303,7 +303,7 @@ describe('browser terminal through the den server', () => {
     // cut every websocket of the server (the agent link and this client): the agent redials
     for (const client of ctx.server.app.websocketServer.clients) client.terminate();
     await term.closed;
-    await waitFor(() => ctx.server.app.den.agents.isConnected(ctx.alice.workspaceId), RECONNECT_TIMEOUT_MS, 'the agent to reconnect after the cut');
+    await waitFor(() => ctx.server.den.agents.isConnected(ctx.alice.workspaceId), RECONNECT_TIMEOUT_MS, 'the agent to reconnect after the cut');
     const afterCut = await open({ sessionId: term.sessionId });
     expect(await afterCut.quietSerialize()).toBe(before);
     afterCut.socket.close();
@@ -316,7 +316,7 @@ describe('browser terminal through the den server', () => {
     expect(duringRestart.errors()).toEqual(['SERVER_SHUTTING_DOWN']);
     await ctx.server.store.close();
     ctx.server = await startTestServer({ dataDir: ctx.dataDir, port: ctx.port, listen: true, startWorkers: false, driver: () => idleDriver });
-    await waitFor(() => ctx.server.app.den.agents.isConnected(ctx.alice.workspaceId), RECONNECT_TIMEOUT_MS, 'the agent to reconnect after the restart');
+    await waitFor(() => ctx.server.den.agents.isConnected(ctx.alice.workspaceId), RECONNECT_TIMEOUT_MS, 'the agent to reconnect after the restart');
     const afterRestart = await open({ sessionId: term.sessionId });
     expect(await afterRestart.quietSerialize()).toBe(before);
     afterRestart.type('echo after-restart\r');
@@ -420,7 +420,7 @@ describe.each(RUNTIMES)('terminal in a workspace of the $name runtime', ({ skip,
     await db.updateTable('builds').set({ state: 'running', lease_owner: 'a-server-that-died', lease_expires_at: new Date(0).toISOString(), finished_at: null })
       .where('id', '=', resumed.id).execute();
     await db.updateTable('workspaces').set({ status: 'starting' }).where('id', '=', workspace.id).execute();
-    server.app.den.builds.wake();
+    server.den.builds.wake();
     const again = await waitForBuild(client, path, update.json.build.number, 'succeeded');
     expect(again.attempts).toBe(2);
     term.type('echo "after the resumed build"\r');

@@ -12,9 +12,14 @@ import { workspaceDownError } from '../reconcile/health.ts';
 import { createAgentDownload } from '../runtimes/agent-download.ts';
 import { relayExec } from './exec-relay.ts';
 import { agentSocketWorkspace } from './socket-gate.ts';
-import type { AgentHub } from './hub-types.ts';
+import type { DenBase } from '../base.ts';
 import type { LocalAgentHub } from './hub.ts';
 import { authenticateAgent, type AgentIdentity } from './tokens.ts';
+
+export interface AgentRoutesOptions extends Pick<DenBase, 'store' | 'config'> {
+  /** the hub of this process: agents that connect here are accepted into it */
+  agents: LocalAgentHub;
+}
 
 const connectQuerySchema = z.object({
   /** optional: the workspace id the agent believes it serves; must match its token */
@@ -30,7 +35,7 @@ const connectQuerySchema = z.object({
  *  - GET /api/v1/workspaces/:owner/:name/exec: a signed-in user with access to the workspace;
  *    relays an exec channel (protocol/exec.ts).
  */
-export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
+export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const identities = new WeakMap<FastifyRequest, AgentIdentity>();
   const workspaces = new WeakMap<FastifyRequest, { id: string; access: TrackedWorkspace }>();
@@ -41,7 +46,7 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
     schema: { querystring: connectQuerySchema },
     preValidation: async (request) => {
       const token = bearer(request.headers.authorization);
-      const identity = token ? await authenticateAgent(app.den.store.db, token) : undefined;
+      const identity = token ? await authenticateAgent(deps.store.db, token) : undefined;
       const query = request.query as z.infer<typeof connectQuerySchema>;
       // On a workspace's agent socket, only that workspace's token is accepted.
       const boundTo = agentSocketWorkspace(request);
@@ -51,18 +56,18 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
       identities.set(request, identity);
     },
   }, (socket, request) => {
-    localHub(app.den.agents).accept(socket, identities.get(request)!, request.ip);
+    deps.agents.accept(socket, identities.get(request)!, request.ip);
   });
 
   // Kubernetes init containers (and any runtime that cannot mount den's files) fetch the agent
   // here with the workspace's agent token, and check the sha256 before unpacking.
-  const download = createAgentDownload(join(app.den.config.dataDir, 'agent-download'));
+  const download = createAgentDownload(join(deps.config.dataDir, 'agent-download'));
   app.get('/agent/bundle', {
     config: { auth: 'public' },
     schema: { hide: true },
     preValidation: async (request) => {
       const token = bearer(request.headers.authorization);
-      if (!token || !(await authenticateAgent(app.den.store.db, token))) {
+      if (!token || !(await authenticateAgent(deps.store.db, token))) {
         throw new AppError('AGENT_UNAUTHORIZED', 'The agent token is unknown, revoked or for another workspace. Restart the workspace to issue a new one.');
       }
     },
@@ -82,8 +87,8 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
     schema: { params: workspaceParamsSchema },
     preHandler: async (request) => {
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
-      const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), owner, name);
-      if (!app.den.agents.isConnected(workspace.id)) {
+      const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), owner, name);
+      if (!deps.agents.isConnected(workspace.id)) {
         if (workspace.status !== 'running' && workspace.status !== 'starting') {
           throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${owner}/${name}' is ${workspace.status}. Start it with \`den start ${name} --wait\` and try again.`);
         }
@@ -93,7 +98,7 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
     },
   }, (socket, request) => {
     const { id, access } = workspaces.get(request)!;
-    const relay = relayExec(socket, app.den.agents, id, request.log);
+    const relay = relayExec(socket, deps.agents, id, request.log);
     // suspension, logout, a revoked token...: the command is abandoned and the client told why
     const untrack = trackLiveAccess(request, access, relay.revoke);
     socket.once('close', untrack);
@@ -103,9 +108,4 @@ export async function agentRoutes(fastify: FastifyInstance): Promise<void> {
 function bearer(header: string | undefined): string | undefined {
   const match = /^Bearer\s+(\S+)$/i.exec(header ?? '');
   return match?.[1];
-}
-
-function localHub(hub: AgentHub): LocalAgentHub {
-  if (!('accept' in hub)) throw new Error('The agent hub of this server cannot accept agent connections.');
-  return hub as LocalAgentHub;
 }

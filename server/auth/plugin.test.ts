@@ -3,13 +3,14 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
-import { authPlugin, DOCS_PREFIX } from './plugin.ts';
+import { authPlugin, DOCS_PREFIX, type AuthDeps } from './plugin.ts';
 
-// The start-up checks need no store: they run when routes are registered.
+// The start-up checks need no store: they run when routes are registered, and no request here
+// reaches authentication.
 async function appWithAuth() {
   const app = Fastify();
   await app.register(cookie);
-  await app.register(authPlugin);
+  await app.register(authPlugin, {} as AuthDeps);
   return app;
 }
 

@@ -6,7 +6,8 @@ import type { AuthLevel, Principal } from '../http/auth-types.ts';
 import type { Role } from '../store/schema.ts';
 import { authenticate, checkUpgradeOrigin, credentialsFromHeaders, csrfTokenMatches } from './authenticate.ts';
 import type { Authentication } from './authentication.ts';
-import type { TrackedWorkspace } from './live-access.ts';
+import type { DenBase } from '../base.ts';
+import type { LiveAccess, TrackedWorkspace } from './live-access.ts';
 import { SESSION_COOKIE } from './sessions.ts';
 
 /** A route as the auth plugin saw it at registration (the authorization matrix enumerates these). */
@@ -24,6 +25,11 @@ declare module 'fastify' {
   }
 }
 
+/** What authentication reads: the store and clock for credentials, the access URL for origin checks, live access for marks. */
+export interface AuthDeps extends Pick<DenBase, 'store' | 'clock' | 'config'> {
+  liveAccess: LiveAccess;
+}
+
 export const AUTH_LEVELS: readonly AuthLevel[] = ['public', 'user', 'template-admin', 'owner'];
 
 /** @fastify/swagger-ui registers its own routes (UI, static files, the OpenAPI JSON/YAML) here. */
@@ -39,7 +45,7 @@ export const DOCS_PREFIX = '/api/docs';
  * Register it before any route so its onRoute hook sees them all.
  */
 export const authPlugin = fp(
-  async (app: FastifyInstance) => {
+  async (app: FastifyInstance, deps: AuthDeps) => {
     const routes: RegisteredRoute[] = [];
     app.decorate('registeredRoutes', routes);
     app.decorateRequest('principal', null);
@@ -70,15 +76,15 @@ export const authPlugin = fp(
       // routes that care who calls (agent connect, app proxy) call resolvePrincipal themselves.
       if (!request.routeOptions.url || level === 'public') return;
       if (!level) throw new AppError('INTERNAL', 'This route declares no access level. This is a bug in den; please report it.');
-      const since = app.den.liveAccess.mark();
-      const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsOf(request));
+      const since = deps.liveAccess.mark();
+      const authentication = await authenticate({ db: deps.store.db, clock: deps.clock }, credentialsOf(request));
       if (!authentication) {
         throw new AppError('UNAUTHENTICATED', 'You are not signed in. Sign in (or run `den login`) and try again.');
       }
       authentications.set(request, authentication);
-      marks.set(request, since);
+      marks.set(request, { since, liveAccess: deps.liveAccess });
       request.principal = authentication.principal;
-      if (authentication.session) checkCookieRequest(request, authentication, app.den.config.accessUrl);
+      if (authentication.session) checkCookieRequest(request, authentication, deps.config.accessUrl);
       requireLevel(authentication.principal, level);
     });
   },
@@ -106,15 +112,15 @@ export function requireLevel(principal: Principal, level: AuthLevel): void {
  * credentials. For public routes that authorize by themselves (websockets, app proxy). A
  * cookie-authenticated websocket upgrade is also checked against the access URL's origin.
  */
-export async function resolvePrincipal(app: FastifyInstance, request: FastifyRequest): Promise<Principal | null> {
+export async function resolvePrincipal(deps: AuthDeps, request: FastifyRequest): Promise<Principal | null> {
   const known = authentications.get(request);
   if (known) return known.principal;
-  const since = app.den.liveAccess.mark();
-  const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsOf(request));
+  const since = deps.liveAccess.mark();
+  const authentication = await authenticate({ db: deps.store.db, clock: deps.clock }, credentialsOf(request));
   if (!authentication) return null;
   authentications.set(request, authentication);
-  marks.set(request, since);
-  if (isUpgrade(request.headers)) checkUpgradeOrigin(authentication, request.headers.origin, app.den.config.accessUrl);
+  marks.set(request, { since, liveAccess: deps.liveAccess });
+  if (isUpgrade(request.headers)) checkUpgradeOrigin(authentication, request.headers.origin, deps.config.accessUrl);
   return authentication.principal;
 }
 
@@ -124,9 +130,9 @@ export async function resolvePrincipal(app: FastifyInstance, request: FastifyReq
  * upgrade, a foreign Origin. A caller that keeps the connection open takes `den.liveAccess.mark()`
  * before this and registers the connection with `den.liveAccess.track`, so a revocation ends it.
  */
-export async function resolvePrincipalFromRaw(app: FastifyInstance, raw: IncomingMessage): Promise<Principal | null> {
-  const authentication = await authenticate({ db: app.den.store.db, clock: app.den.clock }, credentialsFromHeaders(raw.headers));
-  if (authentication && isUpgrade(raw.headers)) checkUpgradeOrigin(authentication, raw.headers.origin, app.den.config.accessUrl);
+export async function resolvePrincipalFromRaw(deps: Omit<AuthDeps, 'liveAccess'>, raw: IncomingMessage): Promise<Principal | null> {
+  const authentication = await authenticate({ db: deps.store.db, clock: deps.clock }, credentialsFromHeaders(raw.headers));
+  if (authentication && isUpgrade(raw.headers)) checkUpgradeOrigin(authentication, raw.headers.origin, deps.config.accessUrl);
   return authentication?.principal ?? null;
 }
 
@@ -152,10 +158,11 @@ export function trackLiveAccess(
   end: (error: AppError) => void,
 ): () => void {
   const authentication = authentications.get(request);
-  const since = marks.get(request);
-  if (!authentication || since === undefined) throw new Error('trackLiveAccess called on a request without authentication');
+  const mark = marks.get(request);
+  if (!authentication || mark === undefined) throw new Error('trackLiveAccess called on a request without authentication');
   const { principal, session } = authentication;
-  return request.server.den.liveAccess.track(
+  const { since, liveAccess } = mark;
+  return liveAccess.track(
     {
       userId: principal.userId,
       ...(principal.tokenId ? { tokenId: principal.tokenId } : {}),
@@ -169,8 +176,9 @@ export function trackLiveAccess(
 
 // Per-request authentication details that are not part of the public Principal type.
 const authentications = new WeakMap<FastifyRequest, Authentication>();
-// The live-access mark taken before each request was authenticated (see trackLiveAccess).
-const marks = new WeakMap<FastifyRequest, number>();
+// The live-access mark taken before each request was authenticated, and the registry it was
+// taken from (see trackLiveAccess).
+const marks = new WeakMap<FastifyRequest, { since: number; liveAccess: LiveAccess }>();
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 

@@ -163,13 +163,13 @@ describe.each(storeDialects)('accounts over HTTP on %s', (dialect) => {
   describe('resolving a principal from a raw request (websocket endpoints outside routing)', () => {
     it('returns the principal of a token, null for no credentials, and refuses a cookie upgrade from another origin', async () => {
       const raw = (headers: Record<string, string>) => ({ headers }) as unknown as IncomingMessage;
-      expect(await resolvePrincipalFromRaw(server.app, raw({ authorization: `Bearer ${owner.token}` }))).toMatchObject({ username: 'owner', via: 'token' });
-      expect(await resolvePrincipalFromRaw(server.app, raw({}))).toBeNull();
+      expect(await resolvePrincipalFromRaw(server.den, raw({ authorization: `Bearer ${owner.token}` }))).toMatchObject({ username: 'owner', via: 'token' });
+      expect(await resolvePrincipalFromRaw(server.den, raw({}))).toBeNull();
       const { cookie } = await loginWithCookie(server.app, 'browser');
       const upgrade = { cookie, upgrade: 'websocket', connection: 'Upgrade' };
-      await expect(resolvePrincipalFromRaw(server.app, raw({ ...upgrade, origin: 'https://evil.example' }))).rejects.toMatchObject({ code: 'CSRF_FAILED' });
-      expect(await resolvePrincipalFromRaw(server.app, raw({ ...upgrade, origin: new URL(server.config.accessUrl).origin }))).toMatchObject({ username: 'browser', via: 'session' });
-      await expect(resolvePrincipalFromRaw(server.app, raw({ authorization: 'Bearer den_nope' }))).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
+      await expect(resolvePrincipalFromRaw(server.den, raw({ ...upgrade, origin: 'https://evil.example' }))).rejects.toMatchObject({ code: 'CSRF_FAILED' });
+      expect(await resolvePrincipalFromRaw(server.den, raw({ ...upgrade, origin: new URL(server.config.accessUrl).origin }))).toMatchObject({ username: 'browser', via: 'session' });
+      await expect(resolvePrincipalFromRaw(server.den, raw({ authorization: 'Bearer den_nope' }))).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
     });
   });
 

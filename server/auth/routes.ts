@@ -3,22 +3,28 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { AppError } from '../../protocol/errors.ts';
 import { firstUserSchema, loginResultSchema, loginSchema, okSchema, setupStatusSchema, type LoginResult } from '../../protocol/users.ts';
 import { principalOf } from '../http/auth-types.ts';
-import type { AppContext } from '../http/app.ts';
+import type { DenBase } from '../base.ts';
+import type { LoginLimits } from './login-limits.ts';
+import type { RevocationBus } from './revocations.ts';
 import { createFirstUser, findUserByUsername, isSetupRequired, toUserDto, type UserRow } from '../users/users.ts';
 import { createApiToken, revokeApiToken } from './api-tokens.ts';
 import { verifyAgainstDummy, verifyPassword } from './passwords.ts';
 import { sessionOf } from './plugin.ts';
 import { createSession, deleteExpiredSessions, deleteSession, SESSION_COOKIE } from './sessions.ts';
 
+export interface AuthRoutesOptions extends Pick<DenBase, 'store' | 'clock' | 'config'> {
+  loginLimits: LoginLimits;
+  revocations: RevocationBus;
+}
+
 /** First-user setup, login and logout (mounted under /api/v1). */
-export async function authRoutes(fastify: FastifyInstance): Promise<void> {
+export async function authRoutes(fastify: FastifyInstance, deps: AuthRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
-  const den = (): AppContext => fastify.den;
 
   app.get('/setup', {
     config: { auth: 'public' },
     schema: { tags: ['auth'], summary: 'Whether den still needs its first user', response: { 200: setupStatusSchema } },
-  }, async () => ({ setupRequired: await isSetupRequired(den().store.db) }));
+  }, async () => ({ setupRequired: await isSetupRequired(deps.store.db) }));
 
   app.post('/setup/first-user', {
     config: { auth: 'public' },
@@ -30,13 +36,13 @@ export async function authRoutes(fastify: FastifyInstance): Promise<void> {
     },
   }, async (request, reply) => {
     const { token, ...input } = request.body;
-    const user = await createFirstUser(den().store, den().clock, input);
+    const user = await createFirstUser(deps.store, deps.clock, input);
     reply.status(201);
-    return signIn(den(), reply, user, token);
+    return signIn(deps, reply, user, token);
   });
 
   app.post('/auth/login', {
-    // limited by den().loginLimits in the handler: per address, per account and by scrypt work
+    // limited by deps.loginLimits in the handler: per address, per account and by scrypt work
     config: { auth: 'public' },
     schema: {
       tags: ['auth'],
@@ -47,8 +53,8 @@ export async function authRoutes(fastify: FastifyInstance): Promise<void> {
   }, async (request, reply) => {
     const { username, password, token } = request.body;
     const name = loginName(username);
-    const user = await den().loginLimits.attempt({ address: request.ip, username: name }, async () => {
-      const found = await findUserByUsername(den().store.db, name);
+    const user = await deps.loginLimits.attempt({ address: request.ip, username: name }, async () => {
+      const found = await findUserByUsername(deps.store.db, name);
       const valid = found?.password_hash ? await verifyPassword(password, found.password_hash) : await verifyAgainstDummy(password);
       return found && valid ? found : undefined;
     });
@@ -58,7 +64,7 @@ export async function authRoutes(fastify: FastifyInstance): Promise<void> {
     if (user.suspended) {
       throw new AppError('USER_SUSPENDED', `The account '${user.username}' is suspended. Ask an owner of this den server to reactivate it.`);
     }
-    return signIn(den(), reply, user, token);
+    return signIn(deps, reply, user, token);
   });
 
   app.post('/auth/logout', {
@@ -68,30 +74,30 @@ export async function authRoutes(fastify: FastifyInstance): Promise<void> {
     const principal = principalOf(request);
     const session = sessionOf(request);
     if (session) {
-      await deleteSession(den().store.db, den().revocations, { userId: principal.userId, idHash: session.idHash });
+      await deleteSession(deps.store.db, deps.revocations, { userId: principal.userId, idHash: session.idHash });
       reply.clearCookie(SESSION_COOKIE, { path: '/' });
     } else if (principal.tokenId) {
-      await revokeApiToken(den().store.db, den().clock, den().revocations, principal.userId, principal.tokenId);
+      await revokeApiToken(deps.store.db, deps.clock, deps.revocations, principal.userId, principal.tokenId);
     }
     return { ok: true as const };
   });
 }
 
 async function signIn(
-  den: AppContext,
+  deps: AuthRoutesOptions,
   reply: FastifyReply,
   user: UserRow,
   tokenRequest: { name: string; expiresInDays?: number } | undefined,
 ): Promise<LoginResult> {
   if (tokenRequest) {
-    return { user: toUserDto(user), token: await createApiToken(den.store.db, den.clock, user.id, tokenRequest) };
+    return { user: toUserDto(user), token: await createApiToken(deps.store.db, deps.clock, user.id, tokenRequest) };
   }
-  await deleteExpiredSessions(den.store.db, den.clock);
-  const session = await createSession(den.store.db, den.clock, user.id, den.config.sessionTtlHours);
+  await deleteExpiredSessions(deps.store.db, deps.clock);
+  const session = await createSession(deps.store.db, deps.clock, user.id, deps.config.sessionTtlHours);
   reply.setCookie(SESSION_COOKIE, session.cookieValue, {
     httpOnly: true,
     sameSite: 'lax',
-    secure: den.config.accessUrl.startsWith('https:'),
+    secure: deps.config.accessUrl.startsWith('https:'),
     path: '/',
     expires: session.expiresAt,
   });

@@ -3,11 +3,11 @@ import { hostname } from 'node:os';
 import type { Kysely } from 'kysely';
 import { isAppError } from '../../protocol/errors.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
-import type { ServerDeps } from '../http/app.ts';
+import type { DenBase } from '../base.ts';
 import type { Metrics } from '../http/metrics.ts';
 import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
-import { createBuildLogs, type BuildLogs } from './logs.ts';
+import type { BuildLogs } from './logs.ts';
 import {
   cancelRequestOf, claimBuild, enqueueBuild, finishBuild, renewLease, requeueBuild, saveSteps,
   type BuildRow, type BuildStep, type EnqueueRequest,
@@ -22,7 +22,6 @@ export type { BuildLogs, BuildLogRow } from './logs.ts';
 export interface BuildService {
   /** the build log: a BuildLogSink for drivers and the agent hub, plus read and live follow */
   readonly logs: BuildLogs;
-  attachAgents(agents: AgentHub): void;
   /** starts config.buildWorkers workers in this process */
   start(): Promise<void>;
   /** stops claiming, lets running builds finish briefly, hands the rest back to the queue */
@@ -40,6 +39,14 @@ export interface BuildService {
    * worker next renews the lease.
    */
   abort(buildId: string, canceledBy: string): void;
+}
+
+export interface BuildServiceDeps extends DenBase {
+  /** the agents a build waits for (readiness) and asks to shut down */
+  agents: AgentHub;
+  /** the build log, created before the agent hub, which writes agents' startup lines into it */
+  logs: BuildLogs;
+  metrics: Pick<Metrics, 'buildsTotal' | 'buildDuration'>;
 }
 
 /** The abort reason of a build canceled by a user (as opposed to shutdown or a lost lease). */
@@ -64,12 +71,11 @@ const SHUTDOWN_GRACE_MS = 3_000;
  * the build, or fails it with a sentence after MAX_BUILD_ATTEMPTS, so no workspace stays
  * "starting" forever.
  */
-export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildService {
+export function createBuildService(deps: BuildServiceDeps): BuildService {
   const { db } = deps.store;
+  const { agents, logs, metrics } = deps;
   const workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const leaseMs = deps.config.buildLeaseSeconds * 1000;
-  const logs = createBuildLogs(db, deps.clock, (error) => deps.log.error({ err: error }, 'writing build log lines failed'));
-  let agents: AgentHub | undefined;
   let stopping = false;
   let workers: Promise<void>[] = [];
   let idle = new Set<() => void>();
@@ -180,7 +186,6 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
           await saveSteps(db, build.id, workerId, steps).catch(() => undefined);
         }
       };
-      if (!agents) throw new Error('The build service has no agent hub attached; this is a bug in den.');
       await runTransition(build, { db, clock: deps.clock, driver: deps.driver, agents, accessUrl: deps.config.accessUrl }, step);
     } catch (failure) {
       if (controller.signal.reason instanceof BuildCanceled) {
@@ -242,9 +247,6 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
 
   return {
     logs,
-    attachAgents(hub) {
-      agents = hub;
-    },
     async start() {
       if (workers.length > 0) return;
       stopping = false;

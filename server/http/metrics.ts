@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ServerDeps } from './app.ts';
+import type { DenBase } from '../base.ts';
 
 export interface Metrics {
   registry: Registry;
@@ -11,8 +11,8 @@ export interface Metrics {
   loginsRefused: Counter<'reason'>;
 }
 
-/** Prometheus metrics at /metrics (prom-client), one registry per server instance. */
-export function registerMetrics(app: FastifyInstance, deps: ServerDeps): Metrics {
+/** den's Prometheus metrics (prom-client), one registry per den instance; served by registerMetricsRoute. */
+export function createMetrics(deps: Pick<DenBase, 'config' | 'store'>): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'den_' });
   const metrics: Metrics = {
@@ -55,7 +55,11 @@ export function registerMetrics(app: FastifyInstance, deps: ServerDeps): Metrics
     labelNames: ['runtime', 'store'],
     registers: [registry],
   }).set({ runtime: deps.config.runtime, store: deps.store.dialect }, 1);
+  return metrics;
+}
 
+/** Times every request into `metrics` and serves the registry at /metrics. */
+export function registerMetricsRoute(app: FastifyInstance, metrics: Metrics): void {
   app.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url;
     if (!route || route === '/metrics') return;
@@ -65,8 +69,7 @@ export function registerMetrics(app: FastifyInstance, deps: ServerDeps): Metrics
     );
   });
   app.get('/metrics', { config: { auth: 'public' }, schema: { hide: true } }, async (_request, reply) => {
-    reply.header('content-type', registry.contentType);
-    return registry.metrics();
+    reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
   });
-  return metrics;
 }

@@ -80,11 +80,11 @@ export function runDriverContract(
       await driver.start(plan, context);
       // As the start build does: the agent holding the live token is the one to wait for.
       const agentBuild = (await currentAgentBuild(server.store.db, workspace.id)) ?? buildId;
-      await server.app.den.agents.waitForReady(workspace.id, agentBuild, { timeoutMs: readyTimeoutMs });
+      await server.den.agents.waitForReady(workspace.id, agentBuild, { timeoutMs: readyTimeoutMs });
       return { plan, buildId: agentBuild, log: lines };
     }
 
-    const exec = (workspaceId: string, command: string[]) => execInWorkspace(server.app, workspaceId, command);
+    const exec = (workspaceId: string, command: string[]) => execInWorkspace(server.den, workspaceId, command);
 
     const basic = (): TemplateInput => ({ name: 'contract', workspace: { image, env: { CONTRACT_GREETING: 'hello ${{ owner.name }}' } } });
 
@@ -117,7 +117,7 @@ export function runDriverContract(
     it('starts a workspace whose agent dials the server and reports ready, with the plan env', async () => {
       const workspace = await newWorkspace('starts');
       await startReady(workspace, basic());
-      expect(server.app.den.agents.isConnected(workspace.id)).toBe(true);
+      expect(server.den.agents.isConnected(workspace.id)).toBe(true);
       expect((await driver.status(workspace)).phase).toBe('running');
       expect(await driver.listWorkspaceIds()).toContain(workspace.id);
       const env = await exec(workspace.id, ['sh', '-c', 'echo "$DEN_WORKSPACE_NAME|$DEN_OWNER|$CONTRACT_GREETING"']);
@@ -128,14 +128,14 @@ export function runDriverContract(
     it('changes nothing when an unchanged plan is applied again: no new secret, the same agent, its sessions alive', async () => {
       const workspace = await newWorkspace('twice');
       const { plan, buildId } = await startReady(workspace, basic());
-      const session = await server.app.den.agents.exec(workspace.id, { command: ['cat'] });
+      const session = await server.den.agents.exec(workspace.id, { command: ['cat'] });
       expect(await echoThrough(session, 'before\n')).toBe('before\n');
 
       const again = recorder();
       await driver.start(plan, again.context);
       expect(again.secretsAsked()).toBe(0);
       expect((await driver.status(workspace)).phase).toBe('running');
-      expect(server.app.den.agents.isConnected(workspace.id)).toBe(true);
+      expect(server.den.agents.isConnected(workspace.id)).toBe(true);
       expect(await currentAgentBuild(server.store.db, workspace.id)).toBe(buildId);
       // the exec channel is on the agent that was already running: had it restarted, cat would be gone
       expect(await echoThrough(session, 'after\n')).toBe('after\n');
@@ -162,7 +162,7 @@ export function runDriverContract(
       const request = [{ service: 'web-api', ports: [SERVICE_PORT] }];
       await startReady(workspace, serviceTemplate('web-api'));
       const before = await driver.resolveEndpoints(workspace, request);
-      await server.app.den.agents.shutdown(workspace.id, { timeoutMs: 5_000 });
+      await server.den.agents.shutdown(workspace.id, { timeoutMs: 5_000 });
       await driver.stop(workspace, recorder().context);
       expect(await driver.resolveEndpoints(workspace, request)).toEqual(before);
       await startReady(workspace, serviceTemplate('web-api'));
@@ -214,7 +214,7 @@ export function runDriverContract(
       await startReady(workspace, basic());
       expect((await exec(workspace.id, ['sh', '-c', 'echo kept > "$HOME/proof.txt"'])).code).toBe(0);
 
-      await server.app.den.agents.shutdown(workspace.id, { timeoutMs: 5_000 });
+      await server.den.agents.shutdown(workspace.id, { timeoutMs: 5_000 });
       await driver.stop(workspace, recorder().context);
       expect((await driver.status(workspace)).phase).toBe('stopped');
       await driver.stop(workspace, recorder().context); // stop is idempotent too
@@ -326,7 +326,7 @@ export function runDriverContract(
       expect(failure!.code).toBe('RUNTIME_ERROR');
       expect(`${failure!.message}\n${failure!.detail ?? ''}`).toContain('cannot bind the port');
       expect(['stopped', 'absent', 'failed']).toContain((await driver.status(workspace)).phase);
-      expect(server.app.den.agents.isConnected(workspace.id)).toBe(false);
+      expect(server.den.agents.isConnected(workspace.id)).toBe(false);
       await driver.delete(workspace, recorder().context);
       expect((await driver.status(workspace)).phase).toBe('absent');
     });

@@ -9,8 +9,16 @@ import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
 import { workspaceDownError } from '../reconcile/health.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
+import type { DenBase } from '../base.ts';
+import type { AgentHub } from '../agents/hub-types.ts';
 import { closeTerminalSession, listTerminalSessions } from './admin.ts';
 import { relayTerminal, type TerminalWorkspace } from './relay.ts';
+
+export interface TerminalRoutesOptions extends Pick<DenBase, 'store'> {
+  agents: AgentHub;
+  /** run at shutdown before the remaining websockets are closed, so a relay can tell its browser why */
+  websocketShutdown: Set<() => void>;
+}
 
 const errors = { 400: errorEnvelopeSchema, 401: errorEnvelopeSchema, 403: errorEnvelopeSchema, 404: errorEnvelopeSchema, 409: errorEnvelopeSchema };
 const sessionParamsSchema = workspaceParamsSchema.extend({ id: sessionIdSchema });
@@ -23,7 +31,7 @@ const sessionParamsSchema = workspaceParamsSchema.extend({ id: sessionIdSchema }
  * Authentication (API token, or the session cookie with the Origin check on upgrades) is the auth
  * plugin's; who may see the workspace is findWorkspaceFor's, checked before the upgrade.
  */
-export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
+export async function terminalRoutes(fastify: FastifyInstance, deps: TerminalRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const workspaces = new WeakMap<FastifyRequest, { terminal: TerminalWorkspace; access: TrackedWorkspace }>();
 
@@ -33,19 +41,19 @@ export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
     schema: { params: workspaceParamsSchema },
     preHandler: async (request) => {
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
-      const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), owner, name);
+      const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), owner, name);
       // running/agent state is reported inside the socket (`error` + close code), where a browser can read it
       workspaces.set(request, { terminal: { id: workspace.id, label: `${owner}/${name}`, status: workspace.status, down: workspaceDownError(workspace)?.message }, access: trackedWorkspace(workspace) });
     },
   }, (socket, request) => {
     const { terminal, access } = workspaces.get(request)!;
-    const relay = relayTerminal(socket, app.den.agents, terminal, request.log);
+    const relay = relayTerminal(socket, deps.agents, terminal, request.log);
     // at shutdown a 4009 with SERVER_SHUTTING_DOWN tells the client to come back to the same session
-    app.den.websocketShutdown.add(relay.shutdown);
+    deps.websocketShutdown.add(relay.shutdown);
     // suspension, logout, a revoked token...: a 4001 with the error's code, and no more input reaches the shell
     const untrack = trackLiveAccess(request, access, relay.revoke);
     socket.once('close', () => {
-      app.den.websocketShutdown.delete(relay.shutdown);
+      deps.websocketShutdown.delete(relay.shutdown);
       untrack();
     });
   });
@@ -59,8 +67,8 @@ export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
       response: { 200: terminalSessionListSchema, ...errors },
     },
   }, async (request) => {
-    const workspaceId = await connectedWorkspace(app, request, request.params);
-    return listTerminalSessions(app.den.agents, workspaceId);
+    const workspaceId = await connectedWorkspace(deps, request, request.params);
+    return listTerminalSessions(deps.agents, workspaceId);
   });
 
   app.delete('/workspaces/:owner/:name/terminals/:id', {
@@ -72,16 +80,16 @@ export async function terminalRoutes(fastify: FastifyInstance): Promise<void> {
       response: { 204: z.null().describe('the session is being hung up'), ...errors },
     },
   }, async (request, reply) => {
-    const workspaceId = await connectedWorkspace(app, request, request.params);
-    await closeTerminalSession(app.den.agents, workspaceId, request.params.id);
+    const workspaceId = await connectedWorkspace(deps, request, request.params);
+    await closeTerminalSession(deps.agents, workspaceId, request.params.id);
     return reply.code(204).send(null);
   });
 }
 
 /** The workspace's id when the caller may see it and its agent is connected; coded errors otherwise. */
-async function connectedWorkspace(app: FastifyInstance, request: FastifyRequest, params: { owner: string; name: string }): Promise<string> {
-  const workspace = await findWorkspaceFor(app.den.store.db, principalOf(request), params.owner, params.name);
-  if (app.den.agents.isConnected(workspace.id)) return workspace.id;
+async function connectedWorkspace(deps: TerminalRoutesOptions, request: FastifyRequest, params: { owner: string; name: string }): Promise<string> {
+  const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), params.owner, params.name);
+  if (deps.agents.isConnected(workspace.id)) return workspace.id;
   if (workspace.status !== 'running' && workspace.status !== 'starting') {
     throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${params.owner}/${params.name}' is ${workspace.status}, so it has no terminal sessions. Start it with \`den start ${params.name}\`.`);
   }

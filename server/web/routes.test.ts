@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AppError } from '../../protocol/errors.ts';
 import { registerErrorHandling } from '../http/errors.ts';
+import type { Config } from '../config.ts';
 import { webRoutes } from './routes.ts';
 import type { WebBuild, WebBuilder } from './build.ts';
 
@@ -35,9 +36,8 @@ describe('web routes', () => {
     };
     // as buildServer configures it
     app = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
-    app.decorate('den', { config: { accessUrl: 'https://den.example/"x' } } as FastifyInstance['den']);
     registerErrorHandling(app);
-    await app.register(webRoutes, { builder });
+    await app.register(webRoutes, { builder, config: { accessUrl: 'https://den.example/"x' } as Config });
     await app.ready();
   });
   afterAll(async () => {

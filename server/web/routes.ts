@@ -2,7 +2,13 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import fastifyStatic from '@fastify/static';
+import type { DenBase } from '../base.ts';
 import { createWebBuilder, WEB_URL_PREFIX, type WebBuilder } from './build.ts';
+
+export interface WebRoutesOptions extends Pick<DenBase, 'config'> {
+  /** where the pages come from; defaults to createWebBuilder with the data dir as its fallback */
+  builder?: WebBuilder;
+}
 
 /**
  * The browser pages: the terminal at /@<owner>/<workspace>/terminal and the built assets under
@@ -10,8 +16,8 @@ import { createWebBuilder, WEB_URL_PREFIX, type WebBuilder } from './build.ts';
  * (POST /api/v1/auth/login) when there is no session, and the terminal websocket checks the
  * session and the workspace itself.
  */
-export async function webRoutes(app: FastifyInstance, options: { builder?: WebBuilder } = {}): Promise<void> {
-  const builder = options.builder ?? createWebBuilder({ fallbackDir: app.den.config.dataDir, log: app.log });
+export async function webRoutes(app: FastifyInstance, options: WebRoutesOptions): Promise<void> {
+  const builder = options.builder ?? createWebBuilder({ fallbackDir: options.config.dataDir, log: app.log });
   // serve:false: only reply.sendFile, with our own routes (which declare their auth level);
   // preCompressed: the build writes .br/.gz next to each text asset
   await app.register(fastifyStatic, { root: builder.buildsDir, serve: false, preCompressed: true });
@@ -19,7 +25,7 @@ export async function webRoutes(app: FastifyInstance, options: { builder?: WebBu
   let page: { id: string; html: string } | undefined;
   app.get('/@:owner/:name/terminal', { config: { auth: 'public' }, schema: { hide: true } }, async (_request, reply) => {
     const build = await builder.current();
-    if (page?.id !== build.id) page = { id: build.id, html: withAccessUrl(await readFile(join(build.dir, 'index.html'), 'utf8'), app.den.config.accessUrl) };
+    if (page?.id !== build.id) page = { id: build.id, html: withAccessUrl(await readFile(join(build.dir, 'index.html'), 'utf8'), options.config.accessUrl) };
     pageHeaders(reply);
     return reply.type('text/html; charset=utf-8').send(page.html);
   });

@@ -18,21 +18,23 @@ import { cachedListPage } from './list-cache.ts';
 import { getBuildByNumber, getWorkspaceDto, listBuilds, listWorkspaces } from './queries.ts';
 import { serviceLogsHandler } from './service-logs.ts';
 import { serviceLogsParamsSchema, serviceLogsQuerySchema } from '../../protocol/services.ts';
-import { cancelBuild, createWorkspace, requestTransition, type TransitionRequest } from './service.ts';
+import { cancelBuild, createWorkspace, requestTransition, type TransitionRequest, type WorkspaceServiceDeps } from './service.ts';
+import type { BuildLogs } from '../builds/logs.ts';
+
+export type WorkspaceRoutesOptions = WorkspaceServiceDeps;
 
 const errors = { 400: errorEnvelopeSchema, 401: errorEnvelopeSchema, 403: errorEnvelopeSchema, 404: errorEnvelopeSchema, 409: errorEnvelopeSchema };
 const tags = ['workspaces'];
 
 /** The workspace API: /api/v1/workspaces[/:owner/:name[/...]]. */
-export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
+export async function workspaceRoutes(fastify: FastifyInstance, deps: WorkspaceRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
-  const den = () => app.den;
 
   app.post('/workspaces', {
     config: { auth: 'user' },
     schema: { tags, summary: 'Create a workspace (queues its first start build)', body: createWorkspaceSchema, response: { 202: workspaceWithBuildSchema, ...errors } },
   }, async (request, reply) => {
-    const result = await createWorkspace(den(), principalOf(request), request.body);
+    const result = await createWorkspace(deps, principalOf(request), request.body);
     return reply.status(202).send(result);
   });
 
@@ -49,11 +51,11 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     }
     if (everyone) ownerId = undefined;
     else if (owner && owner !== principal.username) {
-      const user = await findUserByUsername(den().store.db, owner);
+      const user = await findUserByUsername(deps.store.db, owner);
       if (!user) throw new AppError('USER_NOT_FOUND', `There is no user '${owner}'. Run \`den users list\` to see the users.`);
       ownerId = user.id;
     }
-    const store = den().store;
+    const store = deps.store;
     const body = await cachedListPage(store, `${ownerId ?? '*'} ${limit} ${offset}`, async () => {
       const { workspaces, total } = await listWorkspaces(store.db, { ownerId, limit, offset });
       return { workspaces, total, limit, offset };
@@ -67,8 +69,8 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     config: { auth: 'user' },
     schema: { tags, summary: 'Show a workspace with its latest build', params: workspaceParamsSchema, response: { 200: workspaceSchema, ...errors } },
   }, async (request) => {
-    const row = await findWorkspaceFor(den().store.db, principalOf(request), request.params.owner, request.params.name);
-    return { ...await getWorkspaceDto(den().store.db, row.id), isolation: den().driver.isolation };
+    const row = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
+    return { ...await getWorkspaceDto(deps.store.db, row.id), isolation: deps.driver.isolation };
   });
 
   const transition = (kind: 'start' | 'stop' | 'restart' | 'update', summary: string, body: z.ZodType<{ params?: Record<string, unknown> } | undefined>) =>
@@ -78,10 +80,10 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     }, async (request, reply) => {
       const { params: path } = request as FastifyRequest<{ Params: z.infer<typeof workspaceParamsSchema> }>;
       const principal = principalOf(request);
-      const row = await findWorkspaceFor(den().store.db, principal, path.owner, path.name);
+      const row = await findWorkspaceFor(deps.store.db, principal, path.owner, path.name);
       const params = ((request.body as { params?: Record<string, unknown> } | undefined)?.params) ?? {};
       const change: TransitionRequest = kind === 'stop' ? { kind } : { kind, params };
-      return reply.status(202).send(await requestTransition(den(), principal, row, change));
+      return reply.status(202).send(await requestTransition(deps, principal, row, change));
     });
   transition('start', 'Start a stopped workspace (ephemeral parameters may be given)', startWorkspaceSchema);
   transition('stop', 'Stop a workspace (its home is kept)', z.object({}).passthrough());
@@ -93,8 +95,8 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     schema: { tags, summary: 'Delete a workspace and its home', params: workspaceParamsSchema, response: { 202: workspaceWithBuildSchema, ...errors } },
   }, async (request, reply) => {
     const principal = principalOf(request);
-    const row = await findWorkspaceFor(den().store.db, principal, request.params.owner, request.params.name);
-    return reply.status(202).send(await requestTransition(den(), principal, row, { kind: 'delete' }));
+    const row = await findWorkspaceFor(deps.store.db, principal, request.params.owner, request.params.name);
+    return reply.status(202).send(await requestTransition(deps, principal, row, { kind: 'delete' }));
   });
 
   app.post('/workspaces/:owner/:name/cancel', {
@@ -102,32 +104,32 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
     schema: { tags, summary: 'Cancel the workspace\'s queued or running build (a running one is aborted and leaves the workspace failed)', params: workspaceParamsSchema, response: { 202: workspaceWithBuildSchema, ...errors } },
   }, async (request, reply) => {
     const principal = principalOf(request);
-    const row = await findWorkspaceFor(den().store.db, principal, request.params.owner, request.params.name);
-    return reply.status(202).send(await cancelBuild(den(), principal, row));
+    const row = await findWorkspaceFor(deps.store.db, principal, request.params.owner, request.params.name);
+    return reply.status(202).send(await cancelBuild(deps, principal, row));
   });
 
   app.get('/workspaces/:owner/:name/builds', {
     config: { auth: 'user' },
     schema: { tags, summary: 'The workspace\'s builds, newest first', params: workspaceParamsSchema, response: { 200: buildListSchema, ...errors } },
   }, async (request) => {
-    const row = await findWorkspaceFor(den().store.db, principalOf(request), request.params.owner, request.params.name);
-    return { builds: await listBuilds(den().store.db, row.id) };
+    const row = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
+    return { builds: await listBuilds(deps.store.db, row.id) };
   });
 
   app.get('/workspaces/:owner/:name/events', {
     config: { auth: 'user' },
     schema: { tags, summary: 'What happened to the workspace that its owner should know (agent connections replaced, agent protocol violations), newest first', params: workspaceParamsSchema, response: { 200: workspaceEventListSchema, ...errors } },
   }, async (request) => {
-    const row = await findWorkspaceFor(den().store.db, principalOf(request), request.params.owner, request.params.name);
-    return { events: await listWorkspaceEvents(den().store.db, row.id) };
+    const row = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
+    return { events: await listWorkspaceEvents(deps.store.db, row.id) };
   });
 
   app.get('/workspaces/:owner/:name/builds/:number', {
     config: { auth: 'user' },
     schema: { tags, summary: 'One build with its step timings', params: buildParamsSchema, response: { 200: buildSchema, ...errors } },
   }, async (request) => {
-    const row = await findWorkspaceFor(den().store.db, principalOf(request), request.params.owner, request.params.name);
-    return getBuildByNumber(den().store.db, row.id, request.params.number);
+    const row = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
+    return getBuildByNumber(deps.store.db, row.id, request.params.number);
   });
 
   app.get('/workspaces/:owner/:name/builds/:number/logs', {
@@ -139,11 +141,11 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
       querystring: buildLogsQuerySchema,
     },
   }, async (request, reply) => {
-    const row = await findWorkspaceFor(den().store.db, principalOf(request), request.params.owner, request.params.name);
-    const build = await getBuildByNumber(den().store.db, row.id, request.params.number);
+    const row = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
+    const build = await getBuildByNumber(deps.store.db, row.id, request.params.number);
     const follow = request.query.follow === '1' || request.query.follow === 'true';
     const sse = request.query.format === 'sse' || (request.query.format === undefined && (request.headers.accept ?? '').includes('text/event-stream'));
-    return streamLogs(request, reply, trackedWorkspace(row), build.id, request.query.after, follow, sse);
+    return streamLogs(deps.builds.logs, request, reply, trackedWorkspace(row), build.id, request.query.after, follow, sse);
   });
 
   app.get('/workspaces/:owner/:name/services/:service/logs', {
@@ -154,11 +156,10 @@ export async function workspaceRoutes(fastify: FastifyInstance): Promise<void> {
       params: serviceLogsParamsSchema,
       querystring: serviceLogsQuerySchema,
     },
-  }, serviceLogsHandler);
+  }, serviceLogsHandler(deps));
 }
 
-function streamLogs(request: FastifyRequest, reply: FastifyReply, workspace: TrackedWorkspace, buildId: string, after: number, follow: boolean, sse: boolean) {
-  const logs = request.server.den.builds.logs;
+function streamLogs(logs: BuildLogs, request: FastifyRequest, reply: FastifyReply, workspace: TrackedWorkspace, buildId: string, after: number, follow: boolean, sse: boolean) {
   const lifetime = logStreamLifetime(request, reply, workspace);
   async function* lines() {
     if (follow) {

@@ -5,6 +5,7 @@ import type { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
 import type { serviceLogsParamsSchema, serviceLogsQuerySchema } from '../../protocol/services.ts';
 import { principalOf } from '../http/auth-types.ts';
+import type { DenBase } from '../base.ts';
 import type { Database } from '../store/schema.ts';
 import { getTemplateVersionById } from '../templates/store.ts';
 import { findWorkspaceFor, trackedWorkspace } from './access.ts';
@@ -21,8 +22,11 @@ type ServiceLogsRequest = FastifyRequest<{
  * file on process); ?tail=N starts with the last N lines, ?follow=1 keeps streaming until the
  * service ends or the client goes away. Who may read it is who may read the workspace.
  */
-export async function serviceLogsHandler(request: ServiceLogsRequest, reply: FastifyReply): Promise<FastifyReply> {
-  const den = request.server.den;
+export function serviceLogsHandler(den: Pick<DenBase, 'store' | 'driver'>) {
+  return (request: ServiceLogsRequest, reply: FastifyReply) => serveServiceLogs(den, request, reply);
+}
+
+async function serveServiceLogs(den: Pick<DenBase, 'store' | 'driver'>, request: ServiceLogsRequest, reply: FastifyReply): Promise<FastifyReply> {
   const { owner, name, service } = request.params;
   const row = await findWorkspaceFor(den.store.db, principalOf(request), owner, name);
   const services = await serviceNames(den.store.db, row.template_version_id);

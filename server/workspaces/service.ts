@@ -4,7 +4,8 @@ import type { TemplateSpec } from '../../protocol/template.ts';
 import {
   WORKSPACE_NAME, WORKSPACE_NAME_MAX, type BuildDto, type WorkspaceDto,
 } from '../../protocol/workspaces.ts';
-import type { AppContext } from '../http/app.ts';
+import type { DenBase } from '../base.ts';
+import type { BuildService } from '../builds/service.ts';
 import { assertCapabilities } from '../runtimes/capabilities.ts';
 import type { Principal } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
@@ -18,6 +19,11 @@ import { queuedCancelSentence, requestBuildCancel, type EnqueueRequest } from '.
 import type { WorkspaceRow } from './access.ts';
 import { checkRequestIn, dropQueuedBuildStatus, INITIAL_STATUS } from './lifecycle.ts';
 import { getBuildById, getWorkspaceDto } from './queries.ts';
+
+/** What the workspace lifecycle requests need: the store and clock, the driver's capabilities, the build queue. */
+export interface WorkspaceServiceDeps extends Pick<DenBase, 'store' | 'clock' | 'driver'> {
+  builds: Pick<BuildService, 'enqueue' | 'wake' | 'abort' | 'logs'>;
+}
 
 export interface CreateWorkspaceInput {
   name: string;
@@ -37,7 +43,7 @@ export type TransitionRequest =
  * Validates and creates a workspace: the row (status pending) and its first start build are
  * inserted in one transaction, so a failure leaves nothing behind.
  */
-export async function createWorkspace(den: AppContext, principal: Principal, input: CreateWorkspaceInput): Promise<{ workspace: WorkspaceDto; build: BuildDto }> {
+export async function createWorkspace(den: WorkspaceServiceDeps, principal: Principal, input: CreateWorkspaceInput): Promise<{ workspace: WorkspaceDto; build: BuildDto }> {
   checkWorkspaceName(input.name);
   const { db } = den.store;
   const owner = await resolveOwner(db, principal, input.owner);
@@ -87,7 +93,7 @@ export async function createWorkspace(den: AppContext, principal: Principal, inp
  * both pass. Returns the (first) build; restart chains stop -> start.
  */
 export async function requestTransition(
-  den: AppContext,
+  den: WorkspaceServiceDeps,
   principal: Principal,
   workspace: WorkspaceRow & { owner_name: string },
   request: TransitionRequest,
@@ -147,7 +153,7 @@ export async function requestTransition(
  * build as it is now; `den cancel --wait` follows it to its end.
  */
 export async function cancelBuild(
-  den: AppContext,
+  den: WorkspaceServiceDeps,
   principal: Principal,
   workspace: WorkspaceRow & { owner_name: string },
 ): Promise<{ workspace: WorkspaceDto; build: BuildDto }> {

@@ -1,8 +1,8 @@
-import type { FastifyInstance } from 'fastify';
+import type { AgentHub } from '../../server/agents/hub-types.ts';
 
 /** Runs a command in a workspace through its agent (as `den exec` does) and collects its output. */
-export async function execInWorkspace(app: FastifyInstance, workspaceId: string, command: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const session = await app.den.agents.exec(workspaceId, { command });
+export async function execInWorkspace(den: { agents: AgentHub }, workspaceId: string, command: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const session = await den.agents.exec(workspaceId, { command });
   // stdin stays open until the exit code arrived: the commands here never read it.
   const stdout = collect(session.stdio);
   const stderr = collect(session.stderr);

@@ -59,8 +59,8 @@ export async function startBodyFuzzWorld(): Promise<BodyFuzzWorld> {
   await server.store.db.updateTable('template_versions')
     .set({ spec_json: JSON.stringify({ environment: { services: { db: { image: 'x' } } } }) })
     .where('id', '=', version.template_version_id).execute();
-  server.app.den.builds.logs.append(logs.buildId, { stream: 'stdout', step: 'fuzz', line: 'a line' });
-  await server.app.den.builds.logs.flush();
+  server.den.builds.logs.append(logs.buildId, { stream: 'stdout', step: 'fuzz', line: 'a line' });
+  await server.den.builds.logs.flush();
 
   const tally = new Map<string, number>();
   const send = async (method: string, url: string, payload: unknown, options: { raw?: boolean; headers?: Record<string, string> } = {}) => {

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../server/config.ts';
-import { buildServer, type ServerDeps } from '../../server/http/app.ts';
+import { buildServer } from '../../server/http/app.ts';
+import { createDen, type Den, type DenOptions } from '../../server/den.ts';
 import { openStore, type Store } from '../../server/store/connect.ts';
 import { systemClock, type Clock } from '../../server/store/time.ts';
 import type { RuntimeDriver } from '../../server/runtimes/driver.ts';
@@ -13,6 +14,8 @@ import { createTestDatabase } from './postgres.ts';
 
 export interface TestServer {
   app: FastifyInstance;
+  /** the server's parts (agent hub, builds, driver...), for what a test checks beside the API */
+  den: Den;
   store: Store;
   config: Config;
   dataDir: string;
@@ -39,7 +42,7 @@ export interface TestServerOptions {
   /** login limits with smaller numbers than den's defaults, or to reach their password gate */
   loginLimits?: LoginLimits;
   /** the reconcile loop's timings and restart bounds */
-  reconcile?: ServerDeps['reconcile'];
+  reconcile?: DenOptions['reconcile'];
 }
 
 /** Starts a real den server over a fresh store (SQLite file or a new PostgreSQL database). */
@@ -54,7 +57,6 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
 
   // The agent must know the real port, so listen first when asked, then fix the access URL.
   let driver: RuntimeDriver;
-  let app: FastifyInstance;
   let url: string | undefined;
   if (options.listen) {
     const net = await import('node:net');
@@ -73,7 +75,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     const { createProcessDriver } = await import('../../server/runtimes/process/driver.ts');
     driver = createProcessDriver({ dataDir: config.dataDir, log, requireSandbox: false });
   }
-  app = await buildServer({
+  const den = createDen({
     config,
     store,
     clock: options.clock ?? systemClock,
@@ -83,6 +85,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     loginLimits: options.loginLimits,
     reconcile: options.reconcile,
   });
+  const app = await buildServer(den);
   if (options.listen) {
     const port = Number(new URL(url!).port);
     await app.listen({ host: '127.0.0.1', port });
@@ -91,6 +94,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   }
   return {
     app,
+    den,
     store,
     config,
     dataDir,

@@ -66,7 +66,7 @@ describe.skipIf(skipReason !== undefined)('example templates on the docker runti
   });
 
   async function exec(workspaceId: string, command: string[]): Promise<string> {
-    const session = await server.app.den.agents.exec(workspaceId, { command });
+    const session = await server.den.agents.exec(workspaceId, { command });
     session.closeStdin();
     const out: Buffer[] = [];
     session.stdio.on('data', (chunk: Buffer) => out.push(chunk));

@@ -1,0 +1,86 @@
+import type { DenBase } from './base.ts';
+import { createAgentHub, type LocalAgentHub } from './agents/hub.ts';
+import { createLiveAccess, type LiveAccess } from './auth/live-access.ts';
+import { createLoginLimits, type LoginLimits } from './auth/login-limits.ts';
+import { createLocalRevocationBus, type RevocationBus } from './auth/revocations.ts';
+import { createBuildLogs } from './builds/logs.ts';
+import { createBuildService, type BuildService } from './builds/service.ts';
+import { createMetrics, type Metrics } from './http/metrics.ts';
+import { createReconciler, type Reconciler, type ReconcilerDeps } from './reconcile/reconciler.ts';
+import { startAgainAsOwner } from './reconcile/restart.ts';
+
+export interface DenOptions extends DenBase {
+  /** run build workers and the reconcile loop in this process (tests of the HTTP layer alone may turn them off) */
+  startWorkers?: boolean;
+  /** where revocations are announced; defaults to one for this process alone */
+  revocations?: RevocationBus;
+  /** the login limits; defaults to in-process ones with den's defaults (tests pass smaller numbers) */
+  loginLimits?: LoginLimits;
+  /** the reconcile loop's timings (tests pass shorter ones); it runs where build workers run */
+  reconcile?: Pick<ReconcilerDeps, 'intervalMs' | 'agentGraceMs' | 'gcIntervalMs' | 'maxRestarts' | 'restartBackoffMs'>;
+}
+
+/**
+ * One den server's parts, each built once: the ways in (the HTTP app, the server command, an SSH
+ * gateway) take what they need from it. Domains receive their slice as arguments or plugin
+ * options and never see this object.
+ */
+export interface Den extends DenBase {
+  /** the agents connected to this process */
+  agents: LocalAgentHub;
+  builds: BuildService;
+  reconciler: Reconciler;
+  metrics: Metrics;
+  revocations: RevocationBus;
+  /** this process's terminals, execs and log follows, ended when a revocation takes their access away */
+  liveAccess: LiveAccess;
+  loginLimits: LoginLimits;
+  /** Starts the build workers and the reconcile loop, unless this process was built without them. */
+  start(): Promise<void>;
+  /**
+   * Stops what start() started and closes the agent connections, in this order: live access,
+   * reconcile loop, build workers (running builds get a grace period), agents. The store and the
+   * driver belong to whoever opened them and stay open.
+   */
+  stop(): Promise<void>;
+}
+
+/** The composition root: builds den's parts from its base, each wired to the others once. */
+export function createDen(options: DenOptions): Den {
+  const { startWorkers, reconcile, revocations: givenRevocations, loginLimits: givenLoginLimits, ...base } = options;
+  const metrics = createMetrics(base);
+  // The build log comes first: the agent hub writes an agent's startup lines into it, and the
+  // build service needs the hub to wait for agents.
+  const buildLogs = createBuildLogs(base.store.db, base.clock, (error) => base.log.error({ err: error }, 'writing build log lines failed'));
+  const agents = createAgentHub({ ...base, buildLogs, metrics });
+  const builds = createBuildService({ ...base, agents, logs: buildLogs, metrics });
+  const revocations = givenRevocations ?? createLocalRevocationBus(base.log);
+  const liveAccess = createLiveAccess(revocations);
+  const loginLimits = givenLoginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
+  const reconciler = createReconciler({
+    ...base,
+    restart: startAgainAsOwner(base.store.db, base.clock, (request) => builds.enqueue(request)),
+    ...reconcile,
+  });
+  return {
+    ...base,
+    agents,
+    builds,
+    reconciler,
+    metrics,
+    revocations,
+    liveAccess,
+    loginLimits,
+    async start() {
+      if (startWorkers === false) return;
+      await builds.start();
+      reconciler.start();
+    },
+    async stop() {
+      liveAccess.close();
+      await reconciler.stop();
+      await builds.stop();
+      await agents.close();
+    },
+  };
+}
