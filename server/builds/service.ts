@@ -4,8 +4,9 @@ import type { Kysely } from 'kysely';
 import { isAppError } from '../../protocol/errors.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
 import type { ServerDeps } from '../http/app.ts';
+import type { EventPublisher } from '../events/bus.ts';
 import type { Metrics } from '../http/metrics.ts';
-import type { Database } from '../store/schema.ts';
+import type { BuildState, Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
 import { createBuildLogs, type BuildLogs } from './logs.ts';
 import {
@@ -64,7 +65,7 @@ const SHUTDOWN_GRACE_MS = 3_000;
  * the build, or fails it with a sentence after MAX_BUILD_ATTEMPTS, so no workspace stays
  * "starting" forever.
  */
-export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildService {
+export function createBuildService(deps: ServerDeps & { events: EventPublisher }, metrics: Metrics): BuildService {
   const { db } = deps.store;
   const workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   const leaseMs = deps.config.buildLeaseSeconds * 1000;
@@ -124,9 +125,18 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
     }
   }
 
+  /** Announces the build's progress: it began (running), a step began or ended, it finished. */
+  function announce(build: BuildRow, state: BuildState, step?: BuildStep): void {
+    deps.events.publish({
+      type: 'build', workspaceId: build.workspace_id, at: iso(deps.clock.now()), buildId: build.id, number: build.number,
+      transition: build.transition, state, ...(step ? { step: { name: step.name, state: step.state } } : {}),
+    });
+  }
+
   async function execute(build: BuildRow, controller: AbortController): Promise<void> {
     const started = performance.now();
     const steps: BuildStep[] = [];
+    announce(build, 'running');
     const system = (line: string, stream: 'system' | 'stderr' = 'system') => logs.append(build.id, { stream, line });
     let lostLease = false;
     const renew = setInterval(() => {
@@ -161,6 +171,7 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
         if (controller.signal.aborted) throw controller.signal.reason;
         const entry: BuildStep = { name, startedAt: iso(deps.clock.now()), state: 'running' };
         steps.push(entry);
+        announce(build, 'running', entry);
         logs.append(build.id, { stream: 'system', step: name, line: `==> ${name}` });
         const t0 = performance.now();
         try {
@@ -178,16 +189,17 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
           entry.finishedAt = iso(deps.clock.now());
           logs.append(build.id, { stream: 'system', step: name, line: `<== ${name} ${entry.state} in ${entry.durationMs} ms` });
           await saveSteps(db, build.id, workerId, steps).catch(() => undefined);
+          announce(build, 'running', entry);
         }
       };
       if (!agents) throw new Error('The build service has no agent hub attached; this is a bug in den.');
-      await runTransition(build, { db, clock: deps.clock, driver: deps.driver, agents, accessUrl: deps.config.accessUrl }, step);
+      await runTransition(build, { db, clock: deps.clock, driver: deps.driver, agents, accessUrl: deps.config.accessUrl, events: deps.events }, step);
     } catch (failure) {
       if (controller.signal.reason instanceof BuildCanceled) {
         state = 'canceled';
         error = await canceledSentence(controller.signal.reason.userId);
         system(error);
-        await interruptBuildStatus(db, build.workspace_id, deps.clock.now()).catch(() => undefined);
+        await interruptBuildStatus(db, deps.events, build.workspace_id, deps.clock.now()).catch(() => undefined);
       } else if (controller.signal.aborted) {
         clearInterval(renew);
         await logs.flush();
@@ -204,7 +216,7 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
         const detail = isAppError(failure) ? failure.detail : undefined;
         if (detail) for (const line of detail.split('\n')) system(line, 'stderr');
         if (!isAppError(failure)) deps.log.error({ err: failure, buildId: build.id }, 'build failed unexpectedly');
-        await interruptBuildStatus(db, build.workspace_id, deps.clock.now()).catch(() => undefined);
+        await interruptBuildStatus(db, deps.events, build.workspace_id, deps.clock.now()).catch(() => undefined);
       }
     } finally {
       clearInterval(renew);
@@ -216,6 +228,7 @@ export function createBuildService(deps: ServerDeps, metrics: Metrics): BuildSer
     const finished = await finishBuild(db, build.id, workerId, { state, error, steps, now: deps.clock.now() });
     logs.notify(build.id);
     if (finished) {
+      announce(build, state);
       metrics.buildsTotal.inc({ transition: build.transition, state });
       metrics.buildDuration.observe({ transition: build.transition }, seconds);
       if (state === 'succeeded' && build.transition === 'stop' && build.reason === 'restart') await chainRestart(build);

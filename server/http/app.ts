@@ -34,6 +34,8 @@ import { createLiveAccess, type LiveAccess } from '../auth/live-access.ts';
 import { createLocalRevocationBus, type RevocationBus } from '../auth/revocations.ts';
 import { createReconciler, type Reconciler, type ReconcilerDeps } from '../reconcile/reconciler.ts';
 import { startAgainAsOwner } from '../reconcile/restart.ts';
+import { createLocalEventBus, type EventBus } from '../events/bus.ts';
+import { eventRoutes } from '../events/routes.ts';
 
 export interface ServerDeps {
   config: Config;
@@ -45,6 +47,8 @@ export interface ServerDeps {
   startWorkers?: boolean;
   /** where revocations are announced; defaults to one for this process alone */
   revocations?: RevocationBus;
+  /** where workspace, build and agent changes are announced; defaults to one for this process alone */
+  events?: EventBus;
   /** the login limits; defaults to in-process ones with den's defaults (tests pass smaller numbers) */
   loginLimits?: LoginLimits;
   /** the reconcile loop's timings (tests pass shorter ones); it runs where build workers run */
@@ -56,6 +60,7 @@ export interface AppContext extends ServerDeps {
   agents: AgentHub;
   builds: BuildService;
   reconciler: Reconciler;
+  events: EventBus;
   metrics: Metrics;
   revocations: RevocationBus;
   /** this process's terminals, execs and log follows, ended when a revocation takes their access away */
@@ -111,14 +116,15 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await app.register(authPlugin);
 
   const metrics = registerMetrics(app, deps);
-  const builds = createBuildService(deps, metrics);
-  const agents = createAgentHub({ ...deps, buildLogs: builds.logs, metrics });
+  const events = deps.events ?? createLocalEventBus((error) => deps.log.error({ err: error }, 'an event subscriber failed'));
+  const builds = createBuildService({ ...deps, events }, metrics);
+  const agents = createAgentHub({ ...deps, events, buildLogs: builds.logs, metrics });
   builds.attachAgents(agents);
   const revocations = deps.revocations ?? createLocalRevocationBus(deps.log);
   const liveAccess = createLiveAccess(revocations);
   const loginLimits = deps.loginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
-  const reconciler = createReconciler({ ...deps, restart: startAgainAsOwner(deps.store.db, deps.clock, (request) => builds.enqueue(request)), ...deps.reconcile });
-  const context: AppContext = { ...deps, agents, builds, reconciler, metrics, revocations, liveAccess, loginLimits, websocketShutdown };
+  const reconciler = createReconciler({ ...deps, events, restart: startAgainAsOwner(deps.store.db, deps.clock, (request) => builds.enqueue(request)), ...deps.reconcile });
+  const context: AppContext = { ...deps, agents, builds, reconciler, events, metrics, revocations, liveAccess, loginLimits, websocketShutdown };
   app.decorate('den', context);
 
   await app.register(swagger, {
@@ -145,6 +151,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   await app.register(workspaceRoutes, { prefix: '/api/v1' });
   await app.register(agentRoutes, { prefix: '/api/v1' });
   await app.register(terminalRoutes, { prefix: '/api/v1' });
+  await app.register(eventRoutes, { prefix: '/api/v1', events });
   await app.register(webRoutes);
 
   app.addHook('onClose', async () => {
