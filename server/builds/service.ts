@@ -30,11 +30,14 @@ export interface BuildService {
   stop(): Promise<void>;
   /**
    * Queues a build (BUILD_IN_PROGRESS when one is queued or running). Inside a caller's
-   * transaction pass `trx` and call `wake()` after it commits; without it, it commits and wakes.
+   * transaction pass `trx` and call `wake(build)` after it commits (it announces the build queued); without it, it commits and wakes.
    */
   enqueue(request: EnqueueRequest, trx?: Kysely<Database>): Promise<BuildRow>;
-  /** Wakes idle workers of this process at once (cross-replica work is found by polling). */
-  wake(): void;
+  /**
+   * Wakes idle workers of this process at once (cross-replica work is found by polling). Given
+   * the build a caller's transaction queued, after it committed, announces it queued.
+   */
+  wake(queued?: BuildRow): void;
   /**
    * Aborts a build this process is running, after its cancel was recorded in the store
    * (queue.ts requestBuildCancel). A build held by another replica is aborted there when its
@@ -76,7 +79,8 @@ export function createBuildService(deps: ServerDeps & { events: EventPublisher }
   let idle = new Set<() => void>();
   const inflight = new Map<string, { controller: AbortController; done: Promise<void> }>();
 
-  function wake(): void {
+  function wake(queued?: BuildRow): void {
+    if (queued) announce(queued, 'queued');
     const waiting = idle;
     idle = new Set();
     for (const resolve of waiting) resolve();
@@ -243,11 +247,11 @@ export function createBuildService(deps: ServerDeps & { events: EventPublisher }
   /** A restart is a stop build followed by a start build, queued when the stop succeeded. */
   async function chainRestart(stopped: BuildRow): Promise<void> {
     try {
-      await db.transaction().execute((trx) => enqueueBuild(trx, {
+      const started = await db.transaction().execute((trx) => enqueueBuild(trx, {
         workspaceId: stopped.workspace_id, transition: 'start', reason: 'restart', initiatorId: stopped.initiator_id,
         templateVersionId: stopped.template_version_id, params: JSON.parse(stopped.params_json), now: deps.clock.now(),
       }));
-      wake();
+      wake(started);
     } catch (error) {
       deps.log.warn({ err: error, buildId: stopped.id }, 'queueing the start half of a restart failed');
     }
@@ -278,7 +282,7 @@ export function createBuildService(deps: ServerDeps & { events: EventPublisher }
     async enqueue(request, trx) {
       if (trx) return enqueueBuild(trx, request);
       const build = await db.transaction().execute((t) => enqueueBuild(t, request));
-      wake();
+      wake(build);
       return build;
     },
     wake,

@@ -14,7 +14,7 @@ import { resolveParameters, withoutEphemeral } from '../templates/parameters.ts'
 import { getActiveVersion, getTemplateVersionById, templateNameById } from '../templates/store.ts';
 import { findUserByUsername } from '../users/users.ts';
 import type { Kysely } from 'kysely';
-import { queuedCancelSentence, requestBuildCancel, type EnqueueRequest } from '../builds/queue.ts';
+import { queuedCancelSentence, requestBuildCancel, type BuildRow, type EnqueueRequest } from '../builds/queue.ts';
 import type { WorkspaceRow } from './access.ts';
 import { checkRequestIn, dropQueuedBuildStatus, INITIAL_STATUS } from './lifecycle.ts';
 import { getBuildById, getWorkspaceDto } from './queries.ts';
@@ -46,9 +46,9 @@ export async function createWorkspace(den: AppContext, principal: Principal, inp
   assertCapabilities(den.driver, spec);
   const now = den.clock.now();
   const workspaceId = randomUUID();
-  let buildId: string;
+  let build: BuildRow;
   try {
-    buildId = await db.transaction().execute(async (trx) => {
+    build = await db.transaction().execute(async (trx) => {
       const existing = await trx.selectFrom('workspaces').select('id')
         .where('owner_id', '=', owner.id).where('name', '=', input.name).where('deleted_at', 'is', null).executeTakeFirst();
       if (existing) throw workspaceExists(owner.username, input.name);
@@ -66,19 +66,18 @@ export async function createWorkspace(den: AppContext, principal: Principal, inp
         updated_at: iso(now),
         deleted_at: null,
       }).execute();
-      const build = await den.builds.enqueue({
+      return den.builds.enqueue({
         workspaceId, transition: 'start', reason: 'create', initiatorId: principal.userId,
         templateVersionId: versionId, params, now,
       }, trx);
-      return build.id;
     });
   } catch (error) {
     // Two creates racing past the check above meet the unique index instead.
     if (isUniqueViolation(error)) throw workspaceExists(owner.username, input.name);
     throw error;
   }
-  den.builds.wake();
-  return { workspace: await getWorkspaceDto(db, workspaceId), build: await getBuildById(db, buildId) };
+  den.builds.wake(build);
+  return { workspace: await getWorkspaceDto(db, workspaceId), build: await getBuildById(db, build.id) };
 }
 
 /**
@@ -125,7 +124,7 @@ export async function requestTransition(
       break;
     }
   }
-  const buildId = await db.transaction().execute(async (trx) => {
+  const build = await db.transaction().execute(async (trx) => {
     await checkRequestIn(trx, workspace.id, label, request.kind);
     const build = await den.builds.enqueue(queue, trx);
     if (updated) {
@@ -134,10 +133,10 @@ export async function requestTransition(
         .where('id', '=', workspace.id)
         .execute();
     }
-    return build.id;
+    return build;
   });
-  den.builds.wake();
-  return { workspace: await getWorkspaceDto(db, workspace.id), build: await getBuildById(db, buildId) };
+  den.builds.wake(build);
+  return { workspace: await getWorkspaceDto(db, workspace.id), build: await getBuildById(db, build.id) };
 }
 
 /**
