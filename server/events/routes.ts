@@ -15,6 +15,8 @@ import type { EventBus } from './bus.ts';
  * About a thousand events, far more than any burst of status changes a reader could miss.
  */
 export const MAX_PENDING_EVENT_BYTES = 256 * 1024;
+/** Events waiting for their authorization check (the store's answer on a workspace's owner) past which a stream is dropped. */
+const MAX_CHECKING_EVENTS = 1_000;
 /** How long a dropped stream's last event waits to be read before the socket is cut. */
 const DROPPED_STREAM_GRACE_MS = 5_000;
 /** A comment line this often keeps proxies and the client's idle timeouts from closing a quiet stream. */
@@ -25,14 +27,23 @@ const OWNER_CACHE_LIMIT = 10_000;
 /** `GET /api/v1/events`: server-sent events of the workspaces the caller may see. */
 export async function eventRoutes(app: FastifyInstance, options: { events: EventBus }): Promise<void> {
   const typed = app.withTypeProvider<ZodTypeProvider>();
-  const owners = new Map<string, string | undefined>();
+  // One lookup per workspace however many streams ask at once.
+  const owners = new Map<string, Promise<string | undefined>>();
 
-  async function ownerOf(workspaceId: string): Promise<string | undefined> {
-    if (owners.has(workspaceId)) return owners.get(workspaceId);
-    const identity = await getWorkspaceIdentity(app.den.store.db, workspaceId);
+  function ownerOf(workspaceId: string): Promise<string | undefined> {
+    const known = owners.get(workspaceId);
+    if (known) return known;
     if (owners.size >= OWNER_CACHE_LIMIT) owners.clear();
-    owners.set(workspaceId, identity?.ownerId);
-    return identity?.ownerId;
+    const lookup = getWorkspaceIdentity(app.den.store.db, workspaceId).then((identity) => {
+      // a miss is not kept: the row may be committed after all (or the store failed for a moment)
+      if (!identity) owners.delete(workspaceId);
+      return identity?.ownerId;
+    }, (error: unknown) => {
+      owners.delete(workspaceId);
+      throw error;
+    });
+    owners.set(workspaceId, lookup);
+    return lookup;
   }
 
   async function maySee(principal: Principal, event: WorkspaceEvent): Promise<boolean> {
@@ -64,19 +75,28 @@ export async function eventRoutes(app: FastifyInstance, options: { events: Event
       stream.push(message(undefined, last));
       stream.push(null);
     };
-    // Events are checked one after another so they reach the client in the order published.
+    const drop = () => {
+      end({ type: 'dropped', ...tooSlow().toEnvelope() });
+      // a reader that stopped reading altogether would hold its socket and buffers for ever
+      setTimeout(() => reply.raw.destroy(), DROPPED_STREAM_GRACE_MS).unref();
+    };
+    // Events are checked one after another so they reach the client in the order published;
+    // while a check waits for the store, later events wait in this chain (bounded too).
     let delivered = Promise.resolve();
+    let checking = 0;
     const stopListening = options.events.subscribe((id, event) => {
+      if (ended) return;
+      if (++checking > MAX_CHECKING_EVENTS) return drop();
       delivered = delivered.then(async () => {
-        if (ended || !(await maySee(principal, event))) return;
-        if (stream.readableLength > MAX_PENDING_EVENT_BYTES) {
-          end({ type: 'dropped', ...tooSlow().toEnvelope() });
-          // a reader that stopped reading altogether would hold its socket and buffers for ever
-          setTimeout(() => reply.raw.destroy(), DROPPED_STREAM_GRACE_MS).unref();
-          return;
-        }
+        const visible = !ended && await maySee(principal, event);
+        checking--;
+        if (!visible) return;
+        if (stream.readableLength > MAX_PENDING_EVENT_BYTES) return drop();
         stream.push(message(id, event));
-      }).catch((error) => request.log.warn({ err: error }, 'delivering an event failed'));
+      }).catch((error) => {
+        checking--;
+        request.log.warn({ err: error }, 'delivering an event failed');
+      });
     });
     const keepAlive = setInterval(() => stream.push(': keep-alive\n\n'), KEEP_ALIVE_MS);
     keepAlive.unref(); // the stream's socket, not this timer, keeps a server process alive
