@@ -11,6 +11,7 @@ import { isDenApiError } from '../client/errors.ts';
 import type { WorkspaceEvent } from '../protocol/events.ts';
 import { storeDialects } from './support/postgres.ts';
 import { startTestServer, unsandboxedProcessDriver, type TestServer } from './support/harness.ts';
+import { idleDriver } from './support/idle-driver.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
 import { api, createUserWithToken, setupOwner, type TestUser } from './support/users.ts';
 
@@ -171,6 +172,36 @@ describe.each(storeDialects)('the event stream on %s', (dialect) => {
       child.kill('SIGKILL');
       rmSync(home, { recursive: true, force: true });
     }
+  });
+});
+
+describe.each(storeDialects)('the event stream of a canceled queued build on %s', (dialect) => {
+  let server: TestServer;
+  const subscribers: Subscriber[] = [];
+
+  beforeAll(async () => {
+    // no build workers: a build stays queued until it is canceled
+    server = await startTestServer({ dialect, listen: true, driver: () => idleDriver, startWorkers: false });
+  });
+  afterAll(async () => {
+    for (const subscriber of subscribers.splice(0)) subscriber.close();
+    await server?.close();
+  });
+
+  it('shows the create as a queued build, then the build canceled and the workspace stopped', async () => {
+    const owner = await setupOwner(server.app);
+    const pushed = await api(server.app, owner.token).post('/api/v1/templates', { files: { 'template.yaml': stringify(template) }, activate: true });
+    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    const watcher = subscribe(server, owner.token);
+    subscribers.push(watcher);
+    await waitFor(() => server.app.den.events.subscribers === 1, EVENT_TIMEOUT_MS, 'the subscriber');
+
+    expect((await api(server.app, owner.token).post('/api/v1/workspaces', { name: 'queued', template: 'events' })).status).toBe(202);
+    expect((await api(server.app, owner.token).post('/api/v1/workspaces/owner/queued/cancel', {})).status).toBe(202);
+
+    await waitFor(() => watcher.events.some((e) => e.type === 'workspace.status'), EVENT_TIMEOUT_MS, 'the status change');
+    expect(watcher.events.map((e) => (e.type === 'build' ? `build ${e.state}` : e.type === 'workspace.status' ? `status ${e.status}` : e.type)))
+      .toEqual(['build queued', 'build canceled', 'status stopped']);
   });
 });
 

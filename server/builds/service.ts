@@ -38,6 +38,8 @@ export interface BuildService {
    * the build a caller's transaction queued, after it committed, announces it queued.
    */
   wake(queued?: BuildRow): void;
+  /** Announces a build that ended without a worker (a queued build canceled), after its transaction committed. */
+  announce(build: AnnouncedBuild, state: BuildState): void;
   /**
    * Aborts a build this process is running, after its cancel was recorded in the store
    * (queue.ts requestBuildCancel). A build held by another replica is aborted there when its
@@ -45,6 +47,9 @@ export interface BuildService {
    */
   abort(buildId: string, canceledBy: string): void;
 }
+
+/** What a build event names of its build. */
+export type AnnouncedBuild = Pick<BuildRow, 'id' | 'workspace_id' | 'number' | 'transition'>;
 
 /** The abort reason of a build canceled by a user (as opposed to shutdown or a lost lease). */
 class BuildCanceled extends Error {
@@ -130,7 +135,7 @@ export function createBuildService(deps: ServerDeps & { events: EventPublisher }
   }
 
   /** Announces the build's progress: it began (running), a step began or ended, it finished. */
-  function announce(build: BuildRow, state: BuildState, step?: BuildStep): void {
+  function announce(build: AnnouncedBuild, state: BuildState, step?: BuildStep): void {
     deps.events.publish({
       type: 'build', workspaceId: build.workspace_id, at: iso(deps.clock.now()), buildId: build.id, number: build.number,
       transition: build.transition, state, ...(step ? { step: { name: step.name, state: step.state } } : {}),
@@ -286,6 +291,7 @@ export function createBuildService(deps: ServerDeps & { events: EventPublisher }
       return build;
     },
     wake,
+    announce,
     abort(buildId, canceledBy) {
       const running = inflight.get(buildId);
       if (running && !running.controller.signal.aborted) running.controller.abort(new BuildCanceled(canceledBy));

@@ -127,9 +127,10 @@ export function interruptBuildStatus(db: Kysely<Database>, events: EventPublishe
  * keeps its status, except a new workspace whose first build never ran: it has nothing in the
  * runtime, which is what `stopped` says.
  */
-export async function dropQueuedBuildStatus(trx: Kysely<Database>, workspaceId: string, now: Date): Promise<void> {
-  await trx.updateTable('workspaces').set({ status: 'stopped', updated_at: iso(now) })
-    .where('id', '=', workspaceId).where('status', '=', INITIAL_STATUS).execute();
+export async function dropQueuedBuildStatus(trx: Kysely<Database>, workspaceId: string, now: Date): Promise<WorkspaceStatus | undefined> {
+  const result = await trx.updateTable('workspaces').set({ status: 'stopped', updated_at: iso(now) })
+    .where('id', '=', workspaceId).where('status', '=', INITIAL_STATUS).executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1 ? 'stopped' : undefined;
 }
 
 export function buildInProgress(transition: string): AppError {
@@ -149,5 +150,10 @@ async function writeStatus(db: Kysely<Database>, events: EventPublisher, workspa
     })
     .where('id', '=', workspaceId)
     .execute();
+  announceStatus(events, workspaceId, status, now);
+}
+
+/** Tells the event stream a workspace's new status; for a write inside a transaction, call it after the commit. */
+export function announceStatus(events: EventPublisher, workspaceId: string, status: WorkspaceStatus, now: Date): void {
   events.publish({ type: 'workspace.status', workspaceId, at: iso(now), status });
 }

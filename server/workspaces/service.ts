@@ -16,7 +16,7 @@ import { findUserByUsername } from '../users/users.ts';
 import type { Kysely } from 'kysely';
 import { queuedCancelSentence, requestBuildCancel, type BuildRow, type EnqueueRequest } from '../builds/queue.ts';
 import type { WorkspaceRow } from './access.ts';
-import { checkRequestIn, dropQueuedBuildStatus, INITIAL_STATUS } from './lifecycle.ts';
+import { announceStatus, checkRequestIn, dropQueuedBuildStatus, INITIAL_STATUS } from './lifecycle.ts';
 import { getBuildById, getWorkspaceDto } from './queries.ts';
 
 export interface CreateWorkspaceInput {
@@ -156,8 +156,8 @@ export async function cancelBuild(
   const outcome = await db.transaction().execute(async (trx) => {
     const { buildId } = await checkRequestIn(trx, workspace.id, label, 'cancel');
     const result = await requestBuildCancel(trx, buildId!, { id: principal.userId, username: principal.username }, now);
-    if (result === 'canceled') await dropQueuedBuildStatus(trx, workspace.id, now);
-    return { buildId: buildId!, result };
+    const status = result === 'canceled' ? await dropQueuedBuildStatus(trx, workspace.id, now) : undefined;
+    return { buildId: buildId!, result, status };
   });
   if (outcome.result === 'canceled') {
     den.builds.logs.append(outcome.buildId, { stream: 'system', line: queuedCancelSentence(principal.username) });
@@ -166,7 +166,12 @@ export async function cancelBuild(
   } else {
     den.builds.abort(outcome.buildId, principal.userId);
   }
-  return { workspace: await getWorkspaceDto(db, workspace.id), build: await getBuildById(db, outcome.buildId) };
+  const build = await getBuildById(db, outcome.buildId);
+  if (outcome.result === 'canceled') {
+    den.builds.announce({ id: build.id, workspace_id: workspace.id, number: build.number, transition: build.transition }, 'canceled');
+    if (outcome.status) announceStatus(den.events, workspace.id, outcome.status, now);
+  }
+  return { workspace: await getWorkspaceDto(db, workspace.id), build };
 }
 
 export function checkWorkspaceName(name: string): void {
