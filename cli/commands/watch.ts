@@ -1,6 +1,7 @@
 import type { DenClient } from '../../client/client.ts';
 import type { WorkspaceEvent } from '../../protocol/events.ts';
-import { print, printJson } from '../output.ts';
+import { ExitCode } from '../errors.ts';
+import { note, print, printJson } from '../output.ts';
 
 /**
  * `den list --watch`: after the table, one line per change of a workspace the caller may see
@@ -19,6 +20,10 @@ export async function watchWorkspaces(client: DenClient, options: { all?: boolea
       // a workspace created since the table was printed: learn its name once
       if (!options.names.has(event.workspaceId)) await learnNames(client, options);
       print(describeEvent(event, options.names.get(event.workspaceId) ?? event.workspaceId));
+    }
+    if (!controller.signal.aborted) {
+      note('The server closed the event stream (it may be restarting). Run `den list --watch` again.');
+      throw new ExitCode(1);
     }
   } finally {
     process.off('SIGINT', onInterrupt);
