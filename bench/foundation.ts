@@ -10,6 +10,7 @@ import Fastify from 'fastify';
 import { openStore } from '../server/store/connect.ts';
 import { createTestDatabase, postgresUrl } from '../test/support/postgres.ts';
 import { dockerBenchmark } from './docker.ts';
+import { eventsBenchmark } from './events.ts';
 import { freePort, median, processCpuMs, round, waitFor } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
@@ -119,6 +120,8 @@ if (postgresUrl) {
 
 say('reference: a bare Fastify route returning the same JSON from memory');
 results.list_reference_p99_ms = await referenceListBenchmark();
+
+Object.assign(results, await eventsBenchmark({ say }));
 
 // The docker runtime, side by side with the process runtime above; prints a [skip] line and
 // reports nulls without an engine and den's images. `--quick` runs it with small counts.

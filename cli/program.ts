@@ -103,6 +103,7 @@ Examples:
     .description('List workspaces')
     .option('-a, --all', 'every user\'s workspaces (owner role)')
     .option('--json', 'print as JSON')
+    .option('-w, --watch', 'then print each status, build and agent change as it happens, until Ctrl-C')
     .action(lazy(workspaces, 'list'));
 
   program

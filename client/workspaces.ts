@@ -14,6 +14,7 @@ import type { z } from 'zod';
 import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
 import { ERROR_CODES, errorEnvelopeSchema } from '../protocol/errors.ts';
 import { DenApiError } from './errors.ts';
+import { clientEventSchema, type WorkspaceEvent } from '../protocol/events.ts';
 import { segment, type Transport } from './http.ts';
 
 export type WorkspaceTransition = 'start' | 'stop' | 'restart' | 'update' | 'delete';
@@ -79,6 +80,24 @@ export class WorkspacesApi {
   /** The build log so far, then live lines until the build finishes (or `signal` aborts). */
   followLogs(owner: string, name: string, number: number, options: { after?: number; signal?: AbortSignal } = {}): AsyncGenerator<BuildLogLine> {
     return this.#logStream(owner, name, number, { ...options, follow: true });
+  }
+
+  /**
+   * Status, build progress and agent state changes of the workspaces the caller may see (all of
+   * them for an owner), as they happen, until `signal` aborts. A stream the server ends (too
+   * slow to keep up, or access revoked) throws its coded error.
+   */
+  async *watch(options: { signal?: AbortSignal } = {}): AsyncGenerator<WorkspaceEvent> {
+    for await (const item of this.#transport.stream('/api/v1/events', { signal: options.signal })) {
+      const parsed = clientEventSchema.safeParse(item);
+      if (!parsed.success) continue; // a newer server's event type this client does not know
+      const event = parsed.data;
+      if ('error' in event) {
+        throwStreamError(event);
+        return;
+      }
+      yield event;
+    }
   }
 
   async *#logStream(

@@ -74,6 +74,7 @@ export const ERROR_CODES = {
   SERVER_SHUTTING_DOWN: { status: 503, doc: 'The den server is shutting down or restarting; reconnect in a moment.' },
   TERMINAL_MESSAGE_INVALID: { status: 400, doc: 'A terminal websocket message was malformed or too large.' },
   TERMINAL_CLIENT_TOO_SLOW: { status: 409, doc: 'The terminal client stopped acknowledging output and was detached; reattach to continue.' },
+  EVENTS_SUBSCRIBER_TOO_SLOW: { status: 409, doc: 'An event stream (GET /api/v1/events) fell too far behind and was ended; open it again and re-read the current state with `den list`.' },
   TERMINAL_START_FAILED: { status: 502, doc: 'The terminal shell could not be started in the workspace (reported by its agent).' },
 
   // web pages

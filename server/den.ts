@@ -5,6 +5,7 @@ import { createLoginLimits, type LoginLimits } from './auth/login-limits.ts';
 import { createLocalRevocationBus, type RevocationBus } from './auth/revocations.ts';
 import { createBuildLogs } from './builds/logs.ts';
 import { createBuildService, type BuildService } from './builds/service.ts';
+import { createLocalEventBus, type EventBus } from './events/bus.ts';
 import { createMetrics, type Metrics } from './http/metrics.ts';
 import { createReconciler, type Reconciler, type ReconcilerDeps } from './reconcile/reconciler.ts';
 import { startAgainAsOwner } from './reconcile/restart.ts';
@@ -16,6 +17,8 @@ export interface DenOptions extends DenBase {
   revocations?: RevocationBus;
   /** the login limits; defaults to in-process ones with den's defaults (tests pass smaller numbers) */
   loginLimits?: LoginLimits;
+  /** where workspace, build and agent changes are announced; defaults to one for this process alone */
+  events?: EventBus;
   /** the reconcile loop's timings (tests pass shorter ones); it runs where build workers run */
   reconcile?: Pick<ReconcilerDeps, 'intervalMs' | 'agentGraceMs' | 'gcIntervalMs' | 'maxRestarts' | 'restartBackoffMs'>;
 }
@@ -30,6 +33,8 @@ export interface Den extends DenBase {
   agents: LocalAgentHub;
   builds: BuildService;
   reconciler: Reconciler;
+  /** workspace status, build progress and agent state, for GET /api/v1/events */
+  events: EventBus;
   metrics: Metrics;
   revocations: RevocationBus;
   /** this process's terminals, execs and log follows, ended when a revocation takes their access away */
@@ -47,18 +52,20 @@ export interface Den extends DenBase {
 
 /** The composition root: builds den's parts from its base, each wired to the others once. */
 export function createDen(options: DenOptions): Den {
-  const { startWorkers, reconcile, revocations: givenRevocations, loginLimits: givenLoginLimits, ...base } = options;
+  const { startWorkers, reconcile, revocations: givenRevocations, loginLimits: givenLoginLimits, events: givenEvents, ...base } = options;
   const metrics = createMetrics(base);
+  const events = givenEvents ?? createLocalEventBus((error) => base.log.error({ err: error }, 'an event subscriber failed'));
   // The build log comes first: the agent hub writes an agent's startup lines into it, and the
   // build service needs the hub to wait for agents.
   const buildLogs = createBuildLogs(base.store.db, base.clock, (error) => base.log.error({ err: error }, 'writing build log lines failed'));
-  const agents = createAgentHub({ ...base, buildLogs, metrics });
-  const builds = createBuildService({ ...base, agents, logs: buildLogs, metrics });
+  const agents = createAgentHub({ ...base, events, buildLogs, metrics });
+  const builds = createBuildService({ ...base, events, agents, logs: buildLogs, metrics });
   const revocations = givenRevocations ?? createLocalRevocationBus(base.log);
   const liveAccess = createLiveAccess(revocations);
   const loginLimits = givenLoginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
   const reconciler = createReconciler({
     ...base,
+    events,
     restart: startAgainAsOwner(base.store.db, base.clock, (request) => builds.enqueue(request)),
     ...reconcile,
   });
@@ -67,6 +74,7 @@ export function createDen(options: DenOptions): Den {
     agents,
     builds,
     reconciler,
+    events,
     metrics,
     revocations,
     liveAccess,

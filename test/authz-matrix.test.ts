@@ -37,6 +37,8 @@ interface MatrixRow {
   params?: Record<string, string> | ((ctx: MatrixContext, caller: Caller) => Promise<Record<string, string>>);
   /** the request ends the caller's credential (logout): use a throwaway token */
   freshToken?: boolean;
+  /** the route answers with an endless stream (server-sent events): only its status and head are read */
+  stream?: boolean;
   /** fixed answers for some callers (public routes that check their own credentials) */
   expect?: Partial<Record<Caller, Expected>>;
 }
@@ -144,6 +146,7 @@ const MATRIX: Record<string, MatrixRow> = {
   // Public at the HTTP layer: the agent token is checked by the route. User API tokens must not open it.
   'GET /api/v1/agent/connect': { auth: 'public', expect: ALL_CALLERS({ status: 401, code: 'AGENT_UNAUTHORIZED' }) },
   // the agent bundle (for init containers): an agent token of a live workspace, never a user's credentials
+  'GET /api/v1/events': { auth: 'user', stream: true },
   'GET /api/v1/agent/bundle': { auth: 'public', expect: ALL_CALLERS({ status: 401, code: 'AGENT_UNAUTHORIZED' }) },
   'GET /api/v1/workspaces/:owner/:name/exec': { auth: 'user', workspace: true },
 
@@ -275,6 +278,21 @@ function meets(caller: Exclude<Caller, 'anonymous'>, level: AuthLevel): boolean 
   return caller === 'owner';
 }
 
+/** Opens a streaming GET, reads its status (and the error envelope of a refusal), and closes it. */
+async function openStream(ctx: MatrixContext, url: string, token: string | undefined) {
+  const controller = new AbortController();
+  const response = await ctx.server.app.inject({
+    method: 'GET', url, headers: token ? { authorization: `Bearer ${token}` } : {}, payloadAsStream: true, signal: controller.signal,
+  });
+  if (response.statusCode < 400) {
+    controller.abort();
+    return { status: response.statusCode, json: undefined, headers: response.headers };
+  }
+  let text = '';
+  for await (const chunk of response.stream()) text += String(chunk);
+  return { status: response.statusCode, json: JSON.parse(text), headers: response.headers };
+}
+
 async function call(ctx: MatrixContext, key: string, row: MatrixRow, caller: Caller, scope: 'own' | 'other' | undefined) {
   const [method, template] = key.split(' ');
   const params: Record<string, string> = { ...DEFAULT_PARAMS };
@@ -296,6 +314,7 @@ async function call(ctx: MatrixContext, key: string, row: MatrixRow, caller: Cal
     token = (await api(ctx.server.app, token).post('/api/v1/users/me/tokens', { name: 'matrix-throwaway' })).json.token;
   }
   const body = typeof row.body === 'function' ? row.body(ctx) : row.body;
+  if (row.stream) return openStream(ctx, url, token);
   return api(ctx.server.app, token).request(method, url, ['GET', 'DELETE'].includes(method) ? undefined : (body ?? {}));
 }
 

@@ -1,13 +1,11 @@
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { stringify } from 'yaml';
 import { waitFor } from '../agent/terminal/testing.ts';
 import { DenClient } from '../client/client.ts';
 import { decodeServerMessage, encodeClientMessage, TERMINAL_CLOSE, TERMINAL_PROTOCOL } from '../protocol/terminal.ts';
-import { createProcessDriver } from '../server/runtimes/process/driver.ts';
 import { storeDialects } from './support/postgres.ts';
-import { startTestServer, type TestServer } from './support/harness.ts';
+import { startTestServer, unsandboxedProcessDriver, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
 import { api, createUserWithToken, loginForToken, loginWithCookie, setupOwner, type TestUser } from './support/users.ts';
 
@@ -66,13 +64,7 @@ describe.each(storeDialects)('revoked access on %s', (dialect) => {
   let alice: TestUser;
 
   beforeAll(async () => {
-    // Unsandboxed: this test is about access, not isolation (the sandbox has its own tests), and
-    // a worktree's node_modules may be a link that the sandbox does not mount.
-    server = await startTestServer({
-      dialect,
-      listen: true,
-      driver: (config) => createProcessDriver({ dataDir: config.dataDir, log: pino({ level: 'silent' }), requireSandbox: false, sandbox: false }),
-    });
+    server = await startTestServer({ dialect, listen: true, driver: unsandboxedProcessDriver });
     owner = await setupOwner(server.app);
     alice = await createUserWithToken(server.app, owner.token, 'member', 'alice');
     const pushed = await api(server.app, owner.token).post('/api/v1/templates', { files: { 'template.yaml': stringify(template) }, activate: true });

@@ -63,10 +63,18 @@ export async function cancel(reference: string, options: WaitOptions): Promise<v
   }
 }
 
-export async function list(options: { all?: boolean; json?: boolean }): Promise<void> {
+export async function list(options: { all?: boolean; json?: boolean; watch?: boolean }): Promise<void> {
   const session = connect();
   const { workspaces, total } = await session.client.workspaces.list({ all: options.all, limit: 500 });
-  if (options.json) return printJson(workspaces);
+  if (options.json) printJson(workspaces);
+  else await printWorkspaces(session, workspaces, total, options);
+  if (!options.watch) return;
+  const names = new Map(workspaces.map((w) => [w.id, `${w.owner}/${w.name}`]));
+  const { watchWorkspaces } = await import('./watch.ts');
+  await watchWorkspaces(session.client, { ...options, names });
+}
+
+async function printWorkspaces(session: Session, workspaces: WorkspaceDto[], total: number, options: { all?: boolean }): Promise<void> {
   const me = options.all ? undefined : await session.username().catch(() => undefined);
   const showOwner = options.all || workspaces.some((workspace) => workspace.owner !== me);
   printTable(

@@ -26,6 +26,7 @@ import type { AgentHub, ExecRequest, ExecSession } from './hub-types.ts';
 import { currentAgentBuild, type AgentIdentity } from './tokens.ts';
 import { createLogSequences } from './log-sequences.ts';
 import { createReadyWaiters } from './ready.ts';
+import type { EventPublisher } from '../events/bus.ts';
 
 export interface AgentHubDeps {
   config: Config;
@@ -33,6 +34,8 @@ export interface AgentHubDeps {
   clock: Clock;
   log: Logger;
   buildLogs: BuildLogSink;
+  /** where agent connections and lifecycle states are announced */
+  events?: EventPublisher;
   metrics: Pick<Metrics, 'agentsConnected'>;
   /** how often the server pings each agent; a connection silent for 3 intervals is dropped */
   heartbeatMs?: number;
@@ -115,6 +118,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         unwritten.delete(workspaceId);
         try {
           await db.updateTable('workspaces').set({ agent_state: report.state }).where('id', '=', workspaceId).execute();
+          announce(workspaceId, report.state, report.message);
         } catch (error) {
           log.error({ err: error, workspaceId }, 'could not record the agent state');
         }
@@ -127,6 +131,11 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     persisting.set(workspaceId, write);
   };
 
+  /** Tells the client event stream about the agent, once the store has it. */
+  const announce = (workspaceId: string, state: LifecycleState | 'connected' | 'disconnected', message?: string) => {
+    deps.events?.publish({ type: 'agent', workspaceId, at: iso(deps.clock.now()), state, ...(message ? { message } : {}) });
+  };
+
   /**
    * Records in the store whether the workspace's agent is connected (null) or since when it is
    * not, so the reconciler (on any replica) can tell an agent gone for good from a reconnect.
@@ -134,7 +143,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const recordPresence = (workspaceId: string, disconnectedAt: Date | null) => {
     const write = (presence.get(workspaceId) ?? Promise.resolve())
       .then(() => db.updateTable('workspaces').set({ agent_disconnected_at: disconnectedAt && iso(disconnectedAt) }).where('id', '=', workspaceId).execute())
-      .then(() => undefined, (error: unknown) => log.error({ err: error, workspaceId }, 'could not record whether the agent is connected'))
+      .then(() => announce(workspaceId, disconnectedAt ? 'disconnected' : 'connected'), (error: unknown) => log.error({ err: error, workspaceId }, 'could not record whether the agent is connected'))
       .finally(() => { if (presence.get(workspaceId) === write) presence.delete(workspaceId); });
     presence.set(workspaceId, write);
   };

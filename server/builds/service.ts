@@ -4,8 +4,9 @@ import type { Kysely } from 'kysely';
 import { isAppError } from '../../protocol/errors.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
 import type { DenBase } from '../base.ts';
+import type { EventPublisher } from '../events/bus.ts';
 import type { Metrics } from '../http/metrics.ts';
-import type { Database } from '../store/schema.ts';
+import type { BuildState, Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
 import type { BuildLogs } from './logs.ts';
 import {
@@ -28,11 +29,16 @@ export interface BuildService {
   stop(): Promise<void>;
   /**
    * Queues a build (BUILD_IN_PROGRESS when one is queued or running). Inside a caller's
-   * transaction pass `trx` and call `wake()` after it commits; without it, it commits and wakes.
+   * transaction pass `trx` and call `wake(build)` after it commits (it announces the build queued); without it, it commits and wakes.
    */
   enqueue(request: EnqueueRequest, trx?: Kysely<Database>): Promise<BuildRow>;
-  /** Wakes idle workers of this process at once (cross-replica work is found by polling). */
-  wake(): void;
+  /**
+   * Wakes idle workers of this process at once (cross-replica work is found by polling). Given
+   * the build a caller's transaction queued, after it committed, announces it queued.
+   */
+  wake(queued?: BuildRow): void;
+  /** Announces a build that ended without a worker (a queued build canceled), after its transaction committed. */
+  announce(build: AnnouncedBuild, state: BuildState): void;
   /**
    * Aborts a build this process is running, after its cancel was recorded in the store
    * (queue.ts requestBuildCancel). A build held by another replica is aborted there when its
@@ -47,7 +53,12 @@ export interface BuildServiceDeps extends DenBase {
   /** the build log, created before the agent hub, which writes agents' startup lines into it */
   logs: BuildLogs;
   metrics: Pick<Metrics, 'buildsTotal' | 'buildDuration'>;
+  /** where build progress and the workspace status a build sets are announced */
+  events: EventPublisher;
 }
+
+/** What a build event names of its build. */
+export type AnnouncedBuild = Pick<BuildRow, 'id' | 'workspace_id' | 'number' | 'transition'>;
 
 /** The abort reason of a build canceled by a user (as opposed to shutdown or a lost lease). */
 class BuildCanceled extends Error {
@@ -81,7 +92,8 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
   let idle = new Set<() => void>();
   const inflight = new Map<string, { controller: AbortController; done: Promise<void> }>();
 
-  function wake(): void {
+  function wake(queued?: BuildRow): void {
+    if (queued) announce(queued, 'queued');
     const waiting = idle;
     idle = new Set();
     for (const resolve of waiting) resolve();
@@ -130,9 +142,18 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
     }
   }
 
+  /** Announces the build's progress: it began (running), a step began or ended, it finished. */
+  function announce(build: AnnouncedBuild, state: BuildState, step?: BuildStep): void {
+    deps.events.publish({
+      type: 'build', workspaceId: build.workspace_id, at: iso(deps.clock.now()), buildId: build.id, number: build.number,
+      transition: build.transition, state, ...(step ? { step: { name: step.name, state: step.state } } : {}),
+    });
+  }
+
   async function execute(build: BuildRow, controller: AbortController): Promise<void> {
     const started = performance.now();
     const steps: BuildStep[] = [];
+    announce(build, 'running');
     const system = (line: string, stream: 'system' | 'stderr' = 'system') => logs.append(build.id, { stream, line });
     let lostLease = false;
     const renew = setInterval(() => {
@@ -167,6 +188,7 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
         if (controller.signal.aborted) throw controller.signal.reason;
         const entry: BuildStep = { name, startedAt: iso(deps.clock.now()), state: 'running' };
         steps.push(entry);
+        announce(build, 'running', entry);
         logs.append(build.id, { stream: 'system', step: name, line: `==> ${name}` });
         const t0 = performance.now();
         try {
@@ -184,15 +206,16 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
           entry.finishedAt = iso(deps.clock.now());
           logs.append(build.id, { stream: 'system', step: name, line: `<== ${name} ${entry.state} in ${entry.durationMs} ms` });
           await saveSteps(db, build.id, workerId, steps).catch(() => undefined);
+          announce(build, 'running', entry);
         }
       };
-      await runTransition(build, { db, clock: deps.clock, driver: deps.driver, agents, accessUrl: deps.config.accessUrl }, step);
+      await runTransition(build, { db, clock: deps.clock, driver: deps.driver, agents, accessUrl: deps.config.accessUrl, events: deps.events }, step);
     } catch (failure) {
       if (controller.signal.reason instanceof BuildCanceled) {
         state = 'canceled';
         error = await canceledSentence(controller.signal.reason.userId);
         system(error);
-        await interruptBuildStatus(db, build.workspace_id, deps.clock.now()).catch(() => undefined);
+        await interruptBuildStatus(db, deps.events, build.workspace_id, deps.clock.now()).catch(() => undefined);
       } else if (controller.signal.aborted) {
         clearInterval(renew);
         await logs.flush();
@@ -209,7 +232,7 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
         const detail = isAppError(failure) ? failure.detail : undefined;
         if (detail) for (const line of detail.split('\n')) system(line, 'stderr');
         if (!isAppError(failure)) deps.log.error({ err: failure, buildId: build.id }, 'build failed unexpectedly');
-        await interruptBuildStatus(db, build.workspace_id, deps.clock.now()).catch(() => undefined);
+        await interruptBuildStatus(db, deps.events, build.workspace_id, deps.clock.now()).catch(() => undefined);
       }
     } finally {
       clearInterval(renew);
@@ -221,6 +244,7 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
     const finished = await finishBuild(db, build.id, workerId, { state, error, steps, now: deps.clock.now() });
     logs.notify(build.id);
     if (finished) {
+      announce(build, state);
       metrics.buildsTotal.inc({ transition: build.transition, state });
       metrics.buildDuration.observe({ transition: build.transition }, seconds);
       if (state === 'succeeded' && build.transition === 'stop' && build.reason === 'restart') await chainRestart(build);
@@ -235,11 +259,11 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
   /** A restart is a stop build followed by a start build, queued when the stop succeeded. */
   async function chainRestart(stopped: BuildRow): Promise<void> {
     try {
-      await db.transaction().execute((trx) => enqueueBuild(trx, {
+      const started = await db.transaction().execute((trx) => enqueueBuild(trx, {
         workspaceId: stopped.workspace_id, transition: 'start', reason: 'restart', initiatorId: stopped.initiator_id,
         templateVersionId: stopped.template_version_id, params: JSON.parse(stopped.params_json), now: deps.clock.now(),
       }));
-      wake();
+      wake(started);
     } catch (error) {
       deps.log.warn({ err: error, buildId: stopped.id }, 'queueing the start half of a restart failed');
     }
@@ -267,10 +291,11 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
     async enqueue(request, trx) {
       if (trx) return enqueueBuild(trx, request);
       const build = await db.transaction().execute((t) => enqueueBuild(t, request));
-      wake();
+      wake(build);
       return build;
     },
     wake,
+    announce,
     abort(buildId, canceledBy) {
       const running = inflight.get(buildId);
       if (running && !running.controller.signal.aborted) running.controller.abort(new BuildCanceled(canceledBy));

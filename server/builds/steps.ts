@@ -6,6 +6,7 @@ import { currentAgentBuild, issueAgentToken, revokeAgentTokens } from '../agents
 import { assertCapabilities } from '../runtimes/capabilities.ts';
 import { AGENT_TOKEN_SECRET, type DriverContext, type RuntimeDriver, type WorkspaceIdentity } from '../runtimes/driver.ts';
 import type { Database } from '../store/schema.ts';
+import type { EventPublisher } from '../events/bus.ts';
 import type { Clock } from '../store/time.ts';
 import { getTemplateVersionById } from '../templates/store.ts';
 import { planWorkspace, readyTimeoutMs } from './plan.ts';
@@ -20,6 +21,7 @@ export interface StepDeps {
   driver: RuntimeDriver;
   agents: AgentHub;
   accessUrl: string;
+  events: EventPublisher;
 }
 
 /** Runs one named step: logs its start and finish with the duration, records its timing. */
@@ -31,7 +33,7 @@ const AGENT_SHUTDOWN_TIMEOUT_MS = 10_000;
 export async function runTransition(build: BuildRow, deps: StepDeps, step: RunStep): Promise<void> {
   const { agentState, ...identity } = await loadIdentity(deps.db, build.workspace_id);
   const now = () => deps.clock.now();
-  await enterBuildStatus(deps.db, identity.id, build.transition, now());
+  await enterBuildStatus(deps.db, deps.events, identity.id, build.transition, now());
   switch (build.transition) {
     case 'start': {
       const { spec, params, owner } = await step('resolve', () => resolveInputs(deps.db, build, identity));
@@ -66,21 +68,21 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
           throw error;
         }
       });
-      await completeBuildStatus(deps.db, identity.id, build.transition, now());
+      await completeBuildStatus(deps.db, deps.events, identity.id, build.transition, now());
       return;
     }
     case 'stop': {
       await step('agent-shutdown', () => deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS }));
       await step('runtime-stop', (context) => deps.driver.stop(identity, context));
       await revokeAgentTokens(deps.db, identity.id, now());
-      await completeBuildStatus(deps.db, identity.id, build.transition, now());
+      await completeBuildStatus(deps.db, deps.events, identity.id, build.transition, now());
       return;
     }
     case 'delete': {
       await step('agent-shutdown', () => deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS }));
       await step('runtime-delete', (context) => deps.driver.delete(identity, context));
       await revokeAgentTokens(deps.db, identity.id, now());
-      await completeBuildStatus(deps.db, identity.id, build.transition, now());
+      await completeBuildStatus(deps.db, deps.events, identity.id, build.transition, now());
       return;
     }
   }

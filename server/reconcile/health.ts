@@ -30,15 +30,17 @@ export async function markDown(db: Kysely<Database>, now: Date, report: DownRepo
   return true;
 }
 
-/** Marks a down workspace healthy again (a start build after it succeeded and its agent is ready). */
-export async function markRecovered(db: Kysely<Database>, now: Date, workspaceId: string, message: string, detail: Record<string, unknown>): Promise<void> {
+/** Marks a down workspace healthy again (a start build after it succeeded and its agent is ready); false when it was not down. */
+export async function markRecovered(db: Kysely<Database>, now: Date, workspaceId: string, message: string, detail: Record<string, unknown>): Promise<boolean> {
   const result = await db.updateTable('workspaces')
     .set({ health: 'ok', health_message: message, health_at: iso(now) })
     .where('id', '=', workspaceId).where('health', '=', 'down')
     .executeTakeFirst();
   if (Number(result.numUpdatedRows) === 1) {
     await recordWorkspaceEvent(db, now, { workspaceId, kind: 'workspace_recovered', message, detail });
+    return true;
   }
+  return false;
 }
 
 /**

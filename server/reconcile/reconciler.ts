@@ -9,9 +9,12 @@ import { iso, type Clock } from '../store/time.ts';
 import { getTemplateVersionById } from '../templates/store.ts';
 import { listWorkspaceEvents, recordWorkspaceEvent } from '../workspaces/events.ts';
 import { markDown, markRecovered, timeOfDay, type DownReport } from './health.ts';
+import type { EventPublisher } from '../events/bus.ts';
 
 export interface ReconcilerDeps {
   store: Store;
+  /** where a workspace seen down or recovered is announced */
+  events?: EventPublisher;
   clock: Clock;
   log: Logger;
   driver: RuntimeDriver;
@@ -104,7 +107,14 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     // Not running: den itself is starting, stopping or deleting it, and the build reports what fails.
     if (!workspace) return;
     const report = describe(event, `${workspace.owner_name}/${workspace.name}`);
-    if (await markDown(db, deps.clock.now(), report)) log.info({ workspaceId: event.workspaceId, kind: report.kind }, report.message);
+    await showDown(deps.clock.now(), report);
+  }
+
+  /** Marks the workspace down; the first time, logs and announces it with its sentence. */
+  async function showDown(now: Date, report: DownReport): Promise<void> {
+    if (!(await markDown(db, now, report))) return;
+    log.info({ workspaceId: report.workspaceId, kind: report.kind }, report.message);
+    deps.events?.publish({ type: 'agent', workspaceId: report.workspaceId, at: iso(now), state: 'down', message: report.message });
   }
 
   async function findLostAgents(now: Date): Promise<void> {
@@ -122,7 +132,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
         message: `The agent of workspace '${row.owner_name}/${row.name}' lost its connection at ${timeOfDay(since)} and has not come back within ${Math.round(graceMs / 1000)} s.`,
         detail: { disconnectedAt: row.agent_disconnected_at, graceMs },
       };
-      if (await markDown(db, now, report)) log.info({ workspaceId: row.id, kind: report.kind }, report.message);
+      await showDown(now, report);
     }
   }
 
@@ -139,7 +149,10 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
     await db.updateTable('workspaces').set({ health: null, health_message: null, health_at: null })
       .where('health', 'is not', null).where('status', 'in', ['stopped', 'deleted']).execute();
     for (const row of rows) {
-      await markRecovered(db, now, row.id, `Workspace '${row.owner_name}/${row.name}' is running again since build #${row.number}.`, { build: row.number });
+      const message = `Workspace '${row.owner_name}/${row.name}' is running again since build #${row.number}.`;
+      if (await markRecovered(db, now, row.id, message, { build: row.number })) {
+        deps.events?.publish({ type: 'agent', workspaceId: row.id, at: iso(now), state: 'recovered', message });
+      }
     }
   }
 

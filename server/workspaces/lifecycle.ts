@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { BuildState, BuildTransition, Database, WorkspaceStatus } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
+import type { EventPublisher } from '../events/bus.ts';
 
 /**
  * The workspace lifecycle: what a user may ask of a workspace in each status, and the only
@@ -104,21 +105,21 @@ export async function linkLatestBuild(trx: Kysely<Database>, workspaceId: string
 }
 
 /** A build of `transition` began its work: the workspace shows it (starting, stopping, deleting). */
-export function enterBuildStatus(db: Kysely<Database>, workspaceId: string, transition: BuildTransition, now: Date): Promise<void> {
-  return writeStatus(db, workspaceId, BUILD_STATUSES[transition].during, now);
+export function enterBuildStatus(db: Kysely<Database>, events: EventPublisher, workspaceId: string, transition: BuildTransition, now: Date): Promise<void> {
+  return writeStatus(db, events, workspaceId, BUILD_STATUSES[transition].during, now);
 }
 
 /** A build of `transition` did all its work: the workspace is running, stopped or deleted. */
-export function completeBuildStatus(db: Kysely<Database>, workspaceId: string, transition: BuildTransition, now: Date): Promise<void> {
-  return writeStatus(db, workspaceId, BUILD_STATUSES[transition].after, now);
+export function completeBuildStatus(db: Kysely<Database>, events: EventPublisher, workspaceId: string, transition: BuildTransition, now: Date): Promise<void> {
+  return writeStatus(db, events, workspaceId, BUILD_STATUSES[transition].after, now);
 }
 
 /**
  * A build stopped part-way (it failed, or was canceled while running): what it left behind is
  * unknown, so the workspace is `failed`, from which start, stop and delete are all accepted.
  */
-export function interruptBuildStatus(db: Kysely<Database>, workspaceId: string, now: Date): Promise<void> {
-  return writeStatus(db, workspaceId, INTERRUPTED_STATUS, now);
+export function interruptBuildStatus(db: Kysely<Database>, events: EventPublisher, workspaceId: string, now: Date): Promise<void> {
+  return writeStatus(db, events, workspaceId, INTERRUPTED_STATUS, now);
 }
 
 /**
@@ -126,9 +127,10 @@ export function interruptBuildStatus(db: Kysely<Database>, workspaceId: string, 
  * keeps its status, except a new workspace whose first build never ran: it has nothing in the
  * runtime, which is what `stopped` says.
  */
-export async function dropQueuedBuildStatus(trx: Kysely<Database>, workspaceId: string, now: Date): Promise<void> {
-  await trx.updateTable('workspaces').set({ status: 'stopped', updated_at: iso(now) })
-    .where('id', '=', workspaceId).where('status', '=', INITIAL_STATUS).execute();
+export async function dropQueuedBuildStatus(trx: Kysely<Database>, workspaceId: string, now: Date): Promise<WorkspaceStatus | undefined> {
+  const result = await trx.updateTable('workspaces').set({ status: 'stopped', updated_at: iso(now) })
+    .where('id', '=', workspaceId).where('status', '=', INITIAL_STATUS).executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1 ? 'stopped' : undefined;
 }
 
 export function buildInProgress(transition: string): AppError {
@@ -136,7 +138,8 @@ export function buildInProgress(transition: string): AppError {
     `A ${transition} build is already queued or running for this workspace. Wait for it to finish (\`den logs -f\`) or cancel it (\`den cancel\`), and try again.`);
 }
 
-async function writeStatus(db: Kysely<Database>, workspaceId: string, status: WorkspaceStatus, now: Date): Promise<void> {
+/** Every status a build moves a workspace to is written here, and announced once it is committed. */
+async function writeStatus(db: Kysely<Database>, events: EventPublisher, workspaceId: string, status: WorkspaceStatus, now: Date): Promise<void> {
   await db
     .updateTable('workspaces')
     .set({
@@ -147,4 +150,10 @@ async function writeStatus(db: Kysely<Database>, workspaceId: string, status: Wo
     })
     .where('id', '=', workspaceId)
     .execute();
+  announceStatus(events, workspaceId, status, now);
+}
+
+/** Tells the event stream a workspace's new status; for a write inside a transaction, call it after the commit. */
+export function announceStatus(events: EventPublisher, workspaceId: string, status: WorkspaceStatus, now: Date): void {
+  events.publish({ type: 'workspace.status', workspaceId, at: iso(now), status });
 }

@@ -4,6 +4,7 @@ import type { TemplateSpec } from '../../protocol/template.ts';
 import {
   WORKSPACE_NAME, WORKSPACE_NAME_MAX, type BuildDto, type WorkspaceDto,
 } from '../../protocol/workspaces.ts';
+import type { EventPublisher } from '../events/bus.ts';
 import type { DenBase } from '../base.ts';
 import type { BuildService } from '../builds/service.ts';
 import { assertCapabilities } from '../runtimes/capabilities.ts';
@@ -15,14 +16,16 @@ import { resolveParameters, withoutEphemeral } from '../templates/parameters.ts'
 import { getActiveVersion, getTemplateVersionById, templateNameById } from '../templates/store.ts';
 import { findUserByUsername } from '../users/users.ts';
 import type { Kysely } from 'kysely';
-import { queuedCancelSentence, requestBuildCancel, type EnqueueRequest } from '../builds/queue.ts';
+import { queuedCancelSentence, requestBuildCancel, type BuildRow, type EnqueueRequest } from '../builds/queue.ts';
 import type { WorkspaceRow } from './access.ts';
-import { checkRequestIn, dropQueuedBuildStatus, INITIAL_STATUS } from './lifecycle.ts';
+import { announceStatus, checkRequestIn, dropQueuedBuildStatus, INITIAL_STATUS } from './lifecycle.ts';
 import { getBuildById, getWorkspaceDto } from './queries.ts';
 
 /** What the workspace lifecycle requests need: the store and clock, the driver's capabilities, the build queue. */
 export interface WorkspaceServiceDeps extends Pick<DenBase, 'store' | 'clock' | 'driver'> {
-  builds: Pick<BuildService, 'enqueue' | 'wake' | 'abort' | 'logs'>;
+  builds: Pick<BuildService, 'enqueue' | 'wake' | 'abort' | 'logs' | 'announce'>;
+  /** where a canceled queued build's end and the status it leaves are announced */
+  events: EventPublisher;
 }
 
 export interface CreateWorkspaceInput {
@@ -52,9 +55,9 @@ export async function createWorkspace(den: WorkspaceServiceDeps, principal: Prin
   assertCapabilities(den.driver, spec);
   const now = den.clock.now();
   const workspaceId = randomUUID();
-  let buildId: string;
+  let build: BuildRow;
   try {
-    buildId = await db.transaction().execute(async (trx) => {
+    build = await db.transaction().execute(async (trx) => {
       const existing = await trx.selectFrom('workspaces').select('id')
         .where('owner_id', '=', owner.id).where('name', '=', input.name).where('deleted_at', 'is', null).executeTakeFirst();
       if (existing) throw workspaceExists(owner.username, input.name);
@@ -72,19 +75,18 @@ export async function createWorkspace(den: WorkspaceServiceDeps, principal: Prin
         updated_at: iso(now),
         deleted_at: null,
       }).execute();
-      const build = await den.builds.enqueue({
+      return den.builds.enqueue({
         workspaceId, transition: 'start', reason: 'create', initiatorId: principal.userId,
         templateVersionId: versionId, params, now,
       }, trx);
-      return build.id;
     });
   } catch (error) {
     // Two creates racing past the check above meet the unique index instead.
     if (isUniqueViolation(error)) throw workspaceExists(owner.username, input.name);
     throw error;
   }
-  den.builds.wake();
-  return { workspace: await getWorkspaceDto(db, workspaceId), build: await getBuildById(db, buildId) };
+  den.builds.wake(build);
+  return { workspace: await getWorkspaceDto(db, workspaceId), build: await getBuildById(db, build.id) };
 }
 
 /**
@@ -131,7 +133,7 @@ export async function requestTransition(
       break;
     }
   }
-  const buildId = await db.transaction().execute(async (trx) => {
+  const build = await db.transaction().execute(async (trx) => {
     await checkRequestIn(trx, workspace.id, label, request.kind);
     const build = await den.builds.enqueue(queue, trx);
     if (updated) {
@@ -140,10 +142,10 @@ export async function requestTransition(
         .where('id', '=', workspace.id)
         .execute();
     }
-    return build.id;
+    return build;
   });
-  den.builds.wake();
-  return { workspace: await getWorkspaceDto(db, workspace.id), build: await getBuildById(db, buildId) };
+  den.builds.wake(build);
+  return { workspace: await getWorkspaceDto(db, workspace.id), build: await getBuildById(db, build.id) };
 }
 
 /**
@@ -163,8 +165,8 @@ export async function cancelBuild(
   const outcome = await db.transaction().execute(async (trx) => {
     const { buildId } = await checkRequestIn(trx, workspace.id, label, 'cancel');
     const result = await requestBuildCancel(trx, buildId!, { id: principal.userId, username: principal.username }, now);
-    if (result === 'canceled') await dropQueuedBuildStatus(trx, workspace.id, now);
-    return { buildId: buildId!, result };
+    const status = result === 'canceled' ? await dropQueuedBuildStatus(trx, workspace.id, now) : undefined;
+    return { buildId: buildId!, result, status };
   });
   if (outcome.result === 'canceled') {
     den.builds.logs.append(outcome.buildId, { stream: 'system', line: queuedCancelSentence(principal.username) });
@@ -173,7 +175,12 @@ export async function cancelBuild(
   } else {
     den.builds.abort(outcome.buildId, principal.userId);
   }
-  return { workspace: await getWorkspaceDto(db, workspace.id), build: await getBuildById(db, outcome.buildId) };
+  const build = await getBuildById(db, outcome.buildId);
+  if (outcome.result === 'canceled') {
+    den.builds.announce({ id: build.id, workspace_id: workspace.id, number: build.number, transition: build.transition }, 'canceled');
+    if (outcome.status) announceStatus(den.events, workspace.id, outcome.status, now);
+  }
+  return { workspace: await getWorkspaceDto(db, workspace.id), build };
 }
 
 export function checkWorkspaceName(name: string): void {

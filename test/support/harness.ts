@@ -45,6 +45,15 @@ export interface TestServerOptions {
   reconcile?: DenOptions['reconcile'];
 }
 
+/**
+ * The process runtime without the sandbox, for tests about something other than isolation (the
+ * sandbox has its own tests): a worktree's node_modules may be a link the sandbox does not mount.
+ */
+export async function unsandboxedProcessDriver(config: Config): Promise<RuntimeDriver> {
+  const { createProcessDriver } = await import('../../server/runtimes/process/driver.ts');
+  return createProcessDriver({ dataDir: config.dataDir, log: pino({ level: 'silent' }), requireSandbox: false, sandbox: false });
+}
+
 /** Starts a real den server over a fresh store (SQLite file or a new PostgreSQL database). */
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
   const ownsDir = !options.dataDir;
