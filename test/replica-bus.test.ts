@@ -84,6 +84,20 @@ describe.skipIf(postgresSkipReason !== undefined)('two replicas on one PostgreSQ
     await waitFor(() => onB.some((e) => e.type === 'agent' && e.message === 'after the reconnect'), CROSS_REPLICA_TIMEOUT_MS, 'B\'s subscriber to see the event');
   });
 
+  it('an event too large for a NOTIFY reaches B with its message cut, and A\'s subscriber whole', async () => {
+    const onA = await subscribe(a, alice.token);
+    const onB = await subscribe(b, alice.token);
+    const workspace = (await api(a.app, alice.token).get('/api/v1/workspaces/alice/dev')).json;
+    const message = `a long agent message: ${'x'.repeat(10_000)}`;
+    a.den.events.publish({ type: 'agent', workspaceId: workspace.id, at: new Date().toISOString(), state: 'down', message });
+
+    const long = (events: WorkspaceEvent[]) => events.find((e) => e.type === 'agent' && e.message?.startsWith('a long agent message'));
+    await waitFor(() => long(onB) !== undefined, CROSS_REPLICA_TIMEOUT_MS, 'B\'s subscriber to see the long event');
+    expect(long(onB)).toMatchObject({ state: 'down', message: message.slice(0, 1_000) });
+    await waitFor(() => long(onA) !== undefined, CROSS_REPLICA_TIMEOUT_MS, 'A\'s subscriber to see the long event');
+    expect(long(onA)).toMatchObject({ message });
+  });
+
   it('a token revoked on A ends a build-log follow on B and is refused by B at once', async () => {
     const workspace = (await api(a.app, alice.token).get('/api/v1/workspaces/alice/dev')).json;
     await seedRunningBuild(a, workspace.id, alice.userId);
