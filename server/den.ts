@@ -2,13 +2,14 @@ import type { DenBase } from './base.ts';
 import { createAgentHub, type LocalAgentHub } from './agents/hub.ts';
 import { createLiveAccess, type LiveAccess } from './auth/live-access.ts';
 import { createLoginLimits, type LoginLimits } from './auth/login-limits.ts';
-import { createLocalRevocationBus, type RevocationBus } from './auth/revocations.ts';
+import { createLocalRevocationBus, createPgRevocationBus, type RevocationBus } from './auth/revocations.ts';
 import { createBuildLogs } from './builds/logs.ts';
 import { createBuildService, type BuildService } from './builds/service.ts';
-import { createLocalEventBus, type EventBus } from './events/bus.ts';
+import { createLocalEventBus, createPgEventBus, type EventBus } from './events/bus.ts';
 import { createMetrics, type Metrics } from './http/metrics.ts';
 import { createReconciler, type Reconciler, type ReconcilerDeps } from './reconcile/reconciler.ts';
 import { startAgainAsOwner } from './reconcile/restart.ts';
+import { createPgNotifier, type PgNotifier } from './store/pg-notify.ts';
 
 export interface DenOptions extends DenBase {
   /** run build workers and the reconcile loop in this process (tests of the HTTP layer alone may turn them off) */
@@ -44,7 +45,8 @@ export interface Den extends DenBase {
   start(): Promise<void>;
   /**
    * Stops what start() started and closes the agent connections, in this order: live access,
-   * reconcile loop, build workers (running builds get a grace period), agents. The store and the
+   * reconcile loop, build workers (running builds get a grace period), agents, the PostgreSQL
+   * LISTEN connection of the shared buses. The store and the
    * driver belong to whoever opened them and stay open.
    */
   stop(): Promise<void>;
@@ -54,13 +56,16 @@ export interface Den extends DenBase {
 export function createDen(options: DenOptions): Den {
   const { startWorkers, reconcile, revocations: givenRevocations, loginLimits: givenLoginLimits, events: givenEvents, ...base } = options;
   const metrics = createMetrics(base);
-  const events = givenEvents ?? createLocalEventBus((error) => base.log.error({ err: error }, 'an event subscriber failed'));
+  // Replicas on one PostgreSQL database share their buses; on SQLite there is one process.
+  const notifier = sharedBusNotifier(base);
+  const events = givenEvents
+    ?? (notifier ? createPgEventBus(notifier, base.log) : createLocalEventBus((error) => base.log.error({ err: error }, 'an event subscriber failed')));
   // The build log comes first: the agent hub writes an agent's startup lines into it, and the
   // build service needs the hub to wait for agents.
   const buildLogs = createBuildLogs(base.store.db, base.clock, (error) => base.log.error({ err: error }, 'writing build log lines failed'));
   const agents = createAgentHub({ ...base, events, buildLogs, metrics });
   const builds = createBuildService({ ...base, events, agents, logs: buildLogs, metrics });
-  const revocations = givenRevocations ?? createLocalRevocationBus(base.log);
+  const revocations = givenRevocations ?? (notifier ? createPgRevocationBus(notifier, base.log) : createLocalRevocationBus(base.log));
   const liveAccess = createLiveAccess(revocations);
   const loginLimits = givenLoginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
   const reconciler = createReconciler({
@@ -80,6 +85,8 @@ export function createDen(options: DenOptions): Den {
     liveAccess,
     loginLimits,
     async start() {
+      // another replica's events and revocations are heard from the moment this one serves
+      await notifier?.ready;
       if (startWorkers === false) return;
       await builds.start();
       reconciler.start();
@@ -89,6 +96,12 @@ export function createDen(options: DenOptions): Den {
       await reconciler.stop();
       await builds.stop();
       await agents.close();
+      await notifier?.close();
     },
   };
+}
+
+function sharedBusNotifier(base: DenBase): PgNotifier | undefined {
+  if (base.store.dialect !== 'postgres' || !base.config.databaseUrl) return undefined;
+  return createPgNotifier({ databaseUrl: base.config.databaseUrl, log: base.log });
 }

@@ -4,6 +4,7 @@ import { stringify } from 'yaml';
 import { waitFor } from '../agent/terminal/testing.ts';
 import { DenClient } from '../client/client.ts';
 import { decodeServerMessage, encodeClientMessage, TERMINAL_CLOSE, TERMINAL_PROTOCOL } from '../protocol/terminal.ts';
+import { openFollowedLog } from './support/follow.ts';
 import { storeDialects } from './support/postgres.ts';
 import { startTestServer, unsandboxedProcessDriver, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
@@ -304,32 +305,9 @@ async function openExec(server: TestServer, credential: Credential): Promise<Liv
   return tracked({ kind: 'exec', ended, isOpen: () => socket.readyState === WebSocket.OPEN, close: () => socket.close() });
 }
 
-/** A followed log (NDJSON or SSE): open once its first bytes arrived; its last event says why it ended. */
 async function openFollow(server: TestServer, credential: Credential, kind: string, path: string): Promise<LiveConnection> {
-  const abort = new AbortController();
   const headers: Record<string, string> = 'token' in credential ? { authorization: `Bearer ${credential.token}` } : { cookie: credential.cookie };
-  const response = await fetch(`${server.url}/api/v1/workspaces/alice/dev${path}`, { headers: { ...headers, connection: 'close' }, signal: abort.signal });
-  expect(response.status, `${kind} follow`).toBe(200);
-  let open = true;
-  let text = '';
-  const reader = response.body!.pipeThrough(new TextDecoderStream()).getReader();
-  const ended = (async (): Promise<Ended> => {
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        text += value;
-      }
-    } catch {
-      // aborted by the test (a bystander closed) or cut by the server
-    }
-    open = false;
-    const last = (text.trim().split('\n').at(-1) ?? '').replace(/^data: /, '');
-    const envelope = last.startsWith('{"error"') ? JSON.parse(last) : undefined;
-    return { errorCode: envelope?.error.code, message: envelope?.error.message };
-  })();
-  await waitFor(() => text.length > 0 || !open, OPEN_TIMEOUT_MS, `the ${kind} follow's first bytes`);
-  return tracked({ kind, ended, isOpen: () => open, close: () => abort.abort() });
+  return tracked({ kind, ...await openFollowedLog(`${server.url}/api/v1/workspaces/alice/dev${path}`, headers, kind) });
 }
 
 /** A new API token of the holder of `token`, with its id. */

@@ -78,6 +78,12 @@ export function forgetCredential(hash: string): void {
   entries.delete(hash);
 }
 
+/** Drops every cached credential (a revocation may have been missed). */
+export function forgetEverything(): void {
+  generation++;
+  entries.clear();
+}
+
 /** Drops every cached credential of a user. Call after the change is committed. */
 export function forgetUser(userId: string): void {
   generation++;

@@ -1,12 +1,13 @@
 import { AppError } from '../../protocol/errors.ts';
 import type { Role } from '../store/schema.ts';
-import { forgetRevoked } from './principal-cache.ts';
+import type { PgNotifier } from '../store/pg-notify.ts';
+import { forgetEverything, forgetRevoked } from './principal-cache.ts';
 
 /**
  * Announcements that some access ended: the users and auth domains publish one after the change
  * is committed, and whatever holds access on a principal's behalf (the principal cache, open
- * terminals, execs and log follows) listens. The bus is an interface so that several replicas can
- * share one later (PostgreSQL LISTEN/NOTIFY); today's is in-process.
+ * terminals, execs and log follows) listens. On SQLite the bus is in-process; replicas sharing a
+ * PostgreSQL database share one over LISTEN/NOTIFY.
  */
 
 export type Revocation =
@@ -54,6 +55,38 @@ export function createLocalRevocationBus(log?: { error(details: object, message:
       return () => listeners.delete(listener);
     },
   };
+}
+
+const REVOCATIONS_CHANNEL = 'den_revocations';
+
+/**
+ * The bus of replicas sharing one PostgreSQL database: a revocation published here ends access
+ * in this process at once (as on the local bus) and in the other replicas through NOTIFY, so
+ * none of them honours a revoked credential until its principal cache expires. While the LISTEN
+ * connection was down a revocation may have been missed: every cached principal is dropped when
+ * it comes back, so the next request of each reads the store again.
+ */
+export function createPgRevocationBus(notifier: PgNotifier, log: { error(details: object, message: string): void }): RevocationBus {
+  const local = createLocalRevocationBus(log);
+  notifier.listen(REVOCATIONS_CHANNEL, (message) => {
+    if (isRevocation(message)) local.publish(message);
+    else log.error({}, 'another replica sent a revocation this one does not understand; it was ignored');
+  });
+  notifier.onReconnect(forgetEverything);
+  return {
+    publish(revocation) {
+      local.publish(revocation);
+      // a revocation is a few ids, far below the NOTIFY limit
+      if (!notifier.notify(REVOCATIONS_CHANNEL, revocation)) log.error({ revocation: revocation.kind }, 'a revocation was too large for a NOTIFY');
+    },
+    subscribe: (listener) => local.subscribe(listener),
+  };
+}
+
+function isRevocation(message: unknown): message is Revocation {
+  if (typeof message !== 'object' || message === null) return false;
+  const { kind, userId } = message as { kind?: unknown; userId?: unknown };
+  return typeof userId === 'string' && ['user', 'sessions', 'token', 'session', 'role'].includes(kind as string);
 }
 
 /** What a connection that a revocation ended tells its client: a coded error with what to do next. */

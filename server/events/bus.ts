@@ -1,9 +1,9 @@
-import type { WorkspaceEvent } from '../../protocol/events.ts';
+import { workspaceEventSchema, type WorkspaceEvent } from '../../protocol/events.ts';
+import type { PgNotifier } from '../store/pg-notify.ts';
 
 /**
  * Where workspace status, build progress and agent state changes are announced, for the client
- * event stream. In-process today; a PostgreSQL LISTEN/NOTIFY bus (several replicas) implements
- * the same interface.
+ * event stream: in-process on SQLite, shared by the replicas over PostgreSQL LISTEN/NOTIFY.
  */
 
 /** What the places where events originate (lifecycle, builds, agent hub, reconciler) receive. */
@@ -43,6 +43,36 @@ export function createLocalEventBus(onListenerError: (error: unknown) => void): 
     },
     get subscribers() {
       return listeners.size;
+    },
+  };
+}
+
+const EVENTS_CHANNEL = 'den_events';
+/** an agent's message is the only open-ended field; cut to this when the event would not fit a NOTIFY */
+const MESSAGE_CUT_CHARS = 1_000;
+
+/**
+ * The bus of replicas sharing one PostgreSQL database: an event published here reaches this
+ * process's subscribers at once (as on the local bus) and the other replicas' through NOTIFY.
+ * Ids stay per process: each replica numbers the events its subscribers receive.
+ */
+export function createPgEventBus(notifier: PgNotifier, log: { error(details: object, message: string): void }): EventBus {
+  const local = createLocalEventBus((error) => log.error({ err: error }, 'an event subscriber failed'));
+  notifier.listen(EVENTS_CHANNEL, (message) => {
+    const parsed = workspaceEventSchema.safeParse(message);
+    if (parsed.success) local.publish(parsed.data);
+    else log.error({ issues: parsed.error.issues }, 'another replica sent an event this one does not understand; it was ignored');
+  });
+  return {
+    publish(event) {
+      local.publish(event);
+      if (notifier.notify(EVENTS_CHANNEL, event)) return;
+      if ('message' in event && event.message && notifier.notify(EVENTS_CHANNEL, { ...event, message: event.message.slice(0, MESSAGE_CUT_CHARS) })) return;
+      log.error({ type: event.type, workspaceId: event.workspaceId }, 'an event was too large for a NOTIFY; other replicas\' subscribers miss it');
+    },
+    subscribe: (listener) => local.subscribe(listener),
+    get subscribers() {
+      return local.subscribers;
     },
   };
 }
