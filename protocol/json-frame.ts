@@ -29,7 +29,7 @@ export function parseJsonFrame<S extends z.ZodType>(
 }
 
 /** The frame's `type` for a message: the string itself (shortened), or what kind of value it is. */
-export function frameType(value: unknown): string {
+function frameType(value: unknown): string {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'unknown';
   const type = (value as { type?: unknown }).type;
   if (typeof type === 'string') return type.slice(0, 32).replace(/[^\x20-\x7e]/g, '?');

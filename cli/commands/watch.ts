@@ -18,7 +18,11 @@ export async function watchWorkspaces(client: DenClient, options: { all?: boolea
         continue;
       }
       // a workspace created since the table was printed: learn its name once
-      if (!options.names.has(event.workspaceId)) await learnNames(client, options);
+      if (!options.names.has(event.workspaceId)) {
+        await learnNames(client, options);
+        // not in the list (another user's, or deleted): remember the id, so later events do not ask again
+        if (!options.names.has(event.workspaceId)) options.names.set(event.workspaceId, event.workspaceId);
+      }
       print(describeEvent(event, options.names.get(event.workspaceId) ?? event.workspaceId));
     }
     if (!controller.signal.aborted) {

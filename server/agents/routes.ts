@@ -68,7 +68,8 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
     preValidation: async (request) => {
       const token = bearer(request.headers.authorization);
       if (!token || !(await authenticateAgent(deps.store.db, token))) {
-        throw new AppError('AGENT_UNAUTHORIZED', 'The agent token is unknown, revoked or for another workspace. Restart the workspace to issue a new one.');
+        // any live workspace's token will do here, so "for another workspace" does not apply
+        throw new AppError('AGENT_UNAUTHORIZED', 'The agent bundle is served only to the agent token of a running workspace (Authorization: Bearer). Restart the workspace to issue a new one.');
       }
     },
   }, async (_request, reply) => {

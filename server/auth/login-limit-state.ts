@@ -37,7 +37,7 @@ export interface SlotReservation {
  * input (usernames, addresses), so past this the oldest entries go: an attacker who floods it
  * can reset counters, but needs this many fresh addresses or verified usernames to do so.
  */
-export const MAX_IN_MEMORY_KEYS = 100_000;
+const MAX_IN_MEMORY_KEYS = 100_000;
 
 /** The login limit state of one process. */
 export function createInMemoryLoginLimitState(maxKeys = MAX_IN_MEMORY_KEYS): LoginLimitState {

@@ -73,7 +73,7 @@ export function forgetRevoked(revocation: { userId: string; idHash?: string }): 
 }
 
 /** Drops one cached credential (logout). */
-export function forgetCredential(hash: string): void {
+function forgetCredential(hash: string): void {
   generation++;
   entries.delete(hash);
 }
@@ -84,8 +84,8 @@ export function forgetEverything(): void {
   entries.clear();
 }
 
-/** Drops every cached credential of a user. Call after the change is committed. */
-export function forgetUser(userId: string): void {
+/** Drops every cached credential of a user (reached through forgetRevoked: publish a revocation instead). */
+function forgetUser(userId: string): void {
   generation++;
   for (const [hash, entry] of entries) {
     if (entry.authentication.principal.userId === userId) entries.delete(hash);

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { ParameterValue } from '../../protocol/template.ts';
@@ -95,9 +96,9 @@ const AGENT_EXIT_POLL_MS = 100;
 async function retireAgent(deps: StepDeps, identity: WorkspaceIdentity, context: DriverContext): Promise<void> {
   context.log('The agent reported a startup error; replacing it, so the startup scripts run again.');
   await deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS });
-  const deadline = Date.now() + AGENT_SHUTDOWN_TIMEOUT_MS;
-  while ((await deps.driver.status(identity)).phase === 'running' && Date.now() < deadline && !context.signal.aborted) {
-    await new Promise((resolve) => setTimeout(resolve, AGENT_EXIT_POLL_MS));
+  const deadline = deps.clock.now().getTime() + AGENT_SHUTDOWN_TIMEOUT_MS;
+  while ((await deps.driver.status(identity)).phase === 'running' && deps.clock.now().getTime() < deadline && !context.signal.aborted) {
+    await sleep(AGENT_EXIT_POLL_MS, undefined, { signal: context.signal }).catch(() => undefined);
   }
 }
 

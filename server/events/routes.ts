@@ -15,7 +15,7 @@ import type { Store } from '../store/connect.ts';
  * stream again): the server keeps at most this much per subscriber, whatever the event rate.
  * About a thousand events, far more than any burst of status changes a reader could miss.
  */
-export const MAX_PENDING_EVENT_BYTES = 256 * 1024;
+const MAX_PENDING_EVENT_BYTES = 256 * 1024;
 /** Events waiting for their authorization check (the store's answer on a workspace's owner) past which a stream is dropped. */
 const MAX_CHECKING_EVENTS = 1_000;
 /** How long a dropped stream's last event waits to be read before the socket is cut. */

@@ -6,7 +6,7 @@ interface ErrorLog {
 }
 
 /** The websocket close code for "the server hit an unexpected condition" (RFC 6455). */
-export const INTERNAL_ERROR_CLOSE = 1011;
+const INTERNAL_ERROR_CLOSE = 1011;
 
 export interface SocketGuard {
   /** `handler` with every exception it throws turned into `trip` */

@@ -51,7 +51,9 @@ const DEFAULT_INTERVAL_MS = 1_000;
 const DEFAULT_AGENT_GRACE_MS = 15_000;
 const DEFAULT_GC_INTERVAL_MS = 5 * 60_000;
 /** Automatic restarts are counted over this window: more than maxRestarts in it and den gives up. */
-export const RESTART_WINDOW_MS = 10 * 60_000;
+/** template versions whose restart policy is remembered; cleared when it grows past this */
+const RESTART_POLICY_CACHE = 1_000;
+const RESTART_WINDOW_MS = 10 * 60_000;
 const DEFAULT_MAX_RESTARTS = 3;
 const DEFAULT_RESTART_BACKOFF_MS = 1_000;
 /** Runtime events kept while this replica is not the leader or the store is slow; older ones are dropped. */
@@ -73,6 +75,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   const graceMs = deps.agentGraceMs ?? DEFAULT_AGENT_GRACE_MS;
   const gcIntervalMs = deps.gcIntervalMs ?? DEFAULT_GC_INTERVAL_MS;
   const pending: RuntimeEvent[] = [];
+  const restartPolicies = new Map<string, string | undefined>();
   let unobserve: (() => void) | undefined;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
@@ -145,9 +148,6 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       .where('b.transition', '=', 'start').where('b.state', '=', 'succeeded')
       .whereRef('b.finished_at', '>', 'w.health_at')
       .execute();
-    // A down workspace that was stopped since has nothing left to show: its next start begins afresh.
-    await db.updateTable('workspaces').set({ health: null, health_message: null, health_at: null })
-      .where('health', 'is not', null).where('status', 'in', ['stopped', 'deleted']).execute();
     for (const row of rows) {
       const message = `Workspace '${row.owner_name}/${row.name}' is running again since build #${row.number}.`;
       if (await markRecovered(db, now, row.id, message, { build: row.number })) {
@@ -161,6 +161,15 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
    * maxRestarts times within RESTART_WINDOW_MS; then once an event says den gave up. Counted from
    * the workspace's events, so a new leader continues where the last one stopped.
    */
+  /** Versions never change, so a down workspace's policy is read from the store once, not every pass. */
+  async function restartPolicyOf(versionId: string): Promise<string | undefined> {
+    if (!restartPolicies.has(versionId)) {
+      if (restartPolicies.size >= RESTART_POLICY_CACHE) restartPolicies.clear();
+      restartPolicies.set(versionId, (await getTemplateVersionById(db, versionId))?.spec.lifecycle?.restart);
+    }
+    return restartPolicies.get(versionId);
+  }
+
   async function restartFailed(now: Date, restart: (workspaceId: string) => Promise<void>): Promise<void> {
     const maxRestarts = deps.maxRestarts ?? DEFAULT_MAX_RESTARTS;
     const backoffMs = deps.restartBackoffMs ?? DEFAULT_RESTART_BACKOFF_MS;
@@ -171,8 +180,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       .execute();
     for (const row of rows) {
       if (row.build_state === 'queued' || row.build_state === 'running') continue;
-      const version = await getTemplateVersionById(db, row.template_version_id);
-      if (version?.spec.lifecycle?.restart !== 'on-failure') continue;
+      if (await restartPolicyOf(row.template_version_id) !== 'on-failure') continue;
       const events = await listWorkspaceEvents(db, row.id);
       const recent = events.filter((e) => e.kind === 'workspace_auto_restarted' && Date.parse(e.ts) > now.getTime() - RESTART_WINDOW_MS);
       const label = `${row.owner_name}/${row.name}`;

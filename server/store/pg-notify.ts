@@ -12,7 +12,7 @@ import pg from 'pg';
 /** how the LISTEN connection shows in pg_stat_activity (operators and tests find it by this name) */
 export const LISTEN_APPLICATION_NAME = 'den bus listener';
 /** PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; this leaves room for the envelope. */
-export const NOTIFY_PAYLOAD_LIMIT_BYTES = 7_900;
+const NOTIFY_PAYLOAD_LIMIT_BYTES = 7_900;
 /** Reconnect backoff of the LISTEN connection: doubling from the first to the last, with jitter. */
 const RECONNECT_FIRST_MS = 100;
 const RECONNECT_MAX_MS = 5_000;
@@ -105,6 +105,10 @@ export function createPgNotifier(options: PgNotifierOptions): PgNotifier {
       envelope = JSON.parse(payload);
     } catch (error) {
       options.log.error({ err: error, channel }, 'a NOTIFY payload was not JSON; it was ignored');
+      return;
+    }
+    if (typeof envelope !== 'object' || envelope === null) {
+      options.log.error({ channel }, 'a NOTIFY payload was not an object; it was ignored');
       return;
     }
     if (envelope.o === origin) return;

@@ -118,7 +118,7 @@ export async function workspaceRoutes(fastify: FastifyInstance, deps: WorkspaceR
 
   app.get('/workspaces/:owner/:name/events', {
     config: { auth: 'user' },
-    schema: { tags, summary: 'What happened to the workspace that its owner should know (agent connections replaced, agent protocol violations), newest first', params: workspaceParamsSchema, response: { 200: workspaceEventListSchema, ...errors } },
+    schema: { tags, summary: 'What happened to the workspace that its owner should know (its agent, container or a service died or recovered, an agent connection replaced, an agent protocol violation), newest first', params: workspaceParamsSchema, response: { 200: workspaceEventListSchema, ...errors } },
   }, async (request) => {
     const row = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
     return { events: await listWorkspaceEvents(deps.store.db, row.id) };

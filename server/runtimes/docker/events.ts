@@ -35,8 +35,6 @@ export function observeDockerEvents(
   let stream: Readable | undefined;
   let closed = false;
   let retry: NodeJS.Timeout | undefined;
-  /** containers reported OOM-killed: their die event that follows is not reported again */
-  const oomKilled = new Set<string>();
 
   const subscribe = async () => {
     const label = (JSON.parse(labelFilter(instance)) as { label: string[] }).label;
@@ -81,12 +79,11 @@ export function observeDockerEvents(
     const subject: RuntimeEvent['subject'] = kind === 'service' ? { type: 'service', name: attributes[LABEL_SERVICE] } : { type: 'workspace' };
     const container = event.Actor?.ID ?? '';
     const detail = { container: container.slice(0, 12) };
+    // the die that follows an oom finds the workspace down already and changes nothing
     if (event.Action === 'oom') {
-      oomKilled.add(container);
       return onEvent({ workspaceId, kind: 'oom_killed', subject, cause: '', at, detail });
     }
     if (event.Action === 'die') {
-      if (oomKilled.delete(container)) return;
       const exitCode = Number(attributes.exitCode);
       // 128 + n: the main process was killed by signal n (137: SIGKILL, 143: SIGTERM)
       const cause = exitCode > 128 ? `(killed by signal ${exitCode - 128})` : `with exit code ${exitCode}`;

@@ -91,7 +91,7 @@ export function capLogFile(file: string, limits: LogFileLimits): number {
   }
 }
 
-export function markerLine(limits: LogFileLimits, lines: number, bytes: number): string {
+function markerLine(limits: LogFileLimits, lines: number, bytes: number): string {
   return `${MARKER_PREFIX}${lines} lines (${bytes} bytes) of this log here: a log file keeps its first ${mib(limits.headBytes)} ` +
     `and its last ${mib(limits.tailBytes)} once it passes ${mib(limits.maxBytes)}, so that no workspace can fill the disk.\n`;
 }

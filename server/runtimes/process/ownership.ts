@@ -25,9 +25,10 @@ export function ensureOwnedBy(dir: string, uid: number): void {
  */
 export function ensureTraversable(dataDir: string, dirs: string[]): void {
   for (let parent = dirname(dataDir); ; parent = dirname(parent)) {
-    if ((statSync(parent).mode & 0o001) === 0) {
+    const mode = statSync(parent).mode;
+    if ((mode & 0o001) === 0) {
       throw new AppError('RUNTIME_ERROR',
-        `Workspaces cannot reach den's data dir ${dataDir}: ${parent} does not let other users pass (mode ${(statSync(parent).mode & 0o777).toString(8)}). Use a data dir outside it (--data-dir), or run chmod o+x ${parent}.`);
+        `Workspaces cannot reach den's data dir ${dataDir}: ${parent} does not let other users pass (mode ${(mode & 0o777).toString(8)}). Use a data dir outside it (--data-dir), or run chmod o+x ${parent}.`);
     }
     if (parent === dirname(parent)) break;
   }
