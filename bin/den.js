@@ -16,9 +16,9 @@ if (major < 24) {
 // tmp cleaner empties); NODE_COMPILE_CACHE still wins, and NODE_DISABLE_COMPILE_CACHE=1 turns it off.
 module.enableCompileCache?.(process.env.NODE_COMPILE_CACHE || join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'den', 'compile-cache'));
 const argv = process.argv.slice(2);
-if (argv[0] === 'server') {
+if (argv[0] === 'server' || (argv[0] === 'help' && argv[1] === 'server')) {
   const { runServer } = await import('../server/main.ts');
-  await runServer(argv.slice(1));
+  await runServer(argv[0] === 'help' ? ['--help'] : argv.slice(1));
 } else {
   const { runCli } = await loadCli();
   process.exitCode = await runCli(argv);

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { Command } from 'commander';
 import { collectParam, lazy, parsePositiveInt } from './actions.ts';
 import { registerAdminCommands } from './program-admin.ts';
+import { UsageError } from './errors.ts';
 
 /**
  * The command tree: names, arguments, options, help and examples. Actions are lazy: each loads
@@ -73,6 +74,17 @@ Examples:
 
   registerWorkspaceCommands(program);
   registerAdminCommands(program);
+  // bin/den.js starts the server for `den server ...` and `den help server` before the CLI
+  // loads (the two never import each other); listed here so `den --help` names it.
+  program
+    .command('server')
+    .description('Start the den server (the control plane); `den server --help` lists its options')
+    .helpOption(false)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(() => {
+      throw new UsageError('Run `den server` through the den command (bin/den.js), which starts the server.');
+    });
   return program;
 }
 

@@ -63,6 +63,8 @@ export const pushTemplateResponseSchema = z.object({
   version: templateVersionSummarySchema,
   /** true when this push created the template */
   created: z.boolean(),
+  /** true when the files were those of the active version: nothing was stored, `version` is that one */
+  unchanged: z.boolean().default(false),
 });
 export type PushTemplateResponse = z.infer<typeof pushTemplateResponseSchema>;
 

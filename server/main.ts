@@ -7,6 +7,7 @@ import { buildServer } from './http/app.ts';
 import { openStore } from './store/connect.ts';
 import { systemClock } from './store/time.ts';
 import { createDriver } from './runtimes/select.ts';
+import { isSetupRequired } from './users/users.ts';
 
 const USAGE = `Usage: den server [options]
 
@@ -65,10 +66,16 @@ export async function runServer(argv: string[]): Promise<void> {
     return;
   }
 
-  const log = pino({
-    level: config.logLevel,
-    redact: { paths: ['req.headers.authorization', 'req.headers.cookie', '*.password', '*.token'], censor: '[redacted]' },
-  });
+  // On a terminal a person reads the logs: one readable line each. Otherwise (a service
+  // manager, a container, a pipe) JSON lines, as log collectors expect.
+  const tty = process.stdout.isTTY === true;
+  const log = pino(
+    {
+      level: config.logLevel,
+      redact: { paths: ['req.headers.authorization', 'req.headers.cookie', '*.password', '*.token'], censor: '[redacted]' },
+    },
+    tty ? await prettyStream() : undefined,
+  );
   mkdirSync(config.dataDir, { recursive: true });
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   const driver = await createDriver(config, log);
@@ -91,6 +98,7 @@ export async function runServer(argv: string[]): Promise<void> {
     return;
   }
   log.info({ url: config.accessUrl, runtime: config.runtime, store: store.dialect }, 'den is listening');
+  if (tty) process.stdout.write(banner(config.accessUrl, await isSetupRequired(store.db)));
 
   let closing = false;
   const shutdown = async (signal: string) => {
@@ -112,4 +120,28 @@ export async function runServer(argv: string[]): Promise<void> {
   };
   process.once('SIGINT', () => void shutdown('SIGINT'));
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
+}
+
+/** pino-pretty, loaded only for a terminal (it is not needed in production). */
+async function prettyStream() {
+  const { default: pretty } = await import('pino-pretty');
+  return pretty({ colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname', singleLine: true, sync: true });
+}
+
+/** What a person who just ran `npm start` needs: where to go, and how the first user is made. */
+export function banner(accessUrl: string, setupRequired: boolean): string {
+  const lines = [
+    '',
+    `  den is running at ${accessUrl}/`,
+    '',
+    ...(setupRequired
+      ? [
+          `  Open ${accessUrl}/ in a browser to create the first (owner) account,`,
+          `  or from a shell: den login ${accessUrl} --first-user-username NAME --first-user-password PASSWORD`,
+        ]
+      : [`  Open ${accessUrl}/ in a browser to sign in, or from a shell: den login ${accessUrl}`]),
+    '  Stop it with Ctrl+C.',
+    '',
+  ];
+  return `${lines.join('\n')}\n`;
 }

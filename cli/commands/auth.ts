@@ -55,11 +55,17 @@ export async function login(urlArgument: string | undefined, options: LoginOptio
         created = true;
       } else {
         // Scripts run the same line twice: on a set-up server, sign in as that user instead.
-        result = await anonymous.login({
-          username: options.username ?? options.firstUserUsername,
-          password: options.password ?? options.firstUserPassword,
-          token: tokenRequest,
-        });
+        const username = options.username ?? options.firstUserUsername;
+        try {
+          result = await anonymous.login({ username, password: options.password ?? options.firstUserPassword, token: tokenRequest });
+        } catch (error) {
+          if ((error as { code?: string }).code !== 'INVALID_CREDENTIALS') throw error;
+          throw new UsageError(
+            `${url} is already set up (it has users), so --first-user-* signed in as '${username}' instead, and that username or password is wrong. ` +
+              `Sign in with an existing account: \`den login ${url} --username NAME\` (ask an owner of the server for one).`,
+            1,
+          );
+        }
       }
     } else {
       const { setupRequired } = await anonymous.setupStatus();

@@ -14,6 +14,10 @@ export async function push(dir: string, options: { activate?: boolean; message: 
   const result = await session.client.templates.push({ files, message: options.message || undefined, activate: options.activate });
   if (options.json) return printJson(result);
   const { template, version } = result;
+  if (result.unchanged) {
+    print(`${template.name} version ${version.number} (active) already has these files; nothing was pushed.`);
+    return;
+  }
   const state = version.active ? 'active' : `not active; activate it with \`den templates activate ${template.name} ${version.number}\``;
   print(`Pushed ${template.name} version ${version.number} (${state}).`);
 }

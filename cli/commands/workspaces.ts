@@ -1,5 +1,6 @@
 import type { WorkspaceTransition } from '../../client/workspaces.ts';
 import type { BuildDto, BuildLogLine, WorkspaceDto, WorkspaceWithBuild } from '../../protocol/workspaces.ts';
+import type { TemplateSpec } from '../../protocol/template-fields.ts';
 import { describeBuild, followBuild, formatLogLine, refText, renderStepTimings } from '../build-progress.ts';
 import { connect, type Session } from '../context.ts';
 import { parseWorkspaceRef, type WorkspaceRef } from '../refs.ts';
@@ -112,10 +113,40 @@ export async function show(reference: string, options: { json?: boolean }): Prom
     ]),
   );
   if (workspace.isolation?.warning) print(`\nWarning: ${workspace.isolation.warning}`);
+  await printWhereToGo(session, workspace);
   const params = Object.entries(workspace.params);
   if (params.length > 0) {
     print('\nParameters:');
     for (const [key, value] of params) print(`  ${key} = ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+  }
+}
+
+/**
+ * The URLs a user opens (the workspace's page, its browser terminal), then its apps and
+ * environment services with their ports, from the template version it runs. Apps are reached
+ * inside the workspace until den proxies them (preview URLs are coming).
+ */
+async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promise<void> {
+  const base = `${session.client.url}/@${encodeURIComponent(workspace.owner)}/${encodeURIComponent(workspace.name)}`;
+  print(`\nOpen:\n  dashboard  ${base}\n  terminal   ${base}/terminal${workspace.status === 'running' ? '' : ' (once the workspace is running)'}`);
+  let spec: TemplateSpec;
+  try {
+    spec = (await session.client.templates.version(workspace.template, workspace.templateVersion)).spec as TemplateSpec;
+  } catch {
+    return; // the version was deleted, or the caller may not read templates: the URLs above are what matters
+  }
+  const apps = spec.workspace?.apps ?? [];
+  if (apps.length > 0) {
+    print('\nApps (inside the workspace; browser links through den are coming):');
+    for (const app of apps) print(`  ${app.name}  port ${app.port}${app.path && app.path !== '/' ? ` path ${app.path}` : ''}${app.displayName ? `  ${app.displayName}` : ''}`);
+  }
+  const services = Object.entries(spec.environment?.services ?? {});
+  if (services.length > 0) {
+    print('\nServices (reach them from the workspace; logs with `den logs WORKSPACE --service NAME`):');
+    for (const [name, service] of services) {
+      const ports = (service.ports ?? []).map((port) => `${port.port}${port.name ? `/${port.name}` : ''}`).join(', ');
+      print(`  ${name}${ports ? `  port ${ports}` : ''}`);
+    }
   }
 }
 

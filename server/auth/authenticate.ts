@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { fastifyCookie } from '@fastify/cookie';
 import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
+import { allowedOrigins } from '../../protocol/origins.ts';
 import type { Database, Role } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
 import { apiTokenUseIsDue, touchApiToken } from './api-tokens.ts';
@@ -56,7 +57,7 @@ export async function authenticate(store: AuthStore, credentials: Credentials): 
 export function checkUpgradeOrigin(authentication: Authentication | null, origin: string | undefined, accessUrl: string): void {
   if (!authentication?.session) return;
   const expected = new URL(accessUrl).origin;
-  if (!origin || !safeEqual(origin, expected)) {
+  if (!origin || !allowedOrigins(accessUrl).some((allowed) => safeEqual(origin, allowed))) {
     throw new AppError(
       'CSRF_FAILED',
       `This websocket was opened from ${origin ? `the origin ${origin}` : 'a page without an Origin'}, not from ${expected}. Open den at ${expected} and try again.`,

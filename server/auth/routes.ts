@@ -59,6 +59,8 @@ export async function authRoutes(fastify: FastifyInstance, deps: AuthRoutesOptio
       return found && valid ? found : undefined;
     });
     if (!user) {
+      // On a new server every name is unknown: say so rather than blaming what was typed.
+      if (await isSetupRequired(deps.store.db)) throw setupRequired(deps.config.accessUrl);
       throw new AppError('INVALID_CREDENTIALS', 'The username or password is wrong. Check both and try again.');
     }
     if (user.suspended) {
@@ -102,6 +104,13 @@ async function signIn(
     expires: session.expiresAt,
   });
   return { user: toUserDto(user), csrfToken: session.csrfToken };
+}
+
+function setupRequired(accessUrl: string): AppError {
+  return new AppError(
+    'SETUP_REQUIRED',
+    `This den server has no users yet. Create the first (owner) account: open ${accessUrl}/ in a browser, or run \`den login ${accessUrl} --first-user-username NAME --first-user-password PASSWORD\`.`,
+  );
 }
 
 function loginName(value: string): string {

@@ -51,7 +51,8 @@ describe.each(storeDialects)('template routes on %s', (dialect) => {
   });
 
   it('numbers concurrent pushes of a new template without gaps or duplicates', async () => {
-    const pushes = await Promise.all(Array.from({ length: 6 }, () => admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('race') } })));
+    // each push differs (an identical push of the active version returns that version instead)
+    const pushes = await Promise.all(Array.from({ length: 6 }, (_, i) => admin.post('/api/v1/templates', { files: { 'template.yaml': yaml('race'), 'NOTES.md': `push ${i}\n` } })));
     expect(pushes.map((p) => p.status)).toEqual(Array(6).fill(201));
     expect(pushes.map((p) => p.json.version.number).sort()).toEqual([1, 2, 3, 4, 5, 6]);
     expect(pushes.filter((p) => p.json.created)).toHaveLength(1);

@@ -42,7 +42,7 @@ export async function templateRoutes(fastify: FastifyInstance, deps: TemplateRou
       tags,
       summary: 'Push a template folder as a new immutable version (creates the template on first push)',
       body: pushTemplateBodySchema,
-      response: { 201: pushTemplateResponseSchema, ...errors },
+      response: { 200: pushTemplateResponseSchema, 201: pushTemplateResponseSchema, ...errors },
     },
   }, async (request, reply) => {
     const result = await pushTemplateVersion(deps.store.db, deps.clock, {
@@ -50,7 +50,8 @@ export async function templateRoutes(fastify: FastifyInstance, deps: TemplateRou
       userId: principalOf(request).userId,
       maxBytes: deps.config.maxTemplateBytes,
     });
-    reply.status(201);
+    // 200: the files are the active version's, which is returned; 201: a version was stored
+    reply.status(result.unchanged ? 200 : 201);
     return result;
   });
 

@@ -52,10 +52,10 @@ export async function pushTemplateVersion(db: Kysely<Database>, clock: Clock, in
   // constraints decide, and the loser simply tries again with the next number.
   for (let attempt = 1; ; attempt++) {
     try {
-      const { created, number } = await db.transaction().execute(async (trx) => insertVersion(trx, clock, spec, input));
+      const { created, number, unchanged } = await db.transaction().execute(async (trx) => insertVersion(trx, clock, spec, input));
       const [template] = await templateSummaries(db, spec.name);
       const [version] = await versionSummaries(db, spec.name, number);
-      return { template, version, created };
+      return { template, version, created, unchanged };
     } catch (error) {
       if (attempt >= 10 || !isUniqueViolation(error)) throw error;
     }
@@ -146,10 +146,16 @@ export async function deleteTemplate(db: Kysely<Database>, clock: Clock, name: s
   });
 }
 
-async function insertVersion(trx: Kysely<Database>, clock: Clock, spec: TemplateSpec, input: PushInput): Promise<{ created: boolean; number: number }> {
+async function insertVersion(trx: Kysely<Database>, clock: Clock, spec: TemplateSpec, input: PushInput): Promise<{ created: boolean; number: number; unchanged: boolean }> {
   const now = iso(clock.now());
   let template = await trx.selectFrom('templates').selectAll().where('name', '=', spec.name).where('deleted_at', 'is', null).executeTakeFirst();
   const created = !template;
+  if (template?.active_version_id) {
+    // The same folder pushed again (a script, a CI job) is the active version, not a new one
+    // that would mark every workspace outdated.
+    const active = await trx.selectFrom('template_versions').select(['number', 'files_json']).where('id', '=', template.active_version_id).executeTakeFirstOrThrow();
+    if (sameFiles(JSON.parse(active.files_json) as Record<string, string>, input.files)) return { created: false, number: active.number, unchanged: true };
+  }
   if (!template) {
     template = {
       id: randomUUID(), name: spec.name, display_name: spec.displayName ?? spec.name, description: spec.description ?? '',
@@ -170,7 +176,12 @@ async function insertVersion(trx: Kysely<Database>, clock: Clock, spec: Template
     .set(activate ? activation(version, spec, now) : { updated_at: now })
     .where('id', '=', template.id)
     .execute();
-  return { created, number };
+  return { created, number, unchanged: false };
+}
+
+function sameFiles(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && a[key] === b[key]);
 }
 
 /** The active version decides what the template shows as its name, description and icon. */
