@@ -153,6 +153,17 @@ const MATRIX: Record<string, MatrixRow> = {
   // ---- web pages (server/web): public, they hold no data; the page signs in through the API ----
   'GET /@:owner/:name/terminal': { auth: 'public', params: { owner: 'matrix-other', name: 'any' } },
   'GET /web/*': { auth: 'public', params: { '*': 'no-such-build/assets/none.js' } },
+  // the dashboard's pages: one HTML document each; the data comes through the API
+  'GET /': { auth: 'public' },
+  'GET /login': { auth: 'public' },
+  'GET /setup': { auth: 'public' },
+  'GET /settings': { auth: 'public' },
+  'GET /workspaces': { auth: 'public' },
+  'GET /workspaces/new': { auth: 'public' },
+  'GET /templates': { auth: 'public' },
+  'GET /templates/:name': { auth: 'public', params: { name: 'any' } },
+  'GET /users': { auth: 'public' },
+  'GET /@:owner/:name': { auth: 'public', params: { owner: 'matrix-other', name: 'any' } },
 
   // ---- terminal ----
   'GET /api/v1/workspaces/:owner/:name/terminal': { auth: 'user', workspace: true },

@@ -7,8 +7,9 @@ import { brotliCompress, constants as zlib, gzip } from 'node:zlib';
 import { AppError } from '../../protocol/errors.ts';
 
 /**
- * The browser pages (web/) built with Vite on demand, so `npm ci && npm start` works on a fresh
- * clone without a build step, and an edited web/src is rebuilt on the next page load.
+ * The browser pages (web/: the dashboard and the terminal page) built with Vite when the server
+ * starts and the last build is missing or older than a source, so `npm ci && npm start` works on
+ * a fresh clone without a separate build step (`npm run build:web` does it ahead of time).
  *
  * Layout (under dist/, or the data dir when the checkout is read-only):
  *   web/<build id>/index.html, web/<build id>/assets/*  one folder per build, never rewritten
@@ -87,7 +88,7 @@ function freshBuild(buildsDir: string, manifestPath: string): WebBuild | undefin
     return undefined;
   }
   const dir = join(buildsDir, manifest.id);
-  if (!existsSync(join(dir, 'index.html'))) return undefined;
+  if (!existsSync(join(dir, 'index.html')) || !existsSync(join(dir, 'terminal.html'))) return undefined;
   for (const input of manifest.inputs) {
     let mtime: number;
     try {
@@ -114,7 +115,7 @@ async function buildWeb(buildsDir: string, manifestPath: string, log?: { info(me
       build: {
         outDir: temporary,
         emptyOutDir: true,
-        // xterm.js and its WebGL renderer are most of the ~600 kB; one file loads fastest over one connection
+        // xterm.js and its WebGL renderer are most of the ~600 kB of the terminal's chunk
         chunkSizeWarningLimit: 1024,
       },
     });
@@ -165,7 +166,7 @@ function inputsOf(result: unknown): string[] {
       }
     }
   }
-  for (const extra of ['web/index.html', 'web/vite.config.ts', 'server/web/build.ts', 'package.json', 'node_modules/.package-lock.json']) {
+  for (const extra of ['web/index.html', 'web/terminal.html', 'web/vite.config.ts', 'server/web/build.ts', 'package.json', 'node_modules/.package-lock.json']) {
     inputs.add(extra);
   }
   return [...inputs].filter((input) => existsSync(join(ROOT, input)));
@@ -196,4 +197,10 @@ function removeStale(dir: string, matches: (entry: string) => boolean): void {
       // another process removed it first
     }
   }
+}
+
+// `npm run build:web`: build ahead of time (the server would build on start otherwise).
+if (import.meta.main) {
+  const build = await createWebBuilder({ fallbackDir: join(ROOT, '.den'), log: console }).current();
+  console.log(`The web pages are built in ${build.dir}.`);
 }

@@ -18,11 +18,13 @@ describe('web routes', () => {
   let dir: string;
   let app: FastifyInstance;
   let result: WebBuild | Error;
+  let builds = 0;
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'den-web-test-'));
     mkdirSync(join(dir, 'b1', 'assets'), { recursive: true });
-    writeFileSync(join(dir, 'b1', 'index.html'), '<!doctype html><head><script type="module" src="/web/b1/assets/app.js"></script></head>');
+    writeFileSync(join(dir, 'b1', 'terminal.html'), '<!doctype html><head><script type="module" src="/web/b1/assets/app.js"></script></head>');
+    writeFileSync(join(dir, 'b1', 'index.html'), '<!doctype html><head><title>dashboard</title><script type="module" src="/web/b1/assets/dash.js"></script></head>');
     writeFileSync(join(dir, 'b1', 'assets', 'app.js'), 'console.log("den");');
     writeFileSync(join(dir, 'b1', 'assets', 'app.js.br'), brotliCompressSync('console.log("den");'));
     writeFileSync(join(dir, 'secret.json'), '{"not":"served"}');
@@ -30,6 +32,7 @@ describe('web routes', () => {
     const builder: WebBuilder = {
       buildsDir: dir,
       current: async () => {
+        builds++;
         if (result instanceof Error) throw result;
         return result;
       },
@@ -75,14 +78,48 @@ describe('web routes', () => {
     }
   });
 
-  it('answers WEB_BUILD_FAILED with the builder\'s sentence when the page cannot be built', async () => {
-    result = new AppError('WEB_BUILD_FAILED', 'Building the web pages from web/ failed: boom. Fix the error and reload.');
+  it('serves the dashboard at / and at each of its pages, from the build made once', async () => {
+    const before = builds;
+    for (const url of ['/', '/login', '/setup', '/workspaces', '/workspaces/new', '/templates', '/templates/starter', '/users', '/settings', '/@alice/dev', '/@alice/dev/']) {
+      const response = await app.inject({ url });
+      expect(response.statusCode, url).toBe(200);
+      expect(response.headers['content-type']).toBe('text/html; charset=utf-8');
+      expect(response.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+      expect(response.body, url).toContain('/web/b1/assets/dash.js');
+    }
+    // the build was made (or found) once, when the first page was asked for
+    expect(builds - before).toBe(0);
+    // API paths are not pages: still the JSON 404
+    expect((await app.inject({ url: '/api/v1/nothing' })).statusCode).toBe(404);
+  });
+});
+
+describe('web routes when the build fails', () => {
+  it('answers WEB_BUILD_FAILED with the builder\'s sentence, and builds again on the next request', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'den-web-test-'));
+    mkdirSync(join(dir, 'b2'));
+    writeFileSync(join(dir, 'b2', 'index.html'), '<!doctype html><head></head>');
+    let fail = true;
+    const builder: WebBuilder = {
+      buildsDir: dir,
+      current: async () => {
+        if (fail) throw new AppError('WEB_BUILD_FAILED', 'Building the web pages from web/ failed: boom. Fix the error and reload.');
+        return { id: 'b2', dir: join(dir, 'b2') };
+      },
+    };
+    const app = Fastify({ routerOptions: { ignoreTrailingSlash: true } });
+    registerErrorHandling(app);
+    await app.register(webRoutes, { builder, config: { accessUrl: 'http://127.0.0.1:7080' } as Config });
+    await app.ready();
     try {
-      const response = await app.inject({ url: '/@alice/dev/terminal' });
+      const response = await app.inject({ url: '/' });
       expect(response.statusCode).toBe(500);
       expect(response.json().error).toMatchObject({ code: 'WEB_BUILD_FAILED', message: expect.stringContaining('boom') });
+      fail = false;
+      expect((await app.inject({ url: '/' })).statusCode).toBe(200);
     } finally {
-      result = { id: 'b1', dir: join(dir, 'b1') };
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

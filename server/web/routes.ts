@@ -3,7 +3,21 @@ import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import fastifyStatic from '@fastify/static';
 import type { DenBase } from '../base.ts';
-import { createWebBuilder, WEB_URL_PREFIX, type WebBuilder } from './build.ts';
+import { createWebBuilder, WEB_URL_PREFIX, type WebBuild, type WebBuilder } from './build.ts';
+
+/** The dashboard's client-side routes (web/src/dashboard/routes.ts names the same). */
+export const DASHBOARD_PATHS = [
+  '/',
+  '/login',
+  '/setup',
+  '/settings',
+  '/workspaces',
+  '/workspaces/new',
+  '/templates',
+  '/templates/:name',
+  '/users',
+  '/@:owner/:name',
+] as const;
 
 export interface WebRoutesOptions extends Pick<DenBase, 'config'> {
   /** where the pages come from; defaults to createWebBuilder with the data dir as its fallback */
@@ -11,8 +25,8 @@ export interface WebRoutesOptions extends Pick<DenBase, 'config'> {
 }
 
 /**
- * The browser pages: the terminal at /@<owner>/<workspace>/terminal and the built assets under
- * /web/<build id>/. Both are public: they hold no data. The page signs in through the API
+ * The browser pages: the dashboard (DASHBOARD_PATHS), the terminal at
+ * /@<owner>/<workspace>/terminal and the built assets under /web/<build id>/. Both are public: they hold no data. The page signs in through the API
  * (POST /api/v1/auth/login) when there is no session, and the terminal websocket checks the
  * session and the workspace itself.
  */
@@ -22,13 +36,31 @@ export async function webRoutes(app: FastifyInstance, options: WebRoutesOptions)
   // preCompressed: the build writes .br/.gz next to each text asset
   await app.register(fastifyStatic, { root: builder.buildsDir, serve: false, preCompressed: true });
 
-  let page: { id: string; html: string } | undefined;
-  app.get('/@:owner/:name/terminal', { config: { auth: 'public' }, schema: { hide: true } }, async (_request, reply) => {
-    const build = await builder.current();
-    if (page?.id !== build.id) page = { id: build.id, html: withAccessUrl(await readFile(join(build.dir, 'index.html'), 'utf8'), options.config.accessUrl) };
+  // Built once, when the server starts (or by the first request, whichever comes first); a
+  // failed build is retried by the next request.
+  let built: Promise<WebBuild> | undefined;
+  const current = (): Promise<WebBuild> => (built ??= builder.current().catch((error: unknown) => {
+    built = undefined;
+    throw error;
+  }));
+  const pages = new Map<string, { id: string; html: string }>();
+  const sendPage = async (file: 'index.html' | 'terminal.html', reply: FastifyReply) => {
+    const build = await current();
+    let page = pages.get(file);
+    if (page?.id !== build.id) {
+      page = { id: build.id, html: withAccessUrl(await readFile(join(build.dir, file), 'utf8'), options.config.accessUrl) };
+      pages.set(file, page);
+    }
     pageHeaders(reply);
     return reply.type('text/html; charset=utf-8').send(page.html);
-  });
+  };
+
+  app.get('/@:owner/:name/terminal', { config: { auth: 'public' }, schema: { hide: true } }, (_request, reply) => sendPage('terminal.html', reply));
+  // The dashboard's pages: one HTML document, the route is read in the browser. `/` lands on the
+  // workspaces, the sign-in, or first-user setup on a server without users.
+  for (const path of DASHBOARD_PATHS) {
+    app.get(path, { config: { auth: 'public' }, schema: { hide: true } }, (_request, reply) => sendPage('index.html', reply));
+  }
 
   app.get(`${WEB_URL_PREFIX}*`, { config: { auth: 'public' }, schema: { hide: true } }, (request, reply) => {
     const path = (request.params as { '*': string })['*'];
@@ -38,7 +70,7 @@ export async function webRoutes(app: FastifyInstance, options: WebRoutesOptions)
 
   // Build while the server starts listening, so the first visitor does not wait for Vite.
   app.addHook('onListen', () => {
-    builder.current().catch((error: Error) => app.log.warn({ err: error }, 'Building the web pages failed; the terminal page will retry on the next request.'));
+    current().catch((error: Error) => app.log.warn({ err: error }, 'Building the web pages failed; the next page request will retry.'));
   });
 }
 

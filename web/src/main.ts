@@ -2,6 +2,7 @@ import './zod-config.ts';
 import { openTerminal } from './terminal.ts';
 import type { ConnectionState } from './connection.ts';
 import { errorMessage, isSignedIn, signIn } from './signin.ts';
+import { allowedOrigins } from '../../protocol/origins.ts';
 
 /** The page lives at /@<owner>/<workspace>/terminal?session=<id>. */
 const TERMINAL_PATH = /^\/@([^/]+)\/([^/]+)\/terminal\/?$/;
@@ -62,7 +63,7 @@ async function whyRefused(api: string, label: string): Promise<'retry' | 'backof
  */
 function wrongOrigin(): boolean {
   const accessUrl = document.querySelector<HTMLMetaElement>('meta[name="den-access-url"]')?.content;
-  if (!accessUrl || new URL(accessUrl).origin === location.origin) return false;
+  if (!accessUrl || allowedOrigins(accessUrl).includes(location.origin)) return false;
   const target = new URL(location.pathname + location.search, accessUrl).href;
   showBanner(`This den server is reached at ${new URL(accessUrl).origin}; its terminal does not connect from ${location.origin}. Open `, true);
   const link = document.createElement('a');

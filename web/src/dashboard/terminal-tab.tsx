@@ -1,0 +1,59 @@
+import { useEffect, useRef, useState } from 'react';
+import { openTerminal, type OpenedTerminal } from '../terminal.ts';
+import type { ConnectionState } from '../connection.ts';
+
+/**
+ * One terminal tab: the terminal page's component (xterm.js + the reconnecting connection) in a
+ * div. Loaded on demand: xterm.js is most of the dashboard's JavaScript. Tabs stay mounted while
+ * hidden, so switching keeps each shell's screen and connection.
+ */
+export default function TerminalTab({ owner, name, sessionId, onSessionId, visible }: {
+  owner: string;
+  name: string;
+  sessionId?: string;
+  onSessionId(id: string): void;
+  visible: boolean;
+}) {
+  const container = useRef<HTMLDivElement>(null);
+  const opened = useRef<OpenedTerminal>(undefined);
+  const [state, setState] = useState<ConnectionState>({ kind: 'connecting', attempt: 0 });
+  const idCallback = useRef(onSessionId);
+  idCallback.current = onSessionId;
+  useEffect(() => {
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const terminal = openTerminal({
+      container: container.current!,
+      url: `${scheme}//${location.host}/api/v1/workspaces/${encodeURIComponent(owner)}/${encodeURIComponent(name)}/terminal`,
+      sessionId,
+      onSessionId: (id) => idCallback.current(id),
+      onState: setState,
+    });
+    opened.current = terminal;
+    // for the browser tests, as on the terminal page (WebGL draws no DOM text)
+    (globalThis as { denTerminal?: unknown }).denTerminal = terminal;
+    return () => terminal.dispose();
+    // a tab is one session for its whole life
+  }, [owner, name]);
+  useEffect(() => {
+    if (visible) {
+      opened.current?.terminal.focus();
+      (globalThis as { denTerminal?: unknown }).denTerminal = opened.current;
+    }
+  }, [visible]);
+  return (
+    <div className="terminal-tab" hidden={!visible}>
+      <p className="terminal-state" role="status">{describe(state)}</p>
+      <div ref={container} className="terminal-screen" aria-label="Terminal" />
+    </div>
+  );
+}
+
+function describe(state: ConnectionState): string {
+  switch (state.kind) {
+    case 'attached': return '';
+    case 'connecting': return state.attempt > 0 ? 'Reconnecting…' : 'Connecting…';
+    case 'reconnecting': return `Connection lost — reconnecting${state.inMs > 1000 ? ` in ${Math.round(state.inMs / 1000)} s` : ''}… The shell keeps running.`;
+    case 'ended': return `The shell exited${state.code ? ` with status ${state.code}` : ''}. Close this tab or open a new one.`;
+    case 'failed': return state.message;
+  }
+}

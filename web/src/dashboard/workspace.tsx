@@ -1,0 +1,267 @@
+import { lazy, Suspense, useEffect, useState } from 'react';
+import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
+import { Link, useLocation } from 'wouter';
+import type { WorkspaceTransition } from '../../../client/workspaces.ts';
+import type { TemplateSpec } from '../../../protocol/template-fields.ts';
+import type { BuildDto, BuildLogLine, WorkspaceDto } from '../../../protocol/workspaces.ts';
+import type { ServiceLogLine } from '../../../protocol/services.ts';
+import { den, errorText } from './api.ts';
+import { ActionButton, Age, NotFound, Problem, RequestError, Status, usePageTitle } from './ui.tsx';
+
+const TerminalTab = lazy(() => import('./terminal-tab.tsx'));
+/** a log view keeps this many lines (the server keeps them all: `den logs`) */
+const MAX_LINES = 5_000;
+
+export function WorkspacePage({ owner, name }: { owner: string; name: string }) {
+  usePageTitle(`${owner}/${name}`);
+  const workspace = useQuery({ queryKey: ['workspace', owner, name], queryFn: ({ signal }) => den().workspaces.get(owner, name, signal) });
+  if (workspace.isPending) return <p role="status">Loading {owner}/{name}…</p>;
+  if (workspace.error) {
+    const status = (workspace.error as { status?: number }).status;
+    if (status === 404) return <NotFound what={`There is no workspace ${owner}/${name} that you can see.`} />;
+    if (status === 403) return <Problem title="You do not have access to this workspace">{errorText(workspace.error)}</Problem>;
+    return <RequestError error={workspace.error} />;
+  }
+  return <Loaded workspace={workspace.data} />;
+}
+
+function Loaded({ workspace }: { workspace: WorkspaceDto }) {
+  const { owner, name } = workspace;
+  const spec = useQuery({
+    queryKey: ['template-version', workspace.template, workspace.templateVersion],
+    queryFn: () => den().templates.version(workspace.template, workspace.templateVersion),
+    staleTime: Infinity,
+  });
+  const services = Object.keys((spec.data?.spec as TemplateSpec | undefined)?.environment?.services ?? {});
+  return (
+    <article aria-labelledby="workspace-title">
+      <div className="heading">
+        <h1 id="workspace-title">{owner}/{name}</h1>
+        <Status value={workspace.status} />
+      </div>
+      <dl className="facts">
+        <dt>Template</dt><dd>{workspace.template} v{workspace.templateVersion}{workspace.outdated && <span className="status busy">update available</span>}</dd>
+        <dt>Agent</dt><dd data-testid="agent-state">{workspace.agentState ?? 'not connected'}</dd>
+        {workspace.health && <><dt>Health</dt><dd>{workspace.health.state}: {workspace.health.message}</dd></>}
+        <dt>Created</dt><dd><Age at={workspace.createdAt} /></dd>
+        {workspace.isolation?.warning && <><dt>Isolation</dt><dd>{workspace.isolation.warning}</dd></>}
+      </dl>
+      <Actions workspace={workspace} />
+      <Builds workspace={workspace} />
+      {workspace.status === 'running' && <Terminals owner={owner} name={name} />}
+      {services.length > 0 && <Services owner={owner} name={name} services={services} spec={spec.data?.spec as TemplateSpec} />}
+      <section aria-labelledby="params-title">
+        <h2 id="params-title">Parameters</h2>
+        {Object.keys(workspace.params).length === 0 ? <p>This workspace has no parameters.</p> : (
+          <table className="list"><tbody>
+            {Object.entries(workspace.params).map(([key, value]) => <tr key={key}><th scope="row">{key}</th><td><code>{typeof value === 'string' ? value : JSON.stringify(value)}</code></td></tr>)}
+          </tbody></table>
+        )}
+      </section>
+    </article>
+  );
+}
+
+const LOSES_DATA: Partial<Record<WorkspaceTransition, string>> = {
+  delete: 'The workspace, its home directory and its environment\'s data are deleted. This cannot be undone.',
+  stop: 'Running programs and open terminals end; the home directory is kept.',
+  restart: 'Running programs and open terminals end; the home directory is kept.',
+  update: 'The workspace restarts on the active template version: running programs and open terminals end.',
+};
+
+function Actions({ workspace }: { workspace: WorkspaceDto }) {
+  const queries = useQueryClient();
+  const [, navigate] = useLocation();
+  const action = useMutation({
+    mutationFn: (transition: WorkspaceTransition) => den().workspaces.transition(workspace.owner, workspace.name, transition),
+    onSuccess: async (_result, transition) => {
+      await queries.invalidateQueries({ queryKey: ['workspace', workspace.owner, workspace.name] });
+      await queries.invalidateQueries({ queryKey: ['builds', workspace.owner, workspace.name] });
+      await queries.invalidateQueries({ queryKey: ['workspaces'] });
+      if (transition === 'delete') navigate('/workspaces');
+    },
+  });
+  const busy = action.isPending || ['starting', 'stopping', 'deleting', 'pending'].includes(workspace.status);
+  const running = workspace.status === 'running';
+  const buttons: { transition: WorkspaceTransition; label: string; show: boolean }[] = [
+    { transition: 'start', label: 'Start', show: !running },
+    { transition: 'stop', label: 'Stop', show: running },
+    { transition: 'restart', label: 'Restart', show: running },
+    { transition: 'update', label: 'Update', show: workspace.outdated },
+    { transition: 'delete', label: 'Delete', show: true },
+  ];
+  return (
+    <div className="actions" role="group" aria-label="Workspace actions">
+      {buttons.filter((button) => button.show).map((button) => (
+        <ActionButton key={button.transition} label={button.label} confirm={LOSES_DATA[button.transition]} disabled={busy}
+          danger={button.transition === 'delete'} onAction={() => action.mutate(button.transition)} />
+      ))}
+      <RequestError error={action.error} />
+    </div>
+  );
+}
+
+function Builds({ workspace }: { workspace: WorkspaceDto }) {
+  const { owner, name } = workspace;
+  const builds = useQuery({ queryKey: ['builds', owner, name], queryFn: () => den().workspaces.builds(owner, name) });
+  const list = builds.data?.builds ?? [];
+  const [chosen, setChosen] = useState<number>();
+  const shown = list.find((build) => build.number === chosen) ?? list[0];
+  return (
+    <section aria-labelledby="builds-title">
+      <h2 id="builds-title">Builds</h2>
+      <RequestError error={builds.error} />
+      {list.length > 1 && (
+        <label>Build
+          <select value={shown?.number} onChange={(event) => setChosen(Number(event.target.value))}>
+            {list.map((build) => <option key={build.number} value={build.number}>#{build.number} {build.transition} — {build.state}</option>)}
+          </select>
+        </label>
+      )}
+      {shown && <Build owner={owner} name={name} summary={shown} />}
+    </section>
+  );
+}
+
+function Build({ owner, name, summary }: { owner: string; name: string; summary: BuildDto }) {
+  const build = useQuery({
+    queryKey: ['builds', owner, name, summary.number],
+    queryFn: ({ signal }) => den().workspaces.build(owner, name, summary.number, signal),
+    // the build's steps change while it runs; the event stream refreshes this too
+    refetchInterval: (query) => (query.state.data && ['queued', 'running'].includes(query.state.data.state) ? 2_000 : false),
+  });
+  const lines = useStream<BuildLogLine>(
+    (signal) => den().workspaces.followLogs(owner, name, summary.number, { signal }),
+    [owner, name, summary.number],
+  );
+  const data = build.data ?? summary;
+  const total = Math.max(1, ...data.steps.map((step) => step.durationMs ?? 0));
+  return (
+    <div className="build">
+      <p>#{data.number} {data.transition}: <Status value={data.state} /> {data.error && <span className="problem-text">{data.error}</span>}</p>
+      {data.steps.length > 0 && (
+        <ol className="timeline" aria-label="Build steps">
+          {data.steps.map((step, index) => (
+            <li key={`${step.name}-${index}`}>
+              <span className="step-name">{step.name}</span>
+              <span className="bar" style={{ width: `${Math.max(2, ((step.durationMs ?? 0) / total) * 100)}%` }} data-state={step.state} aria-hidden="true" />
+              <span>{step.durationMs === undefined ? step.state : `${formatMs(step.durationMs)} ${step.state === 'succeeded' ? '' : step.state}`}</span>
+            </li>
+          ))}
+        </ol>
+      )}
+      <pre className="log" data-testid="build-log" tabIndex={0} aria-label={`Log of build ${data.number}`}>
+        {lines.items.map((line) => `${line.step ? `[${line.step}] ` : ''}${line.line}\n`).join('')}
+      </pre>
+      {lines.error && <p className="problem-text">{lines.error}</p>}
+    </div>
+  );
+}
+
+function Terminals({ owner, name }: { owner: string; name: string }) {
+  const [tabs, setTabs] = useState<{ key: number; sessionId?: string }[]>([]);
+  const [active, setActive] = useState(0);
+  const [next, setNext] = useState(1);
+  const open = () => {
+    setTabs((previous) => [...previous, { key: next }]);
+    setActive(next);
+    setNext(next + 1);
+  };
+  return (
+    <section aria-labelledby="terminals-title">
+      <div className="heading">
+        <h2 id="terminals-title">Terminals</h2>
+        <button onClick={open}>Open a terminal</button>
+        <a href={`/@${encodeURIComponent(owner)}/${encodeURIComponent(name)}/terminal`} target="_blank" rel="noopener">Open in a new window</a>
+      </div>
+      {tabs.length > 0 && (
+        <>
+          <div role="tablist" aria-label="Terminal tabs">
+            {tabs.map((tab, index) => (
+              <span key={tab.key} className="tab">
+                <button role="tab" aria-selected={tab.key === active} onClick={() => setActive(tab.key)}>Terminal {index + 1}</button>
+                <button className="link" aria-label={`Close terminal ${index + 1}`} onClick={() => setTabs((previous) => previous.filter((entry) => entry.key !== tab.key))}>×</button>
+              </span>
+            ))}
+          </div>
+          <Suspense fallback={<p role="status">Loading the terminal…</p>}>
+            {tabs.map((tab) => (
+              <TerminalTab key={tab.key} owner={owner} name={name} sessionId={tab.sessionId} visible={tab.key === active}
+                onSessionId={(id) => setTabs((previous) => previous.map((entry) => (entry.key === tab.key ? { ...entry, sessionId: id } : entry)))} />
+            ))}
+          </Suspense>
+        </>
+      )}
+    </section>
+  );
+}
+
+function Services({ owner, name, services, spec }: { owner: string; name: string; services: string[]; spec: TemplateSpec }) {
+  const [shown, setShown] = useState<string>();
+  return (
+    <section aria-labelledby="services-title">
+      <h2 id="services-title">Environment services</h2>
+      <table className="list">
+        <thead><tr><th scope="col">Service</th><th scope="col">Ports</th><th scope="col">Logs</th></tr></thead>
+        <tbody>
+          {services.map((service) => (
+            <tr key={service}>
+              <td>{service}</td>
+              <td>{(spec.environment?.services?.[service]?.ports ?? []).map((port) => port.port).join(', ') || '—'}</td>
+              <td><button onClick={() => setShown(shown === service ? undefined : service)} aria-expanded={shown === service}>{shown === service ? 'Hide' : 'Show'} the log of {service}</button></td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {shown && <ServiceLog key={shown} owner={owner} name={name} service={shown} />}
+    </section>
+  );
+}
+
+function ServiceLog({ owner, name, service }: { owner: string; name: string; service: string }) {
+  const lines = useStream<ServiceLogLine>((signal) => den().workspaces.serviceLogs(owner, name, service, { tail: 500, follow: true, signal }), [owner, name, service]);
+  return (
+    <>
+      <pre className="log" data-testid="service-log" tabIndex={0} aria-label={`Log of the service ${service}`}>
+        {lines.items.map((line) => `${line.line}\n`).join('')}
+      </pre>
+      {lines.error && <p className="problem-text">{lines.error}</p>}
+    </>
+  );
+}
+
+/** Items of a stream as they arrive (the last MAX_LINES), until the component goes away. */
+function useStream<T>(open: (signal: AbortSignal) => AsyncIterable<T>, deps: unknown[]): { items: T[]; error?: string } {
+  const [state, setState] = useState<{ items: T[]; error?: string }>({ items: [] });
+  useEffect(() => {
+    const controller = new AbortController();
+    setState({ items: [] });
+    let buffer: T[] = [];
+    let frame = 0;
+    const flush = () => {
+      frame = 0;
+      const batch = buffer;
+      buffer = [];
+      setState((previous) => ({ items: [...previous.items, ...batch].slice(-MAX_LINES) }));
+    };
+    void (async () => {
+      try {
+        for await (const item of open(controller.signal)) {
+          buffer.push(item);
+          frame ||= requestAnimationFrame(flush);
+        }
+      } catch (error) {
+        if (!controller.signal.aborted) setState((previous) => ({ ...previous, error: errorText(error) }));
+      }
+    })();
+    return () => {
+      controller.abort();
+      cancelAnimationFrame(frame);
+    };
+  }, deps);
+  return state;
+}
+
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
