@@ -1,11 +1,10 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../support/harness.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from '../support/templates.ts';
 import { api, setupOwner, type TestUser } from '../support/users.ts';
+import { hasChromium, launchBrowser, NO_CHROMIUM, screenOf, typeInto, type Browser } from '../support/browser.ts';
 
 /**
  * The terminal page in a real browser against a real den server: Debian's Chromium driven by
@@ -14,19 +13,14 @@ import { api, setupOwner, type TestUser } from '../support/users.ts';
  * runs vim, reloads, and finds the same vim screen (the session id is in the URL).
  */
 
-const CHROMIUM = '/usr/bin/chromium';
-const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`[skip] browser terminal test: ${CHROMIUM} is missing; install Debian's chromium package (apt-get install -y chromium; .ci/run does).`);
-
-// Without these Chromium calls home (updates, sync, field trials) on a network that has no outside.
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+if (!hasChromium) console.warn(`[skip] browser terminal test: ${NO_CHROMIUM}`);
 const WORKSPACE = 'term';
 const STEP_TIMEOUT_MS = 20_000;
 
 describe.skipIf(!hasChromium)('browser terminal (Chromium, real server, process runtime)', { timeout: 120_000 }, () => {
   let server: TestServer;
   let owner: TestUser;
-  let profile: string;
+  let launched: Browser;
   let browser: BrowserContext;
   let page: Page;
 
@@ -39,8 +33,8 @@ describe.skipIf(!hasChromium)('browser terminal (Chromium, real server, process 
     const created = await client.post('/api/v1/workspaces', { name: WORKSPACE, template: 'starter' });
     expect(created.status, JSON.stringify(created.json)).toBe(202);
     await waitForWorkspaceReady(client, owner.username, WORKSPACE, 30_000);
-    profile = mkdtempSync(join(tmpdir(), 'den-chromium-'));
-    browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, viewport: { width: 1000, height: 600 } });
+    launched = await launchBrowser({ width: 1000, height: 600 });
+    browser = launched.context;
     page = browser.pages()[0] ?? await browser.newPage();
     page.on('console', (message) => { if (process.env.DEN_TEST_LOG) console.log('page:', message.type(), message.text(), JSON.stringify(message.location())); });
     // keep the page's websockets reachable, so the test can cut the connection the way a network drop does
@@ -56,8 +50,7 @@ describe.skipIf(!hasChromium)('browser terminal (Chromium, real server, process 
     });
   });
   afterAll(async () => {
-    await browser?.close();
-    if (profile) rmSync(profile, { recursive: true, force: true });
+    await launched?.close();
     await server?.close();
   });
 
@@ -167,38 +160,43 @@ describe.skipIf(!hasChromium)('browser terminal (Chromium, real server, process 
     expect(new URL(page.url()).searchParams.get('session')).not.toBe(ended);
   });
 
-  it('says where to go when opened under a name other than the access URL (the socket would be refused)', async () => {
+  it('connects when opened as localhost while the access URL says 127.0.0.1 (both are this machine)', async () => {
     const other = await browser.newPage();
     try {
       const url = new URL(`/@${owner.username}/${WORKSPACE}/terminal`, server.url);
-      url.hostname = 'localhost'; // the server's access URL says 127.0.0.1
+      url.hostname = 'localhost';
+      await other.goto(url.href);
+      // the session cookie belongs to 127.0.0.1: sign in under this name too
+      await other.locator('#login').waitFor({ state: 'visible' });
+      await other.fill('#login input[name=username]', owner.username);
+      await other.fill('#login input[name=password]', owner.password);
+      await other.click('#login button[type=submit]');
+      await until(other, 'the shell under localhost', (screen) => screen.trim() !== '');
+      await typeInto(other, 'echo local-$((5*5))\n');
+      await until(other, 'the output under localhost', (screen) => screen.includes('local-25'));
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('says where to go when opened under another name, in a banner that fits a 1100 px window', async () => {
+    const other = await browser.newPage();
+    try {
+      await other.setViewportSize({ width: 1100, height: 700 });
+      const url = new URL(`/@${owner.username}/${WORKSPACE}/terminal`, server.url);
+      url.hostname = 'den.test'; // resolves to this machine (see test/support/browser.ts), not a loopback name
       await other.goto(url.href);
       await other.locator('#banner.fatal').waitFor({ state: 'visible' });
-      expect(await other.locator('#banner').textContent()).toContain(`does not connect from http://localhost:${url.port}`);
+      expect(await other.locator('#banner').textContent()).toContain(`does not connect from http://den.test:${url.port}`);
       expect(await other.locator('#banner a').getAttribute('href')).toBe(`${server.url}/@${owner.username}/${WORKSPACE}/terminal`);
+      const box = (await other.locator('#banner').boundingBox())!;
+      expect(box.x).toBeGreaterThanOrEqual(0);
+      expect(box.x + box.width).toBeLessThanOrEqual(1100);
     } finally {
       await other.close();
     }
   });
 });
-
-/** Keys go to xterm.js's hidden textarea, the way a user types. */
-async function typeInto(page: Page, text: string): Promise<void> {
-  await page.locator('.xterm-helper-textarea').focus();
-  await page.keyboard.type(text);
-}
-
-/** The visible rows as text, from xterm.js's buffer (the WebGL renderer draws no DOM text). */
-function screenOf(page: Page): Promise<string> {
-  return page.evaluate(() => {
-    const terminal = (globalThis as { denTerminal?: { terminal: any } }).denTerminal?.terminal;
-    if (!terminal) return '';
-    const buffer = terminal.buffer.active;
-    const rows: string[] = [];
-    for (let y = 0; y < terminal.rows; y++) rows.push(buffer.getLine(buffer.viewportY + y)?.translateToString(true) ?? '');
-    return rows.join('\n');
-  });
-}
 
 async function until(page: Page, what: string, done: (screen: string) => boolean | Promise<boolean>): Promise<void> {
   const deadline = Date.now() + STEP_TIMEOUT_MS;
