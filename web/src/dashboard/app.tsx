@@ -15,11 +15,14 @@ const TemplatePage = lazy(() => import('./templates.tsx').then((m) => ({ default
 const Users = lazy(() => import('./users.tsx').then((m) => ({ default: m.Users })));
 const Settings = lazy(() => import('./settings.tsx').then((m) => ({ default: m.Settings })));
 
+/** /@<owner>/<name>: a pattern of `:param` segments cannot start with the @ */
+const WORKSPACE_PATH = /^\/@(?<owner>[^/]+)\/(?<name>[^/]+)\/?$/;
+
 /** Decides between first-user setup, sign-in and the signed-in dashboard. */
 export function App() {
   const setup = useQuery({ queryKey: ['setup'], queryFn: () => den().setupStatus(), staleTime: Infinity });
   const session = useQuery({ queryKey: ['session'], queryFn: fetchSession, staleTime: 60_000 });
-  const [location] = useLocation();
+  const [path] = useLocation();
 
   if (setup.isPending || session.isPending) return <p className="loading" role="status">Loading den…</p>;
   if (setup.error || session.error) {
@@ -31,10 +34,10 @@ export function App() {
       </main>
     );
   }
-  if (setup.data.setupRequired) return location === '/setup' ? <Setup /> : <Redirect to="/setup" replace />;
+  if (setup.data.setupRequired) return path === '/setup' ? <Setup /> : <Redirect to="/setup" replace />;
   if (!session.data) {
-    if (location === '/login') return <SignIn />;
-    return <Redirect to={`/login?next=${encodeURIComponent(location + location.search)}`} replace />;
+    if (path === '/login') return <SignIn />;
+    return <Redirect to={`/login?next=${encodeURIComponent(path + window.location.search)}`} replace />;
   }
   return <SignedIn me={session.data} />;
 }
@@ -65,7 +68,7 @@ function SignedIn({ me }: { me: Me }) {
             <Route path="/setup"><Redirect to="/workspaces" replace /></Route>
             <Route path="/workspaces"><WorkspaceList me={me} /></Route>
             <Route path="/workspaces/new"><CreateWorkspace me={me} /></Route>
-            <Route path="/@:owner/:name">{(params) => <WorkspacePage owner={decodeURIComponent(params.owner)} name={decodeURIComponent(params.name)} />}</Route>
+            <Route path={WORKSPACE_PATH}>{(params) => <WorkspacePage owner={decodeURIComponent(params.owner!)} name={decodeURIComponent(params.name!)} />}</Route>
             <Route path="/templates">{admin ? <Templates /> : <Forbidden what="Templates are managed by template admins and owners." />}</Route>
             <Route path="/templates/:name">{(params) => (admin ? <TemplatePage name={decodeURIComponent(params.name)} /> : <Forbidden what="Templates are managed by template admins and owners." />)}</Route>
             <Route path="/users">{me.role === 'owner' ? <Users me={me} /> : <Forbidden what="Only owners manage users." />}</Route>

@@ -135,7 +135,10 @@ function Build({ owner, name, summary }: { owner: string; name: string; summary:
     [owner, name, summary.number],
   );
   const data = build.data ?? summary;
-  const total = Math.max(1, ...data.steps.map((step) => step.durationMs ?? 0));
+  // a timeline: each step's bar starts where it started and is as long as it took
+  const starts = data.steps.map((step) => Date.parse(step.startedAt));
+  const origin = Math.min(...starts);
+  const span = Math.max(1, ...data.steps.map((step, index) => starts[index] - origin + (step.durationMs ?? 0)));
   return (
     <div className="build">
       <p>#{data.number} {data.transition}: <Status value={data.state} /> {data.error && <span className="problem-text">{data.error}</span>}</p>
@@ -144,7 +147,10 @@ function Build({ owner, name, summary }: { owner: string; name: string; summary:
           {data.steps.map((step, index) => (
             <li key={`${step.name}-${index}`}>
               <span className="step-name">{step.name}</span>
-              <span className="bar" style={{ width: `${Math.max(2, ((step.durationMs ?? 0) / total) * 100)}%` }} data-state={step.state} aria-hidden="true" />
+              <span className="track" aria-hidden="true">
+                <span className="bar" data-state={step.state}
+                  style={{ marginLeft: `${((starts[index] - origin) / span) * 100}%`, width: `${Math.max(0.5, ((step.durationMs ?? 0) / span) * 100)}%` }} />
+              </span>
               <span>{step.durationMs === undefined ? step.state : `${formatMs(step.durationMs)} ${step.state === 'succeeded' ? '' : step.state}`}</span>
             </li>
           ))}

@@ -1,0 +1,244 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type { BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../support/harness.ts';
+import { api, createUserWithToken, type TestUser } from '../support/users.ts';
+import { hasChromium, launchBrowser, NO_CHROMIUM, screenOf, screenshot, typeInto, type Browser } from '../support/browser.ts';
+
+/**
+ * The dashboard in Debian's Chromium against a real den server on the process runtime, as a new
+ * owner uses it from the first page: setup, upload a template, create a workspace with
+ * parameters, watch its build, run a command in its terminal, read a service's log, stop, start,
+ * delete. Then what a member may not see. One server and one browser for the whole file; axe-core
+ * checks the main pages; screenshots go to test-results/screenshots/.
+ */
+
+if (!hasChromium) console.warn(`[skip] dashboard browser test: ${NO_CHROMIUM}`);
+
+const STEP_TIMEOUT_MS = 30_000;
+const PASSWORD = 'dashboard-owner-pass';
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+const TEMPLATE_YAML = `name: webtest
+displayName: Web test
+description: A workspace with parameters and a service, for the dashboard test.
+parameters:
+  - name: greeting
+    displayName: Greeting
+    type: string
+    default: hello
+    validation:
+      max: 20
+  - name: size
+    displayName: Size
+    type: string
+    default: small
+    options: [small, large]
+    mutable: false
+  - name: replicas
+    type: number
+    default: 1
+    validation:
+      min: 1
+      max: 3
+workspace:
+  image: den/base
+  env:
+    GREETING: "\${{ params.greeting }}"
+  startup:
+    - name: say-hello
+      run: echo "greeting is $GREETING"
+environment:
+  services:
+    ticker:
+      image: den/base
+      command: ['sh', '-c', 'while :; do echo ticker-alive; sleep 0.5; done']
+`;
+
+describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime)', { timeout: 180_000 }, () => {
+  let server: TestServer;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let owner: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ listen: true });
+    browser = await launchBrowser({ width: 1280, height: 900 });
+    context = browser.context;
+    page = context.pages()[0] ?? await context.newPage();
+    page.setDefaultTimeout(STEP_TIMEOUT_MS);
+    page.on('console', (message) => { if (process.env.DEN_TEST_LOG) console.log('page:', message.type(), message.text()); });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it('lands a new server on first-user setup, and signs the owner in', async () => {
+    await page.goto(`${server.url}/`);
+    await page.waitForURL(/\/setup$/);
+    await page.getByRole('heading', { name: 'Welcome to den' }).waitFor();
+    await screenshot(page, '01-setup');
+    await expectAccessible(page, 'setup');
+    owner = 'boss';
+    await page.getByLabel('Username').fill(owner);
+    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+    await page.getByLabel('Repeat the password').fill('something-else');
+    await page.getByRole('button', { name: 'Create the owner account' }).click();
+    await page.getByText('The two passwords differ.').waitFor();
+    // what was typed is still there
+    expect(await page.getByLabel('Username').inputValue()).toBe(owner);
+    await page.getByLabel('Repeat the password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Create the owner account' }).click();
+    await page.getByRole('heading', { name: 'Workspaces' }).waitFor();
+    expect(new URL(page.url()).pathname).toBe('/workspaces');
+  });
+
+  it('uploads a template: an invalid folder shows its error at the line, a valid one becomes active', async () => {
+    await page.getByRole('link', { name: 'Templates' }).click();
+    await page.getByRole('heading', { name: 'Templates', exact: true }).waitFor();
+    const broken = TEMPLATE_YAML.replace('type: number', 'type: numbr');
+    await page.getByTestId('template-files').setInputFiles({ name: 'template.yaml', mimeType: 'text/yaml', buffer: Buffer.from(broken) });
+    await page.getByRole('button', { name: 'Upload' }).click();
+    const alert = page.getByRole('alert');
+    await alert.waitFor();
+    const line = broken.split('\n').findIndex((text) => text.includes('numbr')) + 1;
+    await alert.getByText(`template.yaml line ${line}:`).waitFor();
+    expect(await alert.locator('pre.quote').first().textContent()).toBe(`${line} |     type: numbr`);
+    await screenshot(page, '02-template-error');
+
+    await page.getByTestId('template-files').setInputFiles({ name: 'template.yaml', mimeType: 'text/yaml', buffer: Buffer.from(TEMPLATE_YAML) });
+    await page.getByRole('button', { name: 'Upload' }).click();
+    await page.getByText('Uploaded webtest v1 (active).').waitFor();
+    await page.getByRole('cell', { name: /Web test/ }).waitFor();
+    await expectAccessible(page, 'templates');
+    await screenshot(page, '03-templates');
+  });
+
+  it('creates a workspace from the form the parameters make, and shows its build log live', async () => {
+    await page.getByRole('link', { name: 'Workspaces' }).click();
+    await page.getByRole('link', { name: 'New workspace' }).click();
+    await page.getByLabel('Greeting').waitFor();
+    expect(await page.getByLabel('Greeting').inputValue()).toBe('hello');
+    // options become radios; an immutable parameter says so
+    expect(await page.getByRole('radio', { name: 'small' }).isChecked()).toBe(true);
+    await page.getByText('Fixed once the workspace is created.').waitFor();
+    await expectAccessible(page, 'create');
+    await page.getByLabel('Name').fill('Bad Name');
+    await page.getByText('Use lowercase letters, digits and inner dashes only').waitFor();
+    await page.getByLabel('replicas').fill('9');
+    await page.getByText('Enter at most 3.').waitFor();
+    await screenshot(page, '04-create-invalid');
+    await page.getByLabel('Name').fill('web1');
+    await page.getByLabel('replicas').fill('2');
+    await page.getByLabel('Greeting').fill('hi-from-the-form');
+    await page.getByRole('radio', { name: 'large' }).check();
+    await page.getByRole('button', { name: 'Create workspace' }).click();
+    await page.waitForURL(new RegExp(`/@${owner}/web1$`));
+    await page.getByTestId('build-log').getByText('greeting is hi-from-the-form').waitFor();
+    await page.locator('.status', { hasText: 'running' }).first().waitFor();
+    // the timeline: one row per step with its duration
+    await page.locator('ol.timeline li', { hasText: 'apply' }).getByText(/\d+(\.\d)? m?s/).waitFor();
+    const params = await page.getByRole('table').last().textContent();
+    expect(params).toContain('large');
+    expect(params).toContain('2');
+    await expectAccessible(page, 'workspace');
+    await screenshot(page, '05-workspace');
+  });
+
+  it('opens a terminal tab and runs a command in the workspace', async () => {
+    await page.getByRole('button', { name: 'Open a terminal' }).click();
+    await until('the shell prompt', async () => (await screenOf(page)).trim() !== '');
+    await typeInto(page, 'echo dash-$((6*7)) $GREETING\n');
+    await until('the command output', async () => (await screenOf(page)).includes('dash-42 hi-from-the-form'));
+    await screenshot(page, '06-terminal');
+  });
+
+  it('shows a service\'s log', async () => {
+    await page.getByRole('button', { name: 'Show the log of ticker' }).click();
+    await page.getByTestId('service-log').getByText('ticker-alive').first().waitFor();
+  });
+
+  it('stops (after confirming), starts and deletes the workspace, the page following along', async () => {
+    await page.getByRole('button', { name: 'Stop' }).click();
+    const dialog = page.getByRole('dialog');
+    await dialog.getByText('the home directory is kept').waitFor();
+    await dialog.getByRole('button', { name: 'Stop' }).click();
+    await page.getByRole('heading', { name: `${owner}/web1` }).locator('xpath=..').locator('.status', { hasText: 'stopped' }).waitFor();
+    await page.getByRole('button', { name: 'Start' }).click();
+    await page.getByRole('heading', { name: `${owner}/web1` }).locator('xpath=..').locator('.status', { hasText: 'running' }).waitFor();
+    // the list shows it live too
+    await page.getByRole('link', { name: 'Workspaces' }).click();
+    await page.getByTestId('workspaces').getByRole('row', { name: /web1.*running/ }).waitFor();
+    await expectAccessible(page, 'workspaces');
+    await screenshot(page, '07-workspaces');
+    await page.getByRole('link', { name: 'web1' }).click();
+    await page.getByRole('button', { name: 'Delete' }).click();
+    await page.getByRole('dialog').getByText('This cannot be undone.').waitFor();
+    await page.getByRole('dialog').getByRole('button', { name: 'Delete' }).click();
+    await page.waitForURL(/\/workspaces$/);
+    // deleting takes a build; the list drops it when the event stream says it is gone
+    await until('the workspace to leave the list', async () => !(await page.getByTestId('workspaces').textContent())?.includes('web1'));
+  });
+
+  it('keeps a member to their own workspaces and away from the admin pages', async () => {
+    const ownerToken = await loginToken(server, owner, PASSWORD);
+    const client = api(server.app, ownerToken);
+    expect((await client.post('/api/v1/workspaces', { name: 'secret', template: 'webtest' })).status).toBe(202);
+    const member: TestUser = await createUserWithToken(server.app, ownerToken, 'member', 'mia');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL(/\/login/);
+    await page.getByLabel('Username').fill(member.username);
+    await page.getByLabel('Password').fill('wrong-password');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('alert').getByText('The username or password is wrong.').waitFor();
+    expect(await page.getByLabel('Username').inputValue()).toBe(member.username);
+    await page.getByLabel('Password').fill(member.password);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Workspaces' }).waitFor();
+    expect(await page.getByTestId('workspaces').textContent()).not.toContain('secret');
+    expect(await page.getByRole('link', { name: 'Templates' }).count()).toBe(0);
+    expect(await page.getByRole('link', { name: 'Users' }).count()).toBe(0);
+
+    await page.goto(`${server.url}/@${owner}/secret`);
+    await page.getByRole('heading', { name: 'Not found' }).waitFor();
+    expect(await page.locator('main').textContent()).toContain(`There is no workspace ${owner}/secret that you can see.`);
+    await screenshot(page, '08-member-not-found');
+    for (const path of ['/templates', '/users']) {
+      await page.goto(`${server.url}${path}`);
+      await page.getByRole('heading', { name: 'You do not have access to this page' }).waitFor();
+    }
+    await expectAccessible(page, 'forbidden');
+  });
+
+  async function until(what: string, done: () => Promise<boolean>): Promise<void> {
+    const deadline = Date.now() + STEP_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (await done().catch(() => false)) return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await screenshot(page, `timeout-${what.replace(/\W+/g, '-')}`).catch(() => undefined);
+    throw new Error(`Timed out waiting for ${what}. Screen:\n${await screenOf(page).catch(() => '')}`);
+  }
+});
+
+/** axe-core (injected from its package) on the page as it is: no serious or critical violation. */
+async function expectAccessible(page: Page, name: string): Promise<void> {
+  // evaluated through the DevTools protocol: the page's CSP (rightly) refuses inline scripts
+  if (!(await page.evaluate(() => 'axe' in globalThis))) await page.evaluate(AXE_SOURCE);
+  const violations = await page.evaluate(async () => {
+    const result = await (globalThis as unknown as { axe: { run(context: Document, options: object): Promise<{ violations: { id: string; impact: string; help: string; nodes: { target: string[] }[] }[] }> } })
+      .axe.run(document, { resultTypes: ['violations'] });
+    return result.violations.map((violation) => ({ id: violation.id, impact: violation.impact, help: violation.help, nodes: violation.nodes.map((node) => node.target.join(' ')).slice(0, 5) }));
+  });
+  const serious = violations.filter((violation) => violation.impact === 'serious' || violation.impact === 'critical');
+  expect(serious, `${name}: ${JSON.stringify(serious, null, 2)}`).toEqual([]);
+}
+
+async function loginToken(server: TestServer, username: string, password: string): Promise<string> {
+  const response = await api(server.app).post('/api/v1/auth/login', { username, password, token: { name: 'test' } });
+  expect(response.status).toBe(200);
+  return response.json.token.token;
+}
