@@ -105,7 +105,7 @@ function registerWorkspaceCommands(program: Command): void {
       `
 Examples:
   den create demo --template starter --wait
-  den create api --template node-postgres --param cpu=4 --param disk=20 --wait`,
+  den create api --template node-api --param visits_start=100 --param log_requests=false --wait`,
     )
     .action(lazy(workspaces, 'create'));
 

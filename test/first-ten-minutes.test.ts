@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -135,10 +135,20 @@ describe('a server with users', () => {
 });
 
 describe('the den command', () => {
-  it('lists `server` in its help, and `den help server` prints the server\'s options', async () => {
+  it('lists `server` in its help, `den help server` prints the server\'s options, and the docs name no command or folder that does not exist', async () => {
     const help = await den(['--help']);
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/\n {2}server\s+Start the den server \(the control plane\)/);
+    // the docs name only commands that exist, or say that one is coming
+    const commands = new Set([...help.stdout.matchAll(/^ {2}([a-z]+)(?:\|([a-z]+))?/gm)].flatMap((match) => [match[1], match[2]]));
+    for (const file of ['README.md', 'templates/node-api/README.md', 'templates/starter/README.md', 'docs/terminal.md', 'docs/templates.md', 'docs/docker.md', 'docs/security.md']) {
+      for (const line of readFileSync(join(ROOT, file), 'utf8').split('\n')) {
+        if (/coming|no `den /.test(line)) continue;
+        for (const [, command] of line.matchAll(/`den ([a-z]+)/g)) expect(commands, `${file}: ${line}`).toContain(command);
+      }
+    }
+    // and only folders that exist
+    for (const [, folder] of readFileSync(join(ROOT, 'README.md'), 'utf8').matchAll(/`([a-z-]+)\/`/g)) expect(existsSync(join(ROOT, folder)), folder).toBe(true);
     const serverHelp = await den(['help', 'server']);
     expect(serverHelp.code).toBe(0);
     expect(serverHelp.stdout).toMatch(/^Usage: den server \[options\]\n/);

@@ -103,6 +103,10 @@ function freshBuild(buildsDir: string, manifestPath: string): WebBuild | undefin
 
 async function buildWeb(buildsDir: string, manifestPath: string, log?: { info(message: string): void }): Promise<WebBuild> {
   const vite = await importVite();
+  // Vite and the React plugin build for production only when NODE_ENV says so (or is unset);
+  // vitest sets 'test', which would bundle React's development build (60 KB more, slower).
+  const nodeEnv = process.env.NODE_ENV;
+  process.env.NODE_ENV = 'production';
   const startedAt = Date.now();
   const id = `${startedAt.toString(36)}-${process.pid}`;
   const temporary = join(dirname(buildsDir), `.web-build-${id}`);
@@ -112,6 +116,7 @@ async function buildWeb(buildsDir: string, manifestPath: string, log?: { info(me
       root: WEB_SOURCES,
       base: `${WEB_URL_PREFIX}${id}/`,
       logLevel: 'warn',
+      mode: 'production',
       build: {
         outDir: temporary,
         emptyOutDir: true,
@@ -136,6 +141,8 @@ async function buildWeb(buildsDir: string, manifestPath: string, log?: { info(me
     if (error instanceof AppError) throw error;
     throw new AppError('WEB_BUILD_FAILED', `Building the web pages from web/ failed: ${(error as Error).message} Fix the error (or run \`npm ci\` again) and reload.`, { cause: error });
   } finally {
+    if (nodeEnv === undefined) delete process.env.NODE_ENV;
+    else process.env.NODE_ENV = nodeEnv;
     rmSync(temporary, { recursive: true, force: true });
   }
 }
