@@ -30,6 +30,21 @@ RUN if [ -n "$EXTRA_CA_CERTS_B64" ]; then \
 COPY . .
 RUN node agent/build.ts
 
+# The browser pages (dashboard and terminal), built with the dev dependencies (Vite, React) in a
+# stage of their own; the image ships only the output, which the server serves as it is.
+FROM ${NODE_IMAGE} AS web
+USER root
+WORKDIR /app
+COPY package.json package-lock.json ./
+ARG EXTRA_CA_CERTS_B64=
+RUN if [ -n "$EXTRA_CA_CERTS_B64" ]; then \
+      echo "$EXTRA_CA_CERTS_B64" | base64 -d > /tmp/extra-ca.pem && export NODE_EXTRA_CA_CERTS=/tmp/extra-ca.pem; \
+    fi \
+ && npm ci --ignore-scripts --no-audit --no-fund \
+ && rm -f /tmp/extra-ca.pem
+COPY . .
+RUN node server/web/build.ts
+
 FROM ${BASE_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 NODE_ENV=production
 # ca-certificates for TLS to PostgreSQL or a Kubernetes API; tar packs the agent bundle for the
@@ -40,6 +55,8 @@ RUN apt-get update \
  && useradd --system --create-home --home-dir /var/lib/den --uid 999 --user-group den
 COPY --from=build /opt/den/agent/node /usr/local/bin/node
 COPY --from=build /app /opt/den/server
+COPY --from=web /app/dist/web /opt/den/server/dist/web
+COPY --from=web /app/dist/web.json /opt/den/server/dist/web.json
 RUN ln -s /opt/den/server/bin/den.js /usr/local/bin/den && chmod +x /opt/den/server/bin/den.js
 
 # root by default: the docker runtime needs the engine's socket (root:docker 660). To run as

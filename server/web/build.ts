@@ -80,7 +80,8 @@ function writableDir(dir: string): string | undefined {
   }
 }
 
-function freshBuild(buildsDir: string, manifestPath: string): WebBuild | undefined {
+/** The build the manifest names, if its pages are there, with the manifest (fresh or not). */
+function lastBuild(buildsDir: string, manifestPath: string): (WebBuild & { manifest: WebManifest }) | undefined {
   let manifest: WebManifest;
   try {
     manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as WebManifest;
@@ -89,6 +90,13 @@ function freshBuild(buildsDir: string, manifestPath: string): WebBuild | undefin
   }
   const dir = join(buildsDir, manifest.id);
   if (!existsSync(join(dir, 'index.html')) || !existsSync(join(dir, 'terminal.html'))) return undefined;
+  return { id: manifest.id, dir, manifest };
+}
+
+function freshBuild(buildsDir: string, manifestPath: string): WebBuild | undefined {
+  const last = lastBuild(buildsDir, manifestPath);
+  if (!last) return undefined;
+  const { manifest, dir } = last;
   for (const input of manifest.inputs) {
     let mtime: number;
     try {
@@ -103,6 +111,16 @@ function freshBuild(buildsDir: string, manifestPath: string): WebBuild | undefin
 
 async function buildWeb(buildsDir: string, manifestPath: string, log?: { info(message: string): void }): Promise<WebBuild> {
   const vite = await importVite();
+  if (!vite) {
+    // A production install (npm ci --omit=dev, the server image) ships the pages built: use
+    // them even when an input looks newer (npm ci rewrote node_modules/.package-lock.json).
+    const last = lastBuild(buildsDir, manifestPath);
+    if (last) return { id: last.id, dir: last.dir };
+    throw new AppError(
+      'WEB_BUILD_FAILED',
+      'The web pages are not built and Vite is not installed to build them. Run `npm ci` with the dev dependencies (without --omit=dev), or `npm run build:web` where they are, and reload.',
+    );
+  }
   // Vite and the React plugin build for production only when NODE_ENV says so (or is unset);
   // vitest sets 'test', which would bundle React's development build (60 KB more, slower).
   const nodeEnv = process.env.NODE_ENV;
@@ -147,14 +165,13 @@ async function buildWeb(buildsDir: string, manifestPath: string, log?: { info(me
   }
 }
 
-async function importVite(): Promise<typeof import('vite')> {
+/** Vite, or undefined when it is not installed (a production install). */
+async function importVite(): Promise<typeof import('vite') | undefined> {
   try {
     return await import('vite');
   } catch (error) {
-    throw new AppError(
-      'WEB_BUILD_FAILED',
-      `The terminal page is not built and Vite is not installed to build it (${(error as Error).message}). Run \`npm ci\` with the dev dependencies (without --omit=dev) and reload.`,
-    );
+    if ((error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return undefined;
+    throw error;
   }
 }
 
