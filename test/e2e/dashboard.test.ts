@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../support/harness.ts';
-import { api, createUserWithToken, type TestUser } from '../support/users.ts';
+import { api } from '../support/users.ts';
 import { hasChromium, launchBrowser, NO_CHROMIUM, screenOf, screenshot, typeInto, type Browser } from '../support/browser.ts';
 
 /**
@@ -18,6 +18,7 @@ if (!hasChromium) console.warn(`[skip] dashboard browser test: ${NO_CHROMIUM}`);
 
 const STEP_TIMEOUT_MS = 30_000;
 const PASSWORD = 'dashboard-owner-pass';
+const MEMBER_PASSWORD = 'dashboard-member-pass';
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const TEMPLATE_YAML = `name: webtest
@@ -183,11 +184,44 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
     await until('the workspace to leave the list', async () => !(await page.getByTestId('workspaces').textContent())?.includes('web1'));
   });
 
+  it('shows a lost connection to den, keeps what was typed, and recovers', async () => {
+    await page.getByRole('link', { name: 'New workspace' }).click();
+    await page.getByLabel('Name').fill('typed-before');
+    // a network drop: the browser goes offline and the server's end of every connection closes
+    await context.setOffline(true);
+    server.app.server.closeAllConnections();
+    try {
+      await page.getByText('The connection to den was lost').waitFor();
+      await screenshot(page, '08-connection-lost');
+    } finally {
+      await context.setOffline(false);
+    }
+    await page.getByText('The connection to den was lost').waitFor({ state: 'hidden' });
+    expect(await page.getByLabel('Name').inputValue()).toBe('typed-before');
+  });
+
+  it('lets the owner add a user and create an API token', async () => {
+    await page.getByRole('link', { name: 'Users' }).click();
+    const form = page.getByRole('form', { name: 'Add a user' });
+    await form.getByLabel('Username').fill('mia');
+    await form.getByLabel('Password').fill(MEMBER_PASSWORD);
+    await form.getByRole('button', { name: 'Add user' }).click();
+    await page.getByRole('row', { name: /mia/ }).waitFor();
+    await expectAccessible(page, 'users');
+    await screenshot(page, '09-users');
+    await page.getByRole('link', { name: 'Settings' }).click();
+    await page.getByLabel('Token name').fill('laptop');
+    await page.getByRole('button', { name: 'Create a token' }).click();
+    const token = await page.getByTestId('new-token').textContent();
+    expect((await api(server.app, token!).get('/api/v1/users/me')).json.username).toBe(owner);
+    await expectAccessible(page, 'settings');
+  });
+
   it('keeps a member to their own workspaces and away from the admin pages', async () => {
     const ownerToken = await loginToken(server, owner, PASSWORD);
     const client = api(server.app, ownerToken);
     expect((await client.post('/api/v1/workspaces', { name: 'secret', template: 'webtest' })).status).toBe(202);
-    const member: TestUser = await createUserWithToken(server.app, ownerToken, 'member', 'mia');
+    const member = { username: 'mia', password: MEMBER_PASSWORD };
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.waitForURL(/\/login/);
     await page.getByLabel('Username').fill(member.username);
@@ -205,7 +239,7 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
     await page.goto(`${server.url}/@${owner}/secret`);
     await page.getByRole('heading', { name: 'Not found' }).waitFor();
     expect(await page.locator('main').textContent()).toContain(`There is no workspace ${owner}/secret that you can see.`);
-    await screenshot(page, '08-member-not-found');
+    await screenshot(page, '10-member-not-found');
     for (const path of ['/templates', '/users']) {
       await page.goto(`${server.url}${path}`);
       await page.getByRole('heading', { name: 'You do not have access to this page' }).waitFor();
