@@ -84,7 +84,8 @@ function SignedIn({ me }: { me: Me }) {
 function nextPath(): string {
   const next = new URLSearchParams(location.search).get('next');
   // only a path on this server: never an open redirect
-  return next && next.startsWith('/') && !next.startsWith('//') ? next : '/workspaces';
+  // (browsers read /\ as //, another host)
+  return next && /^\/(?![/\\])/.test(next) ? next : '/workspaces';
 }
 
 function Forbidden({ what }: { what: string }) {

@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState, type ReactNode } from 'react';
+import { useEffect, useId, useRef, type ReactNode } from 'react';
 import { Link } from 'wouter';
 import { errorText, validationsOf } from './api.ts';
 
@@ -78,20 +78,16 @@ export function ActionButton({ label, confirm, onAction, disabled, danger }: {
   danger?: boolean;
 }) {
   const dialog = useRef<HTMLDialogElement>(null);
-  const [, setOpen] = useState(false);
+  const titleId = useId();
   return (
     <>
-      <button className={danger ? 'danger' : undefined} disabled={disabled} onClick={() => {
-        if (!confirm) return onAction();
-        dialog.current?.showModal();
-        setOpen(true);
-      }}>
+      <button className={danger ? 'danger' : undefined} disabled={disabled} onClick={() => (confirm ? dialog.current?.showModal() : onAction())}>
         {label}
       </button>
       {confirm && (
-        <dialog ref={dialog} aria-labelledby={`confirm-${label}`} onClose={() => setOpen(false)}>
+        <dialog ref={dialog} aria-labelledby={titleId}>
           <form method="dialog">
-            <h2 id={`confirm-${label}`}>{label}?</h2>
+            <h2 id={titleId}>{label}?</h2>
             <p>{confirm}</p>
             <div className="row">
               <button value="cancel" autoFocus>Cancel</button>
