@@ -398,7 +398,8 @@ describe.each(RUNTIMES)('terminal in a workspace of the $name runtime', ({ skip,
     const client = api(server.app, user.token);
     const path = `/api/v1/workspaces/${user.username}/keep`;
     const pushed = await client.post('/api/v1/templates', { files: readTemplateFolder(join(import.meta.dirname, '..', 'templates', 'starter')), activate: true });
-    expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
+    // 200: an earlier test of this file pushed the same folder, which is the active version
+    expect([200, 201], JSON.stringify(pushed.json)).toContain(pushed.status);
     expect((await client.post('/api/v1/workspaces', { name: 'keep', template: 'starter' })).status).toBe(202);
     const workspace = await waitForWorkspaceReady(client, user.username, 'keep', 150_000);
     const ws = { username: user.username, workspaceName: 'keep' } as SeededWorkspace;

@@ -169,6 +169,8 @@ describe("login limits with den's defaults", () => {
 
   beforeAll(async () => {
     server = await startTestServer({ startWorkers: false });
+    // a server with users (one without any answers SETUP_REQUIRED, counted all the same)
+    await setupOwner(server.app);
   });
   afterAll(async () => {
     await server?.close();

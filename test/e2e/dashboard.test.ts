@@ -207,6 +207,17 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
     await form.getByLabel('Password').fill(MEMBER_PASSWORD);
     await form.getByRole('button', { name: 'Add user' }).click();
     await page.getByRole('row', { name: /mia/ }).waitFor();
+    // a role change asks first; Cancel leaves it as it was
+    const role = page.getByLabel('Role of mia');
+    await role.selectOption('template-admin');
+    await page.getByRole('dialog', { name: 'Make mia template-admin?' }).getByRole('button', { name: 'Cancel' }).click();
+    expect(await role.inputValue()).toBe('member');
+    await role.selectOption('template-admin');
+    await page.getByRole('dialog', { name: 'Make mia template-admin?' }).getByRole('button', { name: 'Change the role' }).click();
+    await until('the role change', async () => (await role.inputValue()) === 'template-admin');
+    await role.selectOption('member');
+    await page.getByRole('dialog', { name: 'Make mia member?' }).getByRole('button', { name: 'Change the role' }).click();
+    await until('the role change back', async () => (await role.inputValue()) === 'member');
     await expectAccessible(page, 'users');
     await screenshot(page, '09-users');
     await page.getByRole('link', { name: 'Settings' }).click();

@@ -1,4 +1,4 @@
-import { useState, type FormEvent } from 'react';
+import { useId, useRef, useState, type FormEvent } from 'react';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import type { UpdateUserRequest, UserDto } from '../../../protocol/users.ts';
 import { den, type Me } from './api.ts';
@@ -26,10 +26,7 @@ export function Users({ me }: { me: Me }) {
             <tr key={user.id}>
               <td>{user.username} <small>{user.displayName}</small></td>
               <td>
-                <select aria-label={`Role of ${user.username}`} value={user.role} disabled={user.id === me.id || update.isPending}
-                  onChange={(event) => update.mutate({ username: user.username, body: { role: event.target.value as UserDto['role'] } })}>
-                  {ROLES.map((role) => <option key={role}>{role}</option>)}
-                </select>
+                <RoleSelect user={user} disabled={user.id === me.id || update.isPending} onChange={(role) => update.mutate({ username: user.username, body: { role } })} />
               </td>
               <td>{user.suspended ? 'suspended' : 'active'}</td>
               <td><Age at={user.createdAt} /></td>
@@ -47,6 +44,37 @@ export function Users({ me }: { me: Me }) {
     </section>
   );
 }
+
+/** A role change is confirmed first: it widens or narrows what the user may do at once. */
+function RoleSelect({ user, disabled, onChange }: { user: UserDto; disabled: boolean; onChange(role: UserDto['role']): void }) {
+  const dialog = useRef<HTMLDialogElement>(null);
+  const titleId = useId();
+  const [pending, setPending] = useState<UserDto['role']>();
+  return (
+    <>
+      <select aria-label={`Role of ${user.username}`} value={user.role} disabled={disabled}
+        onChange={(event) => { setPending(event.target.value as UserDto['role']); dialog.current?.showModal(); }}>
+        {ROLES.map((role) => <option key={role}>{role}</option>)}
+      </select>
+      <dialog ref={dialog} aria-labelledby={titleId} onClose={() => setPending(undefined)}>
+        <form method="dialog">
+          <h2 id={titleId}>Make {user.username} {pending}?</h2>
+          <p>{ROLE_MEANS[pending ?? 'member']} It applies at once, to open sessions too.</p>
+          <div className="row">
+            <button value="cancel" autoFocus>Cancel</button>
+            <button value="ok" onClick={() => pending && onChange(pending)}>Change the role</button>
+          </div>
+        </form>
+      </dialog>
+    </>
+  );
+}
+
+const ROLE_MEANS: Record<UserDto['role'], string> = {
+  member: 'A member uses their own workspaces only.',
+  'template-admin': 'A template admin also pushes and activates templates.',
+  owner: 'An owner can do everything, including managing users and every workspace.',
+};
 
 function CreateUser() {
   const queries = useQueryClient();
