@@ -172,9 +172,21 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
     await page.getByRole('heading', { name: `${owner}/web1` }).locator('xpath=..').locator('.status', { hasText: 'running' }).waitFor();
     // the list shows it live too
     await page.getByRole('link', { name: 'Workspaces' }).click();
-    await page.getByTestId('workspaces').getByRole('row', { name: /web1.*running/ }).waitFor();
+    const row = page.getByTestId('workspaces').getByRole('row', { name: /web1/ });
+    await row.getByText('running').waitFor();
+    // a change made elsewhere (the CLI, another tab) shows without a reload, from the event stream
+    const ownerApi = api(server.app, await loginToken(server, owner, PASSWORD));
+    expect((await ownerApi.post(`/api/v1/workspaces/${owner}/web1/stop`, {})).status).toBe(202);
+    await row.getByText('stopped').waitFor();
+    expect((await ownerApi.post(`/api/v1/workspaces/${owner}/web1/start`, {})).status).toBe(202);
+    await row.getByText('running').waitFor();
     await expectAccessible(page, 'workspaces');
     await screenshot(page, '07-workspaces');
+    // a tablet's width: the same page, nothing wider than the screen
+    await page.setViewportSize({ width: 768, height: 1024 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(768);
+    await screenshot(page, '07-workspaces-tablet');
+    await page.setViewportSize({ width: 1280, height: 900 });
     await page.getByRole('link', { name: 'web1' }).click();
     await page.getByRole('button', { name: 'Delete' }).click();
     await page.getByRole('dialog').getByText('This cannot be undone.').waitFor();
