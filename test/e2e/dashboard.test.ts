@@ -78,6 +78,13 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
   });
 
   it('lands a new server on first-user setup, and signs the owner in', async () => {
+    // the terminal page's sign-in on a server without users says so, and where to go
+    await page.goto(`${server.url}/@someone/some-workspace/terminal`);
+    await page.fill('#login input[name=username]', 'admin');
+    await page.fill('#login input[name=password]', 'any-password');
+    await page.click('#login button[type=submit]');
+    await page.getByText(`This den server has no users yet. Create the first (owner) account: open ${server.url}/ in a browser`).waitFor();
+
     await page.goto(`${server.url}/`);
     await page.waitForURL(/\/setup$/);
     await page.getByRole('heading', { name: 'Welcome to den' }).waitFor();
