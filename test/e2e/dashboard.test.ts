@@ -1,4 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -121,6 +124,24 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
     await page.getByRole('button', { name: 'Upload' }).click();
     await page.getByText('Uploaded webtest v1 (active).').waitFor();
     await page.getByRole('cell', { name: /Web test/ }).waitFor();
+
+    // a tarball of the folder (`tar czf`, one top folder): a new version; the same again: nothing new
+    const folder = mkdtempSync(join(tmpdir(), 'den-dashboard-tgz-'));
+    try {
+      mkdirSync(join(folder, 'webtest'));
+      writeFileSync(join(folder, 'webtest', 'template.yaml'), TEMPLATE_YAML);
+      writeFileSync(join(folder, 'webtest', 'NOTES.md'), 'pushed as a tarball\n');
+      execFileSync('tar', ['czf', join(folder, 'webtest.tgz'), '-C', folder, 'webtest']);
+      await page.getByTestId('template-files').setInputFiles(join(folder, 'webtest.tgz'));
+      await page.getByText('2 files: NOTES.md, template.yaml').waitFor();
+      await page.getByRole('button', { name: 'Upload' }).click();
+      await page.getByText('Uploaded webtest v2 (active).').waitFor();
+      await page.getByTestId('template-files').setInputFiles(join(folder, 'webtest.tgz'));
+      await page.getByRole('button', { name: 'Upload' }).click();
+      await page.getByText('webtest v2 already has these files; nothing new was stored.').waitFor();
+    } finally {
+      rmSync(folder, { recursive: true, force: true });
+    }
     await expectAccessible(page, 'templates');
     await screenshot(page, '03-templates');
   });

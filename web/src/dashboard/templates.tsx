@@ -3,6 +3,9 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { Link } from 'wouter';
 import { den, errorText, validationsOf } from './api.ts';
 import { Age, NotFound, RequestError, usePageTitle } from './ui.tsx';
+import { readTarball } from './tar.ts';
+
+const TARBALL = /\.(tar\.gz|tgz|tar)$/i;
 
 /** Template admins and owners: the templates, and a form to push a folder as a new version. */
 export function Templates() {
@@ -45,10 +48,22 @@ function Upload() {
     mutationFn: () => den().templates.push({ files, message: message || undefined, activate }),
     onSuccess: () => queries.invalidateQueries({ queryKey: ['templates'] }),
   });
+  const [readError, setReadError] = useState<string>();
   const choose = async (list: FileList | null) => {
-    const entries = await Promise.all([...(list ?? [])].map(async (file) => [relativePath(file), await file.text()] as const));
-    setFiles(Object.fromEntries(entries));
     push.reset();
+    setReadError(undefined);
+    const chosen = [...(list ?? [])];
+    try {
+      if (chosen.length === 1 && TARBALL.test(chosen[0].name)) {
+        setFiles(await readTarball(chosen[0]));
+        return;
+      }
+      const entries = await Promise.all(chosen.map(async (file) => [relativePath(file), await file.text()] as const));
+      setFiles(Object.fromEntries(entries));
+    } catch (error) {
+      setFiles({});
+      setReadError((error as Error).message);
+    }
   };
   const submit = (event: FormEvent) => {
     event.preventDefault();
@@ -58,11 +73,12 @@ function Upload() {
   return (
     <form className="card wide" onSubmit={submit} aria-labelledby="upload-title">
       <h2 id="upload-title">Upload a version</h2>
-      <p>Choose a template folder (with template.yaml at its top), or its files.</p>
+      <p>Choose a template folder (with template.yaml at its top), its files, or a tarball of it (.tar.gz, .tgz, .tar).</p>
       <div className="row">
         <label>Folder <input type="file" {...{ webkitdirectory: '' }} onChange={(event) => void choose(event.target.files)} /></label>
-        <label>Files <input type="file" multiple data-testid="template-files" onChange={(event) => void choose(event.target.files)} /></label>
+        <label>Files or a tarball <input type="file" multiple data-testid="template-files" onChange={(event) => void choose(event.target.files)} /></label>
       </div>
+      {readError && <p className="problem-text" role="alert">{readError}</p>}
       {count > 0 && <p>{count} file{count === 1 ? '' : 's'}: {Object.keys(files).sort().join(', ')}</p>}
       <label>Message (optional) <input value={message} onChange={(event) => setMessage(event.target.value)} maxLength={2000} /></label>
       <label className="inline"><input type="checkbox" checked={activate} onChange={(event) => setActivate(event.target.checked)} /> Make it the active version</label>
