@@ -5,7 +5,7 @@ import fastifyStatic from '@fastify/static';
 import type { DenBase } from '../base.ts';
 import { createWebBuilder, WEB_URL_PREFIX, type WebBuild, type WebBuilder } from './build.ts';
 
-/** The dashboard's client-side routes (web/src/dashboard/routes.ts names the same). */
+/** The dashboard's pages, as its router (web/src/dashboard/app.tsx) names them. */
 export const DASHBOARD_PATHS = [
   '/',
   '/login',

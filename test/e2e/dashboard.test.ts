@@ -191,6 +191,12 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
   });
 
   it('stops (after confirming), starts and deletes the workspace, the page following along', async () => {
+    // Escape closes the confirmation without stopping anything
+    await page.getByRole('button', { name: 'Stop' }).click();
+    await page.getByRole('dialog').waitFor();
+    await page.keyboard.press('Escape');
+    await page.getByRole('dialog').waitFor({ state: 'hidden' });
+    expect((await api(server.app, await loginToken(server, owner, PASSWORD)).get(`/api/v1/workspaces/${owner}/web1`)).json.status).toBe('running');
     await page.getByRole('button', { name: 'Stop' }).click();
     const dialog = page.getByRole('dialog');
     await dialog.getByText('the home directory is kept').waitFor();
