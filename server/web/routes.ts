@@ -26,9 +26,9 @@ export interface WebRoutesOptions extends Pick<DenBase, 'config'> {
 
 /**
  * The browser pages: the dashboard (DASHBOARD_PATHS), the terminal at
- * /@<owner>/<workspace>/terminal and the built assets under /web/<build id>/. Both are public: they hold no data. The page signs in through the API
- * (POST /api/v1/auth/login) when there is no session, and the terminal websocket checks the
- * session and the workspace itself.
+ * /@<owner>/<workspace>/terminal and the built assets under /web/<build id>/. All are public:
+ * they hold no data. The pages sign in through the API (POST /api/v1/auth/login) when there is
+ * no session; the API and the terminal websocket check the session and the workspace.
  */
 export async function webRoutes(app: FastifyInstance, options: WebRoutesOptions): Promise<void> {
   const builder = options.builder ?? createWebBuilder({ fallbackDir: options.config.dataDir, log: app.log });
