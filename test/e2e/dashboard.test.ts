@@ -53,6 +53,8 @@ workspace:
   startup:
     - name: say-hello
       run: echo "greeting is $GREETING"
+  apps:
+    - { name: web, displayName: Web, port: 8080 }
 environment:
   services:
     ticker:
@@ -170,6 +172,7 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
     await page.locator('.status', { hasText: 'running' }).first().waitFor();
     // the timeline: one row per step with its duration
     await page.locator('ol.timeline li', { hasText: 'apply' }).getByText(/\d+(\.\d)? m?s/).waitFor();
+    await page.getByText('Web: port 8080').waitFor();
     const params = await page.getByRole('table').last().textContent();
     expect(params).toContain('large');
     expect(params).toContain('2');

@@ -49,6 +49,7 @@ function Loaded({ workspace }: { workspace: WorkspaceDto }) {
       <Actions workspace={workspace} />
       <Builds workspace={workspace} />
       {workspace.status === 'running' && <Terminals owner={owner} name={name} />}
+      <Apps spec={spec.data?.spec as TemplateSpec | undefined} />
       {services.length > 0 && <Services owner={owner} name={name} services={services} spec={spec.data?.spec as TemplateSpec} />}
       <section aria-labelledby="params-title">
         <h2 id="params-title">Parameters</h2>
@@ -198,6 +199,19 @@ function Terminals({ owner, name }: { owner: string; name: string }) {
           </Suspense>
         </>
       )}
+    </section>
+  );
+}
+
+/** The template's apps with their ports; den does not proxy them to the browser yet. */
+function Apps({ spec }: { spec: TemplateSpec | undefined }) {
+  const apps = spec?.workspace?.apps ?? [];
+  if (apps.length === 0) return null;
+  return (
+    <section aria-labelledby="apps-title">
+      <h2 id="apps-title">Apps</h2>
+      <p>Reachable inside the workspace (for example with <code>curl</code> in a terminal); links through den are coming.</p>
+      <ul>{apps.map((app) => <li key={app.name}>{app.displayName ?? app.name}: port {app.port}{app.path && app.path !== '/' ? `, path ${app.path}` : ''}</li>)}</ul>
     </section>
   );
 }
