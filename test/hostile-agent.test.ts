@@ -120,7 +120,7 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
     await hub.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: FRAME_TIMEOUT_MS });
     const deadline = Date.now() + FRAME_TIMEOUT_MS;
     while (hub.sizes().persisting > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    const row = await server.store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
+    const row = await server.store.db.selectFrom('agents').select('state as agent_state').where('workspace_id', '=', ws.workspaceId).where('name', '=', 'main').executeTakeFirstOrThrow();
     expect(row.agent_state).toBe('ready');
     agent.close();
   });

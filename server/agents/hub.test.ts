@@ -113,7 +113,7 @@ describe('agent hub', () => {
     link.send(log); // resent after a reconnect: skipped
     link.send({ type: 'lifecycle', state: 'ready' });
     await ready;
-    const row = await store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
+    const row = await store.db.selectFrom('agents').select('state as agent_state').where('workspace_id', '=', ws.workspaceId).where('name', '=', 'main').executeTakeFirstOrThrow();
     expect(row.agent_state).toBe('ready');
     expect(logs.filter((l) => l.buildId === ws.buildId && l.entry.step === 'setup').map((l) => l.entry.line)).toEqual(['a', 'b']);
     await until(() => link.frames.filter((f) => f.type === 'log_ack').length === 2, 'two log acks');

@@ -121,10 +121,13 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   }
 
   async function findLostAgents(now: Date): Promise<void> {
+    // The main agent reconnects by itself after a blip, so its loss is judged after the grace
+    // period; the hub records a service agent's loss as an event when it happens.
     const rows = await db.selectFrom('workspaces as w').innerJoin('users as u', 'u.id', 'w.owner_id')
-      .select(['w.id', 'w.name', 'u.username as owner_name', 'w.agent_disconnected_at'])
+      .innerJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', 'main'))
+      .select(['w.id', 'w.name', 'u.username as owner_name', 'a.disconnected_at as agent_disconnected_at'])
       .where('w.status', '=', 'running').where('w.deleted_at', 'is', null)
-      .where('w.agent_disconnected_at', '<=', iso(new Date(now.getTime() - graceMs)))
+      .where('a.disconnected_at', '<=', iso(new Date(now.getTime() - graceMs)))
       .where((eb) => eb.or([eb('w.health', 'is', null), eb('w.health', '!=', 'down')]))
       .execute();
     for (const row of rows) {
@@ -142,9 +145,10 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   async function findRecovered(now: Date): Promise<void> {
     const rows = await db.selectFrom('workspaces as w').innerJoin('users as u', 'u.id', 'w.owner_id')
       .innerJoin('builds as b', 'b.id', 'w.last_build_id')
+      .innerJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', 'main'))
       .select(['w.id', 'w.name', 'u.username as owner_name', 'b.number', 'b.finished_at'])
       .where('w.health', '=', 'down').where('w.status', '=', 'running').where('w.deleted_at', 'is', null)
-      .where('w.agent_state', '=', 'ready').where('w.agent_disconnected_at', 'is', null)
+      .where('a.state', '=', 'ready').where('a.disconnected_at', 'is', null)
       .where('b.transition', '=', 'start').where('b.state', '=', 'succeeded')
       .whereRef('b.finished_at', '>', 'w.health_at')
       .execute();

@@ -61,7 +61,7 @@ export function runDriverContract(
       const now = iso(new Date());
       await server.store.db.insertInto('workspaces').values({
         id, name: wsName, owner_id: userId, template_id: templateId, template_version_id: versionId, params_json: '{}',
-        status: 'pending', agent_state: null, last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
+        status: 'pending', last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
       }).execute();
       return { id, name: wsName, ownerId: userId, ownerName: 'contract' };
     }
