@@ -12,6 +12,7 @@ function input(template: TemplateInput, overrides: Partial<PlanInput> = {}): Pla
     owner: { id: 'u-1', name: 'alice', displayName: 'Alice' },
     endpoints: {},
     accessUrl: 'http://127.0.0.1:7080',
+    agentDelivery: ['image', 'volume'],
     ...overrides,
   };
 }

@@ -255,7 +255,8 @@ async function runningWorkspace(db: Kysely<Database>, workspaceId: string) {
 
 /** The owner's sentence for a runtime event: what died, when, and why as far as the runtime knows. */
 function describe(event: RuntimeEvent, label: string): DownReport {
-  const what = event.subject.type === 'agent' ? `The agent of workspace '${label}'`
+  const what = event.subject.type === 'agent'
+    ? (event.subject.name && event.subject.name !== 'main' ? `The agent of service ${event.subject.name} of workspace '${label}'` : `The agent of workspace '${label}'`)
     : event.subject.type === 'service' ? `Service ${event.subject.name} of workspace '${label}'`
       : `The container of workspace '${label}'`;
   const at = timeOfDay(event.at);

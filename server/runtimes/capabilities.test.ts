@@ -5,7 +5,7 @@ import { assertCapabilities, missingCapabilities, type RuntimeCapabilities } fro
 import { PROCESS_CAPABILITIES } from './process/driver.ts';
 
 const everything: RuntimeCapabilities = {
-  serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced',
+  serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
 };
 
 const demanding: TemplateInput = {
