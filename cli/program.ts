@@ -170,6 +170,7 @@ Examples:
     .option('-t, --tty', 'allocate a terminal (default: when stdin and stdout are terminals)')
     .option('-T, --no-tty', 'never allocate a terminal')
     .option('-w, --workdir <dir>', 'working directory in the workspace')
+    .option('-s, --service <name>', 'run in the environment service NAME (through the agent beside it; the service needs `agent: true`)')
     .option('-e, --env <key=value>', 'set an environment variable; repeat for several', collectParam, [])
     .passThroughOptions()
     .addHelpText(
@@ -178,7 +179,8 @@ Examples:
 Examples:
   den exec demo -- sh -c 'echo $DEN_WORKSPACE_NAME; pwd'
   echo hello | den exec demo -- cat
-  den exec -e DEBUG=1 demo -- npm test`,
+  den exec -e DEBUG=1 demo -- npm test
+  den exec --service api demo -- ps aux`,
     )
     .action(lazy(() => import('./commands/exec.ts'), 'exec'));
 

@@ -3,7 +3,7 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
-import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
+import { execQuerySchema, workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
@@ -14,6 +14,8 @@ import { relayExec } from './exec-relay.ts';
 import { agentSocketWorkspace } from './socket-gate.ts';
 import type { DenBase } from '../base.ts';
 import type { LocalAgentHub } from './hub.ts';
+import type { AgentRef } from './hub-types.ts';
+import { workspaceAgents } from './registry.ts';
 import { authenticateAgent, type AgentIdentity } from './tokens.ts';
 
 export interface AgentRoutesOptions extends Pick<DenBase, 'store' | 'config'> {
@@ -24,6 +26,8 @@ export interface AgentRoutesOptions extends Pick<DenBase, 'store' | 'config'> {
 const connectQuerySchema = z.object({
   /** optional: the workspace id the agent believes it serves; must match its token */
   workspace: z.string().max(64).optional(),
+  /** optional: the agent it believes it is ('main' or a service's); must match its token */
+  agent: z.string().max(64).optional(),
 });
 
 /**
@@ -32,13 +36,14 @@ const connectQuerySchema = z.object({
  *    Bearer) is checked before the upgrade, so a bad token gets a 401 envelope, not a socket.
  *  - GET /api/v1/agent/bundle: the agent bundle as a tar, for the agent token of any live
  *    workspace; header x-den-agent-sha256 carries the checksum.
- *  - GET /api/v1/workspaces/:owner/:name/exec: a signed-in user with access to the workspace;
- *    relays an exec channel (protocol/exec.ts).
+ *  - GET /api/v1/workspaces/:owner/:name/exec[?service=NAME]: a signed-in user with access to
+ *    the workspace; relays an exec channel (protocol/exec.ts) to its main agent, or to the agent
+ *    beside service NAME.
  */
 export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const identities = new WeakMap<FastifyRequest, AgentIdentity>();
-  const workspaces = new WeakMap<FastifyRequest, { id: string; access: TrackedWorkspace }>();
+  const workspaces = new WeakMap<FastifyRequest, { agent: AgentRef; access: TrackedWorkspace }>();
 
   app.get('/agent/connect', {
     websocket: true,
@@ -52,6 +57,10 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
       const boundTo = agentSocketWorkspace(request);
       if (!identity || (query.workspace && query.workspace !== identity.workspaceId) || (boundTo !== undefined && boundTo !== identity.workspaceId)) {
         throw new AppError('AGENT_UNAUTHORIZED', 'The agent token is unknown, revoked or for another workspace. Restart the workspace to issue a new one.');
+      }
+      // Each agent has its own token: one agent's token never connects as another.
+      if (query.agent !== undefined && query.agent !== identity.agentName) {
+        throw new AppError('AGENT_UNAUTHORIZED', `This token belongs to ${identity.agentName === 'main' ? 'the workspace agent' : `the agent of service ${identity.agentName}`}, not to agent '${query.agent}': each agent connects with its own token. Restart the workspace to issue new ones.`);
       }
       identities.set(request, identity);
     },
@@ -85,21 +94,26 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
   app.get('/workspaces/:owner/:name/exec', {
     websocket: true,
     config: { auth: 'user' },
-    schema: { params: workspaceParamsSchema },
+    schema: { params: workspaceParamsSchema, querystring: execQuerySchema },
     preHandler: async (request) => {
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
+      const { service } = request.query as z.infer<typeof execQuerySchema>;
       const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), owner, name);
-      if (!deps.agents.isConnected(workspace.id)) {
+      const agent = { workspaceId: workspace.id, agent: service ?? 'main' };
+      if (!deps.agents.isConnected(agent)) {
         if (workspace.status !== 'running' && workspace.status !== 'starting') {
           throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${owner}/${name}' is ${workspace.status}. Start it with \`den start ${name} --wait\` and try again.`);
         }
-        throw workspaceDownError(workspace) ?? new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${owner}/${name}' is not connected right now. Wait a few seconds (it reconnects by itself) or restart the workspace.`);
+        if (service !== undefined && !(await workspaceAgents(deps.store.db, workspace.id)).includes(service)) {
+          throw new AppError('AGENT_NOT_FOUND', `Workspace '${owner}/${name}' runs no agent beside a service named '${service}'. \`den show ${name}\` lists its agents; a service gets one with \`agent: true\` in the template.`);
+        }
+        throw workspaceDownError(workspace) ?? new AppError('AGENT_NOT_CONNECTED', `The ${service ? `agent of service ${service}` : 'agent'} of workspace '${owner}/${name}' is not connected right now. Wait a few seconds (it reconnects by itself) or restart the workspace.`);
       }
-      workspaces.set(request, { id: workspace.id, access: trackedWorkspace(workspace) });
+      workspaces.set(request, { agent, access: trackedWorkspace(workspace) });
     },
   }, (socket, request) => {
-    const { id, access } = workspaces.get(request)!;
-    const relay = relayExec(socket, deps.agents, id, request.log);
+    const { agent, access } = workspaces.get(request)!;
+    const relay = relayExec(socket, deps.agents, agent, request.log);
     // suspension, logout, a revoked token...: the command is abandoned and the client told why
     const untrack = trackLiveAccess(request, access, relay.revoke);
     socket.once('close', untrack);

@@ -75,24 +75,6 @@ export async function revokeAgentTokens(db: Kysely<Database>, workspaceId: strin
   await db.updateTable('agents').set({ state: null }).where('workspace_id', '=', workspaceId).execute();
 }
 
-/** The names of the agents a workspace has had a token for since it last stopped or was planned (main first). */
-export async function workspaceAgents(db: Kysely<Database>, workspaceId: string): Promise<string[]> {
-  const rows = await db.selectFrom('agents').select('name').where('workspace_id', '=', workspaceId).orderBy('name').execute();
-  return rows.map((row) => row.name).sort((a, b) => Number(b === MAIN_AGENT) - Number(a === MAIN_AGENT));
-}
-
-/**
- * Forgets the agents a workspace's new plan no longer runs (a service that dropped `agent: true`
- * or was removed): their tokens are revoked and their rows deleted.
- */
-export async function forgetUnplannedAgents(db: Kysely<Database>, workspaceId: string, planned: readonly string[], now: Date): Promise<void> {
-  const gone = (await workspaceAgents(db, workspaceId)).filter((name) => !planned.includes(name));
-  if (gone.length === 0) return;
-  await db.updateTable('agent_tokens').set({ revoked_at: iso(now) })
-    .where('workspace_id', '=', workspaceId).where('agent_name', 'in', gone).where('revoked_at', 'is', null).execute();
-  await db.deleteFrom('agents').where('workspace_id', '=', workspaceId).where('name', 'in', gone).execute();
-}
-
 /** The agent, workspace and build a token opens, or undefined when it is unknown, revoked or its workspace is deleted. */
 export async function authenticateAgent(db: Kysely<Database>, token: string): Promise<AgentIdentity | undefined> {
   if (!token.startsWith(TOKEN_PREFIX) || token.length > 128) return undefined;

@@ -121,22 +121,24 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   }
 
   async function findLostAgents(now: Date): Promise<void> {
-    // The main agent reconnects by itself after a blip, so its loss is judged after the grace
-    // period; the hub records a service agent's loss as an event when it happens.
+    // An agent reconnects by itself after a blip, so its loss is judged after the grace period:
+    // the workspace's own agent, or the one beside a service (the hub records that one's
+    // disconnection as an event at once).
     const rows = await db.selectFrom('workspaces as w').innerJoin('users as u', 'u.id', 'w.owner_id')
-      .innerJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', 'main'))
-      .select(['w.id', 'w.name', 'u.username as owner_name', 'a.disconnected_at as agent_disconnected_at'])
+      .innerJoin('agents as a', 'a.workspace_id', 'w.id')
+      .select(['w.id', 'w.name', 'u.username as owner_name', 'a.name as agent', 'a.disconnected_at as agent_disconnected_at'])
       .where('w.status', '=', 'running').where('w.deleted_at', 'is', null)
       .where('a.disconnected_at', '<=', iso(new Date(now.getTime() - graceMs)))
       .where((eb) => eb.or([eb('w.health', 'is', null), eb('w.health', '!=', 'down')]))
       .execute();
     for (const row of rows) {
       const since = new Date(row.agent_disconnected_at!);
+      const which = row.agent === 'main' ? 'The agent' : `The agent of service ${row.agent}`;
       const report: DownReport = {
         workspaceId: row.id,
         kind: 'agent_lost',
-        message: `The agent of workspace '${row.owner_name}/${row.name}' lost its connection at ${timeOfDay(since)} and has not come back within ${Math.round(graceMs / 1000)} s.`,
-        detail: { disconnectedAt: row.agent_disconnected_at, graceMs },
+        message: `${which} of workspace '${row.owner_name}/${row.name}' lost its connection at ${timeOfDay(since)} and has not come back within ${Math.round(graceMs / 1000)} s.`,
+        detail: { agent: row.agent, disconnectedAt: row.agent_disconnected_at, graceMs },
       };
       await showDown(now, report);
     }
@@ -149,6 +151,9 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       .select(['w.id', 'w.name', 'u.username as owner_name', 'b.number', 'b.finished_at'])
       .where('w.health', '=', 'down').where('w.status', '=', 'running').where('w.deleted_at', 'is', null)
       .where('a.state', '=', 'ready').where('a.disconnected_at', 'is', null)
+      // every agent back, the services' too
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('agents as other').select('other.name')
+        .whereRef('other.workspace_id', '=', 'w.id').where('other.disconnected_at', 'is not', null))))
       .where('b.transition', '=', 'start').where('b.state', '=', 'succeeded')
       .whereRef('b.finished_at', '>', 'w.health_at')
       .execute();
