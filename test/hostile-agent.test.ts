@@ -153,7 +153,7 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
       expect.objectContaining({
         kind: 'agent_connection_replaced',
         message: expect.stringContaining('a different agent process'),
-        detail: { olderAddress: '127.0.0.1', newerAddress: '127.0.0.1', olderInstance: 'real-agent', newerInstance: 'impostor' },
+        detail: { agent: 'main', olderAddress: '127.0.0.1', newerAddress: '127.0.0.1', olderInstance: 'real-agent', newerInstance: 'impostor' },
       }),
     ]);
 

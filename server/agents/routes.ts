@@ -1,6 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import { join } from 'node:path';
 import { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
 import { execQuerySchema, workspaceParamsSchema } from '../../protocol/workspaces.ts';
@@ -9,7 +8,7 @@ import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import { workspaceDownError } from '../reconcile/health.ts';
-import { createAgentDownload } from '../runtimes/agent-download.ts';
+import type { AgentDownload } from '../runtimes/agent-download.ts';
 import { relayExec } from './exec-relay.ts';
 import { agentSocketWorkspace } from './socket-gate.ts';
 import type { DenBase } from '../base.ts';
@@ -18,9 +17,11 @@ import type { AgentRef } from './hub-types.ts';
 import { workspaceAgents } from './registry.ts';
 import { authenticateAgent, type AgentIdentity } from './tokens.ts';
 
-export interface AgentRoutesOptions extends Pick<DenBase, 'store' | 'config'> {
+export interface AgentRoutesOptions extends Pick<DenBase, 'store'> {
   /** the hub of this process: agents that connect here are accepted into it */
   agents: LocalAgentHub;
+  /** the bundle served at /agent/bundle (the same whose checksum plans name) */
+  agentBundle: AgentDownload;
 }
 
 const connectQuerySchema = z.object({
@@ -70,7 +71,6 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
 
   // Kubernetes init containers (and any runtime that cannot mount den's files) fetch the agent
   // here with the workspace's agent token, and check the sha256 before unpacking.
-  const download = createAgentDownload(join(deps.config.dataDir, 'agent-download'));
   app.get('/agent/bundle', {
     config: { auth: 'public' },
     schema: { hide: true },
@@ -82,13 +82,13 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
       }
     },
   }, async (_request, reply) => {
-    const archive = await download.archive();
+    const archive = await deps.agentBundle.archive();
     return reply
       .header('content-type', 'application/x-tar')
       .header('content-length', archive.size)
       .header('x-den-agent-sha256', archive.sha256)
       .header('etag', `"${archive.sha256}"`)
-      .send(download.open(archive));
+      .send(deps.agentBundle.open(archive));
   });
 
   app.get('/workspaces/:owner/:name/exec', {
