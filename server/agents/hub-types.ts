@@ -1,8 +1,6 @@
 import type { Duplex } from 'node:stream';
-import type { AgentFrame, ChannelSpec, ControlFrameOf } from '../../protocol/agent.ts';
+import { MAIN_AGENT, type AgentFrame, type ChannelSpec, type ControlFrameOf } from '../../protocol/agent.ts';
 
-/** The name of a workspace's own agent (the one in the workspace container or process). */
-export const MAIN_AGENT = 'main';
 
 /**
  * One agent: a workspace runs its main agent and one beside each environment service that asks

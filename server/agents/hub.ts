@@ -11,6 +11,7 @@ import {
   type AgentFrame,
   type ControlFrameOf,
   type LifecycleState,
+  MAIN_AGENT,
 } from '../../protocol/agent.ts';
 import { AppError } from '../../protocol/errors.ts';
 import type { BuildLogSink } from '../builds/log-sink.ts';
@@ -22,7 +23,7 @@ import { iso, type Clock } from '../store/time.ts';
 import { recordWorkspaceEvent, type NewWorkspaceEvent } from '../workspaces/events.ts';
 import { AgentConnection } from './connection.ts';
 import { createExecSession } from './exec-session.ts';
-import { agentKey, agentRef, MAIN_AGENT, type AgentHub, type AgentRef, type AgentTarget, type ExecRequest, type ExecSession } from './hub-types.ts';
+import { agentKey, agentRef, type AgentHub, type AgentRef, type AgentTarget, type ExecRequest, type ExecSession } from './hub-types.ts';
 import { currentAgentBuild, type AgentIdentity } from './tokens.ts';
 import { createLogSequences } from './log-sequences.ts';
 import { createReadyWaiters } from './ready.ts';

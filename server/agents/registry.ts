@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import type { AgentDto } from '../../protocol/workspaces.ts';
 import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
-import { MAIN_AGENT } from './hub-types.ts';
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 
 /**
  * The agents table: one row per agent of a workspace (its main agent and one beside each

@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -61,7 +62,7 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
       }
       // Each agent has its own token: one agent's token never connects as another.
       if (query.agent !== undefined && query.agent !== identity.agentName) {
-        throw new AppError('AGENT_UNAUTHORIZED', `This token belongs to ${identity.agentName === 'main' ? 'the workspace agent' : `the agent of service ${identity.agentName}`}, not to agent '${query.agent}': each agent connects with its own token. Restart the workspace to issue new ones.`);
+        throw new AppError('AGENT_UNAUTHORIZED', `This token belongs to ${identity.agentName === MAIN_AGENT ? 'the workspace agent' : `the agent of service ${identity.agentName}`}, not to agent '${query.agent}': each agent connects with its own token. Restart the workspace to issue new ones.`);
       }
       identities.set(request, identity);
     },
@@ -99,7 +100,7 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
       const { service } = request.query as z.infer<typeof execQuerySchema>;
       const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), owner, name);
-      const agent = { workspaceId: workspace.id, agent: service ?? 'main' };
+      const agent = { workspaceId: workspace.id, agent: service ?? MAIN_AGENT };
       if (!deps.agents.isConnected(agent)) {
         if (workspace.status !== 'running' && workspace.status !== 'starting') {
           throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${owner}/${name}' is ${workspace.status}. Start it with \`den start ${name} --wait\` and try again.`);

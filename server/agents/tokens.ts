@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import { agentManifestSchema, type AgentManifest, type AgentManifestInput } from '../../protocol/agent.ts';
+import { agentManifestSchema, MAIN_AGENT, type AgentManifest, type AgentManifestInput } from '../../protocol/agent.ts';
 import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
-import { agentRef, MAIN_AGENT, type AgentTarget } from './hub-types.ts';
+import { agentRef, type AgentTarget } from './hub-types.ts';
 
 /** Recognisable prefix, so secret scanners and log redaction can spot leaked agent tokens. */
 const TOKEN_PREFIX = 'denagent_';

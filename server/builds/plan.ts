@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { AgentManifest } from '../../protocol/agent.ts';
+import { MAIN_AGENT, type AgentManifest } from '../../protocol/agent.ts';
 import { AppError } from '../../protocol/errors.ts';
 import {
   parseBytes, parseCpu, parseDuration,
@@ -82,8 +82,8 @@ export function planWorkspace(input: PlanInput): PlanResult {
   const agentPlan = (name: string, image: string, manifest: AgentManifest): AgentPlan => ({
     name,
     url: input.accessUrl,
-    revision: createHash('sha256').update(JSON.stringify(name === MAIN ? manifest : { service: name, manifest })).digest('hex').slice(0, 32),
-    delivery: chooseDelivery(image, input, name === MAIN ? 'workspace.image' : `environment.services.${name}`),
+    revision: createHash('sha256').update(JSON.stringify(name === MAIN_AGENT ? manifest : { service: name, manifest })).digest('hex').slice(0, 32),
+    delivery: chooseDelivery(image, input, name === MAIN_AGENT ? 'workspace.image' : `environment.services.${name}`),
   });
   const image = String(evaluate(spec.workspace.image, ['workspace', 'image']));
   const services = dependencyOrder(servicesSpec).map((name) => planService(name, servicesSpec[name], evaluate));
@@ -95,26 +95,6 @@ export function planWorkspace(input: PlanInput): PlanResult {
     manifests[service.name] = { env: {}, startupScripts: [], apps: [] };
     service.agent = agentPlan(service.name, service.image ?? image, manifests[service.name]);
   }
-  const plan: WorkspacePlan = {
-    workspace,
-    image,
-    resources: {
-      ...(resources.cpu !== undefined ? { cpu: cpu(evaluate(resources.cpu, ['workspace', 'resources', 'cpu']), 'workspace.resources.cpu') } : {}),
-      ...(resources.memory !== undefined ? { memoryBytes: bytes(evaluate(resources.memory, ['workspace', 'resources', 'memory']), 'workspace.resources.memory') } : {}),
-      ...(resources.pids !== undefined ? { pids: wholeNumber(evaluate(resources.pids, ['workspace', 'resources', 'pids']), 'workspace.resources.pids') } : {}),
-    },
-    home: spec.workspace.home?.size !== undefined
-      ? { sizeBytes: bytes(evaluate(spec.workspace.home.size, ['workspace', 'home', 'size']), 'workspace.home.size') }
-      : {},
-    env,
-    agent: { name: MAIN, url: input.accessUrl, revision: '', delivery: { kind: 'image' } },
-    // Each agent's token is a secret of its own, issued when a driver creates that agent, so
-    // re-applying a plan issues none.
-    secrets: [MAIN, ...services.flatMap((s) => (s.agent ? [s.name] : []))]
-      .map((agent) => ({ name: agentTokenSecret(agent), env: AGENT_TOKEN_ENV, agent })),
-    services,
-  };
-
   const manifest: AgentManifest = {
     env,
     startupScripts: (spec.workspace.startup ?? []).map((script, index) => ({
@@ -129,11 +109,27 @@ export function planWorkspace(input: PlanInput): PlanResult {
       port: app.port,
     })),
   };
-  plan.agent = agentPlan(MAIN, image, manifest);
-  return { plan, manifest, manifests: { ...manifests, [MAIN]: manifest } };
+  const plan: WorkspacePlan = {
+    workspace,
+    image,
+    resources: {
+      ...(resources.cpu !== undefined ? { cpu: cpu(evaluate(resources.cpu, ['workspace', 'resources', 'cpu']), 'workspace.resources.cpu') } : {}),
+      ...(resources.memory !== undefined ? { memoryBytes: bytes(evaluate(resources.memory, ['workspace', 'resources', 'memory']), 'workspace.resources.memory') } : {}),
+      ...(resources.pids !== undefined ? { pids: wholeNumber(evaluate(resources.pids, ['workspace', 'resources', 'pids']), 'workspace.resources.pids') } : {}),
+    },
+    home: spec.workspace.home?.size !== undefined
+      ? { sizeBytes: bytes(evaluate(spec.workspace.home.size, ['workspace', 'home', 'size']), 'workspace.home.size') }
+      : {},
+    env,
+    agent: agentPlan(MAIN_AGENT, image, manifest),
+    // Each agent's token is a secret of its own, issued when a driver creates that agent, so
+    // re-applying a plan issues none.
+    secrets: [MAIN_AGENT, ...services.flatMap((s) => (s.agent ? [s.name] : []))]
+      .map((agent) => ({ name: agentTokenSecret(agent), env: AGENT_TOKEN_ENV, agent })),
+    services,
+  };
+  return { plan, manifest, manifests: { ...manifests, [MAIN_AGENT]: manifest } };
 }
-
-const MAIN = 'main';
 
 /**
  * The first way the runtime offers that fits the image: 'image' only for den's images, which

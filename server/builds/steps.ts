@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
@@ -104,7 +105,7 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
 async function shutdownAgents(deps: StepDeps, workspaceId: string): Promise<void> {
   const names = await workspaceAgents(deps.db, workspaceId);
   // a workspace whose agents never reported has no rows: its main agent may still be connected
-  const all = names.includes('main') ? names : ['main', ...names];
+  const all = names.includes(MAIN_AGENT) ? names : [MAIN_AGENT, ...names];
   await Promise.all(all.map((agent) => deps.agents.shutdown({ workspaceId, agent }, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS })));
 }
 

@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -133,7 +134,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
       .execute();
     for (const row of rows) {
       const since = new Date(row.agent_disconnected_at!);
-      const which = row.agent === 'main' ? 'The agent' : `The agent of service ${row.agent}`;
+      const which = row.agent === MAIN_AGENT ? 'The agent' : `The agent of service ${row.agent}`;
       const report: DownReport = {
         workspaceId: row.id,
         kind: 'agent_lost',
@@ -147,7 +148,7 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   async function findRecovered(now: Date): Promise<void> {
     const rows = await db.selectFrom('workspaces as w').innerJoin('users as u', 'u.id', 'w.owner_id')
       .innerJoin('builds as b', 'b.id', 'w.last_build_id')
-      .innerJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', 'main'))
+      .innerJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', MAIN_AGENT))
       .select(['w.id', 'w.name', 'u.username as owner_name', 'b.number', 'b.finished_at'])
       .where('w.health', '=', 'down').where('w.status', '=', 'running').where('w.deleted_at', 'is', null)
       .where('a.state', '=', 'ready').where('a.disconnected_at', 'is', null)
@@ -261,7 +262,7 @@ async function runningWorkspace(db: Kysely<Database>, workspaceId: string) {
 /** The owner's sentence for a runtime event: what died, when, and why as far as the runtime knows. */
 function describe(event: RuntimeEvent, label: string): DownReport {
   const what = event.subject.type === 'agent'
-    ? (event.subject.name && event.subject.name !== 'main' ? `The agent of service ${event.subject.name} of workspace '${label}'` : `The agent of workspace '${label}'`)
+    ? (event.subject.name && event.subject.name !== MAIN_AGENT ? `The agent of service ${event.subject.name} of workspace '${label}'` : `The agent of workspace '${label}'`)
     : event.subject.type === 'service' ? `Service ${event.subject.name} of workspace '${label}'`
       : `The container of workspace '${label}'`;
   const at = timeOfDay(event.at);

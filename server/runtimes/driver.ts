@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import type { Duplex } from 'node:stream';
 import type { WorkspaceIsolation } from '../../protocol/workspaces.ts';
 import type { AgentDeliveryKind, RuntimeCapabilities } from './capabilities.ts';
@@ -186,12 +187,12 @@ export const AGENT_TOKEN_SECRET = 'agent-token';
 
 /** The secret holding the token of one agent: 'agent-token' for the main agent, 'agent-token.<service>' for a service's. */
 export function agentTokenSecret(agent: string): string {
-  return agent === 'main' ? AGENT_TOKEN_SECRET : `${AGENT_TOKEN_SECRET}.${agent}`;
+  return agent === MAIN_AGENT ? AGENT_TOKEN_SECRET : `${AGENT_TOKEN_SECRET}.${agent}`;
 }
 
 /** The agent whose token a secret name holds, or undefined when it is no agent token. */
 export function agentOfTokenSecret(name: string): string | undefined {
-  if (name === AGENT_TOKEN_SECRET) return 'main';
+  if (name === AGENT_TOKEN_SECRET) return MAIN_AGENT;
   return name.startsWith(`${AGENT_TOKEN_SECRET}.`) ? name.slice(AGENT_TOKEN_SECRET.length + 1) : undefined;
 }
 

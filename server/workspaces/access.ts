@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import type { Kysely, Selectable } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
@@ -49,7 +50,7 @@ export async function getWorkspaceIdentity(db: Kysely<Database>, workspaceId: st
   const row = await db
     .selectFrom('workspaces')
     .innerJoin('users', 'users.id', 'workspaces.owner_id')
-    .leftJoin('agents', (join) => join.onRef('agents.workspace_id', '=', 'workspaces.id').on('agents.name', '=', 'main'))
+    .leftJoin('agents', (join) => join.onRef('agents.workspace_id', '=', 'workspaces.id').on('agents.name', '=', MAIN_AGENT))
     .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'agents.state as agent_state', 'users.username'])
     .where('workspaces.id', '=', workspaceId)
     .executeTakeFirst();

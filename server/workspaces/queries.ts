@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import type { Compilable, CompiledQuery, Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { BuildDto, WorkspaceDto } from '../../protocol/workspaces.ts';
@@ -13,7 +14,7 @@ function workspaceQuery(db: Kysely<Database>) {
     .innerJoin('template_versions as v', 'v.id', 'w.template_version_id')
     .leftJoin('builds as b', 'b.id', 'w.last_build_id')
     // the list shows the workspace's main agent; `show` lists every agent (listAgents)
-    .leftJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', 'main'))
+    .leftJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', MAIN_AGENT))
     .select([
       'w.id', 'w.name', 'w.params_json', 'w.status', 'a.state as agent_state', 'w.health', 'w.health_message', 'w.health_at', 'w.created_at', 'w.updated_at',
       'w.template_version_id', 'u.username as owner_name', 't.name as template_name', 't.active_version_id',
