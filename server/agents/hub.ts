@@ -272,17 +272,24 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   };
 
   /**
-   * A service's agent whose connection closed without den asking it to stop: the owner sees it
-   * in `den events`, naming the agent (the main agent's loss is the reconciler's to judge, after
-   * its grace period, since the main agent reconnects by itself after a network blip).
+   * A service's agent whose connection closed without den asking it to stop, while its workspace
+   * runs (a build that replaces the service's container is not news): the owner sees it in `den
+   * events` at once, naming the agent. Whether it is gone for good is the reconciler's to judge,
+   * after its grace period, as for the main agent.
    */
   const recordServiceAgentLost = (ref: AgentRef, code: number, reason: string) => {
-    recordEvent({
-      workspaceId: ref.workspaceId,
-      kind: 'agent_disconnected',
-      message: `The ${agentPhrase(ref)} disconnected (${reason || `close code ${code}`}). Exec into that service works again once it reconnects; if it does not, restart the workspace (den start).`,
-      detail: { agent: ref.agent, code, reason },
-    });
+    const check = db.selectFrom('workspaces').select('status').where('id', '=', ref.workspaceId).executeTakeFirst()
+      .then((row) => {
+        if (row?.status !== 'running') return;
+        recordEvent({
+          workspaceId: ref.workspaceId,
+          kind: 'agent_disconnected',
+          message: `The ${agentPhrase(ref)} disconnected (${reason || `close code ${code}`}). Exec into that service works again once it reconnects; if it does not, start the workspace again (den start).`,
+          detail: { agent: ref.agent, code, reason },
+        });
+      }, (error: unknown) => log.error({ err: error, ...ref }, 'could not read the workspace status to record an agent\'s disconnection'))
+      .finally(() => recording.delete(check));
+    recording.add(check);
   };
 
   /** The agent is gone for good (stopped): the next start is a new agent process and build. */
