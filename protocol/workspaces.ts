@@ -159,7 +159,9 @@ export const buildLogsQuerySchema = z.object({
 
 /**
  * Something that happened to a workspace that its owner should know about. `kind` is stable
- * (agent_connection_replaced, agent_protocol_violation); `message` is a sentence; `detail` the cause.
+ * (agent_connection_replaced, agent_protocol_violation, agent_disconnected for a service's agent,
+ * agent_lost, <subject>_exited...); `message` is a sentence; `detail` the cause (`detail.agent`
+ * names the agent when it is a service's).
  */
 export const workspaceEventSchema = z.object({
   id: z.number().int(),
