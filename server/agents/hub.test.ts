@@ -136,6 +136,12 @@ describe('agent hub', () => {
     ]);
     mainLink.socket.close();
     await mainLink.closed;
+
+    // a service's agent that never comes is named when the wait gives up
+    await expect(hub.waitForReady({ workspaceId: ws.workspaceId, agent: 'db' }, ws.buildId, { timeoutMs: 50 })).rejects.toMatchObject({
+      code: 'AGENT_READY_TIMEOUT',
+      message: expect.stringMatching(/^The agent of service db did not become ready within 0 s\./),
+    });
   });
 
   it('appends each log frame once, acks it, and resolves waitForReady after storing ready', async () => {

@@ -351,7 +351,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         return waiters.outcome(row.state, undefined);
       }
       if (closing) throw waiters.canceled();
-      return waiters.wait(agentKey(ref), buildId, options);
+      return waiters.wait(agentKey(ref), buildId, { ...options, agent: agentPhrase(ref) });
     },
 
     isConnected(target) {
