@@ -196,6 +196,7 @@ function registerTerminalCommands(program: Command): void {
     .option('-s, --session <id>', 'reattach to this session (see `den terminal list WS`)')
     .option('-n, --new', 'start a new session even if a detached one exists')
     .option('-c, --command <cmd>', 'for a new session: run this (with sh -c) instead of the login shell')
+    .option('--service <name>', 'a session inside environment service NAME (through the agent beside it; the service needs `agent: true`)')
     .addHelpText(
       'after',
       `
@@ -210,6 +211,7 @@ Examples:
   den terminal demo
   den terminal demo --session 3kX9f2
   den terminal demo --new --command htop
+  den terminal demo --service api
   den terminal list demo
   den terminal close demo 3kX9f2`,
     )
@@ -220,12 +222,14 @@ Examples:
     .description('List the terminal sessions of a workspace')
     .argument('<workspace>', 'NAME or OWNER/NAME')
     .option('--json', 'print as JSON')
+    .option('--service <name>', 'the sessions inside environment service NAME')
     .action(lazy(terminal, 'list'));
   group
     .command('close')
     .description('End a terminal session (its shell and programs are hung up)')
     .argument('<workspace>', 'NAME or OWNER/NAME')
     .argument('<id>', 'the session id')
+    .option('--service <name>', 'a session inside environment service NAME')
     .action(lazy(terminal, 'close'));
   program
     .command('terminals')

@@ -133,8 +133,8 @@ export const listWorkspacesQuerySchema = z.object({
 });
 
 export const workspaceParamsSchema = z.object({ owner: z.string().min(1).max(64), name: z.string().min(1).max(64) });
-/** `?service=NAME` on the exec websocket: run in the agent beside that service instead of the workspace's own. */
-export const execQuerySchema = z.object({
+/** `?service=NAME` on exec and terminal routes: the agent beside that service instead of the workspace's own. */
+export const agentQuerySchema = z.object({
   service: z.string().min(1).max(32).regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'A service name is lowercase letters, digits and -.').optional(),
 });
 export const buildParamsSchema = workspaceParamsSchema.extend({ number: z.coerce.number().int().min(1) });

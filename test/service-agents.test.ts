@@ -9,6 +9,7 @@ import WebSocket from 'ws';
 import type { TemplateInput } from '../protocol/template.ts';
 import type { RuntimeDriver } from '../server/runtimes/driver.ts';
 import type { Config } from '../server/config.ts';
+import { openTerminal } from '../client/terminal.ts';
 import { runDen, type DenResult } from './support/den-cli.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
@@ -162,6 +163,20 @@ describe.each(runtimes)('two agents in one workspace on the $name runtime', { ti
     expect(inService.stdout.split('|')[0]).toBe('the api service');
     const inWorkspace = await den(['exec', 'pair', '--', 'sh', '-c', 'printf %s "${ROLE:-unset}"']);
     expect(inWorkspace).toMatchObject({ code: 0, stdout: 'unset' });
+
+    // a terminal session inside the service, listed with the service's sessions only
+    let output = '';
+    const terminal = await openTerminal({
+      baseUrl: server.url!, token: user.token, owner: user.username, workspace: 'pair', service: 'api',
+      command: ['sh', '-c', 'printf "[%s]" "$ROLE"; read line; exit 3'], cols: 80, rows: 24,
+      onOutput: (data, consumed) => { output += Buffer.from(data).toString(); consumed(); },
+    });
+    const sessions = await client.get(`${path('pair')}/terminals?service=api`);
+    expect(sessions.json.sessions.map((s: { id: string }) => s.id)).toEqual([terminal.attached.sessionId]);
+    expect((await client.get(`${path('pair')}/terminals`)).json.sessions).toEqual([]);
+    terminal.input('done\r');
+    expect(await terminal.ended).toMatchObject({ reason: 'exit', code: 3 });
+    expect(output).toContain('[the api service]');
 
     const listed = await den(['show', 'pair']);
     expect(listed.stdout).toMatch(/Agents:[\s\S]*main\s+the workspace\s+ready\s+connected since/);

@@ -3,19 +3,18 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
-import { execQuerySchema, workspaceParamsSchema } from '../../protocol/workspaces.ts';
+import { agentQuerySchema, workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
-import { workspaceDownError } from '../reconcile/health.ts';
 import type { AgentDownload } from '../runtimes/agent-download.ts';
 import { relayExec } from './exec-relay.ts';
 import { agentSocketWorkspace } from './socket-gate.ts';
 import type { DenBase } from '../base.ts';
 import type { LocalAgentHub } from './hub.ts';
 import type { AgentRef } from './hub-types.ts';
-import { workspaceAgents } from './registry.ts';
+import { reachableAgent } from './reachable.ts';
 import { authenticateAgent, type AgentIdentity } from './tokens.ts';
 
 export interface AgentRoutesOptions extends Pick<DenBase, 'store'> {
@@ -95,21 +94,12 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
   app.get('/workspaces/:owner/:name/exec', {
     websocket: true,
     config: { auth: 'user' },
-    schema: { params: workspaceParamsSchema, querystring: execQuerySchema },
+    schema: { params: workspaceParamsSchema, querystring: agentQuerySchema },
     preHandler: async (request) => {
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
-      const { service } = request.query as z.infer<typeof execQuerySchema>;
+      const { service } = request.query as z.infer<typeof agentQuerySchema>;
       const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), owner, name);
-      const agent = { workspaceId: workspace.id, agent: service ?? MAIN_AGENT };
-      if (!deps.agents.isConnected(agent)) {
-        if (workspace.status !== 'running' && workspace.status !== 'starting') {
-          throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${owner}/${name}' is ${workspace.status}. Start it with \`den start ${name} --wait\` and try again.`);
-        }
-        if (service !== undefined && !(await workspaceAgents(deps.store.db, workspace.id)).includes(service)) {
-          throw new AppError('AGENT_NOT_FOUND', `Workspace '${owner}/${name}' runs no agent beside a service named '${service}'. \`den show ${name}\` lists its agents; a service gets one with \`agent: true\` in the template.`);
-        }
-        throw workspaceDownError(workspace) ?? new AppError('AGENT_NOT_CONNECTED', `The ${service ? `agent of service ${service}` : 'agent'} of workspace '${owner}/${name}' is not connected right now. Wait a few seconds (it reconnects by itself) or restart the workspace.`);
-      }
+      const agent = await reachableAgent(deps.store.db, deps.agents, workspace, service, `. Start it with \`den start ${name} --wait\` and try again.`);
       workspaces.set(request, { agent, access: trackedWorkspace(workspace) });
     },
   }, (socket, request) => {
