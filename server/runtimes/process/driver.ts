@@ -208,8 +208,9 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       ...(socket ? { DEN_AGENT_SOCKET: sandbox.agentSocket(socket) } : {}),
     };
     const agent = sandbox.agent();
-    // Secrets stay out of the hash: a running agent keeps its token across re-applies.
-    const specHash = hash({ argv: agent.argv, env, bundle: agent.hash, revision: agentPlan.revision, cwd: where.cwd });
+    // Secrets stay out of the hash: a running agent keeps its token across re-applies. (The main
+    // agent's hash is what it was before service agents existed, so an upgrade restarts nothing.)
+    const specHash = hash({ argv: agent.argv, env, bundle: agent.hash, revision: agentPlan.revision, ...(service ? { cwd: where.cwd } : {}) });
     const who = service ? `The agent of service ${service}` : 'The agent';
     if (isAlive(running) && running!.specHash === specHash) {
       context.log(`${who} is already running.`);
