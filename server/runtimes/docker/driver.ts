@@ -136,7 +136,8 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     const env = [`DEN_AGENT_URL=${await gateway.agentUrl(service.agent.url)}`];
     for (const secret of secretsOf(plan, service.agent.name)) env.push(`${secret.env}=${await context.secret(secret.name)}`);
     const exec = await container.exec({ Cmd: AGENT_COMMAND, Env: env, AttachStdout: false, AttachStderr: false });
-    await exec.start({ Detach: true });
+    // detached: the engine answers at once with an empty body, read to its end so the socket is freed
+    (await exec.start({ Detach: true }))?.resume();
     context.log(`Started the agent of service ${service.name} beside it (${service.agent.delivery.kind === 'image' ? 'from its image' : 'from the read-only agent volume'}).`);
   }
 
