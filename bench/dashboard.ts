@@ -120,7 +120,7 @@ async function seedWorkspaces(count: number): Promise<void> {
       const buildId = randomUUID();
       await store.db.insertInto('workspaces').values({
         id: workspaceId, name: `ws-${String(i).padStart(3, '0')}`, owner_id: owner.id, template_id: template.id, template_version_id: template.active_version_id!,
-        params_json: '{"greeting":"hello"}', status: 'stopped', agent_state: null, last_build_id: buildId, created_at: now, updated_at: now, deleted_at: null,
+        params_json: '{"greeting":"hello"}', status: 'stopped', last_build_id: buildId, created_at: now, updated_at: now, deleted_at: null,
       }).execute();
       await store.db.insertInto('builds').values({
         id: buildId, workspace_id: workspaceId, number: 1, transition: 'stop', reason: 'bench', initiator_id: owner.id,

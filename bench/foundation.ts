@@ -248,7 +248,6 @@ async function seedWorkspaces(den: Den): Promise<void> {
       template_version_id: template.active_version_id!,
       params_json: '{}',
       status: 'stopped' as const,
-      agent_state: null,
       last_build_id: null,
       created_at: now,
       updated_at: now,

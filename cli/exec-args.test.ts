@@ -22,6 +22,8 @@ describe('parseExecArgs', () => {
     ['-t', 'alice/demo', '--', 'bash'],
     ['-T', '-w', '/tmp', '-e', 'A=1', '--env', 'B=2', 'demo', '--', 'env'],
     ['--workdir=/srv', '--env=C=3', 'demo', 'true'],
+    ['-s', 'api', 'demo', '--', 'ps'],
+    ['--service=db', '-T', 'alice/demo', 'psql'],
   ];
 
   test.each(lines)('reads %j as commander does', async (...args) => {
@@ -32,6 +34,7 @@ describe('parseExecArgs', () => {
     expect(fast!.command).toEqual(slow.command);
     expect(fast!.options.tty).toBe(slow.options.tty);
     expect(fast!.options.workdir).toBe(slow.options.workdir);
+    expect(fast!.options.service).toBe(slow.options.service);
     expect(fast!.options.env).toEqual(slow.options.env);
   });
 

@@ -8,7 +8,7 @@
 export interface ExecArgs {
   workspace: string;
   command: string[];
-  options: { tty?: boolean; workdir?: string; env: string[] };
+  options: { tty?: boolean; workdir?: string; service?: string; env: string[] };
 }
 
 export function parseExecArgs(args: readonly string[]): ExecArgs | undefined {
@@ -20,10 +20,11 @@ export function parseExecArgs(args: readonly string[]): ExecArgs | undefined {
     const [flag, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
     if ((flag === '-t' || flag === '--tty') && inline === undefined) options.tty = true;
     else if ((flag === '-T' || flag === '--no-tty') && inline === undefined) options.tty = false;
-    else if (flag === '-w' || flag === '--workdir' || flag === '-e' || flag === '--env') {
+    else if (flag === '-w' || flag === '--workdir' || flag === '-e' || flag === '--env' || flag === '-s' || flag === '--service') {
       const value = inline ?? args[++index];
       if (value === undefined) return undefined;
       if (flag === '-w' || flag === '--workdir') options.workdir = value;
+      else if (flag === '-s' || flag === '--service') options.service = value;
       else options.env.push(value);
     } else return undefined;
   }

@@ -182,6 +182,7 @@ Examples:
     .option('-t, --tty', 'allocate a terminal (default: when stdin and stdout are terminals)')
     .option('-T, --no-tty', 'never allocate a terminal')
     .option('-w, --workdir <dir>', 'working directory in the workspace')
+    .option('-s, --service <name>', 'run in the environment service NAME (through the agent beside it; the service needs `agent: true`)')
     .option('-e, --env <key=value>', 'set an environment variable; repeat for several', collectParam, [])
     .passThroughOptions()
     .addHelpText(
@@ -190,7 +191,8 @@ Examples:
 Examples:
   den exec demo -- sh -c 'echo $DEN_WORKSPACE_NAME; pwd'
   echo hello | den exec demo -- cat
-  den exec -e DEBUG=1 demo -- npm test`,
+  den exec -e DEBUG=1 demo -- npm test
+  den exec --service api demo -- ps aux`,
     )
     .action(lazy(() => import('./commands/exec.ts'), 'exec'));
 
@@ -206,6 +208,7 @@ function registerTerminalCommands(program: Command): void {
     .option('-s, --session <id>', 'reattach to this session (see `den terminal list WS`)')
     .option('-n, --new', 'start a new session even if a detached one exists')
     .option('-c, --command <cmd>', 'for a new session: run this (with sh -c) instead of the login shell')
+    .option('--service <name>', 'a session inside environment service NAME (through the agent beside it; the service needs `agent: true`)')
     .addHelpText(
       'after',
       `
@@ -220,6 +223,7 @@ Examples:
   den terminal demo
   den terminal demo --session 3kX9f2
   den terminal demo --new --command htop
+  den terminal demo --service api
   den terminal list demo
   den terminal close demo 3kX9f2`,
     )
@@ -230,12 +234,14 @@ Examples:
     .description('List the terminal sessions of a workspace')
     .argument('<workspace>', 'NAME or OWNER/NAME')
     .option('--json', 'print as JSON')
+    .option('--service <name>', 'the sessions inside environment service NAME')
     .action(lazy(terminal, 'list'));
   group
     .command('close')
     .description('End a terminal session (its shell and programs are hung up)')
     .argument('<workspace>', 'NAME or OWNER/NAME')
     .argument('<id>', 'the session id')
+    .option('--service <name>', 'a session inside environment service NAME')
     .action(lazy(terminal, 'close'));
   program
     .command('terminals')

@@ -13,6 +13,8 @@ export interface OpenExecOptions {
   token: string;
   owner: string;
   workspace: string;
+  /** run in the agent beside this environment service instead of the workspace's own */
+  service?: string;
   command: string[];
   env?: Record<string, string>;
   cwd?: string;
@@ -37,7 +39,7 @@ const MAX_STDIN_MESSAGE = 64 * 1024;
  * command's exit code. Rejects with a DenApiError whose message is the server's sentence.
  */
 export function openExec(options: OpenExecOptions): Promise<number> {
-  const url = execUrl(options.baseUrl, options.owner, options.workspace);
+  const url = execUrl(options.baseUrl, options.owner, options.workspace, options.service);
   return new Promise<number>((resolve, reject) => {
     let settled = false;
     /** The first outcome wins; an error is built (loading ./errors.ts) only when there is one. */
@@ -177,8 +179,9 @@ export async function fetchUsername(baseUrl: string, token: string): Promise<str
   return username;
 }
 
-export function execUrl(baseUrl: string, owner: string, workspace: string): string {
+export function execUrl(baseUrl: string, owner: string, workspace: string, service?: string): string {
   const url = new URL(`${baseUrl.replace(/\/+$/, '')}/api/v1/workspaces/${encodeURIComponent(owner)}/${encodeURIComponent(workspace)}/exec`);
+  if (service !== undefined) url.searchParams.set('service', service);
   url.protocol = url.protocol === 'https:' ? 'wss:' : url.protocol === 'http:' ? 'ws:' : url.protocol;
   return url.toString();
 }

@@ -29,6 +29,8 @@ export interface OpenTerminalOptions {
   token: string;
   owner: string;
   workspace: string;
+  /** the environment service whose agent the session is on; omitted: the workspace's own */
+  service?: string;
   /** reattach to this session; omitted: start a new one */
   sessionId?: string;
   /** for a new session: the argv to run instead of the workspace's login shell */
@@ -99,7 +101,7 @@ const FINAL = new Set<number>([
  * `error` message, or a close before attaching).
  */
 export function openTerminal(options: OpenTerminalOptions): Promise<TerminalConnection> {
-  const url = terminalUrl(options.baseUrl, options.owner, options.workspace);
+  const url = terminalUrl(options.baseUrl, options.owner, options.workspace, options.service);
   const origin = new URL(options.baseUrl).origin;
   const ws = new WebSocket(url, {
     headers: { authorization: `Bearer ${options.token}` },
@@ -222,8 +224,9 @@ export function openTerminal(options: OpenTerminalOptions): Promise<TerminalConn
 }
 
 /** The websocket URL of a workspace's terminal. */
-export function terminalUrl(baseUrl: string, owner: string, workspace: string): string {
+export function terminalUrl(baseUrl: string, owner: string, workspace: string, service?: string): string {
   const url = new URL(`${baseUrl.replace(/\/+$/, '')}/api/v1/workspaces/${encodeURIComponent(owner)}/${encodeURIComponent(workspace)}/terminal`);
+  if (service !== undefined) url.searchParams.set('service', service);
   url.protocol = url.protocol === 'https:' ? 'wss:' : url.protocol === 'http:' ? 'ws:' : url.protocol;
   return url.toString();
 }

@@ -138,14 +138,14 @@ export class WorkspacesApi {
     }
   }
 
-  /** The workspace's terminal sessions (attach with client/terminal.ts). */
-  terminals(owner: string, name: string) {
-    return this.#transport.request('GET', `${workspacePath(owner, name)}/terminals`, { schema: terminalSessionListSchema });
+  /** The workspace's terminal sessions, or those of the agent beside `service` (attach with client/terminal.ts). */
+  terminals(owner: string, name: string, service?: string) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/terminals`, { schema: terminalSessionListSchema, query: { service } });
   }
 
   /** Ends a terminal session (its shell is hung up). */
-  closeTerminal(owner: string, name: string, id: string) {
-    return this.#transport.request('DELETE', `${workspacePath(owner, name)}/terminals/${segment(id)}`, {});
+  closeTerminal(owner: string, name: string, id: string, service?: string) {
+    return this.#transport.request('DELETE', `${workspacePath(owner, name)}/terminals/${segment(id)}`, { query: { service } });
   }
 }
 

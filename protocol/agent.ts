@@ -51,6 +51,12 @@ import { parseJsonFrame } from './json-frame.ts';
  */
 export const AGENT_PROTOCOL = { major: 1, minor: 1 } as const;
 
+/**
+ * The name of a workspace's own agent; an agent beside an environment service is named after
+ * the service (a service named 'main' cannot have one).
+ */
+export const MAIN_AGENT = 'main';
+
 /** Control frames are JSON text; the manifest in `welcome` is the largest one. Matches the server's ws maxPayload. */
 export const MAX_CONTROL_FRAME_BYTES = 1024 * 1024;
 /** The largest payload of one DATA/STDERR frame; bigger writes are split into several frames. */

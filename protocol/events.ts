@@ -31,6 +31,8 @@ export const buildEventSchema = z.object({
 export const agentEventSchema = z.object({
   type: z.literal('agent'),
   ...workspaceRef,
+  /** which agent, when not the workspace's main one: the environment service it runs beside */
+  agent: z.string().optional(),
   /** connected/disconnected, the agent's lifecycle state, or the reconciler's health verdict */
   state: z.union([z.enum(['connected', 'disconnected', 'down', 'recovered']), lifecycleStateSchema]),
   message: z.string().optional(),

@@ -194,6 +194,10 @@ function checkEnvironment(spec: TemplateSpec): TemplateCheckIssue[] {
         issues.push({ path: at('dependsOn', index), message: `Service '${name}' depends on '${dependency}', which does not exist; ${known}.` });
       }
     });
+    // a service's agent is named after the service; 'main' is the workspace's own agent
+    if (service.agent && name === 'main') {
+      issues.push({ path: at('agent'), message: "A service named 'main' cannot have an agent: 'main' is the workspace's own agent. Rename the service." });
+    }
   }
   const cycle = findCycle(services);
   if (cycle) {

@@ -166,6 +166,8 @@ export const serviceSchema = z.strictObject({
     .array(z.strictObject({ name: dnsNameSchema('volume', 32), path: z.string().min(1), size: sizeSchema.optional() }))
     .optional(),
   dependsOn: z.array(z.string()).optional().describe('Services that must be ready before this one starts.'),
+  agent: z.boolean().optional()
+    .describe('Run a den agent beside the service, so `den exec WS --service NAME` and terminals reach into it; the image is not changed (docker mounts the agent read-only).'),
   /** paths copied live from the workspace into the service */
   sync: z
     .array(z.strictObject({ from: z.string().min(1), to: z.string().min(1), exclude: z.array(z.string()).optional() }))

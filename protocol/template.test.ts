@@ -99,6 +99,8 @@ describe('templateSchema', () => {
     const env = (environment: object) => ({ ...minimal, environment });
     expect(problems(env({ services: { a: { command: 'x', dependsOn: ['b'] } } })).join()).toContain("depends on 'b', which does not exist");
     expect(problems(env({ services: { a: { command: 'x', dependsOn: ['a'] } } })).join()).toContain('cannot depend on itself');
+    expect(problems(env({ services: { main: { command: 'x', agent: true } } })).join()).toContain("A service named 'main' cannot have an agent");
+    expect(problems(env({ services: { main: { command: 'x' }, api: { command: 'y', agent: true } } }))).toEqual([]);
     expect(problems(env({ services: { a: { command: 'x', dependsOn: ['b'] }, b: { command: 'x', dependsOn: ['c'] }, c: { command: 'x', dependsOn: ['a'] } } })).join()).toContain('a -> b -> c -> a');
     expect(problems(env({ services: { a: {} } })).join()).toContain('needs an image or a command');
     expect(problems(env({ services: { a: { command: 'x', readiness: { tcp: 1, http: { port: 1 } }, ports: [{ port: 1 }] } } })).join()).toContain('exactly one of');

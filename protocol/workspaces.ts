@@ -60,6 +60,19 @@ export const workspaceHealthSchema = z.object({
 });
 export type WorkspaceHealthDto = z.infer<typeof workspaceHealthSchema>;
 
+/** One agent of a workspace: its own ('main') or the one beside an environment service. */
+export const agentSchema = z.object({
+  name: z.string(),
+  /** the service it runs beside; null for the workspace's main agent */
+  service: z.string().nullable(),
+  /** the lifecycle state it last reported (starting, ready, start_error, shutting_down, off) */
+  state: z.string().nullable(),
+  connected: z.boolean(),
+  connectedAt: z.string().nullable(),
+  disconnectedAt: z.string().nullable(),
+});
+export type AgentDto = z.infer<typeof agentSchema>;
+
 export const workspaceSchema = z.object({
   id: z.string(),
   name: z.string(),
@@ -83,6 +96,8 @@ export const workspaceSchema = z.object({
   updatedAt: z.string(),
   /** set when one workspace is read (GET /workspaces/:owner/:name, `den show`) */
   isolation: workspaceIsolationSchema.optional(),
+  /** set when one workspace is read: every agent it runs, the main one first */
+  agents: z.array(agentSchema).optional(),
 });
 export type WorkspaceDto = z.infer<typeof workspaceSchema>;
 
@@ -118,6 +133,10 @@ export const listWorkspacesQuerySchema = z.object({
 });
 
 export const workspaceParamsSchema = z.object({ owner: z.string().min(1).max(64), name: z.string().min(1).max(64) });
+/** `?service=NAME` on exec and terminal routes: the agent beside that service instead of the workspace's own. */
+export const agentQuerySchema = z.object({
+  service: z.string().min(1).max(32).regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'A service name is lowercase letters, digits and -.').optional(),
+});
 export const buildParamsSchema = workspaceParamsSchema.extend({ number: z.coerce.number().int().min(1) });
 
 export const buildListSchema = z.object({ builds: z.array(buildSchema) });
@@ -140,7 +159,9 @@ export const buildLogsQuerySchema = z.object({
 
 /**
  * Something that happened to a workspace that its owner should know about. `kind` is stable
- * (agent_connection_replaced, agent_protocol_violation); `message` is a sentence; `detail` the cause.
+ * (agent_connection_replaced, agent_protocol_violation, agent_disconnected for a service's agent,
+ * agent_lost, <subject>_exited...); `message` is a sentence; `detail` the cause (`detail.agent`
+ * names the agent when it is a service's).
  */
 export const workspaceEventSchema = z.object({
   id: z.number().int(),

@@ -10,6 +10,8 @@ import { createMetrics, type Metrics } from './http/metrics.ts';
 import { createReconciler, type Reconciler, type ReconcilerDeps } from './reconcile/reconciler.ts';
 import { startAgainAsOwner } from './reconcile/restart.ts';
 import { createPgNotifier, type PgNotifier } from './store/pg-notify.ts';
+import { createAgentDownload, type AgentDownload } from './runtimes/agent-download.ts';
+import { join } from 'node:path';
 
 export interface DenOptions extends DenBase {
   /** run build workers and the reconcile loop in this process (tests of the HTTP layer alone may turn them off) */
@@ -32,6 +34,8 @@ export interface DenOptions extends DenBase {
 export interface Den extends DenBase {
   /** the agents connected to this process */
   agents: LocalAgentHub;
+  /** den's agent bundle as one tar with its checksum: served to agents, named by plans that download it */
+  agentBundle: AgentDownload;
   builds: BuildService;
   reconciler: Reconciler;
   /** workspace status, build progress and agent state, for GET /api/v1/events */
@@ -64,7 +68,8 @@ export function createDen(options: DenOptions): Den {
   // build service needs the hub to wait for agents.
   const buildLogs = createBuildLogs(base.store.db, base.clock, (error) => base.log.error({ err: error }, 'writing build log lines failed'));
   const agents = createAgentHub({ ...base, events, buildLogs, metrics });
-  const builds = createBuildService({ ...base, events, agents, logs: buildLogs, metrics });
+  const agentBundle = createAgentDownload(join(base.config.dataDir, 'agent-download'));
+  const builds = createBuildService({ ...base, events, agents, agentBundle, logs: buildLogs, metrics });
   const revocations = givenRevocations ?? (notifier ? createPgRevocationBus(notifier, base.log) : createLocalRevocationBus(base.log));
   const liveAccess = createLiveAccess(revocations);
   const loginLimits = givenLoginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
@@ -77,6 +82,7 @@ export function createDen(options: DenOptions): Den {
   return {
     ...base,
     agents,
+    agentBundle,
     builds,
     reconciler,
     events,

@@ -56,7 +56,7 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     await server.den.agents.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: READY_TIMEOUT_MS });
     console.log(`agent process start -> ready (${agentCommand().args[0].endsWith('.mjs') ? 'bundle' : 'ts source'}): ${Math.round(performance.now() - started)} ms`);
 
-    const row = await server.store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
+    const row = await server.store.db.selectFrom('agents').select('state as agent_state').where('workspace_id', '=', ws.workspaceId).where('name', '=', 'main').executeTakeFirstOrThrow();
     expect(row.agent_state).toBe('ready');
     const lines = await scriptLines(server, ws.buildId);
     expect(lines).toEqual(['first/stdout: one', 'first/stderr: to stderr', 'second/stdout: two', 'second/stdout: hi there']);
@@ -170,7 +170,7 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
       code: 'AGENT_START_FAILED',
       message: expect.stringContaining("Startup script 'explodes' exited with code 3"),
     });
-    const row = await server.store.db.selectFrom('workspaces').select('agent_state').where('id', '=', broken.workspaceId).executeTakeFirstOrThrow();
+    const row = await server.store.db.selectFrom('agents').select('state as agent_state').where('workspace_id', '=', broken.workspaceId).where('name', '=', 'main').executeTakeFirstOrThrow();
     expect(row.agent_state).toBe('start_error');
     const lines = await scriptLines(server, broken.buildId);
     expect(lines).toContain('explodes/stdout: failing');
@@ -215,7 +215,7 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     await server.den.agents.waitForReady(gone.workspaceId, gone.buildId, { timeoutMs: READY_TIMEOUT_MS });
     await server.den.agents.shutdown(gone.workspaceId, { timeoutMs: READY_TIMEOUT_MS });
     expect(await agent.exited).toBe(0);
-    const row = await server.store.db.selectFrom('workspaces').select('agent_state').where('id', '=', gone.workspaceId).executeTakeFirstOrThrow();
+    const row = await server.store.db.selectFrom('agents').select('state as agent_state').where('workspace_id', '=', gone.workspaceId).where('name', '=', 'main').executeTakeFirstOrThrow();
     expect(row.agent_state).toBe('off');
   });
 });

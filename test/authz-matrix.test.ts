@@ -356,7 +356,7 @@ async function insertWorkspace(ctx: MatrixContext, ownerId: string): Promise<str
   const name = `ws-${++ctx.counter}`;
   await ctx.server.store.db.insertInto('workspaces').values({
     id: crypto.randomUUID(), name, owner_id: ownerId, template_id: ctx.templateVersion.templateId,
-    template_version_id: ctx.templateVersion.versionId, params_json: '{}', status: 'stopped', agent_state: null,
+    template_version_id: ctx.templateVersion.versionId, params_json: '{}', status: 'stopped',
     last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
   }).execute();
   return name;

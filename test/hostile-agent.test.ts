@@ -120,7 +120,7 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
     await hub.waitForReady(ws.workspaceId, ws.buildId, { timeoutMs: FRAME_TIMEOUT_MS });
     const deadline = Date.now() + FRAME_TIMEOUT_MS;
     while (hub.sizes().persisting > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
-    const row = await server.store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
+    const row = await server.store.db.selectFrom('agents').select('state as agent_state').where('workspace_id', '=', ws.workspaceId).where('name', '=', 'main').executeTakeFirstOrThrow();
     expect(row.agent_state).toBe('ready');
     agent.close();
   });
@@ -153,7 +153,7 @@ describe.each(storeDialects)('a hostile agent (%s)', (dialect) => {
       expect.objectContaining({
         kind: 'agent_connection_replaced',
         message: expect.stringContaining('a different agent process'),
-        detail: { olderAddress: '127.0.0.1', newerAddress: '127.0.0.1', olderInstance: 'real-agent', newerInstance: 'impostor' },
+        detail: { agent: 'main', olderAddress: '127.0.0.1', newerAddress: '127.0.0.1', olderInstance: 'real-agent', newerInstance: 'impostor' },
       }),
     ]);
 

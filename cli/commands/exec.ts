@@ -13,7 +13,7 @@ import { parseParams } from '../params.ts';
 export async function exec(
   reference: string,
   command: string[],
-  options: { tty?: boolean; workdir?: string; env: string[] },
+  options: { tty?: boolean; workdir?: string; service?: string; env: string[] },
 ): Promise<void> {
   // commander keeps the `--` that separates den's options from the command
   if (command[0] === '--') command = command.slice(1);
@@ -36,6 +36,7 @@ export async function exec(
       token: config.token,
       owner,
       workspace: parsed.name,
+      service: options.service,
       command,
       env,
       cwd: options.workdir,

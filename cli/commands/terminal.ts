@@ -27,6 +27,8 @@ export interface TerminalOptions {
   session?: string;
   new?: boolean;
   command?: string;
+  /** a session on the agent beside this environment service */
+  service?: string;
 }
 
 export async function terminal(reference: string, options: TerminalOptions): Promise<void> {
@@ -39,7 +41,7 @@ export async function terminal(reference: string, options: TerminalOptions): Pro
   const parsed = parseWorkspaceRef(reference);
   const owner = parsed.owner ?? config.username ?? (await connect().username());
   const refText = `${owner}/${parsed.name}`;
-  const sessionId = options.session ?? (options.new || options.command ? undefined : await lastDetachedSession(owner, parsed.name));
+  const sessionId = options.session ?? (options.new || options.command ? undefined : await lastDetachedSession(owner, parsed.name, options.service));
   const { openTerminal } = await import('../../client/terminal.ts');
 
   const screen = new LocalScreen();
@@ -51,6 +53,7 @@ export async function terminal(reference: string, options: TerminalOptions): Pro
       token: config.token,
       owner,
       workspace: parsed.name,
+      service: options.service,
       sessionId: id,
       command: id === undefined && options.command ? ['sh', '-c', options.command] : undefined,
       cols: process.stdout.columns || 80,
@@ -104,17 +107,17 @@ export async function terminal(reference: string, options: TerminalOptions): Pro
 
   if (end.reason === 'detached') {
     const name = parsed.owner ? refText : parsed.name;
-    process.stderr.write(`Detached from terminal session ${attachedId} in ${refText}; it keeps running.\nReattach with: den terminal ${name} --session ${attachedId}\n`);
+    process.stderr.write(`Detached from terminal session ${attachedId} in ${refText}; it keeps running.\nReattach with: den terminal ${name}${options.service ? ` --service ${options.service}` : ''} --session ${attachedId}\n`);
     return;
   }
   if (end.reason === 'error') throw end.error;
   if (end.code !== 0) throw new ExitCode(end.code);
 }
 
-export async function list(reference: string, options: { json?: boolean }): Promise<void> {
+export async function list(reference: string, options: { json?: boolean; service?: string }): Promise<void> {
   const session = connect();
   const ref = await session.workspaceRef(reference);
-  const { sessions } = await session.client.workspaces.terminals(ref.owner, ref.name);
+  const { sessions } = await session.client.workspaces.terminals(ref.owner, ref.name, options.service);
   if (options.json) return printJson(sessions);
   printTable(
     sessions,
@@ -131,16 +134,16 @@ export async function list(reference: string, options: { json?: boolean }): Prom
   );
 }
 
-export async function close(reference: string, id: string): Promise<void> {
+export async function close(reference: string, id: string, options: { service?: string } = {}): Promise<void> {
   const session = connect();
   const ref = await session.workspaceRef(reference);
-  await session.client.workspaces.closeTerminal(ref.owner, ref.name, id);
+  await session.client.workspaces.closeTerminal(ref.owner, ref.name, id, options.service);
   note(`Closed terminal session ${id} in ${ref.owner}/${ref.name}.`);
 }
 
 /** The session to reattach to by default: the most recently detached one nobody is attached to. */
-async function lastDetachedSession(owner: string, name: string): Promise<string | undefined> {
-  const { sessions } = await connect().client.workspaces.terminals(owner, name);
+async function lastDetachedSession(owner: string, name: string, service: string | undefined): Promise<string | undefined> {
+  const { sessions } = await connect().client.workspaces.terminals(owner, name, service);
   const detached = sessions.filter((session) => session.idleSince !== null).sort((a, b) => Date.parse(b.idleSince!) - Date.parse(a.idleSince!));
   return detached[0]?.id;
 }

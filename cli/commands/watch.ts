@@ -43,7 +43,7 @@ export function describeEvent(event: WorkspaceEvent, name: string): string {
     case 'build':
       return `${time} ${name} build #${event.number} ${event.transition} ${event.step ? `step ${event.step.name} ${event.step.state}` : event.state}`;
     case 'agent':
-      return `${time} ${name} agent ${event.state}${event.message ? `: ${event.message}` : ''}`;
+      return `${time} ${name} agent${event.agent ? ` of service ${event.agent}` : ''} ${event.state}${event.message ? `: ${event.message}` : ''}`;
   }
 }
 

@@ -6,7 +6,7 @@ import { connect, type Session } from '../context.ts';
 import { parseWorkspaceRef, type WorkspaceRef } from '../refs.ts';
 import { ExitCode, UsageError } from '../errors.ts';
 import { parseParams } from '../params.ts';
-import { formatAge, note, print, printJson, printTable, renderFields } from '../output.ts';
+import { formatAge, note, print, printJson, printTable, renderFields, renderTable } from '../output.ts';
 
 /** `den create|list|show|events|start|stop|restart|update|delete|cancel`. */
 
@@ -113,6 +113,15 @@ export async function show(reference: string, options: { json?: boolean }): Prom
     ]),
   );
   if (workspace.isolation?.warning) print(`\nWarning: ${workspace.isolation.warning}`);
+  if (workspace.agents && workspace.agents.length > 0) {
+    print('\nAgents:');
+    print(renderTable(workspace.agents, [
+      { header: 'name', value: (a) => a.name },
+      { header: 'beside', value: (a) => (a.service ? `service ${a.service}` : 'the workspace') },
+      { header: 'state', value: (a) => a.state ?? '-' },
+      { header: 'connection', value: (a) => (a.connected ? `connected since ${a.connectedAt}` : a.disconnectedAt ? `disconnected since ${a.disconnectedAt}` : 'never connected') },
+    ]));
+  }
   await printWhereToGo(session, workspace);
   const params = Object.entries(workspace.params);
   if (params.length > 0) {

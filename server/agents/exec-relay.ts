@@ -12,7 +12,7 @@ import {
 } from '../../protocol/exec.ts';
 import { parseJsonFrame } from '../../protocol/json-frame.ts';
 import { closeSocket, guardSocket } from '../http/socket-guard.ts';
-import type { AgentHub, ExecSession } from './hub-types.ts';
+import { agentRef, type AgentHub, type AgentTarget, type ExecSession } from './hub-types.ts';
 
 /** The client must send `start` within this time. */
 const START_TIMEOUT_MS = 10_000;
@@ -30,7 +30,8 @@ const MAX_EARLY_BYTES = 1024 * 1024;
  * credit from the agent, which pauses the process's pipes; a slow process leaves stdin writes
  * pending, which pauses reading the client socket.
  */
-export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string, log: FastifyBaseLogger): { revoke(error: AppError): void } {
+export function relayExec(socket: WebSocket, hub: AgentHub, agent: AgentTarget, log: FastifyBaseLogger): { revoke(error: AppError): void } {
+  const ref = agentRef(agent);
   let session: ExecSession | undefined;
   let finished = false;
   const guard = guardSocket(socket, log, 'exec websocket');
@@ -42,7 +43,7 @@ export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string,
     finished = true;
     const appError = isAppError(error) ? error : new AppError('EXEC_FAILED', 'The command failed inside den. The server log has the details.', { cause: error });
     if (!isAppError(error)) log.error({ err: error }, 'exec relay failed');
-    else log.info({ workspaceId, code: appError.code }, `exec ended: ${appError.message}`);
+    else log.info({ ...ref, code: appError.code }, `exec ended: ${appError.message}`);
     sendJson({ type: 'error', error: appError.toEnvelope().error });
     closeSocket(socket, closeCode, appError.code);
     session?.stdio.destroy();
@@ -77,7 +78,7 @@ export function relayExec(socket: WebSocket, hub: AgentHub, workspaceId: string,
       return fail(new AppError('BAD_REQUEST', `The first exec message must be {"type":"start","command":[...]} with a non-empty command${why}.`));
     }
     const start = parsed.value;
-    hub.exec(workspaceId, { command: start.command, env: start.env, cwd: start.cwd, tty: Boolean(start.tty), ttySize: start.tty }).then(
+    hub.exec(ref, { command: start.command, env: start.env, cwd: start.cwd, tty: Boolean(start.tty), ttySize: start.tty }).then(
       (opened) => {
         session = opened;
         if (finished) return opened.stdio.destroy();

@@ -1,5 +1,29 @@
 import type { Duplex } from 'node:stream';
-import type { AgentFrame, ChannelSpec, ControlFrameOf } from '../../protocol/agent.ts';
+import { MAIN_AGENT, type AgentFrame, type ChannelSpec, type ControlFrameOf } from '../../protocol/agent.ts';
+
+
+/**
+ * One agent: a workspace runs its main agent and one beside each environment service that asks
+ * for it (named after the service). Each has its own token, state and connection.
+ */
+export interface AgentRef {
+  workspaceId: string;
+  /** MAIN_AGENT, or the environment service the agent runs beside */
+  agent: string;
+}
+
+/** Which agent a hub method addresses: an AgentRef, or a workspace id alone for its main agent. */
+export type AgentTarget = string | AgentRef;
+
+export function agentRef(target: AgentTarget): AgentRef {
+  return typeof target === 'string' ? { workspaceId: target, agent: MAIN_AGENT } : target;
+}
+
+/** A map key for one agent ('/' cannot occur in a workspace id or a service name). */
+export function agentKey(target: AgentTarget): string {
+  const ref = agentRef(target);
+  return `${ref.workspaceId}/${ref.agent}`;
+}
 
 /**
  * What the rest of the server needs from agent connections. Implemented in ./hub.ts.
@@ -8,21 +32,21 @@ import type { AgentFrame, ChannelSpec, ControlFrameOf } from '../../protocol/age
  */
 export interface AgentHub {
   /**
-   * Resolves when the agent of `workspaceId`, connected with a token of `buildId`, reports
-   * lifecycle `ready`; rejects with an AppError on `start_error`, timeout or abort.
+   * Resolves when the agent, connected with a token of `buildId`, reports lifecycle `ready`;
+   * rejects with an AppError on `start_error`, timeout or abort.
    */
-  waitForReady(workspaceId: string, buildId: string, options: { timeoutMs: number; signal?: AbortSignal }): Promise<void>;
-  isConnected(workspaceId: string): boolean;
+  waitForReady(agent: AgentTarget, buildId: string, options: { timeoutMs: number; signal?: AbortSignal }): Promise<void>;
+  isConnected(agent: AgentTarget): boolean;
   /** Asks the agent to shut down gracefully (before stop/delete); resolves when it is gone or after timeoutMs. */
-  shutdown(workspaceId: string, options: { timeoutMs: number }): Promise<void>;
+  shutdown(agent: AgentTarget, options: { timeoutMs: number }): Promise<void>;
   /** Opens an exec channel. Throws AppError AGENT_NOT_CONNECTED when the agent is not there. */
-  exec(workspaceId: string, request: ExecRequest): Promise<ExecSession>;
+  exec(agent: AgentTarget, request: ExecRequest): Promise<ExecSession>;
   /**
    * Opens a channel of any kind (terminal, terminal-admin) with our receive `window`; `attach`
    * runs when the agent accepted and returns the endpoint its frames go to. Throws AppError
    * AGENT_NOT_CONNECTED when the agent is not there, or the agent's refusal.
    */
-  openChannel(workspaceId: string, spec: ChannelSpec, window: number, attach: (channel: number, peerWindow: number, link: ChannelLink) => ChannelEndpoint): Promise<number>;
+  openChannel(agent: AgentTarget, spec: ChannelSpec, window: number, attach: (channel: number, peerWindow: number, link: ChannelLink) => ChannelEndpoint): Promise<number>;
   close(): Promise<void>;
 }
 

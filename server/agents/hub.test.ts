@@ -104,6 +104,46 @@ describe('agent hub', () => {
     await second.closed;
   });
 
+  it('holds two agents of one workspace apart: neither replaces the other, each has its own state, and the service agent\'s loss is an event naming it', async () => {
+    const { ws, identity: main } = await seeded('pair');
+    const apiToken = await issueAgentToken(store.db, { workspaceId: ws.workspaceId, agent: 'api', buildId: ws.buildId, manifest: {}, now: new Date() });
+    const api = (await authenticateAgent(store.db, apiToken))!;
+    expect(api.agentName).toBe('api');
+    const mainLink = await agent(main, { answerPings: true });
+    const apiLink = await agent(api, { answerPings: true });
+    const apiRef = { workspaceId: ws.workspaceId, agent: 'api' };
+    expect(hub.isConnected(ws.workspaceId)).toBe(true);
+    expect(hub.isConnected(apiRef)).toBe(true);
+
+    const apiReady = hub.waitForReady(apiRef, ws.buildId, { timeoutMs: CONDITION_TIMEOUT_MS });
+    apiLink.send({ type: 'lifecycle', state: 'ready' });
+    await apiReady;
+    expect(hub.stateOf(apiRef)?.state).toBe('ready');
+    expect(hub.stateOf(ws.workspaceId)).toBeUndefined();
+
+    apiLink.socket.close();
+    await apiLink.closed;
+    await until(() => !hub.isConnected(apiRef), 'the api agent gone');
+    expect(hub.isConnected(ws.workspaceId)).toBe(true);
+    const event = await untilValue(async () => store.db.selectFrom('workspace_events').selectAll()
+      .where('workspace_id', '=', ws.workspaceId).where('kind', '=', 'agent_disconnected').executeTakeFirst(), 'the agent_disconnected event');
+    expect(event.message).toMatch(/^The agent of service api disconnected/);
+    expect(JSON.parse(event.detail_json)).toMatchObject({ agent: 'api' });
+    const rows = await store.db.selectFrom('agents').select(['name', 'state', 'disconnected_at']).where('workspace_id', '=', ws.workspaceId).orderBy('name').execute();
+    expect(rows).toEqual([
+      { name: 'api', state: 'ready', disconnected_at: expect.any(String) },
+      { name: 'main', state: null, disconnected_at: null },
+    ]);
+    mainLink.socket.close();
+    await mainLink.closed;
+
+    // a service's agent that never comes is named when the wait gives up
+    await expect(hub.waitForReady({ workspaceId: ws.workspaceId, agent: 'db' }, ws.buildId, { timeoutMs: 50 })).rejects.toMatchObject({
+      code: 'AGENT_READY_TIMEOUT',
+      message: expect.stringMatching(/^The agent of service db did not become ready within 0 s\./),
+    });
+  });
+
   it('appends each log frame once, acks it, and resolves waitForReady after storing ready', async () => {
     const { ws, identity } = await seeded('logs');
     const link = await agent(identity, { answerPings: true });
@@ -113,7 +153,7 @@ describe('agent hub', () => {
     link.send(log); // resent after a reconnect: skipped
     link.send({ type: 'lifecycle', state: 'ready' });
     await ready;
-    const row = await store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
+    const row = await store.db.selectFrom('agents').select('state as agent_state').where('workspace_id', '=', ws.workspaceId).where('name', '=', 'main').executeTakeFirstOrThrow();
     expect(row.agent_state).toBe('ready');
     expect(logs.filter((l) => l.buildId === ws.buildId && l.entry.step === 'setup').map((l) => l.entry.line)).toEqual(['a', 'b']);
     await until(() => link.frames.filter((f) => f.type === 'log_ack').length === 2, 'two log acks');
@@ -146,6 +186,16 @@ async function gaugeValue(gauge: Gauge): Promise<number> {
 async function until(condition: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + CONDITION_TIMEOUT_MS;
   while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`Timed out after ${CONDITION_TIMEOUT_MS} ms waiting for ${what}.`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+async function untilValue<T>(probe: () => Promise<T | undefined>, what: string): Promise<T> {
+  const deadline = Date.now() + CONDITION_TIMEOUT_MS;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`Timed out after ${CONDITION_TIMEOUT_MS} ms waiting for ${what}.`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }

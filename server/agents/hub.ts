@@ -11,6 +11,7 @@ import {
   type AgentFrame,
   type ControlFrameOf,
   type LifecycleState,
+  MAIN_AGENT,
 } from '../../protocol/agent.ts';
 import { AppError } from '../../protocol/errors.ts';
 import type { BuildLogSink } from '../builds/log-sink.ts';
@@ -22,7 +23,7 @@ import { iso, type Clock } from '../store/time.ts';
 import { recordWorkspaceEvent, type NewWorkspaceEvent } from '../workspaces/events.ts';
 import { AgentConnection } from './connection.ts';
 import { createExecSession } from './exec-session.ts';
-import type { AgentHub, ExecRequest, ExecSession } from './hub-types.ts';
+import { agentKey, agentRef, type AgentHub, type AgentRef, type AgentTarget, type ExecRequest, type ExecSession } from './hub-types.ts';
 import { currentAgentBuild, type AgentIdentity } from './tokens.ts';
 import { createLogSequences } from './log-sequences.ts';
 import { createReadyWaiters } from './ready.ts';
@@ -48,8 +49,8 @@ export interface LocalAgentHub extends AgentHub {
    * `remoteAddress` is where it came from, for the owner's events.
    */
   accept(socket: WebSocket, identity: AgentIdentity, remoteAddress?: string): void;
-  /** The lifecycle state last reported by the workspace's agent to this process. */
-  stateOf(workspaceId: string): { buildId: string; state: LifecycleState; message?: string } | undefined;
+  /** The lifecycle state last reported by the agent to this process. */
+  stateOf(agent: AgentTarget): { buildId: string; state: LifecycleState; message?: string } | undefined;
   /** How many entries the hub holds in its per-agent maps, each of them bounded (the tests check it). */
   sizes(): { connections: number; states: number; logSequences: number; persisting: number };
 }
@@ -64,20 +65,21 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const log = deps.log.child({ module: 'agents' });
   const db = deps.store.db;
   const heartbeatMs = deps.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
+  // Every per-agent map is keyed by agentKey(): one workspace may run several agents.
   const connections = new Map<string, AgentConnection>();
   const states = new Map<string, { buildId: string; state: LifecycleState; message?: string }>();
-  /** highest log seq appended per workspace and agent process, so frames resent after a reconnect are not appended twice */
+  /** highest log seq appended per agent and agent process, so frames resent after a reconnect are not appended twice */
   const logSeqs = createLogSequences();
   const waiters = createReadyWaiters();
-  /** the store write of each workspace's lifecycle reports while one runs */
+  /** the store write of each agent's lifecycle reports while one runs */
   const persisting = new Map<string, Promise<void>>();
-  /** the latest lifecycle report of each workspace not yet written to the store */
+  /** the latest lifecycle report of each agent not yet written to the store */
   const unwritten = new Map<string, { buildId: string; state: LifecycleState; message?: string }>();
   /** where each connection came from and which agent process it is, for the owner's events */
   const peers = new WeakMap<AgentConnection, { address: string; instance: string }>();
   /** event writes in flight, so close() leaves none behind */
   const recording = new Set<Promise<void>>();
-  /** per workspace, the last write of when its agent disconnected (chained, so they land in order) */
+  /** per agent, the last write of when it connected or disconnected (chained, so they land in order) */
   const presence = new Map<string, Promise<void>>();
   let closing = false;
 
@@ -85,7 +87,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     const now = Date.now();
     for (const connection of connections.values()) {
       if (now - connection.lastFrameAt > 3 * heartbeatMs) {
-        log.warn({ workspaceId: connection.identity.workspaceId }, 'agent missed three heartbeats; dropping its connection');
+        log.warn({ workspaceId: connection.identity.workspaceId, agent: connection.identity.agentName }, 'agent missed three heartbeats; dropping its connection');
         connection.terminate();
       } else {
         connection.send({ type: 'ping', id: now });
@@ -102,50 +104,65 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
    * faster than the store writes queues nothing: reports in between are superseded.
    */
   const onLifecycle = (identity: AgentIdentity, state: LifecycleState, message?: string) => {
-    const previous = states.get(identity.workspaceId);
+    const key = agentKey(refOf(identity));
+    const previous = states.get(key);
     const changed = previous?.buildId !== identity.buildId || previous.state !== state;
-    states.set(identity.workspaceId, { buildId: identity.buildId, state, ...(message ? { message } : {}) });
+    states.set(key, { buildId: identity.buildId, state, ...(message ? { message } : {}) });
     if (changed) {
-      deps.buildLogs.append(identity.buildId, { stream: 'system', step: 'agent', line: `The agent reported ${state}${message ? `: ${message}` : '.'}` });
+      const who = identity.agentName === MAIN_AGENT ? 'The agent' : `The agent of service ${identity.agentName}`;
+      deps.buildLogs.append(identity.buildId, { stream: 'system', step: 'agent', line: `${who} reported ${state}${message ? `: ${message}` : '.'}` });
     }
-    unwritten.set(identity.workspaceId, { buildId: identity.buildId, state, message });
-    if (!persisting.has(identity.workspaceId)) persistReports(identity.workspaceId);
+    unwritten.set(key, { buildId: identity.buildId, state, message });
+    if (!persisting.has(key)) persistReports(refOf(identity));
   };
 
-  const persistReports = (workspaceId: string) => {
+  const persistReports = (ref: AgentRef) => {
+    const key = agentKey(ref);
     const write = (async () => {
-      for (let report = unwritten.get(workspaceId); report; report = unwritten.get(workspaceId)) {
-        unwritten.delete(workspaceId);
+      for (let report = unwritten.get(key); report; report = unwritten.get(key)) {
+        unwritten.delete(key);
         try {
-          await db.updateTable('workspaces').set({ agent_state: report.state }).where('id', '=', workspaceId).execute();
-          announce(workspaceId, report.state, report.message);
+          await upsertAgent(ref, { state: report.state });
+          announce(ref, report.state, report.message);
         } catch (error) {
-          log.error({ err: error, workspaceId }, 'could not record the agent state');
+          log.error({ err: error, ...ref }, 'could not record the agent state');
         }
-        waiters.settle(workspaceId, report.buildId, report.state, report.message);
+        waiters.settle(key, report.buildId, report.state, report.message);
       }
     })().finally(() => {
-      persisting.delete(workspaceId);
-      if (unwritten.has(workspaceId)) persistReports(workspaceId);
+      persisting.delete(key);
+      if (unwritten.has(key)) persistReports(ref);
     });
-    persisting.set(workspaceId, write);
+    persisting.set(key, write);
   };
 
+  /** Writes some columns of the agent's row, creating it when the agent has none yet. */
+  const upsertAgent = (ref: AgentRef, values: { state?: string; connected_at?: string; disconnected_at?: string | null }) =>
+    db.insertInto('agents')
+      .values({ workspace_id: ref.workspaceId, name: ref.agent, state: null, revision: null, connected_at: null, disconnected_at: null, ...values })
+      .onConflict((c) => c.columns(['workspace_id', 'name']).doUpdateSet(values))
+      .execute();
+
   /** Tells the client event stream about the agent, once the store has it. */
-  const announce = (workspaceId: string, state: LifecycleState | 'connected' | 'disconnected', message?: string) => {
-    deps.events?.publish({ type: 'agent', workspaceId, at: iso(deps.clock.now()), state, ...(message ? { message } : {}) });
+  const announce = (ref: AgentRef, state: LifecycleState | 'connected' | 'disconnected', message?: string) => {
+    deps.events?.publish({
+      type: 'agent', workspaceId: ref.workspaceId, ...(ref.agent !== MAIN_AGENT ? { agent: ref.agent } : {}),
+      at: iso(deps.clock.now()), state, ...(message ? { message } : {}),
+    });
   };
 
   /**
-   * Records in the store whether the workspace's agent is connected (null) or since when it is
-   * not, so the reconciler (on any replica) can tell an agent gone for good from a reconnect.
+   * Records in the store whether the agent is connected (disconnected_at null) or since when it
+   * is not, so the reconciler (on any replica) can tell an agent gone for good from a reconnect.
    */
-  const recordPresence = (workspaceId: string, disconnectedAt: Date | null) => {
-    const write = (presence.get(workspaceId) ?? Promise.resolve())
-      .then(() => db.updateTable('workspaces').set({ agent_disconnected_at: disconnectedAt && iso(disconnectedAt) }).where('id', '=', workspaceId).execute())
-      .then(() => announce(workspaceId, disconnectedAt ? 'disconnected' : 'connected'), (error: unknown) => log.error({ err: error, workspaceId }, 'could not record whether the agent is connected'))
-      .finally(() => { if (presence.get(workspaceId) === write) presence.delete(workspaceId); });
-    presence.set(workspaceId, write);
+  const recordPresence = (ref: AgentRef, disconnectedAt: Date | null) => {
+    const key = agentKey(ref);
+    const at = iso(disconnectedAt ?? deps.clock.now());
+    const write = (presence.get(key) ?? Promise.resolve())
+      .then(() => upsertAgent(ref, disconnectedAt ? { disconnected_at: at } : { connected_at: at, disconnected_at: null }))
+      .then(() => announce(ref, disconnectedAt ? 'disconnected' : 'connected'), (error: unknown) => log.error({ err: error, ...ref }, 'could not record whether the agent is connected'))
+      .finally(() => { if (presence.get(key) === write) presence.delete(key); });
+    presence.set(key, write);
   };
 
   /** Records an event the workspace's owner sees in `den events`; a failure is logged, never thrown. */
@@ -157,7 +174,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   };
 
   const onLog = (connection: AgentConnection, instance: string, frame: ControlFrameOf<'log'>) => {
-    if (logSeqs.advance(connection.identity.workspaceId, instance, frame.seq)) {
+    if (logSeqs.advance(agentKey(refOf(connection.identity)), instance, frame.seq)) {
       for (const line of frame.lines) {
         deps.buildLogs.append(connection.identity.buildId, { stream: frame.stream, step: frame.script, line });
       }
@@ -166,6 +183,8 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   };
 
   const register = (socket: WebSocket, identity: AgentIdentity, hello: ControlFrameOf<'hello'>, address: string) => {
+    const ref = refOf(identity);
+    const key = agentKey(ref);
     let violationRecorded = false;
     const connection = new AgentConnection(socket, identity, {
       onFrame(frame) {
@@ -186,37 +205,40 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         }
       },
       onClosed(code, reason) {
-        if (connections.get(identity.workspaceId) === connection) {
-          connections.delete(identity.workspaceId);
+        if (connections.get(key) === connection) {
+          connections.delete(key);
           updateGauge();
-          if (!closing) recordPresence(identity.workspaceId, deps.clock.now());
+          if (!closing) {
+            recordPresence(ref, deps.clock.now());
+            if (ref.agent !== MAIN_AGENT && code !== AGENT_CLOSE.shutdown) recordServiceAgentLost(ref, code, reason);
+          }
         }
-        log.info({ workspaceId: identity.workspaceId, code, reason }, 'agent disconnected');
+        log.info({ ...ref, code, reason }, 'agent disconnected');
       },
       onProtocolError(message, count) {
-        log.warn({ workspaceId: identity.workspaceId, count }, `agent frame rejected: ${message}`);
+        log.warn({ ...ref, count }, `agent frame rejected: ${message}`);
         // Once per connection: an agent that sends bad frames in a loop writes one event, not one per frame.
         if (violationRecorded) return;
         violationRecorded = true;
         recordEvent({
           workspaceId: identity.workspaceId,
           kind: 'agent_protocol_violation',
-          message: `The workspace agent connected from ${address} sent a frame den could not accept (${message}). ` +
+          message: `The ${agentPhrase(ref)} connected from ${address} sent a frame den could not accept (${message}). ` +
             'If this repeats, restart the workspace; an agent that is not den\'s own may be using its token.',
-          detail: { address, instance: hello.instance, agentVersion: hello.agentVersion, reason: message },
+          detail: { agent: ref.agent, address, instance: hello.instance, agentVersion: hello.agentVersion, reason: message },
         });
       },
       onInternalError(error, channel) {
-        log.error({ err: error, workspaceId: identity.workspaceId, channel }, 'a channel of the agent link failed unexpectedly; closed that channel');
+        log.error({ err: error, ...ref, channel }, 'a channel of the agent link failed unexpectedly; closed that channel');
       },
     }, log);
     peers.set(connection, { address, instance: hello.instance });
-    const older = connections.get(identity.workspaceId);
-    connections.set(identity.workspaceId, connection);
+    const older = connections.get(key);
+    connections.set(key, connection);
     updateGauge();
-    recordPresence(identity.workspaceId, null);
+    recordPresence(ref, null);
     if (older?.isOpen) recordReplaced(identity, older, { address, instance: hello.instance });
-    older?.close(AGENT_CLOSE.replaced, 'replaced by a newer connection of the workspace agent');
+    older?.close(AGENT_CLOSE.replaced, 'replaced by a newer connection of the same agent');
     connection.send({
       type: 'welcome',
       protocol: AGENT_PROTOCOL,
@@ -226,7 +248,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       heartbeatMs,
     });
     log.info(
-      { workspaceId: identity.workspaceId, buildId: identity.buildId, agentVersion: hello.agentVersion, protocol: hello.protocol, state: hello.state },
+      { ...ref, buildId: identity.buildId, agentVersion: hello.agentVersion, protocol: hello.protocol, state: hello.state },
       'agent connected',
     );
   };
@@ -241,18 +263,39 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     recordEvent({
       workspaceId: identity.workspaceId,
       kind: 'agent_connection_replaced',
-      message: `A new connection with this workspace's agent token, from ${newer.address}, replaced the open one from ${before?.address ?? 'an unknown address'}` +
+      message: `A new connection with the token of this ${agentPhrase(refOf(identity))}, from ${newer.address}, replaced the open one from ${before?.address ?? 'an unknown address'}` +
         (sameProcess
           ? ' (it names the same agent process as the open one: most likely a reconnect).'
           : ' (a different agent process). If you did not restart the agent, workspace code may be using its token: restart the workspace to issue a new one.'),
-      detail: { olderAddress: before?.address ?? null, newerAddress: newer.address, olderInstance: before?.instance ?? null, newerInstance: newer.instance },
+      detail: { agent: identity.agentName, olderAddress: before?.address ?? null, newerAddress: newer.address, olderInstance: before?.instance ?? null, newerInstance: newer.instance },
     });
   };
 
-  /** The workspace's agent is gone for good (stopped): the next start is a new agent process and build. */
-  const forgetAgent = (workspaceId: string) => {
-    logSeqs.forget(workspaceId);
-    states.delete(workspaceId);
+  /**
+   * A service's agent whose connection closed without den asking it to stop, while its workspace
+   * runs (a build that replaces the service's container is not news): the owner sees it in `den
+   * events` at once, naming the agent. Whether it is gone for good is the reconciler's to judge,
+   * after its grace period, as for the main agent.
+   */
+  const recordServiceAgentLost = (ref: AgentRef, code: number, reason: string) => {
+    const check = db.selectFrom('workspaces').select('status').where('id', '=', ref.workspaceId).executeTakeFirst()
+      .then((row) => {
+        if (row?.status !== 'running') return;
+        recordEvent({
+          workspaceId: ref.workspaceId,
+          kind: 'agent_disconnected',
+          message: `The ${agentPhrase(ref)} disconnected (${reason || `close code ${code}`}). Exec into that service works again once it reconnects; if it does not, start the workspace again (den start).`,
+          detail: { agent: ref.agent, code, reason },
+        });
+      }, (error: unknown) => log.error({ err: error, ...ref }, 'could not read the workspace status to record an agent\'s disconnection'))
+      .finally(() => recording.delete(check));
+    recording.add(check);
+  };
+
+  /** The agent is gone for good (stopped): the next start is a new agent process and build. */
+  const forgetAgent = (ref: AgentRef) => {
+    logSeqs.forget(agentKey(ref));
+    states.delete(agentKey(ref));
   };
 
   const hub: LocalAgentHub = {
@@ -270,7 +313,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         const version = text === undefined ? undefined : helloVersion(text);
         if (!version) return refuse(AGENT_CLOSE.protocolError, 'BAD_REQUEST', 'The first frame of the agent link must be hello.');
         if (!isProtocolSupported(version)) {
-          log.warn({ workspaceId: identity.workspaceId, version }, 'agent speaks an unsupported protocol major');
+          log.warn({ ...refOf(identity), version }, 'agent speaks an unsupported protocol major');
           return refuse(
             AGENT_CLOSE.protocolUnsupported,
             'AGENT_PROTOCOL_UNSUPPORTED',
@@ -288,35 +331,37 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       }));
     },
 
-    stateOf(workspaceId) {
-      return states.get(workspaceId);
+    stateOf(target) {
+      return states.get(agentKey(target));
     },
 
     sizes() {
       return { connections: connections.size, states: states.size, logSequences: logSeqs.size(), persisting: persisting.size };
     },
 
-    async waitForReady(workspaceId, buildId, options) {
-      const known = states.get(workspaceId);
+    async waitForReady(target, buildId, options) {
+      const ref = agentRef(target);
+      const known = states.get(agentKey(ref));
       if (known?.buildId === buildId && (known.state === 'ready' || known.state === 'start_error')) {
         return waiters.outcome(known.state, known.message);
       }
       // Another replica (or this one before a restart) may have recorded it already.
-      const row = await db.selectFrom('workspaces').select('agent_state').where('id', '=', workspaceId).executeTakeFirst();
-      if ((row?.agent_state === 'ready' || row?.agent_state === 'start_error') && (await currentAgentBuild(db, workspaceId)) === buildId) {
-        return waiters.outcome(row.agent_state, undefined);
+      const row = await db.selectFrom('agents').select('state').where('workspace_id', '=', ref.workspaceId).where('name', '=', ref.agent).executeTakeFirst();
+      if ((row?.state === 'ready' || row?.state === 'start_error') && (await currentAgentBuild(db, ref)) === buildId) {
+        return waiters.outcome(row.state, undefined);
       }
       if (closing) throw waiters.canceled();
-      return waiters.wait(workspaceId, buildId, options);
+      return waiters.wait(agentKey(ref), buildId, { ...options, agent: agentPhrase(ref) });
     },
 
-    isConnected(workspaceId) {
-      return connections.get(workspaceId)?.isOpen ?? false;
+    isConnected(target) {
+      return connections.get(agentKey(target))?.isOpen ?? false;
     },
 
-    async shutdown(workspaceId, options) {
-      const connection = connections.get(workspaceId);
-      if (!connection?.isOpen) return forgetAgent(workspaceId);
+    async shutdown(target, options) {
+      const ref = agentRef(target);
+      const connection = connections.get(agentKey(ref));
+      if (!connection?.isOpen) return forgetAgent(ref);
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, options.timeoutMs)));
       connection.send({ type: 'shutdown', graceful: true, reason: 'the workspace is stopping' });
@@ -324,14 +369,15 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       clearTimeout(timer);
       connection.close(AGENT_CLOSE.shutdown, 'workspace stopped');
       // the last states it reported (shutting_down, off) are in the store when we return
-      await persisting.get(workspaceId);
-      forgetAgent(workspaceId);
+      await persisting.get(agentKey(ref));
+      forgetAgent(ref);
     },
 
-    async exec(workspaceId, request: ExecRequest): Promise<ExecSession> {
-      const connection = connections.get(workspaceId);
+    async exec(target, request: ExecRequest): Promise<ExecSession> {
+      const ref = agentRef(target);
+      const connection = connections.get(agentKey(ref));
       if (!connection?.isOpen) {
-        throw new AppError('AGENT_NOT_CONNECTED', 'The workspace agent is not connected. Wait for the workspace to be running (`den show`) and try again.');
+        throw new AppError('AGENT_NOT_CONNECTED', `The ${agentPhrase(ref)} is not connected. Wait for the workspace to be running (\`den show\`) and try again.`);
       }
       let session: ExecSession | undefined;
       const spec = {
@@ -349,10 +395,11 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       return session!;
     },
 
-    async openChannel(workspaceId, spec, window, attach) {
-      const connection = connections.get(workspaceId);
+    async openChannel(target, spec, window, attach) {
+      const ref = agentRef(target);
+      const connection = connections.get(agentKey(ref));
       if (!connection?.isOpen) {
-        throw new AppError('AGENT_NOT_CONNECTED', 'The workspace agent is not connected. Wait a few seconds (it reconnects by itself) and try again.');
+        throw new AppError('AGENT_NOT_CONNECTED', `The ${agentPhrase(ref)} is not connected. Wait a few seconds (it reconnects by itself) and try again.`);
       }
       return connection.openChannel(spec, window, (channel, peerWindow) =>
         attach(channel, peerWindow, { send: (frame) => connection.send(frame), release: () => connection.release(channel) }),
@@ -371,4 +418,13 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     },
   };
   return hub;
+}
+
+function refOf(identity: AgentIdentity): AgentRef {
+  return { workspaceId: identity.workspaceId, agent: identity.agentName };
+}
+
+/** "workspace agent" or "agent of service api", for sentences. */
+function agentPhrase(ref: AgentRef): string {
+  return ref.agent === MAIN_AGENT ? 'workspace agent' : `agent of service ${ref.agent}`;
 }

@@ -23,7 +23,8 @@ export function createReadyWaiters() {
 
     canceled,
 
-    wait(workspaceId: string, buildId: string, options: { timeoutMs: number; signal?: AbortSignal }): Promise<void> {
+    /** `agent` is how the timeout names the agent ("workspace agent", "agent of service api"). */
+    wait(workspaceId: string, buildId: string, options: { timeoutMs: number; signal?: AbortSignal; agent?: string }): Promise<void> {
       return new Promise<void>((resolve, reject) => {
         if (options.signal?.aborted) return reject(canceled());
         let set = waiters.get(workspaceId);
@@ -44,7 +45,7 @@ export function createReadyWaiters() {
           waiter.reject(
             new AppError(
               'AGENT_READY_TIMEOUT',
-              `The workspace agent did not become ready within ${Math.round(options.timeoutMs / 1000)} s. Check the build log (\`den logs\`) for the agent's and the startup scripts' output.`,
+              `The ${options.agent ?? 'workspace agent'} did not become ready within ${Math.round(options.timeoutMs / 1000)} s. Check the build log (\`den logs\`) for the agent's and the startup scripts' output.`,
             ),
           );
         }, options.timeoutMs);

@@ -35,6 +35,7 @@ describe.each(storeDialects)('agent tokens (%s)', (dialect) => {
 
     expect(await authenticateAgent(store.db, token)).toEqual({
       workspaceId: ws.workspaceId,
+      agentName: 'main',
       workspaceName: 'one',
       ownerName: 'dora',
       buildId: ws.buildId,
@@ -43,19 +44,40 @@ describe.each(storeDialects)('agent tokens (%s)', (dialect) => {
     expect(await currentAgentBuild(store.db, ws.workspaceId)).toBe(ws.buildId);
   });
 
-  it('revokes the previous token of the workspace when a new build gets one, and clears agent_state', async () => {
+  it('revokes the previous token of the workspace when a new build gets one, and clears its state', async () => {
     const ws = await seedWorkspace(store.db, { username: 'eve', workspaceName: 'two' });
     const first = await issueAgentToken(store.db, { workspaceId: ws.workspaceId, buildId: 'build-1', manifest: {}, now: new Date() });
-    await store.db.updateTable('workspaces').set({ agent_state: 'ready' }).where('id', '=', ws.workspaceId).execute();
+    await store.db.updateTable('agents').set({ state: 'ready' }).where('workspace_id', '=', ws.workspaceId).execute();
     const second = await issueAgentToken(store.db, { workspaceId: ws.workspaceId, buildId: 'build-2', manifest: {}, now: new Date() });
     expect(await authenticateAgent(store.db, first)).toBeUndefined();
     expect((await authenticateAgent(store.db, second))?.buildId).toBe('build-2');
-    const row = await store.db.selectFrom('workspaces').select('agent_state').where('id', '=', ws.workspaceId).executeTakeFirstOrThrow();
+    const row = await store.db.selectFrom('agents').select('state as agent_state').where('workspace_id', '=', ws.workspaceId).where('name', '=', 'main').executeTakeFirstOrThrow();
     expect(row.agent_state).toBeNull();
 
     await revokeAgentTokens(store.db, ws.workspaceId, new Date());
     expect(await authenticateAgent(store.db, second)).toBeUndefined();
     expect(await currentAgentBuild(store.db, ws.workspaceId)).toBeUndefined();
+  });
+
+  it('scopes each token to one agent: a service agent\'s token leaves the main agent\'s live, and a stop revokes both', async () => {
+    const ws = await seedWorkspace(store.db, { username: 'gus', workspaceName: 'pair' });
+    const main = await issueAgentToken(store.db, { workspaceId: ws.workspaceId, buildId: ws.buildId, manifest: {}, revision: 'r-main', now: new Date() });
+    const api = await issueAgentToken(store.db, { workspaceId: ws.workspaceId, agent: 'api', buildId: ws.buildId, manifest: {}, revision: 'r-api', now: new Date() });
+    expect((await authenticateAgent(store.db, main))?.agentName).toBe('main');
+    expect((await authenticateAgent(store.db, api))?.agentName).toBe('api');
+    expect(await currentAgentBuild(store.db, { workspaceId: ws.workspaceId, agent: 'api' })).toBe(ws.buildId);
+    const agents = await store.db.selectFrom('agents').select(['name', 'revision']).where('workspace_id', '=', ws.workspaceId).orderBy('name').execute();
+    expect(agents).toEqual([{ name: 'api', revision: 'r-api' }, { name: 'main', revision: 'r-main' }]);
+
+    // a new token for the service agent revokes its old one only
+    const api2 = await issueAgentToken(store.db, { workspaceId: ws.workspaceId, agent: 'api', buildId: 'build-2', manifest: {}, now: new Date() });
+    expect(await authenticateAgent(store.db, api)).toBeUndefined();
+    expect((await authenticateAgent(store.db, main))?.agentName).toBe('main');
+    expect(await currentAgentBuild(store.db, ws.workspaceId)).toBe(ws.buildId);
+
+    await revokeAgentTokens(store.db, ws.workspaceId, new Date());
+    expect(await authenticateAgent(store.db, main)).toBeUndefined();
+    expect(await authenticateAgent(store.db, api2)).toBeUndefined();
   });
 
   it('rejects unknown, malformed and deleted-workspace tokens', async () => {

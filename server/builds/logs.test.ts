@@ -185,7 +185,7 @@ async function seedBuild(store: Store): Promise<string> {
   await store.db.insertInto('template_versions').values({ id: ids.version, template_id: ids.template, number: 1, spec_json: '{}', files_json: '{}', message: '', created_by: ids.user, created_at: now }).execute();
   await store.db.insertInto('workspaces').values({
     id: ids.workspace, name: 'w', owner_id: ids.user, template_id: ids.template, template_version_id: ids.version, params_json: '{}',
-    status: 'starting', agent_state: null, last_build_id: ids.build, created_at: now, updated_at: now, deleted_at: null,
+    status: 'starting', last_build_id: ids.build, created_at: now, updated_at: now, deleted_at: null,
   }).execute();
   await store.db.insertInto('builds').values({
     id: ids.build, workspace_id: ids.workspace, number: 1, transition: 'start', reason: 'create', initiator_id: ids.user,

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { templateSchema, type TemplateInput } from '../../protocol/template.ts';
+import { planAgents } from '../runtimes/driver.ts';
 import { dependencyOrder, envName, planWorkspace, readyTimeoutMs, type PlanInput } from './plan.ts';
 
 const workspace = { id: 'ws-1', name: 'demo', ownerId: 'u-1', ownerName: 'alice' };
@@ -12,6 +13,7 @@ function input(template: TemplateInput, overrides: Partial<PlanInput> = {}): Pla
     owner: { id: 'u-1', name: 'alice', displayName: 'Alice' },
     endpoints: {},
     accessUrl: 'http://127.0.0.1:7080',
+    agentDelivery: ['image', 'volume'],
     ...overrides,
   };
 }
@@ -95,7 +97,7 @@ describe('planWorkspace', () => {
     ]);
     expect(manifest.apps).toEqual([{ name: 'code-server', port: 13337 }]);
     expect(manifest.env).toEqual(plan.env);
-    expect(plan.agent).toEqual({ url: 'http://127.0.0.1:7080', revision: expect.stringMatching(/^[0-9a-f]{32}$/) });
+    expect(plan.agent).toEqual({ name: 'main', url: 'http://127.0.0.1:7080', revision: expect.stringMatching(/^[0-9a-f]{32}$/), delivery: { kind: 'image' } });
     expect(readyTimeoutMs(manifest, 1_000)).toBe(121_000);
   });
 
@@ -103,7 +105,7 @@ describe('planWorkspace', () => {
 
   it('names the agent token as a secret and keeps its value out of the plan, so planning twice gives the same plan', () => {
     const first = planWorkspace(input(nodePostgres, { params, endpoints }));
-    expect(first.plan.secrets).toEqual([{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }]);
+    expect(first.plan.secrets).toEqual([{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }]);
     expect(planWorkspace(input(nodePostgres, { params, endpoints })).plan).toEqual(first.plan);
   });
 
@@ -112,6 +114,49 @@ describe('planWorkspace', () => {
     const edited = { ...nodePostgres, workspace: { ...nodePostgres.workspace, startup: [{ name: 'install', run: 'echo changed' }] } };
     expect(planWorkspace(input(edited, { params, endpoints })).plan.agent.revision).not.toBe(base);
     expect(planWorkspace(input(nodePostgres, { params, endpoints })).plan.agent.revision).toBe(base);
+  });
+
+  it('lists an agent beside each service that asks for one, each with its own token secret and manifest', () => {
+    const template: TemplateInput = {
+      name: 'agents',
+      workspace: { image: 'den/node:24', startup: [{ name: 'hello', run: 'echo hi' }] },
+      environment: { services: { api: { image: 'den/node:24', command: 'node api.js', agent: true }, db: { image: 'postgres:16' } } },
+    };
+    const { plan, manifests } = planWorkspace(input(template));
+    expect(planAgents(plan).map((agent) => agent.name)).toEqual(['main', 'api']);
+    expect(plan.services.find((s) => s.name === 'db')!.agent).toBeUndefined();
+    expect(plan.secrets).toEqual([
+      { name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' },
+      { name: 'agent-token.api', env: 'DEN_AGENT_TOKEN', agent: 'api' },
+    ]);
+    // the service's agent runs no startup scripts: those are the workspace's
+    expect(manifests.api).toEqual({ env: {}, startupScripts: [], apps: [] });
+    expect(manifests.main.startupScripts).toHaveLength(1);
+    expect(plan.services[0].agent!.revision).not.toBe(plan.agent.revision);
+  });
+
+  it('delivers the agent by image only to den\'s images, else the first other way the runtime offers', () => {
+    const template: TemplateInput = {
+      name: 'delivery',
+      workspace: { image: 'den/base:bookworm' },
+      environment: { services: { api: { image: 'debian:12', command: 'sleep 1d', agent: true } } },
+    };
+    const docker = planWorkspace(input(template, { agentDelivery: ['image', 'volume'] })).plan;
+    expect(docker.agent.delivery).toEqual({ kind: 'image' });
+    expect(docker.services[0].agent!.delivery).toEqual({ kind: 'volume' });
+    expect(planWorkspace(input(template, { agentDelivery: ['path'] })).plan.agent.delivery).toEqual({ kind: 'path' });
+
+    // a runtime that downloads (Kubernetes init containers): den's bundle route and its checksum
+    const agentDownload = { url: 'http://127.0.0.1:7080/api/v1/agent/bundle', sha256: 'ab'.repeat(32) };
+    const k8s = planWorkspace(input(template, { agentDelivery: ['image', 'download'], agentDownload })).plan;
+    expect(k8s.agent.delivery).toEqual({ kind: 'image' });
+    expect(k8s.services[0].agent!.delivery).toEqual({ kind: 'download', ...agentDownload });
+
+    // nothing fits: refused with a sentence naming the field and the image
+    expect(() => planWorkspace(input(template, { agentDelivery: ['image'] }))).toThrow(expect.objectContaining({
+      code: 'RUNTIME_CAPABILITY_MISSING',
+      message: expect.stringContaining("environment.services.api uses image debian:12, which does not carry den's agent"),
+    }));
   });
 
   it('keeps den variables even when the template sets the same names', () => {

@@ -1,13 +1,15 @@
 import { createHash } from 'node:crypto';
-import type { AgentManifest } from '../../protocol/agent.ts';
+import { MAIN_AGENT, type AgentManifest } from '../../protocol/agent.ts';
 import { AppError } from '../../protocol/errors.ts';
 import {
   parseBytes, parseCpu, parseDuration,
   type ParameterValue, type ReadinessSpec, type ServiceSpec, type TemplateSpec,
 } from '../../protocol/template.ts';
 import { templatePathProblem, type TemplatePathKind } from '../../protocol/template-paths.ts';
+import { carriesAgent } from '../runtimes/agent-bundle.ts';
+import type { AgentDeliveryKind } from '../runtimes/capabilities.ts';
 import {
-  AGENT_TOKEN_SECRET, type ReadinessPlan, type ServiceEndpoints, type ServicePlan, type WorkspaceIdentity, type WorkspacePlan,
+  agentTokenSecret, type AgentDelivery, type AgentPlan, type ReadinessPlan, type ServiceEndpoints, type ServicePlan, type WorkspaceIdentity, type WorkspacePlan,
 } from '../runtimes/driver.ts';
 import { evaluateTemplateValue } from '../templates/expressions.ts';
 
@@ -27,12 +29,22 @@ export interface PlanInput {
   endpoints: ServiceEndpoints;
   /** the URL the agent dials */
   accessUrl: string;
+  /** how the runtime can deliver the agent, best first (RuntimeDriver.agentDelivery) */
+  agentDelivery: readonly AgentDeliveryKind[];
+  /** den's agent-bundle route and the checksum of what it serves; needed when the runtime offers 'download' */
+  agentDownload?: { url: string; sha256: string };
 }
 
 export interface PlanResult {
   plan: WorkspacePlan;
+  /** what the main agent is told on connect */
   manifest: AgentManifest;
+  /** what each agent of the plan is told on connect, by agent name (the main one included) */
+  manifests: Record<string, AgentManifest>;
 }
+
+/** The agent's token reaches it as this variable (agent/main.ts reads it). */
+const AGENT_TOKEN_ENV = 'DEN_AGENT_TOKEN';
 
 const DEFAULT_SCRIPT_TIMEOUT_MS = 5 * 60 * 1000;
 const DEFAULT_READINESS_TIMEOUT_MS = 60_000;
@@ -67,24 +79,22 @@ export function planWorkspace(input: PlanInput): PlanResult {
   }
 
   const resources = spec.workspace.resources ?? {};
-  const plan: WorkspacePlan = {
-    workspace,
-    image: String(evaluate(spec.workspace.image, ['workspace', 'image'])),
-    resources: {
-      ...(resources.cpu !== undefined ? { cpu: cpu(evaluate(resources.cpu, ['workspace', 'resources', 'cpu']), 'workspace.resources.cpu') } : {}),
-      ...(resources.memory !== undefined ? { memoryBytes: bytes(evaluate(resources.memory, ['workspace', 'resources', 'memory']), 'workspace.resources.memory') } : {}),
-      ...(resources.pids !== undefined ? { pids: wholeNumber(evaluate(resources.pids, ['workspace', 'resources', 'pids']), 'workspace.resources.pids') } : {}),
-    },
-    home: spec.workspace.home?.size !== undefined
-      ? { sizeBytes: bytes(evaluate(spec.workspace.home.size, ['workspace', 'home', 'size']), 'workspace.home.size') }
-      : {},
-    env,
-    agent: { url: input.accessUrl, revision: '' },
-    // The token is issued when a driver creates the agent, so re-applying a plan issues none.
-    secrets: [{ name: AGENT_TOKEN_SECRET, env: 'DEN_AGENT_TOKEN' }],
-    services: dependencyOrder(servicesSpec).map((name) => planService(name, servicesSpec[name], evaluate)),
-  };
-
+  const agentPlan = (name: string, image: string, manifest: AgentManifest): AgentPlan => ({
+    name,
+    url: input.accessUrl,
+    revision: createHash('sha256').update(JSON.stringify(name === MAIN_AGENT ? manifest : { service: name, manifest })).digest('hex').slice(0, 32),
+    delivery: chooseDelivery(image, input, name === MAIN_AGENT ? 'workspace.image' : `environment.services.${name}`),
+  });
+  const image = String(evaluate(spec.workspace.image, ['workspace', 'image']));
+  const services = dependencyOrder(servicesSpec).map((name) => planService(name, servicesSpec[name], evaluate));
+  const manifests: Record<string, AgentManifest> = {};
+  for (const service of services) {
+    if (!servicesSpec[service.name].agent) continue;
+    // A service's agent runs no startup scripts and serves no apps: it is there for exec,
+    // terminals (and later sync) into the service, in the service's own environment.
+    manifests[service.name] = { env: {}, startupScripts: [], apps: [] };
+    service.agent = agentPlan(service.name, service.image ?? image, manifests[service.name]);
+  }
   const manifest: AgentManifest = {
     env,
     startupScripts: (spec.workspace.startup ?? []).map((script, index) => ({
@@ -99,8 +109,44 @@ export function planWorkspace(input: PlanInput): PlanResult {
       port: app.port,
     })),
   };
-  plan.agent.revision = createHash('sha256').update(JSON.stringify(manifest)).digest('hex').slice(0, 32);
-  return { plan, manifest };
+  const plan: WorkspacePlan = {
+    workspace,
+    image,
+    resources: {
+      ...(resources.cpu !== undefined ? { cpu: cpu(evaluate(resources.cpu, ['workspace', 'resources', 'cpu']), 'workspace.resources.cpu') } : {}),
+      ...(resources.memory !== undefined ? { memoryBytes: bytes(evaluate(resources.memory, ['workspace', 'resources', 'memory']), 'workspace.resources.memory') } : {}),
+      ...(resources.pids !== undefined ? { pids: wholeNumber(evaluate(resources.pids, ['workspace', 'resources', 'pids']), 'workspace.resources.pids') } : {}),
+    },
+    home: spec.workspace.home?.size !== undefined
+      ? { sizeBytes: bytes(evaluate(spec.workspace.home.size, ['workspace', 'home', 'size']), 'workspace.home.size') }
+      : {},
+    env,
+    agent: agentPlan(MAIN_AGENT, image, manifest),
+    // Each agent's token is a secret of its own, issued when a driver creates that agent, so
+    // re-applying a plan issues none.
+    secrets: [MAIN_AGENT, ...services.flatMap((s) => (s.agent ? [s.name] : []))]
+      .map((agent) => ({ name: agentTokenSecret(agent), env: AGENT_TOKEN_ENV, agent })),
+    services,
+  };
+  return { plan, manifest, manifests: { ...manifests, [MAIN_AGENT]: manifest } };
+}
+
+/**
+ * The first way the runtime offers that fits the image: 'image' only for den's images, which
+ * carry the agent; 'download' names den's bundle route and its checksum.
+ */
+function chooseDelivery(image: string, input: Pick<PlanInput, 'agentDelivery' | 'agentDownload'>, field: string): AgentDelivery {
+  for (const kind of input.agentDelivery) {
+    if (kind === 'image') {
+      if (carriesAgent(image)) return { kind };
+    } else if (kind === 'download') {
+      if (input.agentDownload) return { kind, ...input.agentDownload };
+    } else {
+      return { kind };
+    }
+  }
+  throw new AppError('RUNTIME_CAPABILITY_MISSING',
+    `${field} uses image ${image}, which does not carry den's agent, and this runtime has no other way to deliver it (${input.agentDelivery.join(', ') || 'none'}). Use one of den's images (den/base, den/node) or ask your administrator for a runtime that mounts or downloads the agent.`);
 }
 
 /** The time a start build may wait for `ready`: the blocking startup scripts plus a margin. */

@@ -124,7 +124,7 @@ async function seed(store: Store) {
   await store.db.insertInto('template_versions').values({ id: versionId, template_id: templateId, number: 1, spec_json: '{}', files_json: '{}', message: '', created_by: userId, created_at: now }).execute();
   await store.db.insertInto('workspaces').values({
     id: workspaceId, name: 'w', owner_id: userId, template_id: templateId, template_version_id: versionId, params_json: '{}',
-    status: 'pending', agent_state: null, last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
+    status: 'pending', last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
   }).execute();
   return { workspaceId, userId, versionId };
 }

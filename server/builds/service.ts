@@ -1,3 +1,4 @@
+import { AGENT_BUNDLE_PATH, type AgentDownload } from '../runtimes/agent-download.ts';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Kysely } from 'kysely';
@@ -55,6 +56,8 @@ export interface BuildServiceDeps extends DenBase {
   metrics: Pick<Metrics, 'buildsTotal' | 'buildDuration'>;
   /** where build progress and the workspace status a build sets are announced */
   events: EventPublisher;
+  /** den's agent bundle as served by its route: a plan whose runtime downloads the agent names its checksum */
+  agentBundle: Pick<AgentDownload, 'archive'>;
 }
 
 /** What a build event names of its build. */
@@ -209,7 +212,10 @@ export function createBuildService(deps: BuildServiceDeps): BuildService {
           announce(build, 'running', entry);
         }
       };
-      await runTransition(build, { db, clock: deps.clock, driver: deps.driver, agents, accessUrl: deps.config.accessUrl, events: deps.events }, step);
+      await runTransition(build, {
+        db, clock: deps.clock, driver: deps.driver, agents, accessUrl: deps.config.accessUrl, events: deps.events,
+        agentDownload: async () => ({ url: `${deps.config.accessUrl.replace(/\/+$/, '')}${AGENT_BUNDLE_PATH}`, sha256: (await deps.agentBundle.archive()).sha256 }),
+      }, step);
     } catch (failure) {
       if (controller.signal.reason instanceof BuildCanceled) {
         state = 'canceled';

@@ -1,11 +1,13 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { ParameterValue } from '../../protocol/template.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
+import { forgetUnplannedAgents, workspaceAgents } from '../agents/registry.ts';
 import { currentAgentBuild, issueAgentToken, revokeAgentTokens } from '../agents/tokens.ts';
 import { assertCapabilities } from '../runtimes/capabilities.ts';
-import { AGENT_TOKEN_SECRET, type DriverContext, type RuntimeDriver, type WorkspaceIdentity } from '../runtimes/driver.ts';
+import { agentOfTokenSecret, planAgents, type DriverContext, type RuntimeDriver, type WorkspaceIdentity } from '../runtimes/driver.ts';
 import type { Database } from '../store/schema.ts';
 import type { EventPublisher } from '../events/bus.ts';
 import type { Clock } from '../store/time.ts';
@@ -23,6 +25,8 @@ export interface StepDeps {
   agents: AgentHub;
   accessUrl: string;
   events: EventPublisher;
+  /** den's agent-bundle route and its checksum, for runtimes that download the agent */
+  agentDownload?: () => Promise<{ url: string; sha256: string }>;
 }
 
 /** Runs one named step: logs its start and finish with the duration, records its timing. */
@@ -44,24 +48,32 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
         .map(([service, s]) => ({ service, ports: (s.ports ?? []).map((p) => p.port) }))
         .filter((s) => s.ports.length > 0);
       const endpoints = await step('endpoints', () => deps.driver.resolveEndpoints(identity, services));
-      const { plan, manifest } = await step('plan', async () =>
-        planWorkspace({ spec, params, workspace: identity, owner, endpoints, accessUrl: deps.accessUrl }));
+      const agentDownload = deps.driver.agentDelivery.includes('download') ? await deps.agentDownload?.() : undefined;
+      const { plan, manifests } = await step('plan', async () => planWorkspace({
+        spec, params, workspace: identity, owner, endpoints, accessUrl: deps.accessUrl, agentDelivery: deps.driver.agentDelivery, agentDownload,
+      }));
+      const agents = planAgents(plan);
+      await forgetUnplannedAgents(deps.db, identity.id, agents.map((a) => a.name), now());
       // An agent whose startup failed stays up (for debugging); starting again means a new agent
       // that runs the startup scripts again, which re-applying an unchanged plan would not give.
       if (agentState === 'start_error') await step('agent-replace', (context) => retireAgent(deps, identity, context));
       // A token is issued only when the driver (re)creates the agent: an unchanged workspace keeps
       // its running agent, its token and its terminal sessions.
       const secret = (name: string) => {
-        if (name !== AGENT_TOKEN_SECRET) throw new Error(`The plan names a secret '${name}' den does not know; this is a bug in den.`);
-        return issueAgentToken(deps.db, { workspaceId: identity.id, buildId: build.id, manifest, now: now() });
+        const agent = agents.find((a) => a.name === agentOfTokenSecret(name));
+        if (!agent) throw new Error(`The plan names a secret '${name}' den does not know; this is a bug in den.`);
+        return issueAgentToken(deps.db, { workspaceId: identity.id, agent: agent.name, buildId: build.id, manifest: manifests[agent.name], revision: agent.revision, now: now() });
       };
       await step('apply', (context) => deps.driver.start(plan, { ...context, secret }));
       await step('agent', async (context) => {
-        // The agent to wait for is the one holding the live token: this build's when the driver
-        // started one, an earlier build's when the agent kept running.
-        const agentBuild = (await currentAgentBuild(deps.db, identity.id)) ?? build.id;
         try {
-          await deps.agents.waitForReady(identity.id, agentBuild, { timeoutMs: readyTimeoutMs(manifest), signal: context.signal });
+          // Each agent to wait for is the one holding its live token: this build's when the
+          // driver started one, an earlier build's when the agent kept running.
+          await Promise.all(agents.map(async (agent) => {
+            const ref = { workspaceId: identity.id, agent: agent.name };
+            const agentBuild = (await currentAgentBuild(deps.db, ref)) ?? build.id;
+            await deps.agents.waitForReady(ref, agentBuild, { timeoutMs: readyTimeoutMs(manifests[agent.name]), signal: context.signal });
+          }));
         } catch (error) {
           // When the agent died, the runtime knows why (its last output); say it in the build log.
           const status = await deps.driver.status(identity).catch(() => undefined);
@@ -73,20 +85,28 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
       return;
     }
     case 'stop': {
-      await step('agent-shutdown', () => deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS }));
+      await step('agent-shutdown', () => shutdownAgents(deps, identity.id));
       await step('runtime-stop', (context) => deps.driver.stop(identity, context));
       await revokeAgentTokens(deps.db, identity.id, now());
       await completeBuildStatus(deps.db, deps.events, identity.id, build.transition, now());
       return;
     }
     case 'delete': {
-      await step('agent-shutdown', () => deps.agents.shutdown(identity.id, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS }));
+      await step('agent-shutdown', () => shutdownAgents(deps, identity.id));
       await step('runtime-delete', (context) => deps.driver.delete(identity, context));
       await revokeAgentTokens(deps.db, identity.id, now());
       await completeBuildStatus(deps.db, deps.events, identity.id, build.transition, now());
       return;
     }
   }
+}
+
+/** Asks every agent of the workspace to shut down, in parallel (each bounded by the timeout). */
+async function shutdownAgents(deps: StepDeps, workspaceId: string): Promise<void> {
+  const names = await workspaceAgents(deps.db, workspaceId);
+  // a workspace whose agents never reported has no rows: its main agent may still be connected
+  const all = names.includes(MAIN_AGENT) ? names : [MAIN_AGENT, ...names];
+  await Promise.all(all.map((agent) => deps.agents.shutdown({ workspaceId, agent }, { timeoutMs: AGENT_SHUTDOWN_TIMEOUT_MS })));
 }
 
 /** How often retireAgent looks whether the runtime saw the agent exit. */

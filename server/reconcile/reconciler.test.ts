@@ -45,7 +45,7 @@ describe.each(storeDialects)('reconciler on %s', (dialect) => {
 
   it('shows a running workspace down once its agent stayed disconnected past the grace period, once', async () => {
     const { workspaceId } = await seedWorkspace(store.db, { username: 'alice', workspaceName: 'demo' });
-    await store.db.updateTable('workspaces').set({ agent_disconnected_at: now.toISOString() }).where('id', '=', workspaceId).execute();
+    await store.db.insertInto('agents').values({ workspace_id: workspaceId, name: 'main', state: 'ready', revision: null, connected_at: null, disconnected_at: now.toISOString() }).execute();
     const reconciler = createReconciler({ store, clock, log, driver: idleDriver, agentGraceMs: GRACE_MS });
 
     now = new Date(now.getTime() + GRACE_MS - 1);

@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -121,19 +122,24 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   }
 
   async function findLostAgents(now: Date): Promise<void> {
+    // An agent reconnects by itself after a blip, so its loss is judged after the grace period:
+    // the workspace's own agent, or the one beside a service (the hub records that one's
+    // disconnection as an event at once).
     const rows = await db.selectFrom('workspaces as w').innerJoin('users as u', 'u.id', 'w.owner_id')
-      .select(['w.id', 'w.name', 'u.username as owner_name', 'w.agent_disconnected_at'])
+      .innerJoin('agents as a', 'a.workspace_id', 'w.id')
+      .select(['w.id', 'w.name', 'u.username as owner_name', 'a.name as agent', 'a.disconnected_at as agent_disconnected_at'])
       .where('w.status', '=', 'running').where('w.deleted_at', 'is', null)
-      .where('w.agent_disconnected_at', '<=', iso(new Date(now.getTime() - graceMs)))
+      .where('a.disconnected_at', '<=', iso(new Date(now.getTime() - graceMs)))
       .where((eb) => eb.or([eb('w.health', 'is', null), eb('w.health', '!=', 'down')]))
       .execute();
     for (const row of rows) {
       const since = new Date(row.agent_disconnected_at!);
+      const which = row.agent === MAIN_AGENT ? 'The agent' : `The agent of service ${row.agent}`;
       const report: DownReport = {
         workspaceId: row.id,
         kind: 'agent_lost',
-        message: `The agent of workspace '${row.owner_name}/${row.name}' lost its connection at ${timeOfDay(since)} and has not come back within ${Math.round(graceMs / 1000)} s.`,
-        detail: { disconnectedAt: row.agent_disconnected_at, graceMs },
+        message: `${which} of workspace '${row.owner_name}/${row.name}' lost its connection at ${timeOfDay(since)} and has not come back within ${Math.round(graceMs / 1000)} s.`,
+        detail: { agent: row.agent, disconnectedAt: row.agent_disconnected_at, graceMs },
       };
       await showDown(now, report);
     }
@@ -142,9 +148,13 @@ export function createReconciler(deps: ReconcilerDeps): Reconciler {
   async function findRecovered(now: Date): Promise<void> {
     const rows = await db.selectFrom('workspaces as w').innerJoin('users as u', 'u.id', 'w.owner_id')
       .innerJoin('builds as b', 'b.id', 'w.last_build_id')
+      .innerJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', MAIN_AGENT))
       .select(['w.id', 'w.name', 'u.username as owner_name', 'b.number', 'b.finished_at'])
       .where('w.health', '=', 'down').where('w.status', '=', 'running').where('w.deleted_at', 'is', null)
-      .where('w.agent_state', '=', 'ready').where('w.agent_disconnected_at', 'is', null)
+      .where('a.state', '=', 'ready').where('a.disconnected_at', 'is', null)
+      // every agent back, the services' too
+      .where((eb) => eb.not(eb.exists(eb.selectFrom('agents as other').select('other.name')
+        .whereRef('other.workspace_id', '=', 'w.id').where('other.disconnected_at', 'is not', null))))
       .where('b.transition', '=', 'start').where('b.state', '=', 'succeeded')
       .whereRef('b.finished_at', '>', 'w.health_at')
       .execute();
@@ -251,7 +261,8 @@ async function runningWorkspace(db: Kysely<Database>, workspaceId: string) {
 
 /** The owner's sentence for a runtime event: what died, when, and why as far as the runtime knows. */
 function describe(event: RuntimeEvent, label: string): DownReport {
-  const what = event.subject.type === 'agent' ? `The agent of workspace '${label}'`
+  const what = event.subject.type === 'agent'
+    ? (event.subject.name && event.subject.name !== MAIN_AGENT ? `The agent of service ${event.subject.name} of workspace '${label}'` : `The agent of workspace '${label}'`)
     : event.subject.type === 'service' ? `Service ${event.subject.name} of workspace '${label}'`
       : `The container of workspace '${label}'`;
   const at = timeOfDay(event.at);

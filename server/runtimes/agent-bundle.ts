@@ -21,6 +21,17 @@ import { fileURLToPath } from 'node:url';
 export const AGENT_MOUNT_PATH = '/opt/den/agent';
 export const AGENT_COMMAND = [`${AGENT_MOUNT_PATH}/node`, `${AGENT_MOUNT_PATH}/agent.mjs`];
 
+/**
+ * den's workspace images that carry the agent bundle at AGENT_MOUNT_PATH (the tags
+ * workspace-images/build.ts builds with `agent: true`). The planner delivers the agent by image
+ * only to these; a runtime may still find the image's bundle older than its own and mount its own.
+ */
+const AGENT_IMAGES = new Set(['den/base:bookworm', 'den/node:24']);
+
+export function carriesAgent(image: string): boolean {
+  return AGENT_IMAGES.has(image);
+}
+
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
 export interface AgentBundle {

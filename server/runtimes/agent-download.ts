@@ -15,12 +15,21 @@ export interface AgentArchive {
   size: number;
 }
 
+/** den's agent bundle route (server/agents/routes.ts), relative to the access URL. */
+export const AGENT_BUNDLE_PATH = '/api/v1/agent/bundle';
+
+/** The bundle as one tar, assembled on first use (see createAgentDownload). */
+export interface AgentDownload {
+  archive(): Promise<AgentArchive>;
+  open(archive: AgentArchive): NodeJS.ReadableStream;
+}
+
 /**
  * Serves den's agent bundle (Node, agent, node-pty; see agent-bundle.ts) as a reproducible tar
  * (sorted names, fixed mtime and owner), assembled under `dir` on first use and reused after:
  * the same checkout gives the same bytes, so the checksum a plan names stays valid.
  */
-export function createAgentDownload(dir: string): { archive(): Promise<AgentArchive>; open(archive: AgentArchive): NodeJS.ReadableStream } {
+export function createAgentDownload(dir: string): AgentDownload {
   let pending: Promise<AgentArchive> | undefined;
   const build = async (): Promise<AgentArchive> => {
     const bundle = assembleAgentBundleOnce(join(dir, 'bundles'));

@@ -5,7 +5,7 @@ import { assertCapabilities, missingCapabilities, type RuntimeCapabilities } fro
 import { PROCESS_CAPABILITIES } from './process/driver.ts';
 
 const everything: RuntimeCapabilities = {
-  serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced',
+  serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
 };
 
 const demanding: TemplateInput = {
@@ -14,7 +14,7 @@ const demanding: TemplateInput = {
   environment: {
     services: {
       db: { image: 'den/postgres:15', ports: [{ port: 5432 }], volumes: [{ name: 'data', path: '/data' }] },
-      api: { command: ['node', 'server.js'], dependsOn: ['db'], sync: [{ from: '~/app', to: '/app' }] },
+      api: { command: ['node', 'server.js'], dependsOn: ['db'], sync: [{ from: '~/app', to: '/app' }], agent: true },
     },
   },
 };
@@ -25,13 +25,15 @@ describe('missingCapabilities', () => {
   });
 
   it('names each unsupported feature with the field that needs it and the runtime', () => {
-    const lacking: RuntimeCapabilities = { ...everything, serviceImages: 'unsupported', dependsOn: 'unsupported', sync: 'unsupported' };
+    const lacking: RuntimeCapabilities = { ...everything, serviceImages: 'unsupported', dependsOn: 'unsupported', sync: 'unsupported', serviceAgents: 'unsupported' };
     const missing = missingCapabilities('kubernetes', lacking, templateSchema.parse(demanding));
     expect(missing.map((m) => [m.feature, m.field])).toEqual([
       ['serviceImages', 'environment.services.db'],
       ['dependsOn', 'environment.services.api.dependsOn'],
       ['sync', 'environment.services.api.sync'],
+      ['serviceAgents', 'environment.services.api.agent'],
     ]);
+    expect(missing[3].message).toBe('environment.services.api.agent asks for an agent beside the service, which the kubernetes runtime does not support (serviceAgents).');
     expect(missing[0].message).toBe('environment.services.db is given only as an image, without a command, which the kubernetes runtime does not support (serviceImages).');
   });
 

@@ -10,7 +10,10 @@ import type { TemplateSpec } from '../../protocol/template.ts';
  */
 export type CapabilitySupport = 'enforced' | 'ignored' | 'unsupported';
 
-export type RuntimeFeature = 'serviceImages' | 'serviceVolumes' | 'resources' | 'dependsOn' | 'sync' | 'ports';
+export type RuntimeFeature = 'serviceImages' | 'serviceVolumes' | 'resources' | 'dependsOn' | 'sync' | 'ports' | 'serviceAgents';
+
+/** How a runtime can put the agent where it runs (see AgentDelivery in driver.ts). */
+export type AgentDeliveryKind = 'image' | 'volume' | 'path' | 'download';
 
 /** Declared by each driver as data, so the server can refuse a template before any build. */
 export type RuntimeCapabilities = Readonly<Record<RuntimeFeature, CapabilitySupport>>;
@@ -41,6 +44,7 @@ export function missingCapabilities(runtime: string, capabilities: RuntimeCapabi
     if ((service.dependsOn?.length ?? 0) > 0 && lacks('dependsOn')) add('dependsOn', `${field}.dependsOn`, 'orders services');
     if ((service.sync?.length ?? 0) > 0 && lacks('sync')) add('sync', `${field}.sync`, 'syncs files from the workspace');
     if ((service.ports?.length ?? 0) > 0 && lacks('ports')) add('ports', `${field}.ports`, 'exposes ports');
+    if (service.agent && lacks('serviceAgents')) add('serviceAgents', `${field}.agent`, 'asks for an agent beside the service');
   }
   return missing;
 }

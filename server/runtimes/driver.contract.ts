@@ -3,12 +3,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { templateSchema, type TemplateInput } from '../../protocol/template.ts';
 import { currentAgentBuild, issueAgentToken } from '../agents/tokens.ts';
 import { planWorkspace } from '../builds/plan.ts';
+import { assertCapabilities } from './capabilities.ts';
 import type { Config } from '../config.ts';
 import { iso } from '../store/time.ts';
 import { execInWorkspace } from '../../test/support/exec.ts';
 import { startTestServer, type TestServer } from '../../test/support/harness.ts';
-import type { ExecSession } from '../agents/hub-types.ts';
-import { AGENT_TOKEN_SECRET, type RuntimeDriver, type StartContext, type WorkspaceIdentity, type WorkspacePlan } from './driver.ts';
+import type { AgentTarget, ExecSession } from '../agents/hub-types.ts';
+import { agentOfTokenSecret, planAgents, type RuntimeDriver, type StartContext, type WorkspaceIdentity, type WorkspacePlan } from './driver.ts';
 
 /**
  * The contract every RuntimeDriver passes against a real backend (`runDriverContract` in each
@@ -61,30 +62,44 @@ export function runDriverContract(
       const now = iso(new Date());
       await server.store.db.insertInto('workspaces').values({
         id, name: wsName, owner_id: userId, template_id: templateId, template_version_id: versionId, params_json: '{}',
-        status: 'pending', agent_state: null, last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
+        status: 'pending', last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
       }).execute();
       return { id, name: wsName, ownerId: userId, ownerName: 'contract' };
     }
 
-    /** Plans, issues a token, starts through the driver and waits for the real agent's `ready`. */
-    async function startReady(workspace: WorkspaceIdentity, template: TemplateInput): Promise<{ plan: WorkspacePlan; buildId: string; log: string[] }> {
+    /** The planner as the start build calls it, with what this driver offers to deliver the agent. */
+    const plan = (workspace: WorkspaceIdentity, template: TemplateInput, endpoints: Awaited<ReturnType<RuntimeDriver['resolveEndpoints']>>) =>
+      planWorkspace({
+        spec: templateSchema.parse(template), params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints,
+        accessUrl: server.config.accessUrl, agentDelivery: driver.agentDelivery,
+      });
+
+    /** Plans, issues each agent's token, starts through the driver and waits for every real agent's `ready`. */
+    async function startReady(workspace: WorkspaceIdentity, template: TemplateInput): Promise<{ plan: WorkspacePlan; buildId: string; log: string[]; secretsAsked: () => number }> {
       const spec = templateSchema.parse(template);
       const services = Object.entries(spec.environment?.services ?? {}).map(([service, s]) => ({ service, ports: (s.ports ?? []).map((p) => p.port) }));
       const endpoints = await driver.resolveEndpoints(workspace, services);
-      const { plan, manifest } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl });
+      const planned = plan(workspace, template, endpoints);
+      const agents = planAgents(planned.plan);
       const buildId = randomUUID();
-      const { context, lines } = recorder((name) => {
-        expect(name).toBe(AGENT_TOKEN_SECRET);
-        return issueAgentToken(server.store.db, { workspaceId: workspace.id, buildId, manifest, now: new Date() });
+      const { context, lines, secretsAsked } = recorder((name) => {
+        const agent = agents.find((a) => a.name === agentOfTokenSecret(name));
+        expect(agent, `the secret ${name} names an agent of the plan`).toBeDefined();
+        return issueAgentToken(server.store.db, { workspaceId: workspace.id, agent: agent!.name, buildId, manifest: planned.manifests[agent!.name], now: new Date() });
       });
-      await driver.start(plan, context);
+      await driver.start(planned.plan, context);
       // As the start build does: the agent holding the live token is the one to wait for.
-      const agentBuild = (await currentAgentBuild(server.store.db, workspace.id)) ?? buildId;
-      await server.den.agents.waitForReady(workspace.id, agentBuild, { timeoutMs: readyTimeoutMs });
-      return { plan, buildId: agentBuild, log: lines };
+      let mainBuild: string = buildId;
+      for (const agent of agents) {
+        const ref = { workspaceId: workspace.id, agent: agent.name };
+        const agentBuild = (await currentAgentBuild(server.store.db, ref)) ?? buildId;
+        await server.den.agents.waitForReady(ref, agentBuild, { timeoutMs: readyTimeoutMs });
+        if (agent.name === 'main') mainBuild = agentBuild;
+      }
+      return { plan: planned.plan, buildId: mainBuild, log: lines, secretsAsked };
     }
 
-    const exec = (workspaceId: string, command: string[]) => execInWorkspace(server.den, workspaceId, command);
+    const exec = (agent: AgentTarget, command: string[]) => execInWorkspace(server.den, agent, command);
 
     const basic = (): TemplateInput => ({ name: 'contract', workspace: { image, env: { CONTRACT_GREETING: 'hello ${{ owner.name }}' } } });
 
@@ -144,6 +159,51 @@ export function runDriverContract(
       await driver.delete(workspace, recorder().context);
     });
 
+    it('runs a second agent beside a service that asks for one: its own token, its own connection, exec in the service\'s environment', async () => {
+      const workspace = await newWorkspace('two-agents');
+      const template: TemplateInput = {
+        name: 'contract',
+        workspace: { image },
+        environment: {
+          services: {
+            api: {
+              image,
+              command: ['node', '-e', `require('http').createServer((q, s) => s.end('pong from api')).listen(Number(process.env.PORT))`],
+              env: { ROLE: 'the api service' },
+              ports: [{ port: SERVICE_PORT }],
+              readiness: { tcp: SERVICE_PORT, timeout: '20s', interval: '100ms' },
+              agent: true,
+            },
+          },
+        },
+      };
+      if (driver.capabilities.serviceAgents === 'unsupported') {
+        // refused before any build, naming the feature
+        expect(() => assertCapabilities(driver, templateSchema.parse(template))).toThrow(/serviceAgents/);
+        return;
+      }
+      const { plan: planned, secretsAsked } = await startReady(workspace, template);
+      expect(planAgents(planned).map((a) => a.name)).toEqual(['main', 'api']);
+      expect(secretsAsked()).toBe(2);
+      const api = { workspaceId: workspace.id, agent: 'api' };
+      expect(server.den.agents.isConnected(workspace.id)).toBe(true);
+      expect(server.den.agents.isConnected(api)).toBe(true);
+      // each agent runs where it belongs: the service's agent sees the service's environment
+      expect(await exec(api, ['sh', '-c', 'printf %s "$ROLE"'])).toMatchObject({ code: 0, stdout: 'the api service' });
+      expect(await exec(workspace.id, ['sh', '-c', 'printf %s "${ROLE:-unset}"'])).toMatchObject({ code: 0, stdout: 'unset' });
+      const tokens = await server.store.db.selectFrom('agent_tokens').select(['agent_name', 'token_hash'])
+        .where('workspace_id', '=', workspace.id).where('revoked_at', 'is', null).orderBy('agent_name').execute();
+      expect(tokens.map((t) => t.agent_name)).toEqual(['api', 'main']);
+      expect(tokens[0].token_hash).not.toBe(tokens[1].token_hash);
+
+      // applied again unchanged: both agents keep running, no token is issued
+      const again = recorder();
+      await driver.start(planned, again.context);
+      expect(again.secretsAsked()).toBe(0);
+      expect(server.den.agents.isConnected(api)).toBe(true);
+      await driver.delete(workspace, recorder().context);
+    });
+
     it('removes on re-apply a service the plan no longer has', async () => {
       const workspace = await newWorkspace('drops-service');
       const withService = serviceTemplate('gone-soon');
@@ -191,7 +251,7 @@ export function runDriverContract(
       const template = serviceTemplate('slow', 1_500);
       const spec = templateSchema.parse(template);
       const endpoints = await driver.resolveEndpoints(workspace, [{ service: 'slow', ports: [SERVICE_PORT] }]);
-      const { plan } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl });
+      const { plan: aborting } = plan(workspace, template, endpoints);
       const abort = new AbortController();
       const aborted: StartContext = {
         // the service was started and its readiness is being waited for: abort there
@@ -199,7 +259,7 @@ export function runDriverContract(
         signal: abort.signal,
         secret: async () => 'unused',
       };
-      await driver.start(plan, aborted).then(() => undefined, () => undefined);
+      await driver.start(aborting, aborted).then(() => undefined, () => undefined);
       expect(abort.signal.aborted).toBe(true);
 
       await startReady(workspace, template);
@@ -319,9 +379,8 @@ export function runDriverContract(
         },
       } satisfies TemplateInput);
       const endpoints = await driver.resolveEndpoints(workspace, [{ service: 'stuck', ports: [SERVICE_PORT] }]);
-      const { plan } = planWorkspace({ spec, params: {}, workspace, owner: { id: userId, name: 'contract' }, endpoints, accessUrl: server.config.accessUrl });
       const { context } = recorder();
-      const failure = await driver.start(plan, context).then(() => undefined, (error: unknown) => error as { code?: string; message: string; detail?: string });
+      const failure = await driver.start(plan(workspace, spec, endpoints).plan, context).then(() => undefined, (error: unknown) => error as { code?: string; message: string; detail?: string });
       expect(failure).toBeDefined();
       expect(failure!.code).toBe('RUNTIME_ERROR');
       expect(`${failure!.message}\n${failure!.detail ?? ''}`).toContain('cannot bind the port');

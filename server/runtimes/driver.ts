@@ -1,6 +1,7 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import type { Duplex } from 'node:stream';
 import type { WorkspaceIsolation } from '../../protocol/workspaces.ts';
-import type { RuntimeCapabilities } from './capabilities.ts';
+import type { AgentDeliveryKind, RuntimeCapabilities } from './capabilities.ts';
 
 /**
  * The one interface every runtime implements (process, docker, kubernetes). Drivers take plain
@@ -13,6 +14,12 @@ export interface RuntimeDriver {
   readonly isolation?: WorkspaceIsolation;
   /** what of a template this runtime carries out (see capabilities.ts) */
   readonly capabilities: RuntimeCapabilities;
+  /**
+   * How this runtime can put the agent into a workspace or beside a service, best first; the
+   * planner picks one per agent (AgentPlan.delivery). 'image' is listed by runtimes that use an
+   * image's own agent when the image is one of den's.
+   */
+  readonly agentDelivery: readonly AgentDeliveryKind[];
   /**
    * Where each environment service port will be reachable from the workspace, before anything
    * is created, so the plan can resolve `${{ services.db.url }}`. Stable across stop/start.
@@ -139,6 +146,8 @@ export interface ServicePlan {
   readiness?: ReadinessPlan;
   volumes: VolumePlan[];
   dependsOn: string[];
+  /** the agent den runs beside the service (template `agent: true`), named after the service */
+  agent?: AgentPlan;
 }
 
 /** The pure result of template version + parameters + identity: what a driver must create. */
@@ -149,6 +158,7 @@ export interface WorkspacePlan {
   home: { sizeBytes?: number };
   /** Environment for the agent and everything it starts; service URLs already included. */
   env: Record<string, string>;
+  /** the workspace's own agent ('main'); service agents are in services[].agent (see planAgents) */
   agent: AgentPlan;
   /** secrets by reference: drivers fetch values through StartContext.secret, never from the plan */
   secrets: SecretPlan[];
@@ -161,7 +171,10 @@ export type RuntimeEventKind = 'exited' | 'oom_killed' | 'image_missing' | 'prob
 export interface RuntimeEvent {
   workspaceId: string;
   kind: RuntimeEventKind;
-  /** what it happened to: the agent process, the workspace container, or an environment service */
+  /**
+   * what it happened to: an agent (the main one without a name, a service's agent named after
+   * the service), the workspace container, or an environment service
+   */
   subject: { type: 'agent' | 'workspace' | 'service'; name?: string };
   /** the cause as a phrase that completes "... exited ", e.g. "(killed by signal SIGKILL)" */
   cause: string;
@@ -169,16 +182,31 @@ export interface RuntimeEvent {
   detail: { exitCode?: number | null; signal?: string | null; [key: string]: unknown };
 }
 
-/** The name of the agent's token among a plan's secrets. */
+/** The name of the main agent's token among a plan's secrets. */
 export const AGENT_TOKEN_SECRET = 'agent-token';
+
+/** The secret holding the token of one agent: 'agent-token' for the main agent, 'agent-token.<service>' for a service's. */
+export function agentTokenSecret(agent: string): string {
+  return agent === MAIN_AGENT ? AGENT_TOKEN_SECRET : `${AGENT_TOKEN_SECRET}.${agent}`;
+}
+
+/** The agent whose token a secret name holds, or undefined when it is no agent token. */
+export function agentOfTokenSecret(name: string): string | undefined {
+  if (name === AGENT_TOKEN_SECRET) return MAIN_AGENT;
+  return name.startsWith(`${AGENT_TOKEN_SECRET}.`) ? name.slice(AGENT_TOKEN_SECRET.length + 1) : undefined;
+}
 
 export interface SecretPlan {
   name: string;
-  /** the environment variable its value reaches the workspace's agent as */
+  /** the environment variable its value reaches its agent as */
   env: string;
+  /** the agent whose environment it goes into: 'main' or a service's agent */
+  agent: string;
 }
 
 export interface AgentPlan {
+  /** 'main', or the environment service it runs beside */
+  name: string;
   /** the URL the agent dials */
   url: string;
   /**
@@ -187,6 +215,34 @@ export interface AgentPlan {
    * one leaves it running.
    */
   revision: string;
+  /** how the agent's files get to where it runs */
+  delivery: AgentDelivery;
+}
+
+/**
+ * How the agent (Node, agent.mjs, node-pty: agent-bundle.ts) reaches a workspace, decided by the
+ * planner from the image and what the runtime offers (RuntimeDriver.agentDelivery):
+ *  - image: the image is one of den's, which carry it at /opt/den/agent (a runtime may still
+ *    mount the current bundle over an older one it finds there);
+ *  - volume: a read-only volume holding the bundle, mounted at /opt/den/agent (docker);
+ *  - path: the server's own bundle directory, bound into the sandbox (process);
+ *  - download: fetched from den's agent-bundle route with the agent's token and checked against
+ *    sha256 before it is unpacked (what a Kubernetes init container does).
+ */
+export type AgentDelivery =
+  | { kind: 'image' }
+  | { kind: 'volume' }
+  | { kind: 'path' }
+  | { kind: 'download'; url: string; sha256: string };
+
+/** Every agent a plan runs: the main one first, then one per service that asks for it. */
+export function planAgents(plan: WorkspacePlan): AgentPlan[] {
+  return [plan.agent, ...plan.services.flatMap((service) => (service.agent ? [service.agent] : []))];
+}
+
+/** The plan's secrets that go into one agent's environment. */
+export function secretsOf(plan: WorkspacePlan, agent: string): SecretPlan[] {
+  return plan.secrets.filter((secret) => secret.agent === agent);
 }
 
 export type RuntimePhase = 'absent' | 'stopped' | 'starting' | 'running' | 'failed';

@@ -15,6 +15,7 @@ export interface Database {
   builds: BuildsTable;
   build_logs: BuildLogsTable;
   agent_tokens: AgentTokensTable;
+  agents: AgentsTable;
   workspace_events: WorkspaceEventsTable;
   leases: LeasesTable;
 }
@@ -106,8 +107,6 @@ export interface WorkspacesTable {
   template_version_id: string;
   params_json: string;
   status: WorkspaceStatus;
-  /** lifecycle state reported by the agent: starting, ready, start_error, shutting_down, off */
-  agent_state: string | null;
   last_build_id: string | null;
   created_at: string;
   updated_at: string;
@@ -117,8 +116,6 @@ export interface WorkspacesTable {
   /** a full sentence for the owner about `health` */
   health_message: string | null;
   health_at: string | null;
-  /** when the agent's connection closed; null while it is connected (or before it ever was) */
-  agent_disconnected_at: string | null;
 }
 
 export type WorkspaceHealth = 'ok' | 'down';
@@ -164,10 +161,26 @@ export interface AgentTokensTable {
   token_hash: string;
   workspace_id: string;
   build_id: string;
+  /** which agent of the workspace the token is for: 'main' or an environment service's name */
+  agent_name: Generated<string>;
   /** what the agent is told on connect: startup scripts, env, apps (protocol AgentManifest) */
   manifest_json: string;
   created_at: string;
   revoked_at: string | null;
+}
+
+/** One agent of a workspace (its main agent, or one beside an environment service). */
+export interface AgentsTable {
+  workspace_id: string;
+  /** 'main' or the environment service it runs beside */
+  name: string;
+  /** lifecycle state it last reported: starting, ready, start_error, shutting_down, off */
+  state: string | null;
+  /** digest of the manifest it was started with */
+  revision: string | null;
+  connected_at: string | null;
+  /** when its connection closed; null while connected (or before it ever was) */
+  disconnected_at: string | null;
 }
 
 export interface WorkspaceEventsTable {

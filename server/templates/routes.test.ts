@@ -139,7 +139,7 @@ describe.each(storeDialects)('template routes on %s', (dialect) => {
     const id = randomUUID();
     await server.store.db.insertInto('workspaces').values({
       id, name, owner_id: ownerUserId, template_id: active.template.id, template_version_id: active.version.id,
-      params_json: '{}', status: 'stopped', agent_state: null, last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
+      params_json: '{}', status: 'stopped', last_build_id: null, created_at: now, updated_at: now, deleted_at: null,
     }).execute();
     return id;
   }

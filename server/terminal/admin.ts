@@ -2,16 +2,16 @@ import { DEFAULT_CHANNEL_WINDOW } from '../../protocol/agent.ts';
 import { ReceiveWindow } from '../../protocol/agent-flow.ts';
 import { AppError } from '../../protocol/errors.ts';
 import { terminalSessionListSchema, type TerminalSessionList } from '../../protocol/terminal.ts';
-import type { AgentHub } from '../agents/hub-types.ts';
+import type { AgentHub, AgentTarget } from '../agents/hub-types.ts';
 
 /** The agent answers a terminal-admin request within this time, or the caller gets an error. */
 const ANSWER_TIMEOUT_MS = 10_000;
 /** A session list is a few hundred bytes per session (200 sessions at most, titles <= 4 KiB). */
 const MAX_ANSWER_BYTES = 2 * 1024 * 1024;
 
-/** Lists the terminal sessions of the workspace's agent (`terminal-admin` channel, op list). */
-export async function listTerminalSessions(hub: AgentHub, workspaceId: string): Promise<TerminalSessionList> {
-  const body = await request(hub, workspaceId, { kind: 'terminal-admin', op: 'list' });
+/** Lists the terminal sessions of an agent (`terminal-admin` channel, op list). */
+export async function listTerminalSessions(hub: AgentHub, agent: AgentTarget): Promise<TerminalSessionList> {
+  const body = await request(hub, agent, { kind: 'terminal-admin', op: 'list' });
   let parsed;
   try {
     parsed = terminalSessionListSchema.safeParse(JSON.parse(body));
@@ -23,19 +23,19 @@ export async function listTerminalSessions(hub: AgentHub, workspaceId: string): 
 }
 
 /** Hangs up one terminal session; AppError TERMINAL_SESSION_NOT_FOUND when the agent has no such session. */
-export async function closeTerminalSession(hub: AgentHub, workspaceId: string, sessionId: string): Promise<void> {
-  await request(hub, workspaceId, { kind: 'terminal-admin', op: 'close', sessionId });
+export async function closeTerminalSession(hub: AgentHub, agent: AgentTarget, sessionId: string): Promise<void> {
+  await request(hub, agent, { kind: 'terminal-admin', op: 'close', sessionId });
 }
 
 /** Opens a terminal-admin channel and resolves with the DATA it carried once the agent closes it. */
-async function request(hub: AgentHub, workspaceId: string, spec: { kind: 'terminal-admin'; op: 'list' } | { kind: 'terminal-admin'; op: 'close'; sessionId: string }): Promise<string> {
+async function request(hub: AgentHub, agent: AgentTarget, spec: { kind: 'terminal-admin'; op: 'list' } | { kind: 'terminal-admin'; op: 'close'; sessionId: string }): Promise<string> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   let settle!: { resolve: (body: string) => void; reject: (error: Error) => void };
   const answered = new Promise<string>((resolve, reject) => (settle = { resolve, reject }));
   const window = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
   let release: (() => void) | undefined;
-  await hub.openChannel(workspaceId, spec, DEFAULT_CHANNEL_WINDOW, (channel, _peerWindow, link) => {
+  await hub.openChannel(agent, spec, DEFAULT_CHANNEL_WINDOW, (channel, _peerWindow, link) => {
     release = () => {
       link.send({ type: 'close', channel });
       link.release();

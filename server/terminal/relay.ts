@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { WebSocket } from 'ws';
-import { DEFAULT_CHANNEL_WINDOW, type ChannelSpec } from '../../protocol/agent.ts';
+import { DEFAULT_CHANNEL_WINDOW, MAIN_AGENT, type ChannelSpec } from '../../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../../protocol/agent-flow.ts';
 import { isAppError } from '../../protocol/errors.ts';
 import {
@@ -31,6 +31,8 @@ const MAX_AGENT_RECORD = MAX_SERVER_TEXT_BYTES + 1;
 
 export interface TerminalWorkspace {
   id: string;
+  /** the service whose agent the terminal is on; absent: the workspace's own agent */
+  service?: string;
   /** "owner/name", for messages */
   label: string;
   status: string;
@@ -57,6 +59,7 @@ export function relayTerminal(
   workspace: TerminalWorkspace,
   log: FastifyBaseLogger,
 ): { shutdown(): void; revoke(error: Failure): void } {
+  const agent = { workspaceId: workspace.id, agent: workspace.service ?? MAIN_AGENT };
   let finished = false;
   let channel: { id: number; link: ChannelLink; sender: ChannelSender } | undefined;
   let early: Array<string | Uint8Array> | undefined;
@@ -144,12 +147,15 @@ export function relayTerminal(
         message: `This den server speaks terminal protocol ${TERMINAL_PROTOCOL.major}.x; update the client (reload the page or upgrade the den CLI).`,
       });
     }
-    if (!hub.isConnected(workspace.id)) {
+    if (!hub.isConnected(agent)) {
       if (workspace.down) return fail(TERMINAL_CLOSE.workspaceNotRunning, { code: 'WORKSPACE_DOWN', message: workspace.down });
       if (workspace.status !== 'running' && workspace.status !== 'starting') {
         return fail(TERMINAL_CLOSE.workspaceNotRunning, { code: 'WORKSPACE_NOT_RUNNING', message: `Workspace '${workspace.label}' is ${workspace.status}. Start it with \`den start\` and open the terminal again.` });
       }
-      return fail(TERMINAL_CLOSE.goingAway, { code: 'AGENT_NOT_CONNECTED', message: `The agent of workspace '${workspace.label}' is not connected right now; reconnecting shortly.` });
+      return fail(TERMINAL_CLOSE.goingAway, {
+        code: 'AGENT_NOT_CONNECTED',
+        message: `The ${workspace.service ? `agent of service ${workspace.service}` : 'agent'} of workspace '${workspace.label}' is not connected right now; reconnecting shortly.`,
+      });
     }
     const spec: ChannelSpec = {
       kind: 'terminal',
@@ -159,7 +165,7 @@ export function relayTerminal(
       ...(message.command ? { command: message.command } : {}),
       ...(message.env ? { env: message.env } : {}),
     };
-    hub.openChannel(workspace.id, spec, DEFAULT_CHANNEL_WINDOW, (id, peerWindow, link) => {
+    hub.openChannel(agent, spec, DEFAULT_CHANNEL_WINDOW, (id, peerWindow, link) => {
       const sender = new ChannelSender(id, peerWindow, (frame) => link.send(frame));
       sender.onDrain = () => socket.resume();
       channel = { id, link, sender };

@@ -3,14 +3,15 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError, errorEnvelopeSchema } from '../../protocol/errors.ts';
 import { sessionIdSchema, terminalSessionListSchema } from '../../protocol/terminal.ts';
-import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
+import { agentQuerySchema, workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
 import { trackLiveAccess } from '../auth/plugin.ts';
 import { workspaceDownError } from '../reconcile/health.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import type { DenBase } from '../base.ts';
-import type { AgentHub } from '../agents/hub-types.ts';
+import type { AgentHub, AgentRef } from '../agents/hub-types.ts';
+import { assertServiceAgent, reachableAgent } from '../agents/reachable.ts';
 import { closeTerminalSession, listTerminalSessions } from './admin.ts';
 import { relayTerminal, type TerminalWorkspace } from './relay.ts';
 
@@ -28,6 +29,7 @@ const sessionParamsSchema = workspaceParamsSchema.extend({ id: sessionIdSchema }
  *  - GET  /workspaces/:owner/:name/terminal        websocket, protocol/terminal.ts, relayed to the agent
  *  - GET  /workspaces/:owner/:name/terminals       the agent's sessions
  *  - DELETE /workspaces/:owner/:name/terminals/:id hang one up
+ * Each takes `?service=NAME` to reach the agent beside that service instead of the workspace's.
  * Authentication (API token, or the session cookie with the Origin check on upgrades) is the auth
  * plugin's; who may see the workspace is findWorkspaceFor's, checked before the upgrade.
  */
@@ -38,12 +40,17 @@ export async function terminalRoutes(fastify: FastifyInstance, deps: TerminalRou
   app.get('/workspaces/:owner/:name/terminal', {
     websocket: true,
     config: { auth: 'user' },
-    schema: { params: workspaceParamsSchema },
+    schema: { params: workspaceParamsSchema, querystring: agentQuerySchema },
     preHandler: async (request) => {
       const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
+      const { service } = request.query as z.infer<typeof agentQuerySchema>;
       const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), owner, name);
+      if (service !== undefined) await assertServiceAgent(deps.store.db, workspace, service);
       // running/agent state is reported inside the socket (`error` + close code), where a browser can read it
-      workspaces.set(request, { terminal: { id: workspace.id, label: `${owner}/${name}`, status: workspace.status, down: workspaceDownError(workspace)?.message }, access: trackedWorkspace(workspace) });
+      workspaces.set(request, {
+        terminal: { id: workspace.id, ...(service ? { service } : {}), label: `${owner}/${name}`, status: workspace.status, down: workspaceDownError(workspace)?.message },
+        access: trackedWorkspace(workspace),
+      });
     },
   }, (socket, request) => {
     const { terminal, access } = workspaces.get(request)!;
@@ -64,11 +71,12 @@ export async function terminalRoutes(fastify: FastifyInstance, deps: TerminalRou
       summary: 'List the terminal sessions of a workspace',
       tags: ['terminal'],
       params: workspaceParamsSchema,
+      querystring: agentQuerySchema,
       response: { 200: terminalSessionListSchema, ...errors },
     },
   }, async (request) => {
-    const workspaceId = await connectedWorkspace(deps, request, request.params);
-    return listTerminalSessions(deps.agents, workspaceId);
+    const agent = await connectedAgent(deps, request, request.params, request.query.service);
+    return listTerminalSessions(deps.agents, agent);
   });
 
   app.delete('/workspaces/:owner/:name/terminals/:id', {
@@ -77,21 +85,18 @@ export async function terminalRoutes(fastify: FastifyInstance, deps: TerminalRou
       summary: 'End a terminal session (hang up its shell)',
       tags: ['terminal'],
       params: sessionParamsSchema,
+      querystring: agentQuerySchema,
       response: { 204: z.null().describe('the session is being hung up'), ...errors },
     },
   }, async (request, reply) => {
-    const workspaceId = await connectedWorkspace(deps, request, request.params);
-    await closeTerminalSession(deps.agents, workspaceId, request.params.id);
+    const agent = await connectedAgent(deps, request, request.params, request.query.service);
+    await closeTerminalSession(deps.agents, agent, request.params.id);
     return reply.code(204).send(null);
   });
 }
 
-/** The workspace's id when the caller may see it and its agent is connected; coded errors otherwise. */
-async function connectedWorkspace(deps: TerminalRoutesOptions, request: FastifyRequest, params: { owner: string; name: string }): Promise<string> {
+/** The agent when the caller may see the workspace and the agent is connected; coded errors otherwise. */
+async function connectedAgent(deps: TerminalRoutesOptions, request: FastifyRequest, params: { owner: string; name: string }, service: string | undefined): Promise<AgentRef> {
   const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), params.owner, params.name);
-  if (deps.agents.isConnected(workspace.id)) return workspace.id;
-  if (workspace.status !== 'running' && workspace.status !== 'starting') {
-    throw new AppError('WORKSPACE_NOT_RUNNING', `Workspace '${params.owner}/${params.name}' is ${workspace.status}, so it has no terminal sessions. Start it with \`den start ${params.name}\`.`);
-  }
-  throw workspaceDownError(workspace) ?? new AppError('AGENT_NOT_CONNECTED', `The agent of workspace '${params.owner}/${params.name}' is not connected right now. Wait a few seconds (it reconnects by itself) and try again.`);
+  return reachableAgent(deps.store.db, deps.agents, workspace, service, `, so it has no terminal sessions. Start it with \`den start ${params.name}\`.`);
 }

@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import type { Kysely, Selectable } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
@@ -49,8 +50,9 @@ export async function getWorkspaceIdentity(db: Kysely<Database>, workspaceId: st
   const row = await db
     .selectFrom('workspaces')
     .innerJoin('users', 'users.id', 'workspaces.owner_id')
-    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'workspaces.agent_state', 'users.username'])
+    .leftJoin('agents', (join) => join.onRef('agents.workspace_id', '=', 'workspaces.id').on('agents.name', '=', MAIN_AGENT))
+    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'agents.state as agent_state', 'users.username'])
     .where('workspaces.id', '=', workspaceId)
     .executeTakeFirst();
-  return row && { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username, agentState: row.agent_state };
+  return row && { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username, agentState: row.agent_state ?? null };
 }

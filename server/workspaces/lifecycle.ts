@@ -147,7 +147,7 @@ async function writeStatus(db: Kysely<Database>, events: EventPublisher, workspa
       updated_at: iso(now),
       ...(status === 'deleted' ? { deleted_at: iso(now) } : {}),
       // a stopped workspace has nothing left to show down: its next start begins afresh
-      ...(status === 'stopped' || status === 'deleted' ? { agent_state: null, health: null, health_message: null, health_at: null } : {}),
+      ...(status === 'stopped' || status === 'deleted' ? { health: null, health_message: null, health_at: null } : {}),
     })
     .where('id', '=', workspaceId)
     .execute();

@@ -31,7 +31,7 @@ describe.each(storeDialects)('list page cache on %s', (dialect) => {
     await store.db.insertInto('template_versions').values({ id: ids.v1, template_id: ids.template, number: 1, spec_json: '{}', files_json: '{}', message: '', created_by: ids.alice, created_at: at }).execute();
     await store.db.insertInto('workspaces').values({
       id: ids.ws, name: 'a0', owner_id: ids.alice, template_id: ids.template, template_version_id: ids.v1, params_json: '{}',
-      status: 'stopped', agent_state: null, last_build_id: null, created_at: at, updated_at: at, deleted_at: null,
+      status: 'stopped', last_build_id: null, created_at: at, updated_at: at, deleted_at: null,
     }).execute();
     await store.db.insertInto('builds').values({
       id: ids.build, workspace_id: ids.ws, number: 1, transition: 'start', reason: 'create', initiator_id: ids.alice, template_version_id: ids.v1,
@@ -63,7 +63,8 @@ describe.each(storeDialects)('list page cache on %s', (dialect) => {
 
     // Each write below changes what the page shows, through a different table; the next page must show it.
     const changes: [string, () => Promise<unknown>, (ws: Record<string, any>) => unknown, unknown][] = [
-      ['workspaces', () => store.db.updateTable('workspaces').set({ agent_state: 'ready' }).execute(), (ws) => ws.agentState, 'ready'],
+      ['workspaces', () => store.db.updateTable('workspaces').set({ health: 'down', health_message: 'gone', health_at: at }).execute(), (ws) => ws.health?.state, 'down'],
+      ['agents', () => store.db.insertInto('agents').values({ workspace_id: ids.ws, name: 'main', state: 'ready', revision: null, connected_at: null, disconnected_at: null }).execute(), (ws) => ws.agentState, 'ready'],
       ['builds', () => store.db.updateTable('builds').set({ state: 'succeeded' }).execute(), (ws) => ws.latestBuild.state, 'succeeded'],
       ['users', () => store.db.updateTable('users').set({ username: 'alicia' }).execute(), (ws) => ws.owner, 'alicia'],
       ['templates', () => store.db.updateTable('templates').set({ name: 'base' }).execute(), (ws) => ws.template, 'base'],

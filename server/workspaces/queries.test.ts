@@ -30,7 +30,7 @@ describe.each(storeDialects)('workspace queries on %s', (dialect) => {
     const rows = [0, 1, 2, 3, 4].map((i) => ({
       id: `00000000-0000-4000-8000-00000000000${i}`, name: `a${i}`, owner_id: ids.alice, template_id: ids.template,
       template_version_id: i === 3 ? ids.v1 : ids.v2, params_json: JSON.stringify({ greeting: `hi ${i}`, n: i, tags: ['x'] }),
-      status: 'stopped' as const, agent_state: null, last_build_id: null, created_at: at(i + 1), updated_at: at(i + 1), deleted_at: i === 2 ? at(9) : null,
+      status: 'stopped' as const, last_build_id: null, created_at: at(i + 1), updated_at: at(i + 1), deleted_at: i === 2 ? at(9) : null,
     }));
     rows.push({ ...rows[0], id: crypto.randomUUID(), name: 'b0', owner_id: ids.bob, created_at: at(0), updated_at: at(0), deleted_at: null });
     await s.db.insertInto('workspaces').values(rows).execute();

@@ -1,3 +1,4 @@
+import { MAIN_AGENT } from '../../protocol/agent.ts';
 import type { Compilable, CompiledQuery, Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { BuildDto, WorkspaceDto } from '../../protocol/workspaces.ts';
@@ -12,8 +13,10 @@ function workspaceQuery(db: Kysely<Database>) {
     .innerJoin('templates as t', 't.id', 'w.template_id')
     .innerJoin('template_versions as v', 'v.id', 'w.template_version_id')
     .leftJoin('builds as b', 'b.id', 'w.last_build_id')
+    // the list shows the workspace's main agent; `show` lists every agent (listAgents)
+    .leftJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', MAIN_AGENT))
     .select([
-      'w.id', 'w.name', 'w.params_json', 'w.status', 'w.agent_state', 'w.health', 'w.health_message', 'w.health_at', 'w.created_at', 'w.updated_at',
+      'w.id', 'w.name', 'w.params_json', 'w.status', 'a.state as agent_state', 'w.health', 'w.health_message', 'w.health_at', 'w.created_at', 'w.updated_at',
       'w.template_version_id', 'u.username as owner_name', 't.name as template_name', 't.active_version_id',
       'v.number as version_number',
       'b.id as build_id', 'b.number as build_number', 'b.transition as build_transition', 'b.state as build_state',
@@ -160,7 +163,7 @@ function toWorkspaceDto(row: WorkspaceListRow): WorkspaceDto {
     outdated: row.active_version_id !== null && row.active_version_id !== row.template_version_id,
     params: JSON.parse(row.params_json),
     status: row.status,
-    agentState: row.agent_state,
+    agentState: row.agent_state ?? null,
     health: row.health ? { state: row.health, message: row.health_message ?? '', at: row.health_at ?? row.updated_at } : null,
     latestBuild: row.build_id
       ? {

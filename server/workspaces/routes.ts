@@ -1,3 +1,4 @@
+import { listAgents } from '../agents/registry.ts';
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
@@ -70,7 +71,7 @@ export async function workspaceRoutes(fastify: FastifyInstance, deps: WorkspaceR
     schema: { tags, summary: 'Show a workspace with its latest build', params: workspaceParamsSchema, response: { 200: workspaceSchema, ...errors } },
   }, async (request) => {
     const row = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
-    return { ...await getWorkspaceDto(deps.store.db, row.id), isolation: deps.driver.isolation };
+    return { ...await getWorkspaceDto(deps.store.db, row.id), isolation: deps.driver.isolation, agents: await listAgents(deps.store.db, row.id) };
   });
 
   const transition = (kind: 'start' | 'stop' | 'restart' | 'update', summary: string, body: z.ZodType<{ params?: Record<string, unknown> } | undefined>) =>

@@ -69,7 +69,6 @@ export async function createWorkspace(den: WorkspaceServiceDeps, principal: Prin
         template_version_id: versionId,
         params_json: JSON.stringify(withoutEphemeral(spec, params)),
         status: INITIAL_STATUS,
-        agent_state: null,
         last_build_id: null,
         created_at: iso(now),
         updated_at: iso(now),

@@ -1,8 +1,11 @@
-import type { AgentHub } from '../../server/agents/hub-types.ts';
+import type { AgentHub, AgentTarget } from '../../server/agents/hub-types.ts';
 
-/** Runs a command in a workspace through its agent (as `den exec` does) and collects its output. */
-export async function execInWorkspace(den: { agents: AgentHub }, workspaceId: string, command: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const session = await den.agents.exec(workspaceId, { command });
+/**
+ * Runs a command in a workspace through its agent (as `den exec` does) and collects its output;
+ * `agent` is a workspace id (its main agent) or an AgentRef (a service's agent).
+ */
+export async function execInWorkspace(den: { agents: AgentHub }, agent: AgentTarget, command: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const session = await den.agents.exec(agent, { command });
   // stdin stays open until the exit code arrived: the commands here never read it.
   const stdout = collect(session.stdio);
   const stderr = collect(session.stderr);

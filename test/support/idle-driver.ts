@@ -9,6 +9,7 @@ import { PROCESS_CAPABILITIES } from '../../server/runtimes/process/driver.ts';
 export const idleDriver: RuntimeDriver = {
   name: 'process',
   capabilities: PROCESS_CAPABILITIES,
+  agentDelivery: ['path'],
   resolveEndpoints: async () => ({}),
   start: async () => {},
   stop: async () => {},

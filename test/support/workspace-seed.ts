@@ -43,7 +43,7 @@ export async function seedWorkspace(
     .insertInto('workspaces')
     .values({
       id: workspaceId, name: options.workspaceName, owner_id: userId, template_id: templateId, template_version_id: versionId,
-      params_json: '{}', status: 'running', agent_state: null, last_build_id: buildId, created_at: now, updated_at: now, deleted_at: null,
+      params_json: '{}', status: 'running', last_build_id: buildId, created_at: now, updated_at: now, deleted_at: null,
     })
     .execute();
   await db

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { AGENT_MOUNT_PATH, assembleAgentBundle } from '../agent-bundle.ts';
+import type { AgentDelivery } from '../driver.ts';
 import { ignoreMissing, statusOf, type ContainerApi, type DockerApi } from './docker-api.ts';
 import { LABEL_AGENT_BUNDLE, LABEL_KIND, LABEL_MANAGED, names } from './objects.ts';
 
@@ -12,10 +13,11 @@ import { LABEL_AGENT_BUNDLE, LABEL_KIND, LABEL_MANAGED, names } from './objects.
  */
 export interface AgentVolumes {
   /**
-   * The volume to mount for this image (undefined when the image carries this bundle), and
-   * whether it is one of den's images (which have /home/den owned by uid 1000).
+   * The volume to mount for an agent delivered this way into this image: always for 'volume';
+   * for 'image' only when the image's bundle is not this one (undefined then). Also whether it is
+   * one of den's images (which have /home/den owned by uid 1000).
    */
-  volumeFor(image: string): Promise<{ volume?: string; denImage: boolean }>;
+  volumeFor(image: string, delivery?: AgentDelivery): Promise<{ volume?: string; denImage: boolean }>;
   bundleHash(): string;
 }
 
@@ -32,10 +34,13 @@ export function createAgentVolumes(docker: DockerApi, bundleDir: string): AgentV
 
   return {
     bundleHash,
-    async volumeFor(image) {
+    async volumeFor(image, delivery = { kind: 'image' }) {
+      if (delivery.kind !== 'image' && delivery.kind !== 'volume') {
+        throw new Error(`The docker runtime cannot deliver the agent by ${delivery.kind}; the planner chose a way it does not offer (a bug in den).`);
+      }
       const info = await docker.getImage(image).inspect();
       const baked = info.Config?.Labels?.[LABEL_AGENT_BUNDLE];
-      if (baked === bundleHash()) return { denImage: true };
+      if (baked === bundleHash() && delivery.kind === 'image') return { denImage: true };
       const volume = names.agentBundle(bundleHash());
       let fill = filled.get(volume);
       // Another den on the engine may have garbage-collected it as stale (an older or newer

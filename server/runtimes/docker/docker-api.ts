@@ -63,13 +63,15 @@ export interface ContainerApi {
   wait(): Promise<{ StatusCode: number }>;
   logs(options: { follow: true; stdout: boolean; stderr: boolean; since?: number; tail?: number }): Promise<Readable>;
   logs(options: { follow?: false; stdout: boolean; stderr: boolean; tail?: number }): Promise<Buffer>;
-  exec(options: { Cmd: string[]; AttachStdout: boolean; AttachStderr: boolean; User?: string }): Promise<ExecApi>;
+  exec(options: { Cmd: string[]; AttachStdout: boolean; AttachStderr: boolean; User?: string; Env?: string[] }): Promise<ExecApi>;
+  /** the container's processes as the host's ps shows them (one row of `Titles` columns each) */
+  top(options: { ps_args: string }): Promise<{ Titles: string[]; Processes: string[][] }>;
   putArchive(file: Readable, options: { path: string }): Promise<unknown>;
   getArchive(options: { path: string }): Promise<Readable>;
 }
 
 export interface ExecApi {
-  start(options: { hijack?: boolean; stdin?: boolean }): Promise<Readable>;
+  start(options: { hijack?: boolean; stdin?: boolean; Detach?: boolean }): Promise<Readable>;
   inspect(): Promise<{ ExitCode: number | null; Running: boolean }>;
 }
 

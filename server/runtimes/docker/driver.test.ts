@@ -291,7 +291,7 @@ describe.skipIf(skipReason !== undefined)('docker runtime', () => {
   function plan(workspace: WorkspaceIdentity, services: ServicePlan[] = []): WorkspacePlan {
     return {
       workspace, image: IMAGE, resources: { cpu: 1, memoryBytes: 512 * 1024 ** 2, pids: 256 }, home: {},
-      env: { DEN_WORKSPACE_NAME: workspace.name }, agent: { url: agentUrl, revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services,
+      env: { DEN_WORKSPACE_NAME: workspace.name }, agent: { name: 'main', url: agentUrl, revision: 'r1', delivery: { kind: 'volume' } }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }], services,
     };
   }
 });

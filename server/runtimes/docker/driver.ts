@@ -3,13 +3,15 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
-import type { DriverContext, RuntimeDriver, RuntimeStatus, ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import {
+  secretsOf, type DriverContext, type RuntimeDriver, type RuntimeStatus, type ServicePlan, type StartContext, type WorkspaceIdentity, type WorkspacePlan,
+} from '../driver.ts';
 import { createAgentVolumes } from './agent-volume.ts';
-import { AGENT_MOUNT_PATH } from '../agent-bundle.ts';
+import { AGENT_COMMAND, AGENT_MOUNT_PATH } from '../agent-bundle.ts';
 import {
   ensureImage, ensureNetwork, ensureVolume, removeContainers, removeNetwork, removeUnplannedServices, removeVolumes, runContainer, workspaceIds,
 } from './apply.ts';
-import { engineMessage, ignoreMissing, isEngineUnreachable, type DockerApi } from './docker-api.ts';
+import { engineMessage, ignoreMissing, isEngineUnreachable, type ContainerApi, type DockerApi } from './docker-api.ts';
 import { observeDockerEvents } from './events.ts';
 import { createAgentGateway, HOST_ALIAS_ENTRY } from './gateway.ts';
 import {
@@ -84,13 +86,17 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     return next;
   }
 
-  async function startService(plan: WorkspacePlan, service: ServicePlan, network: string, context: DriverContext): Promise<void> {
+  async function startService(plan: WorkspacePlan, service: ServicePlan, network: string, context: StartContext): Promise<void> {
     for (const volume of service.volumes) {
       await ensureVolume(docker, instance, plan.workspace, names.volume(plan.workspace.id, service.name, volume.name), 'volume', { 'den.service': service.name });
     }
-    const { container, reused } = await runContainer(docker, plan.workspace, serviceContainerSpec(instance, plan, service));
+    const agent = service.agent
+      ? { volume: (await agentVolumes.volumeFor(service.image ?? plan.image, service.agent.delivery)).volume, extraHosts: [HOST_ALIAS_ENTRY] }
+      : undefined;
+    const { container, reused } = await runContainer(docker, plan.workspace, serviceContainerSpec(instance, plan, service, agent));
     if (reused) {
       context.log(`Service ${service.name} is already running.`);
+      await ensureServiceAgent(plan, service, container, context);
       return;
     }
     context.log(`Started service ${service.name} (${service.image ?? plan.image}).`);
@@ -111,13 +117,35 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
         { detail: tail.length > 0 ? `Last lines of its log:\n${tail.join('\n')}` : 'It wrote nothing to its log.' });
     }
     context.log(`Service ${service.name} is ready.`);
+    await ensureServiceAgent(plan, service, container, context);
+  }
+
+  /**
+   * Starts the agent beside a service (ServicePlan.agent) inside its container, as a process of
+   * its own next to the service's, from the bundle the container mounts: the service's image and
+   * command stay as they are. A running one is left alone (re-applying changes nothing); one
+   * that died is started again with a new token.
+   */
+  async function ensureServiceAgent(plan: WorkspacePlan, service: ServicePlan, container: ContainerApi, context: StartContext): Promise<void> {
+    if (!service.agent) return;
+    const { Processes } = await container.top({ ps_args: '-eo pid,args' });
+    if (Processes.some((row) => row.join(' ').includes(AGENT_COMMAND[1]))) {
+      context.log(`The agent of service ${service.name} is already running.`);
+      return;
+    }
+    const env = [`DEN_AGENT_URL=${await gateway.agentUrl(service.agent.url)}`];
+    for (const secret of secretsOf(plan, service.agent.name)) env.push(`${secret.env}=${await context.secret(secret.name)}`);
+    const exec = await container.exec({ Cmd: AGENT_COMMAND, Env: env, AttachStdout: false, AttachStderr: false });
+    // detached: the engine answers at once with an empty body, read to its end so the socket is freed
+    (await exec.start({ Detach: true }))?.resume();
+    context.log(`Started the agent of service ${service.name} beside it (${service.agent.delivery.kind === 'image' ? 'from its image' : 'from the read-only agent volume'}).`);
   }
 
   /** Home volume and agent volume, prepared while services start. */
   async function prepareWorkspaceMounts(plan: WorkspacePlan): Promise<{ agentVolume?: string }> {
     const [created, agent] = await Promise.all([
       ensureVolume(docker, instance, plan.workspace, names.home(plan.workspace.id), 'home'),
-      agentVolumes.volumeFor(plan.image),
+      agentVolumes.volumeFor(plan.image, plan.agent.delivery),
     ]);
     if (created && !agent.denImage) await prepareHome(plan, agent.volume!);
     return { agentVolume: agent.volume };
@@ -128,7 +156,7 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
       instance, plan, agentVolume, agentUrl: await gateway.agentUrl(plan.agent.url), extraHosts: [HOST_ALIAS_ENTRY],
     });
     const secrets = async () => envList(Object.fromEntries(
-      await Promise.all(plan.secrets.map(async (secret) => [secret.env, await context.secret(secret.name)] as const))));
+      await Promise.all(secretsOf(plan, plan.agent.name).map(async (secret) => [secret.env, await context.secret(secret.name)] as const))));
     const { container, reused } = await runContainer(docker, plan.workspace, spec, secrets);
     if (reused) {
       context.log('The workspace container is already running.');
@@ -196,8 +224,10 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     isolation: { sandboxed: true },
     // Files are not synced into services yet: a template's sync paths are accepted and not applied.
     capabilities: Object.freeze({
-      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced',
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'enforced',
     }),
+    // den's images carry the agent (a newer bundle is mounted over an older one); others get the volume
+    agentDelivery: Object.freeze(['image', 'volume'] as const),
 
     async resolveEndpoints(_workspace, services) {
       // Service containers carry their name as a DNS alias on the workspace network.

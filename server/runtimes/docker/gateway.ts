@@ -11,8 +11,8 @@ export const HOST_ALIAS_ENTRY = `${HOST_ALIAS}:host-gateway`;
  * have no route out of their bridge networks, but every bridge gateway is an address of the host
  * itself. When den listens on loopback (the default), this relays <docker0 gateway>:<port> to it;
  * the agent dials http://host.docker.internal:<port> (ExtraHosts host-gateway). Service
- * containers get no such alias; they can still reach the gateway address, where only den's own
- * API answers (token-authenticated). See docs/docker.md.
+ * containers get the alias only when an agent runs beside the service; all can reach the gateway
+ * address, where only den's own API answers (token-authenticated). See docs/docker.md.
  */
 export interface AgentGateway {
   /** The agent URL as seen from inside a container, starting the relay when needed. */

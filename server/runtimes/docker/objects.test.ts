@@ -11,7 +11,7 @@ function service(name: string, dependsOn: string[] = []): ServicePlan {
 function plan(services: ServicePlan[] = []): WorkspacePlan {
   return {
     workspace, image: 'den/node:24', resources: { cpu: 1.5, memoryBytes: 2 * 1024 ** 3, pids: 512 }, home: {},
-    env: { DEN_OWNER: 'alice' }, agent: { url: 'http://127.0.0.1:7080', revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services,
+    env: { DEN_OWNER: 'alice' }, agent: { name: 'main', url: 'http://127.0.0.1:7080', revision: 'r1', delivery: { kind: 'volume' } }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }], services,
   };
 }
 
@@ -56,7 +56,7 @@ describe('docker object rendering', () => {
   it('changes the spec hash when the plan changes and keeps it when it does not', () => {
     const a = workspaceContainerSpec({ instance: 'den', plan: plan(), agentUrl: 'x', extraHosts: [] });
     const b = workspaceContainerSpec({ instance: 'den', plan: plan(), agentUrl: 'x', extraHosts: [] });
-    const c = workspaceContainerSpec({ instance: 'den', plan: { ...plan(), agent: { url: 'x', revision: 'r2' } }, agentUrl: 'x', extraHosts: [] });
+    const c = workspaceContainerSpec({ instance: 'den', plan: { ...plan(), agent: { name: 'main', url: 'x', revision: 'r2', delivery: { kind: 'volume' } } }, agentUrl: 'x', extraHosts: [] });
     expect(a.Labels['den.spec']).toBe(b.Labels['den.spec']);
     expect(a.Labels['den.spec']).not.toBe(c.Labels['den.spec']);
   });

@@ -119,9 +119,21 @@ export function workspaceContainerSpec(input: WorkspaceContainerInput): Containe
  */
 const CONTAINER_LOG = Object.freeze({ Type: 'json-file', Config: Object.freeze({ 'max-size': '16m', 'max-file': '2' }) });
 
-export function serviceContainerSpec(instance: string, plan: WorkspacePlan, service: ServicePlan): ContainerSpec {
+/** What a service container needs for the agent beside it (ServicePlan.agent). */
+export interface ServiceAgentInput {
+  /** volume holding the agent bundle; undefined when the image carries the same bundle */
+  volume?: string;
+  /** how the agent reaches den (the host alias), as for the workspace container */
+  extraHosts: string[];
+}
+
+export function serviceContainerSpec(instance: string, plan: WorkspacePlan, service: ServicePlan, agent?: ServiceAgentInput): ContainerSpec {
   const network = names.network(plan.workspace.id);
   const firstPort = service.ports[0]?.port;
+  const mounts: NonNullable<ContainerSpec['HostConfig']['Mounts']> = service.volumes.map((volume) => ({
+    Type: 'volume' as const, Source: names.volume(plan.workspace.id, service.name, volume.name), Target: volume.path,
+  }));
+  if (agent?.volume) mounts.push({ Type: 'volume', Source: agent.volume, Target: AGENT_MOUNT_PATH, ReadOnly: true });
   const spec: ContainerSpec = {
     name: names.service(plan.workspace.id, service.name),
     Image: service.image ?? plan.image,
@@ -135,14 +147,17 @@ export function serviceContainerSpec(instance: string, plan: WorkspacePlan, serv
       ...(firstPort !== undefined ? { PORT: String(firstPort) } : {}),
     }),
     Hostname: hostname(service.name),
-    Labels: labelsFor(instance, plan.workspace, 'service', { [LABEL_SERVICE]: service.name }),
+    Labels: labelsFor(instance, plan.workspace, 'service', {
+      [LABEL_SERVICE]: service.name,
+      ...(service.agent ? { [LABEL_AGENT_REVISION]: service.agent.revision } : {}),
+    }),
     HostConfig: {
-      Mounts: service.volumes.map((volume) => ({
-        Type: 'volume' as const, Source: names.volume(plan.workspace.id, service.name, volume.name), Target: volume.path,
-      })),
+      Mounts: mounts,
       NetworkMode: network,
       Privileged: false,
+      // docker-init also reaps the zombies of what a service's agent starts
       Init: true,
+      ...(agent ? { ExtraHosts: agent.extraHosts } : {}),
       DnsOptions: DNS_OPTIONS,
       LogConfig: CONTAINER_LOG,
     },

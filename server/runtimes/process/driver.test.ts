@@ -32,7 +32,7 @@ describe('process driver', () => {
 
   function plan(services: ServicePlan[]): WorkspacePlan {
     // The agent dials a closed port and keeps retrying: these tests are about the processes.
-    return { workspace, image: '', resources: {}, home: {}, env: { DEN_WORKSPACE_NAME: 'demo' }, agent: { url: 'http://127.0.0.1:9', revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services };
+    return { workspace, image: '', resources: {}, home: {}, env: { DEN_WORKSPACE_NAME: 'demo' }, agent: { name: 'main', url: 'http://127.0.0.1:9', revision: 'r1', delivery: { kind: 'path' } }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }], services };
   }
   const echoService = (name: string, port: number): ServicePlan => ({
     name, env: {}, volumes: [], dependsOn: [], ports: [{ port, preview: false }],

@@ -4,9 +4,10 @@ import { existsSync, lstatSync, mkdirSync, realpathSync, rmSync, statSync } from
 import { dirname, isAbsolute, join, resolve, sep } from 'node:path';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
-import type {
-  DriverContext, RuntimeDriver, RuntimeStatus, ServiceEndpointRequest, ServiceEndpoints, ServiceLogLine, ServiceLogOptions,
-  ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan,
+import {
+  secretsOf,
+  type AgentPlan, type DriverContext, type RuntimeDriver, type RuntimeStatus, type ServiceEndpointRequest, type ServiceEndpoints, type ServiceLogLine,
+  type ServiceLogOptions, type ServicePlan, type StartContext, type WorkspaceIdentity, type WorkspacePlan,
 } from '../driver.ts';
 import type { RuntimeCapabilities } from '../capabilities.ts';
 import { createAgentSockets } from './agent-sockets.ts';
@@ -122,10 +123,9 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     });
   }
 
-  async function startService(plan: WorkspacePlan, service: ServicePlan, paths: WorkspacePaths, context: DriverContext): Promise<void> {
-    const name = service.name;
-    const state = readState(paths);
-    const ports = state.ports[name] ?? {};
+  /** A service's environment (its agent gets the same, so an exec through it sees what the service sees). */
+  function serviceEnv(plan: WorkspacePlan, service: ServicePlan, paths: WorkspacePaths): Record<string, string> {
+    const ports = readState(paths).ports[service.name] ?? {};
     const firstPort = service.ports[0] ? ports[String(service.ports[0].port)] : undefined;
     const env: Record<string, string> = {
       ...baseEnv(paths), ...plan.env, ...service.env,
@@ -133,6 +133,15 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       ...(firstPort !== undefined ? { PORT: String(firstPort) } : {}),
     };
     for (const [declared, assigned] of Object.entries(ports)) env[`DEN_PORT_${declared}`] = String(assigned);
+    return env;
+  }
+
+  async function startService(plan: WorkspacePlan, service: ServicePlan, paths: WorkspacePaths, context: DriverContext): Promise<void> {
+    const name = service.name;
+    const state = readState(paths);
+    const ports = state.ports[name] ?? {};
+    const firstPort = service.ports[0] ? ports[String(service.ports[0].port)] : undefined;
+    const env = serviceEnv(plan, service, paths);
     const argv = service.command!;
     const specHash = hash({ argv, env, workdir: service.workdir });
     const existing = state.services[name];
@@ -175,30 +184,52 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     context.log(`Service ${name} is ready.`);
   }
 
-  async function startAgent(plan: WorkspacePlan, paths: WorkspacePaths, context: StartContext): Promise<void> {
+  /**
+   * Starts one agent (the workspace's, or the one beside a service) unless it runs with the same
+   * spec already. A service's agent runs in the workspace's sandbox like the service itself, in
+   * the service's environment and working directory, and dials the same agent socket: its token
+   * says which agent it is.
+   */
+  async function startAgent(
+    plan: WorkspacePlan, agentPlan: AgentPlan, paths: WorkspacePaths, context: StartContext,
+    where: { env: Record<string, string>; cwd: string; chdir?: string; hostname: string },
+  ): Promise<void> {
+    if (agentPlan.delivery.kind !== 'path') {
+      throw new Error(`The process runtime cannot deliver the agent by ${agentPlan.delivery.kind}; the planner chose a way it does not offer (a bug in den).`);
+    }
+    const service = agentPlan.name === plan.agent.name ? undefined : agentPlan.name;
     const state = readState(paths);
+    const running = service ? state.serviceAgents[service] : state.agent;
     // Sandboxed, the agent has no route to den's address: it dials the socket den listens on.
     const socket = await agentSockets.listen(plan.workspace.id, paths, state.uid);
     const env: Record<string, string> = {
-      ...baseEnv(paths), ...plan.env,
-      DEN_AGENT_URL: plan.agent.url,
+      ...where.env,
+      DEN_AGENT_URL: agentPlan.url,
       ...(socket ? { DEN_AGENT_SOCKET: sandbox.agentSocket(socket) } : {}),
     };
     const agent = sandbox.agent();
-    // Secrets stay out of the hash: a running agent keeps its token across re-applies.
-    const specHash = hash({ argv: agent.argv, env, bundle: agent.hash, revision: plan.agent.revision });
-    if (isAlive(state.agent) && state.agent!.specHash === specHash) {
-      context.log('The agent is already running.');
+    // Secrets stay out of the hash: a running agent keeps its token across re-applies. (The main
+    // agent's hash is what it was before service agents existed, so an upgrade restarts nothing.)
+    const specHash = hash({ argv: agent.argv, env, bundle: agent.hash, revision: agentPlan.revision, ...(service ? { cwd: where.cwd } : {}) });
+    const who = service ? `The agent of service ${service}` : 'The agent';
+    if (isAlive(running) && running!.specHash === specHash) {
+      context.log(`${who} is already running.`);
       return;
     }
-    await stopGroup(state.agent, graceMs);
-    for (const secret of plan.secrets) env[secret.env] = await context.secret(secret.name);
+    await stopGroup(running, graceMs);
+    for (const secret of secretsOf(plan, agentPlan.name)) env[secret.env] = await context.secret(secret.name);
     const tracked = await spawnTracked({
-      argv: sandbox.wrap(agent.argv, paths, plan.workspace.name, { mounts: agent.mounts }), env, cwd: paths.home,
-      logFile: join(paths.logs, 'agent.log'), specHash, onExit: (code, signal) => observer.recordExit(tracked.pid, code, signal),
+      argv: sandbox.wrap(agent.argv, paths, where.hostname, { mounts: agent.mounts, chdir: where.chdir }), env, cwd: where.cwd,
+      logFile: join(paths.logs, service ? `${service}.agent.log` : 'agent.log'), specHash, onExit: (code, signal) => observer.recordExit(tracked.pid, code, signal),
     });
-    writeState(paths, { ...readState(paths), agent: tracked });
-    context.log(`Started the agent (pid ${tracked.pid}${sandboxed ? ', sandboxed with bubblewrap' : ', not sandboxed'}).`);
+    const latest = readState(paths);
+    writeState(paths, service ? { ...latest, serviceAgents: { ...latest.serviceAgents, [service]: tracked } } : { ...latest, agent: tracked });
+    context.log(`Started ${service ? `the agent of service ${service}` : 'the agent'} (pid ${tracked.pid}${sandboxed ? ', sandboxed with bubblewrap' : ', not sandboxed'}).`);
+  }
+
+  function startServiceAgent(plan: WorkspacePlan, service: ServicePlan, paths: WorkspacePaths, context: StartContext): Promise<void> {
+    const { cwd, chdir } = sandbox.workdir(paths, serviceCwd(service.workdir, paths));
+    return startAgent(plan, service.agent!, paths, context, { env: serviceEnv(plan, service, paths), cwd, chdir, hostname: service.name });
   }
 
   /** Stops the agent and the services; the holder (and so the network) stays. */
@@ -208,12 +239,16 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     if (!existsSync(paths.root)) return;
     if (isAlive(state.agent)) context?.log('Stopping the agent.');
     await stopGroup(state.agent, graceMs);
+    for (const [name, tracked] of Object.entries(state.serviceAgents)) {
+      if (isAlive(tracked)) context?.log(`Stopping the agent of service ${name}.`);
+      await stopGroup(tracked, graceMs);
+    }
     // Reverse start order: dependents go before what they depend on.
     for (const name of Object.keys(state.services).reverse()) {
       if (isAlive(state.services[name])) context?.log(`Stopping service ${name}.`);
       await stopGroup(state.services[name], graceMs);
     }
-    writeState(paths, { ...readState(paths), agent: undefined, services: {} });
+    writeState(paths, { ...readState(paths), agent: undefined, services: {}, serviceAgents: {} });
   }
 
   /** Stops everything, the holder of the namespaces last; keeps the ports and the uid. */
@@ -230,6 +265,8 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     name: 'process',
     isolation: sandboxed ? { sandboxed: true } : { sandboxed: false, warning: UNSANDBOXED_WARNING },
     capabilities: PROCESS_CAPABILITIES,
+    // the server's own bundle directory, bound read-only into the sandbox (workspace-sandbox.ts)
+    agentDelivery: Object.freeze(['path'] as const),
 
     async resolveEndpoints(workspace, services) {
       const state = await ensurePorts(workspace, services);
@@ -252,20 +289,29 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
         try {
           await prepareSandbox(plan.workspace, paths, context);
           const wanted = new Set(plan.services.map((s) => s.name));
+          const wantedAgents = new Set(plan.services.flatMap((s) => (s.agent ? [s.name] : [])));
+          for (const [name, tracked] of Object.entries(readState(paths).serviceAgents)) {
+            if (!wantedAgents.has(name)) await stopGroup(tracked, graceMs);
+          }
           for (const [name, tracked] of Object.entries(readState(paths).services)) {
             if (!wanted.has(name)) await stopGroup(tracked, graceMs);
           }
-          // A service gone from the plan is no longer tracked (so its end is not reported as a crash).
+          // A service (or agent) gone from the plan is no longer tracked (so its end is not reported as a crash).
           const state = readState(paths);
-          writeState(paths, { ...state, services: Object.fromEntries(Object.entries(state.services).filter(([name]) => wanted.has(name))) });
+          writeState(paths, {
+            ...state,
+            services: Object.fromEntries(Object.entries(state.services).filter(([name]) => wanted.has(name))),
+            serviceAgents: Object.fromEntries(Object.entries(state.serviceAgents).filter(([name]) => wantedAgents.has(name))),
+          });
           for (const service of plan.services) {
             if (!service.command) {
               context.log(`Service ${service.name} has no command; the process runtime runs only services with a command, so it is skipped.`);
               continue;
             }
             await startService(plan, service, paths, context);
+            if (service.agent) await startServiceAgent(plan, service, paths, context);
           }
-          await startAgent(plan, paths, context);
+          await startAgent(plan, plan.agent, paths, context, { env: { ...baseEnv(paths), ...plan.env }, cwd: paths.home, hostname: plan.workspace.name });
         } catch (error) {
           // Nothing half-started is left behind: a failed start stops everything it began.
           await stopAll(plan.workspace, undefined);
@@ -299,6 +345,9 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
       }
       for (const [name, tracked] of Object.entries(state.services)) {
         if (!isAlive(tracked)) return { phase: 'failed', message: `Service ${name} exited; see ${join(paths.logs, `${name}.log`)}.` };
+      }
+      for (const [name, tracked] of Object.entries(state.serviceAgents)) {
+        if (!isAlive(tracked)) return { phase: 'failed', message: `The agent of service ${name} exited; see ${join(paths.logs, `${name}.agent.log`)}.` };
       }
       return { phase: 'running' };
     },
@@ -358,6 +407,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
  */
 export const PROCESS_CAPABILITIES: RuntimeCapabilities = Object.freeze({
   serviceImages: 'unsupported', serviceVolumes: 'ignored', resources: 'ignored', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced',
+  serviceAgents: 'enforced',
 });
 
 /** Says in the build log what of the plan this runtime leaves out (PROCESS_CAPABILITIES). */

@@ -110,7 +110,7 @@ describe('process driver log files', () => {
   it('cuts the log file of a service that writes without end down to its head and tail while it runs', async () => {
     const driver = createProcessDriver({ dataDir, log: pino({ level: 'silent' }), requireSandbox: false, stopGraceMs: 1_000, logFileLimits: limits });
     const plan: WorkspacePlan = {
-      workspace, image: '', resources: {}, home: {}, env: {}, agent: { url: 'http://127.0.0.1:9', revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }],
+      workspace, image: '', resources: {}, home: {}, env: {}, agent: { name: 'main', url: 'http://127.0.0.1:9', revision: 'r1', delivery: { kind: 'path' } }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }],
       services: [{
         name: 'flood', env: {}, volumes: [], dependsOn: [], ports: [],
         command: ['node', '-e', "const l = 'y'.repeat(100) + '\\n'; setInterval(() => process.stdout.write(l.repeat(1000)), 5)"],

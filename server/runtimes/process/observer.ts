@@ -38,6 +38,7 @@ export function createProcessObserver(options: { dataDir: string; busy: (workspa
       const tracked: [RuntimeEvent['subject'], TrackedProcess][] = [
         ...(state.agent ? [[{ type: 'agent' }, state.agent] as [RuntimeEvent['subject'], TrackedProcess]] : []),
         ...Object.entries(state.services).map(([name, process]): [RuntimeEvent['subject'], TrackedProcess] => [{ type: 'service', name }, process]),
+        ...Object.entries(state.serviceAgents).map(([name, process]): [RuntimeEvent['subject'], TrackedProcess] => [{ type: 'agent', name }, process]),
       ];
       for (const [subject, process] of tracked) {
         const key = `${workspaceId}/${subject.type}/${subject.name ?? ''}/${process.pid}/${process.startTime}`;

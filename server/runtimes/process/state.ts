@@ -11,6 +11,8 @@ export interface WorkspaceState {
   ports: Record<string, Record<string, number>>;
   agent?: TrackedProcess;
   services: Record<string, TrackedProcess>;
+  /** service name -> the agent running beside that service (ServicePlan.agent) */
+  serviceAgents: Record<string, TrackedProcess>;
   /** the holder of the workspace's user and network namespaces (sandboxed workspaces) */
   network?: NetworkHolder;
   /** the unprivileged uid outside the sandbox (den runs as root); kept until delete */
@@ -56,9 +58,11 @@ export function workspacePaths(dataDir: string, workspaceId: string): WorkspaceP
 export function readState(paths: WorkspacePaths): WorkspaceState {
   try {
     const parsed = JSON.parse(readFileSync(paths.stateFile, 'utf8')) as Partial<WorkspaceState>;
-    return { ports: parsed.ports ?? {}, agent: parsed.agent, services: parsed.services ?? {}, network: parsed.network, uid: parsed.uid };
+    return {
+      ports: parsed.ports ?? {}, agent: parsed.agent, services: parsed.services ?? {}, serviceAgents: parsed.serviceAgents ?? {}, network: parsed.network, uid: parsed.uid,
+    };
   } catch {
-    return { ports: {}, services: {} };
+    return { ports: {}, services: {}, serviceAgents: {} };
   }
 }
 

@@ -34,7 +34,7 @@ describe('process driver service workdir', () => {
       name: 'web', env: {}, volumes: [], dependsOn: [], ports: [], workdir,
       command: ['node', '-e', 'setInterval(() => {}, 1000)'],
     };
-    return { workspace, image: '', resources: {}, home: {}, env: {}, agent: { url: 'http://127.0.0.1:9', revision: 'r1' }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }], services: [service] };
+    return { workspace, image: '', resources: {}, home: {}, env: {}, agent: { name: 'main', url: 'http://127.0.0.1:9', revision: 'r1', delivery: { kind: 'path' } }, secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }], services: [service] };
   };
 
   it('refuses a workdir whose .. segments climb out of the home, and creates nothing outside it', async () => {
