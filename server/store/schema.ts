@@ -17,6 +17,7 @@ export interface Database {
   agent_tokens: AgentTokensTable;
   workspace_events: WorkspaceEventsTable;
   leases: LeasesTable;
+  ssh_host_keys: SshHostKeysTable;
 }
 
 export type Role = 'owner' | 'template-admin' | 'member';
@@ -119,6 +120,8 @@ export interface WorkspacesTable {
   health_at: string | null;
   /** when the agent's connection closed; null while it is connected (or before it ever was) */
   agent_disconnected_at: string | null;
+  /** when the workspace last had SSH traffic (written at most once a minute) */
+  last_activity_at: string | null;
 }
 
 export type WorkspaceHealth = 'ok' | 'down';
@@ -187,4 +190,13 @@ export interface LeasesTable {
   name: string;
   owner: string;
   expires_at: string;
+}
+
+/** The SSH gateway's host key per algorithm, shared by every replica (server/ssh/host-key.ts). */
+export interface SshHostKeysTable {
+  algorithm: string;
+  /** OpenSSH private key format, unencrypted: the gateway must present it without a person at hand */
+  private_key: string;
+  public_key: string;
+  created_at: string;
 }

@@ -1,0 +1,292 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiToken } from '../server/auth/api-tokens.ts';
+import { systemClock } from '../server/store/time.ts';
+import { addSshKey } from '../server/users/ssh-keys.ts';
+import { idleDriver } from './support/idle-driver.ts';
+import { startTestServer, type TestServer } from './support/harness.ts';
+import { generateKey, isolatedOptions, run, SFTP_SERVER_PRESENT, SSH_CLIENT_PRESENT, type RunResult } from './support/openssh.ts';
+import { startRealAgent } from './support/real-agent.ts';
+import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts';
+
+/**
+ * The SSH gateway end to end with the real OpenSSH client (ssh, scp, sftp) against the real den
+ * server and a real agent process: what VS Code Remote-SSH and JetBrains Gateway do (exec of a
+ * script on stdin, forwards to a port and a unix socket) and what people do by hand.
+ */
+
+const FORWARD_TIMEOUT_MS = 15_000;
+const CI = process.env.CI === 'true';
+const missing = !SSH_CLIENT_PRESENT ? 'the OpenSSH client (apt-get install openssh-client)' : !SFTP_SERVER_PRESENT ? 'sftp-server (apt-get install openssh-sftp-server)' : undefined;
+if (missing && !CI) console.warn(`test/ssh.test.ts skipped: ${missing} is not installed.`);
+
+interface Ctx {
+  server: TestServer;
+  alice: SeededWorkspace;
+  bob: SeededWorkspace;
+  stopped: SeededWorkspace;
+  aliceKey: string;
+  aliceRsaKey: string;
+  bobKey: string;
+  strangerKey: string;
+  aliceToken: string;
+  home: string;
+  agent: ChildProcess;
+  port: number;
+}
+
+describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH client', () => {
+  const ctx = {} as Ctx;
+  const dirs: string[] = [];
+  const servers: Server[] = [];
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'den-ssh-srv-'));
+    dirs.push(dataDir);
+    ctx.server = await startTestServer({ dataDir, listen: true, ssh: true, startWorkers: false, driver: () => idleDriver, sshLimits: { channelsPerConnection: 20 } });
+    ctx.port = ctx.server.sshPort!;
+    const db = ctx.server.store.db;
+    ctx.alice = await seedWorkspace(db, { username: 'alice', workspaceName: 'dev' });
+    ctx.bob = await seedWorkspace(db, { username: 'bob', workspaceName: 'mine' });
+    ctx.stopped = await seedWorkspace(db, { username: 'alice', userId: ctx.alice.userId, workspaceName: 'off' });
+    await db.updateTable('workspaces').set({ status: 'stopped' }).where('id', '=', ctx.stopped.workspaceId).execute();
+    ctx.aliceToken = (await createApiToken(db, systemClock, ctx.alice.userId, { name: 't' })).token;
+
+    const keys = mkdtempSync(join(tmpdir(), 'den-ssh-keys-'));
+    dirs.push(keys);
+    ctx.aliceKey = generateKey(keys, 'alice');
+    ctx.aliceRsaKey = generateKey(keys, 'alice-rsa', 'rsa');
+    ctx.bobKey = generateKey(keys, 'bob', 'ecdsa');
+    ctx.strangerKey = generateKey(keys, 'stranger');
+    for (const [userId, key] of [[ctx.alice.userId, ctx.aliceKey], [ctx.alice.userId, ctx.aliceRsaKey], [ctx.bob.userId, ctx.bobKey]] as const) {
+      await addSshKey(db, systemClock, userId, { name: '', publicKey: readFileSync(`${key}.pub`, 'utf8') });
+    }
+
+    ctx.home = mkdtempSync(join(tmpdir(), 'den-ssh-home-'));
+    dirs.push(ctx.home);
+    ctx.agent = await startRealAgent(ctx.server, ctx.alice, ctx.home, { env: { GREETING: 'hello' } });
+  });
+  afterAll(async () => {
+    for (const child of children) child.kill('SIGKILL');
+    for (const server of servers) server.close();
+    ctx.agent?.kill('SIGKILL');
+    await ctx.server?.app.close();
+    await ctx.server?.store.close();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+  });
+
+  const ssh = (login: string, command: string[], options: { key?: string; input?: string; extra?: string[] } = {}): Promise<RunResult> =>
+    run('ssh', [...isolatedOptions(options.key ?? ctx.aliceKey, options.extra), '-p', String(ctx.port), `${login}@127.0.0.1`, ...command], { input: options.input });
+
+  it('runs a command: stdout and stderr apart, stdin piped, the exit code returned, in the workspace home and env', async () => {
+    const result = await ssh('dev', ['read line; echo "out:$line:$GREETING:$PWD"; echo err >&2; exit 7'], { input: 'typed\n' });
+    expect(result).toEqual({ code: 7, stdout: `out:typed:hello:${ctx.home}\n`, stderr: 'err\n' });
+  });
+
+  it('runs a bash script given on stdin, as VS Code Remote-SSH does, and reports uname -m', async () => {
+    const result = await ssh('dev', ['bash'], { input: 'set -e\nuname -m\necho "script-done $((6*7))"\n' });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^(x86_64|aarch64)\nscript-done 42\n$/);
+  });
+
+  it('returns the exit signal of a command killed by one', async () => {
+    const result = await ssh('dev', ['kill -TERM $$']);
+    // an exit-signal makes OpenSSH exit with 255; an exit-status would have given 143
+    expect(result.code).toBe(255);
+  });
+
+  it('accepts OWNER/WS and WS.OWNER, ECDSA and RSA (rsa-sha2) keys', async () => {
+    expect((await ssh('alice/dev', ['echo ok'])).stdout).toBe('ok\n');
+    expect((await ssh('dev.alice', ['echo ok'])).stdout).toBe('ok\n');
+    expect((await ssh('dev', ['echo rsa'], { key: ctx.aliceRsaKey })).stdout).toBe('rsa\n');
+  });
+
+  it('refuses an RSA signature with SHA-1 (ssh-rsa)', async () => {
+    const result = await ssh('dev', ['echo no'], { key: ctx.aliceRsaKey, extra: ['-o', 'PubkeyAcceptedAlgorithms=ssh-rsa'] });
+    expect(result.code).toBe(255);
+    expect(result.stderr).toContain('Permission denied (publickey)');
+  });
+
+  it('allocates a pty with the client\'s TERM and size, and follows a resize', async () => {
+    // -tt forces a pty with stdin from a pipe; stty prints rows and columns
+    const result = await run('ssh', [...isolatedOptions(ctx.aliceKey), '-tt', '-p', String(ctx.port), 'dev@127.0.0.1', 'echo "term=$TERM"; stty size; tty'], { env: { ...process.env, TERM: 'xterm-256color' } });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('term=xterm-256color');
+    expect(result.stdout).toMatch(/\d+ \d+\r\n/);
+    expect(result.stdout).toMatch(/\/dev\/pts\/\d+/);
+  });
+
+  it('refuses a key nobody registered, and anything but publickey', async () => {
+    const stranger = await ssh('dev', ['true'], { key: ctx.strangerKey });
+    expect(stranger.code).toBe(255);
+    expect(stranger.stderr).toContain('Permission denied (publickey)');
+  });
+
+  it('refuses another user\'s workspace exactly like a missing one', async () => {
+    const others = await ssh('bob/mine', ['true']);
+    const missingOne = await ssh('alice/nope', ['true']);
+    expect(others.code).toBe(1);
+    expect(others.stderr).toBe("There is no workspace 'bob/mine'. Run `den list` to see your workspaces.\r\n");
+    expect(missingOne.stderr).toBe("There is no workspace 'alice/nope'. Run `den list` to see your workspaces.\r\n");
+    expect((await ssh('mine', ['true'], { key: ctx.bobKey })).stderr).toContain('is not connected');
+  });
+
+  it('answers a stopped workspace with a sentence and an exit status, offering den start', async () => {
+    const result = await ssh('off', ['true']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe("Workspace 'alice/off' is stopped. Start it with `den start off` and connect again.\r\n");
+  });
+
+  it('forwards a local port to a port in the workspace (-L), and refuses a port nothing listens on', async () => {
+    const upstream = await listen(createServer((socket) => socket.end('from-workspace')));
+    const local = await freePort();
+    const forward = startForward(['-N', '-L', `${local}:127.0.0.1:${port(upstream)}`]);
+    expect(await readFrom(await connectWhenUp(local, forward))).toBe('from-workspace');
+    // a port nothing listens on: the client's connection is closed, the forward and the connection go on
+    const closed = await freePort();
+    const refusedLocal = await freePort();
+    const refusedForward = startForward(['-N', '-L', `${refusedLocal}:127.0.0.1:${closed}`]);
+    expect(await readFrom(await connectWhenUp(refusedLocal, refusedForward))).toBe('');
+    expect(await readFrom(await connectWhenUp(local, forward))).toBe('from-workspace');
+  });
+
+  it('forwards to a unix socket in the workspace (-L port:path)', async () => {
+    const path = join(ctx.home, 'app.sock');
+    await listen(createServer((socket) => socket.on('data', (data) => socket.end(`unix:${data}`))), path);
+    const local = await freePort();
+    const forward = startForward(['-N', '-L', `${local}:${path}`]);
+    const socket = await connectWhenUp(local, forward);
+    socket.write('ping');
+    expect(await readFrom(socket)).toBe('unix:ping');
+  });
+
+  it('serves a SOCKS proxy (-D) whose connections open in the workspace', async () => {
+    const upstream = await listen(createServer((socket) => socket.end('socks-ok')));
+    const local = await freePort();
+    const forward = startForward(['-N', '-D', `127.0.0.1:${local}`]);
+    const socket = await connectWhenUp(local, forward);
+    await socks5Connect(socket, 'localhost', port(upstream));
+    const reply = await readFrom(socket);
+    expect(reply.charCodeAt(1)).toBe(0);
+    expect(reply.slice(10)).toBe('socks-ok');
+  });
+
+  it('copies files both ways with scp and lists, puts and gets with sftp', async () => {
+    const local = mkdtempSync(join(tmpdir(), 'den-ssh-files-'));
+    dirs.push(local);
+    const payload = Buffer.alloc(300_000, 'x').toString() + 'end\n';
+    writeFileSync(join(local, 'up.txt'), payload);
+    const target = (path: string) => `dev@127.0.0.1:${path}`;
+    const scpUp = await run('scp', [...isolatedOptions(ctx.aliceKey), '-P', String(ctx.port), join(local, 'up.txt'), target('up.txt')]);
+    expect(scpUp).toMatchObject({ code: 0 });
+    expect(readFileSync(join(ctx.home, 'up.txt'), 'utf8')).toBe(payload);
+    const scpDown = await run('scp', [...isolatedOptions(ctx.aliceKey), '-P', String(ctx.port), target('up.txt'), join(local, 'down.txt')]);
+    expect(scpDown).toMatchObject({ code: 0 });
+    expect(readFileSync(join(local, 'down.txt'), 'utf8')).toBe(payload);
+
+    writeFileSync(join(local, 'put.txt'), 'via sftp\n');
+    const batch = `put ${join(local, 'put.txt')} put.txt\nls -1\nget put.txt ${join(local, 'got.txt')}\n`;
+    const sftp = await run('sftp', [...isolatedOptions(ctx.aliceKey), '-P', String(ctx.port), '-b', '-', 'dev@127.0.0.1'], { input: batch });
+    expect(sftp.code).toBe(0);
+    expect(sftp.stdout).toContain('put.txt');
+    expect(readFileSync(join(local, 'got.txt'), 'utf8')).toBe('via sftp\n');
+  });
+
+  it('lists open SSH connections (who, from where, since) and records activity', async () => {
+    const before = (await getJson(`/api/v1/workspaces/alice/dev`)).lastActivityAt;
+    expect(before).not.toBeNull();
+    const local = await freePort();
+    const forward = startForward(['-N', '-L', `${local}:127.0.0.1:1`]);
+    await connectWhenUp(local, forward).then((socket) => socket.destroy());
+    const { sessions } = await getJson(`/api/v1/workspaces/alice/dev/ssh-sessions`);
+    expect(sessions).toContainEqual(expect.objectContaining({ user: 'alice', remoteAddress: '127.0.0.1', via: 'ssh' }));
+    expect(Number.isNaN(Date.parse(sessions[0].since))).toBe(false);
+    const bobSees = await ctx.server.app.inject({ url: '/api/v1/workspaces/alice/dev/ssh-sessions', headers: { authorization: `Bearer ${(await createApiToken(ctx.server.store.db, systemClock, ctx.bob.userId, { name: 'b' })).token}` } });
+    expect(bobSees.statusCode).toBe(404);
+  });
+
+  it('refuses channels past the per-connection limit and keeps serving the connection', async () => {
+    // 40 -L connections at once through one connection whose limit is 20 channels
+    const upstream = await listen(createServer((socket) => setTimeout(() => socket.end('held'), 1_500)));
+    const local = await freePort();
+    const forward = startForward(['-N', '-L', `${local}:127.0.0.1:${port(upstream)}`]);
+    await connectWhenUp(local, forward).then((socket) => socket.destroy());
+    const results = await Promise.all(Array.from({ length: 40 }, () => connectWhenUp(local, forward).then(readFrom)));
+    const served = results.filter((text) => text === 'held').length;
+    expect(served).toBeGreaterThan(0);
+    expect(served).toBeLessThanOrEqual(20);
+    expect(results.filter((text) => text === '').length).toBeGreaterThanOrEqual(20);
+    expect(await readFrom(await connectWhenUp(local, forward))).toBe('held');
+  });
+
+  async function getJson(url: string) {
+    const response = await ctx.server.app.inject({ url, headers: { authorization: `Bearer ${ctx.aliceToken}` } });
+    expect(response.statusCode).toBe(200);
+    return response.json();
+  }
+
+  function startForward(args: string[]): ChildProcess {
+    const child = spawn('ssh', [...isolatedOptions(ctx.aliceKey, ['-o', 'ExitOnForwardFailure=yes']), '-p', String(ctx.port), ...args, 'dev@127.0.0.1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    return child;
+  }
+
+  async function listen(server: Server, path?: string): Promise<Server> {
+    servers.push(server);
+    await new Promise<void>((resolve) => (path ? server.listen(path, resolve) : server.listen(0, '127.0.0.1', resolve)));
+    return server;
+  }
+});
+
+function port(server: Server): number {
+  return (server.address() as AddressInfo).port;
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const free = port(probe);
+  await new Promise((resolve) => probe.close(resolve));
+  return free;
+}
+
+/** Connects to a local forward once ssh has opened it (it listens only after authenticating). */
+async function connectWhenUp(localPort: number, forward: ChildProcess): Promise<Socket> {
+  const deadline = Date.now() + FORWARD_TIMEOUT_MS;
+  for (;;) {
+    if (forward.exitCode !== null) throw new Error(`the ssh forward exited with ${forward.exitCode}`);
+    const socket = await new Promise<Socket | undefined>((resolve) => {
+      const attempt = connect(localPort, '127.0.0.1');
+      attempt.once('connect', () => resolve(attempt));
+      attempt.once('error', () => resolve(undefined));
+    });
+    if (socket) return socket;
+    if (Date.now() > deadline) throw new Error(`the forward on port ${localPort} did not open within ${FORWARD_TIMEOUT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function readFrom(socket: Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (text += chunk));
+    socket.on('error', () => {});
+    socket.on('close', () => resolve(text));
+    socket.resume();
+  });
+}
+
+/** Sends a SOCKS5 CONNECT by host name (RFC 1928) without authentication; the reply (10 bytes, code at [1]) and the stream follow on the socket. */
+async function socks5Connect(socket: Socket, host: string, targetPort: number): Promise<void> {
+  socket.write(Buffer.from([5, 1, 0]));
+  const greeting = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
+  if (greeting.length !== 2 || greeting[1] !== 0) throw new Error('the SOCKS server wants authentication');
+  const name = Buffer.from(host);
+  socket.write(Buffer.concat([Buffer.from([5, 1, 0, 3, name.length]), name, Buffer.from([targetPort >> 8, targetPort & 0xff])]));
+}
