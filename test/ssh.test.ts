@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,7 +112,7 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(result.stderr).toContain('Permission denied (publickey)');
   });
 
-  it('allocates a pty with the client\'s TERM and size, and follows a resize', async () => {
+  it('allocates a pty with the client\'s TERM and size', async () => {
     // -tt forces a pty with stdin from a pipe; stty prints rows and columns
     const result = await run('ssh', [...isolatedOptions(ctx.aliceKey), '-tt', '-p', String(ctx.port), 'dev@127.0.0.1', 'echo "term=$TERM"; stty size; tty'], { env: { ...process.env, TERM: 'xterm-256color' } });
     expect(result.code).toBe(0);
@@ -224,6 +224,110 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(await readFrom(await connectWhenUp(local, forward))).toBe('held');
   });
 
+  it('follows the client terminal\'s resize (window-change) in the workspace pty', async () => {
+    const { spawn: spawnPty } = await import('node-pty');
+    const term = spawnPty('ssh', [...isolatedOptions(ctx.aliceKey), '-tt', '-p', String(ctx.port), 'dev@127.0.0.1', 'stty size; read line; stty size'], { cols: 100, rows: 30, env: { ...process.env, TERM: 'xterm' } as Record<string, string> });
+    let output = '';
+    term.onData((data) => (output += data));
+    const exited = new Promise<number>((resolve) => term.onExit(({ exitCode }) => resolve(exitCode)));
+    await waitUntil(() => output.includes('30 100'), 'the first stty size');
+    term.resize(120, 40);
+    // ssh sends window-change on SIGWINCH; give it a moment to reach the workspace before the next line
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    term.write('\r');
+    await waitUntil(() => output.includes('40 120'), 'the resized stty size');
+    expect(await exited).toBe(0);
+  });
+
+  describe('through den\'s HTTP port (den ssh, ProxyCommand, config-ssh, port-forward)', () => {
+    let env: NodeJS.ProcessEnv;
+    let home: string;
+    beforeAll(() => {
+      home = mkdtempSync(join(tmpdir(), 'den-ssh-cli-'));
+      dirs.push(home);
+      // the CLI's own config and ~/.ssh live in a temporary HOME; ssh itself is pointed at them with -F
+      env = { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, '.config'), DEN_URL: ctx.server.url!, DEN_TOKEN: ctx.aliceToken };
+    });
+    const den = (args: string[], input?: string) => run(process.execPath, [DEN_BIN, ...args], { env, input, timeoutMs: 60_000 });
+
+    it('runs ssh with `den ssh --stdio` as the ProxyCommand, no key and no SSH port needed', async () => {
+      const proxy = `${process.execPath} ${DEN_BIN} ssh --stdio dev`;
+      const result = await run('ssh', [...isolatedOptions(undefined, ['-o', `ProxyCommand=${proxy}`]), 'dev@den.dev', 'echo "tunnel:$GREETING"; exit 3'], { env });
+      expect(result).toMatchObject({ code: 3, stdout: 'tunnel:hello\n' });
+      // while a tunnelled session is open it is listed as one
+      const open = spawn('ssh', [...isolatedOptions(undefined, ['-o', `ProxyCommand=${proxy}`]), 'dev@den.dev', 'read line'], { env, stdio: ['pipe', 'ignore', 'ignore'] });
+      children.push(open);
+      await waitUntil(() => ctx.server.den.ssh.sessions(ctx.alice.workspaceId).some((session) => session.via === 'tunnel'), 'the tunnelled session in the list');
+      const { sessions } = await getJson('/api/v1/workspaces/alice/dev/ssh-sessions');
+      expect(sessions).toContainEqual(expect.objectContaining({ user: 'alice', via: 'tunnel', remoteAddress: '127.0.0.1' }));
+      open.stdin!.end('done\n');
+      expect(await new Promise((resolve) => open.once('exit', resolve))).toBe(0);
+    });
+
+    it('den ssh WS -- CMD runs the command, with the host key pinned, and returns its exit code', async () => {
+      const result = await den(['ssh', 'dev', '--', 'echo', 'via-den-ssh;', 'exit', '4']);
+      expect(result.stdout).toBe('via-den-ssh\n');
+      expect(result.code).toBe(4);
+      const hostKey = await den(['ssh', '--host-key']);
+      expect(hostKey.code).toBe(0);
+      const fingerprint = (await ctx.server.den.ssh.hostKey()).fingerprint;
+      expect(hostKey.stdout.split('\n')[0]).toBe(fingerprint);
+      expect(readFileSync(join(home, '.config', 'den', 'known_hosts'), 'utf8')).toContain((await ctx.server.den.ssh.hostKey()).publicKey);
+    });
+
+    it('refuses a workspace of another user through the tunnel like a missing one', async () => {
+      const result = await run('ssh', [...isolatedOptions(undefined, ['-o', `ProxyCommand=${process.execPath} ${DEN_BIN} ssh --stdio bob/mine`]), 'x@den.x', 'true'], { env });
+      expect(result.code).toBe(255);
+      expect(result.stderr).toContain("There is no workspace 'bob/mine'");
+    });
+
+    it('den config-ssh writes an idempotent marked block, keeps other lines, and ssh den.WS works with it', async () => {
+      const config = join(home, '.ssh', 'config');
+      mkdirSync(join(home, '.ssh'), { recursive: true });
+      writeFileSync(config, 'Host other\n  User me\n');
+      const dry = await den(['config-ssh', '--dry-run']);
+      expect(dry.code).toBe(0);
+      expect(dry.stdout).toContain('Host den.dev');
+      expect(readFileSync(config, 'utf8')).toBe('Host other\n  User me\n');
+
+      expect((await den(['config-ssh'])).code).toBe(0);
+      const written = readFileSync(config, 'utf8');
+      expect(written.startsWith('Host other\n  User me\n\n# ------------ START-DEN-CONFIG-SSH')).toBe(true);
+      expect(written).toContain('Host den.dev\n');
+      expect(written).toContain('Host den.off\n');
+      const again = await den(['config-ssh']);
+      expect(again.stderr).toContain('is up to date');
+      expect(readFileSync(config, 'utf8')).toBe(written);
+
+      const viaConfig = await run('ssh', ['-F', config, '-o', 'BatchMode=yes', 'den.dev', 'echo from-config'], { env });
+      expect(viaConfig).toMatchObject({ code: 0, stdout: 'from-config\n' });
+
+      // a deleted workspace leaves the block; lines after the block stay too
+      writeFileSync(config, readFileSync(config, 'utf8') + 'Host after\n  User you\n');
+      await ctx.server.store.db.updateTable('workspaces').set({ deleted_at: new Date().toISOString() }).where('id', '=', ctx.stopped.workspaceId).execute();
+      expect((await den(['config-ssh'])).code).toBe(0);
+      const pruned = readFileSync(config, 'utf8');
+      expect(pruned).not.toContain('den.off');
+      expect(pruned.startsWith('Host other\n  User me\n\n')).toBe(true);
+      expect(pruned.endsWith('# ------------- END-DEN-CONFIG-SSH -------------\nHost after\n  User you\n')).toBe(true);
+      await ctx.server.store.db.updateTable('workspaces').set({ deleted_at: null }).where('id', '=', ctx.stopped.workspaceId).execute();
+    });
+
+    it('den port-forward relays several local ports to ports in the workspace', async () => {
+      const one = await listen(createServer((socket) => socket.end('port-one')));
+      const two = await listen(createServer((socket) => socket.on('data', (data) => socket.end(`two:${data}`))));
+      const [localOne, localTwo] = [await freePort(), await freePort()];
+      const forward = spawn(process.execPath, [DEN_BIN, 'port-forward', 'dev', `${localOne}:${port(one)}`, `${localTwo}:${port(two)}`], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      children.push(forward);
+      expect(await readFrom(await connectWhenUp(localOne, forward))).toBe('port-one');
+      const socket = await connectWhenUp(localTwo, forward);
+      socket.write('hi');
+      expect(await readFrom(socket)).toBe('two:hi');
+      // again: every connection dials its own tunnel
+      expect(await readFrom(await connectWhenUp(localOne, forward))).toBe('port-one');
+    });
+  });
+
   async function getJson(url: string) {
     const response = await ctx.server.app.inject({ url, headers: { authorization: `Bearer ${ctx.aliceToken}` } });
     expect(response.statusCode).toBe(200);
@@ -242,6 +346,16 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     return server;
   }
 });
+
+const DEN_BIN = join(import.meta.dirname, '..', 'bin', 'den.js');
+
+async function waitUntil(condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 function port(server: Server): number {
   return (server.address() as AddressInfo).port;

@@ -39,6 +39,7 @@ type Found = WorkspaceRow & { owner_name: string };
 export async function sshRoutes(fastify: FastifyInstance, deps: SshRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const found = new WeakMap<FastifyRequest, Found>();
+  const queries = new WeakMap<FastifyRequest, z.infer<typeof portForwardQuerySchema>>();
   const findBeforeUpgrade = async (request: FastifyRequest) => {
     const { owner, name } = request.params as z.infer<typeof workspaceParamsSchema>;
     found.set(request, await findWorkspaceFor(deps.store.db, principalOf(request), owner, name));
@@ -85,11 +86,17 @@ export async function sshRoutes(fastify: FastifyInstance, deps: SshRoutesOptions
   app.get('/workspaces/:owner/:name/port-forward', {
     websocket: true,
     config: { auth: 'user' },
-    schema: { params: workspaceParamsSchema, querystring: portForwardQuerySchema },
-    preHandler: findBeforeUpgrade,
+    schema: { params: workspaceParamsSchema },
+    // the query is read after the workspace is found, so a caller who may not see it learns nothing from a validation error
+    preHandler: async (request) => {
+      await findBeforeUpgrade(request);
+      const query = portForwardQuerySchema.safeParse(request.query);
+      if (!query.success) throw new AppError('VALIDATION_FAILED', 'Say where to connect in the workspace: ?port=3000 (and optionally &host=...), or ?path=/path/to/socket.');
+      queries.set(request, query.data);
+    },
   }, (socket, request) => {
     const workspace = found.get(request)!;
-    const query = request.query as z.infer<typeof portForwardQuerySchema>;
+    const query = queries.get(request)!;
     const untrack = trackLiveAccess(request, trackedWorkspace(workspace), (error) => closeWith(socket, error));
     socket.once('close', untrack);
     // messages that arrive while the agent connects wait in the stream (bounded by ws's backpressure once it is piped)
