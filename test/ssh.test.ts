@@ -3,7 +3,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Client } from 'ssh2';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../server/auth/api-tokens.ts';
 import { systemClock } from '../server/store/time.ts';
 import { addSshKey } from '../server/users/ssh-keys.ts';
@@ -20,6 +21,8 @@ import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts
  */
 
 const FORWARD_TIMEOUT_MS = 15_000;
+/** the test server's per-user connection limit (den's default is far higher) */
+const CONNECTIONS_PER_USER = 6;
 const CI = process.env.CI === 'true';
 const missing = !SSH_CLIENT_PRESENT ? 'the OpenSSH client (apt-get install openssh-client)' : !SFTP_SERVER_PRESENT ? 'sftp-server (apt-get install openssh-sftp-server)' : undefined;
 if (missing && !CI) console.warn(`test/ssh.test.ts skipped: ${missing} is not installed.`);
@@ -48,7 +51,7 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
   beforeAll(async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'den-ssh-srv-'));
     dirs.push(dataDir);
-    ctx.server = await startTestServer({ dataDir, listen: true, ssh: true, startWorkers: false, driver: () => idleDriver, sshLimits: { channelsPerConnection: 20 } });
+    ctx.server = await startTestServer({ dataDir, listen: true, ssh: true, startWorkers: false, driver: () => idleDriver, sshLimits: { channelsPerConnection: 20, connectionsPerUser: CONNECTIONS_PER_USER } });
     ctx.port = ctx.server.sshPort!;
     const db = ctx.server.store.db;
     ctx.alice = await seedWorkspace(db, { username: 'alice', workspaceName: 'dev' });
@@ -71,8 +74,11 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     dirs.push(ctx.home);
     ctx.agent = await startRealAgent(ctx.server, ctx.alice, ctx.home, { env: { GREETING: 'hello' } });
   });
+  // forwards and held sessions end with their test, so connections do not pile up against the per-user limit
+  afterEach(() => {
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+  });
   afterAll(async () => {
-    for (const child of children) child.kill('SIGKILL');
     for (const server of servers) server.close();
     ctx.agent?.kill('SIGKILL');
     await ctx.server?.app.close();
@@ -260,6 +266,9 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       await waitUntil(() => ctx.server.den.ssh.sessions(ctx.alice.workspaceId).some((session) => session.via === 'tunnel'), 'the tunnelled session in the list');
       const { sessions } = await getJson('/api/v1/workspaces/alice/dev/ssh-sessions');
       expect(sessions).toContainEqual(expect.objectContaining({ user: 'alice', via: 'tunnel', remoteAddress: '127.0.0.1' }));
+      const shown = await den(['show', 'dev']);
+      expect(shown.stdout).toMatch(/^last activity:\s+\S+ \(.*SSH\)$/m);
+      expect(shown.stdout).toMatch(/^SSH sessions:\n(  .*\n)*  alice from 127\.0\.0\.1 via den ssh since /m);
       open.stdin!.end('done\n');
       expect(await new Promise((resolve) => open.once('exit', resolve))).toBe(0);
     });
@@ -327,6 +336,122 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       expect(await readFrom(await connectWhenUp(localOne, forward))).toBe('port-one');
     });
   });
+
+  it('keeps a session through a 5 s stall of the network path, answering the client\'s keepalives', async () => {
+    // a TCP relay between ssh and the gateway that stops moving bytes for 5 s
+    let stalled = false;
+    const pairs: [Socket, Socket][] = [];
+    const relay = await listen(createServer((client) => {
+      const upstream = connect(ctx.port, '127.0.0.1');
+      pairs.push([client, upstream]);
+      const move = (from: Socket, to: Socket) => from.on('data', (chunk) => to.write(chunk));
+      move(client, upstream);
+      move(upstream, client);
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+      client.on('error', () => {});
+      upstream.on('error', () => {});
+    }));
+    const stall = (on: boolean) => {
+      stalled = on;
+      for (const pair of pairs) for (const socket of pair) (on ? socket.pause() : socket.resume());
+    };
+    // 8 unanswered keepalives 1 s apart drop the connection: a gateway that did not answer them would fail this
+    const session = run('ssh', [...isolatedOptions(ctx.aliceKey, ['-o', 'ServerAliveInterval=1', '-o', 'ServerAliveCountMax=8']), '-p', String(port(relay)), 'dev@127.0.0.1', 'sleep 11; echo survived'], { timeoutMs: 40_000 });
+    await waitUntil(() => pairs.length > 0, 'the relayed connection');
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    stall(true);
+    await new Promise((resolve) => setTimeout(resolve, 5_000));
+    expect(stalled).toBe(true);
+    stall(false);
+    expect(await session).toMatchObject({ code: 0, stdout: 'survived\n' });
+  }, 45_000);
+
+  it('refuses a session past the per-user connection limit with a sentence, and serves again once one closes', async () => {
+    await waitUntil(() => ctx.server.den.ssh.sessions(ctx.alice.workspaceId).length === 0, 'the earlier tests\' SSH connections to close');
+    const held = Array.from({ length: CONNECTIONS_PER_USER }, () => {
+      const child = spawn('ssh', [...isolatedOptions(ctx.aliceKey), '-p', String(ctx.port), 'dev@127.0.0.1', 'read line'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      children.push(child);
+      return child;
+    });
+    await waitUntil(() => ctx.server.den.ssh.sessions(ctx.alice.workspaceId).length >= CONNECTIONS_PER_USER, 'the held sessions');
+    const refused = await ssh('dev', ['echo no']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toBe(`You have ${CONNECTIONS_PER_USER} SSH connections open, the most den allows; close some and connect again.\r\n`);
+    held[0].stdin!.end('bye\n');
+    await new Promise((resolve) => held[0].once('exit', resolve));
+    await waitUntil(() => ctx.server.den.ssh.sessions(ctx.alice.workspaceId).length < CONNECTIONS_PER_USER, 'a session to end');
+    expect((await ssh('dev', ['echo yes'])).stdout).toBe('yes\n');
+  });
+
+  describe('bad input', () => {
+    it('drops a connection that sends garbage instead of SSH packets, and serves the next', async () => {
+      const socket = connect(ctx.port, '127.0.0.1');
+      socket.on('error', () => {});
+      await new Promise((resolve) => socket.once('data', resolve)); // the server's ident line
+      socket.write('SSH-2.0-garbage\r\n');
+      socket.write(Buffer.alloc(256 * 1024, 0xff));
+      await new Promise((resolve) => socket.once('close', resolve));
+      expect((await ssh('dev', ['echo still-serving'])).stdout).toBe('still-serving\n');
+    });
+
+    it('refuses thousands of channels opened at once past the limit, one refusal each, and the connection goes on', async () => {
+      const upstream = await listen(createServer((socket) => socket.end('x')));
+      const client = await connectClient(ctx.aliceKey, 'dev');
+      const attempts = 2_000;
+      const outcomes = await Promise.all(Array.from({ length: attempts }, () => new Promise<'open' | 'refused'>((resolve) => {
+        client.forwardOut('127.0.0.1', 1, '127.0.0.1', port(upstream), (error, channel) => {
+          if (error) return resolve('refused');
+          channel.on('data', () => {});
+          channel.on('close', () => {});
+          resolve('open');
+        });
+      })));
+      expect(outcomes.filter((outcome) => outcome === 'refused').length).toBeGreaterThanOrEqual(attempts - 20);
+      expect(outcomes.filter((outcome) => outcome === 'open').length).toBeGreaterThan(0);
+      // once the channels are gone, the same connection runs a command
+      await waitUntil(() => (ctx.server.den.ssh.sessions(ctx.alice.workspaceId).find((entry) => entry.via === 'ssh')?.channels ?? 0) === 0, 'the channels to close');
+      const output = await new Promise<string>((resolve, reject) => {
+        client.exec('echo after-the-flood', (error, stream) => {
+          if (error) return reject(error);
+          let text = '';
+          stream.on('data', (chunk: Buffer) => (text += chunk));
+          stream.on('close', () => resolve(text));
+        });
+      });
+      expect(output).toBe('after-the-flood\n');
+      client.end();
+    });
+
+    it('refuses a forward to a port nothing listens on, and an unknown subsystem, without ending the connection', async () => {
+      const client = await connectClient(ctx.aliceKey, 'dev');
+      const closed = await freePort();
+      const refused = await new Promise<Error | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', closed, (error) => resolve(error)));
+      expect(refused?.message).toMatch(/open failed|Channel open failure/i);
+      const subsystem = await new Promise<Error | undefined>((resolve) => client.subsys('no-such-subsystem', (error) => resolve(error)));
+      expect(subsystem).toBeInstanceOf(Error);
+      const output = await new Promise<string>((resolve, reject) => {
+        client.exec('echo alive', (error, stream) => {
+          if (error) return reject(error);
+          let text = '';
+          stream.on('data', (chunk: Buffer) => (text += chunk));
+          stream.on('close', () => resolve(text));
+        });
+      });
+      expect(output).toBe('alive\n');
+      client.end();
+    });
+  });
+
+  async function connectClient(key: string, username: string): Promise<Client> {
+    const client = new Client();
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', () => resolve());
+      client.once('error', reject);
+      client.connect({ host: '127.0.0.1', port: ctx.port, username, privateKey: readFileSync(key) });
+    });
+    return client;
+  }
 
   async function getJson(url: string) {
     const response = await ctx.server.app.inject({ url, headers: { authorization: `Bearer ${ctx.aliceToken}` } });

@@ -72,7 +72,11 @@ export async function sshRoutes(fastify: FastifyInstance, deps: SshRoutesOptions
     const stream = createWebSocketStream(socket);
     stream.on('error', () => {});
     const untrack = trackLiveAccess(request, trackedWorkspace(workspace), (error) => closeWith(socket, error));
-    socket.once('close', untrack);
+    socket.once('close', () => {
+      untrack();
+      // ws's stream only ends its readable side on close; ssh2 frees the connection on the stream's 'close'
+      stream.destroy();
+    });
     void deps.ssh.acceptTunnel(stream, {
       user: { userId: principal.userId, username: principal.username, role: principal.role },
       target: { ok: true, workspace },
@@ -98,10 +102,13 @@ export async function sshRoutes(fastify: FastifyInstance, deps: SshRoutesOptions
     const workspace = found.get(request)!;
     const query = queries.get(request)!;
     const untrack = trackLiveAccess(request, trackedWorkspace(workspace), (error) => closeWith(socket, error));
-    socket.once('close', untrack);
     // messages that arrive while the agent connects wait in the stream (bounded by ws's backpressure once it is piped)
     const stream = createWebSocketStream(socket);
     stream.on('error', () => {});
+    socket.once('close', () => {
+      untrack();
+      stream.destroy();
+    });
     void (async () => {
       const label = `${workspace.owner_name}/${workspace.name}`;
       const down = await unavailableReason(deps.store.db, deps.agents, workspace.id, label, workspace.name);
