@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client } from 'ssh2';
+import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../server/auth/api-tokens.ts';
 import { systemClock } from '../server/store/time.ts';
@@ -443,8 +443,8 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     });
   });
 
-  async function connectClient(key: string, username: string): Promise<Client> {
-    const client = new Client();
+  async function connectClient(key: string, username: string): Promise<ssh2.Client> {
+    const client = new ssh2.Client();
     await new Promise<void>((resolve, reject) => {
       client.once('ready', () => resolve());
       client.once('error', reject);

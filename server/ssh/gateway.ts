@@ -23,7 +23,7 @@ export interface SshLimits {
   channelsPerConnection: number;
 }
 
-export const DEFAULT_SSH_LIMITS: SshLimits = { connectionsPerUser: 64, channelsPerConnection: 256 };
+export const DEFAULT_SSH_LIMITS: SshLimits = { connectionsPerUser: 256, channelsPerConnection: 256 };
 
 export interface SshGatewayDeps extends Pick<DenBase, 'store' | 'clock' | 'log'> {
   agents: AgentHub;
@@ -100,6 +100,8 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
     server ??= new ssh2.Server({ hostKeys: [key.privateKey], ident: 'den', keepaliveInterval: KEEPALIVE_MS, keepaliveCountMax: KEEPALIVE_MAX }, (client, info) => {
       // ssh2 hands us the connection without its transport; the tunnel's socket is its private `_sock` (ssh2 1.17, pinned)
       const tunnel = tunnels.get((client as unknown as { _sock: object })._sock);
+      // keystrokes and their echoes are single small packets: Nagle held each one ~40 ms
+      if (!tunnel) (client as unknown as { setNoDelay(on: boolean): void }).setNoDelay(true);
       serveConnection(client, tunnel, tunnel?.remoteAddress ?? info.ip ?? 'unknown');
     });
     server.on('error', (error: Error) => deps.log.warn({ err: error }, 'SSH listener error'));

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { utils } from 'ssh2';
+import ssh2 from 'ssh2';
 import type { Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
 import { isUniqueViolation } from '../store/unique.ts';
@@ -24,7 +24,7 @@ const ALGORITHM = 'ssh-ed25519';
 export async function loadHostKey(db: Kysely<Database>, clock: Clock): Promise<HostKey> {
   const existing = await readHostKey(db);
   if (existing) return existing;
-  const generated = utils.generateKeyPairSync('ed25519');
+  const generated = ssh2.utils.generateKeyPairSync('ed25519');
   try {
     await db
       .insertInto('ssh_host_keys')
