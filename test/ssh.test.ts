@@ -384,6 +384,16 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect((await ssh('dev', ['echo yes'])).stdout).toBe('yes\n');
   });
 
+  it('ends an open SSH connection when its user is suspended', async () => {
+    // bob's workspace has no agent, but a connection without a session (-N) stays open until den ends it
+    const held = spawn('ssh', [...isolatedOptions(ctx.bobKey), '-N', '-p', String(ctx.port), 'mine@127.0.0.1'], { stdio: ['ignore', 'ignore', 'ignore'] });
+    children.push(held);
+    await waitUntil(() => ctx.server.den.ssh.sessions(ctx.bob.workspaceId).length === 1, 'bob\'s connection');
+    ctx.server.den.revocations.publish({ kind: 'user', userId: ctx.bob.userId, reason: 'suspended' });
+    await waitUntil(() => held.exitCode !== null, 'ssh to exit after the suspension');
+    expect(ctx.server.den.ssh.sessions(ctx.bob.workspaceId)).toEqual([]);
+  });
+
   describe('bad input', () => {
     it('drops a connection that sends garbage instead of SSH packets, and serves the next', async () => {
       const socket = connect(ctx.port, '127.0.0.1');
