@@ -58,7 +58,8 @@ const sshd = existsSync(SSHD) ? await startSshd() : undefined;
 if (!sshd) say(`no ${SSHD}: the reference column stays empty (apt-get install openssh-server)`);
 
 const cliEnv = { ...process.env, HOME: dir, XDG_CONFIG_HOME: join(dir, 'config'), DEN_URL: server.url!, DEN_TOKEN: token };
-const proxy = `${process.execPath} ${join(root, 'bin', 'den.js')} ssh --stdio ws`;
+// OWNER/WS, as den config-ssh writes it: no /users/me round trip per connect
+const proxy = `${process.execPath} ${join(root, 'bin', 'den.js')} ssh --stdio bench/ws`;
 interface Target {
   name: string;
   args: string[];
