@@ -11,6 +11,7 @@ import { findUserBySshFingerprint } from '../users/ssh-keys.ts';
 import { sshFingerprint } from '../users/ssh-key-format.ts';
 import type { ActivityRecorder } from '../workspaces/activity.ts';
 import { trackedWorkspace } from '../workspaces/access.ts';
+import type { Transport } from './backpressure.ts';
 import { loadHostKey, type HostKey } from './host-key.ts';
 import { serveSessionChannel } from './session-channel.ts';
 import { spliceTcp } from './splice.ts';
@@ -84,7 +85,7 @@ interface Held {
 export function createSshGateway(deps: SshGatewayDeps): SshGateway {
   const limits = { ...DEFAULT_SSH_LIMITS, ...deps.limits };
   const held = new Map<string, Held>();
-  const tunnels = new WeakMap<object, Tunnel>();
+  const tunnels = new WeakMap<Transport, Tunnel>();
   let server: ssh2.Server | undefined;
   let hostKeyPromise: Promise<HostKey> | undefined;
   let listening: number | null = null;
@@ -98,17 +99,18 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
     if (server) return server;
     const key = await hostKey();
     server ??= new ssh2.Server({ hostKeys: [key.privateKey], ident: 'den', keepaliveInterval: KEEPALIVE_MS, keepaliveCountMax: KEEPALIVE_MAX }, (client, info) => {
-      // ssh2 hands us the connection without its transport; the tunnel's socket is its private `_sock` (ssh2 1.17, pinned)
-      const tunnel = tunnels.get((client as unknown as { _sock: object })._sock);
+      // ssh2 hands us the connection without its transport (the socket, or a tunnel's stream): it is the private `_sock` (ssh2 1.17, pinned)
+      const transport = (client as unknown as { _sock: Transport })._sock;
+      const tunnel = tunnels.get(transport);
       // keystrokes and their echoes are single small packets: Nagle held each one ~40 ms
       if (!tunnel) (client as unknown as { setNoDelay(on: boolean): void }).setNoDelay(true);
-      serveConnection(client, tunnel, tunnel?.remoteAddress ?? info.ip ?? 'unknown');
+      serveConnection(client, transport, tunnel, tunnel?.remoteAddress ?? info.ip ?? 'unknown');
     });
     server.on('error', (error: Error) => deps.log.warn({ err: error }, 'SSH listener error'));
     return server;
   };
 
-  const serveConnection = (client: Connection, tunnel: Tunnel | undefined, remoteAddress: string) => {
+  const serveConnection = (client: Connection, transport: Transport, tunnel: Tunnel | undefined, remoteAddress: string) => {
     const log = deps.log.child({ ssh: remoteAddress });
     let user = tunnel?.user;
     let target = tunnel?.target;
@@ -179,7 +181,7 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
         if (!roomForChannel()) return reject();
         const session = accept();
         claimChannel(session);
-        serveSessionChannel(session, { agents: deps.agents, workspaceId, refusal, onActivity: activity, onError: (error) => log.error({ err: error }, 'SSH session failed') });
+        serveSessionChannel(session, { agents: deps.agents, workspaceId, refusal, transport, onActivity: activity, onError: (error) => log.error({ err: error }, 'SSH session failed') });
       });
       const forward = (accept: () => Duplex, reject: () => void, target: { host: string; port: number } | { path: string }) => {
         if (!roomForChannel()) return reject();
@@ -189,7 +191,7 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
           const tcp = await openTcpStream(deps.agents, workspaceId, target);
           const channel = accept();
           channel.once('close', () => entry.channels--);
-          spliceTcp(channel, tcp, activity);
+          spliceTcp(channel, tcp, transport, activity);
         })().catch((error) => {
           entry.channels--;
           log.debug({ err: error }, 'SSH forward refused');

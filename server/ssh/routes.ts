@@ -115,7 +115,7 @@ export async function sshRoutes(fastify: FastifyInstance, deps: SshRoutesOptions
       if (down) throw down;
       const target = query.path !== undefined ? { path: query.path } : { host: query.host, port: query.port! };
       const tcp = await openTcpStream(deps.agents, workspace.id, target);
-      spliceTcp(stream, tcp, () => deps.activity.touch(workspace.id));
+      spliceTcp(stream, tcp, stream, () => deps.activity.touch(workspace.id));
     })().catch((error) => {
       if (!isAppError(error)) request.log.error({ err: error }, 'a port forward failed');
       closeWith(socket, isAppError(error) ? error : new AppError('INTERNAL', 'The port forward failed; the server log has the details.'));

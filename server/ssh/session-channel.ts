@@ -1,7 +1,9 @@
+import type { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { ServerChannel, Session } from 'ssh2';
 import { isAppError } from '../../protocol/errors.ts';
 import type { AgentHub, ExecRequest, ExecSession } from '../agents/hub-types.ts';
+import { pipeBounded, type Transport } from './backpressure.ts';
 
 /**
  * One SSH `session` channel mapped onto one agent exec channel: `pty-req` and `env` gather what
@@ -18,6 +20,8 @@ export interface SessionChannelContext {
   /** called on every chunk of client input, to record activity */
   onActivity(): void;
   onError(error: unknown): void;
+  /** the SSH connection's socket (or tunnel stream): output waits while it holds too much */
+  transport: Transport;
 }
 
 /** The variables a client may pass with `env` (SendEnv), as OpenSSH's AcceptEnv would allow: locale and terminal only. */
@@ -96,8 +100,8 @@ export function serveSessionChannel(session: Session, context: SessionChannelCon
     running = exec;
     channel.on('data', context.onActivity);
     channel.pipe(exec.stdio);
-    exec.stdio.pipe(channel, { end: false });
-    exec.stderr.pipe(channel.stderr, { end: false });
+    pipeBounded(exec.stdio, channel, context.transport, { end: false });
+    pipeBounded(exec.stderr as Readable, channel.stderr, context.transport, { end: false });
     // the client went away: end what runs in the workspace
     channel.once('close', () => {
       if (!exec.stdio.destroyed) exec.stdio.destroy();
