@@ -94,6 +94,11 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(result).toEqual({ code: 7, stdout: `out:typed:hello:${ctx.home}\n`, stderr: 'err\n' });
   });
 
+  it('passes the locale and terminal variables a client sends (env), and no others', async () => {
+    const result = await ssh('dev', ['echo "$LC_DEN-$LANG-${SECRET_THING:-unset}"'], { extra: ['-o', 'SetEnv=LC_DEN=yes LANG=C.UTF-8 SECRET_THING=leak'] });
+    expect(result).toMatchObject({ code: 0, stdout: 'yes-C.UTF-8-unset\n' });
+  });
+
   it('runs a bash script given on stdin, as VS Code Remote-SSH does, and reports uname -m', async () => {
     const result = await ssh('dev', ['bash'], { input: 'set -e\nuname -m\necho "script-done $((6*7))"\n' });
     expect(result.code).toBe(0);
