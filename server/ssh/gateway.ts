@@ -150,7 +150,9 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       const untrack = reached.ok && !tunnel
         ? deps.liveAccess.track({ userId: connectedUser.userId, workspace: trackedWorkspace(reached.workspace), since: mark }, (error) => endConnection(error))
         : () => {};
+      let gone = false;
       client.once('close', () => {
+        gone = true;
         held.delete(entry.id);
         untrack();
       });
@@ -187,8 +189,11 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
         if (!roomForChannel()) return reject();
         entry.channels++; // held while the agent connects, so a burst of opens cannot pass the limit
         void (async () => {
-          if (await refusal()) return reject();
+          const refused = await refusal();
+          if (refused) throw new Error(refused);
           const tcp = await openTcpStream(deps.agents, workspaceId, target);
+          // the client left while the agent connected: nothing to splice the connection to
+          if (gone) return void tcp.stdio.destroy();
           const channel = accept();
           channel.once('close', () => entry.channels--);
           spliceTcp(channel, tcp, transport, activity);
