@@ -23,6 +23,8 @@ import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts
 const FORWARD_TIMEOUT_MS = 15_000;
 /** the test server's per-user connection limit (den's default is far higher) */
 const CONNECTIONS_PER_USER = 6;
+/** the test server's login grace (den's default is 60 s): long enough for any client here to authenticate */
+const LOGIN_GRACE_MS = 8_000;
 const CI = process.env.CI === 'true';
 const missing = !SSH_CLIENT_PRESENT ? 'the OpenSSH client (apt-get install openssh-client)' : !SFTP_SERVER_PRESENT ? 'sftp-server (apt-get install openssh-sftp-server)' : undefined;
 if (missing && !CI) console.warn(`test/ssh.test.ts skipped: ${missing} is not installed.`);
@@ -51,7 +53,7 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
   beforeAll(async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'den-ssh-srv-'));
     dirs.push(dataDir);
-    ctx.server = await startTestServer({ dataDir, listen: true, ssh: true, startWorkers: false, driver: () => idleDriver, sshLimits: { channelsPerConnection: 20, connectionsPerUser: CONNECTIONS_PER_USER } });
+    ctx.server = await startTestServer({ dataDir, listen: true, ssh: true, startWorkers: false, driver: () => idleDriver, sshLimits: { channelsPerConnection: 20, connectionsPerUser: CONNECTIONS_PER_USER, loginGraceMs: LOGIN_GRACE_MS } });
     ctx.port = ctx.server.sshPort!;
     const db = ctx.server.store.db;
     ctx.alice = await seedWorkspace(db, { username: 'alice', workspaceName: 'dev' });
@@ -409,6 +411,15 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       await new Promise((resolve) => socket.once('close', resolve));
       expect((await ssh('dev', ['echo still-serving'])).stdout).toBe('still-serving\n');
     });
+
+    it('drops a connection that never authenticates once the login grace is over', async () => {
+      const socket = connect(ctx.port, '127.0.0.1');
+      socket.on('error', () => {});
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      await new Promise((resolve) => socket.once('data', resolve)); // the server's ident line
+      socket.write('SSH-2.0-silent\r\n');
+      await closed;
+    }, LOGIN_GRACE_MS + 10_000);
 
     it('refuses thousands of channels opened at once past the limit, one refusal each, and the connection goes on', async () => {
       const upstream = await listen(createServer((socket) => socket.end('x')));

@@ -22,9 +22,11 @@ export interface SshLimits {
   connectionsPerUser: number;
   /** channels (sessions and forwards) one connection may have open at once */
   channelsPerConnection: number;
+  /** how long a connection may take to authenticate before it is dropped (OpenSSH's LoginGraceTime is 120 s) */
+  loginGraceMs: number;
 }
 
-export const DEFAULT_SSH_LIMITS: SshLimits = { connectionsPerUser: 256, channelsPerConnection: 256 };
+export const DEFAULT_SSH_LIMITS: SshLimits = { connectionsPerUser: 256, channelsPerConnection: 256, loginGraceMs: 60_000 };
 
 export interface SshGatewayDeps extends Pick<DenBase, 'store' | 'clock' | 'log'> {
   agents: AgentHub;
@@ -62,6 +64,10 @@ export interface SshGateway {
  */
 const KEEPALIVE_MS = 15_000;
 const KEEPALIVE_MAX = 4;
+/** A connection past the user's limit stays this long, time enough for its session to print why, then ends. */
+const OVER_LIMIT_GRACE_MS = 10_000;
+/** SSH connections one process serves at once, authenticated or not: a bound on what a flood of connects can hold. */
+const MAX_CONNECTIONS = 4096;
 /** RSA signatures with SHA-1 (`ssh-rsa`) are refused, as OpenSSH 8.8+ does; rsa-sha2-256/512 are fine. */
 const ACCEPTED_KEY_TYPES = new Set(['ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521']);
 
@@ -73,7 +79,6 @@ interface Held {
   via: 'ssh' | 'tunnel';
   since: string;
   channels: number;
-  client: Connection;
 }
 
 /**
@@ -85,6 +90,8 @@ interface Held {
 export function createSshGateway(deps: SshGatewayDeps): SshGateway {
   const limits = { ...DEFAULT_SSH_LIMITS, ...deps.limits };
   const held = new Map<string, Held>();
+  /** every connection, counted against the limits or not, so close() ends them all */
+  const connections = new Set<Connection>();
   const tunnels = new WeakMap<Transport, Tunnel>();
   let server: ssh2.Server | undefined;
   let hostKeyPromise: Promise<HostKey> | undefined;
@@ -106,6 +113,7 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       if (!tunnel) (client as unknown as { setNoDelay(on: boolean): void }).setNoDelay(true);
       serveConnection(client, transport, tunnel, tunnel?.remoteAddress ?? info.ip ?? 'unknown');
     });
+    server.maxConnections = MAX_CONNECTIONS;
     server.on('error', (error: Error) => deps.log.warn({ err: error }, 'SSH listener error'));
     return server;
   };
@@ -115,6 +123,13 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
     let user = tunnel?.user;
     let target = tunnel?.target;
     const mark = deps.liveAccess.mark();
+    connections.add(client);
+    const loginTimer = setTimeout(() => client.end(), limits.loginGraceMs);
+    loginTimer.unref();
+    client.once('close', () => {
+      clearTimeout(loginTimer);
+      connections.delete(client);
+    });
     client.on('error', (error: Error) => log.debug({ err: error }, 'SSH connection error'));
     client.on('authentication', (ctx) => {
       void authenticate(ctx).catch((error) => {
@@ -139,13 +154,15 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
     };
 
     client.on('ready', () => {
+      clearTimeout(loginTimer);
       if (!user || !target) return client.end();
       const connectedUser = user;
       const reached = target;
       const workspaceId = reached.ok ? reached.workspace.id : '';
-      const entry: Held = { id: randomUUID(), user: connectedUser, workspaceId, remoteAddress, via: tunnel ? 'tunnel' : 'ssh', since: deps.clock.now().toISOString(), channels: 0, client };
+      const entry: Held = { id: randomUUID(), user: connectedUser, workspaceId, remoteAddress, via: tunnel ? 'tunnel' : 'ssh', since: deps.clock.now().toISOString(), channels: 0 };
       const overLimit = [...held.values()].filter((other) => other.user.userId === connectedUser.userId).length >= limits.connectionsPerUser;
       if (!overLimit) held.set(entry.id, entry);
+      else setTimeout(() => client.end(), OVER_LIMIT_GRACE_MS).unref();
       // a tunnel's websocket is tracked by its route (with the API token that opened it)
       const untrack = reached.ok && !tunnel
         ? deps.liveAccess.track({ userId: connectedUser.userId, workspace: trackedWorkspace(reached.workspace), since: mark }, (error) => endConnection(error))
@@ -237,7 +254,8 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
         .map((entry) => ({ id: entry.id, user: entry.user.username, remoteAddress: entry.remoteAddress, via: entry.via, since: entry.since, channels: entry.channels }));
     },
     async close() {
-      for (const entry of held.values()) entry.client.end();
+      for (const client of connections) client.end();
+      connections.clear();
       held.clear();
       if (server && listening !== null) await new Promise<void>((resolve) => server!.close(() => resolve()));
       listening = null;
