@@ -291,6 +291,17 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       expect(readFileSync(join(home, '.config', 'den', 'known_hosts'), 'utf8')).toContain((await ctx.server.den.ssh.hostKey()).publicKey);
     });
 
+    it('den ssh WS opens an interactive shell in a pty', async () => {
+      const { spawn: spawnPty } = await import('node-pty');
+      const term = spawnPty(process.execPath, [DEN_BIN, 'ssh', 'dev'], { cols: 90, rows: 20, env: { ...env, TERM: 'xterm' } as Record<string, string> });
+      let output = '';
+      term.onData((data) => (output += data));
+      const exited = new Promise<number>((resolve) => term.onExit(({ exitCode }) => resolve(exitCode)));
+      term.write('echo "pty=$(stty size)"; exit 5\r');
+      await waitUntil(() => output.includes('pty=20 90'), 'the shell\'s answer');
+      expect(await exited).toBe(5);
+    });
+
     it('refuses a workspace of another user through the tunnel like a missing one', async () => {
       const result = await run('ssh', [...isolatedOptions(undefined, ['-o', `ProxyCommand=${process.execPath} ${DEN_BIN} ssh --stdio bob/mine`]), 'x@den.x', 'true'], { env });
       expect(result.code).toBe(255);
