@@ -49,7 +49,7 @@ export function serveSessionChannel(session: Session, context: SessionChannelCon
 
   session.on('pty', (accept, reject, info) => {
     if (running) return reject?.();
-    pty = { cols: clamp(info.cols), rows: clamp(info.rows), term: /^[\w.+-]{1,64}$/.test(info.term) ? info.term : 'xterm-256color' };
+    pty = { cols: clamp(info.cols, 80), rows: clamp(info.rows, 24), term: /^[\w.+-]{1,64}$/.test(info.term) ? info.term : 'xterm-256color' };
     accept?.();
   });
   session.on('env', (accept, reject, info) => {
@@ -59,8 +59,10 @@ export function serveSessionChannel(session: Session, context: SessionChannelCon
     accept?.();
   });
   session.on('window-change', (accept, _reject, info) => {
-    if (pty) pty = { ...pty, cols: clamp(info.cols), rows: clamp(info.rows) };
-    running?.resize(clamp(info.cols), clamp(info.rows));
+    const cols = clamp(info.cols, 80);
+    const rows = clamp(info.rows, 24);
+    if (pty) pty = { ...pty, cols, rows };
+    running?.resize(cols, rows);
     accept?.();
   });
   session.on('signal', (accept, reject, info) => {
@@ -142,6 +144,7 @@ function endWith(channel: ServerChannel, message: string, status: number): void 
   channel.end();
 }
 
-function clamp(size: number): number {
-  return Math.min(1000, Math.max(1, Math.floor(size) || 80));
+/** A terminal dimension as the agent accepts it (1..1000); `fallback` when the client sent 0 (unknown, as `ssh -tt` from a pipe does). */
+function clamp(size: number, fallback: number): number {
+  return Math.min(1000, Math.max(1, Math.floor(size) || fallback));
 }
