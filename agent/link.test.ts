@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AGENT_PROTOCOL, MAX_CONTROL_FRAME_BYTES, decodeFrame, encodeFrame, type AgentFrame } from '../protocol/agent.ts';
@@ -17,7 +17,9 @@ const FRAME_TIMEOUT_MS = 10_000;
 const home = mkdtempSync(join(tmpdir(), 'den-agent-link-'));
 const servers: WebSocketServer[] = [];
 const children: ReturnType<typeof spawn>[] = [];
+const tcpServers: Server[] = [];
 afterEach(() => {
+  for (const server of tcpServers.splice(0)) server.close();
   for (const child of children.splice(0)) child.kill('SIGKILL');
   for (const server of servers.splice(0)) server.close();
 });
@@ -47,7 +49,7 @@ describe('agent link (agent side)', () => {
   it('answers open_error CHANNEL_KIND_UNSUPPORTED to a kind it does not implement', async () => {
     const link = await connectAgent();
     link.send(welcome());
-    link.send({ type: 'open', channel: 1, window: 1000, spec: { kind: 'tcp', host: '127.0.0.1', port: 1 } });
+    link.send({ type: 'open', channel: 1, window: 1000, spec: { kind: 'sync', path: '/' } });
     expect(await link.next((f) => f.type === 'open_error')).toMatchObject({ channel: 1, code: 'CHANNEL_KIND_UNSUPPORTED' });
   });
 
@@ -83,6 +85,70 @@ describe('agent link (agent side)', () => {
     const chunk = new Uint8Array(60_000);
     for (let sent = 0; sent < window + 512 * 1024; sent += chunk.byteLength) link.send({ type: 'data', channel: 1, payload: chunk });
     expect(await link.next((f) => f.type === 'close')).toMatchObject({ channel: 1, error: { code: 'FLOW_CONTROL_VIOLATION' } });
+  });
+
+  it('relays a tcp channel both ways with half-close, under credit', async () => {
+    const upper = createServer((socket) => {
+      socket.on('data', (chunk) => socket.write(chunk.toString().toUpperCase()));
+      socket.on('end', () => socket.end('bye'));
+    });
+    tcpServers.push(upper);
+    await new Promise<void>((resolve) => upper.listen(0, '127.0.0.1', resolve));
+    const link = await connectAgent();
+    link.send(welcome());
+    link.send({ type: 'open', channel: 1, window: 4, spec: { kind: 'tcp', host: '127.0.0.1', port: (upper.address() as AddressInfo).port } });
+    expect(await link.next((f) => f.type === 'open_ok')).toMatchObject({ channel: 1 });
+    link.send({ type: 'data', channel: 1, payload: new TextEncoder().encode('hello!') });
+    link.send({ type: 'eof', channel: 1 });
+    // a 4-byte window: the agent sends 4 bytes, then waits for our grant
+    let text = '';
+    let sinceGrant = 0;
+    const end = await link.next((frame) => {
+      if (frame.type === 'data') {
+        text += new TextDecoder().decode(frame.payload);
+        sinceGrant += frame.payload.byteLength;
+        expect(sinceGrant).toBeLessThanOrEqual(4);
+        if (sinceGrant === 4) {
+          sinceGrant = 0;
+          link.send({ type: 'window', channel: 1, bytes: 4 });
+        }
+      }
+      return frame.type === 'eof';
+    });
+    expect(end).toMatchObject({ channel: 1 });
+    expect(text).toBe('HELLO!bye');
+    expect(await link.next((f) => f.type === 'close')).toMatchObject({ channel: 1 });
+  });
+
+  it('connects a tcp channel to a unix socket, a relative path resolved in HOME', async () => {
+    const path = join(home, 'app.sock');
+    const echo = createServer((socket) => socket.pipe(socket));
+    tcpServers.push(echo);
+    await new Promise<void>((resolve) => echo.listen(path, resolve));
+    const link = await connectAgent();
+    link.send(welcome());
+    link.send({ type: 'open', channel: 3, window: 1024, spec: { kind: 'tcp', host: '127.0.0.1', path: 'app.sock' } });
+    expect(await link.next((f) => f.type === 'open_ok')).toMatchObject({ channel: 3 });
+    link.send({ type: 'data', channel: 3, payload: new TextEncoder().encode('ping') });
+    const data = await link.next((f) => f.type === 'data');
+    expect(new TextDecoder().decode((data as { payload: Uint8Array }).payload)).toBe('ping');
+    link.send({ type: 'close', channel: 3 });
+    expect(await link.next((f) => f.type === 'close')).toMatchObject({ channel: 3 });
+  });
+
+  it('refuses a tcp channel to a port nothing listens on with TCP_CONNECT_FAILED, and goes on', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const link = await connectAgent();
+    link.send(welcome());
+    link.send({ type: 'open', channel: 5, window: 1024, spec: { kind: 'tcp', host: '127.0.0.1', port } });
+    const refusal = await link.next((f) => f.type === 'open_error');
+    expect(refusal).toMatchObject({ channel: 5, code: 'TCP_CONNECT_FAILED' });
+    expect((refusal as { message: string }).message).toContain(`Nothing listens on 127.0.0.1:${port}`);
+    link.send({ type: 'ping', id: 9 });
+    expect(await link.next((f) => f.type === 'pong')).toEqual({ type: 'pong', id: 9 });
   });
 
   it('drops a silent connection after three heartbeat intervals and dials again, without rerunning startup', async () => {

@@ -15,6 +15,7 @@ import {
 } from '../protocol/agent.ts';
 import { openExecChannel, type ChannelContext, type ChannelHandler } from './exec.ts';
 import { dial } from './dial.ts';
+import { openTcpChannel } from './tcp.ts';
 import { LogOutbox } from './log-outbox.ts';
 import { runStartupScripts, type ScriptStream } from './startup.ts';
 
@@ -29,7 +30,7 @@ export interface AgentOptions {
   log(message: string): void;
   /** called when the agent must stop for good (unauthorized, replaced, shut down) */
   onExit(code: number): void;
-  /** channel kinds beyond exec (the terminal, tcp and sync channels plug in here) */
+  /** channel kinds beyond exec and tcp (the terminal and sync channels plug in here) */
   channels?: ChannelOpeners;
   /** start-up milestones (connected, welcomed, ready), for measuring start-up */
   onMilestone?(name: string): void;
@@ -68,7 +69,7 @@ const MAX_CHANNELS = 1024;
 export function startAgent(options: AgentOptions): Agent {
   let dialed = options.dialed;
   const instance = randomUUID();
-  const openers: ChannelOpeners = { exec: openExecChannel, ...options.channels };
+  const openers: ChannelOpeners = { exec: openExecChannel, tcp: openTcpChannel, ...options.channels };
   let socket: WebSocket | undefined;
   let welcomed = false;
   let attempt = 0;

@@ -197,6 +197,63 @@ Examples:
     .action(lazy(() => import('./commands/exec.ts'), 'exec'));
 
   registerTerminalCommands(program);
+  registerSshCommands(program);
+}
+
+function registerSshCommands(program: Command): void {
+  program
+    .command('ssh')
+    .description('Open a shell or run a command in a workspace over SSH (the OpenSSH client through den\'s HTTP(S) port)')
+    .argument('[workspace]', 'NAME or OWNER/NAME')
+    .argument('[command...]', 'a command to run instead of a shell (after --)')
+    .option('--stdio', 'be the ProxyCommand: join stdin/stdout to the workspace\'s SSH tunnel')
+    .option('--host-key', 'print the fingerprint and public key of den\'s SSH host key')
+    .passThroughOptions()
+    .addHelpText(
+      'after',
+      `
+Examples:
+  den ssh demo
+  den ssh demo -- uname -a
+  ssh -o ProxyCommand='den ssh --stdio demo' demo   (what den config-ssh writes for you)
+  den ssh --host-key`,
+    )
+    .action(async (workspace: string | undefined, command: string[], options: { stdio?: boolean; hostKey?: boolean }) => {
+      // the ProxyCommand runs on every ssh connect: its module loads no client library nor zod
+      if (options.stdio) return (await import('./commands/ssh-stdio.ts')).sshStdio(workspace);
+      return (await import('./commands/ssh.ts')).ssh(workspace, command, options);
+    });
+
+  program
+    .command('config-ssh')
+    .description('Write a Host den.NAME entry per workspace into ~/.ssh/config (for ssh, scp, VS Code and JetBrains)')
+    .option('--dry-run', 'print the block without writing it')
+    .option('--all', 'owners: include every user\'s workspaces (as den.NAME.OWNER)')
+    .addHelpText(
+      'after',
+      `
+den keeps its entries between two marker lines and never touches the rest of the file; run it
+again after creating or deleting workspaces.
+
+Examples:
+  den config-ssh && ssh den.demo
+  den config-ssh --dry-run`,
+    )
+    .action(lazy(() => import('./commands/ssh.ts'), 'configSsh'));
+
+  program
+    .command('port-forward')
+    .description('Forward local ports to ports (or unix sockets) in a workspace, over den\'s HTTP(S) port')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .argument('<forwards...>', 'LOCAL:REMOTE (8080:3000), PORT (3000) or LOCAL:/path/to/socket')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  den port-forward demo 8080:3000
+  den port-forward demo 5432 6379:6379`,
+    )
+    .action(lazy(() => import('./commands/port-forward.ts'), 'portForward'));
 }
 
 function registerTerminalCommands(program: Command): void {

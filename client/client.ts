@@ -15,6 +15,7 @@ import {
   type LoginRequest,
   type UpdateUserRequest,
 } from '../protocol/users.ts';
+import { sshInfoSchema } from '../protocol/ssh.ts';
 import { Transport, segment, type TransportOptions } from './http.ts';
 import { TemplatesApi } from './templates.ts';
 import { WorkspacesApi } from './workspaces.ts';
@@ -86,6 +87,11 @@ export class DenClient {
   }
 
   // ---- SSH keys ----
+
+  /** The SSH gateway's host key and port. */
+  sshInfo() {
+    return this.transport.request('GET', '/api/v1/ssh', { schema: sshInfoSchema });
+  }
 
   listSshKeys() {
     return this.transport.request('GET', '/api/v1/users/me/keys', { schema: sshKeyListSchema });

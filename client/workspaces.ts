@@ -10,6 +10,7 @@ import {
   type CreateWorkspaceRequest,
 } from '../protocol/workspaces.ts';
 import { terminalSessionListSchema } from '../protocol/terminal.ts';
+import { sshSessionListSchema } from '../protocol/ssh.ts';
 import type { z } from 'zod';
 import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
 import { ERROR_CODES, errorEnvelopeSchema } from '../protocol/errors.ts';
@@ -62,6 +63,11 @@ export class WorkspacesApi {
   }
 
   /** What happened to the workspace that its owner should know, newest first. */
+  /** The workspace's open SSH connections (on the replica that answers). */
+  sshSessions(owner: string, name: string) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/ssh-sessions`, { schema: sshSessionListSchema });
+  }
+
   events(owner: string, name: string) {
     return this.#transport.request('GET', `${workspacePath(owner, name)}/events`, { schema: workspaceEventListSchema });
   }

@@ -15,6 +15,8 @@ import { parseJsonFrame } from './json-frame.ts';
  *         and short-lived `terminal-admin` channels: the agent answers `open_ok`, one JSON
  *         document in DATA (list: protocol/terminal.ts `terminalSessionListSchema`), then `close`;
  *         or `open_error TERMINAL_SESSION_NOT_FOUND` for a close of an unknown session.
+ *  - 1.2  `tcp` channels: a stream to a port or a unix socket in the workspace (agent/tcp.ts);
+ *         open_error TCP_CONNECT_FAILED when nothing accepts the connection.
  *
  * Framing. Every websocket message is one frame.
  *  - Text messages are control frames: UTF-8 JSON, validated by `controlFrameSchema`
@@ -46,10 +48,10 @@ import { parseJsonFrame } from './json-frame.ts';
  *
  * A `terminal` channel's DATA carries protocol/terminal.ts records (output and control towards the
  * server, input, acks and control towards the agent); its abort detaches rather than kills, so
- * sessions survive the link. Reserved for later: `tcp` carries a raw byte stream to host:port in the workspace
- * (port forwarding, SSH direct-tcpip, the app proxy); `eof` maps to a TCP half-close.
+ * sessions survive the link. A `tcp` channel carries a raw byte stream to host:port or a unix socket in the
+ * workspace (port forwarding, SSH direct-tcpip, the app proxy); `eof` maps to a TCP half-close.
  */
-export const AGENT_PROTOCOL = { major: 1, minor: 1 } as const;
+export const AGENT_PROTOCOL = { major: 1, minor: 2 } as const;
 
 /**
  * The name of a workspace's own agent; an agent beside an environment service is named after
@@ -144,17 +146,25 @@ export const terminalAdminOpenSchema = z.discriminatedUnion('op', [
   z.object({ kind: z.literal('terminal-admin'), op: z.literal('list') }),
   z.object({ kind: z.literal('terminal-admin'), op: z.literal('close'), sessionId: z.string().min(1).max(128) }),
 ]);
-/** Reserved for port forwarding, SSH direct-tcpip and the app proxy: a TCP stream to a port in the workspace. */
-export const tcpOpenSchema = z.object({
-  kind: z.literal('tcp'),
-  host: z.string().max(255).default('127.0.0.1'),
-  port: z.number().int().min(1).max(65535),
-});
+/**
+ * A byte stream to a TCP port (host:port as the workspace resolves it) or to a unix socket
+ * (`path`) in the workspace: port forwarding, SSH direct-tcpip and direct-streamlocal, the app
+ * proxy. Exactly one of `port` and `path`. `eof` is a half-close; `close` ends the connection.
+ */
+export const tcpOpenSchema = z
+  .object({
+    kind: z.literal('tcp'),
+    host: z.string().min(1).max(255).default('127.0.0.1'),
+    port: z.number().int().min(1).max(65535).optional(),
+    path: z.string().min(1).max(4096).optional(),
+  })
+  .refine((spec) => (spec.port === undefined) !== (spec.path === undefined), 'A tcp channel names either a port or a unix socket path.');
 /** Reserved for file sync. */
 export const syncOpenSchema = z.object({ kind: z.literal('sync'), path: z.string().max(4096) });
 export const channelSpecSchema = z.union([execOpenSchema, terminalOpenSchema, terminalAdminOpenSchema, tcpOpenSchema, syncOpenSchema]);
 export type ChannelSpec = z.infer<typeof channelSpecSchema>;
 export type ExecOpen = z.infer<typeof execOpenSchema>;
+export type TcpOpen = z.infer<typeof tcpOpenSchema>;
 
 const osInfo = z.object({
   platform: z.string().max(64),

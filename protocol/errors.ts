@@ -78,6 +78,10 @@ export const ERROR_CODES = {
   EVENTS_SUBSCRIBER_TOO_SLOW: { status: 409, doc: 'An event stream (GET /api/v1/events) fell too far behind and was ended; open it again and re-read the current state with `den list`.' },
   TERMINAL_START_FAILED: { status: 502, doc: 'The terminal shell could not be started in the workspace (reported by its agent).' },
 
+  // SSH gateway and port forwarding
+  TCP_CONNECT_FAILED: { status: 502, doc: 'Nothing accepted a forwarded connection to that port or unix socket inside the workspace.' },
+  SSH_LIMIT_REACHED: { status: 429, doc: 'The user has as many SSH sessions or forwarded channels open as den allows; close some and try again.' },
+
   // web pages
   WEB_BUILD_FAILED: { status: 500, doc: 'The server could not build its web pages (web/ with Vite); the server log has the details.' },
 

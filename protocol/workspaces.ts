@@ -92,6 +92,8 @@ export const workspaceSchema = z.object({
    */
   health: workspaceHealthSchema.nullable(),
   latestBuild: buildSummarySchema.nullable(),
+  /** when the workspace last had SSH traffic (to the minute); null when it never had any */
+  lastActivityAt: z.string().nullable(),
   createdAt: z.string(),
   updatedAt: z.string(),
   /** set when one workspace is read (GET /workspaces/:owner/:name, `den show`) */

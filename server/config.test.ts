@@ -20,3 +20,16 @@ describe('loadConfig booleans', () => {
     expect(() => loadConfig({}, { DEN_REQUIRE_SANDBOX: 'maybe' }, undefined)).toThrow(/requireSandbox: Use true or false/);
   });
 });
+
+describe('loadConfig SSH settings', () => {
+  it('leaves the SSH port unset by default (den then tries 2222) and reads 0 as no SSH port', () => {
+    expect(loadConfig({}, {}, undefined).sshPort).toBeUndefined();
+    expect(loadConfig({}, { DEN_SSH_PORT: '0' }, undefined).sshPort).toBe(0);
+    expect(loadConfig({ sshPort: '2022' }, { DEN_SSH_HOST: '0.0.0.0' }, undefined)).toMatchObject({ sshPort: 2022, sshHost: '0.0.0.0' });
+  });
+
+  it('refuses a port that is not one, naming the setting', () => {
+    expect(() => loadConfig({}, { DEN_SSH_PORT: '70000' }, undefined)).toThrow(/sshPort/);
+    expect(() => loadConfig({}, { DEN_SSH_PORT: 'ssh' }, undefined)).toThrow(/sshPort/);
+  });
+});

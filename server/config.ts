@@ -44,8 +44,17 @@ export const configSchema = z.object({
    * docker runtime: which den deployment this is (the den.instance label). Listing and garbage
    * collection see only this instance's objects, so two dens sharing one engine need two names.
    */
+  /**
+   * The SSH gateway's TCP port (0 = no SSH port; `den ssh` still works through the HTTP port).
+   * Unset means DEFAULT_SSH_PORT, skipped with a warning when another process holds it.
+   */
+  sshPort: z.coerce.number().int().min(0).max(65535).optional(),
+  /** The address the SSH port listens on; defaults to the host of `listen`. */
+  sshHost: z.string().min(1).optional(),
   instance: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'Use lowercase letters, digits and -, for example den-staging.').default('den'),
 });
+
+export const DEFAULT_SSH_PORT = 2222;
 
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
 const FALSE_WORDS = new Set(['false', '0', 'no', 'off']);
@@ -82,6 +91,8 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_REQUIRE_SANDBOX: 'requireSandbox',
   DEN_TRUSTED_PROXIES: 'trustedProxies',
   DEN_INSTANCE: 'instance',
+  DEN_SSH_PORT: 'sshPort',
+  DEN_SSH_HOST: 'sshHost',
 };
 
 export class ConfigError extends Error {}

@@ -12,6 +12,8 @@ import { startAgainAsOwner } from './reconcile/restart.ts';
 import { createPgNotifier, type PgNotifier } from './store/pg-notify.ts';
 import { createAgentDownload, type AgentDownload } from './runtimes/agent-download.ts';
 import { join } from 'node:path';
+import { createSshGateway, type SshGateway, type SshLimits } from './ssh/gateway.ts';
+import { createActivityRecorder, type ActivityRecorder } from './workspaces/activity.ts';
 
 export interface DenOptions extends DenBase {
   /** run build workers and the reconcile loop in this process (tests of the HTTP layer alone may turn them off) */
@@ -24,6 +26,8 @@ export interface DenOptions extends DenBase {
   events?: EventBus;
   /** the reconcile loop's timings (tests pass shorter ones); it runs where build workers run */
   reconcile?: Pick<ReconcilerDeps, 'intervalMs' | 'agentGraceMs' | 'gcIntervalMs' | 'maxRestarts' | 'restartBackoffMs'>;
+  /** the SSH gateway's per-user limits (tests pass smaller numbers) */
+  sshLimits?: Partial<SshLimits>;
 }
 
 /**
@@ -45,10 +49,14 @@ export interface Den extends DenBase {
   /** this process's terminals, execs and log follows, ended when a revocation takes their access away */
   liveAccess: LiveAccess;
   loginLimits: LoginLimits;
+  /** the SSH gateway: `main` makes it listen on the SSH port; the tunnel route feeds it too */
+  ssh: SshGateway;
+  /** records workspace use (SSH traffic) */
+  activity: ActivityRecorder;
   /** Starts the build workers and the reconcile loop, unless this process was built without them. */
   start(): Promise<void>;
   /**
-   * Stops what start() started and closes the agent connections, in this order: live access,
+   * Stops what start() started and closes the agent connections, in this order: the SSH gateway, live access,
    * reconcile loop, build workers (running builds get a grace period), agents, the PostgreSQL
    * LISTEN connection of the shared buses. The store and the
    * driver belong to whoever opened them and stay open.
@@ -58,7 +66,7 @@ export interface Den extends DenBase {
 
 /** The composition root: builds den's parts from its base, each wired to the others once. */
 export function createDen(options: DenOptions): Den {
-  const { startWorkers, reconcile, revocations: givenRevocations, loginLimits: givenLoginLimits, events: givenEvents, ...base } = options;
+  const { startWorkers, reconcile, sshLimits, revocations: givenRevocations, loginLimits: givenLoginLimits, events: givenEvents, ...base } = options;
   const metrics = createMetrics(base);
   // Replicas on one PostgreSQL database share their buses; on SQLite there is one process.
   const notifier = sharedBusNotifier(base);
@@ -79,10 +87,14 @@ export function createDen(options: DenOptions): Den {
     restart: startAgainAsOwner(base.store.db, base.clock, (request) => builds.enqueue(request)),
     ...reconcile,
   });
+  const activity = createActivityRecorder(base.store.db, base.clock, (error) => base.log.warn({ err: error }, 'recording workspace activity failed'));
+  const ssh = createSshGateway({ ...base, agents, liveAccess, activity, limits: sshLimits });
   return {
     ...base,
     agents,
     agentBundle,
+    ssh,
+    activity,
     builds,
     reconciler,
     events,
@@ -98,6 +110,7 @@ export function createDen(options: DenOptions): Den {
       reconciler.start();
     },
     async stop() {
+      await ssh.close();
       liveAccess.close();
       await reconciler.stop();
       await builds.stop();

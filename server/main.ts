@@ -1,8 +1,9 @@
 import { mkdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { ConfigError, loadConfig, parseListen, type Config } from './config.ts';
-import { createDen } from './den.ts';
+import { ConfigError, DEFAULT_SSH_PORT, loadConfig, parseListen, type Config } from './config.ts';
+import type { Logger } from 'pino';
+import { createDen, type Den } from './den.ts';
 import { buildServer } from './http/app.ts';
 import { openStore } from './store/connect.ts';
 import { systemClock } from './store/time.ts';
@@ -19,6 +20,9 @@ Options:
   --database-url URL      use PostgreSQL instead of SQLite (env DEN_DATABASE_URL)
   --runtime NAME          process (default), docker or kubernetes (env DEN_RUNTIME)
   --access-url URL        the URL agents and browsers reach this server at (env DEN_ACCESS_URL)
+  --ssh-port PORT         the SSH gateway's port (default 2222, 0 for none; env DEN_SSH_PORT);
+                          \`den ssh\` also works through the HTTP port without it
+  --ssh-host HOST         the address the SSH port listens on (default: the host of --listen; env DEN_SSH_HOST)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace (env DEN_LOG_LEVEL)
   --require-sandbox       process runtime: refuse to start without bubblewrap instead of running
                           workspaces unisolated (env DEN_REQUIRE_SANDBOX=true)
@@ -38,6 +42,8 @@ export async function runServer(argv: string[]): Promise<void> {
         'database-url': { type: 'string' },
         runtime: { type: 'string' },
         'access-url': { type: 'string' },
+        'ssh-port': { type: 'string' },
+        'ssh-host': { type: 'string' },
         'log-level': { type: 'string' },
         'require-sandbox': { type: 'boolean' },
         config: { type: 'string' },
@@ -55,6 +61,8 @@ export async function runServer(argv: string[]): Promise<void> {
       databaseUrl: values['database-url'],
       runtime: values.runtime,
       accessUrl: values['access-url'],
+      sshPort: values['ssh-port'],
+      sshHost: values['ssh-host'],
       logLevel: values['log-level'],
       requireSandbox: values['require-sandbox'],
       config: values.config,
@@ -79,14 +87,17 @@ export async function runServer(argv: string[]): Promise<void> {
   mkdirSync(config.dataDir, { recursive: true });
   const store = await openStore({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   const driver = await createDriver(config, log);
-  const app = await buildServer(createDen({ config, store, clock: systemClock, log, driver }));
+  const den = createDen({ config, store, clock: systemClock, log, driver });
+  const app = await buildServer(den);
   const { host, port } = parseListen(config.listen);
   try {
     await app.listen({ host, port });
+    await listenForSsh(den, config, host, log);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    const message =
-      code === 'EADDRINUSE'
+    const message = error instanceof SshListenError
+      ? error.message
+      : code === 'EADDRINUSE'
         ? `Port ${port} on ${host} is already in use. Stop the other process or pass --listen with a free port.`
         : `Cannot listen on ${config.listen}: ${(error as Error).message}.`;
     log.fatal(message);
@@ -144,4 +155,31 @@ export function banner(accessUrl: string, setupRequired: boolean): string {
     '',
   ];
   return `${lines.join('\n')}\n`;
+}
+
+class SshListenError extends Error {}
+
+/**
+ * Opens the SSH port. When the default port is taken, den runs without it and says so (`den
+ * ssh` still works through the HTTP port); a port the operator chose must be free.
+ */
+async function listenForSsh(den: Den, config: Config, listenHost: string, log: Logger): Promise<void> {
+  if (config.sshPort === 0) return;
+  const host = config.sshHost ?? listenHost;
+  const port = config.sshPort ?? DEFAULT_SSH_PORT;
+  try {
+    await den.ssh.listen(host, port);
+    log.info({ host, port }, 'the SSH gateway is listening');
+  } catch (error) {
+    const inUse = (error as NodeJS.ErrnoException).code === 'EADDRINUSE';
+    if (inUse && config.sshPort === undefined) {
+      return log.warn(`SSH port ${port} on ${host} is already in use: den runs without an SSH port (\`den ssh\` still works through the HTTP port). Pass --ssh-port to choose another.`);
+    }
+    throw new SshListenError(
+      inUse
+        ? `SSH port ${port} on ${host} is already in use. Stop the other process or pass --ssh-port with a free port (0 for none).`
+        : `Cannot listen for SSH on ${host}:${port}: ${(error as Error).message}.`,
+      { cause: error },
+    );
+  }
 }

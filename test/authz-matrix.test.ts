@@ -169,6 +169,11 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /api/v1/workspaces/:owner/:name/terminal': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/terminals': { auth: 'user', workspace: true },
   'DELETE /api/v1/workspaces/:owner/:name/terminals/:id': { auth: 'user', workspace: true },
+  // ---- SSH gateway ----
+  'GET /api/v1/ssh': { auth: 'user' },
+  'GET /api/v1/workspaces/:owner/:name/ssh-sessions': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/ssh': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/port-forward': { auth: 'user', workspace: true },
 };
 
 /**

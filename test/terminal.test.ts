@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,8 +18,7 @@ import {
 import { ParsingClient, waitFor } from '../agent/terminal/testing.ts';
 import type { TerminalAttachment } from '../agent/terminal/session.ts';
 import { createApiToken } from '../server/auth/api-tokens.ts';
-import { agentCommand } from '../server/agents/bundle.ts';
-import { currentAgentBuild, issueAgentToken } from '../server/agents/tokens.ts';
+import { currentAgentBuild } from '../server/agents/tokens.ts';
 import type { RuntimeDriver } from '../server/runtimes/driver.ts';
 import { systemClock } from '../server/store/time.ts';
 import Dockerode from 'dockerode';
@@ -29,6 +28,7 @@ import { idleDriver } from './support/idle-driver.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
 import { api, loginWithCookie, setupOwner, type Api } from './support/users.ts';
+import { startRealAgent } from './support/real-agent.ts';
 import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts';
 
 /**
@@ -37,7 +37,6 @@ import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts
  * assertions: every wait is for a condition, with a generous timeout that names what it waited for.
  */
 
-const READY_TIMEOUT_MS = 20_000;
 /** After a server restart or a cut link the agent redials with backoff capped at 5 s. */
 const RECONNECT_TIMEOUT_MS = 30_000;
 const OUTPUT_TIMEOUT_MS = 20_000;
@@ -79,13 +78,7 @@ describe('browser terminal through the den server', () => {
     dirs.push(ctx.home);
     // ~1 MB of numbered lines for the flood test
     writeFileSync(join(ctx.home, 'big'), Array.from({ length: 80_000 }, (_, i) => `L${String(i).padStart(6, '0')}`).join('\n') + '\n');
-    const token = await issueAgentToken(db, { workspaceId: ctx.alice.workspaceId, buildId: ctx.alice.buildId, manifest: manifest(), now: new Date() });
-    const { command, args } = agentCommand();
-    ctx.agent = spawn(command, args, {
-      env: { ...process.env, HOME: ctx.home, SHELL: '/bin/bash', DEN_AGENT_URL: ctx.server.url!, DEN_AGENT_TOKEN: token },
-      stdio: ['ignore', 'ignore', process.env.DEN_TEST_LOG ? 'inherit' : 'ignore'],
-    });
-    await ctx.server.den.agents.waitForReady(ctx.alice.workspaceId, ctx.alice.buildId, { timeoutMs: READY_TIMEOUT_MS });
+    ctx.agent = await startRealAgent(ctx.server, ctx.alice, ctx.home, manifest());
   });
   afterAll(async () => {
     ctx.agent?.kill('SIGKILL');

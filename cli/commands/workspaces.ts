@@ -96,8 +96,11 @@ async function printWorkspaces(session: Session, workspaces: WorkspaceDto[], tot
 export async function show(reference: string, options: { json?: boolean }): Promise<void> {
   const session = connect();
   const ref = await session.workspaceRef(reference);
-  const workspace = await session.client.workspaces.get(ref.owner, ref.name);
-  if (options.json) return printJson(workspace);
+  const [workspace, { sessions: sshSessions }] = await Promise.all([
+    session.client.workspaces.get(ref.owner, ref.name),
+    session.client.workspaces.sshSessions(ref.owner, ref.name),
+  ]);
+  if (options.json) return printJson({ ...workspace, sshSessions });
   const build = workspace.latestBuild;
   print(
     renderFields([
@@ -109,6 +112,7 @@ export async function show(reference: string, options: { json?: boolean }): Prom
       ['last build', build ? `#${build.number} ${build.transition} ${build.state}${build.error ? `: ${build.error}` : ''}` : 'none'],
       ['created', `${workspace.createdAt} (${formatAge(workspace.createdAt)})`],
       ['updated', `${workspace.updatedAt} (${formatAge(workspace.updatedAt)})`],
+      ['last activity', workspace.lastActivityAt ? `${workspace.lastActivityAt} (${formatAge(workspace.lastActivityAt)}, SSH)` : 'none'],
       ...(workspace.isolation ? [['isolation', workspace.isolation.sandboxed ? 'sandboxed' : 'NOT isolated'] as [string, string]] : []),
     ]),
   );
@@ -121,6 +125,10 @@ export async function show(reference: string, options: { json?: boolean }): Prom
       { header: 'state', value: (a) => a.state ?? '-' },
       { header: 'connection', value: (a) => (a.connected ? `connected since ${a.connectedAt}` : a.disconnectedAt ? `disconnected since ${a.disconnectedAt}` : 'never connected') },
     ]));
+  }
+  if (sshSessions.length > 0) {
+    print('\nSSH sessions:');
+    for (const ssh of sshSessions) print(`  ${ssh.user} from ${ssh.remoteAddress} via ${ssh.via === 'tunnel' ? 'den ssh' : 'the SSH port'} since ${ssh.since} (${formatAge(ssh.since)}), ${ssh.channels} channel${ssh.channels === 1 ? '' : 's'}`);
   }
   await printWhereToGo(session, workspace);
   const params = Object.entries(workspace.params);

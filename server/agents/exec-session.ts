@@ -24,6 +24,7 @@ export function createExecSession(
   let received = 0;
   let accounted = 0;
   let closed = false;
+  let exitSignal: string | undefined;
   let resolveExit!: (code: number) => void;
   let rejectExit!: (error: Error) => void;
   const exit = new Promise<number>((resolve, reject) => {
@@ -108,6 +109,7 @@ export function createExecSession(
       if (closed) return;
       endOutput();
       finish();
+      exitSignal = frame.signal;
       if (frame.exitCode !== undefined) resolveExit(frame.exitCode);
       else rejectExit(new AppError('EXEC_FAILED', frame.error ? `The command ended abnormally: ${frame.error.message}` : 'The command ended without an exit status.'));
     },
@@ -123,6 +125,9 @@ export function createExecSession(
     stdio,
     stderr,
     exit,
+    get signal() {
+      return exitSignal;
+    },
     closeStdin() {
       stdio.end();
     },

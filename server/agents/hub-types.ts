@@ -66,6 +66,8 @@ export interface ExecSession {
   stderr: NodeJS.ReadableStream;
   /** resolves with the exit code (128 + signal number when killed by a signal) */
   exit: Promise<number>;
+  /** the signal that ended the command (`SIGTERM`), once `exit` resolved; undefined when it exited by itself */
+  readonly signal: string | undefined;
   closeStdin(): void;
   kill(signal?: NodeJS.Signals): void;
   /** resizes the pty of a tty exec (ignored without one) */

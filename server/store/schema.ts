@@ -18,6 +18,7 @@ export interface Database {
   agents: AgentsTable;
   workspace_events: WorkspaceEventsTable;
   leases: LeasesTable;
+  ssh_host_keys: SshHostKeysTable;
 }
 
 export type Role = 'owner' | 'template-admin' | 'member';
@@ -116,6 +117,8 @@ export interface WorkspacesTable {
   /** a full sentence for the owner about `health` */
   health_message: string | null;
   health_at: string | null;
+  /** when the workspace last had SSH traffic (written at most once a minute) */
+  last_activity_at: string | null;
 }
 
 export type WorkspaceHealth = 'ok' | 'down';
@@ -200,4 +203,13 @@ export interface LeasesTable {
   name: string;
   owner: string;
   expires_at: string;
+}
+
+/** The SSH gateway's host key per algorithm, shared by every replica (server/ssh/host-key.ts). */
+export interface SshHostKeysTable {
+  algorithm: string;
+  /** OpenSSH private key format, unencrypted: the gateway must present it without a person at hand */
+  private_key: string;
+  public_key: string;
+  created_at: string;
 }

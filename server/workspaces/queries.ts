@@ -16,7 +16,7 @@ function workspaceQuery(db: Kysely<Database>) {
     // the list shows the workspace's main agent; `show` lists every agent (listAgents)
     .leftJoin('agents as a', (join) => join.onRef('a.workspace_id', '=', 'w.id').on('a.name', '=', MAIN_AGENT))
     .select([
-      'w.id', 'w.name', 'w.params_json', 'w.status', 'a.state as agent_state', 'w.health', 'w.health_message', 'w.health_at', 'w.created_at', 'w.updated_at',
+      'w.id', 'w.name', 'w.params_json', 'w.status', 'a.state as agent_state', 'w.health', 'w.health_message', 'w.health_at', 'w.last_activity_at', 'w.created_at', 'w.updated_at',
       'w.template_version_id', 'u.username as owner_name', 't.name as template_name', 't.active_version_id',
       'v.number as version_number',
       'b.id as build_id', 'b.number as build_number', 'b.transition as build_transition', 'b.state as build_state',
@@ -176,6 +176,7 @@ function toWorkspaceDto(row: WorkspaceListRow): WorkspaceDto {
         finishedAt: row.build_finished_at ?? null,
       }
       : null,
+    lastActivityAt: row.last_activity_at,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };

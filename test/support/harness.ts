@@ -21,6 +21,8 @@ export interface TestServer {
   dataDir: string;
   /** the base URL when started with `listen: true` */
   url?: string;
+  /** the SSH gateway's port when started with `ssh: true` */
+  sshPort?: number;
   close(): Promise<void>;
 }
 
@@ -43,6 +45,10 @@ export interface TestServerOptions {
   loginLimits?: LoginLimits;
   /** the reconcile loop's timings and restart bounds */
   reconcile?: DenOptions['reconcile'];
+  /** with `listen`: open the SSH gateway on a free loopback port */
+  ssh?: boolean;
+  /** the SSH gateway's per-user limits */
+  sshLimits?: DenOptions['sshLimits'];
 }
 
 /**
@@ -93,11 +99,14 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     startWorkers: options.startWorkers,
     loginLimits: options.loginLimits,
     reconcile: options.reconcile,
+    sshLimits: options.sshLimits,
   });
   const app = await buildServer(den);
+  let sshPort: number | undefined;
   if (options.listen) {
     const port = Number(new URL(url!).port);
     await app.listen({ host: '127.0.0.1', port });
+    if (options.ssh) sshPort = await den.ssh.listen('127.0.0.1', 0);
   } else {
     await app.ready();
   }
@@ -108,6 +117,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     config,
     dataDir,
     url,
+    sshPort,
     async close() {
       await app.close();
       // Workspaces outlive a server by design (process runtime included); a test that owns its

@@ -1,0 +1,125 @@
+import { connect, type Socket } from 'node:net';
+import { isAbsolute, join } from 'node:path';
+import { DEFAULT_CHANNEL_WINDOW, type TcpOpen } from '../protocol/agent.ts';
+import { ChannelSender, ReceiveWindow } from '../protocol/agent-flow.ts';
+import type { ChannelContext, ChannelHandler } from './exec.ts';
+
+/** How long a connect may take before the open is refused: a filtered port must not hold the channel open forever. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * A `tcp` channel: a connection to host:port or to a unix socket in the workspace (port
+ * forwarding, SSH direct-tcpip and direct-streamlocal, the app proxy). Answers open_ok once
+ * connected, open_error TCP_CONNECT_FAILED otherwise. What the socket reads goes out as DATA
+ * under the server's credit (the socket is paused while credit is exhausted); DATA from the
+ * server is written to the socket and granted back as the writes complete. `eof` either way is a
+ * half-close; the channel closes when the socket does.
+ */
+export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: number, context: ChannelContext, onClosed: () => void): ChannelHandler {
+  const sender = new ChannelSender(channel, peerWindow, (frame) => context.send(frame));
+  const receive = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
+  // a relative socket path is the workspace user's: resolved against HOME, as ssh -L resolves it on the far side
+  const path = spec.path === undefined ? undefined : isAbsolute(spec.path) ? spec.path : join(context.home(), spec.path);
+  const target = path ?? `${spec.host}:${spec.port}`;
+  const socket: Socket = path ? connect({ path }) : connect({ host: spec.host, port: spec.port! });
+  socket.setNoDelay(true);
+  let connected = false;
+  let finished = false;
+  /** why an established connection ended, when it did not end cleanly */
+  let closeError: { code: string; message: string } | undefined;
+  const finish = (error?: { code: string; message: string }) => {
+    if (finished) return;
+    finished = true;
+    if (!connected) {
+      context.send({ type: 'open_error', channel, code: 'TCP_CONNECT_FAILED', message: error?.message ?? `Nothing accepted a connection to ${target} in the workspace.` });
+    } else {
+      context.send({ type: 'close', channel, ...(error ? { error } : {}) });
+    }
+    sender.close();
+    onClosed();
+  };
+  const timer = setTimeout(() => {
+    socket.destroy();
+    finish({ code: 'TCP_CONNECT_FAILED', message: `Connecting to ${target} in the workspace took longer than ${CONNECT_TIMEOUT_MS / 1000} s.` });
+  }, CONNECT_TIMEOUT_MS);
+  timer.unref();
+
+  socket.once('connect', () => {
+    clearTimeout(timer);
+    connected = true;
+    context.send({ type: 'open_ok', channel, window: DEFAULT_CHANNEL_WINDOW });
+  });
+  socket.on('error', (error: NodeJS.ErrnoException) => {
+    clearTimeout(timer);
+    if (!connected) return finish({ code: 'TCP_CONNECT_FAILED', message: connectFailure(target, error) });
+    // a reset after connecting: the channel closes with the reason (the 'close' event follows)
+    closeError = { code: 'TCP_CONNECTION_LOST', message: `The connection to ${target} in the workspace failed: ${error.message}.` };
+  });
+  // everything read must reach the server before the eof and the close: those wait for the queue to drain
+  const whenDrained: (() => void)[] = [];
+  sender.onDrain = () => {
+    socket.resume();
+    for (const done of whenDrained.splice(0)) done();
+  };
+  const afterQueued = (done: () => void) => {
+    if (sender.queuedBytes === 0) done();
+    else whenDrained.push(done);
+  };
+  socket.on('data', (chunk: Buffer) => {
+    if (!sender.write('data', chunk)) socket.pause();
+  });
+  socket.on('end', () => afterQueued(() => !finished && context.send({ type: 'eof', channel })));
+  socket.on('close', () => {
+    clearTimeout(timer);
+    if (connected) afterQueued(() => finish(closeError));
+  });
+
+  return {
+    onData(payload) {
+      if (finished) return;
+      if (!receive.receive(payload.byteLength)) {
+        socket.destroy();
+        closeError = { code: 'FLOW_CONTROL_VIOLATION', message: 'The server sent more data than the window allowed.' };
+        return finish(closeError);
+      }
+      if (socket.destroyed || socket.writableEnded) return grant(receive.consume(payload.byteLength, true));
+      socket.write(payload, () => grant(receive.consume(payload.byteLength, socket.writableLength === 0)));
+    },
+    onEof() {
+      if (!socket.destroyed) socket.end();
+    },
+    onWindow(bytes) {
+      sender.grant(bytes);
+    },
+    onSignal() {},
+    onResize() {},
+    abort() {
+      // the server closed the channel (it already knows): end the connection without another frame
+      finished = true;
+      clearTimeout(timer);
+      sender.close();
+      socket.destroy();
+      onClosed();
+    },
+  };
+
+  function grant(bytes: number): void {
+    if (bytes > 0 && !finished) context.send({ type: 'window', channel, bytes });
+  }
+}
+
+function connectFailure(target: string, error: NodeJS.ErrnoException): string {
+  switch (error.code) {
+    case 'ECONNREFUSED':
+      return `Nothing listens on ${target} in the workspace; start the program that should serve it, or check the port.`;
+    case 'ENOENT':
+      return `There is no unix socket ${target} in the workspace; check the path.`;
+    case 'EACCES':
+      return `The workspace user may not connect to ${target}.`;
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return `The workspace cannot resolve the host of ${target}.`;
+    default:
+      return `Connecting to ${target} in the workspace failed: ${error.message}.`;
+  }
+}

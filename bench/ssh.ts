@@ -1,0 +1,237 @@
+// The SSH benchmark (`npm run bench:ssh`): den's SSH gateway against OpenSSH's own sshd on this
+// machine, run side by side in the same process and the same minute, with the real OpenSSH client:
+//  - connect-to-exit of `ssh WS true`: through den's SSH port, through `den ssh --stdio` (the
+//    ProxyCommand over the HTTP port), and sshd (median of --runs);
+//  - `cat` of a 100 MB file (first byte to last, MB/s; median of 3);
+//  - keystroke echo in a pty (p50/p99 of --echoes keystrokes);
+//  - --concurrent sessions on one workspace at once: all must complete; the server's RSS before and at the peak.
+// den runs in this process (the test harness's server over SQLite, a real agent process with the
+// bench's temp dir as HOME), so RSS is den's plus the bench's few kilobytes of bookkeeping.
+// Progress goes to stderr; the last stdout line is one JSON object.
+//
+//   node bench/ssh.ts [--runs 20] [--mb 100] [--echoes 200] [--concurrent 200]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { cpus, loadavg, tmpdir, userInfo } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createApiToken } from '../server/auth/api-tokens.ts';
+import { systemClock } from '../server/store/time.ts';
+import { addSshKey } from '../server/users/ssh-keys.ts';
+import { startTestServer } from '../test/support/harness.ts';
+import { idleDriver } from '../test/support/idle-driver.ts';
+import { generateKey, isolatedOptions, run } from '../test/support/openssh.ts';
+import { startRealAgent } from '../test/support/real-agent.ts';
+import { seedWorkspace } from '../test/support/workspace-seed.ts';
+
+const root = resolve(import.meta.dirname, '..');
+const say = (line: string) => process.stderr.write(`${line}\n`);
+const args = process.argv.slice(2);
+const option = (flag: string, fallback: string) => {
+  const index = args.indexOf(flag);
+  return Number(index >= 0 ? args[index + 1] : fallback);
+};
+const RUNS = option('--runs', '20');
+const MEGABYTES = option('--mb', '100');
+const ECHOES = option('--echoes', '200');
+const CONCURRENT = option('--concurrent', '200');
+const SSHD = '/usr/sbin/sshd';
+const cipherIndex = args.indexOf('--cipher');
+/** `--cipher NAME`: what `ssh -c` asks for (default: the client's and server's own choice) */
+const CIPHER = cipherIndex >= 0 ? ['-c', args[cipherIndex + 1]] : [];
+
+const dir = mkdtempSync(join(tmpdir(), 'den-bench-ssh-'));
+const home = join(dir, 'home');
+mkdirSync(home);
+const big = join(home, 'big.bin');
+writeFileSync(big, randomBytes(MEGABYTES * 1_000_000));
+const key = generateKey(dir, 'bench');
+
+const server = await startTestServer({ listen: true, ssh: true, startWorkers: false, driver: () => idleDriver, config: { logLevel: 'silent' } });
+const db = server.store.db;
+const seeded = await seedWorkspace(db, { username: 'bench', workspaceName: 'ws' });
+await addSshKey(db, systemClock, seeded.userId, { name: 'bench', publicKey: readFileSync(`${key}.pub`, 'utf8') });
+const token = (await createApiToken(db, systemClock, seeded.userId, { name: 'bench' })).token;
+const agent = await startRealAgent(server, seeded, home, { env: {} });
+const sshd = existsSync(SSHD) ? await startSshd() : undefined;
+if (!sshd) say(`no ${SSHD}: the reference column stays empty (apt-get install openssh-server)`);
+
+const cliEnv = { ...process.env, HOME: dir, XDG_CONFIG_HOME: join(dir, 'config'), DEN_URL: server.url!, DEN_TOKEN: token };
+// OWNER/WS, as den config-ssh writes it: no /users/me round trip per connect
+const proxy = `${process.execPath} ${join(root, 'bin', 'den.js')} ssh --stdio bench/ws`;
+interface Target {
+  name: string;
+  args: string[];
+  env?: NodeJS.ProcessEnv;
+}
+const targets: Target[] = [
+  { name: 'den_port', args: [...isolatedOptions(key), '-p', String(server.sshPort), 'ws@127.0.0.1'] },
+  { name: 'den_proxycommand', args: [...isolatedOptions(undefined, ['-o', `ProxyCommand=${proxy}`]), 'ws@den.ws'], env: cliEnv },
+  ...(sshd ? [{ name: 'sshd', args: [...isolatedOptions(key), '-p', String(sshd.port), `${userInfo().username}@127.0.0.1`] }] : []),
+];
+
+const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadavg_start: loadavg(), runs: RUNS, file_mb: MEGABYTES };
+try {
+  // warm-up: the CLI bundle, the agent's node-pty, sshd's first fork
+  for (const target of targets) await sshRun(target, ['true']);
+
+  say('connect-to-exit of `ssh WS true`');
+  const connect: Record<string, number[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
+  for (let i = 0; i < RUNS; i++) {
+    for (const target of targets) {
+      const started = performance.now();
+      const result = await sshRun(target, ['true']);
+      if (result.code !== 0) throw new Error(`${target.name}: ssh true exited ${result.code}: ${result.stderr}`);
+      connect[target.name].push(performance.now() - started);
+    }
+  }
+  results.connect_ms_median = Object.fromEntries(Object.entries(connect).map(([name, samples]) => [name, round(median(samples))]));
+
+  say(`cat of ${MEGABYTES} MB`);
+  const throughput: Record<string, number[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
+  for (let i = 0; i < 3; i++) for (const target of targets) throughput[target.name].push(await catThroughput(target));
+  results.cat_mb_per_s_median = Object.fromEntries(Object.entries(throughput).map(([name, samples]) => [name, round(median(samples))]));
+
+  say(`keystroke echo in a pty (${ECHOES} keystrokes)`);
+  const echo: Record<string, { p50: number; p99: number }> = {};
+  for (const target of targets) {
+    const samples = await echoLatency(target, ECHOES);
+    echo[target.name] = { p50: round(percentile(samples, 50), 3), p99: round(percentile(samples, 99), 3) };
+  }
+  results.echo_ms = echo;
+
+  say(`${CONCURRENT} concurrent sessions on one workspace`);
+  results.concurrent = await concurrentSessions(targets[0], CONCURRENT);
+  results.loadavg_end = loadavg();
+} finally {
+  sshd?.child.kill('SIGTERM');
+  agent.kill('SIGKILL');
+  await server.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+process.stdout.write(`${JSON.stringify(results)}\n`);
+
+function sshRun(target: Target, command: string[], input?: string) {
+  return run('ssh', [...CIPHER, ...target.args, ...command], { env: target.env, input, timeoutMs: 120_000 });
+}
+
+/** MB/s from the first byte of `cat FILE` to its last, counted here (1 MB = 10^6 bytes). */
+function catThroughput(target: Target): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn('ssh', [...CIPHER, ...target.args, `cat ${big}`], { env: target.env, stdio: ['ignore', 'pipe', 'inherit'] });
+    let bytes = 0;
+    let first = 0;
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (bytes === 0) first = performance.now();
+      bytes += chunk.length;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0 || bytes !== MEGABYTES * 1_000_000) return reject(new Error(`${target.name}: cat got ${bytes} bytes, exit ${code}`));
+      resolvePromise(bytes / 1e6 / ((performance.now() - first) / 1000));
+    });
+  });
+}
+
+/** Milliseconds from writing one byte into `ssh -tt WS cat` to reading its echo from the remote pty. */
+async function echoLatency(target: Target, count: number): Promise<number[]> {
+  const child = spawn('ssh', [...CIPHER, ...target.args, '-tt', 'stty raw -echo; cat'], { env: target.env, stdio: ['pipe', 'pipe', 'ignore'] });
+  const samples: number[] = [];
+  let waiting: ((text: string) => void) | undefined;
+  child.stdout.setEncoding('utf8').on('data', (text: string) => waiting?.(text));
+  // the remote `stty raw -echo` then `cat` echoes exactly what it reads: wait until a probe comes back
+  const roundTrip = (byte: string) =>
+    new Promise<number>((resolvePromise) => {
+      const started = performance.now();
+      let seen = '';
+      waiting = (text) => {
+        seen += text;
+        if (seen.includes(byte)) {
+          waiting = undefined;
+          resolvePromise(performance.now() - started);
+        }
+      };
+      child.stdin.write(byte);
+    });
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const ready = await Promise.race([roundTrip('r'), new Promise<number>((r) => setTimeout(() => r(-1), 500))]);
+    if (ready >= 0) break;
+    if (Date.now() > deadline) throw new Error(`${target.name}: the pty never echoed`);
+  }
+  for (let i = 0; i < count; i++) samples.push(await roundTrip(String.fromCharCode(97 + (i % 26))));
+  child.kill('SIGTERM');
+  return samples;
+}
+
+async function concurrentSessions(target: Target, count: number) {
+  const rssBefore = process.memoryUsage().rss;
+  let rssPeak = rssBefore;
+  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, process.memoryUsage().rss)), 50);
+  const started = performance.now();
+  // 200 key exchanges at once on 2 cores take longer than the 10 s ConnectTimeout of the other runs
+  const patient = { ...target, args: target.args.map((arg) => (arg === 'ConnectTimeout=10' ? 'ConnectTimeout=120' : arg)) };
+  const results = await Promise.all(Array.from({ length: count }, () => sshRun(patient, ['sleep 2; echo done'])));
+  clearInterval(sampler);
+  const completed = results.filter((result) => result.code === 0 && result.stdout === 'done\n').length;
+  if (completed !== count) say(`only ${completed} of ${count} sessions completed; first failure: ${results.find((r) => r.code !== 0)?.stderr}`);
+  return { sessions: count, completed, wall_s: round((performance.now() - started) / 1000, 1), server_rss_mb_before: round(rssBefore / 1e6), server_rss_mb_peak: round(rssPeak / 1e6) };
+}
+
+/** OpenSSH's sshd on a free loopback port with a temporary config, host key and authorized key (this user). */
+async function startSshd(): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort();
+  const sshdDir = join(dir, 'sshd');
+  mkdirSync(sshdDir);
+  const hostKey = generateKey(sshdDir, 'host');
+  writeFileSync(join(sshdDir, 'authorized_keys'), readFileSync(`${key}.pub`));
+  const config = join(sshdDir, 'sshd_config');
+  writeFileSync(config, [
+    `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${join(sshdDir, 'authorized_keys')}`,
+    'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', `PidFile ${join(sshdDir, 'sshd.pid')}`,
+    'PermitRootLogin prohibit-password', 'Subsystem sftp /usr/lib/openssh/sftp-server', '',
+  ].join('\n'));
+  mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege separation directory
+  const child = spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (chunk) => (log += chunk));
+  const deadline = Date.now() + 10_000;
+  while (!(await canConnect(port))) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`sshd did not start: ${log}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { child, port };
+}
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const { port } = probe.address() as { port: number };
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolvePromise) => {
+    const attempt = connect(port, '127.0.0.1');
+    attempt.once('connect', () => {
+      attempt.destroy();
+      resolvePromise(true);
+    });
+    attempt.once('error', () => resolvePromise(false));
+  });
+}
+
+function median(samples: number[]): number {
+  return percentile(samples, 50);
+}
+
+function percentile(samples: number[], p: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function round(value: number, digits = 1): number {
+  return Number(value.toFixed(digits));
+}
