@@ -45,6 +45,12 @@ export const configSchema = z.object({
    * collection see only this instance's objects, so two dens sharing one engine need two names.
    */
   instance: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'Use lowercase letters, digits and -, for example den-staging.').default('den'),
+  /**
+   * Where the other replicas of this deployment (den servers on the same PostgreSQL database)
+   * reach this one's relay to get at the agents connected here; defaults to http://<listen>.
+   * Behind a load balancer, each replica's own address, never the balancer's.
+   */
+  replicaUrl: z.url({ protocol: /^https?$/, error: 'Use an http:// or https:// URL, for example http://10.0.0.5:7080.' }).optional(),
 });
 
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
@@ -66,7 +72,7 @@ function booleanSetting() {
   }, z.boolean({ error: 'Use true or false (also 1/0, yes/no, on/off).' }));
 }
 
-export type Config = Readonly<z.infer<typeof configSchema>> & { readonly accessUrl: string };
+export type Config = Readonly<z.infer<typeof configSchema>> & { readonly accessUrl: string; readonly replicaUrl: string };
 
 const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_LISTEN: 'listen',
@@ -82,6 +88,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_REQUIRE_SANDBOX: 'requireSandbox',
   DEN_TRUSTED_PROXIES: 'trustedProxies',
   DEN_INSTANCE: 'instance',
+  DEN_REPLICA_URL: 'replicaUrl',
 };
 
 export class ConfigError extends Error {}
@@ -110,6 +117,7 @@ export function loadConfig(
     ...config,
     dataDir: resolve(config.dataDir),
     accessUrl: (config.accessUrl ?? `http://${config.listen}`).replace(/\/$/, ''),
+    replicaUrl: (config.replicaUrl ?? `http://${config.listen}`).replace(/\/$/, ''),
   });
 }
 

@@ -1,5 +1,7 @@
 import type { DenBase } from './base.ts';
 import { createAgentHub, type LocalAgentHub } from './agents/hub.ts';
+import { createRoutedAgentHub } from './agents/relay.ts';
+import { createReplicas, type Replicas } from './agents/replicas.ts';
 import { createLiveAccess, type LiveAccess } from './auth/live-access.ts';
 import { createLoginLimits, type LoginLimits } from './auth/login-limits.ts';
 import { createLocalRevocationBus, createPgRevocationBus, type RevocationBus } from './auth/revocations.ts';
@@ -30,8 +32,12 @@ export interface DenOptions extends DenBase {
  * options and never see this object.
  */
 export interface Den extends DenBase {
-  /** the agents connected to this process */
+  /** the agents of every replica: this process's own connections, the others' through the relay */
   agents: LocalAgentHub;
+  /** the agents connected to this process alone (what the relay serves to other replicas) */
+  localAgents: LocalAgentHub;
+  /** this process as a replica of the deployment, and where the others' agents are */
+  replicas: Replicas;
   builds: BuildService;
   reconciler: Reconciler;
   /** workspace status, build progress and agent state, for GET /api/v1/events */
@@ -63,7 +69,11 @@ export function createDen(options: DenOptions): Den {
   // The build log comes first: the agent hub writes an agent's startup lines into it, and the
   // build service needs the hub to wait for agents.
   const buildLogs = createBuildLogs(base.store.db, base.clock, (error) => base.log.error({ err: error }, 'writing build log lines failed'));
-  const agents = createAgentHub({ ...base, events, buildLogs, metrics });
+  const replicas = createReplicas({ db: base.store.db, clock: base.clock, url: base.config.replicaUrl, notifier, log: base.log });
+  const localAgents = createAgentHub({ ...base, events, buildLogs, metrics, presence: replicas });
+  const agents = createRoutedAgentHub({ local: localAgents, replicas, log: base.log });
+  // a replica killed without a goodbye leaves its agents' records: whoever finds it dead says they are gone
+  replicas.onReplicaLost((keys, at) => localAgents.recordLost(keys, at));
   const builds = createBuildService({ ...base, events, agents, logs: buildLogs, metrics });
   const revocations = givenRevocations ?? (notifier ? createPgRevocationBus(notifier, base.log) : createLocalRevocationBus(base.log));
   const liveAccess = createLiveAccess(revocations);
@@ -77,6 +87,8 @@ export function createDen(options: DenOptions): Den {
   return {
     ...base,
     agents,
+    localAgents,
+    replicas,
     builds,
     reconciler,
     events,
@@ -87,6 +99,7 @@ export function createDen(options: DenOptions): Den {
     async start() {
       // another replica's events and revocations are heard from the moment this one serves
       await notifier?.ready;
+      await replicas.start();
       if (startWorkers === false) return;
       await builds.start();
       reconciler.start();
@@ -96,6 +109,7 @@ export function createDen(options: DenOptions): Den {
       await reconciler.stop();
       await builds.stop();
       await agents.close();
+      await replicas.stop();
       await notifier?.close();
     },
   };

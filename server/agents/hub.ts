@@ -3,7 +3,6 @@ import type { WebSocket } from 'ws';
 import {
   AGENT_CLOSE,
   AGENT_PROTOCOL,
-  DEFAULT_CHANNEL_WINDOW,
   decodeFrame,
   encodeFrame,
   helloVersion,
@@ -21,12 +20,12 @@ import type { Store } from '../store/connect.ts';
 import { iso, type Clock } from '../store/time.ts';
 import { recordWorkspaceEvent, type NewWorkspaceEvent } from '../workspaces/events.ts';
 import { AgentConnection } from './connection.ts';
-import { createExecSession } from './exec-session.ts';
+import { openExecSession } from './exec-session.ts';
 import type { AgentHub, ExecRequest, ExecSession } from './hub-types.ts';
-import { currentAgentBuild, type AgentIdentity } from './tokens.ts';
+import type { AgentIdentity } from './tokens.ts';
 import { createLogSequences } from './log-sequences.ts';
-import { createReadyWaiters } from './ready.ts';
-import type { EventPublisher } from '../events/bus.ts';
+import { createReadyWaits } from './ready.ts';
+import { createLocalEventBus, type EventBus } from '../events/bus.ts';
 
 export interface AgentHubDeps {
   config: Config;
@@ -34,8 +33,10 @@ export interface AgentHubDeps {
   clock: Clock;
   log: Logger;
   buildLogs: BuildLogSink;
-  /** where agent connections and lifecycle states are announced */
-  events?: EventPublisher;
+  /** where agent connections and lifecycle states are announced, and readiness waits listen; one of its own when absent */
+  events?: EventBus;
+  /** told which agents connect here and leave, so other replicas can find them (replicas.ts) */
+  presence?: { holdAgent(key: string): void; releaseAgent(key: string): void };
   metrics: Pick<Metrics, 'agentsConnected'>;
   /** how often the server pings each agent; a connection silent for 3 intervals is dropped */
   heartbeatMs?: number;
@@ -50,6 +51,11 @@ export interface LocalAgentHub extends AgentHub {
   accept(socket: WebSocket, identity: AgentIdentity, remoteAddress?: string): void;
   /** The lifecycle state last reported by the workspace's agent to this process. */
   stateOf(workspaceId: string): { buildId: string; state: LifecycleState; message?: string } | undefined;
+  /**
+   * Records that the agents `keys`, held by a replica that died, are disconnected since `at`
+   * (unless they are connected here already), so the reconciler sees them gone.
+   */
+  recordLost(keys: string[], at: Date): void;
   /** How many entries the hub holds in its per-agent maps, each of them bounded (the tests check it). */
   sizes(): { connections: number; states: number; logSequences: number; persisting: number };
 }
@@ -57,8 +63,6 @@ export interface LocalAgentHub extends AgentHub {
 const DEFAULT_HEARTBEAT_MS = 15_000;
 /** An agent that connects must say hello within this time. */
 const HELLO_TIMEOUT_MS = 10_000;
-/** pty size when an exec asks for a tty without giving one */
-const DEFAULT_TTY = { cols: 80, rows: 24 };
 
 export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const log = deps.log.child({ module: 'agents' });
@@ -68,7 +72,11 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const states = new Map<string, { buildId: string; state: LifecycleState; message?: string }>();
   /** highest log seq appended per workspace and agent process, so frames resent after a reconnect are not appended twice */
   const logSeqs = createLogSequences();
-  const waiters = createReadyWaiters();
+  const events = deps.events ?? createLocalEventBus((error) => log.error({ err: error }, 'an event subscriber failed'));
+  const ready = createReadyWaits(db, events, (workspaceId, buildId) => {
+    const known = states.get(workspaceId);
+    return known?.buildId === buildId ? known.message : undefined;
+  });
   /** the store write of each workspace's lifecycle reports while one runs */
   const persisting = new Map<string, Promise<void>>();
   /** the latest lifecycle report of each workspace not yet written to the store */
@@ -122,7 +130,6 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         } catch (error) {
           log.error({ err: error, workspaceId }, 'could not record the agent state');
         }
-        waiters.settle(workspaceId, report.buildId, report.state, report.message);
       }
     })().finally(() => {
       persisting.delete(workspaceId);
@@ -133,7 +140,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
 
   /** Tells the client event stream about the agent, once the store has it. */
   const announce = (workspaceId: string, state: LifecycleState | 'connected' | 'disconnected', message?: string) => {
-    deps.events?.publish({ type: 'agent', workspaceId, at: iso(deps.clock.now()), state, ...(message ? { message } : {}) });
+    events.publish({ type: 'agent', workspaceId, at: iso(deps.clock.now()), state, ...(message ? { message } : {}) });
   };
 
   /**
@@ -189,6 +196,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         if (connections.get(identity.workspaceId) === connection) {
           connections.delete(identity.workspaceId);
           updateGauge();
+          deps.presence?.releaseAgent(identity.workspaceId);
           if (!closing) recordPresence(identity.workspaceId, deps.clock.now());
         }
         log.info({ workspaceId: identity.workspaceId, code, reason }, 'agent disconnected');
@@ -215,6 +223,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     connections.set(identity.workspaceId, connection);
     updateGauge();
     recordPresence(identity.workspaceId, null);
+    deps.presence?.holdAgent(identity.workspaceId);
     if (older?.isOpen) recordReplaced(identity, older, { address, instance: hello.instance });
     older?.close(AGENT_CLOSE.replaced, 'replaced by a newer connection of the workspace agent');
     connection.send({
@@ -288,6 +297,10 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       }));
     },
 
+    recordLost(keys, at) {
+      for (const key of keys) if (!connections.get(key)?.isOpen) recordPresence(key, at);
+    },
+
     stateOf(workspaceId) {
       return states.get(workspaceId);
     },
@@ -297,17 +310,8 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     },
 
     async waitForReady(workspaceId, buildId, options) {
-      const known = states.get(workspaceId);
-      if (known?.buildId === buildId && (known.state === 'ready' || known.state === 'start_error')) {
-        return waiters.outcome(known.state, known.message);
-      }
-      // Another replica (or this one before a restart) may have recorded it already.
-      const row = await db.selectFrom('workspaces').select('agent_state').where('id', '=', workspaceId).executeTakeFirst();
-      if ((row?.agent_state === 'ready' || row?.agent_state === 'start_error') && (await currentAgentBuild(db, workspaceId)) === buildId) {
-        return waiters.outcome(row.agent_state, undefined);
-      }
-      if (closing) throw waiters.canceled();
-      return waiters.wait(workspaceId, buildId, options);
+      // the store and the bus: the agent may be connected to another replica
+      return ready.wait(workspaceId, buildId, options);
     },
 
     isConnected(workspaceId) {
@@ -333,20 +337,8 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       if (!connection?.isOpen) {
         throw new AppError('AGENT_NOT_CONNECTED', 'The workspace agent is not connected. Wait for the workspace to be running (`den show`) and try again.');
       }
-      let session: ExecSession | undefined;
-      const spec = {
-        kind: 'exec' as const,
-        command: request.command,
-        ...(request.env ? { env: request.env } : {}),
-        ...(request.cwd ? { cwd: request.cwd } : {}),
-        ...(request.tty ? { tty: request.ttySize ?? DEFAULT_TTY } : {}),
-      };
-      await connection.openChannel(spec, DEFAULT_CHANNEL_WINDOW, (channel, peerWindow) => {
-        const created = createExecSession(channel, peerWindow, (frame) => connection.send(frame), () => connection.release(channel));
-        session = created.session;
-        return created.endpoint;
-      });
-      return session!;
+      return openExecSession((spec, window, attach) => connection.openChannel(spec, window, (channel, peerWindow) =>
+        attach(channel, peerWindow, { send: (frame) => connection.send(frame), release: () => connection.release(channel) })), request);
     },
 
     async openChannel(workspaceId, spec, window, attach) {
@@ -362,7 +354,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     async close() {
       closing = true;
       clearInterval(heartbeat);
-      waiters.cancelAll();
+      ready.cancelAll();
       // 1001 "going away": the agent keeps its state and reconnects to the next server
       for (const connection of connections.values()) connection.close(1001, 'server shutting down');
       connections.clear();

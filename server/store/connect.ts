@@ -10,6 +10,7 @@ import * as m0002 from './migrations/0002_list_generation.ts';
 import * as m0003 from './migrations/0003_workspace_events.ts';
 import * as m0004 from './migrations/0004_reconcile.ts';
 import * as m0005 from './migrations/0005_build_cancel.ts';
+import * as m0007 from './migrations/0007_replicas.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -33,6 +34,7 @@ const MIGRATIONS: Record<string, { up: (db: Kysely<any>, dialect: Dialect) => Pr
   '0003_workspace_events': m0003,
   '0004_reconcile': m0004,
   '0005_build_cancel': m0005,
+  '0007_replicas': m0007,
 };
 
 /** Opens the store and brings its schema to the newest migration. */
