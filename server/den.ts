@@ -73,7 +73,11 @@ export function createDen(options: DenOptions): Den {
   const localAgents = createAgentHub({ ...base, events, buildLogs, metrics, presence: replicas });
   const agents = createRoutedAgentHub({ local: localAgents, replicas, log: base.log });
   // a replica killed without a goodbye leaves its agents' records: whoever finds it dead says they are gone
-  replicas.onReplicaLost((keys, at) => localAgents.recordLost(keys, at));
+  replicas.onReplicaLost((keys, at) => {
+    localAgents.recordLost(keys, at);
+    // agents that dial a socket the dead replica served (process runtime) reach this one instead
+    void base.driver.takeOverAgents?.(keys).catch((error: unknown) => base.log.error({ err: error }, 'could not take over the agents of a replica that died'));
+  });
   const builds = createBuildService({ ...base, events, agents, logs: buildLogs, metrics });
   const revocations = givenRevocations ?? (notifier ? createPgRevocationBus(notifier, base.log) : createLocalRevocationBus(base.log));
   const liveAccess = createLiveAccess(revocations);
