@@ -4,6 +4,7 @@ import { createRoutedAgentHub } from './agents/relay.ts';
 import { createReplicas, type Replicas } from './agents/replicas.ts';
 import { createLiveAccess, type LiveAccess } from './auth/live-access.ts';
 import { createLoginLimits, type LoginLimits } from './auth/login-limits.ts';
+import { createStoreLoginLimitState } from './auth/login-limit-store.ts';
 import { createLocalRevocationBus, createPgRevocationBus, type RevocationBus } from './auth/revocations.ts';
 import { createBuildLogs } from './builds/logs.ts';
 import { createBuildService, type BuildService } from './builds/service.ts';
@@ -81,7 +82,13 @@ export function createDen(options: DenOptions): Den {
   const builds = createBuildService({ ...base, events, agents, logs: buildLogs, metrics });
   const revocations = givenRevocations ?? (notifier ? createPgRevocationBus(notifier, base.log) : createLocalRevocationBus(base.log));
   const liveAccess = createLiveAccess(revocations);
-  const loginLimits = givenLoginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
+  // On PostgreSQL the replicas share the counts, so a guesser cannot spread attempts over them.
+  const loginLimits = givenLoginLimits ?? createLoginLimits({
+    onRefused: (reason) => metrics.loginsRefused.inc({ reason }),
+    ...(base.store.dialect === 'postgres'
+      ? { state: createStoreLoginLimitState(base.store.db, 'limits'), knownAddresses: createStoreLoginLimitState(base.store.db, 'known') }
+      : {}),
+  });
   const reconciler = createReconciler({
     ...base,
     events,
