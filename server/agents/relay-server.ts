@@ -51,7 +51,7 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
     if (channels.size >= MAX_CHANNELS) {
       return send({ type: 'open_error', channel: frame.channel, code: 'RELAY_BUSY', message: `The relay carries at most ${MAX_CHANNELS} channels to one agent; close some and try again.` });
     }
-    const channel: RelayedChannel = { credit: 0, abandoned: false };
+    const channel: RelayedChannel = { credit: 0, unacked: 0, abandoned: false };
     channels.set(frame.channel, channel);
     hub.openChannel(agentKey, frame.spec, frame.window, (agentChannel, peerWindow, link) => {
       channel.agentChannel = agentChannel;
@@ -83,6 +83,7 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
   /** What the agent's frames of a relayed channel do: go on to the peer under the relay's channel id. */
   const endpointFor = (id: number, channel: RelayedChannel): ChannelEndpoint => ({
     onData(type, payload) {
+      channel.unacked += payload.byteLength;
       send({ type, channel: id, payload });
     },
     onWindow(bytes) {
@@ -116,7 +117,20 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
     const channel = channels.get(frame.channel);
     // frames for a channel already closed may be in flight: dropped, like on the agent link
     if (!channel) return;
+    if (!channel.link && frame.type === 'close') {
+      // the peer gave up on an open the agent has not answered yet (its open timeout)
+      channels.delete(frame.channel);
+      channel.abandoned = true;
+      return;
+    }
     if (!channel.link) return failChannel(frame.channel, 'RELAY_PROTOCOL_ERROR', `The replica sent '${frame.type}' on channel ${frame.channel} before the agent accepted it.`);
+    if (frame.type === 'window') {
+      // a peer grants back only what it received: more would let the agent fill this replica's send buffer
+      if (frame.bytes > channel.unacked) {
+        return failChannel(frame.channel, 'FLOW_CONTROL_VIOLATION', 'The replica relay granted back more than it had received.');
+      }
+      channel.unacked -= frame.bytes;
+    }
     if (frame.type === 'data' || frame.type === 'stderr') {
       if (frame.payload.byteLength > channel.credit) {
         return failChannel(frame.channel, 'FLOW_CONTROL_VIOLATION', 'The replica relay sent more data than the agent\'s window allowed.');
@@ -172,14 +186,16 @@ interface RelayedChannel {
   link?: ChannelLink;
   /** bytes the peer may still send towards the agent (the agent's window, as granted) */
   credit: number;
+  /** bytes sent to the peer that it has not granted back: what this replica may be holding for it */
+  unacked: number;
   /** the peer closed the channel or the socket before the agent accepted */
   abandoned: boolean;
 }
 
 /** Malformed frames that name no channel a relay socket tolerates before it is closed (as the agent link does). */
 const MAX_VIOLATIONS = 100;
-/** Bounds what one relay socket can make this replica hold: far above any user's open terminals and execs. */
-const MAX_CHANNELS = 10_000;
+/** Bounds what one relay socket can make this replica hold (each channel at most one window): far above any user's open terminals and execs. */
+const MAX_CHANNELS = 1_000;
 /** How long a relayed shutdown waits for the agent to go (the build that asked waits as long). */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 

@@ -38,7 +38,11 @@ export interface Replicas {
   verifyPeer(id: string, secret: string): Promise<PeerReplica | undefined>;
   /** Calls `handler` with the agent keys of a replica found dead (its heartbeat expired), once per replica. */
   onReplicaLost(handler: (keys: string[], at: Date) => void): void;
-  /** Stops the heartbeat and removes this replica's row and agent records (graceful shutdown). */
+  /**
+   * Stops the heartbeat and marks this replica expired (graceful shutdown): the next heartbeat of
+   * another replica finds it gone and takes its agents over, as if it had died, but at once
+   * instead of after three missed heartbeats.
+   */
   stop(): Promise<void>;
 }
 
@@ -72,6 +76,8 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
   const elsewhere = new Map<string, string>();
   /** live peers by id, refreshed by the heartbeat and by lookups */
   const peers = new Map<string, PeerReplica>();
+  /** the agents connected here, to record again if another replica took this one for dead */
+  const held = new Set<string>();
   /** per agent key, the last write of its location (chained, so connect and disconnect land in order) */
   const writes = new Map<string, Promise<void>>();
   const lostHandlers: ((keys: string[], at: Date) => void)[] = [];
@@ -112,15 +118,34 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
     }
   }
 
+  const recordHeld = (key: string) => write(key, async () => {
+    const values = { agent_key: key, replica_id: id, connected_at: iso(clock.now()) };
+    await db.insertInto('agent_locations').values(values)
+      .onConflict((conflict) => conflict.column('agent_key').doUpdateSet({ replica_id: id, connected_at: values.connected_at })).execute();
+    deps.notifier?.notify(LOCATIONS_CHANNEL, { key, replica: id });
+  });
+
   async function heartbeat(): Promise<void> {
     const now = clock.now();
-    await db.updateTable('replicas').set({ expires_at: expiresAt() }).where('id', '=', id).execute();
-    const dead = await db.selectFrom('replicas').select('id').where('expires_at', '<=', iso(now)).execute();
+    const renewed = await db.updateTable('replicas').set({ expires_at: expiresAt() }).where('id', '=', id).executeTakeFirst();
+    if (Number(renewed.numUpdatedRows) === 0) {
+      // Another replica took this one for dead (it stalled past three heartbeats) and removed its
+      // records: come back, and say again which agents are connected here.
+      deps.log.warn({ replica: id }, 'this replica was taken for dead by another one; registering it again');
+      await register();
+      for (const key of held) recordHeld(key);
+    }
+    const dead = await db.selectFrom('replicas').select('id').where('id', '!=', id).where('expires_at', '<=', iso(now)).execute();
     for (const { id: deadId } of dead) {
       // Whoever deletes the row reports the loss, so each dead replica's agents are reported once.
-      const deleted = await db.deleteFrom('replicas').where('id', '=', deadId).where('expires_at', '<=', iso(now)).executeTakeFirst();
-      if (Number(deleted.numDeletedRows) !== 1) continue;
-      const keys = (await db.deleteFrom('agent_locations').where('replica_id', '=', deadId).returning('agent_key').execute()).map((row) => row.agent_key);
+      // One transaction: a replica that was only stalled and registers again meanwhile waits for
+      // it, so its fresh agent records are not removed with the old ones.
+      const keys = await db.transaction().execute(async (tx) => {
+        const deleted = await tx.deleteFrom('replicas').where('id', '=', deadId).where('expires_at', '<=', iso(now)).executeTakeFirst();
+        if (Number(deleted.numDeletedRows) !== 1) return undefined;
+        return (await tx.deleteFrom('agent_locations').where('replica_id', '=', deadId).returning('agent_key').execute()).map((row) => row.agent_key);
+      });
+      if (!keys) continue;
       peers.delete(deadId);
       for (const key of keys) {
         if (elsewhere.get(key) === deadId) elsewhere.delete(key);
@@ -131,13 +156,18 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
     }
   }
 
+  async function register(): Promise<void> {
+    const values = { id, url: deps.url, secret_hash: sha256(secret), started_at: iso(clock.now()), expires_at: expiresAt() };
+    await db.insertInto('replicas').values(values)
+      .onConflict((conflict) => conflict.column('id').doUpdateSet({ expires_at: values.expires_at })).execute();
+  }
+
   return {
     id,
     secret,
 
     async start() {
-      const now = clock.now();
-      await db.insertInto('replicas').values({ id, url: deps.url, secret_hash: sha256(secret), started_at: iso(now), expires_at: expiresAt() }).execute();
+      await register();
       await reload();
       timer = setInterval(() => {
         beating = beating.then(heartbeat).catch((error: unknown) => deps.log.error({ err: error }, 'the replica heartbeat failed; it retries on its next interval'));
@@ -147,15 +177,12 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
 
     holdAgent(key) {
       elsewhere.delete(key);
-      write(key, async () => {
-        const values = { agent_key: key, replica_id: id, connected_at: iso(clock.now()) };
-        await db.insertInto('agent_locations').values(values)
-          .onConflict((conflict) => conflict.column('agent_key').doUpdateSet({ replica_id: id, connected_at: values.connected_at })).execute();
-        deps.notifier?.notify(LOCATIONS_CHANNEL, { key, replica: id });
-      });
+      held.add(key);
+      recordHeld(key);
     },
 
     releaseAgent(key) {
+      held.delete(key);
       write(key, async () => {
         const deleted = await db.deleteFrom('agent_locations').where('agent_key', '=', key).where('replica_id', '=', id).executeTakeFirst();
         if (Number(deleted.numDeletedRows) > 0) deps.notifier?.notify(LOCATIONS_CHANNEL, { key, replica: null });
@@ -200,9 +227,7 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
       clearInterval(timer);
       await beating;
       await Promise.all(writes.values());
-      const keys = await db.deleteFrom('agent_locations').where('replica_id', '=', id).returning('agent_key').execute();
-      for (const { agent_key: key } of keys) deps.notifier?.notify(LOCATIONS_CHANNEL, { key, replica: null });
-      await db.deleteFrom('replicas').where('id', '=', id).execute();
+      await db.updateTable('replicas').set({ expires_at: iso(clock.now()) }).where('id', '=', id).execute();
     },
   };
 }
