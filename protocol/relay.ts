@@ -15,7 +15,8 @@ import type { AgentFrame } from './agent.ts';
  * user on A stops the process in the workspace as it would on B. B also checks each channel's
  * credit on its way to the agent; a frame that breaks it, or that B cannot decode but can tell the
  * channel of, closes that channel only. When the agent's link to B ends, B closes the relay socket
- * (the agent may reconnect to another replica: A looks it up again on the next open).
+ * (the agent may reconnect to another replica: A looks it up again on the next open). A sends
+ * `ping` every 15 s and B answers `pong`; each side drops a socket silent for much longer.
  *
  * Version history: 1.0 the frames above.
  */

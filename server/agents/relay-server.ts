@@ -18,6 +18,13 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
   const channels = new Map<number, RelayedChannel>();
   let violations = 0;
   let closed = false;
+  let lastFrameAt = Date.now();
+  // The dialing replica pings every 15 s (relay.ts); one silent far longer is gone (its host
+  // died without closing TCP), and what it held open must end in the workspace.
+  const idle = setInterval(() => {
+    if (Date.now() - lastFrameAt > SILENT_PEER_MS) socket.terminate();
+  }, SILENT_PEER_MS / 4);
+  idle.unref();
 
   const send = (frame: AgentFrame) => {
     if (socket.readyState === socket.OPEN) socket.send(encodeFrame(frame));
@@ -146,6 +153,7 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
   };
 
   socket.on('message', guard.wrap((data: Buffer, isBinary: boolean) => {
+    lastFrameAt = Date.now();
     const bytes = isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : undefined;
     let frame: AgentFrame;
     try {
@@ -162,6 +170,7 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
 
   socket.on('close', guard.wrap(() => {
     closed = true;
+    clearInterval(idle);
     // the peer is gone: whatever it had open ends in the workspace (terminals only detach)
     for (const [, channel] of channels) {
       if (channel.link) {
@@ -196,6 +205,8 @@ interface RelayedChannel {
 const MAX_VIOLATIONS = 100;
 /** Bounds what one relay socket can make this replica hold (each channel at most one window): far above any user's open terminals and execs. */
 const MAX_CHANNELS = 1_000;
+/** Four of the dialing replica's 15 s pings missed. */
+const SILENT_PEER_MS = 60_000;
 /** How long a relayed shutdown waits for the agent to go (the build that asked waits as long). */
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 
