@@ -129,7 +129,7 @@ describe.skipIf(postgresSkipReason !== undefined)('the replica relay', { timeout
     expect(row.secret_hash).not.toContain(a.den.replicas.secret);
   });
 
-  it('closes only the channel a peer replica overruns, and shrugs off a garbled frame', async () => {
+  it('closes only the channel a peer replica overruns or over-grants, and shrugs off a garbled frame', async () => {
     const relay = await dialRelay(b.url!, a, workspaceId);
     try {
       relay.send({ type: 'open', channel: 1, window: DEFAULT_CHANNEL_WINDOW, spec: { kind: 'exec', command: ['cat'] } });
@@ -147,7 +147,12 @@ describe.skipIf(postgresSkipReason !== undefined)('the replica relay', { timeout
       relay.send({ type: 'data', channel: 3, payload: new TextEncoder().encode('still here\n') });
       const echoed = await relay.next((frame) => frame.type === 'data' && frame.channel === 3);
       expect(Buffer.from((echoed as { payload: Uint8Array }).payload).toString()).toBe('still here\n');
-      relay.send({ type: 'close', channel: 3 });
+      // granting back more than it received would let the agent fill B's send buffer: that channel goes too
+      relay.send({ type: 'window', channel: 3, bytes: 1_000_000 });
+      expect(await relay.next((frame) => frame.type === 'close' && frame.channel === 3)).toMatchObject({ error: { code: 'FLOW_CONTROL_VIOLATION' } });
+      // and the socket still opens channels
+      relay.send({ type: 'open', channel: 5, window: DEFAULT_CHANNEL_WINDOW, spec: { kind: 'exec', command: ['true'] } });
+      expect(await relay.next((frame) => frame.type === 'close' && frame.channel === 5)).toMatchObject({ exitCode: 0 });
     } finally {
       relay.close();
     }
