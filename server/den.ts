@@ -48,12 +48,13 @@ export interface Den extends DenBase {
   /** this process's terminals, execs and log follows, ended when a revocation takes their access away */
   liveAccess: LiveAccess;
   loginLimits: LoginLimits;
-  /** Starts the build workers and the reconcile loop, unless this process was built without them. */
+  /** Registers this replica, then starts the build workers and the reconcile loop, unless this process was built without them. */
   start(): Promise<void>;
   /**
    * Stops what start() started and closes the agent connections, in this order: live access,
-   * reconcile loop, build workers (running builds get a grace period), agents, the PostgreSQL
-   * LISTEN connection of the shared buses. The store and the
+   * reconcile loop, build workers (running builds get a grace period), agents, this replica's
+   * row (marked expired, so another replica takes its agents over), the PostgreSQL LISTEN
+   * connection of the shared buses. The store and the
    * driver belong to whoever opened them and stay open.
    */
   stop(): Promise<void>;
