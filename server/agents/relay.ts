@@ -90,6 +90,8 @@ export function createRoutedAgentHub(deps: RoutedHubDeps): LocalAgentHub {
         reject(new AppError('AGENT_NOT_CONNECTED', `The replica that holds the workspace agent (${peer.url}) cannot be reached. Try again in a few seconds: if that replica is gone, the agent reconnects to another one.`, { cause: error }));
       });
       socket.once('open', () => {
+        // an error after the open ends in 'close', which the connection handles; unheard, it would stop the process
+        socket.on('error', () => undefined);
         // the agent's identity is the replica's business; this side knows the agent by its key
         const identity = { workspaceId: agentKey, workspaceName: agentKey, ownerName: '', buildId: '', manifest: { env: {}, startupScripts: [], apps: [] } };
         const connection = new AgentConnection(socket, identity, {
