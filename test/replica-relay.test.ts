@@ -1,12 +1,14 @@
 import { PassThrough } from 'node:stream';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { stringify } from 'yaml';
 import { waitFor } from '../agent/terminal/testing.ts';
 import { openExec } from '../client/exec.ts';
 import { openTerminal } from '../client/terminal.ts';
-import { decodeFrame, encodeFrame, DEFAULT_CHANNEL_WINDOW, type AgentFrame } from '../protocol/agent.ts';
+import { AGENT_CLOSE, decodeFrame, encodeFrame, DEFAULT_CHANNEL_WINDOW, type AgentFrame } from '../protocol/agent.ts';
 import { RELAY_PROTOCOL_HEADER, RELAY_REPLICA_HEADER } from '../protocol/relay.ts';
+import { serverMessage } from './support/frame-arbitraries.ts';
 import { postgresSkipReason } from './support/postgres.ts';
 import { startTestServer, unsandboxedProcessDriver, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
@@ -21,6 +23,11 @@ import { api, createUserWithToken, setupOwner, type TestUser } from './support/u
 
 const READY_TIMEOUT_MS = 30_000;
 const CONDITION_TIMEOUT_MS = 10_000;
+const FUZZ_SEED = Number(process.env.DEN_FUZZ_SEED ?? 20261206);
+/** Cases of up to 20 frames each; each case opens real processes in the workspace, so not many. */
+const FUZZ_RUNS = Number(process.env.DEN_FUZZ_RUNS ?? 100);
+/** What fuzzed exec and terminal channels may run in the workspace: harmless, and quick or waiting for input. */
+const SAFE_COMMANDS = [['true'], ['cat'], ['echo', 'x'], ['sh', '-c', 'exit 3']];
 
 if (postgresSkipReason) console.warn(`[skip] the replica relay: ${postgresSkipReason}`);
 
@@ -157,6 +164,58 @@ describe.skipIf(postgresSkipReason !== undefined)('the replica relay', { timeout
       relay.close();
     }
   });
+
+  it(`keeps relaying through ${FUZZ_RUNS} fuzzed cases of what a peer replica may send (seed ${FUZZ_SEED})`, async () => {
+    const crashes: unknown[] = [];
+    const recordCrash = (error: unknown) => crashes.push(error);
+    process.on('uncaughtException', recordCrash);
+    process.on('unhandledRejection', recordCrash);
+    let relay = await dialRelay(b.url!, a, workspaceId);
+    const closeCodes: number[] = [];
+    try {
+      let nextChannel = 1;
+      let barrierId = 0;
+      await fc.assert(fc.asyncProperty(fc.array(serverMessage(SAFE_COMMANDS), { minLength: 1, maxLength: 20 }), async (messages) => {
+        // past 100 frames it cannot decode, B closes the socket (4004), as the agent link does: dial again
+        const code = relay.closedWith();
+        if (code !== undefined) {
+          closeCodes.push(code);
+          relay = await dialRelay(b.url!, a, workspaceId);
+          nextChannel = 1;
+        }
+        const opened: number[] = [];
+        // ref -1 is a new channel; others name the channels this case opened, newest first
+        const channel = (ref: number) => {
+          if (ref < 0 || opened.length === 0) {
+            opened.push(nextChannel);
+            nextChannel += 2;
+            return opened.at(-1)!;
+          }
+          return opened[opened.length - 1 - (ref % opened.length)];
+        };
+        for (const message of messages) relay.raw(message.build(channel));
+        for (const id of opened) relay.send({ type: 'close', channel: id });
+        // B answers a ping after everything before it: the case is through
+        const id = ++barrierId;
+        relay.send({ type: 'ping', id });
+        await relay.next((frame) => frame.type === 'pong' && frame.id === id, { orClose: true });
+        relay.drop();
+      }), { seed: FUZZ_SEED, numRuns: FUZZ_RUNS });
+      // a peer's frames close the socket only with the agent link's protocol-error code, never 1011 INTERNAL
+      expect(closeCodes.filter((code) => code !== AGENT_CLOSE.protocolError)).toEqual([]);
+    } finally {
+      relay.close();
+      process.off('uncaughtException', recordCrash);
+      process.off('unhandledRejection', recordCrash);
+    }
+    expect(crashes).toEqual([]);
+    expect((await b.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    const session = await a.den.agents.exec(workspaceId, { command: ['echo', 'after the fuzz'] });
+    const out: Buffer[] = [];
+    session.stdio.on('data', (chunk: Buffer) => out.push(chunk));
+    expect(await session.exit).toBe(0);
+    await waitFor(() => Buffer.concat(out).toString() === 'after the fuzz\n', CONDITION_TIMEOUT_MS, 'the exec\'s output');
+  });
 });
 
 async function refusal(url: string, headers: Record<string, string>): Promise<{ status: number; code: string }> {
@@ -179,8 +238,13 @@ async function dialRelay(url: string, from: TestServer, agentKey: string) {
   });
   const frames: AgentFrame[] = [];
   const waiters: (() => void)[] = [];
+  let closeCode: number | undefined;
   socket.on('message', (data: Buffer, isBinary: boolean) => {
     frames.push(decodeFrame(isBinary ? new Uint8Array(data) : data.toString()));
+    for (const wake of waiters.splice(0)) wake();
+  });
+  socket.on('close', (code: number) => {
+    closeCode = code;
     for (const wake of waiters.splice(0)) wake();
   });
   await new Promise((resolve, reject) => {
@@ -191,11 +255,16 @@ async function dialRelay(url: string, from: TestServer, agentKey: string) {
     send: (frame: AgentFrame) => socket.send(encodeFrame(frame)),
     raw: (message: string | Uint8Array) => socket.send(message),
     close: () => socket.close(),
-    async next(match: (frame: AgentFrame) => boolean): Promise<AgentFrame> {
+    /** forgets the frames received so far */
+    drop: () => void frames.splice(0),
+    closedWith: () => closeCode,
+    /** The first frame that matches; with `orClose`, undefined once the socket closed without one. */
+    async next(match: (frame: AgentFrame) => boolean, options: { orClose?: boolean } = {}): Promise<AgentFrame> {
       const deadline = Date.now() + CONDITION_TIMEOUT_MS;
       for (;;) {
         const index = frames.findIndex(match);
         if (index >= 0) return frames.splice(index, 1)[0];
+        if (options.orClose && closeCode !== undefined) return undefined as unknown as AgentFrame;
         if (Date.now() > deadline) throw new Error(`no matching relay frame; got ${frames.map((f) => f.type).join(', ')}`);
         await new Promise<void>((resolve) => {
           waiters.push(resolve);
