@@ -8,7 +8,10 @@ import { openExec } from '../client/exec.ts';
 import { openTerminal } from '../client/terminal.ts';
 import { AGENT_CLOSE, decodeFrame, encodeFrame, DEFAULT_CHANNEL_WINDOW, type AgentFrame } from '../protocol/agent.ts';
 import { RELAY_PROTOCOL_HEADER, RELAY_REPLICA_HEADER } from '../protocol/relay.ts';
+import { issueAgentToken } from '../server/agents/tokens.ts';
+import { connectFakeAgent } from './support/fake-agent.ts';
 import { serverMessage } from './support/frame-arbitraries.ts';
+import { seedWorkspace } from './support/workspace-seed.ts';
 import { postgresSkipReason } from './support/postgres.ts';
 import { startTestServer, unsandboxedProcessDriver, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
@@ -165,6 +168,27 @@ describe.skipIf(postgresSkipReason !== undefined)('the replica relay', { timeout
     }
   });
 
+  it('keeps one connection per agent across replicas: a connection to A replaces the one to B, which then says nothing of presence', async () => {
+    const seeded = await seedWorkspace(a.store.db, { username: 'carol', workspaceName: 'twice' });
+    const token = await issueAgentToken(a.store.db, { workspaceId: seeded.workspaceId, buildId: seeded.buildId, manifest: {}, now: new Date() });
+    const location = async () => (await a.store.db.selectFrom('agent_locations').select('replica_id').where('agent_key', '=', seeded.workspaceId).executeTakeFirst())?.replica_id;
+    const disconnectedAt = async () => (await a.store.db.selectFrom('workspaces').select('agent_disconnected_at').where('id', '=', seeded.workspaceId).executeTakeFirstOrThrow()).agent_disconnected_at;
+
+    const first = await connectFakeAgent(b.url!, token);
+    await waitForAsync(async () => (await location()) === b.den.replicas.id, 'B to record the first connection');
+    const second = await connectFakeAgent(a.url!, token);
+    expect(await first.closed).toBe(AGENT_CLOSE.replaced);
+    await waitForAsync(async () => (await location()) === a.den.replicas.id, 'A to record the second connection');
+    // B's closed connection did not mark the agent disconnected: it is connected, to A
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await disconnectedAt()).toBeNull();
+    expect(a.den.localAgents.isConnected(seeded.workspaceId)).toBe(true);
+    expect(b.den.localAgents.isConnected(seeded.workspaceId)).toBe(false);
+
+    second.close();
+    await waitForAsync(async () => (await disconnectedAt()) !== null && (await location()) === undefined, 'A to record the agent gone');
+  });
+
   it(`keeps relaying through ${FUZZ_RUNS} fuzzed cases of what a peer replica may send (seed ${FUZZ_SEED})`, async () => {
     const crashes: unknown[] = [];
     const recordCrash = (error: unknown) => crashes.push(error);
@@ -217,6 +241,14 @@ describe.skipIf(postgresSkipReason !== undefined)('the replica relay', { timeout
     await waitFor(() => Buffer.concat(out).toString() === 'after the fuzz\n', CONDITION_TIMEOUT_MS, 'the exec\'s output');
   });
 });
+
+async function waitForAsync(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = performance.now() + CONDITION_TIMEOUT_MS;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`Timed out after ${CONDITION_TIMEOUT_MS} ms waiting for ${what}.`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 async function refusal(url: string, headers: Record<string, string>): Promise<{ status: number; code: string }> {
   return new Promise((resolve, reject) => {

@@ -22,6 +22,7 @@ import { recordWorkspaceEvent, type NewWorkspaceEvent } from '../workspaces/even
 import { AgentConnection } from './connection.ts';
 import { openExecSession } from './exec-session.ts';
 import type { AgentHub, ExecRequest, ExecSession } from './hub-types.ts';
+import type { Replicas } from './replicas.ts';
 import type { AgentIdentity } from './tokens.ts';
 import { createLogSequences } from './log-sequences.ts';
 import { createReadyWaits } from './ready.ts';
@@ -35,8 +36,11 @@ export interface AgentHubDeps {
   buildLogs: BuildLogSink;
   /** where agent connections and lifecycle states are announced, and readiness waits listen; one of its own when absent */
   events?: EventBus;
-  /** told which agents connect here and leave, so other replicas can find them (replicas.ts) */
-  presence?: { holdAgent(key: string): void; releaseAgent(key: string): void };
+  /**
+   * This process as a replica (replicas.ts): told which agents connect here and leave, so other
+   * replicas can find them, and telling when one of them connected to another replica since.
+   */
+  presence?: Pick<Replicas, 'id' | 'holdAgent' | 'releaseAgent' | 'onTakenElsewhere'>;
   metrics: Pick<Metrics, 'agentsConnected'>;
   /** how often the server pings each agent; a connection silent for 3 intervals is dropped */
   heartbeatMs?: number;
@@ -88,6 +92,15 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   /** per workspace, the last write of when its agent disconnected (chained, so they land in order) */
   const presence = new Map<string, Promise<void>>();
   let closing = false;
+
+  // One connection per agent across replicas, as within one: the one here goes when the agent
+  // connected to another replica (4003, like a replaced connection; its record there stays).
+  deps.presence?.onTakenElsewhere((workspaceId) => {
+    const connection = connections.get(workspaceId);
+    if (!connection?.isOpen) return;
+    log.info({ workspaceId }, 'the agent connected to another replica; closing its older connection here');
+    connection.close(AGENT_CLOSE.replaced, 'replaced by a connection of the workspace agent to another den replica');
+  });
 
   const heartbeat = setInterval(() => {
     const now = Date.now();
@@ -148,8 +161,13 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
    * not, so the reconciler (on any replica) can tell an agent gone for good from a reconnect.
    */
   const recordPresence = (workspaceId: string, disconnectedAt: Date | null) => {
+    const replica = deps.presence?.id;
     const write = (presence.get(workspaceId) ?? Promise.resolve())
-      .then(() => db.updateTable('workspaces').set({ agent_disconnected_at: disconnectedAt && iso(disconnectedAt) }).where('id', '=', workspaceId).execute())
+      .then(() => db.updateTable('workspaces').set({ agent_disconnected_at: disconnectedAt && iso(disconnectedAt) }).where('id', '=', workspaceId)
+        // a connection ending here says nothing when the agent is connected to another replica now
+        .$if(disconnectedAt !== null && replica !== undefined, (update) => update.where(({ not, exists, selectFrom }) =>
+          not(exists(selectFrom('agent_locations').select('agent_key').where('agent_key', '=', workspaceId).where('replica_id', '!=', replica!)))))
+        .execute())
       .then(() => announce(workspaceId, disconnectedAt ? 'disconnected' : 'connected'), (error: unknown) => log.error({ err: error, workspaceId }, 'could not record whether the agent is connected'))
       .finally(() => { if (presence.get(workspaceId) === write) presence.delete(workspaceId); });
     presence.set(workspaceId, write);

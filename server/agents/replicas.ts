@@ -36,6 +36,12 @@ export interface Replicas {
   heldElsewhere(key: string): boolean;
   /** The replica `id` when it is alive and `secret` is its own; undefined otherwise. */
   verifyPeer(id: string, secret: string): Promise<PeerReplica | undefined>;
+  /**
+   * Calls `handler` when an agent connected here connected to another replica too (a reconnect
+   * this replica has not noticed the end of, or a second process with its token): the older
+   * connection here should go, as it would on one server.
+   */
+  onTakenElsewhere(handler: (key: string) => void): void;
   /** Calls `handler` with the agent keys of a replica found dead (its heartbeat expired), once per replica. */
   onReplicaLost(handler: (keys: string[], at: Date) => void): void;
   /**
@@ -81,6 +87,7 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
   /** per agent key, the last write of its location (chained, so connect and disconnect land in order) */
   const writes = new Map<string, Promise<void>>();
   const lostHandlers: ((keys: string[], at: Date) => void)[] = [];
+  const takenHandlers: ((key: string) => void)[] = [];
   let timer: NodeJS.Timeout | undefined;
   let beating: Promise<void> = Promise.resolve();
   let stopped = false;
@@ -88,8 +95,10 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
   deps.notifier?.listen(LOCATIONS_CHANNEL, (message) => {
     const change = message as { key?: unknown; replica?: unknown };
     if (typeof change?.key !== 'string') return;
-    if (typeof change.replica === 'string' && change.replica !== id) elsewhere.set(change.key, change.replica);
-    else if (change.replica === null && elsewhere.has(change.key)) elsewhere.delete(change.key);
+    if (typeof change.replica === 'string' && change.replica !== id) {
+      elsewhere.set(change.key, change.replica);
+      if (held.has(change.key)) for (const handler of takenHandlers) handler(change.key);
+    } else if (change.replica === null && elsewhere.has(change.key)) elsewhere.delete(change.key);
   });
   // messages sent while the LISTEN connection was down are lost: read the directory again
   deps.notifier?.onReconnect(() => void reload());
@@ -215,6 +224,10 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
       const expected = Buffer.from(row.secret_hash, 'hex');
       const given = Buffer.from(sha256(presented), 'hex');
       return expected.length === given.length && timingSafeEqual(expected, given) ? { id: row.id, url: row.url } : undefined;
+    },
+
+    onTakenElsewhere(handler) {
+      takenHandlers.push(handler);
     },
 
     onReplicaLost(handler) {
