@@ -78,6 +78,8 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
     }).catch(guard.wrap((error: unknown) => {
       if (channels.get(frame.channel) === channel && !channel.link) channels.delete(frame.channel);
       if (!isAppError(error)) log.error({ err: error, agentKey }, 'opening a relayed channel failed');
+      // the peer gave the channel up already: it expects no answer
+      if (channel.abandoned) return;
       send({
         type: 'open_error',
         channel: frame.channel,
