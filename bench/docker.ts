@@ -43,17 +43,20 @@ interface Counts {
   runs: number;
   envRuns: number;
   concurrent: number;
+  /** kill -9 of a workspace container, one per run */
+  detections: number;
 }
 
 /** Result keys (merged into the benchmark's JSON line); null when Docker is not available. */
 export async function dockerBenchmark(options: DockerBenchOptions = {}): Promise<Record<string, unknown>> {
   const say = options.say ?? ((line: string) => process.stderr.write(`${line}\n`));
   const counts: Counts = options.quick
-    ? { runs: 2, envRuns: 1, concurrent: 4 }
+    ? { runs: 2, envRuns: 1, concurrent: 4, detections: 1 }
     : {
       runs: Number(process.env.BENCH_DOCKER_RUNS ?? 10),
       envRuns: Number(process.env.BENCH_DOCKER_ENV_RUNS ?? 5),
       concurrent: Number(process.env.BENCH_DOCKER_CONCURRENT ?? 20),
+      detections: Number(process.env.BENCH_DOCKER_DETECTIONS ?? 5),
     };
   const docker = new Dockerode();
   const missing = await unavailable(docker);
@@ -61,7 +64,7 @@ export async function dockerBenchmark(options: DockerBenchOptions = {}): Promise
     say(`[skip] docker benchmark: ${missing}.`);
     return {
       docker_create_ready_median_ms: null, docker_env_create_ready_median_ms: null, docker_run_baseline_ms: null,
-      docker_concurrent_creates_ok: null, leaked_objects: null, docker_skipped: missing,
+      docker_concurrent_creates_ok: null, docker_reconcile_detection_median_ms: null, leaked_objects: null, docker_skipped: missing,
     };
   }
 
@@ -74,6 +77,7 @@ export async function dockerBenchmark(options: DockerBenchOptions = {}): Promise
     Object.assign(results, await starterVsBaseline(den, docker, counts.runs, created, say));
     Object.assign(results, await environment(den, counts.envRuns, created, say));
     Object.assign(results, await concurrentCreates(den, counts.concurrent, created, say));
+    Object.assign(results, await reconcileDetection(den, docker, counts.detections, created, say));
   } catch (error) {
     // The rest of `npm run bench` still prints its line; the failure is in it, not lost.
     say(`docker benchmark failed: ${(error as Error).message}`);
@@ -160,6 +164,32 @@ async function concurrentCreates(den: Den, count: number, created: Set<string>, 
     docker_concurrent_creates_of: count,
     docker_concurrent_wall_ms: round(wall),
     docker_concurrent_delete_ms: round(performance.now() - deleteStarted),
+  };
+}
+
+/**
+ * From `docker kill --signal KILL` of a workspace container to the API showing the workspace
+ * down: the engine's event stream, the driver's event, the reconciler's write.
+ */
+async function reconcileDetection(den: Den, docker: Dockerode, runs: number, created: Set<string>, say: (line: string) => void) {
+  say(`docker: reconcile detection, kill -9 of the workspace container until the API shows it down, ${runs} runs`);
+  const detections: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const name = `dk-kill-${i}`;
+    await createAndWait(den, name, 'starter', created);
+    const { id } = (await api(den, 'GET', `/api/v1/workspaces/${den.owner}/${name}`)) as { id: string };
+    const [container] = await docker.listContainers({ filters: { label: [`${LABEL_WORKSPACE}=${id}`, 'den.kind=workspace'] } });
+    const killed = performance.now();
+    await docker.getContainer(container.Id).kill({ signal: 'SIGKILL' });
+    await waitFor(async () => ((await api(den, 'GET', `/api/v1/workspaces/${den.owner}/${name}`)) as { health: { state: string } | null }).health?.state === 'down',
+      READY_TIMEOUT_MS, `${name} shown down`, 10);
+    detections.push(performance.now() - killed);
+    await deleteAndWait(den, name);
+  }
+  say(`  median ${round(median(detections))} ms`);
+  return {
+    docker_reconcile_detection_median_ms: round(median(detections)),
+    docker_reconcile_detection_range_ms: [round(Math.min(...detections)), round(Math.max(...detections))],
   };
 }
 

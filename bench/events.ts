@@ -13,10 +13,12 @@ const BATCH = 200;
 /** A subscriber further behind than this makes the publisher wait, as far below the drop limit. */
 const MAX_LAG = 400;
 const SUBSCRIBERS_PER_ROLE = 2;
+/** How long the publisher waits for a lagging subscriber before it gives up (it used to wait for ever). */
+const LAG_TIMEOUT_MS = 30_000;
 
 export async function eventsBenchmark(options: { say: (line: string) => void }): Promise<{ events_delivered_per_s: number; events_subscribers: number }> {
   const server = await startTestServer({ listen: true, driver: () => idleDriver, startWorkers: false });
-  const readers: Array<{ received: number; abort: AbortController }> = [];
+  const readers: Array<{ received: number; abort: AbortController; ended?: string }> = [];
   try {
     const owner = await setupOwner(server.app);
     const member = await createUserWithToken(server.app, owner.token, 'member', 'alice');
@@ -31,7 +33,14 @@ export async function eventsBenchmark(options: { say: (line: string) => void }):
       for (let i = 0; i < BATCH; i++, published++) {
         server.den.events.publish({ type: 'agent', workspaceId, at: new Date().toISOString(), state: 'ready' });
       }
-      while (readers.some((reader) => published - reader.received > MAX_LAG)) await new Promise((resolve) => setImmediate(resolve));
+      // A reader whose stream ended (the server dropped it, or it never opened) would be waited on forever: fail instead.
+      const lagging = performance.now();
+      while (readers.some((reader) => published - reader.received > MAX_LAG)) {
+        const gone = readers.find((reader) => reader.ended);
+        if (gone) throw new Error(`an event stream ended after ${gone.received} events (${gone.ended}); the benchmark cannot go on`);
+        if (performance.now() - lagging > LAG_TIMEOUT_MS) throw new Error(`a subscriber stayed ${MAX_LAG} events behind for ${LAG_TIMEOUT_MS} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 1));
+      }
     }
     await waitFor(async () => readers.every((reader) => reader.received >= EVENTS), 60_000, 'every event delivered', 1);
     const seconds = (performance.now() - started) / 1000;
@@ -43,10 +52,11 @@ export async function eventsBenchmark(options: { say: (line: string) => void }):
 }
 
 /** A subscriber that counts the events it reads (one `id:` line each). */
-async function openReader(url: string, token: string): Promise<{ received: number; abort: AbortController }> {
+async function openReader(url: string, token: string): Promise<{ received: number; abort: AbortController; ended?: string }> {
   const abort = new AbortController();
   const response = await fetch(`${url}/api/v1/events`, { headers: { authorization: `Bearer ${token}` }, signal: abort.signal });
-  const reader = { received: 0, abort };
+  if (!response.ok) throw new Error(`GET /api/v1/events answered ${response.status}: ${await response.text()}`);
+  const reader: { received: number; abort: AbortController; ended?: string } = { received: 0, abort };
   const decoder = new TextDecoder();
   void (async () => {
     let carry = '';
@@ -56,7 +66,10 @@ async function openReader(url: string, token: string): Promise<{ received: numbe
       for (const line of text.slice(0, cut + 1).split('\n')) if (line.startsWith('id: ')) reader.received++;
       carry = text.slice(cut + 1);
     }
-  })().catch(() => undefined);
+    reader.ended ??= 'the server closed the stream';
+  })().catch((error: unknown) => {
+    reader.ended ??= (error as Error).message;
+  });
   return reader;
 }
 

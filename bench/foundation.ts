@@ -11,6 +11,7 @@ import { openStore } from '../server/store/connect.ts';
 import { createTestDatabase, postgresUrl } from '../test/support/postgres.ts';
 import { dockerBenchmark } from './docker.ts';
 import { eventsBenchmark } from './events.ts';
+import { relayBenchmark } from './relay.ts';
 import { freePort, median, processCpuMs, round, waitFor } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
@@ -122,6 +123,9 @@ say('reference: a bare Fastify route returning the same JSON from memory');
 results.list_reference_p99_ms = await referenceListBenchmark();
 
 Object.assign(results, await eventsBenchmark({ say }));
+
+// exec and terminal echo through the replica that holds the agent and through another one (the relay)
+Object.assign(results, await relayBenchmark({ say }));
 
 // The docker runtime, side by side with the process runtime above; prints a [skip] line and
 // reports nulls without an engine and den's images. `--quick` runs it with small counts.

@@ -62,6 +62,8 @@ export const ERROR_CODES = {
   AGENT_PROTOCOL_UNSUPPORTED: { status: 400, doc: 'The agent speaks a protocol major version the server does not know.' },
   AGENT_NOT_CONNECTED: { status: 409, doc: 'The workspace agent is not connected right now.' },
   AGENT_NOT_FOUND: { status: 404, doc: 'The workspace runs no agent beside the service named.' },
+  REPLICA_UNAUTHORIZED: { status: 401, doc: 'A replica relay was dialed without the id and secret of a live replica of this deployment.' },
+  RELAY_PROTOCOL_UNSUPPORTED: { status: 400, doc: 'A replica dialed the relay with a relay protocol major version this replica does not speak; run one den version across replicas.' },
   WORKSPACE_DOWN: { status: 409, doc: 'den observed that the workspace\'s agent, container or a service died after its build; start the workspace again.' },
   AGENT_PROTOCOL_ERROR: { status: 502, doc: 'The workspace agent sent a malformed or out-of-order frame; den closed that channel (or, after many, the link).' },
   EXEC_FAILED: { status: 502, doc: 'The command could not be started in the workspace (the agent refused or failed it; not an error of den itself).' },

@@ -52,6 +52,12 @@ export const configSchema = z.object({
   /** The address the SSH port listens on; defaults to the host of `listen`. */
   sshHost: z.string().min(1).optional(),
   instance: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'Use lowercase letters, digits and -, for example den-staging.').default('den'),
+  /**
+   * Where the other replicas of this deployment (den servers on the same PostgreSQL database)
+   * reach this one's relay to get at the agents connected here; defaults to http://<listen>.
+   * Behind a load balancer, each replica's own address, never the balancer's.
+   */
+  replicaUrl: z.url({ protocol: /^https?$/, error: 'Use an http:// or https:// URL, for example http://10.0.0.5:7080.' }).optional(),
 });
 
 export const DEFAULT_SSH_PORT = 2222;
@@ -75,7 +81,7 @@ function booleanSetting() {
   }, z.boolean({ error: 'Use true or false (also 1/0, yes/no, on/off).' }));
 }
 
-export type Config = Readonly<z.infer<typeof configSchema>> & { readonly accessUrl: string };
+export type Config = Readonly<z.infer<typeof configSchema>> & { readonly accessUrl: string; readonly replicaUrl: string };
 
 const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_LISTEN: 'listen',
@@ -93,6 +99,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_INSTANCE: 'instance',
   DEN_SSH_PORT: 'sshPort',
   DEN_SSH_HOST: 'sshHost',
+  DEN_REPLICA_URL: 'replicaUrl',
 };
 
 export class ConfigError extends Error {}
@@ -121,6 +128,7 @@ export function loadConfig(
     ...config,
     dataDir: resolve(config.dataDir),
     accessUrl: (config.accessUrl ?? `http://${config.listen}`).replace(/\/$/, ''),
+    replicaUrl: (config.replicaUrl ?? `http://${config.listen}`).replace(/\/$/, ''),
   });
 }
 

@@ -1,7 +1,11 @@
 import type { DenBase } from './base.ts';
 import { createAgentHub, type LocalAgentHub } from './agents/hub.ts';
+import { parseAgentKey } from './agents/hub-types.ts';
+import { createRoutedAgentHub } from './agents/relay.ts';
+import { createReplicas, type Replicas } from './agents/replicas.ts';
 import { createLiveAccess, type LiveAccess } from './auth/live-access.ts';
 import { createLoginLimits, type LoginLimits } from './auth/login-limits.ts';
+import { createStoreLoginLimitState } from './auth/login-limit-store.ts';
 import { createLocalRevocationBus, createPgRevocationBus, type RevocationBus } from './auth/revocations.ts';
 import { createBuildLogs } from './builds/logs.ts';
 import { createBuildService, type BuildService } from './builds/service.ts';
@@ -36,10 +40,14 @@ export interface DenOptions extends DenBase {
  * options and never see this object.
  */
 export interface Den extends DenBase {
-  /** the agents connected to this process */
+  /** the agents of every replica: this process's own connections, the others' through the relay */
   agents: LocalAgentHub;
   /** den's agent bundle as one tar with its checksum: served to agents, named by plans that download it */
   agentBundle: AgentDownload;
+  /** the agents connected to this process alone (what the relay serves to other replicas) */
+  localAgents: LocalAgentHub;
+  /** this process as a replica of the deployment, and where the others' agents are */
+  replicas: Replicas;
   builds: BuildService;
   reconciler: Reconciler;
   /** workspace status, build progress and agent state, for GET /api/v1/events */
@@ -53,12 +61,13 @@ export interface Den extends DenBase {
   ssh: SshGateway;
   /** records workspace use (SSH traffic) */
   activity: ActivityRecorder;
-  /** Starts the build workers and the reconcile loop, unless this process was built without them. */
+  /** Registers this replica, then starts the build workers and the reconcile loop, unless this process was built without them. */
   start(): Promise<void>;
   /**
    * Stops what start() started and closes the agent connections, in this order: the SSH gateway, live access,
-   * reconcile loop, build workers (running builds get a grace period), agents, the PostgreSQL
-   * LISTEN connection of the shared buses. The store and the
+   * reconcile loop, build workers (running builds get a grace period), agents, this replica's
+   * row (marked expired, so another replica takes its agents over), the PostgreSQL LISTEN
+   * connection of the shared buses. The store and the
    * driver belong to whoever opened them and stay open.
    */
   stop(): Promise<void>;
@@ -75,12 +84,26 @@ export function createDen(options: DenOptions): Den {
   // The build log comes first: the agent hub writes an agent's startup lines into it, and the
   // build service needs the hub to wait for agents.
   const buildLogs = createBuildLogs(base.store.db, base.clock, (error) => base.log.error({ err: error }, 'writing build log lines failed'));
-  const agents = createAgentHub({ ...base, events, buildLogs, metrics });
+  const replicas = createReplicas({ db: base.store.db, clock: base.clock, url: base.config.replicaUrl, notifier, log: base.log });
+  const localAgents = createAgentHub({ ...base, events, buildLogs, metrics, presence: replicas });
+  const agents = createRoutedAgentHub({ local: localAgents, replicas, log: base.log });
+  // a replica killed without a goodbye leaves its agents' records: whoever finds it dead says they are gone
+  replicas.onReplicaLost((keys, at) => {
+    localAgents.recordLost(keys, at);
+    // agents that dial a socket the dead replica served (process runtime) reach this one instead
+    void base.driver.takeOverAgents?.([...new Set(keys.map((key) => parseAgentKey(key).workspaceId))]).catch((error: unknown) => base.log.error({ err: error }, 'could not take over the agents of a replica that died'));
+  });
   const agentBundle = createAgentDownload(join(base.config.dataDir, 'agent-download'));
   const builds = createBuildService({ ...base, events, agents, agentBundle, logs: buildLogs, metrics });
   const revocations = givenRevocations ?? (notifier ? createPgRevocationBus(notifier, base.log) : createLocalRevocationBus(base.log));
   const liveAccess = createLiveAccess(revocations);
-  const loginLimits = givenLoginLimits ?? createLoginLimits({ onRefused: (reason) => metrics.loginsRefused.inc({ reason }) });
+  // On PostgreSQL the replicas share the counts, so a guesser cannot spread attempts over them.
+  const loginLimits = givenLoginLimits ?? createLoginLimits({
+    onRefused: (reason) => metrics.loginsRefused.inc({ reason }),
+    ...(base.store.dialect === 'postgres'
+      ? { state: createStoreLoginLimitState(base.store.db, 'limits'), knownAddresses: createStoreLoginLimitState(base.store.db, 'known') }
+      : {}),
+  });
   const reconciler = createReconciler({
     ...base,
     events,
@@ -95,6 +118,8 @@ export function createDen(options: DenOptions): Den {
     agentBundle,
     ssh,
     activity,
+    localAgents,
+    replicas,
     builds,
     reconciler,
     events,
@@ -105,6 +130,7 @@ export function createDen(options: DenOptions): Den {
     async start() {
       // another replica's events and revocations are heard from the moment this one serves
       await notifier?.ready;
+      await replicas.start();
       if (startWorkers === false) return;
       await builds.start();
       reconciler.start();
@@ -115,6 +141,7 @@ export function createDen(options: DenOptions): Den {
       await reconciler.stop();
       await builds.stop();
       await agents.close();
+      await replicas.stop();
       await notifier?.close();
     },
   };

@@ -148,6 +148,8 @@ const MATRIX: Record<string, MatrixRow> = {
   // the agent bundle (for init containers): an agent token of a live workspace, never a user's credentials
   'GET /api/v1/events': { auth: 'user', stream: true },
   'GET /api/v1/agent/bundle': { auth: 'public', expect: ALL_CALLERS({ status: 401, code: 'AGENT_UNAUTHORIZED' }) },
+  // replica to replica only: a user's token or session opens nothing here
+  'GET /api/v1/replicas/relay': { auth: 'public', expect: ALL_CALLERS({ status: 401, code: 'REPLICA_UNAUTHORIZED' }) },
   'GET /api/v1/workspaces/:owner/:name/exec': { auth: 'user', workspace: true },
 
   // ---- web pages (server/web): public, they hold no data; the page signs in through the API ----

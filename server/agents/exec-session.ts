@@ -1,11 +1,32 @@
 import { Duplex, Readable } from 'node:stream';
 import { AppError } from '../../protocol/errors.ts';
-import { DEFAULT_CHANNEL_WINDOW, type AgentFrame } from '../../protocol/agent.ts';
+import { DEFAULT_CHANNEL_WINDOW, type AgentFrame, type ExecOpen } from '../../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../../protocol/agent-flow.ts';
-import type { ChannelEndpoint, ExecSession } from './hub-types.ts';
+import type { AgentHub, ChannelEndpoint, ExecRequest, ExecSession } from './hub-types.ts';
 
 /** Keeps at most this much unread output per stream in the server before the agent stops sending; below the channel window so credit is granted while the buffer drains. */
 const READ_HIGH_WATER = 64 * 1024;
+
+/** pty size when an exec asks for a tty without giving one */
+const DEFAULT_TTY = { cols: 80, rows: 24 };
+
+/** Opens an exec channel through `openChannel` (of this process's hub or across replicas) as an ExecSession. */
+export async function openExecSession(openChannel: (spec: ExecOpen, window: number, attach: Parameters<AgentHub['openChannel']>[3]) => Promise<number>, request: ExecRequest): Promise<ExecSession> {
+  let session: ExecSession | undefined;
+  const spec: ExecOpen = {
+    kind: 'exec',
+    command: request.command,
+    ...(request.env ? { env: request.env } : {}),
+    ...(request.cwd ? { cwd: request.cwd } : {}),
+    ...(request.tty ? { tty: request.ttySize ?? DEFAULT_TTY } : {}),
+  };
+  await openChannel(spec, DEFAULT_CHANNEL_WINDOW, (channel, peerWindow, link) => {
+    const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => link.release());
+    session = created.session;
+    return created.endpoint;
+  });
+  return session!;
+}
 
 /**
  * The server end of an exec channel as the AgentHub's ExecSession: stdin is a Writable whose

@@ -25,6 +25,12 @@ export function agentKey(target: AgentTarget): string {
   return `${ref.workspaceId}/${ref.agent}`;
 }
 
+/** The agent an agentKey names (keys travel between replicas as strings). */
+export function parseAgentKey(key: string): AgentRef {
+  const slash = key.indexOf('/');
+  return slash < 0 ? agentRef(key) : { workspaceId: key.slice(0, slash), agent: key.slice(slash + 1) };
+}
+
 /**
  * What the rest of the server needs from agent connections. Implemented in ./hub.ts.
  * Designed for scale-out: a caller never assumes the agent is connected to this process

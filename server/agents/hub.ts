@@ -3,7 +3,6 @@ import type { WebSocket } from 'ws';
 import {
   AGENT_CLOSE,
   AGENT_PROTOCOL,
-  DEFAULT_CHANNEL_WINDOW,
   decodeFrame,
   encodeFrame,
   helloVersion,
@@ -22,12 +21,13 @@ import type { Store } from '../store/connect.ts';
 import { iso, type Clock } from '../store/time.ts';
 import { recordWorkspaceEvent, type NewWorkspaceEvent } from '../workspaces/events.ts';
 import { AgentConnection } from './connection.ts';
-import { createExecSession } from './exec-session.ts';
-import { agentKey, agentRef, type AgentHub, type AgentRef, type AgentTarget, type ExecRequest, type ExecSession } from './hub-types.ts';
-import { currentAgentBuild, type AgentIdentity } from './tokens.ts';
+import { openExecSession } from './exec-session.ts';
+import { agentKey, agentRef, parseAgentKey, type AgentHub, type AgentRef, type AgentTarget, type ExecRequest, type ExecSession } from './hub-types.ts';
+import type { Replicas } from './replicas.ts';
+import type { AgentIdentity } from './tokens.ts';
 import { createLogSequences } from './log-sequences.ts';
-import { createReadyWaiters } from './ready.ts';
-import type { EventPublisher } from '../events/bus.ts';
+import { createReadyWaits } from './ready.ts';
+import { createLocalEventBus, type EventBus } from '../events/bus.ts';
 
 export interface AgentHubDeps {
   config: Config;
@@ -35,8 +35,14 @@ export interface AgentHubDeps {
   clock: Clock;
   log: Logger;
   buildLogs: BuildLogSink;
-  /** where agent connections and lifecycle states are announced */
-  events?: EventPublisher;
+  /** where agent connections and lifecycle states are announced, and readiness waits listen; one of its own when absent */
+  events?: EventBus;
+  /**
+   * This process as a replica (replicas.ts): told which agents connect here and leave (by
+   * agentKey), so other replicas can find them, and telling when one of them connected to
+   * another replica since.
+   */
+  presence?: Pick<Replicas, 'id' | 'holdAgent' | 'releaseAgent' | 'onTakenElsewhere'>;
   metrics: Pick<Metrics, 'agentsConnected'>;
   /** how often the server pings each agent; a connection silent for 3 intervals is dropped */
   heartbeatMs?: number;
@@ -51,6 +57,11 @@ export interface LocalAgentHub extends AgentHub {
   accept(socket: WebSocket, identity: AgentIdentity, remoteAddress?: string): void;
   /** The lifecycle state last reported by the agent to this process. */
   stateOf(agent: AgentTarget): { buildId: string; state: LifecycleState; message?: string } | undefined;
+  /**
+   * Records that the agents `keys` (agentKey), held by a replica that died, are disconnected
+   * since `at` (unless they are connected here already), so the reconciler sees them gone.
+   */
+  recordLost(keys: string[], at: Date): void;
   /** How many entries the hub holds in its per-agent maps, each of them bounded (the tests check it). */
   sizes(): { connections: number; states: number; logSequences: number; persisting: number };
 }
@@ -58,8 +69,6 @@ export interface LocalAgentHub extends AgentHub {
 const DEFAULT_HEARTBEAT_MS = 15_000;
 /** An agent that connects must say hello within this time. */
 const HELLO_TIMEOUT_MS = 10_000;
-/** pty size when an exec asks for a tty without giving one */
-const DEFAULT_TTY = { cols: 80, rows: 24 };
 
 export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const log = deps.log.child({ module: 'agents' });
@@ -70,7 +79,11 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const states = new Map<string, { buildId: string; state: LifecycleState; message?: string }>();
   /** highest log seq appended per agent and agent process, so frames resent after a reconnect are not appended twice */
   const logSeqs = createLogSequences();
-  const waiters = createReadyWaiters();
+  const events = deps.events ?? createLocalEventBus((error) => log.error({ err: error }, 'an event subscriber failed'));
+  const ready = createReadyWaits(db, events, (ref, buildId) => {
+    const known = states.get(agentKey(ref));
+    return known?.buildId === buildId ? known.message : undefined;
+  });
   /** the store write of each agent's lifecycle reports while one runs */
   const persisting = new Map<string, Promise<void>>();
   /** the latest lifecycle report of each agent not yet written to the store */
@@ -82,6 +95,15 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   /** per agent, the last write of when it connected or disconnected (chained, so they land in order) */
   const presence = new Map<string, Promise<void>>();
   let closing = false;
+
+  // One connection per agent across replicas, as within one: the one here goes when the agent
+  // connected to another replica (4003, like a replaced connection; its record there stays).
+  deps.presence?.onTakenElsewhere((key) => {
+    const connection = connections.get(key);
+    if (!connection?.isOpen) return;
+    log.info({ agent: key }, 'the agent connected to another replica; closing its older connection here');
+    connection.close(AGENT_CLOSE.replaced, 'replaced by a connection of the same agent to another den replica');
+  });
 
   const heartbeat = setInterval(() => {
     const now = Date.now();
@@ -127,7 +149,6 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         } catch (error) {
           log.error({ err: error, ...ref }, 'could not record the agent state');
         }
-        waiters.settle(key, report.buildId, report.state, report.message);
       }
     })().finally(() => {
       persisting.delete(key);
@@ -145,7 +166,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
 
   /** Tells the client event stream about the agent, once the store has it. */
   const announce = (ref: AgentRef, state: LifecycleState | 'connected' | 'disconnected', message?: string) => {
-    deps.events?.publish({
+    events.publish({
       type: 'agent', workspaceId: ref.workspaceId, ...(ref.agent !== MAIN_AGENT ? { agent: ref.agent } : {}),
       at: iso(deps.clock.now()), state, ...(message ? { message } : {}),
     });
@@ -158,8 +179,16 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
   const recordPresence = (ref: AgentRef, disconnectedAt: Date | null) => {
     const key = agentKey(ref);
     const at = iso(disconnectedAt ?? deps.clock.now());
+    const replica = deps.presence?.id;
+    // The row exists once the agent connected: a disconnection only updates it, and says nothing
+    // when the agent is connected to another replica by now.
+    const markDisconnected = () => db.updateTable('agents').set({ disconnected_at: at })
+      .where('workspace_id', '=', ref.workspaceId).where('name', '=', ref.agent)
+      .$if(replica !== undefined, (update) => update.where(({ not, exists, selectFrom }) =>
+        not(exists(selectFrom('agent_locations').select('agent_key').where('agent_key', '=', key).where('replica_id', '!=', replica!)))))
+      .execute();
     const write = (presence.get(key) ?? Promise.resolve())
-      .then(() => upsertAgent(ref, disconnectedAt ? { disconnected_at: at } : { connected_at: at, disconnected_at: null }))
+      .then(async () => { await (disconnectedAt ? markDisconnected() : upsertAgent(ref, { connected_at: at, disconnected_at: null })); })
       .then(() => announce(ref, disconnectedAt ? 'disconnected' : 'connected'), (error: unknown) => log.error({ err: error, ...ref }, 'could not record whether the agent is connected'))
       .finally(() => { if (presence.get(key) === write) presence.delete(key); });
     presence.set(key, write);
@@ -208,6 +237,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
         if (connections.get(key) === connection) {
           connections.delete(key);
           updateGauge();
+          deps.presence?.releaseAgent(key);
           if (!closing) {
             recordPresence(ref, deps.clock.now());
             if (ref.agent !== MAIN_AGENT && code !== AGENT_CLOSE.shutdown) recordServiceAgentLost(ref, code, reason);
@@ -237,6 +267,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     connections.set(key, connection);
     updateGauge();
     recordPresence(ref, null);
+    deps.presence?.holdAgent(key);
     if (older?.isOpen) recordReplaced(identity, older, { address, instance: hello.instance });
     older?.close(AGENT_CLOSE.replaced, 'replaced by a newer connection of the same agent');
     connection.send({
@@ -331,6 +362,10 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       }));
     },
 
+    recordLost(keys, at) {
+      for (const key of keys) if (!connections.get(key)?.isOpen) recordPresence(parseAgentKey(key), at);
+    },
+
     stateOf(target) {
       return states.get(agentKey(target));
     },
@@ -340,18 +375,9 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     },
 
     async waitForReady(target, buildId, options) {
+      // the store and the bus: the agent may be connected to another replica
       const ref = agentRef(target);
-      const known = states.get(agentKey(ref));
-      if (known?.buildId === buildId && (known.state === 'ready' || known.state === 'start_error')) {
-        return waiters.outcome(known.state, known.message);
-      }
-      // Another replica (or this one before a restart) may have recorded it already.
-      const row = await db.selectFrom('agents').select('state').where('workspace_id', '=', ref.workspaceId).where('name', '=', ref.agent).executeTakeFirst();
-      if ((row?.state === 'ready' || row?.state === 'start_error') && (await currentAgentBuild(db, ref)) === buildId) {
-        return waiters.outcome(row.state, undefined);
-      }
-      if (closing) throw waiters.canceled();
-      return waiters.wait(agentKey(ref), buildId, { ...options, agent: agentPhrase(ref) });
+      return ready.wait(ref, buildId, { ...options, agent: agentPhrase(ref) });
     },
 
     isConnected(target) {
@@ -379,20 +405,8 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
       if (!connection?.isOpen) {
         throw new AppError('AGENT_NOT_CONNECTED', `The ${agentPhrase(ref)} is not connected. Wait for the workspace to be running (\`den show\`) and try again.`);
       }
-      let session: ExecSession | undefined;
-      const spec = {
-        kind: 'exec' as const,
-        command: request.command,
-        ...(request.env ? { env: request.env } : {}),
-        ...(request.cwd ? { cwd: request.cwd } : {}),
-        ...(request.tty ? { tty: request.ttySize ?? DEFAULT_TTY } : {}),
-      };
-      await connection.openChannel(spec, DEFAULT_CHANNEL_WINDOW, (channel, peerWindow) => {
-        const created = createExecSession(channel, peerWindow, (frame) => connection.send(frame), () => connection.release(channel));
-        session = created.session;
-        return created.endpoint;
-      });
-      return session!;
+      return openExecSession((spec, window, attach) => connection.openChannel(spec, window, (channel, peerWindow) =>
+        attach(channel, peerWindow, { send: (frame) => connection.send(frame), release: () => connection.release(channel) })), request);
     },
 
     async openChannel(target, spec, window, attach) {
@@ -409,7 +423,7 @@ export function createAgentHub(deps: AgentHubDeps): LocalAgentHub {
     async close() {
       closing = true;
       clearInterval(heartbeat);
-      waiters.cancelAll();
+      ready.cancelAll();
       // 1001 "going away": the agent keeps its state and reconnects to the next server
       for (const connection of connections.values()) connection.close(1001, 'server shutting down');
       connections.clear();

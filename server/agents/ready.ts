@@ -1,71 +1,105 @@
+import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
-import type { LifecycleState } from '../../protocol/agent.ts';
-
-interface Waiter {
-  buildId: string;
-  resolve(): void;
-  reject(error: Error): void;
-}
+import type { EventBus } from '../events/bus.ts';
+import type { Database } from '../store/schema.ts';
+import { MAIN_AGENT } from '../../protocol/agent.ts';
+import type { AgentRef } from './hub-types.ts';
+import { currentAgentBuild } from './tokens.ts';
 
 /**
- * The in-process side of AgentHub.waitForReady: callers wait on (workspace, build) and are
- * settled when that build's agent reports ready or start_error, or when they time out or are
- * aborted.
+ * AgentHub.waitForReady for any replica: the store says whether the agent of a build reported
+ * ready (its row in `agents`, written by the replica that holds the agent before it announces the state),
+ * and the event bus says when to look again (an `agent` event of that agent; on PostgreSQL it
+ * comes from every replica). A build on replica A thus finishes when the agent connected to
+ * replica B reports ready. A slow re-read covers a NOTIFY lost while the bus reconnected.
  */
-export function createReadyWaiters() {
-  const waiters = new Map<string, Set<Waiter>>();
+export interface ReadyWaits {
+  /** `agent` is how the timeout names the agent ("workspace agent", "agent of service api"). */
+  wait(ref: AgentRef, buildId: string, options: { timeoutMs: number; signal?: AbortSignal; agent?: string }): Promise<void>;
+  /** Rejects every wait with AGENT_WAIT_CANCELED (server shutdown). */
+  cancelAll(): void;
+}
 
-  const outcome = (state: 'ready' | 'start_error', message: string | undefined): Promise<void> =>
-    state === 'ready' ? Promise.resolve() : Promise.reject(startFailed(message));
+/** The backstop re-read while waiting: a lost NOTIFY costs at most this much. */
+const RECHECK_MS = 2_000;
+
+/**
+ * `localMessage` is the start_error message of a build whose agent is connected to this process,
+ * if it has one (the store keeps only the state; other replicas' messages come with their event).
+ */
+export function createReadyWaits(
+  db: Kysely<Database>,
+  events: Pick<EventBus, 'subscribe'>,
+  localMessage: (ref: AgentRef, buildId: string) => string | undefined = () => undefined,
+): ReadyWaits {
+  const active = new Set<(error: Error) => void>();
+  let closed = false;
 
   return {
-    outcome,
-
-    canceled,
-
-    /** `agent` is how the timeout names the agent ("workspace agent", "agent of service api"). */
-    wait(workspaceId: string, buildId: string, options: { timeoutMs: number; signal?: AbortSignal; agent?: string }): Promise<void> {
+    wait(ref, buildId, options) {
+      if (closed) return Promise.reject(canceled());
       return new Promise<void>((resolve, reject) => {
         if (options.signal?.aborted) return reject(canceled());
-        let set = waiters.get(workspaceId);
-        if (!set) waiters.set(workspaceId, (set = new Set()));
-        const cleanup = () => {
+        let finished = false;
+        let checking: Promise<void> | undefined;
+        let recheck = false;
+        /** the message of the last start_error heard on the bus (the store keeps only the state) */
+        let message: string | undefined;
+
+        const finish = (error?: Error) => {
+          if (finished) return;
+          finished = true;
           clearTimeout(timer);
+          clearInterval(backstop);
+          unsubscribe();
           options.signal?.removeEventListener('abort', onAbort);
-          set!.delete(waiter);
-          if (set!.size === 0 && waiters.get(workspaceId) === set) waiters.delete(workspaceId);
+          active.delete(finish);
+          if (error) reject(error);
+          else resolve();
         };
-        const waiter: Waiter = {
-          buildId,
-          resolve: () => (cleanup(), resolve()),
-          reject: (error) => (cleanup(), reject(error)),
+        const check = () => {
+          if (finished) return;
+          if (checking) {
+            recheck = true;
+            return;
+          }
+          checking = (async () => {
+            const row = await db.selectFrom('agents').select('state').where('workspace_id', '=', ref.workspaceId).where('name', '=', ref.agent).executeTakeFirst();
+            const state = row?.state;
+            if (state !== 'ready' && state !== 'start_error') return;
+            if ((await currentAgentBuild(db, ref)) !== buildId) return;
+            finish(state === 'ready' ? undefined : startFailed(message ?? localMessage(ref, buildId)));
+          })()
+            .catch((error: unknown) => finish(error as Error))
+            .finally(() => {
+              checking = undefined;
+              if (recheck) {
+                recheck = false;
+                check();
+              }
+            });
         };
-        const onAbort = () => waiter.reject(canceled());
-        const timer = setTimeout(() => {
-          waiter.reject(
-            new AppError(
-              'AGENT_READY_TIMEOUT',
-              `The ${options.agent ?? 'workspace agent'} did not become ready within ${Math.round(options.timeoutMs / 1000)} s. Check the build log (\`den logs\`) for the agent's and the startup scripts' output.`,
-            ),
-          );
-        }, options.timeoutMs);
+        const onAbort = () => finish(canceled());
+        const timer = setTimeout(() => finish(new AppError(
+          'AGENT_READY_TIMEOUT',
+          `The ${options.agent ?? 'workspace agent'} did not become ready within ${Math.round(options.timeoutMs / 1000)} s. Check the build log (\`den logs\`) for the agent's and the startup scripts' output.`,
+        )), options.timeoutMs);
+        const backstop = setInterval(check, RECHECK_MS);
+        // subscribed before the first read, so a report stored in between is not missed
+        const unsubscribe = events.subscribe((_id, event) => {
+          if (event.type !== 'agent' || event.workspaceId !== ref.workspaceId || (event.agent ?? MAIN_AGENT) !== ref.agent) return;
+          if (event.state === 'start_error') message = event.message;
+          check();
+        });
         options.signal?.addEventListener('abort', onAbort, { once: true });
-        set.add(waiter);
+        active.add(finish);
+        check();
       });
     },
 
-    /** A lifecycle report arrived (and was stored): settle the waiters of that build. */
-    settle(workspaceId: string, buildId: string, state: LifecycleState, message: string | undefined): void {
-      if (state !== 'ready' && state !== 'start_error') return;
-      for (const waiter of [...(waiters.get(workspaceId) ?? [])]) {
-        if (waiter.buildId !== buildId) continue;
-        if (state === 'ready') waiter.resolve();
-        else waiter.reject(startFailed(message));
-      }
-    },
-
-    cancelAll(): void {
-      for (const set of [...waiters.values()]) for (const waiter of [...set]) waiter.reject(canceled());
+    cancelAll() {
+      closed = true;
+      for (const finish of [...active]) finish(canceled());
     },
   };
 }

@@ -1,7 +1,7 @@
 /**
- * Where the login limits keep their counts. One process holds them in memory today; the seam
- * exists so several replicas can share them through the store later (the same two operations,
- * each atomic in one statement), without the policy in login-limits.ts changing.
+ * Where the login limits keep their counts: in memory for one process (SQLite), in PostgreSQL
+ * for replicas that share a database (login-limit-store.ts; the same two operations, each atomic
+ * in one statement), without the policy in login-limits.ts changing.
  *
  * Times are milliseconds since the epoch, passed in by the caller, so replicas that share the
  * state agree on windows and tests can move time by hand.

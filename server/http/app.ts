@@ -19,6 +19,7 @@ import { userRoutes } from '../users/routes.ts';
 import { templateRoutes } from '../templates/routes.ts';
 import { workspaceRoutes } from '../workspaces/routes.ts';
 import { agentRoutes } from '../agents/routes.ts';
+import { relayRoutes } from '../agents/relay-routes.ts';
 import { terminalRoutes } from '../terminal/routes.ts';
 import { webRoutes } from '../web/routes.ts';
 import { eventRoutes } from '../events/routes.ts';
@@ -95,6 +96,7 @@ export async function buildServer(den: Den): Promise<FastifyInstance> {
   await app.register(templateRoutes, { prefix: '/api/v1', ...deps });
   await app.register(workspaceRoutes, { prefix: '/api/v1', ...deps });
   await app.register(agentRoutes, { prefix: '/api/v1', ...deps });
+  await app.register(relayRoutes, { prefix: '/api/v1', ...deps });
   await app.register(terminalRoutes, { prefix: '/api/v1', ...deps });
   await app.register(eventRoutes, { prefix: '/api/v1', ...deps });
   await app.register(sshRoutes, { prefix: '/api/v1', ...deps });

@@ -62,6 +62,13 @@ export interface RuntimeDriver {
    * runtime passes each one on with the workspace it came from. Called once, before workspaces start.
    */
   serveAgents?(accept: AcceptAgentSocket): Promise<void>;
+  /**
+   * With serveAgents, when several replicas share the runtime's state (one host, one data dir):
+   * the replica that served these workspaces' agents died, so this one serves them from now on
+   * (their agents keep dialing the same place and reach this replica). Workspaces that are not
+   * running or not this runtime's are skipped.
+   */
+  takeOverAgents?(workspaceIds: string[]): Promise<void>;
   /** Releases clients and handles; does not stop workspaces. */
   close(): Promise<void>;
 }

@@ -11,6 +11,7 @@ import * as m0003 from './migrations/0003_workspace_events.ts';
 import * as m0004 from './migrations/0004_reconcile.ts';
 import * as m0005 from './migrations/0005_build_cancel.ts';
 import * as m0006 from './migrations/0006_agents.ts';
+import * as m0007 from './migrations/0007_replicas.ts';
 import * as m0009 from './migrations/0009_ssh_gateway.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -36,6 +37,7 @@ const MIGRATIONS: Record<string, { up: (db: Kysely<any>, dialect: Dialect) => Pr
   '0004_reconcile': m0004,
   '0005_build_cancel': m0005,
   '0006_agents': m0006,
+  '0007_replicas': m0007,
   '0009_ssh_gateway': m0009,
 };
 

@@ -19,6 +19,10 @@ export interface Database {
   workspace_events: WorkspaceEventsTable;
   leases: LeasesTable;
   ssh_host_keys: SshHostKeysTable;
+  replicas: ReplicasTable;
+  agent_locations: AgentLocationsTable;
+  login_counters: LoginCountersTable;
+  login_slots: LoginSlotsTable;
 }
 
 export type Role = 'owner' | 'template-admin' | 'member';
@@ -212,4 +216,36 @@ export interface SshHostKeysTable {
   private_key: string;
   public_key: string;
   created_at: string;
+}
+
+/** A live den server process of the deployment (see server/agents/replicas.ts). */
+export interface ReplicasTable {
+  id: string;
+  /** where other replicas reach its relay */
+  url: string;
+  /** sha256 (hex) of the secret it presents when it dials another replica */
+  secret_hash: string;
+  started_at: string;
+  /** renewed by its heartbeat; past it, the replica is taken for dead */
+  expires_at: string;
+}
+
+/** Which replica holds which agent's connection. */
+export interface AgentLocationsTable {
+  /** opaque to the store: agentKey() of the agent, "<workspace id>/<agent name>" */
+  agent_key: string;
+  replica_id: string;
+  connected_at: string;
+}
+
+/** The login limits' counters on PostgreSQL (server/auth/login-limit-store.ts); ms since the epoch. */
+export interface LoginCountersTable {
+  key: string;
+  count: number | string;
+  resets_at: number | string;
+}
+
+export interface LoginSlotsTable {
+  key: string;
+  next_at: number | string;
 }

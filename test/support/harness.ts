@@ -81,7 +81,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
         probe.close(() => resolve(address.port));
       });
     });
-    config = loadConfig({ ...config, listen: `127.0.0.1:${port}`, accessUrl: undefined }, {});
+    config = loadConfig({ ...config, listen: `127.0.0.1:${port}`, accessUrl: undefined, replicaUrl: undefined }, {});
     url = config.accessUrl;
   }
   if (options.driver) {

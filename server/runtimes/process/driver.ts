@@ -391,6 +391,17 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
           'Cannot listen on the agent socket of a running workspace; its agent stays disconnected until the workspace is restarted.'));
     },
 
+    async takeOverAgents(workspaceIds) {
+      for (const workspaceId of workspaceIds) {
+        if (!listStateDirs(dataDir).includes(workspaceId)) continue;
+        const paths = workspacePaths(dataDir, workspaceId);
+        const state = readState(paths);
+        if (!isAlive(state.agent)) continue;
+        await agentSockets.listen(workspaceId, paths, state.uid).catch((error: Error) => options.log.warn({ workspaceId, err: error },
+          'Cannot take over the agent socket of a workspace whose replica died; its agent stays disconnected until the workspace is restarted.'));
+      }
+    },
+
     async close() {
       // Workspaces outlive the server by design: only the log file check stops and the agent
       // sockets are released (the next server listens on them again, and the agents reconnect).
