@@ -12,8 +12,8 @@ import {
 import { terminalSessionListSchema } from '../protocol/terminal.ts';
 import type { z } from 'zod';
 import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
-import { ERROR_CODES, errorEnvelopeSchema } from '../protocol/errors.ts';
-import { DenApiError } from './errors.ts';
+import { errorEnvelopeSchema } from '../protocol/errors.ts';
+import { errorFromCode } from './errors.ts';
 import { clientEventSchema, type WorkspaceEvent } from '../protocol/events.ts';
 import { segment, type Transport } from './http.ts';
 
@@ -161,5 +161,5 @@ function throwStreamError(event: unknown): void {
   const envelope = errorEnvelopeSchema.safeParse(event);
   if (!envelope.success) return;
   const { code, message } = envelope.data.error;
-  throw new DenApiError(code, (ERROR_CODES as Record<string, { status: number }>)[code]?.status ?? 500, message);
+  throw errorFromCode(code, message);
 }

@@ -23,10 +23,11 @@ async function start(owner: string, workspace: string): Promise<void> {
   if (wrongOrigin()) return;
   if (!(await isSignedIn())) await signIn();
   const api = `/api/v1/workspaces/${encodeURIComponent(owner)}/${encodeURIComponent(workspace)}`;
-  const wsScheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const opened = openTerminal({
     container,
-    url: `${wsScheme}//${location.host}${api}/terminal`,
+    owner,
+    workspace,
+    service: new URLSearchParams(location.search).get('service') ?? undefined,
     sessionId: new URLSearchParams(location.search).get('session') ?? undefined,
     onSessionId(sessionId) {
       // replaceState: a reload reattaches to this shell; Back does not walk through session ids

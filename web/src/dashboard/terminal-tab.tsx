@@ -7,9 +7,11 @@ import type { ConnectionState } from '../connection.ts';
  * div. Loaded on demand: xterm.js is most of the dashboard's JavaScript. Tabs stay mounted while
  * hidden, so switching keeps each shell's screen and connection.
  */
-export default function TerminalTab({ owner, name, sessionId, onSessionId, visible }: {
+export default function TerminalTab({ owner, name, service, sessionId, onSessionId, visible }: {
   owner: string;
   name: string;
+  /** a shell in the agent beside this environment service */
+  service?: string;
   sessionId?: string;
   onSessionId(id: string): void;
   visible: boolean;
@@ -20,10 +22,11 @@ export default function TerminalTab({ owner, name, sessionId, onSessionId, visib
   const idCallback = useRef(onSessionId);
   idCallback.current = onSessionId;
   useEffect(() => {
-    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const terminal = openTerminal({
       container: container.current!,
-      url: `${scheme}//${location.host}/api/v1/workspaces/${encodeURIComponent(owner)}/${encodeURIComponent(name)}/terminal`,
+      owner,
+      workspace: name,
+      service,
       sessionId,
       onSessionId: (id) => idCallback.current(id),
       onState: setState,
@@ -33,7 +36,7 @@ export default function TerminalTab({ owner, name, sessionId, onSessionId, visib
     (globalThis as { denTerminal?: unknown }).denTerminal = terminal;
     return () => terminal.dispose();
     // a tab is one session for its whole life
-  }, [owner, name]);
+  }, [owner, name, service]);
   useEffect(() => {
     if (visible) {
       opened.current?.terminal.focus();
