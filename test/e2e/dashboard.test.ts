@@ -218,6 +218,13 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
     await screenshot(page, '06-service-terminal');
   });
 
+  it('says on the terminal page when the service named runs no agent, instead of retrying', async () => {
+    await page.goto(`${server.url}/@${owner}/web1/terminal?service=nope`);
+    await page.locator('#banner.fatal').getByText(`runs no agent beside a service named 'nope'`).waitFor();
+    await page.goto(`${server.url}/@${owner}/web1`);
+    await page.getByRole('heading', { name: `${owner}/web1` }).waitFor();
+  });
+
   it('stops (after confirming), starts and deletes the workspace, the page following along', async () => {
     // Escape closes the confirmation without stopping anything
     await page.getByRole('button', { name: 'Stop' }).click();

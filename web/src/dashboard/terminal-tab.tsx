@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'react';
 import { openTerminal, type OpenedTerminal } from '../terminal.ts';
 import type { ConnectionState } from '../connection.ts';
+import { den, errorText } from './api.ts';
 
 /**
  * One terminal tab: the terminal page's component (xterm.js + the reconnecting connection) in a
@@ -30,6 +31,16 @@ export default function TerminalTab({ owner, name, service, sessionId, onSession
       sessionId,
       onSessionId: (id) => idCallback.current(id),
       onState: setState,
+      // the browser cannot read why the upgrade was refused: the sessions route answers the same checks in words
+      whenRefused: async () => {
+        try {
+          await den().workspaces.terminals(owner, name, service);
+          return 'backoff';
+        } catch (error) {
+          const status = (error as { status?: number }).status;
+          return status === 401 || status === 403 || status === 404 ? { failed: errorText(error) } : 'backoff';
+        }
+      },
     });
     opened.current = terminal;
     // for the browser tests, as on the terminal page (WebGL draws no DOM text)
