@@ -1,4 +1,4 @@
-import { errorEnvelopeSchema, type ValidationIssue } from '../protocol/errors.ts';
+import { ERROR_CODES, errorEnvelopeSchema, type ValidationIssue } from '../protocol/errors.ts';
 
 /**
  * An error answered by a den server (the error envelope of protocol/errors.ts), or a failure to
@@ -11,12 +11,14 @@ export class DenApiError extends Error {
   readonly status: number;
   readonly detail?: string;
   readonly validations?: ValidationIssue[];
+  /** the websocket close code, when the error ended a socket (protocol/terminal.ts TERMINAL_CLOSE) */
+  readonly closeCode?: number;
 
   constructor(
     code: string,
     status: number,
     message: string,
-    options: { detail?: string; validations?: ValidationIssue[]; cause?: unknown } = {},
+    options: { detail?: string; validations?: ValidationIssue[]; cause?: unknown; closeCode?: number } = {},
   ) {
     super(message, { cause: options.cause });
     this.name = 'DenApiError';
@@ -24,11 +26,22 @@ export class DenApiError extends Error {
     this.status = status;
     this.detail = options.detail;
     this.validations = options.validations;
+    this.closeCode = options.closeCode;
   }
 }
 
 export function isDenApiError(value: unknown): value is DenApiError {
   return value instanceof DenApiError;
+}
+
+/**
+ * An error the server sent inside a stream or a socket (a terminal `error`, an exec error, the
+ * last event of a log stream) rather than as an HTTP answer: its status is the one the code
+ * has in protocol/errors.ts (0 for a code this client does not know).
+ */
+export function errorFromCode(code: string, message: string, options: { detail?: string; validations?: ValidationIssue[] } = {}): DenApiError {
+  const status = (ERROR_CODES as Record<string, { status: number } | undefined>)[code]?.status ?? 0;
+  return new DenApiError(code, status, message, options);
 }
 
 /** Turns a non-2xx response body into a DenApiError, also when it is not den's envelope (a proxy's HTML page). */

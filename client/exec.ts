@@ -1,6 +1,7 @@
-import WebSocket from 'ws';
 import { EXEC_STREAM, decodeExecData, encodeExecData } from '../protocol/exec-frames.ts';
 import type { ExecClientMessage, ExecServerMessage } from '../protocol/exec.ts';
+import { nodeSocket } from './node-socket.ts';
+import type { DenSocket, SocketConnector } from './socket.ts';
 
 // Start-up is most of `den exec ws -- true` (target: 150 ms end to end), so the happy path loads
 // neither zod nor the error helpers (which load zod): errors are built by `loadErrors` on demand.
@@ -26,6 +27,8 @@ export interface OpenExecOptions {
   stderr: NodeJS.WritableStream;
   /** aborting ends the remote command (the server tells the agent to kill it) */
   signal?: AbortSignal;
+  /** the socket: `ws` by default (client/node-socket.ts), whose pause() stops the remote process while stdout is full */
+  connect?: SocketConnector;
 }
 
 /** Unsent stdin above which we stop reading local stdin. */
@@ -53,8 +56,7 @@ export function openExec(options: OpenExecOptions): Promise<number> {
       if ('code' in outcome) resolve(outcome.code);
       else loadErrors().then(outcome.error).then(reject, reject);
     };
-    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${options.token}` }, perMessageDeflate: false });
-    const sendJson = (message: ExecClientMessage) => ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(message));
+    const sendJson = (message: ExecClientMessage) => ws.isOpen && ws.send(JSON.stringify(message));
 
     const onStdin = (chunk: Buffer | string) => {
       const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
@@ -72,59 +74,45 @@ export function openExec(options: OpenExecOptions): Promise<number> {
     const onResize = () => sendJson({ type: 'resize', cols: terminal.columns, rows: terminal.rows });
     if (options.tty && terminal.isTTY) terminal.on('resize', onResize);
 
+    const ws: DenSocket = (options.connect ?? nodeSocket)(url, {
+      refused: (status, statusText, body) => settle({ error: (errors) => errors.errorFromResponse(status, statusText, body, url) }),
+      failed: (error) => settle({ error: (errors) => errors.errorFromNetwork(error, options.baseUrl) }),
+      open: () => sendJson({ type: 'start', command: options.command, env: options.env, cwd: options.cwd, tty: options.tty }),
+      message: (data) => {
+        if (typeof data !== 'string') {
+          const frame = decodeExecData(data);
+          if (!frame || frame.stream === EXEC_STREAM.stdin) return;
+          const target = frame.stream === EXEC_STREAM.stdout ? options.stdout : options.stderr;
+          if (!target.write(frame.payload) && ws.pause && ws.resume) {
+            // the local terminal or pipe is behind: stop reading, the server stops the agent, the agent pauses the process
+            ws.pause();
+            target.once('drain', () => ws.resume?.());
+          }
+          return;
+        }
+        const message = parseServerMessage(data);
+        if (!message) return;
+        if (message.type === 'started') {
+          if (!options.stdin) return sendJson({ type: 'stdin_eof' });
+          options.stdin.on('data', onStdin);
+          options.stdin.once('end', onStdinEnd);
+          options.stdin.resume();
+        } else if (message.type === 'exit') {
+          settle({ code: message.code });
+        } else {
+          const { code, message: text, detail, validations } = message.error;
+          settle({ error: (errors) => errors.errorFromCode(code, text, { detail, validations }) });
+        }
+      },
+      close: (code) => {
+        settle({ error: (errors) => new errors.DenApiError('NETWORK', 0, `The connection to den at ${new URL(options.baseUrl).origin} closed before the command finished (code ${code}). Run it again.`) });
+      },
+    }, { token: options.token });
+
     options.signal?.addEventListener('abort', () => {
       ws.close(1000, 'canceled');
       settle({ error: (errors) => new errors.DenApiError('CANCELED', 0, 'The command was canceled.') });
     }, { once: true });
-
-    ws.on('unexpected-response', (_request, response) => {
-      let body = '';
-      response.setEncoding('utf8');
-      response.on('data', (chunk: string) => (body += chunk));
-      response.on('end', () => {
-        settle({ error: (errors) => errors.errorFromResponse(response.statusCode ?? 0, response.statusMessage ?? '', body, url) });
-        ws.terminate();
-      });
-    });
-    ws.on('error', (error) => settle({ error: (errors) => errors.errorFromNetwork(error, options.baseUrl) }));
-    ws.on('open', () => {
-      sendJson({ type: 'start', command: options.command, env: options.env, cwd: options.cwd, tty: options.tty });
-    });
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (isBinary) {
-        const frame = decodeExecData(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-        if (!frame || frame.stream === EXEC_STREAM.stdin) return;
-        const target = frame.stream === EXEC_STREAM.stdout ? options.stdout : options.stderr;
-        if (!target.write(frame.payload)) {
-          // the local terminal or pipe is behind: stop reading, the server stops the agent, the agent pauses the process
-          ws.pause();
-          target.once('drain', () => ws.resume());
-        }
-        return;
-      }
-      const message = parseServerMessage(data.toString('utf8'));
-      if (!message) return;
-      if (message.type === 'started') {
-        if (!options.stdin) return sendJson({ type: 'stdin_eof' });
-        options.stdin.on('data', onStdin);
-        options.stdin.once('end', onStdinEnd);
-        options.stdin.resume();
-      } else if (message.type === 'exit') {
-        settle({ code: message.code });
-      } else {
-        const { code, message: text, detail, validations } = message.error;
-        settle({
-          error: async (errors) => {
-            const { ERROR_CODES } = await import('../protocol/errors.ts');
-            const status = (ERROR_CODES as Record<string, { status: number }>)[code]?.status ?? 0;
-            return new errors.DenApiError(code, status, text, { detail, validations });
-          },
-        });
-      }
-    });
-    ws.on('close', (code) => {
-      settle({ error: (errors) => new errors.DenApiError('NETWORK', 0, `The connection to den at ${new URL(options.baseUrl).origin} closed before the command finished (code ${code}). Run it again.`) });
-    });
   });
 }
 

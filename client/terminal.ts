@@ -1,5 +1,3 @@
-import WebSocket from 'ws';
-import { ERROR_CODES } from '../protocol/errors.ts';
 import { OutputAcks } from '../protocol/terminal-acks.ts';
 import {
   MAX_DATA_PAYLOAD,
@@ -12,11 +10,13 @@ import {
   type ClientMessage,
   type ServerControl,
 } from '../protocol/terminal.ts';
-import { DenApiError, errorFromNetwork, errorFromResponse } from './errors.ts';
+import { DenApiError, errorFromCode, errorFromNetwork, errorFromResponse } from './errors.ts';
+import { webSocket, type SocketConnector } from './socket.ts';
 
 /**
- * The Node client of a workspace terminal (protocol/terminal.ts over
- * `GET /api/v1/workspaces/:owner/:name/terminal`), used by `den terminal` and the benchmark.
+ * The client of a workspace terminal (protocol/terminal.ts over
+ * `GET /api/v1/workspaces/:owner/:name/terminal`), used by `den terminal`, the tests and the
+ * browser pages (web/src/connection.ts reconnects with it). One attachment per call.
  *
  * The caller renders the output (a local terminal, a headless xterm.js) and says when each chunk
  * is consumed; the client acknowledges consumed bytes as protocol/terminal-acks.ts says (in
@@ -25,10 +25,17 @@ import { DenApiError, errorFromNetwork, errorFromResponse } from './errors.ts';
  */
 export interface OpenTerminalOptions {
   baseUrl: string;
-  /** an API token (den login / den tokens create) */
-  token: string;
+  /** an API token (den login / den tokens create); omitted in a browser, which sends the session cookie */
+  token?: string;
   owner: string;
   workspace: string;
+  /**
+   * The socket to use: the platform's WebSocket by default; Node callers pass
+   * client/node-socket.ts's `nodeSocket` to get the server's sentence when it refuses the upgrade.
+   */
+  connect?: SocketConnector;
+  /** aborting before `attached` rejects with CANCELED and drops the socket (an attach that hangs) */
+  signal?: AbortSignal;
   /** the environment service whose agent the session is on; omitted: the workspace's own */
   service?: string;
   /** reattach to this session; omitted: start a new one */
@@ -103,41 +110,37 @@ const FINAL = new Set<number>([
 export function openTerminal(options: OpenTerminalOptions): Promise<TerminalConnection> {
   const url = terminalUrl(options.baseUrl, options.owner, options.workspace, options.service);
   const origin = new URL(options.baseUrl).origin;
-  const ws = new WebSocket(url, {
-    headers: { authorization: `Bearer ${options.token}` },
-    // deflate costs 4-6x throughput on terminal output (docs/terminal.md)
-    perMessageDeflate: false,
-    maxPayload: MAX_SERVER_TEXT_BYTES + 1024,
-  });
-  ws.binaryType = 'nodebuffer';
   const acks = new OutputAcks((bytes) => send({ type: 'ack', bytes }));
   const send = (message: ClientMessage) => {
-    if (ws.readyState === WebSocket.OPEN) ws.send(encodeClientMessage(message));
+    if (ws.isOpen) ws.send(encodeClientMessage(message));
   };
 
   let attached: TerminalAttached | undefined;
   let lastError: DenApiError | undefined;
   let exit: { code: number; signal?: number } | undefined;
   let detached = false;
+  let opened = false;
   let resolveEnded!: (end: TerminalEnd) => void;
   const ended = new Promise<TerminalEnd>((resolve) => (resolveEnded = resolve));
+  let resolveOpen!: (connection: TerminalConnection) => void;
+  let rejectOpen!: (error: DenApiError) => void;
+  const result = new Promise<TerminalConnection>((resolve, reject) => {
+    resolveOpen = resolve;
+    rejectOpen = reject;
+  });
+  const fail = (error: DenApiError) => {
+    if (attached) return;
+    rejectOpen(error);
+    ws.terminate();
+  };
 
-  return new Promise<TerminalConnection>((resolve, reject) => {
-    const fail = (error: DenApiError) => {
-      if (attached) return;
-      reject(error);
-      ws.terminate();
-    };
-    ws.on('unexpected-response', (_request, response) => {
-      let body = '';
-      response.setEncoding('utf8');
-      response.on('data', (chunk: string) => (body += chunk));
-      response.on('end', () => fail(errorFromResponse(response.statusCode ?? 0, response.statusMessage ?? '', body, url)));
-    });
-    ws.on('error', (error) => {
+  const ws = (options.connect ?? webSocket)(url, {
+    refused: (status, statusText, body) => fail(errorFromResponse(status, statusText, body, url)),
+    failed: (error) => {
       if (!attached) fail(errorFromNetwork(error, options.baseUrl));
-    });
-    ws.on('open', () => {
+    },
+    open: () => {
+      opened = true;
       const fresh = options.sessionId === undefined;
       send({
         type: 'attach',
@@ -148,11 +151,11 @@ export function openTerminal(options: OpenTerminalOptions): Promise<TerminalConn
         command: fresh ? options.command : undefined,
         env: fresh ? options.env : undefined,
       });
-    });
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
+    },
+    message: (data) => {
       let message;
       try {
-        message = decodeServerMessage(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'));
+        message = decodeServerMessage(data);
       } catch (error) {
         if (!(error instanceof TerminalFrameError)) throw error;
         lastError = new DenApiError('BAD_RESPONSE', 0, `The den server at ${origin} sent a terminal message this client does not understand (${error.message}) Update den and try again.`);
@@ -165,63 +168,69 @@ export function openTerminal(options: OpenTerminalOptions): Promise<TerminalConn
       } else {
         handleControl(message);
       }
-    });
-    ws.on('close', (code) => {
+    },
+    close: (code) => {
       acks.stop();
       if (!attached) {
-        return fail(lastError ?? new DenApiError('NETWORK', 0, `The connection to den at ${origin} closed before the terminal attached (code ${code}). Try again.`));
+        // the server's `error` came first; the close code says what it means for a retry
+        if (lastError) return fail(new DenApiError(lastError.code, lastError.status, lastError.message, { detail: lastError.detail, closeCode: code }));
+        // a browser's socket cannot read why an upgrade was refused: it only sees a close before `open`
+        if (!opened) return fail(new DenApiError('SOCKET_REFUSED', 0, `The den server at ${origin} did not open the terminal (code ${code}): it is down, you are signed out, or the workspace is gone.`, { closeCode: code }));
+        return fail(new DenApiError('NETWORK', 0, `The connection to den at ${origin} closed before the terminal attached (code ${code}). Try again.`, { closeCode: code }));
       }
       if (exit) return resolveEnded({ reason: 'exit', ...exit });
       if (detached) return resolveEnded({ reason: 'detached' });
       const error = lastError ?? new DenApiError('NETWORK', 0, `The connection to den at ${origin} dropped (code ${code}); the terminal session keeps running.`);
       resolveEnded({ reason: 'error', error, closeCode: code, reconnect: !FINAL.has(code) });
-    });
+    },
+  }, { token: options.token, maxPayload: MAX_SERVER_TEXT_BYTES + 1024 });
+  options.signal?.addEventListener('abort', () => fail(new DenApiError('CANCELED', 0, `The terminal at ${origin} did not attach in time.`)), { once: true });
+  return result;
 
-    function handleControl(message: ServerControl) {
-      switch (message.type) {
-        case 'attached': {
-          attached = { sessionId: message.sessionId, cols: message.cols, rows: message.rows, snapshot: message.snapshot, title: message.title };
-          options.onAttached?.(attached);
-          return resolve(connection(attached));
-        }
-        case 'resized':
-          return options.onResized?.(message.cols, message.rows);
-        case 'exit':
-          exit = { code: message.code, signal: message.signal };
-          return;
-        case 'error': {
-          const status = (ERROR_CODES as Record<string, { status: number } | undefined>)[message.code]?.status ?? 0;
-          lastError = new DenApiError(message.code, status, message.message);
-          if (!attached) fail(lastError);
-          return;
-        }
+  function handleControl(message: ServerControl) {
+    switch (message.type) {
+      case 'attached': {
+        attached = { sessionId: message.sessionId, cols: message.cols, rows: message.rows, snapshot: message.snapshot, title: message.title };
+        options.onAttached?.(attached);
+        return resolveOpen(connection(attached));
       }
+      case 'resized':
+        return options.onResized?.(message.cols, message.rows);
+      case 'exit':
+        exit = { code: message.code, signal: message.signal };
+        return;
+      case 'error':
+        // the server closes right after; before `attached`, the rejection waits for the close code
+        lastError = errorFromCode(message.code, message.message);
+        return;
     }
-  });
+  }
 
   function connection(info: TerminalAttached): TerminalConnection {
     return {
       attached: info,
       ended,
       input(data) {
-        const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+        const bytes = typeof data === 'string' ? encoder.encode(data) : data;
         for (let offset = 0; offset < bytes.byteLength; offset += MAX_DATA_PAYLOAD) {
-          if (ws.readyState === WebSocket.OPEN) ws.send(encodeClientMessage({ type: 'input', data: bytes.subarray(offset, offset + MAX_DATA_PAYLOAD) }));
+          send({ type: 'input', data: bytes.subarray(offset, offset + MAX_DATA_PAYLOAD) });
         }
       },
       resize(cols, rows) {
-        if (ws.readyState === WebSocket.OPEN) ws.send(encodeClientMessage({ type: 'resize', cols, rows }));
+        send({ type: 'resize', cols, rows });
       },
       detach() {
         detached = true;
         ws.close(1000, 'detached');
       },
       closeSession() {
-        if (ws.readyState === WebSocket.OPEN) ws.send(encodeClientMessage({ type: 'close' }));
+        send({ type: 'close' });
       },
     };
   }
 }
+
+const encoder = new TextEncoder();
 
 /** The websocket URL of a workspace's terminal. */
 export function terminalUrl(baseUrl: string, owner: string, workspace: string, service?: string): string {

@@ -13,8 +13,8 @@ import { terminalSessionListSchema } from '../protocol/terminal.ts';
 import { sshSessionListSchema } from '../protocol/ssh.ts';
 import type { z } from 'zod';
 import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
-import { ERROR_CODES, errorEnvelopeSchema } from '../protocol/errors.ts';
-import { DenApiError } from './errors.ts';
+import { errorEnvelopeSchema } from '../protocol/errors.ts';
+import { errorFromCode } from './errors.ts';
 import { clientEventSchema, type WorkspaceEvent } from '../protocol/events.ts';
 import { segment, type Transport } from './http.ts';
 
@@ -167,5 +167,5 @@ function throwStreamError(event: unknown): void {
   const envelope = errorEnvelopeSchema.safeParse(event);
   if (!envelope.success) return;
   const { code, message } = envelope.data.error;
-  throw new DenApiError(code, (ERROR_CODES as Record<string, { status: number }>)[code]?.status ?? 500, message);
+  throw errorFromCode(code, message);
 }

@@ -73,6 +73,33 @@ export const agentSchema = z.object({
 });
 export type AgentDto = z.infer<typeof agentSchema>;
 
+/**
+ * One environment service of a workspace as den knows it: started by the workspace's last start
+ * build, and down once the runtime reported it dead (exited, OOM-killed, removed, failing its
+ * readiness check) since then. den does not poll services; `down` is what the reconciler observed.
+ */
+export const serviceStatusSchema = z.object({
+  name: z.string(),
+  /**
+   * starting: the workspace is starting; running: started, no death seen since; down: see
+   * message; unknown: the workspace went down for another reason and den stopped watching;
+   * stopped: the workspace is not running
+   */
+  state: z.enum(['starting', 'running', 'down', 'unknown', 'stopped']),
+  /** for down and unknown: the sentence that says why */
+  message: z.string().nullable(),
+  /** when the state began, as far as den knows (the start build, or the event) */
+  since: z.string().nullable(),
+  /**
+   * the ports the template declares for it; `address` (host:port, while the workspace runs) is
+   * where the workspace reaches each, which is another port on runtimes that remap them (process)
+   */
+  ports: z.array(z.object({ port: z.number().int(), name: z.string().optional(), address: z.string().optional() })),
+  /** true when an agent runs beside it (exec and terminals with ?service=NAME) */
+  agent: z.boolean(),
+});
+export type ServiceStatusDto = z.infer<typeof serviceStatusSchema>;
+
 export const workspaceSchema = z.object({
   id: z.string(),
   name: z.string(),
@@ -100,6 +127,8 @@ export const workspaceSchema = z.object({
   isolation: workspaceIsolationSchema.optional(),
   /** set when one workspace is read: every agent it runs, the main one first */
   agents: z.array(agentSchema).optional(),
+  /** set when one workspace is read: its environment services in the template's order */
+  services: z.array(serviceStatusSchema).optional(),
 });
 export type WorkspaceDto = z.infer<typeof workspaceSchema>;
 

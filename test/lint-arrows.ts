@@ -71,6 +71,24 @@ for (const cycle of allowedKeys) {
   problems.push(`${cycle}: this allowed import cycle no longer exists. Delete it from allowedCycles in test/lint-arrows.ts so it cannot come back.`);
 }
 
+// The browser bundle must not pull Node in: no file the pages (web/src) reach imports `ws` or a
+// node: module. client/ code they share takes its socket by injection (client/socket.ts).
+const browserFiles = new Set<string>();
+const toVisit = [...graph.keys()].filter((file) => file.startsWith('web/src/'));
+while (toVisit.length > 0) {
+  const file = toVisit.pop()!;
+  if (browserFiles.has(file)) continue;
+  browserFiles.add(file);
+  toVisit.push(...(graph.get(file) ?? []));
+}
+for (const file of browserFiles) {
+  for (const spec of importSpecifiers(readFileSync(join(root, file), 'utf8'))) {
+    if (spec === 'ws' || spec.startsWith('node:')) {
+      problems.push(`${file} imports ${spec} and is part of the browser bundle (reached from web/src): inject the socket (client/socket.ts) or keep Node-only code out of what the pages import.`);
+    }
+  }
+}
+
 if (problems.length > 0) {
   console.error(problems.join('\n'));
   console.error(`\n${problems.length} problem(s) with the module arrows or import cycles. Move the code or go through the allowed module.`);

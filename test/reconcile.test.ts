@@ -23,7 +23,7 @@ const DETECTION_TIMEOUT_MS = 10_000;
 const template: TemplateInput = {
   name: 'reconciled',
   workspace: { image: 'den/base:latest' },
-  environment: { services: { worker: { image: 'den/base:latest', command: ['sleep', '100000'] } } },
+  environment: { services: { worker: { image: 'den/base:latest', command: ['sleep', '100000'], ports: [{ port: 7000, name: 'admin' }] } } },
 };
 
 const docker = new Dockerode();
@@ -104,6 +104,8 @@ describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect)
     expect(Date.parse(workspace.health.at)).not.toBeNaN();
     const events = (await client.get(`${path('agent-kill')}/events`)).json.events;
     expect(events[0]).toMatchObject({ kind: 'agent_exited', message: workspace.health.message, detail: { signal: 'SIGKILL', subject: { type: 'agent' } } });
+    // den stops watching after the first failure: the service's state is not claimed either way
+    expect(workspace.services).toEqual([expect.objectContaining({ name: 'worker', state: 'unknown', message: `Not watched since the workspace went down: ${workspace.health.message}` })]);
 
     const terminals = await client.get(`${path('agent-kill')}/terminals`);
     expect(terminals.status).toBe(409);
@@ -119,16 +121,22 @@ describe.each(storeDialects)('reconciler on %s', { timeout: 120_000 }, (dialect)
 
   it('shows a workspace whose service process was killed as down with an event naming the service', async () => {
     const id = await createRunning('service-kill');
+    const before = (await client.get(path('service-kill'))).json;
+    expect(before.services).toEqual([{ name: 'worker', state: 'running', message: null, since: expect.any(String), ports: [{ port: 7000, name: 'admin', address: expect.stringMatching(/^[\w.-]+:\d+$/) }], agent: false }]);
     killTracked(id, (state) => state.services.worker);
 
     const workspace = await down('service-kill');
     expect(workspace.health.message).toMatch(/^Service worker of workspace 'owner\/service-kill' exited at .* \(killed by signal SIGKILL\)\.$/);
     const events = (await client.get(`${path('service-kill')}/events`)).json.events;
     expect(events[0]).toMatchObject({ kind: 'service_exited', detail: { subject: { type: 'service', name: 'worker' } } });
+    // the service itself is down, with the same sentence and the time of the event
+    expect(workspace.services).toEqual([expect.objectContaining({ name: 'worker', state: 'down', message: workspace.health.message, since: events[0].ts })]);
 
     const started = await client.post(`${path('service-kill')}/start`, {});
     expect(started.status, JSON.stringify(started.json)).toBe(202);
     await recovered('service-kill');
+    // a later start build begins a new watch: the old death no longer counts
+    expect((await client.get(path('service-kill'))).json.services).toEqual([expect.objectContaining({ name: 'worker', state: 'running', message: null })]);
   });
 
   it('starts a workspace whose template asks for restart on failure again by itself, and gives up after the allowed number', async () => {

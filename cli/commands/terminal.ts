@@ -42,7 +42,7 @@ export async function terminal(reference: string, options: TerminalOptions): Pro
   const owner = parsed.owner ?? config.username ?? (await connect().username());
   const refText = `${owner}/${parsed.name}`;
   const sessionId = options.session ?? (options.new || options.command ? undefined : await lastDetachedSession(owner, parsed.name, options.service));
-  const { openTerminal } = await import('../../client/terminal.ts');
+  const [{ openTerminal }, { nodeSocket }] = await Promise.all([import('../../client/terminal.ts'), import('../../client/node-socket.ts')]);
 
   const screen = new LocalScreen();
   const keys = new DetachKeys();
@@ -51,6 +51,8 @@ export async function terminal(reference: string, options: TerminalOptions): Pro
     openTerminal({
       baseUrl: config.url,
       token: config.token,
+      // `ws` reads the body of a refused upgrade: the user gets the server's sentence
+      connect: nodeSocket,
       owner,
       workspace: parsed.name,
       service: options.service,

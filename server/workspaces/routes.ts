@@ -18,6 +18,7 @@ import { logStreamLifetime } from './log-stream.ts';
 import { cachedListPage } from './list-cache.ts';
 import { getBuildByNumber, getWorkspaceDto, listBuilds, listWorkspaces } from './queries.ts';
 import { serviceLogsHandler } from './service-logs.ts';
+import { listServiceStatuses } from './service-status.ts';
 import { serviceLogsParamsSchema, serviceLogsQuerySchema } from '../../protocol/services.ts';
 import { cancelBuild, createWorkspace, requestTransition, type TransitionRequest, type WorkspaceServiceDeps } from './service.ts';
 import type { BuildLogs } from '../builds/logs.ts';
@@ -71,7 +72,10 @@ export async function workspaceRoutes(fastify: FastifyInstance, deps: WorkspaceR
     schema: { tags, summary: 'Show a workspace with its latest build', params: workspaceParamsSchema, response: { 200: workspaceSchema, ...errors } },
   }, async (request) => {
     const row = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
-    return { ...await getWorkspaceDto(deps.store.db, row.id), isolation: deps.driver.isolation, agents: await listAgents(deps.store.db, row.id) };
+    const dto = await getWorkspaceDto(deps.store.db, row.id);
+    const identity = { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.owner_name };
+    const services = await listServiceStatuses(deps.store.db, dto, (requests) => deps.driver.resolveEndpoints(identity, requests));
+    return { ...dto, isolation: deps.driver.isolation, agents: await listAgents(deps.store.db, row.id), services };
   });
 
   const transition = (kind: 'start' | 'stop' | 'restart' | 'update', summary: string, body: z.ZodType<{ params?: Record<string, unknown> } | undefined>) =>

@@ -60,6 +60,11 @@ environment:
     ticker:
       image: den/base
       command: ['sh', '-c', 'while :; do echo ticker-alive; sleep 0.5; done']
+      env:
+        ROLE: ticker-role
+      ports:
+        - { port: 9000, name: metrics }
+      agent: true
 `;
 
 describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime)', { timeout: 180_000 }, () => {
@@ -181,16 +186,43 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
   });
 
   it('opens a terminal tab and runs a command in the workspace', async () => {
-    await page.getByRole('button', { name: 'Open a terminal' }).click();
+    await page.getByRole('button', { name: 'Open a terminal', exact: true }).click();
     await until('the shell prompt', async () => (await screenOf(page)).trim() !== '');
     await typeInto(page, 'echo dash-$((6*7)) $GREETING\n');
     await until('the command output', async () => (await screenOf(page)).includes('dash-42 hi-from-the-form'));
     await screenshot(page, '06-terminal');
   });
 
-  it('shows a service\'s log', async () => {
+  it('shows the services with their state and ports, the agents, a service\'s log, and opens a terminal beside the service', async () => {
+    const ticker = page.getByTestId('services').getByRole('row', { name: /ticker/ });
+    await ticker.locator('.status', { hasText: 'running' }).waitFor();
+    // the process runtime remaps the port: the address is where the workspace reaches it
+    expect(await ticker.textContent()).toMatch(/9000 \(metrics\) at 127\.0\.0\.1:\d+/);
+    const agents = page.getByTestId('agents');
+    await agents.getByRole('row', { name: /main/ }).getByText('in the workspace').waitFor();
+    const tickerAgent = agents.getByRole('row', { name: /ticker/ });
+    await tickerAgent.getByText('beside service ticker').waitFor();
+    await tickerAgent.locator('.status', { hasText: 'ready' }).waitFor();
+    await tickerAgent.getByText(/^connected/).waitFor();
+
     await page.getByRole('button', { name: 'Show the log of ticker' }).click();
     await page.getByTestId('service-log').getByText('ticker-alive').first().waitFor();
+
+    // the shell runs beside the service (its environment), in a tab of its own
+    await page.getByRole('button', { name: 'Open a terminal in ticker' }).click();
+    await page.getByRole('tab', { name: 'Terminal 2 (ticker)', selected: true }).waitFor();
+    await until('the service shell', async () => (await screenOf(page)).trim() !== '');
+    await typeInto(page, 'echo role=$ROLE\n');
+    await until('the output from inside the service', async () => (await screenOf(page)).includes('role=ticker-role'));
+    await expectAccessible(page, 'workspace-services');
+    await screenshot(page, '06-service-terminal');
+  });
+
+  it('says on the terminal page when the service named runs no agent, instead of retrying', async () => {
+    await page.goto(`${server.url}/@${owner}/web1/terminal?service=nope`);
+    await page.locator('#banner.fatal').getByText(`runs no agent beside a service named 'nope'`).waitFor();
+    await page.goto(`${server.url}/@${owner}/web1`);
+    await page.getByRole('heading', { name: `${owner}/web1` }).waitFor();
   });
 
   it('stops (after confirming), starts and deletes the workspace, the page following along', async () => {

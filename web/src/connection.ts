@@ -1,12 +1,6 @@
-import { OutputAcks } from '../../protocol/terminal-acks.ts';
-import {
-  decodeServerMessage,
-  encodeClientMessage,
-  MAX_DATA_PAYLOAD,
-  TERMINAL_CLOSE,
-  TERMINAL_PROTOCOL,
-  type ClientMessage,
-} from '../../protocol/terminal.ts';
+import { openTerminal, type TerminalAttached, type TerminalConnection as Attachment } from '../../client/terminal.ts';
+import type { DenApiError } from '../../client/errors.ts';
+import { TERMINAL_CLOSE } from '../../protocol/terminal.ts';
 
 /** Backoff between reconnect attempts: 250 ms doubling to 10 s, with full jitter so a server restart is not met by every tab at once. */
 const BACKOFF_BASE_MS = 250;
@@ -28,14 +22,16 @@ export type ConnectionState =
   | { kind: 'failed'; message: string };
 
 export interface TerminalConnectionOptions {
-  /** ws(s) URL of the terminal endpoint */
-  url: string;
+  owner: string;
+  workspace: string;
+  /** the environment service whose agent the shell runs in; omitted: the workspace's own */
+  service?: string;
   sessionId?: string;
   size(): { cols: number; rows: number };
   /** a (re)attach: reset the terminal, then write the snapshot */
-  onAttached(info: { sessionId: string; cols: number; rows: number; snapshot: string; title?: string }): void;
-  /** pty output; call `parsed(bytes)` from xterm.js's write callback */
-  onOutput(data: Uint8Array): void;
+  onAttached(info: TerminalAttached): void;
+  /** pty output; call `consumed()` from xterm.js's write callback */
+  onOutput(data: Uint8Array, consumed: () => void): void;
   onState(state: ConnectionState): void;
   /**
    * The socket closed before it opened: the server refused the upgrade with an HTTP error, which
@@ -47,29 +43,20 @@ export interface TerminalConnectionOptions {
 }
 
 /**
- * One terminal's websocket with protocol/terminal.ts, reconnecting with backoff until the session
- * ends. Every (re)connect reattaches to the same session id and gets a fresh snapshot, so
- * nothing printed while disconnected is lost (up to the scrollback).
- *
- * Flow control follows xterm.js's guide, with the acknowledgement on the wire: `parsed()` is
- * called from write callbacks and acks go out as protocol/terminal-acks.ts says (per
- * ACK_EVERY_BYTES, the remainder once output is quiet); the server stops the pty while we are
- * more than its high watermark behind.
+ * A browser terminal that stays connected: client/terminal.ts does each attachment (protocol,
+ * acknowledgements, the server's sentences); this reconnects with backoff until the session
+ * ends. Every reconnect reattaches to the same session id and gets a fresh snapshot, so nothing
+ * printed while disconnected is lost (up to the scrollback).
  */
 export class TerminalConnection {
   readonly #options: TerminalConnectionOptions;
-  #ws: WebSocket | undefined;
+  #current: Attachment | undefined;
+  #connecting = false;
   #sessionId: string | undefined;
   #attempt = 0;
+  #attachments = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #disposed = false;
-  #attached = false;
-  readonly #acks = new OutputAcks((bytes) => {
-    if (this.#attached) this.#send({ type: 'ack', bytes });
-  });
-  #generation = 0;
-  /** the message of the server's last `error`, shown when it then closes for good */
-  #lastError: string | undefined;
   /** waiting for whenRefused (maybe a sign-in): no reconnect in between */
   #checking = false;
   /** input typed before the first attach */
@@ -81,12 +68,7 @@ export class TerminalConnection {
     // come back at once when the network or the tab does, instead of waiting out the backoff
     addEventListener('online', this.#retryNow);
     document.addEventListener('visibilitychange', this.#retryNow);
-    this.#connect();
-  }
-
-  /** Increments on every attach; write callbacks of an earlier attachment must not ack on this one. */
-  get generation(): number {
-    return this.#generation;
+    void this.#connect();
   }
 
   get sessionId(): string | undefined {
@@ -99,156 +81,110 @@ export class TerminalConnection {
    * for the shell that is coming.
    */
   input(data: string | Uint8Array): void {
-    if (!this.#attached) {
-      if (this.#generation === 0 && this.#early.reduce((sum, early) => sum + early.length, 0) < MAX_EARLY_INPUT) this.#early.push(data);
-      return;
-    }
-    if (typeof data === 'string') {
-      // a large paste is split so no message exceeds the protocol's limit (a UTF-16 unit is at most 3 UTF-8 bytes)
-      const step = Math.floor(MAX_DATA_PAYLOAD / 3);
-      for (let i = 0; i < data.length; i += step) this.#send({ type: 'input', data: data.slice(i, i + step) });
-    } else {
-      for (let i = 0; i < data.byteLength; i += MAX_DATA_PAYLOAD) this.#send({ type: 'input', data: data.subarray(i, i + MAX_DATA_PAYLOAD) });
-    }
+    if (this.#current) return this.#current.input(data);
+    if (this.#attachments === 0 && this.#early.reduce((sum, early) => sum + early.length, 0) < MAX_EARLY_INPUT) this.#early.push(data);
   }
 
   resize(cols: number, rows: number): void {
-    if (this.#attached) this.#send({ type: 'resize', cols, rows });
-  }
-
-  /** Bytes xterm.js has parsed (its write callback), for the attachment of `generation`. */
-  parsed(bytes: number, generation: number): void {
-    if (generation !== this.#generation) return;
-    this.#acks.consumed(bytes);
+    this.#current?.resize(cols, rows);
   }
 
   /** Ends the shell, not just this tab's view of it. */
   closeSession(): void {
-    this.#send({ type: 'close' });
+    this.#current?.closeSession();
   }
 
   dispose(): void {
     this.#disposed = true;
-    this.#acks.stop();
     clearTimeout(this.#retryTimer);
     removeEventListener('online', this.#retryNow);
     document.removeEventListener('visibilitychange', this.#retryNow);
-    this.#ws?.close(1000);
+    this.#current?.detach();
   }
 
-  #connect(): void {
+  async #connect(): Promise<void> {
     if (this.#disposed) return;
+    this.#connecting = true;
     this.#options.onState({ kind: 'connecting', attempt: this.#attempt });
-    const ws = new WebSocket(this.#options.url);
-    ws.binaryType = 'arraybuffer';
-    this.#ws = ws;
-    let opened = false;
-    const attachTimer = setTimeout(() => ws.close(1000, 'no answer to attach'), ATTACH_TIMEOUT_MS);
-    ws.addEventListener('message', () => clearTimeout(attachTimer), { once: true });
-    ws.onopen = () => {
-      opened = true;
-      const { cols, rows } = this.#options.size();
-      this.#send({ type: 'attach', protocol: TERMINAL_PROTOCOL, sessionId: this.#sessionId, cols, rows });
-    };
-    ws.onmessage = (event) => this.#message(event.data as string | ArrayBuffer);
-    ws.onclose = (event) => {
-      clearTimeout(attachTimer);
-      void this.#closed(event.code, event.reason, opened);
-    };
-  }
-
-  #message(data: string | ArrayBuffer): void {
-    let message;
+    const { cols, rows } = this.#options.size();
+    let attachment: Attachment;
     try {
-      message = decodeServerMessage(typeof data === 'string' ? data : new Uint8Array(data));
+      attachment = await openTerminal({
+        baseUrl: location.origin,
+        owner: this.#options.owner,
+        workspace: this.#options.workspace,
+        service: this.#options.service,
+        sessionId: this.#sessionId,
+        cols,
+        rows,
+        signal: AbortSignal.timeout(ATTACH_TIMEOUT_MS),
+        onAttached: (info) => {
+          this.#sessionId = info.sessionId;
+          this.#options.onAttached(info);
+        },
+        onOutput: (data, consumed) => this.#options.onOutput(data, consumed),
+      });
     } catch (error) {
-      console.error('den terminal: dropped a malformed message', error);
-      return;
+      this.#connecting = false;
+      const failure = error as DenApiError;
+      return this.#dropped(failure.closeCode ?? 1006, failure, failure.code === 'SOCKET_REFUSED');
     }
-    switch (message.type) {
-      case 'attached':
-        this.#attached = true;
-        this.#generation++;
-        this.#attempt = 0;
-        this.#acks.reset();
-        this.#sessionId = message.sessionId;
-        this.#options.onAttached(message);
-        this.#options.onState({ kind: 'attached', sessionId: message.sessionId });
-        for (const early of this.#early.splice(0)) this.input(early);
-        return;
-      case 'output':
-        this.#acks.received(message.data.byteLength);
-        this.#options.onOutput(message.data);
-        return;
-      case 'resized':
-        // another client is driving the size now; our fit() wins again on our next keystroke or resize
-        return;
-      case 'exit':
-        this.#disposed = true;
-        this.#options.onState({ kind: 'ended', code: message.code });
-        return;
-      case 'error':
-        this.#lastError = message.message;
-        console.warn(`den terminal: ${message.code}: ${message.message}`);
-        return;
+    this.#connecting = false;
+    if (this.#disposed) return attachment.detach();
+    this.#current = attachment;
+    this.#attachments++;
+    this.#attempt = 0;
+    this.#options.onState({ kind: 'attached', sessionId: attachment.attached.sessionId });
+    for (const early of this.#early.splice(0)) attachment.input(early);
+    const end = await attachment.ended;
+    this.#current = undefined;
+    if (this.#disposed || end.reason === 'detached') return;
+    if (end.reason === 'exit') {
+      this.#disposed = true;
+      return this.#options.onState({ kind: 'ended', code: end.code });
     }
+    return this.#dropped(end.closeCode, end.error, false);
   }
 
-  async #closed(code: number, reason: string, opened: boolean): Promise<void> {
-    this.#attached = false;
-    this.#ws = undefined;
+  /** After a close or a failed attach: stop for good, or reconnect (asking the page first when the server would not open). */
+  async #dropped(code: number, error: DenApiError, refused: boolean): Promise<void> {
     if (this.#disposed) return;
-    const serverSaid = this.#lastError;
-    this.#lastError = undefined;
+    const stop = (state: ConnectionState) => {
+      this.#disposed = true;
+      this.#options.onState(state);
+    };
     switch (code) {
       case TERMINAL_CLOSE.sessionEnded:
-        this.#disposed = true;
-        this.#options.onState({ kind: 'ended', code: 0 });
-        return;
+        return stop({ kind: 'ended', code: 0 });
       case TERMINAL_CLOSE.unauthorized:
-        this.#disposed = true;
-        // the server's sentence says which (signed out elsewhere, suspended, token revoked, role changed)
-        this.#options.onState({ kind: 'failed', message: serverSaid ?? 'You are signed out or lost access to this workspace. Sign in again and reload.' });
-        return;
-      case TERMINAL_CLOSE.protocolUnsupported:
-        this.#disposed = true;
-        this.#options.onState({ kind: 'failed', message: 'den was updated. Reload the page to reconnect.' });
-        return;
       case TERMINAL_CLOSE.workspaceNotRunning:
-        this.#disposed = true;
-        this.#options.onState({ kind: 'failed', message: serverSaid ?? 'The workspace is not running. Start it, then reload this page.' });
-        return;
+        // the server's sentence says which (signed out elsewhere, suspended, role changed, workspace stopped)
+        return stop({ kind: 'failed', message: error.message });
+      case TERMINAL_CLOSE.protocolUnsupported:
+        return stop({ kind: 'failed', message: 'den was updated. Reload the page to reconnect.' });
       case TERMINAL_CLOSE.sessionNotFound:
         // the shell is gone (expired or closed elsewhere): start a fresh one rather than retrying forever
         this.#sessionId = undefined;
         break;
     }
-    if (!opened && this.#options.whenRefused) {
+    if (refused && this.#options.whenRefused) {
       this.#options.onState({ kind: 'reconnecting', attempt: this.#attempt + 1, inMs: 0, reason: 'checking access' });
       this.#checking = true;
       const verdict = await this.#options.whenRefused().catch(() => 'backoff' as const);
       this.#checking = false;
       if (this.#disposed) return;
-      if (typeof verdict === 'object') {
-        this.#disposed = true;
-        this.#options.onState({ kind: 'failed', message: verdict.failed });
-        return;
-      }
+      if (typeof verdict === 'object') return stop({ kind: 'failed', message: verdict.failed });
       if (verdict === 'retry') this.#attempt = 0;
     }
     const inMs = Math.round(Math.random() * Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** this.#attempt));
     this.#attempt++;
-    this.#options.onState({ kind: 'reconnecting', attempt: this.#attempt, inMs, reason: reason || `connection closed (${code})` });
-    this.#retryTimer = setTimeout(() => this.#connect(), inMs);
+    this.#options.onState({ kind: 'reconnecting', attempt: this.#attempt, inMs, reason: error.message });
+    this.#retryTimer = setTimeout(() => void this.#connect(), inMs);
   }
 
   readonly #retryNow = (): void => {
-    if (this.#disposed || this.#ws || this.#checking || document.visibilityState === 'hidden') return;
+    if (this.#disposed || this.#current || this.#connecting || this.#checking || document.visibilityState === 'hidden') return;
     clearTimeout(this.#retryTimer);
-    this.#connect();
+    void this.#connect();
   };
-
-  #send(message: ClientMessage): void {
-    if (this.#ws?.readyState === WebSocket.OPEN) this.#ws.send(encodeClientMessage(message) as string | ArrayBufferView<ArrayBuffer>);
-  }
 }

@@ -23,10 +23,12 @@ async function start(owner: string, workspace: string): Promise<void> {
   if (wrongOrigin()) return;
   if (!(await isSignedIn())) await signIn();
   const api = `/api/v1/workspaces/${encodeURIComponent(owner)}/${encodeURIComponent(workspace)}`;
-  const wsScheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const service = new URLSearchParams(location.search).get('service') ?? undefined;
   const opened = openTerminal({
     container,
-    url: `${wsScheme}//${location.host}${api}/terminal`,
+    owner,
+    workspace,
+    service,
     sessionId: new URLSearchParams(location.search).get('session') ?? undefined,
     onSessionId(sessionId) {
       // replaceState: a reload reattaches to this shell; Back does not walk through session ids
@@ -35,19 +37,20 @@ async function start(owner: string, workspace: string): Promise<void> {
       if (next.href !== location.href) history.replaceState(null, '', next);
     },
     onState: renderState,
-    whenRefused: () => whyRefused(api, `${owner}/${workspace}`),
+    whenRefused: () => whyRefused(`${api}/terminals${service ? `?service=${encodeURIComponent(service)}` : ''}`, `${owner}/${workspace}`),
   });
   // for the browser tests (Playwright reads the screen from the buffer; WebGL draws no DOM text) and the devtools console
   (globalThis as { denTerminal?: unknown }).denTerminal = opened;
 }
 
 /**
- * The server refused the websocket with an HTTP error the browser cannot read; the workspace's
- * API answer says which: signed out (sign in, then retry at once), no such workspace (stop), or
- * something passing (the server restarting: back off and retry).
+ * The server refused the websocket with an HTTP error the browser cannot read; the sessions
+ * route (`sessions`, the same checks) says which: signed out (sign in, then retry at once), no
+ * such workspace or service agent (stop), or something passing (the server restarting: back off
+ * and retry).
  */
-async function whyRefused(api: string, label: string): Promise<'retry' | 'backoff' | { failed: string }> {
-  const response = await fetch(api, { credentials: 'same-origin' });
+async function whyRefused(sessions: string, label: string): Promise<'retry' | 'backoff' | { failed: string }> {
+  const response = await fetch(sessions, { credentials: 'same-origin' });
   if (response.status === 401) {
     showBanner('Your session ended. Sign in to reconnect; the shell keeps running.');
     await signIn();

@@ -9,8 +9,10 @@ import { TerminalConnection, type ConnectionState, type TerminalConnectionOption
 
 export interface OpenTerminalOptions {
   container: HTMLElement;
-  /** ws(s) URL of the workspace's terminal endpoint */
-  url: string;
+  owner: string;
+  workspace: string;
+  /** a shell in the agent beside this environment service instead of the workspace's own */
+  service?: string;
   sessionId?: string;
   /** the session id changed (new session, or the old one was gone): keep it in the URL */
   onSessionId(sessionId: string): void;
@@ -56,7 +58,9 @@ export function openTerminal(options: OpenTerminalOptions): OpenedTerminal {
   fit.fit();
 
   const connection = new TerminalConnection({
-    url: options.url,
+    owner: options.owner,
+    workspace: options.workspace,
+    service: options.service,
     sessionId: options.sessionId,
     size: () => ({ cols: terminal.cols, rows: terminal.rows }),
     onAttached: (info) => {
@@ -67,10 +71,7 @@ export function openTerminal(options: OpenTerminalOptions): OpenedTerminal {
       if (info.cols !== terminal.cols || info.rows !== terminal.rows) connection.resize(terminal.cols, terminal.rows);
       options.onSessionId(info.sessionId);
     },
-    onOutput: (data: Uint8Array) => {
-      const generation = connection.generation;
-      terminal.write(data, () => connection.parsed(data.byteLength, generation));
-    },
+    onOutput: (data, consumed) => terminal.write(data, consumed),
     onState: options.onState,
     whenRefused: options.whenRefused,
   });

@@ -45,7 +45,7 @@ export function RequestError({ error }: { error: unknown }) {
 
 const STATUS_TONE: Record<string, string> = {
   running: 'ok', starting: 'busy', pending: 'busy', stopping: 'busy', deleting: 'busy', stopped: 'idle', deleted: 'idle', failed: 'bad',
-  succeeded: 'ok', queued: 'busy', canceled: 'idle',
+  succeeded: 'ok', queued: 'busy', canceled: 'idle', down: 'bad', unknown: 'idle', ready: 'ok', start_error: 'bad',
 };
 
 export function Status({ value }: { value: string }) {

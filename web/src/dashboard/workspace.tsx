@@ -3,7 +3,7 @@ import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { Link, useLocation } from 'wouter';
 import type { WorkspaceTransition } from '../../../client/workspaces.ts';
 import type { TemplateSpec } from '../../../protocol/template-fields.ts';
-import type { BuildDto, BuildLogLine, WorkspaceDto } from '../../../protocol/workspaces.ts';
+import type { AgentDto, BuildDto, BuildLogLine, ServiceStatusDto, WorkspaceDto } from '../../../protocol/workspaces.ts';
 import type { ServiceLogLine } from '../../../protocol/services.ts';
 import { den, errorText } from './api.ts';
 import { ActionButton, Age, NotFound, Problem, RequestError, Status, usePageTitle } from './ui.tsx';
@@ -32,7 +32,8 @@ function Loaded({ workspace }: { workspace: WorkspaceDto }) {
     queryFn: () => den().templates.version(workspace.template, workspace.templateVersion),
     staleTime: Infinity,
   });
-  const services = Object.keys((spec.data?.spec as TemplateSpec | undefined)?.environment?.services ?? {});
+  const terminals = useTerminalTabs();
+  const running = workspace.status === 'running';
   return (
     <article aria-labelledby="workspace-title">
       <div className="heading">
@@ -48,9 +49,13 @@ function Loaded({ workspace }: { workspace: WorkspaceDto }) {
       </dl>
       <Actions workspace={workspace} />
       <Builds workspace={workspace} />
-      {workspace.status === 'running' && <Terminals owner={owner} name={name} />}
+      {running && <Terminals owner={owner} name={name} tabs={terminals} />}
       <Apps spec={spec.data?.spec as TemplateSpec | undefined} />
-      {services.length > 0 && <Services owner={owner} name={name} services={services} spec={spec.data?.spec as TemplateSpec} />}
+      {(workspace.services ?? []).length > 0 && (
+        <Services owner={owner} name={name} services={workspace.services!} agents={workspace.agents ?? []}
+          onTerminal={running ? (service) => terminals.open(service) : undefined} />
+      )}
+      {(workspace.agents ?? []).length > 0 && <Agents agents={workspace.agents!} />}
       <section aria-labelledby="params-title">
         <h2 id="params-title">Parameters</h2>
         {Object.keys(workspace.params).length === 0 ? <p>This workspace has no parameters.</p> : (
@@ -165,36 +170,62 @@ function Build({ owner, name, summary }: { owner: string; name: string; summary:
   );
 }
 
-function Terminals({ owner, name }: { owner: string; name: string }) {
-  const [tabs, setTabs] = useState<{ key: number; sessionId?: string }[]>([]);
+interface TerminalTabs {
+  tabs: { key: number; service?: string; sessionId?: string }[];
+  active: number;
+  /** a new tab with a shell in the workspace, or beside `service` */
+  open(service?: string): void;
+  select(key: number): void;
+  close(key: number): void;
+  session(key: number, sessionId: string): void;
+}
+
+/** The terminal tabs of the workspace page; the services table opens tabs too (a shell beside a service). */
+function useTerminalTabs(): TerminalTabs {
+  const [tabs, setTabs] = useState<TerminalTabs['tabs']>([]);
   const [active, setActive] = useState(0);
   const [next, setNext] = useState(1);
-  const open = () => {
-    setTabs((previous) => [...previous, { key: next }]);
-    setActive(next);
-    setNext(next + 1);
+  return {
+    tabs,
+    active,
+    open(service) {
+      setTabs((previous) => [...previous, { key: next, service }]);
+      setActive(next);
+      setNext(next + 1);
+    },
+    select: setActive,
+    close: (key) => setTabs((previous) => previous.filter((entry) => entry.key !== key)),
+    session: (key, sessionId) => setTabs((previous) => previous.map((entry) => (entry.key === key ? { ...entry, sessionId } : entry))),
   };
+}
+
+function Terminals({ owner, name, tabs }: { owner: string; name: string; tabs: TerminalTabs }) {
+  const label = (tab: TerminalTabs['tabs'][number], index: number) => `Terminal ${index + 1}${tab.service ? ` (${tab.service})` : ''}`;
+  const activeIndex = tabs.tabs.findIndex((tab) => tab.key === tabs.active);
   return (
     <section aria-labelledby="terminals-title">
       <div className="heading">
         <h2 id="terminals-title">Terminals</h2>
-        <button onClick={open}>Open a terminal</button>
+        <button onClick={() => tabs.open()}>Open a terminal</button>
         <a href={`/@${encodeURIComponent(owner)}/${encodeURIComponent(name)}/terminal`} target="_blank" rel="noopener">Open in a new window</a>
       </div>
-      {tabs.length > 0 && (
+      {tabs.tabs.length > 0 && (
         <>
-          <div role="tablist" aria-label="Terminal tabs">
-            {tabs.map((tab, index) => (
-              <span key={tab.key} className="tab">
-                <button role="tab" aria-selected={tab.key === active} onClick={() => setActive(tab.key)}>Terminal {index + 1}</button>
-                <button className="link" aria-label={`Close terminal ${index + 1}`} onClick={() => setTabs((previous) => previous.filter((entry) => entry.key !== tab.key))}>×</button>
-              </span>
-            ))}
+          <div className="tab-bar">
+            {/* a tablist holds tabs only (axe: aria-required-children); closing is a button beside it, for the tab shown */}
+            <div role="tablist" aria-label="Terminal tabs">
+              {tabs.tabs.map((tab, index) => (
+                <button key={tab.key} role="tab" aria-selected={tab.key === tabs.active} onClick={() => tabs.select(tab.key)}>{label(tab, index)}</button>
+              ))}
+            </div>
+            {activeIndex >= 0 && (
+              <button className="link" onClick={() => tabs.close(tabs.active)}>Close {label(tabs.tabs[activeIndex], activeIndex).toLowerCase()}</button>
+            )}
           </div>
           <Suspense fallback={<p role="status">Loading the terminal…</p>}>
-            {tabs.map((tab) => (
-              <TerminalTab key={tab.key} owner={owner} name={name} sessionId={tab.sessionId} visible={tab.key === active}
-                onSessionId={(id) => setTabs((previous) => previous.map((entry) => (entry.key === tab.key ? { ...entry, sessionId: id } : entry)))} />
+            {tabs.tabs.map((tab) => (
+              <TerminalTab key={tab.key} owner={owner} name={name} service={tab.service} sessionId={tab.sessionId} visible={tab.key === tabs.active}
+                onSessionId={(id) => tabs.session(tab.key, id)} />
             ))}
           </Suspense>
         </>
@@ -216,24 +247,68 @@ function Apps({ spec }: { spec: TemplateSpec | undefined }) {
   );
 }
 
-function Services({ owner, name, services, spec }: { owner: string; name: string; services: string[]; spec: TemplateSpec }) {
+function Services({ owner, name, services, agents, onTerminal }: {
+  owner: string;
+  name: string;
+  services: ServiceStatusDto[];
+  agents: AgentDto[];
+  /** opens a terminal tab beside a service (only while the workspace runs) */
+  onTerminal?(service: string): void;
+}) {
   const [shown, setShown] = useState<string>();
   return (
     <section aria-labelledby="services-title">
       <h2 id="services-title">Environment services</h2>
-      <table className="list">
-        <thead><tr><th scope="col">Service</th><th scope="col">Ports</th><th scope="col">Logs</th></tr></thead>
+      <table className="list" data-testid="services">
+        <thead><tr><th scope="col">Service</th><th scope="col">State</th><th scope="col">Ports</th><th scope="col">Actions</th></tr></thead>
         <tbody>
-          {services.map((service) => (
-            <tr key={service}>
-              <td>{service}</td>
-              <td>{(spec.environment?.services?.[service]?.ports ?? []).map((port) => port.port).join(', ') || '—'}</td>
-              <td><button onClick={() => setShown(shown === service ? undefined : service)} aria-expanded={shown === service}>{shown === service ? 'Hide' : 'Show'} the log of {service}</button></td>
+          {services.map((service) => {
+            const agent = agents.find((entry) => entry.service === service.name);
+            return (
+              <tr key={service.name} data-service={service.name}>
+                <th scope="row">{service.name}</th>
+                <td>
+                  <Status value={service.state} /> {service.since && service.state !== 'down' && <Age at={service.since} />}
+                  {service.message && <p className="problem-text">{service.message}</p>}
+                </td>
+                <td>{service.ports.map((port) => `${port.port}${port.name ? ` (${port.name})` : ''}${port.address ? ` at ${port.address}` : ''}`).join(', ') || '—'}</td>
+                <td className="actions">
+                  <button onClick={() => setShown(shown === service.name ? undefined : service.name)} aria-expanded={shown === service.name}>
+                    {shown === service.name ? 'Hide' : 'Show'} the log of {service.name}
+                  </button>
+                  {service.agent && onTerminal && (
+                    <button onClick={() => onTerminal(service.name)} disabled={!agent?.connected}
+                      title={agent?.connected ? undefined : 'Its agent is not connected.'}>Open a terminal in {service.name}</button>
+                  )}
+                </td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+      {shown && <ServiceLog key={shown} owner={owner} name={name} service={shown} />}
+    </section>
+  );
+}
+
+/** The workspace's agents: its own ('main') and one beside each service that asks for it. */
+function Agents({ agents }: { agents: AgentDto[] }) {
+  return (
+    <section aria-labelledby="agents-title">
+      <h2 id="agents-title">Agents</h2>
+      <table className="list" data-testid="agents">
+        <thead><tr><th scope="col">Agent</th><th scope="col">Runs</th><th scope="col">State</th><th scope="col">Connection</th></tr></thead>
+        <tbody>
+          {agents.map((agent) => (
+            <tr key={agent.name} data-agent={agent.name}>
+              <th scope="row">{agent.name}</th>
+              <td>{agent.service ? `beside service ${agent.service}` : 'in the workspace'}</td>
+              <td><Status value={agent.state ?? 'unknown'} /></td>
+              <td>{agent.connected ? <>connected <Age at={agent.connectedAt} /></> : <>not connected{agent.disconnectedAt && <> since <Age at={agent.disconnectedAt} /></>}</>}</td>
             </tr>
           ))}
         </tbody>
       </table>
-      {shown && <ServiceLog key={shown} owner={owner} name={name} service={shown} />}
     </section>
   );
 }
