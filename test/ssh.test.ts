@@ -179,6 +179,62 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(await readFrom(socket)).toBe('unix:ping');
   });
 
+  it('forwards a port in the workspace to the client\'s side (-R), on a port den chooses (-R 0) or a given one', async () => {
+    const upstream = await listen(createServer((socket) => socket.on('data', (data) => socket.end(`client-side:${data}`))));
+    const chosen = startForward(['-N', '-R', `0:127.0.0.1:${port(upstream)}`]);
+    const allocated = Number((await stderrMatching(chosen, /Allocated port (\d+) for remote forward/))[1]);
+    const given = await freePort();
+    const fixed = startForward(['-N', '-R', `${given}:127.0.0.1:${port(upstream)}`]);
+    // the agent listens in the workspace (this machine's loopback for the process runtime); the bytes cross to the client's side and back
+    for (const workspacePort of [allocated, given]) {
+      const socket = await connectWhenUp(workspacePort, workspacePort === given ? fixed : chosen);
+      socket.write('hi');
+      expect(await readFrom(socket)).toBe('client-side:hi');
+    }
+  });
+
+  it('refuses a remote forward whose port is taken in the workspace, that request only', async () => {
+    const upstream = await listen(createServer((socket) => socket.end('served')));
+    const taken = await listen(createServer((socket) => socket.end('the squatter')));
+    const free = await freePort();
+    // no ExitOnForwardFailure: ssh warns about the refused forward and keeps the other one
+    const child = startForward(['-N', '-R', `${port(taken)}:127.0.0.1:${port(upstream)}`, '-R', `${free}:127.0.0.1:${port(upstream)}`], { exitOnFailure: false });
+    await stderrMatching(child, new RegExp(`remote port forwarding failed for listen port ${port(taken)}`));
+    expect(await readFrom(await connectWhenUp(free, child))).toBe('served');
+    expect(await readFrom(await connectWhenUp(port(taken), child))).toBe('the squatter');
+  });
+
+  it('forwards a unix socket in the workspace to the client\'s side (-R path:host:port)', async () => {
+    const upstream = await listen(createServer((socket) => socket.on('data', (data) => socket.end(`via-socket:${data}`))));
+    const path = join(ctx.home, 'remote.sock');
+    const forward = startForward(['-N', '-R', `${path}:127.0.0.1:${port(upstream)}`]);
+    const socket = await connectWhenUp(path, forward);
+    socket.write('ping');
+    expect(await readFrom(socket)).toBe('via-socket:ping');
+  });
+
+  it('stops a remote forward on cancel-tcpip-forward, and all of them when the connection ends', async () => {
+    const client = await connectClient(ctx.aliceKey, 'dev');
+    let second = 0;
+    try {
+      client.on('tcp connection', (_info, accept) => accept().end('accepted'));
+      const forwardIn = () => new Promise<number>((resolve, reject) => client.forwardIn('127.0.0.1', 0, (error, bound) => (error ? reject(error) : resolve(bound))));
+      const first = await forwardIn();
+      second = await forwardIn();
+      expect(await readFrom(await connectWhenUp(first))).toBe('accepted');
+      await new Promise<void>((resolve, reject) => client.unforwardIn('127.0.0.1', first, (error) => (error ? reject(error) : resolve())));
+      // the agent closes its listener as the close frame arrives, just after the reply
+      await waitUntilAsync(() => refusedAt(first), 'the cancelled forward to stop');
+      expect(await readFrom(await connectWhenUp(second))).toBe('accepted');
+      // a cancel of a forward that does not exist is refused, the connection goes on
+      await expect(new Promise<void>((resolve, reject) => client.unforwardIn('127.0.0.1', first, (error) => (error ? reject(error) : resolve())))).rejects.toThrow();
+      expect(await readFrom(await connectWhenUp(second))).toBe('accepted');
+    } finally {
+      client.end();
+    }
+    await waitUntilAsync(() => refusedAt(second), 'the forward to stop with its connection');
+  });
+
   it('serves a SOCKS proxy (-D) whose connections open in the workspace', async () => {
     const upstream = await listen(createServer((socket) => socket.end('socks-ok')));
     const local = await freePort();
@@ -505,8 +561,10 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     return response.json();
   }
 
-  function startForward(args: string[]): ChildProcess {
-    const child = spawn('ssh', [...isolatedOptions(ctx.aliceKey, ['-o', 'ExitOnForwardFailure=yes']), '-p', String(ctx.port), ...args, 'dev@127.0.0.1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  /** ssh with a forward; `exitOnFailure: false` keeps it running past a refused forward. It logs at INFO: allocated ports and refused forwards show on stderr. */
+  function startForward(args: string[], { exitOnFailure = true } = {}): ChildProcess {
+    const options = isolatedOptions(ctx.aliceKey, ['-o', `ExitOnForwardFailure=${exitOnFailure ? 'yes' : 'no'}`]).map((option) => (option === 'LogLevel=ERROR' ? 'LogLevel=INFO' : option));
+    const child = spawn('ssh', [...options, '-p', String(ctx.port), ...args, 'dev@127.0.0.1'], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
     return child;
   }
@@ -540,13 +598,13 @@ async function freePort(): Promise<number> {
   return free;
 }
 
-/** Connects to a local forward once ssh has opened it (it listens only after authenticating). */
-async function connectWhenUp(localPort: number, forward: ChildProcess): Promise<Socket> {
+/** Connects to a forward (a local port or unix socket) once ssh has opened it (it listens only after authenticating). */
+async function connectWhenUp(localPort: number | string, forward?: ChildProcess): Promise<Socket> {
   const deadline = Date.now() + FORWARD_TIMEOUT_MS;
   for (;;) {
-    if (forward.exitCode !== null) throw new Error(`the ssh forward exited with ${forward.exitCode}`);
+    if (forward && forward.exitCode !== null) throw new Error(`the ssh forward exited with ${forward.exitCode}`);
     const socket = await new Promise<Socket | undefined>((resolve) => {
-      const attempt = connect(localPort, '127.0.0.1');
+      const attempt = typeof localPort === 'string' ? connect(localPort) : connect(localPort, '127.0.0.1');
       attempt.once('connect', () => resolve(attempt));
       attempt.once('error', () => resolve(undefined));
     });
@@ -554,6 +612,43 @@ async function connectWhenUp(localPort: number, forward: ChildProcess): Promise<
     if (Date.now() > deadline) throw new Error(`the forward on port ${localPort} did not open within ${FORWARD_TIMEOUT_MS} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** True when nothing listens on the port any more. */
+function refusedAt(localPort: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const attempt = connect(localPort, '127.0.0.1');
+    attempt.once('connect', () => {
+      attempt.destroy();
+      resolve(false);
+    });
+    attempt.once('error', () => resolve(true));
+  });
+}
+
+async function waitUntilAsync(condition: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Resolves with the match once the child's stderr shows the pattern (ssh prints allocated ports and forward failures there). */
+function stderrMatching(child: ChildProcess, pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`ssh did not print ${pattern} within ${FORWARD_TIMEOUT_MS} ms; it printed: ${text}`)), FORWARD_TIMEOUT_MS);
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      text += chunk;
+      const match = text.match(pattern);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match);
+      }
+    });
+  });
 }
 
 function readFrom(socket: Socket): Promise<string> {

@@ -13,6 +13,7 @@ import type { ActivityRecorder } from '../workspaces/activity.ts';
 import { trackedWorkspace } from '../workspaces/access.ts';
 import type { Transport } from './backpressure.ts';
 import { loadHostKey, type HostKey } from './host-key.ts';
+import { serveRemoteForwards } from './remote-forward.ts';
 import { serveSessionChannel } from './session-channel.ts';
 import { spliceTcp } from './splice.ts';
 import { resolveSshTarget, unavailableReason, type SshTarget, type SshUser } from './target.ts';
@@ -222,8 +223,16 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       };
       client.on('tcpip', (accept, reject, info) => forward(accept, reject, { host: info.destIP, port: info.destPort }));
       client.on('openssh.streamlocal', (accept, reject, info) => forward(accept, reject, { path: info.socketPath }));
-      // tcpip-forward (-R) and streamlocal-forward are not offered yet; keepalive@openssh.com and other global requests get ssh2's failure reply, which OpenSSH takes as "alive"
-      client.on('request', (_accept, reject) => reject?.());
+      serveRemoteForwards(client, {
+        agents: deps.agents,
+        workspaceId,
+        transport,
+        refusal,
+        claimChannel: () => roomForChannel() && ++entry.channels > 0,
+        releaseChannel: () => entry.channels--,
+        onActivity: activity,
+        log,
+      });
     });
   };
 
