@@ -469,6 +469,29 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(ctx.server.den.ssh.sessions(ctx.bob.workspaceId)).toEqual([]);
   });
 
+  it('ends the SSH connections a key opened when that key is removed, and only those', async () => {
+    const hold = (key: string) => {
+      const child = spawn('ssh', [...isolatedOptions(key), '-N', '-p', String(ctx.port), 'dev@127.0.0.1'], { stdio: ['ignore', 'ignore', 'ignore'] });
+      children.push(child);
+      return child;
+    };
+    const before = ctx.server.den.ssh.sessions(ctx.alice.workspaceId).length;
+    const byRsa = hold(ctx.aliceRsaKey);
+    const byEd25519 = hold(ctx.aliceKey);
+    await waitUntil(() => ctx.server.den.ssh.sessions(ctx.alice.workspaceId).length === before + 2, 'both connections');
+    const { keys } = (await getJson('/api/v1/users/me/keys')) as { keys: { id: string; type: string }[] };
+    const rsa = keys.find((key) => key.type === 'ssh-rsa')!;
+    const removed = await ctx.server.app.inject({ method: 'DELETE', url: `/api/v1/users/me/keys/${rsa.id}`, headers: { authorization: `Bearer ${ctx.aliceToken}` } });
+    expect(removed.statusCode).toBe(200);
+    await waitUntil(() => byRsa.exitCode !== null, 'the connection of the removed key to end');
+    expect(byEd25519.exitCode).toBeNull();
+    expect(ctx.server.den.ssh.sessions(ctx.alice.workspaceId)).toHaveLength(before + 1);
+    // the removed key no longer signs in; the other still does
+    expect((await ssh('dev', ['true'], { key: ctx.aliceRsaKey })).code).toBe(255);
+    expect((await ssh('dev', ['echo still-in'])).stdout).toBe('still-in\n');
+    await addSshKey(ctx.server.store.db, systemClock, ctx.alice.userId, { name: '', publicKey: readFileSync(`${ctx.aliceRsaKey}.pub`, 'utf8') });
+  });
+
   describe('bad input', () => {
     it('drops a connection that sends garbage instead of SSH packets, and serves the next', async () => {
       const socket = connect(ctx.port, '127.0.0.1');

@@ -123,6 +123,8 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
     const log = deps.log.child({ ssh: remoteAddress });
     let user = tunnel?.user;
     let target = tunnel?.target;
+    /** the key that authenticated the connection (none for a tunnel): removing it ends the connection */
+    let keyId: string | undefined;
     const mark = deps.liveAccess.mark();
     connections.add(client);
     const loginTimer = setTimeout(() => client.end(), limits.loginGraceMs);
@@ -150,6 +152,7 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       const parsed = ssh2.utils.parseKey(ctx.key.data);
       if (parsed instanceof Error || !parsed.verify(ctx.blob!, ctx.signature, ctx.hashAlgo)) return ctx.reject(['publickey']);
       user = { userId: found.userId, username: found.username, role: found.role as SshUser['role'] };
+      keyId = found.keyId;
       target = await resolveSshTarget(deps.store.db, user, ctx.username);
       ctx.accept();
     };
@@ -166,7 +169,7 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       else setTimeout(() => client.end(), OVER_LIMIT_GRACE_MS).unref();
       // a tunnel's websocket is tracked by its route (with the API token that opened it)
       const untrack = reached.ok && !tunnel
-        ? deps.liveAccess.track({ userId: connectedUser.userId, workspace: trackedWorkspace(reached.workspace), since: mark }, (error) => endConnection(error))
+        ? deps.liveAccess.track({ userId: connectedUser.userId, sshKeyId: keyId, workspace: trackedWorkspace(reached.workspace), since: mark }, (error) => endConnection(error))
         : () => {};
       let gone = false;
       client.once('close', () => {
