@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -503,6 +504,33 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       expect((await ssh('dev', ['echo still-serving'])).stdout).toBe('still-serving\n');
     });
 
+    it('drops a connection whose crafted packets are malformed (a 4 GiB length, a key exchange with nothing in common), well before the login grace, and serves the next', async () => {
+      const kexinit = (names: string) => Buffer.concat([Buffer.from([20]), Buffer.alloc(16, 7), ...Array.from({ length: 10 }, () => sshString(names)), Buffer.from([0, 0, 0, 0, 0])]);
+      for (const packet of [Buffer.from([0xff, 0xff, 0xff, 0xf0, 4, 1, 2, 3]), sshPacket(kexinit('none-such@example.com'))]) {
+        const socket = connect(ctx.port, '127.0.0.1');
+        socket.on('error', () => {});
+        const closed = new Promise((resolve) => socket.once('close', () => resolve('closed')));
+        await new Promise((resolve) => socket.once('data', resolve)); // the server's ident line
+        socket.write('SSH-2.0-crafted\r\n');
+        socket.write(packet);
+        const grace = new Promise((resolve) => setTimeout(() => resolve('still open'), LOGIN_GRACE_MS / 2).unref());
+        expect(await Promise.race([closed, grace])).toBe('closed');
+        socket.destroy();
+      }
+      expect((await ssh('dev', ['echo still-serving'])).stdout).toBe('still-serving\n');
+    });
+
+    it('refuses a channel of a type it does not know, and the connection goes on', async () => {
+      const client = await connectClient(ctx.aliceKey, 'dev');
+      try {
+        const refused = await openRawChannel(client, 'tun@openssh.com');
+        expect(refused).toMatchObject({ reason: 3 }); // SSH_OPEN_UNKNOWN_CHANNEL_TYPE
+        expect(await execOn(client, 'echo after-unknown')).toBe('after-unknown\n');
+      } finally {
+        client.end();
+      }
+    });
+
     it('drops a connection that never authenticates once the login grace is over', async () => {
       const socket = connect(ctx.port, '127.0.0.1');
       socket.on('error', () => {});
@@ -528,15 +556,7 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       expect(outcomes.filter((outcome) => outcome === 'open').length).toBeGreaterThan(0);
       // once the channels are gone, the same connection runs a command
       await waitUntil(() => (ctx.server.den.ssh.sessions(ctx.alice.workspaceId).find((entry) => entry.via === 'ssh')?.channels ?? 0) === 0, 'the channels to close');
-      const output = await new Promise<string>((resolve, reject) => {
-        client.exec('echo after-the-flood', (error, stream) => {
-          if (error) return reject(error);
-          let text = '';
-          stream.on('data', (chunk: Buffer) => (text += chunk));
-          stream.on('close', () => resolve(text));
-        });
-      });
-      expect(output).toBe('after-the-flood\n');
+      expect(await execOn(client, 'echo after-the-flood')).toBe('after-the-flood\n');
       client.end();
     });
 
@@ -635,6 +655,59 @@ async function connectWhenUp(localPort: number | string, forward?: ChildProcess)
     if (Date.now() > deadline) throw new Error(`the forward on port ${localPort} did not open within ${FORWARD_TIMEOUT_MS} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Runs a command on an ssh2 client connection; resolves with its stdout. */
+function execOn(client: ssh2.Client, command: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    client.exec(command, (error, stream) => {
+      if (error) return reject(error);
+      let text = '';
+      stream.on('data', (chunk: Buffer) => (text += chunk));
+      stream.on('close', () => resolve(text));
+    });
+  });
+}
+
+/** An SSH string (RFC 4251): u32 length, bytes. */
+function sshString(text: string): Buffer {
+  const bytes = Buffer.from(text);
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(bytes.length);
+  return Buffer.concat([length, bytes]);
+}
+
+/** An unencrypted SSH binary packet (RFC 4253 6): u32 length, padding length, payload, padding to a multiple of 8. */
+function sshPacket(payload: Buffer): Buffer {
+  let padding = 8 - ((5 + payload.length) % 8);
+  if (padding < 4) padding += 8;
+  const header = Buffer.alloc(5);
+  header.writeUInt32BE(1 + payload.length + padding);
+  header[4] = padding;
+  return Buffer.concat([header, payload, Buffer.alloc(padding)]);
+}
+
+/**
+ * Sends CHANNEL_OPEN of any type on an authenticated ssh2 client (it has no public call for types
+ * it does not know): the packet goes through its transport, encrypted, with a channel id from its
+ * own channel manager. Resolves with the server's refusal ({ reason, description }), or null when
+ * the server opened the channel. Uses ssh2 internals (1.17, pinned).
+ */
+function openRawChannel(client: ssh2.Client, type: string): Promise<{ reason: number; description: string } | null> {
+  const internals = client as unknown as {
+    _protocol: { _packetRW: { write: { allocStart: number; alloc(size: number): Buffer; finalize(packet: Buffer): Buffer } } };
+    _chanMgr: { add(callback: (error: (Error & { reason: number; description: string }) | undefined) => void): number };
+  };
+  const { sendPacket } = createRequire(import.meta.url)('ssh2/lib/protocol/utils.js') as { sendPacket(protocol: unknown, packet: Buffer): void };
+  return new Promise((resolve) => {
+    const local = internals._chanMgr.add((error) => resolve(error ? { reason: error.reason, description: error.description } : null));
+    const protocol = internals._protocol;
+    const body = Buffer.concat([Buffer.from([90]), sshString(type), Buffer.from([0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0x80, 0])]);
+    body.writeUInt32BE(local, 1 + 4 + Buffer.byteLength(type));
+    const packet = protocol._packetRW.write.alloc(body.length);
+    body.copy(packet, protocol._packetRW.write.allocStart);
+    sendPacket(protocol, protocol._packetRW.write.finalize(packet));
+  });
 }
 
 /** True when nothing listens on the port any more. */
