@@ -12,6 +12,8 @@ export const MAX_UNCLAIMED = 64;
 interface Unclaimed {
   socket: Socket;
   timer: NodeJS.Timeout;
+  /** the unclaimed connections of its listener, which it leaves once claimed */
+  waiting: Set<number>;
 }
 
 export interface Listeners {
@@ -38,6 +40,7 @@ export function createListeners(): Listeners {
     const entry = unclaimed.get(connection);
     if (!entry) return;
     unclaimed.delete(connection);
+    entry.waiting.delete(connection);
     clearTimeout(entry.timer);
     entry.socket.destroy();
   };
@@ -47,6 +50,7 @@ export function createListeners(): Listeners {
       const entry = unclaimed.get(connection);
       if (!entry) return undefined;
       unclaimed.delete(connection);
+      entry.waiting.delete(connection);
       clearTimeout(entry.timer);
       return entry.socket.destroyed ? undefined : entry.socket;
     },
@@ -56,11 +60,11 @@ export function createListeners(): Listeners {
       const target = path ?? `${spec.host}:${spec.port}`;
       let bound = false;
       let finished = false;
-      const mine = new Set<number>();
+      /** this listener's connections waiting for a claim */
+      const waiting = new Set<number>();
       const record = (value: ListenRecord) => sender.write('data', Buffer.from(`${JSON.stringify(value)}\n`));
       const stop = () => {
-        for (const connection of mine) drop(connection);
-        mine.clear();
+        for (const connection of [...waiting]) drop(connection);
         sender.close();
         if (server.listening) server.close();
         listeners--;
@@ -77,20 +81,14 @@ export function createListeners(): Listeners {
       listeners++;
       const server: Server = createServer({ pauseOnConnect: true }, (socket) => {
         socket.on('error', () => {});
-        if (finished || mine.size >= MAX_UNCLAIMED) return void socket.destroy();
+        if (finished || waiting.size >= MAX_UNCLAIMED) return void socket.destroy();
         const connection = nextConnection++;
-        mine.add(connection);
-        const timer = setTimeout(() => {
-          mine.delete(connection);
-          drop(connection);
-        }, LISTEN_CLAIM_MS);
+        waiting.add(connection);
+        const timer = setTimeout(() => drop(connection), LISTEN_CLAIM_MS);
         timer.unref();
-        unclaimed.set(connection, { socket, timer });
-        socket.once('close', () => {
-          // a claimed socket is the tcp channel's now; an unclaimed one that closed is simply forgotten
-          if (unclaimed.get(connection)?.socket === socket) drop(connection);
-          mine.delete(connection);
-        });
+        unclaimed.set(connection, { socket, timer, waiting });
+        // a claimed socket is the tcp channel's now; an unclaimed one that closed is simply forgotten
+        socket.once('close', () => drop(connection));
         record({ type: 'accepted', connection, originAddress: socket.remoteAddress ?? (path ? path : ''), originPort: socket.remotePort ?? 0 });
       });
       server.on('error', (error: NodeJS.ErrnoException) => finish({ code: 'TCP_LISTEN_FAILED', message: listenFailure(target, error) }));
