@@ -560,10 +560,12 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       client.end();
     });
 
-    it('refuses a forward into a stopped workspace and counts no channel for it', async () => {
+    it('refuses a forward (local or remote) into a stopped workspace and counts no channel for it', async () => {
       const client = await connectClient(ctx.aliceKey, 'off');
       const refused = await new Promise<Error | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', 22, (error) => resolve(error)));
       expect(refused).toBeInstanceOf(Error);
+      const refusedRemote = await new Promise<Error | undefined>((resolve) => client.forwardIn('127.0.0.1', 0, (error) => resolve(error)));
+      expect(refusedRemote).toBeInstanceOf(Error);
       expect(ctx.server.den.ssh.sessions(ctx.stopped.workspaceId)).toEqual([expect.objectContaining({ user: 'alice', channels: 0 })]);
       client.end();
     });
