@@ -2,11 +2,12 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type AddressInfo, type Server } from 'node:net';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AGENT_PROTOCOL, MAX_CONTROL_FRAME_BYTES, decodeFrame, encodeFrame, type AgentFrame } from '../protocol/agent.ts';
 import { DIAL_MAX_PAYLOAD, connectUrl, socketBaseUrl } from './dial.ts';
+import { MAX_UNCLAIMED } from './listen.ts';
 
 /**
  * The agent process against a hand-driven server end of the link (our own protocol seam), to
@@ -151,6 +152,57 @@ describe('agent link (agent side)', () => {
     expect(await link.next((f) => f.type === 'pong')).toEqual({ type: 'pong', id: 9 });
   });
 
+  it('listens for a listen channel: announces each connection, hands a claimed one to a tcp channel, drops what it cannot hold, stops on close', async () => {
+    const link = await connectAgent();
+    link.send(welcome());
+    link.send({ type: 'open', channel: 7, window: 256 * 1024, spec: { kind: 'listen', host: '127.0.0.1', port: 0 } });
+    expect(await link.next((f) => f.type === 'open_ok')).toMatchObject({ channel: 7 });
+    const records = listenRecords(link, 7);
+    const { port } = (await records.next()) as { type: 'listening'; port: number };
+    expect(port).toBeGreaterThan(0);
+
+    const client = await dial(port);
+    const accepted = (await records.next()) as { type: 'accepted'; connection: number; originAddress: string };
+    expect(accepted).toMatchObject({ type: 'accepted', originAddress: '127.0.0.1' });
+    link.send({ type: 'open', channel: 9, window: 1024, spec: { kind: 'tcp', host: '127.0.0.1', accepted: accepted.connection } });
+    expect(await link.next((f) => f.type === 'open_ok' && f.channel === 9)).toBeTruthy();
+    link.send({ type: 'data', channel: 9, payload: new TextEncoder().encode('to-client') });
+    client.write('from-client');
+    expect(await readSome(client)).toBe('to-client');
+    const data = await link.next((f) => f.type === 'data' && f.channel === 9);
+    expect(new TextDecoder().decode((data as { payload: Uint8Array }).payload)).toBe('from-client');
+    // a connection claimed twice, or never announced: refused
+    link.send({ type: 'open', channel: 11, window: 1024, spec: { kind: 'tcp', host: '127.0.0.1', accepted: accepted.connection } });
+    expect(await link.next((f) => f.type === 'open_error' && f.channel === 11)).toMatchObject({ code: 'TCP_CONNECT_FAILED' });
+
+    // past MAX_UNCLAIMED connections waiting for a claim, the agent closes new ones at once
+    const waiting = await Promise.all(Array.from({ length: MAX_UNCLAIMED }, () => dial(port)));
+    for (let announced = 0; announced < MAX_UNCLAIMED; announced++) expect((await records.next()).type).toBe('accepted');
+    const extra = await dial(port);
+    await new Promise((resolve) => extra.once('close', resolve));
+
+    // closing the listen channel stops the listener and drops the unclaimed; the claimed connection goes on
+    link.send({ type: 'close', channel: 7 });
+    await Promise.all(waiting.map((socket) => new Promise((resolve) => (socket.destroyed ? resolve(undefined) : socket.once('close', resolve)))));
+    await expect(dial(port)).rejects.toThrow(/ECONNREFUSED/);
+    client.write('still-here');
+    const after = await link.next((f) => f.type === 'data' && f.channel === 9);
+    expect(new TextDecoder().decode((after as { payload: Uint8Array }).payload)).toBe('still-here');
+  });
+
+  it('refuses a listen channel on a port taken with TCP_LISTEN_FAILED and a sentence', async () => {
+    const taken = createServer();
+    tcpServers.push(taken);
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    const link = await connectAgent();
+    link.send(welcome());
+    link.send({ type: 'open', channel: 13, window: 1024, spec: { kind: 'listen', host: '127.0.0.1', port } });
+    const refusal = await link.next((f) => f.type === 'open_error');
+    expect(refusal).toMatchObject({ channel: 13, code: 'TCP_LISTEN_FAILED' });
+    expect((refusal as { message: string }).message).toContain(`already listens on 127.0.0.1:${port}`);
+  });
+
   it('drops a silent connection after three heartbeat intervals and dials again, without rerunning startup', async () => {
     const link = await connectAgent();
     link.send({ ...welcome(), heartbeatMs: 100 } as AgentFrame);
@@ -229,4 +281,35 @@ async function connectAgent() {
   };
   expect(await link.next((f) => f.type === 'hello')).toMatchObject({ type: 'hello', protocol: AGENT_PROTOCOL, state: 'starting', startupBegun: false });
   return link;
+}
+
+function dial(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+function readSome(socket: Socket): Promise<string> {
+  return new Promise((resolve) => socket.once('data', (chunk: Buffer) => resolve(chunk.toString())));
+}
+
+/** The records of a listen channel's DATA, one per line, in order (granting the window back as a server does). */
+function listenRecords(link: { next(match: (frame: AgentFrame) => boolean): Promise<AgentFrame>; send(frame: AgentFrame): void }, channel: number) {
+  const queued: { type: string }[] = [];
+  let partial = '';
+  return {
+    async next(): Promise<{ type: string }> {
+      while (queued.length === 0) {
+        const frame = (await link.next((f) => f.type === 'data' && f.channel === channel)) as { payload: Uint8Array };
+        link.send({ type: 'window', channel, bytes: frame.payload.byteLength });
+        partial += new TextDecoder().decode(frame.payload);
+        const lines = partial.split('\n');
+        partial = lines.pop()!;
+        queued.push(...lines.map((line) => JSON.parse(line) as { type: string }));
+      }
+      return queued.shift()!;
+    },
+  };
 }

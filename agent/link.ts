@@ -15,6 +15,7 @@ import {
 } from '../protocol/agent.ts';
 import { openExecChannel, type ChannelContext, type ChannelHandler } from './exec.ts';
 import { dial } from './dial.ts';
+import { createListeners } from './listen.ts';
 import { openTcpChannel } from './tcp.ts';
 import { LogOutbox } from './log-outbox.ts';
 import { runStartupScripts, type ScriptStream } from './startup.ts';
@@ -69,7 +70,13 @@ const MAX_CHANNELS = 1024;
 export function startAgent(options: AgentOptions): Agent {
   let dialed = options.dialed;
   const instance = randomUUID();
-  const openers: ChannelOpeners = { exec: openExecChannel, tcp: openTcpChannel, ...options.channels };
+  const listeners = createListeners();
+  const openers: ChannelOpeners = {
+    exec: openExecChannel,
+    tcp: (channel, spec, peerWindow, context, onClosed) => openTcpChannel(channel, spec, peerWindow, context, onClosed, listeners.claim),
+    listen: listeners.open,
+    ...options.channels,
+  };
   let socket: WebSocket | undefined;
   let welcomed = false;
   let attempt = 0;

@@ -15,13 +15,26 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * server is written to the socket and granted back as the writes complete. `eof` either way is a
  * half-close; the channel closes when the socket does.
  */
-export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: number, context: ChannelContext, onClosed: () => void): ChannelHandler {
-  const sender = new ChannelSender(channel, peerWindow, (frame) => context.send(frame));
-  const receive = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
+export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: number, context: ChannelContext, onClosed: () => void, claim: (connection: number) => Socket | undefined = () => undefined): ChannelHandler {
+  if (spec.accepted !== undefined) {
+    const accepted = claim(spec.accepted);
+    if (!accepted) {
+      context.send({ type: 'open_error', channel, code: 'TCP_CONNECT_FAILED', message: `The forwarded connection ${spec.accepted} is gone (it closed, or waited too long to be claimed).` });
+      onClosed();
+      return { onData() {}, onEof() {}, onWindow() {}, onSignal() {}, onResize() {}, abort() {} };
+    }
+    return serveTcp(channel, accepted, `the forwarded connection from ${accepted.remoteAddress ?? 'a unix socket'}`, peerWindow, context, onClosed);
+  }
   // a relative socket path is the workspace user's: resolved against HOME, as ssh -L resolves it on the far side
   const path = spec.path === undefined ? undefined : isAbsolute(spec.path) ? spec.path : join(context.home(), spec.path);
   const target = path ?? `${spec.host}:${spec.port}`;
-  const socket: Socket = path ? connect({ path }) : connect({ host: spec.host, port: spec.port! });
+  return serveTcp(channel, path ? connect({ path }) : connect({ host: spec.host, port: spec.port! }), target, peerWindow, context, onClosed);
+}
+
+/** One tcp channel over `socket`: connecting (open_ok once it connects), or already connected (a claimed connection: open_ok at once). */
+function serveTcp(channel: number, socket: Socket, target: string, peerWindow: number, context: ChannelContext, onClosed: () => void): ChannelHandler {
+  const sender = new ChannelSender(channel, peerWindow, (frame) => context.send(frame));
+  const receive = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
   socket.setNoDelay(true);
   let connected = false;
   let finished = false;
@@ -44,11 +57,15 @@ export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: numbe
   }, CONNECT_TIMEOUT_MS);
   timer.unref();
 
-  socket.once('connect', () => {
+  const onConnected = () => {
     clearTimeout(timer);
     connected = true;
     context.send({ type: 'open_ok', channel, window: DEFAULT_CHANNEL_WINDOW });
-  });
+  };
+  // a claimed connection was accepted paused (agent/listen.ts): it flows once its handlers are in place, below
+  const claimed = !socket.connecting;
+  if (claimed) onConnected();
+  else socket.once('connect', onConnected);
   socket.on('error', (error: NodeJS.ErrnoException) => {
     clearTimeout(timer);
     if (!connected) return finish({ code: 'TCP_CONNECT_FAILED', message: connectFailure(target, error) });
@@ -73,6 +90,7 @@ export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: numbe
     clearTimeout(timer);
     if (connected) afterQueued(() => finish(closeError));
   });
+  if (claimed) socket.resume();
 
   return {
     onData(payload) {

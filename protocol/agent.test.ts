@@ -41,6 +41,9 @@ const controlFrames: AgentFrame[] = [
   { type: 'open', channel: 1, window: 65536, spec: { kind: 'exec', command: ['ls', '-l'], env: { X: 'y' }, cwd: '/tmp', tty: { cols: 80, rows: 24 } } },
   { type: 'open', channel: 3, window: 1024, spec: { kind: 'tcp', host: '127.0.0.1', port: 8080 } },
   { type: 'open', channel: 5, window: 1024, spec: { kind: 'terminal', sessionId: 's1', cols: 100, rows: 40 } },
+  { type: 'open', channel: 7, window: 1024, spec: { kind: 'listen', host: '127.0.0.1', port: 0 } },
+  { type: 'open', channel: 9, window: 1024, spec: { kind: 'listen', host: '127.0.0.1', path: 'app.sock' } },
+  { type: 'open', channel: 11, window: 1024, spec: { kind: 'tcp', host: '127.0.0.1', accepted: 4 } },
   { type: 'open_ok', channel: 1, window: 65536 },
   { type: 'open_error', channel: 1, code: 'EXEC_FAILED', message: 'not found' },
   { type: 'eof', channel: 1 },
@@ -125,6 +128,16 @@ describe('agent frame codec', () => {
         }
       }
     }
+  });
+
+  it('refuses a tcp open naming more or less than one target, and a listen open naming both a port and a path', () => {
+    const open = (spec: object) => () => decodeFrame(JSON.stringify({ type: 'open', channel: 1, window: 1024, spec }));
+    expect(open({ kind: 'tcp', port: 80, accepted: 3 })).toThrow(FrameError);
+    expect(open({ kind: 'tcp', path: 'a.sock', accepted: 3 })).toThrow(FrameError);
+    expect(open({ kind: 'tcp' })).toThrow(FrameError);
+    expect(open({ kind: 'listen', port: 80, path: 'a.sock' })).toThrow(FrameError);
+    expect(open({ kind: 'listen' })).toThrow(FrameError);
+    expect(open({ kind: 'listen', port: 65536 })).toThrow(FrameError);
   });
 
   it('refuses to encode frames it could not decode', () => {

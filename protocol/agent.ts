@@ -17,6 +17,12 @@ import { parseJsonFrame } from './json-frame.ts';
  *         or `open_error TERMINAL_SESSION_NOT_FOUND` for a close of an unknown session.
  *  - 1.2  `tcp` channels: a stream to a port or a unix socket in the workspace (agent/tcp.ts);
  *         open_error TCP_CONNECT_FAILED when nothing accepts the connection.
+ *  - 1.3  `listen` channels (agent/listen.ts): the agent listens on a port or a unix socket in the
+ *         workspace (SSH -R); DATA towards the server carries `listenRecordSchema` lines (the
+ *         bound port, then one `accepted` record per connection), open_error TCP_LISTEN_FAILED when
+ *         the bind fails, and closing the channel stops the listener. The server claims each
+ *         accepted connection by opening a `tcp` channel with `accepted` set to its number, so the
+ *         agent still opens no channels and every byte keeps the credit flow control.
  *
  * Framing. Every websocket message is one frame.
  *  - Text messages are control frames: UTF-8 JSON, validated by `controlFrameSchema`
@@ -50,8 +56,10 @@ import { parseJsonFrame } from './json-frame.ts';
  * server, input, acks and control towards the agent); its abort detaches rather than kills, so
  * sessions survive the link. A `tcp` channel carries a raw byte stream to host:port or a unix socket in the
  * workspace (port forwarding, SSH direct-tcpip, the app proxy); `eof` maps to a TCP half-close.
+ * A `listen` channel is a listener in the workspace; its connections become `tcp` channels the
+ * server opens (see 1.3).
  */
-export const AGENT_PROTOCOL = { major: 1, minor: 2 } as const;
+export const AGENT_PROTOCOL = { major: 1, minor: 3 } as const;
 
 /**
  * The name of a workspace's own agent; an agent beside an environment service is named after
@@ -157,14 +165,41 @@ export const tcpOpenSchema = z
     host: z.string().min(1).max(255).default('127.0.0.1'),
     port: z.number().int().min(1).max(65535).optional(),
     path: z.string().min(1).max(4096).optional(),
+    /** a connection a `listen` channel of this agent accepted (its `accepted` record's number), instead of connecting */
+    accepted: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   })
-  .refine((spec) => (spec.port === undefined) !== (spec.path === undefined), 'A tcp channel names either a port or a unix socket path.');
+  .refine((spec) => [spec.port, spec.path, spec.accepted].filter((value) => value !== undefined).length === 1, 'A tcp channel names exactly one of a port, a unix socket path and an accepted connection.');
+/**
+ * A listener in the workspace (SSH tcpip-forward and streamlocal-forward): on host:port (port 0:
+ * any free port) or on a unix socket `path` (relative: to HOME). Exactly one of `port` and `path`.
+ */
+export const listenOpenSchema = z
+  .object({
+    kind: z.literal('listen'),
+    host: z.string().min(1).max(255).default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).optional(),
+    path: z.string().min(1).max(4096).optional(),
+  })
+  .refine((spec) => (spec.port === undefined) !== (spec.path === undefined), 'A listen channel names either a port or a unix socket path.');
+/** One line (JSON, newline-terminated) of a `listen` channel's DATA towards the server. */
+export const listenRecordSchema = z.discriminatedUnion('type', [
+  /** the first record: the listener is bound (port: the bound port, null for a unix socket) */
+  z.object({ type: z.literal('listening'), port: z.number().int().min(1).max(65535).nullable() }),
+  /** a connection arrived; the server claims it with a tcp channel `{ accepted: connection }` within LISTEN_CLAIM_MS or it is dropped */
+  z.object({ type: z.literal('accepted'), connection: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER), originAddress: z.string().max(256), originPort: z.number().int().min(0).max(65535) }),
+]);
+export type ListenRecord = z.infer<typeof listenRecordSchema>;
+/** The longest line a listen channel carries; a longer one is a protocol violation. */
+export const MAX_LISTEN_RECORD_BYTES = 4096;
+/** How long an accepted connection waits for the server to claim it before the agent drops it. */
+export const LISTEN_CLAIM_MS = 10_000;
 /** Reserved for file sync. */
 export const syncOpenSchema = z.object({ kind: z.literal('sync'), path: z.string().max(4096) });
-export const channelSpecSchema = z.union([execOpenSchema, terminalOpenSchema, terminalAdminOpenSchema, tcpOpenSchema, syncOpenSchema]);
+export const channelSpecSchema = z.union([execOpenSchema, terminalOpenSchema, terminalAdminOpenSchema, tcpOpenSchema, listenOpenSchema, syncOpenSchema]);
 export type ChannelSpec = z.infer<typeof channelSpecSchema>;
 export type ExecOpen = z.infer<typeof execOpenSchema>;
 export type TcpOpen = z.infer<typeof tcpOpenSchema>;
+export type ListenOpen = z.infer<typeof listenOpenSchema>;
 
 const osInfo = z.object({
   platform: z.string().max(64),

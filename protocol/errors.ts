@@ -82,6 +82,7 @@ export const ERROR_CODES = {
 
   // SSH gateway and port forwarding
   TCP_CONNECT_FAILED: { status: 502, doc: 'Nothing accepted a forwarded connection to that port or unix socket inside the workspace.' },
+  TCP_LISTEN_FAILED: { status: 409, doc: 'The workspace could not listen on that port or unix socket (taken, or not allowed); choose another.' },
   SSH_LIMIT_REACHED: { status: 429, doc: 'The user has as many SSH sessions or forwarded channels open as den allows; close some and try again.' },
 
   // web pages

@@ -1,3 +1,4 @@
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +10,7 @@ import { openTerminal } from '../client/terminal.ts';
 import { AGENT_CLOSE, decodeFrame, encodeFrame, DEFAULT_CHANNEL_WINDOW, type AgentFrame } from '../protocol/agent.ts';
 import { RELAY_PROTOCOL_HEADER, RELAY_REPLICA_HEADER } from '../protocol/relay.ts';
 import { agentKey } from '../server/agents/hub-types.ts';
+import { listenInWorkspace } from '../server/agents/tcp-listen.ts';
 import { issueAgentToken } from '../server/agents/tokens.ts';
 import { connectFakeAgent } from './support/fake-agent.ts';
 import { serverMessage } from './support/frame-arbitraries.ts';
@@ -126,6 +128,39 @@ describe.skipIf(postgresSkipReason !== undefined)('the replica relay', { timeout
     expect(snapshot).toContain('relayed-42');
     again.closeSession();
     expect((await again.ended).reason).toBe('exit');
+  });
+
+  it('listens in the workspace through A (SSH -R): a connection made there is claimed through the relay, and closing stops the listener', async () => {
+    const listener = await listenInWorkspace(a.den.agents, workspaceId, { host: '127.0.0.1', port: 0 }, (accepted, claim) => {
+      void claim().then((tcp) => {
+        tcp.stdio.on('data', (chunk: Buffer) => tcp.stdio.end(`relayed:${chunk}`));
+      });
+    });
+    expect(listener.port).toBeGreaterThan(0);
+    // the agent is a process on this machine: its workspace loopback is ours
+    const socket = connect(listener.port!, '127.0.0.1');
+    socket.write('hello');
+    const reply = await new Promise<string>((resolve, reject) => {
+      let text = '';
+      socket.on('data', (chunk: Buffer) => (text += chunk));
+      socket.once('close', () => resolve(text));
+      socket.once('error', reject);
+    });
+    expect(reply).toBe('relayed:hello');
+    listener.close();
+    await waitForAsync(() => new Promise<boolean>((resolve) => {
+      const probe = connect(listener.port!, '127.0.0.1');
+      probe.once('connect', () => (probe.destroy(), resolve(false)));
+      probe.once('error', () => resolve(true));
+    }), 'the listener to stop');
+  });
+
+  it('refuses a listen on a port taken in the workspace with the agent\'s sentence, through A', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    await expect(listenInWorkspace(a.den.agents, workspaceId, { host: '127.0.0.1', port }, () => {})).rejects.toMatchObject({ code: 'TCP_LISTEN_FAILED', message: expect.stringContaining('already listens') });
+    taken.close();
   });
 
   it('refuses a relay dial without a live replica\'s secret, and a user\'s token', async () => {

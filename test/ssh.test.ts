@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -177,6 +178,62 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     const socket = await connectWhenUp(local, forward);
     socket.write('ping');
     expect(await readFrom(socket)).toBe('unix:ping');
+  });
+
+  it('forwards a port in the workspace to the client\'s side (-R), on a port den chooses (-R 0) or a given one', async () => {
+    const upstream = await listen(createServer((socket) => socket.on('data', (data) => socket.end(`client-side:${data}`))));
+    const chosen = startForward(['-N', '-R', `0:127.0.0.1:${port(upstream)}`]);
+    const allocated = Number((await stderrMatching(chosen, /Allocated port (\d+) for remote forward/))[1]);
+    const given = await freePort();
+    const fixed = startForward(['-N', '-R', `${given}:127.0.0.1:${port(upstream)}`]);
+    // the agent listens in the workspace (this machine's loopback for the process runtime); the bytes cross to the client's side and back
+    for (const workspacePort of [allocated, given]) {
+      const socket = await connectWhenUp(workspacePort, workspacePort === given ? fixed : chosen);
+      socket.write('hi');
+      expect(await readFrom(socket)).toBe('client-side:hi');
+    }
+  });
+
+  it('refuses a remote forward whose port is taken in the workspace, that request only', async () => {
+    const upstream = await listen(createServer((socket) => socket.end('served')));
+    const taken = await listen(createServer((socket) => socket.end('the squatter')));
+    const free = await freePort();
+    // no ExitOnForwardFailure: ssh warns about the refused forward and keeps the other one
+    const child = startForward(['-N', '-R', `${port(taken)}:127.0.0.1:${port(upstream)}`, '-R', `${free}:127.0.0.1:${port(upstream)}`], { exitOnFailure: false });
+    await stderrMatching(child, new RegExp(`remote port forwarding failed for listen port ${port(taken)}`));
+    expect(await readFrom(await connectWhenUp(free, child))).toBe('served');
+    expect(await readFrom(await connectWhenUp(port(taken), child))).toBe('the squatter');
+  });
+
+  it('forwards a unix socket in the workspace to the client\'s side (-R path:host:port)', async () => {
+    const upstream = await listen(createServer((socket) => socket.on('data', (data) => socket.end(`via-socket:${data}`))));
+    const path = join(ctx.home, 'remote.sock');
+    const forward = startForward(['-N', '-R', `${path}:127.0.0.1:${port(upstream)}`]);
+    const socket = await connectWhenUp(path, forward);
+    socket.write('ping');
+    expect(await readFrom(socket)).toBe('via-socket:ping');
+  });
+
+  it('stops a remote forward on cancel-tcpip-forward, and all of them when the connection ends', async () => {
+    const client = await connectClient(ctx.aliceKey, 'dev');
+    let second = 0;
+    try {
+      client.on('tcp connection', (_info, accept) => accept().end('accepted'));
+      const forwardIn = () => new Promise<number>((resolve, reject) => client.forwardIn('127.0.0.1', 0, (error, bound) => (error ? reject(error) : resolve(bound))));
+      const first = await forwardIn();
+      second = await forwardIn();
+      expect(await readFrom(await connectWhenUp(first))).toBe('accepted');
+      await new Promise<void>((resolve, reject) => client.unforwardIn('127.0.0.1', first, (error) => (error ? reject(error) : resolve())));
+      // the agent closes its listener as the close frame arrives, just after the reply
+      await waitUntilAsync(() => refusedAt(first), 'the cancelled forward to stop');
+      expect(await readFrom(await connectWhenUp(second))).toBe('accepted');
+      // a cancel of a forward that does not exist is refused, the connection goes on
+      await expect(new Promise<void>((resolve, reject) => client.unforwardIn('127.0.0.1', first, (error) => (error ? reject(error) : resolve())))).rejects.toThrow();
+      expect(await readFrom(await connectWhenUp(second))).toBe('accepted');
+    } finally {
+      client.end();
+    }
+    await waitUntilAsync(() => refusedAt(second), 'the forward to stop with its connection');
   });
 
   it('serves a SOCKS proxy (-D) whose connections open in the workspace', async () => {
@@ -413,6 +470,29 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(ctx.server.den.ssh.sessions(ctx.bob.workspaceId)).toEqual([]);
   });
 
+  it('ends the SSH connections a key opened when that key is removed, and only those', async () => {
+    const hold = (key: string) => {
+      const child = spawn('ssh', [...isolatedOptions(key), '-N', '-p', String(ctx.port), 'dev@127.0.0.1'], { stdio: ['ignore', 'ignore', 'ignore'] });
+      children.push(child);
+      return child;
+    };
+    const before = ctx.server.den.ssh.sessions(ctx.alice.workspaceId).length;
+    const byRsa = hold(ctx.aliceRsaKey);
+    const byEd25519 = hold(ctx.aliceKey);
+    await waitUntil(() => ctx.server.den.ssh.sessions(ctx.alice.workspaceId).length === before + 2, 'both connections');
+    const { keys } = (await getJson('/api/v1/users/me/keys')) as { keys: { id: string; type: string }[] };
+    const rsa = keys.find((key) => key.type === 'ssh-rsa')!;
+    const removed = await ctx.server.app.inject({ method: 'DELETE', url: `/api/v1/users/me/keys/${rsa.id}`, headers: { authorization: `Bearer ${ctx.aliceToken}` } });
+    expect(removed.statusCode).toBe(200);
+    await waitUntil(() => byRsa.exitCode !== null, 'the connection of the removed key to end');
+    expect(byEd25519.exitCode).toBeNull();
+    expect(ctx.server.den.ssh.sessions(ctx.alice.workspaceId)).toHaveLength(before + 1);
+    // the removed key no longer signs in; the other still does
+    expect((await ssh('dev', ['true'], { key: ctx.aliceRsaKey })).code).toBe(255);
+    expect((await ssh('dev', ['echo still-in'])).stdout).toBe('still-in\n');
+    await addSshKey(ctx.server.store.db, systemClock, ctx.alice.userId, { name: '', publicKey: readFileSync(`${ctx.aliceRsaKey}.pub`, 'utf8') });
+  });
+
   describe('bad input', () => {
     it('drops a connection that sends garbage instead of SSH packets, and serves the next', async () => {
       const socket = connect(ctx.port, '127.0.0.1');
@@ -422,6 +502,33 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       socket.write(Buffer.alloc(256 * 1024, 0xff));
       await new Promise((resolve) => socket.once('close', resolve));
       expect((await ssh('dev', ['echo still-serving'])).stdout).toBe('still-serving\n');
+    });
+
+    it('drops a connection whose crafted packets are malformed (a 4 GiB length, a key exchange with nothing in common), well before the login grace, and serves the next', async () => {
+      const kexinit = (names: string) => Buffer.concat([Buffer.from([20]), Buffer.alloc(16, 7), ...Array.from({ length: 10 }, () => sshString(names)), Buffer.from([0, 0, 0, 0, 0])]);
+      for (const packet of [Buffer.from([0xff, 0xff, 0xff, 0xf0, 4, 1, 2, 3]), sshPacket(kexinit('none-such@example.com'))]) {
+        const socket = connect(ctx.port, '127.0.0.1');
+        socket.on('error', () => {});
+        const closed = new Promise((resolve) => socket.once('close', () => resolve('closed')));
+        await new Promise((resolve) => socket.once('data', resolve)); // the server's ident line
+        socket.write('SSH-2.0-crafted\r\n');
+        socket.write(packet);
+        const grace = new Promise((resolve) => setTimeout(() => resolve('still open'), LOGIN_GRACE_MS / 2).unref());
+        expect(await Promise.race([closed, grace])).toBe('closed');
+        socket.destroy();
+      }
+      expect((await ssh('dev', ['echo still-serving'])).stdout).toBe('still-serving\n');
+    });
+
+    it('refuses a channel of a type it does not know, and the connection goes on', async () => {
+      const client = await connectClient(ctx.aliceKey, 'dev');
+      try {
+        const refused = await openRawChannel(client, 'tun@openssh.com');
+        expect(refused).toMatchObject({ reason: 3 }); // SSH_OPEN_UNKNOWN_CHANNEL_TYPE
+        expect(await execOn(client, 'echo after-unknown')).toBe('after-unknown\n');
+      } finally {
+        client.end();
+      }
     });
 
     it('drops a connection that never authenticates once the login grace is over', async () => {
@@ -449,22 +556,16 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       expect(outcomes.filter((outcome) => outcome === 'open').length).toBeGreaterThan(0);
       // once the channels are gone, the same connection runs a command
       await waitUntil(() => (ctx.server.den.ssh.sessions(ctx.alice.workspaceId).find((entry) => entry.via === 'ssh')?.channels ?? 0) === 0, 'the channels to close');
-      const output = await new Promise<string>((resolve, reject) => {
-        client.exec('echo after-the-flood', (error, stream) => {
-          if (error) return reject(error);
-          let text = '';
-          stream.on('data', (chunk: Buffer) => (text += chunk));
-          stream.on('close', () => resolve(text));
-        });
-      });
-      expect(output).toBe('after-the-flood\n');
+      expect(await execOn(client, 'echo after-the-flood')).toBe('after-the-flood\n');
       client.end();
     });
 
-    it('refuses a forward into a stopped workspace and counts no channel for it', async () => {
+    it('refuses a forward (local or remote) into a stopped workspace and counts no channel for it', async () => {
       const client = await connectClient(ctx.aliceKey, 'off');
       const refused = await new Promise<Error | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', 22, (error) => resolve(error)));
       expect(refused).toBeInstanceOf(Error);
+      const refusedRemote = await new Promise<Error | undefined>((resolve) => client.forwardIn('127.0.0.1', 0, (error) => resolve(error)));
+      expect(refusedRemote).toBeInstanceOf(Error);
       expect(ctx.server.den.ssh.sessions(ctx.stopped.workspaceId)).toEqual([expect.objectContaining({ user: 'alice', channels: 0 })]);
       client.end();
     });
@@ -505,8 +606,10 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     return response.json();
   }
 
-  function startForward(args: string[]): ChildProcess {
-    const child = spawn('ssh', [...isolatedOptions(ctx.aliceKey, ['-o', 'ExitOnForwardFailure=yes']), '-p', String(ctx.port), ...args, 'dev@127.0.0.1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  /** ssh with a forward; `exitOnFailure: false` keeps it running past a refused forward. It logs at INFO: allocated ports and refused forwards show on stderr. */
+  function startForward(args: string[], { exitOnFailure = true } = {}): ChildProcess {
+    const options = isolatedOptions(ctx.aliceKey, ['-o', `ExitOnForwardFailure=${exitOnFailure ? 'yes' : 'no'}`]).map((option) => (option === 'LogLevel=ERROR' ? 'LogLevel=INFO' : option));
+    const child = spawn('ssh', [...options, '-p', String(ctx.port), ...args, 'dev@127.0.0.1'], { stdio: ['ignore', 'ignore', 'pipe'] });
     children.push(child);
     return child;
   }
@@ -540,13 +643,13 @@ async function freePort(): Promise<number> {
   return free;
 }
 
-/** Connects to a local forward once ssh has opened it (it listens only after authenticating). */
-async function connectWhenUp(localPort: number, forward: ChildProcess): Promise<Socket> {
+/** Connects to a forward (a local port or unix socket) once ssh has opened it (it listens only after authenticating). */
+async function connectWhenUp(localPort: number | string, forward?: ChildProcess): Promise<Socket> {
   const deadline = Date.now() + FORWARD_TIMEOUT_MS;
   for (;;) {
-    if (forward.exitCode !== null) throw new Error(`the ssh forward exited with ${forward.exitCode}`);
+    if (forward && forward.exitCode !== null) throw new Error(`the ssh forward exited with ${forward.exitCode}`);
     const socket = await new Promise<Socket | undefined>((resolve) => {
-      const attempt = connect(localPort, '127.0.0.1');
+      const attempt = typeof localPort === 'string' ? connect(localPort) : connect(localPort, '127.0.0.1');
       attempt.once('connect', () => resolve(attempt));
       attempt.once('error', () => resolve(undefined));
     });
@@ -554,6 +657,96 @@ async function connectWhenUp(localPort: number, forward: ChildProcess): Promise<
     if (Date.now() > deadline) throw new Error(`the forward on port ${localPort} did not open within ${FORWARD_TIMEOUT_MS} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Runs a command on an ssh2 client connection; resolves with its stdout. */
+function execOn(client: ssh2.Client, command: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    client.exec(command, (error, stream) => {
+      if (error) return reject(error);
+      let text = '';
+      stream.on('data', (chunk: Buffer) => (text += chunk));
+      stream.on('close', () => resolve(text));
+    });
+  });
+}
+
+/** An SSH string (RFC 4251): u32 length, bytes. */
+function sshString(text: string): Buffer {
+  const bytes = Buffer.from(text);
+  const length = Buffer.alloc(4);
+  length.writeUInt32BE(bytes.length);
+  return Buffer.concat([length, bytes]);
+}
+
+/** An unencrypted SSH binary packet (RFC 4253 6): u32 length, padding length, payload, padding to a multiple of 8. */
+function sshPacket(payload: Buffer): Buffer {
+  let padding = 8 - ((5 + payload.length) % 8);
+  if (padding < 4) padding += 8;
+  const header = Buffer.alloc(5);
+  header.writeUInt32BE(1 + payload.length + padding);
+  header[4] = padding;
+  return Buffer.concat([header, payload, Buffer.alloc(padding)]);
+}
+
+/**
+ * Sends CHANNEL_OPEN of any type on an authenticated ssh2 client (it has no public call for types
+ * it does not know): the packet goes through its transport, encrypted, with a channel id from its
+ * own channel manager. Resolves with the server's refusal ({ reason, description }), or null when
+ * the server opened the channel. Uses ssh2 internals (1.17, pinned).
+ */
+function openRawChannel(client: ssh2.Client, type: string): Promise<{ reason: number; description: string } | null> {
+  const internals = client as unknown as {
+    _protocol: { _packetRW: { write: { allocStart: number; alloc(size: number): Buffer; finalize(packet: Buffer): Buffer } } };
+    _chanMgr: { add(callback: (error: (Error & { reason: number; description: string }) | undefined) => void): number };
+  };
+  const { sendPacket } = createRequire(import.meta.url)('ssh2/lib/protocol/utils.js') as { sendPacket(protocol: unknown, packet: Buffer): void };
+  return new Promise((resolve) => {
+    const local = internals._chanMgr.add((error) => resolve(error ? { reason: error.reason, description: error.description } : null));
+    const protocol = internals._protocol;
+    const body = Buffer.concat([Buffer.from([90]), sshString(type), Buffer.from([0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0x80, 0])]);
+    body.writeUInt32BE(local, 1 + 4 + Buffer.byteLength(type));
+    const packet = protocol._packetRW.write.alloc(body.length);
+    body.copy(packet, protocol._packetRW.write.allocStart);
+    sendPacket(protocol, protocol._packetRW.write.finalize(packet));
+  });
+}
+
+/** True when nothing listens on the port any more. */
+function refusedAt(localPort: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const attempt = connect(localPort, '127.0.0.1');
+    attempt.once('connect', () => {
+      attempt.destroy();
+      resolve(false);
+    });
+    attempt.once('error', () => resolve(true));
+  });
+}
+
+async function waitUntilAsync(condition: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Resolves with the match once the child's stderr shows the pattern (ssh prints allocated ports and forward failures there). */
+function stderrMatching(child: ChildProcess, pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`ssh did not print ${pattern} within ${FORWARD_TIMEOUT_MS} ms; it printed: ${text}`)), FORWARD_TIMEOUT_MS);
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      text += chunk;
+      const match = text.match(pattern);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match);
+      }
+    });
+  });
 }
 
 function readFrom(socket: Socket): Promise<string> {

@@ -231,7 +231,7 @@ function notConnected(): AppError {
   return new AppError('AGENT_NOT_CONNECTED', 'The workspace agent is not connected. Wait for the workspace to be running (`den show`) and try again.');
 }
 
-const PASSED_THROUGH = new Set<string>(['TERMINAL_SESSION_NOT_FOUND', 'TERMINAL_START_FAILED', 'TCP_CONNECT_FAILED', 'AGENT_NOT_CONNECTED'] satisfies ErrorCode[]);
+const PASSED_THROUGH = new Set<string>(['TERMINAL_SESSION_NOT_FOUND', 'TERMINAL_START_FAILED', 'TCP_CONNECT_FAILED', 'TCP_LISTEN_FAILED', 'AGENT_NOT_CONNECTED'] satisfies ErrorCode[]);
 
 function openError(frame: ControlFrameOf<'open_error'>): AppError {
   if (frame.code === 'AGENT_SHUTTING_DOWN') return new AppError('AGENT_NOT_CONNECTED', `${frame.message} Start the workspace again and retry.`);

@@ -2,8 +2,8 @@ import { DEFAULT_CHANNEL_WINDOW } from '../../protocol/agent.ts';
 import { createExecSession } from './exec-session.ts';
 import type { AgentHub, ExecSession } from './hub-types.ts';
 
-/** Where a tcp channel connects inside the workspace: a port (on `host`, loopback by default) or a unix socket. */
-export type TcpTarget = { host?: string; port: number } | { path: string };
+/** Where a tcp channel connects inside the workspace: a port (on `host`, loopback by default) or a unix socket; or a connection a listener accepted (server/agents/tcp-listen.ts). */
+export type TcpTarget = { host?: string; port: number } | { path: string } | { accepted: number };
 
 /**
  * Opens a `tcp` channel to the workspace (SSH direct-tcpip and direct-streamlocal, `den
@@ -13,7 +13,11 @@ export type TcpTarget = { host?: string; port: number } | { path: string };
  */
 export async function openTcpStream(agents: AgentHub, workspaceId: string, target: TcpTarget): Promise<ExecSession> {
   let session: ExecSession | undefined;
-  const spec = 'path' in target ? { kind: 'tcp' as const, host: '127.0.0.1', path: target.path } : { kind: 'tcp' as const, host: target.host ?? '127.0.0.1', port: target.port };
+  const spec = 'path' in target
+    ? { kind: 'tcp' as const, host: '127.0.0.1', path: target.path }
+    : 'accepted' in target
+      ? { kind: 'tcp' as const, host: '127.0.0.1', accepted: target.accepted }
+      : { kind: 'tcp' as const, host: target.host ?? '127.0.0.1', port: target.port };
   await agents.openChannel(workspaceId, spec, DEFAULT_CHANNEL_WINDOW, (channel, peerWindow, link) => {
     const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => link.release());
     session = created.session;

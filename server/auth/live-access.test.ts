@@ -45,6 +45,16 @@ describe('live access', () => {
     expect(live.size).toBe(1);
   });
 
+  it('ends on an SSH key\'s removal only the connections that key opened', () => {
+    const { bus, open } = setup();
+    const byKey = open({ userId: 'alice', sshKeyId: 'k1' });
+    const byOtherKey = open({ userId: 'alice', sshKeyId: 'k2' });
+    const byToken = open({ userId: 'alice', tokenId: 't1' });
+    bus.publish({ kind: 'ssh-key', userId: 'alice', keyId: 'k1' });
+    expect(byKey.ended).toMatchObject({ code: 'UNAUTHENTICATED', message: expect.stringContaining('SSH key') });
+    expect([byOtherKey.ended, byToken.ended]).toEqual([undefined, undefined]);
+  });
+
   it('ends on a role change only what the new role no longer reaches', () => {
     const { bus, open } = setup();
     const ownWorkspace = open({ userId: 'alice', tokenId: 't1' });

@@ -24,6 +24,8 @@ export interface HeldAccess {
   tokenId?: string;
   /** the cookie session that authenticated the request (sha256 of the cookie), if one did */
   sessionIdHash?: string;
+  /** the SSH key that authenticated the connection (the gateway's), if one did */
+  sshKeyId?: string;
   workspace: TrackedWorkspace;
   /** `mark()` taken before the request was authenticated */
   since: number;
@@ -106,6 +108,8 @@ function ends(revocation: Revocation, access: HeldAccess): boolean {
       return access.tokenId === revocation.tokenId;
     case 'session':
       return access.sessionIdHash === revocation.idHash;
+    case 'ssh-key':
+      return access.sshKeyId === revocation.keyId;
     case 'role':
       return !access.workspace.allows({ userId: revocation.userId, role: revocation.role });
   }

@@ -19,6 +19,8 @@ export type Revocation =
   | { kind: 'token'; userId: string; tokenId: string }
   /** one cookie session (logout); idHash is the sha256 of the cookie */
   | { kind: 'session'; userId: string; idHash: string }
+  /** one SSH key, removed from its user's account: the SSH connections it opened end */
+  | { kind: 'ssh-key'; userId: string; keyId: string }
   /**
    * The user's role changed. It ends only what the old role allowed and the new one does not:
    * the owner role reaches every workspace, any other role only the user's own.
@@ -86,7 +88,7 @@ export function createPgRevocationBus(notifier: PgNotifier, log: { error(details
 function isRevocation(message: unknown): message is Revocation {
   if (typeof message !== 'object' || message === null) return false;
   const { kind, userId } = message as { kind?: unknown; userId?: unknown };
-  return typeof userId === 'string' && ['user', 'sessions', 'token', 'session', 'role'].includes(kind as string);
+  return typeof userId === 'string' && ['user', 'sessions', 'token', 'session', 'ssh-key', 'role'].includes(kind as string);
 }
 
 /** What a connection that a revocation ended tells its client: a coded error with what to do next. */
@@ -102,6 +104,8 @@ export function revocationError(revocation: Revocation, workspaceLabel: string):
       return new AppError('UNAUTHENTICATED', 'The API token this connection was opened with was revoked. Sign in again with `den login`.');
     case 'session':
       return new AppError('UNAUTHENTICATED', 'You signed out, so den closed this connection. Sign in again to reconnect.');
+    case 'ssh-key':
+      return new AppError('UNAUTHENTICATED', 'The SSH key this connection was opened with was removed from your account, so den closed it. Add a key with `den keys add` and connect again.');
     case 'role':
       return new AppError('FORBIDDEN', `Your role changed to ${revocation.role}, which has no access to workspace '${workspaceLabel}'. Ask an owner of this den server if you still need it.`);
   }

@@ -13,6 +13,7 @@ import type { ActivityRecorder } from '../workspaces/activity.ts';
 import { trackedWorkspace } from '../workspaces/access.ts';
 import type { Transport } from './backpressure.ts';
 import { loadHostKey, type HostKey } from './host-key.ts';
+import { serveRemoteForwards } from './remote-forward.ts';
 import { serveSessionChannel } from './session-channel.ts';
 import { spliceTcp } from './splice.ts';
 import { resolveSshTarget, unavailableReason, type SshTarget, type SshUser } from './target.ts';
@@ -122,6 +123,8 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
     const log = deps.log.child({ ssh: remoteAddress });
     let user = tunnel?.user;
     let target = tunnel?.target;
+    /** the key that authenticated the connection (none for a tunnel): removing it ends the connection */
+    let keyId: string | undefined;
     const mark = deps.liveAccess.mark();
     connections.add(client);
     const loginTimer = setTimeout(() => client.end(), limits.loginGraceMs);
@@ -149,6 +152,7 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       const parsed = ssh2.utils.parseKey(ctx.key.data);
       if (parsed instanceof Error || !parsed.verify(ctx.blob!, ctx.signature, ctx.hashAlgo)) return ctx.reject(['publickey']);
       user = { userId: found.userId, username: found.username, role: found.role as SshUser['role'] };
+      keyId = found.keyId;
       target = await resolveSshTarget(deps.store.db, user, ctx.username);
       ctx.accept();
     };
@@ -165,7 +169,7 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       else setTimeout(() => client.end(), OVER_LIMIT_GRACE_MS).unref();
       // a tunnel's websocket is tracked by its route (with the API token that opened it)
       const untrack = reached.ok && !tunnel
-        ? deps.liveAccess.track({ userId: connectedUser.userId, workspace: trackedWorkspace(reached.workspace), since: mark }, (error) => endConnection(error))
+        ? deps.liveAccess.track({ userId: connectedUser.userId, sshKeyId: keyId, workspace: trackedWorkspace(reached.workspace), since: mark }, (error) => endConnection(error))
         : () => {};
       let gone = false;
       client.once('close', () => {
@@ -222,8 +226,16 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       };
       client.on('tcpip', (accept, reject, info) => forward(accept, reject, { host: info.destIP, port: info.destPort }));
       client.on('openssh.streamlocal', (accept, reject, info) => forward(accept, reject, { path: info.socketPath }));
-      // tcpip-forward (-R) and streamlocal-forward are not offered yet; keepalive@openssh.com and other global requests get ssh2's failure reply, which OpenSSH takes as "alive"
-      client.on('request', (_accept, reject) => reject?.());
+      serveRemoteForwards(client, {
+        agents: deps.agents,
+        workspaceId,
+        transport,
+        refusal,
+        claimChannel: () => roomForChannel() && ++entry.channels > 0,
+        releaseChannel: () => entry.channels--,
+        onActivity: activity,
+        log,
+      });
     });
   };
 

@@ -197,10 +197,16 @@ describe.each(storeDialects)('store on %s', (dialect) => {
     expect(key).toMatchObject({ name: 'laptop', type: 'ssh-ed25519', fingerprint: 'SHA256:lR1o8oBcQXpCYbY6RIiBzB8eWBgcmq3XHdgkE/JCfEs' });
     await expectCode(addSshKey(store.db, clock, alice.id, { publicKey: ED25519 }), 'SSH_KEY_EXISTS');
     await expectCode(addSshKey(store.db, clock, bob.id, { publicKey: ED25519, name: 'stolen' }), 'SSH_KEY_EXISTS');
-    expect(await findUserBySshFingerprint(store.db, key.fingerprint)).toEqual({ userId: alice.id, username: 'alice', role: 'owner' });
-    await expectCode(deleteSshKey(store.db, bob.id, key.id), 'SSH_KEY_NOT_FOUND');
-    await deleteSshKey(store.db, alice.id, key.id);
+    expect(await findUserBySshFingerprint(store.db, key.fingerprint)).toEqual({ userId: alice.id, username: 'alice', role: 'owner', keyId: key.id });
+    // removing a key announces it (the SSH connections it opened end); a refused removal announces nothing
+    const revocations = createLocalRevocationBus();
+    const published: unknown[] = [];
+    revocations.subscribe((revocation) => published.push(revocation));
+    await expectCode(deleteSshKey(store.db, revocations, bob.id, key.id), 'SSH_KEY_NOT_FOUND');
+    expect(published).toEqual([]);
+    await deleteSshKey(store.db, revocations, alice.id, key.id);
     expect(await listSshKeys(store.db, alice.id)).toEqual([]);
+    expect(published).toEqual([{ kind: 'ssh-key', userId: alice.id, keyId: key.id }]);
   });
 
   it('deletes a user with their sessions, tokens and keys, but not while workspaces reference them', async () => {

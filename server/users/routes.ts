@@ -90,7 +90,7 @@ export async function userRoutes(fastify: FastifyInstance, deps: UserRoutesOptio
     config: { auth: 'user' },
     schema: { tags: ['ssh-keys'], summary: 'Remove one of your SSH public keys', params: sshKeyIdParamsSchema, response: { 200: okSchema } },
   }, async (request) => {
-    await deleteSshKey(deps.store.db, principalOf(request).userId, request.params.id);
+    await deleteSshKey(deps.store.db, deps.revocations, principalOf(request).userId, request.params.id);
     return { ok: true as const };
   });
 

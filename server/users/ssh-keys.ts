@@ -1,6 +1,7 @@
 import type { Kysely, Selectable } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { AddSshKeyRequest, SshKeyDto } from '../../protocol/users.ts';
+import type { RevocationBus } from '../auth/revocations.ts';
 import type { Database, SshKeysTable } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
 import { parseSshPublicKey } from './ssh-key-format.ts';
@@ -37,22 +38,24 @@ export async function addSshKey(db: Kysely<Database>, clock: Clock, userId: stri
   return toSshKeyDto(row);
 }
 
-export async function deleteSshKey(db: Kysely<Database>, userId: string, keyId: string): Promise<void> {
+/** Removes a key; the SSH connections it opened end (on every replica), as access ends when it is taken away (ADR 0009). */
+export async function deleteSshKey(db: Kysely<Database>, revocations: RevocationBus, userId: string, keyId: string): Promise<void> {
   const result = await db.deleteFrom('ssh_keys').where('id', '=', keyId).where('user_id', '=', userId).executeTakeFirst();
   if (Number(result.numDeletedRows) === 0) {
     throw new AppError('SSH_KEY_NOT_FOUND', `You have no SSH key with id '${keyId}'. Run \`den keys list\` to see your keys.`);
   }
+  revocations.publish({ kind: 'ssh-key', userId, keyId });
 }
 
 /** The active user a key fingerprint belongs to (for the SSH gateway); undefined when unknown or suspended. */
 export async function findUserBySshFingerprint(
   db: Kysely<Database>,
   fingerprint: string,
-): Promise<{ userId: string; username: string; role: string } | undefined> {
+): Promise<{ userId: string; username: string; role: string; keyId: string } | undefined> {
   return db
     .selectFrom('ssh_keys')
     .innerJoin('users', 'users.id', 'ssh_keys.user_id')
-    .select(['users.id as userId', 'users.username', 'users.role'])
+    .select(['users.id as userId', 'users.username', 'users.role', 'ssh_keys.id as keyId'])
     .where('ssh_keys.fingerprint', '=', fingerprint)
     .where('users.suspended', '=', 0)
     .executeTakeFirst();
