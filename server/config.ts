@@ -45,6 +45,17 @@ export const configSchema = z.object({
    * collection see only this instance's objects, so two dens sharing one engine need two names.
    */
   instance: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'Use lowercase letters, digits and -, for example den-staging.').default('den'),
+  /**
+   * The URL agents in workspaces dial when it is not the access URL (den behind an ingress that
+   * pods should not go through, or reached by pods at a cluster-internal Service name).
+   */
+  agentAccessUrl: z.url().optional(),
+  /** kubernetes runtime: the kubeconfig file (default KUBECONFIG, ~/.kube/config, or in-cluster) */
+  kubeconfig: z.string().min(1).optional(),
+  /** kubernetes runtime: a context of the kubeconfig other than its current one */
+  kubeContext: z.string().min(1).optional(),
+  /** kubernetes runtime: the static busybox image that downloads the agent into images without it */
+  kubeDownloaderImage: z.string().min(1).default('busybox:1.37'),
 });
 
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'on']);
@@ -82,6 +93,10 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_REQUIRE_SANDBOX: 'requireSandbox',
   DEN_TRUSTED_PROXIES: 'trustedProxies',
   DEN_INSTANCE: 'instance',
+  DEN_AGENT_ACCESS_URL: 'agentAccessUrl',
+  DEN_KUBECONFIG: 'kubeconfig',
+  DEN_KUBE_CONTEXT: 'kubeContext',
+  DEN_KUBE_DOWNLOADER_IMAGE: 'kubeDownloaderImage',
 };
 
 export class ConfigError extends Error {}

@@ -19,6 +19,8 @@ Options:
   --runtime NAME          process (default), docker or kubernetes (env DEN_RUNTIME)
   --access-url URL        the URL agents and browsers reach this server at (env DEN_ACCESS_URL)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace (env DEN_LOG_LEVEL)
+  --kube-context NAME     kubernetes runtime: the kubeconfig context to use (env DEN_KUBE_CONTEXT;
+                          the kubeconfig is DEN_KUBECONFIG, KUBECONFIG or ~/.kube/config, or in-cluster)
   --require-sandbox       process runtime: refuse to start without bubblewrap instead of running
                           workspaces unisolated (env DEN_REQUIRE_SANDBOX=true)
   --config FILE           a YAML or JSON file with any of these settings (env DEN_CONFIG)
@@ -39,6 +41,7 @@ export async function runServer(argv: string[]): Promise<void> {
         'access-url': { type: 'string' },
         'log-level': { type: 'string' },
         'require-sandbox': { type: 'boolean' },
+        'kube-context': { type: 'string' },
         config: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -56,6 +59,7 @@ export async function runServer(argv: string[]): Promise<void> {
       accessUrl: values['access-url'],
       logLevel: values['log-level'],
       requireSandbox: values['require-sandbox'],
+      kubeContext: values['kube-context'],
       config: values.config,
     });
   } catch (error) {
