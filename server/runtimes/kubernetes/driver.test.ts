@@ -16,9 +16,9 @@ import { createKubernetesDriver, type KubernetesDriver } from './driver.ts';
 import { AGENT_SECRET, HOME_CLAIM, LABEL_INSTANCE, LABEL_OWNER, LABEL_WORKSPACE, WORKSPACE_DEPLOYMENT } from './objects.ts';
 
 const run = promisify(execFile);
-/** den's workspace image (carries the agent) and the same OS without the agent (gets it by download) */
+/** den's workspace image (carries the agent), and plain debootstrapped Debian (no Node, no agent, no uid 1000: gets the agent by download) */
 const IMAGE = process.env.DEN_TEST_KUBE_IMAGE ?? 'den/base:bookworm';
-const BARE_IMAGE = 'den/base-os:bookworm';
+const BARE_IMAGE = 'den/base-rootfs:bookworm';
 
 const dockerImages = await Promise.all([IMAGE, BARE_IMAGE].map((image) => run('docker', ['image', 'inspect', image]).then(() => true, () => false)));
 const skipReason = kubeSkipReason
