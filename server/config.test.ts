@@ -20,3 +20,19 @@ describe('loadConfig booleans', () => {
     expect(() => loadConfig({}, { DEN_REQUIRE_SANDBOX: 'maybe' }, undefined)).toThrow(/requireSandbox: Use true or false/);
   });
 });
+
+describe('loadConfig kubernetes settings', () => {
+  it('reads the kubeconfig, context, agent URL and downloader image from the environment, flags winning', () => {
+    const config = loadConfig({ kubeContext: 'from-flag' }, {
+      DEN_KUBECONFIG: '/etc/den/kubeconfig', DEN_KUBE_CONTEXT: 'from-env', DEN_AGENT_ACCESS_URL: 'http://den.den-system.svc:7080', DEN_KUBE_DOWNLOADER_IMAGE: 'registry.local/busybox:1.37',
+    }, undefined);
+    expect(config).toMatchObject({
+      kubeconfig: '/etc/den/kubeconfig', kubeContext: 'from-flag', agentAccessUrl: 'http://den.den-system.svc:7080', kubeDownloaderImage: 'registry.local/busybox:1.37',
+    });
+    expect(loadConfig({}, {}, undefined).kubeDownloaderImage).toBe('busybox:1.37');
+  });
+
+  it('refuses an agent URL that is not a URL', () => {
+    expect(() => loadConfig({}, { DEN_AGENT_ACCESS_URL: 'not a url' }, undefined)).toThrow(/agentAccessUrl/);
+  });
+});
