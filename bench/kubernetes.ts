@@ -37,12 +37,13 @@ export async function kubernetesBenchmark(options: { quick?: boolean; say?: (lin
   }
   const dataDir = mkdtempSync(join(tmpdir(), 'den-bench-kube-'));
   const instance = `bk-${randomUUID().slice(0, 6)}`;
-  // Stands in for den: the agent's first request (it is refused, the agent would retry) is "agent connect".
+  // Stands in for den: the agent's first request is "agent connect".
   const dialed = new Map<string, number>();
-  const server = createServer((request, response) => {
+  const server = createServer((request) => {
     const token = /Bearer (\S+)/.exec(request.headers.authorization ?? '')?.[1];
     if (token && !dialed.has(token)) dialed.set(token, performance.now());
-    response.writeHead(401).end();
+    // no answer: the agent retries (a 401 would make it exit)
+    request.socket.destroy();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;

@@ -35,7 +35,7 @@ async function makeDriver(options: { instance?: string; dataDir?: string } = {})
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'den-kube-test-'));
   dirs.push(dataDir);
   const driver = await createKubernetesDriver({
-    log: pino({ level: 'silent' }), dataDir, instance: options.instance ?? INSTANCE, downloaderImage: testImage, startTimeoutMs: 60_000,
+    log: pino({ level: 'silent' }), dataDir, instance: options.instance ?? INSTANCE, downloaderImage: testImage, startTimeoutMs: 60_000, stopGraceSeconds: 2,
   });
   drivers.push(driver);
   return driver;
@@ -107,7 +107,8 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 120_0
         return;
       }
       dialed.push(`${request.method} ${request.url} ${request.headers.authorization ?? ''}`);
-      response.writeHead(401).end();
+      // no answer: the agent retries (a 401 would make it exit, and the pod crash-loop)
+      request.socket.destroy();
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     agentUrl = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
@@ -156,7 +157,8 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 120_0
         apps.readNamespacedDeployment({ name: 'svc-api', namespace }),
         core.listNamespacedPod({ namespace }),
       ]);
-      return { ws: ws.metadata?.resourceVersion, api: api.metadata?.resourceVersion, pods: pods.items.map((p) => p.metadata?.uid).sort() };
+      // generation counts spec changes (status updates by controllers do not move it)
+      return { ws: ws.metadata?.generation, api: api.metadata?.generation, pods: pods.items.map((p) => p.metadata?.uid).sort() };
     };
     const before = await snapshot();
     const again = context('never-asked');

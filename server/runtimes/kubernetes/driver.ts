@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
 import { join } from 'node:path';
-import { PassThrough, Writable } from 'node:stream';
 import {
-  ApiException, AppsV1Api, CoreV1Api, KubeConfig, KubernetesObjectApi, Log, PatchStrategy,
+  ApiException, AppsV1Api, CoreV1Api, KubeConfig, KubernetesObjectApi, PatchStrategy,
   type CoreV1Event, type KubernetesObject, type V1Deployment, type V1NetworkPolicyPeer, type V1Pod,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -18,14 +19,20 @@ import {
 } from './objects.ts';
 import { createClusterWatch, IMAGE_REASONS } from './watch.ts';
 
+/** den's workspace images, which carry the agent (workspace-images/: den/base, den/node) */
+const DEN_AGENT_IMAGES = /^(docker\.io\/)?den\/(base|node):/;
 /** den's field manager for server-side apply: the fields den sets are den's, others' stay theirs. */
 export const FIELD_MANAGER = 'den';
 const LOG_TAIL_LINES = 20;
+/** a followed log line longer than this is passed on in pieces */
+const MAX_LINE_CHARS = 64 * 1024;
 /** build-log lines kept of one service's output */
 const SERVICE_LOG_LINES = 200;
 const IN_CLUSTER_NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
 /** After den's own verb on a workspace ends, what its pods still report is den's doing for this long. */
 const OWN_VERB_GRACE_MS = 3_000;
+/** How long a failed start waits for the Warning event behind the failure, to quote it. */
+const EVENT_GRACE_MS = 3_000;
 
 export interface KubernetesDriverOptions {
   log: Logger;
@@ -42,10 +49,12 @@ export interface KubernetesDriverOptions {
   agentUrl?: string;
   /** the static busybox image the agent download runs in (default busybox:1.37) */
   downloaderImage?: string;
-  /** images that carry den's agent at /opt/den/agent (default: den's own, den/...) */
+  /** images that carry den's agent at /opt/den/agent (default: den's workspace images, den/base and den/node) */
   bakedAgent?: (image: string) => boolean;
   /** how long a pod may take to be scheduled, get its image and start (default 180 s) */
   startTimeoutMs?: number;
+  /** seconds a container gets between SIGTERM and SIGKILL on stop (default 10) */
+  stopGraceSeconds?: number;
 }
 
 export interface KubernetesDriver extends RuntimeDriver {
@@ -68,9 +77,9 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   const instance = options.instance ?? 'den';
   const startTimeoutMs = options.startTimeoutMs ?? 180_000;
   const downloaderImage = options.downloaderImage ?? 'busybox:1.37';
-  const bakedAgent = options.bakedAgent ?? ((image: string) => image.startsWith('den/'));
+  const bakedAgent = options.bakedAgent ?? ((image: string) => DEN_AGENT_IMAGES.test(image));
   const download = createAgentDownload(join(options.dataDir, 'agent-download'));
-  const namespacePrefix = names.namespace(instance, '');
+  const namespacePrefix = names.namespacePrefix(instance);
   const isOurs = (namespace: string) => namespace.startsWith(namespacePrefix);
   const listNodes = async () => (await core.listNode()).items;
   const access = createAgentAccess(options.agentUrl, listNodes, options.log);
@@ -219,8 +228,18 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   function waitForPod(wait: PodWait): Promise<V1Pod> {
     const [key, value] = wait.labelSelector.split('=');
     const reported = new Set<string>();
+    let lastWarning = '';
+    /** Puts a relevant Warning into the build log once; returns its sentence when it was new. */
+    const logWarning = (event: CoreV1Event): string | undefined => {
+      const id = `${event.metadata?.uid}/${event.count ?? ''}`;
+      if (reported.has(id) || !relevant(event, wait)) return undefined;
+      const sentence = eventSentence(event, wait.what);
+      reported.add(id);
+      lastWarning = sentence;
+      wait.context.log(sentence);
+      return sentence;
+    };
     return new Promise<V1Pod>((resolve, reject) => {
-      let lastWarning = '';
       const done = (error?: Error, pod?: V1Pod) => {
         clearTimeout(timer);
         unsubscribe();
@@ -230,15 +249,9 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
       };
       const check = (event?: CoreV1Event) => {
         if (event) {
-          const sentence = eventSentence(event, wait.what);
-          const id = `${event.metadata?.uid}/${event.count ?? ''}`;
-          if (sentence && !reported.has(id) && relevant(event, wait)) {
-            reported.add(id);
-            lastWarning = sentence;
-            wait.context.log(sentence);
-            if (event.reason === 'FailedCreate' && /exceeded quota|forbidden/i.test(event.message ?? '')) {
-              return done(new AppError('RUNTIME_ERROR', `${sentence} Lower the resources the template asks for, or raise the namespace's quota.`));
-            }
+          const sentence = logWarning(event);
+          if (sentence && event.reason === 'FailedCreate' && /exceeded quota|forbidden/i.test(event.message ?? '')) {
+            return done(new AppError('RUNTIME_ERROR', `${sentence} Lower the resources the template asks for, or raise the namespace's quota.`));
           }
         }
         const pods = watch.pods(wait.namespace).filter((pod) => pod.metadata?.labels?.[key] === value
@@ -251,6 +264,11 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
         }
       };
       const failureWithLogs = async (pod: V1Pod, failure: { sentence: string; container: string; logs: boolean }) => {
+        // The pod's status often says it before the Warning event arrives: give the event a moment, for the build log.
+        await waitUntil(() => {
+          for (const event of watch.warnings(wait.namespace)) logWarning(event);
+          return reported.size > 0;
+        }, EVENT_GRACE_MS, 100);
         const tail = failure.logs ? await podLogTail(wait.namespace, pod.metadata!.name!, failure.container, LOG_TAIL_LINES) : [];
         return new AppError('RUNTIME_ERROR', `${capitalize(wait.what)}: ${failure.sentence}`, tail.length > 0 ? { detail: `Last lines of its log:\n${tail.join('\n')}` } : {});
       };
@@ -269,7 +287,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     const namespace = await ensureNamespace(plan.workspace);
     const agentUrl = await access.urlFor(plan.agent.url);
     const [agent, generation] = await Promise.all([agentDelivery(plan, agentUrl), ensureSecret(plan, namespace, context)]);
-    const rendered = renderWorkspace({ instance, plan, agentUrl, agent, secretGeneration: generation, replicas: 1, ingressFrom });
+    const rendered = renderWorkspace({ instance, plan, agentUrl, agent, secretGeneration: generation, replicas: 1, ingressFrom, stopGraceSeconds: options.stopGraceSeconds });
     await Promise.all(rendered.base.map((object) => apply(object)));
     // the planner lists services in dependsOn order already
     const order = plan.services;
@@ -475,7 +493,9 @@ function podFailure(pod: V1Pod, container: string): { sentence: string; containe
   if (waiting?.reason && IMAGE_REASONS.has(waiting.reason)) {
     return { sentence: `Kubernetes cannot get image ${status!.image} (${waiting.reason}: ${waiting.message ?? 'no message'}). Check the image name in the template, or load the image onto the nodes.`, container, logs: false };
   }
-  if (waiting?.reason && ['CreateContainerConfigError', 'CreateContainerError', 'RunContainerError'].includes(waiting.reason)) {
+  // CreateContainerConfigError and CreateContainerError are often passing (the kubelet's secret
+  // cache not synced yet under load): the kubelet retries them, so they fail a start only at its timeout.
+  if (waiting?.reason === 'RunContainerError') {
     return { sentence: `its container could not be created (${waiting.reason}: ${waiting.message ?? 'no message'}).`, container, logs: false };
   }
   const terminated = status?.state?.terminated ?? (waiting?.reason === 'CrashLoopBackOff' ? status?.lastState?.terminated : undefined);
@@ -495,7 +515,7 @@ function relevant(event: CoreV1Event, wait: { labelSelector: string }): boolean 
 }
 
 /** A Warning event as a sentence for the build log, naming the event that said it. */
-function eventSentence(event: CoreV1Event, what: string): string | undefined {
+function eventSentence(event: CoreV1Event, what: string): string {
   const reason = event.reason ?? 'Warning';
   const message = (event.message ?? '').trim().slice(0, 500);
   const where = `${event.involvedObject?.kind ?? 'object'} ${event.involvedObject?.name ?? ''}`.trim();
@@ -512,35 +532,51 @@ function eventSentence(event: CoreV1Event, what: string): string | undefined {
   }
 }
 
-/** A container's log followed through the API server: lines until the container ends or the signal aborts. */
+/**
+ * A container's log followed through the API server: lines until the container ends or the
+ * signal aborts. A request of its own over node:https (client-node's Log drops tailLines 0, and
+ * its stream throws out of reach when aborted).
+ */
 async function followLog(kc: KubeConfig, namespace: string, pod: string, options: { tail?: number; signal: AbortSignal }): Promise<AsyncIterable<{ stream: 'stdout'; line: string }>> {
-  const queue = new PassThrough({ objectMode: true });
-  let pending = '';
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      const parts = (pending + chunk.toString('utf8')).split('\n');
-      pending = parts.pop() ?? '';
-      for (const line of parts) if (!queue.writableEnded) queue.write({ stream: 'stdout', line: line.replace(/\r$/, '') });
-      callback();
-    },
-    final(callback) {
-      if (pending && !queue.writableEnded) queue.write({ stream: 'stdout', line: pending });
-      queue.end();
-      callback();
-    },
-  });
-  const controller = await new Log(kc).log(namespace, pod, SERVICE_CONTAINER, sink, { follow: true, ...(options.tail !== undefined ? { tailLines: options.tail } : {}) });
-  const abort = () => {
-    controller.abort();
-    queue.end();
-  };
-  options.signal.addEventListener('abort', abort, { once: true });
+  const url = new URL(`${kc.getCurrentCluster()!.server}/api/v1/namespaces/${namespace}/pods/${pod}/log`);
+  url.searchParams.set('container', SERVICE_CONTAINER);
+  url.searchParams.set('follow', 'true');
+  if (options.tail !== undefined) url.searchParams.set('tailLines', String(options.tail));
+  const requestOptions: https.RequestOptions = { method: 'GET', headers: {} };
+  await kc.applyToHTTPSOptions(requestOptions);
+  const response = await new Promise<IncomingMessage>((resolve, reject) => {
+    const request = (url.protocol === 'https:' ? https : http).request(url, requestOptions, resolve);
+    request.once('error', reject);
+    options.signal.addEventListener('abort', () => request.destroy(), { once: true });
+    request.end();
+  }).catch((error: unknown) => { throw toAppError(error, 'reading a service log'); });
+  if (response.statusCode !== 200) {
+    const chunks: Buffer[] = [];
+    for await (const chunk of response) if (chunks.length < 16) chunks.push(chunk as Buffer);
+    throw toAppError(new ApiException(response.statusCode ?? 500, 'log', Buffer.concat(chunks).toString('utf8'), {}), 'reading a service log');
+  }
+  const stop = () => response.destroy();
+  options.signal.addEventListener('abort', stop, { once: true });
   return (async function* () {
+    let pending = '';
     try {
-      for await (const item of queue) yield item as { stream: 'stdout'; line: string };
+      response.setEncoding('utf8');
+      for await (const chunk of response) {
+        const parts = (pending + (chunk as string)).split('\n');
+        pending = parts.pop() ?? '';
+        for (const line of parts) yield { stream: 'stdout' as const, line: line.replace(/\r$/, '') };
+        // a service that never writes a newline is cut into lines, not buffered without end
+        if (pending.length > MAX_LINE_CHARS) {
+          yield { stream: 'stdout' as const, line: pending };
+          pending = '';
+        }
+      }
+      if (pending) yield { stream: 'stdout' as const, line: pending };
+    } catch (error) {
+      if (!options.signal.aborted) throw toAppError(error, 'reading a service log');
     } finally {
-      options.signal.removeEventListener('abort', abort);
-      controller.abort();
+      options.signal.removeEventListener('abort', stop);
+      response.destroy();
     }
   })();
 }

@@ -54,11 +54,15 @@ export interface RenderInput {
   replicas: number;
   /** who may open connections into the workspace's pods besides its own pods */
   ingressFrom: V1NetworkPolicyPeer[];
+  /** seconds a container gets between SIGTERM and SIGKILL (default 10) */
+  stopGraceSeconds?: number;
 }
 
 export const names = {
   /** Namespace names stop at 63 characters: 26 of the instance, a dash, the 36 of a uuid. */
-  namespace: (instance: string, workspaceId: string) => `${instance.slice(0, 26).replace(/-+$/, '')}-${dnsLabel(workspaceId, 36)}`,
+  namespace: (instance: string, workspaceId: string) => `${names.namespacePrefix(instance)}${dnsLabel(workspaceId, 36)}`,
+  /** what every namespace of the instance starts with */
+  namespacePrefix: (instance: string) => `${instance.slice(0, 26).replace(/-+$/, '')}-`,
   serviceDeployment: (service: string) => `svc-${dnsLabel(service, 59)}`,
   /** the Service: the name the workspace reaches it by (resolveEndpoints) */
   service: (service: string) => dnsLabel(service, 63, true),
@@ -180,7 +184,7 @@ function workspaceDeployment(input: RenderInput, meta: Meta): V1Deployment & Kub
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           hostname: dnsLabel(plan.workspace.name),
-          terminationGracePeriodSeconds: 10,
+          terminationGracePeriodSeconds: input.stopGraceSeconds ?? 10,
           securityContext: { runAsNonRoot: true, runAsUser: WORKSPACE_UID, runAsGroup: WORKSPACE_UID, fsGroup: WORKSPACE_UID },
           ...(input.agent.initContainers.length > 0 ? { initContainers: input.agent.initContainers } : {}),
           containers: [container],
@@ -224,7 +228,7 @@ function serviceObjects(input: RenderInput, service: ServicePlan, meta: Meta): K
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           hostname: names.service(service.name),
-          terminationGracePeriodSeconds: 10,
+          terminationGracePeriodSeconds: input.stopGraceSeconds ?? 10,
           containers: [container],
           volumes: service.volumes.map((volume) => ({ name: dnsLabel(volume.name), persistentVolumeClaim: { claimName: names.volume(service.name, volume.name) } })),
         },

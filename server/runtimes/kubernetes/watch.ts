@@ -122,7 +122,7 @@ export function createClusterWatch(kc: KubeConfig, instance: string, isOurs: (na
   };
 }
 
-/** What a pod's state says happened to it, as RuntimeEvents each with a key that makes it reported once. */
+/** What a pod's state says happened to its containers, as RuntimeEvents each with a key that makes it reported once. */
 export function podEvents(pod: V1Pod, deleted: boolean): RuntimeEvent[] {
   const labels = pod.metadata?.labels ?? {};
   const workspaceId = labels[LABEL_WORKSPACE];
@@ -131,10 +131,8 @@ export function podEvents(pod: V1Pod, deleted: boolean): RuntimeEvent[] {
   const uid = pod.metadata?.uid ?? '';
   const at = new Date();
   const events: RuntimeEvent[] = [];
-  if (deleted) {
-    events.push({ workspaceId, kind: 'removed', subject, cause: '', at, detail: { key: `${uid}/removed`, pod: pod.metadata?.name } });
-    return events;
-  }
+  // A deleted pod is not news: its Deployment makes another (den's own scale-downs are verbs).
+  if (deleted) return events;
   for (const status of pod.status?.containerStatuses ?? []) {
     const terminated = status.state?.terminated ?? status.lastState?.terminated;
     const base = { pod: pod.metadata?.name, container: status.name };
