@@ -590,8 +590,9 @@ async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs:
   }
 }
 
+/** Lines of a log (service containers have a terminal: \r\n line ends). */
 function splitLines(text: string): string[] {
-  const lines = text.split('\n');
+  const lines = text.split('\n').map((line) => line.replace(/\r$/, ''));
   if (lines.at(-1) === '') lines.pop();
   return lines;
 }

@@ -212,6 +212,10 @@ function serviceObjects(input: RenderInput, service: ServicePlan, meta: Meta): K
     ...(service.readiness ? { readinessProbe: probe(service.readiness) } : {}),
     volumeMounts: service.volumes.map((volume) => ({ name: dnsLabel(volume.name), mountPath: volume.path })),
     securityContext: { allowPrivilegeEscalation: false },
+    // One stream through a terminal: the container runtime reads stdout and stderr apart and can
+    // log them out of order (seen: a stderr line landing after later stdout lines), a pty keeps
+    // the order the service wrote. Kubernetes logs do not tell the two streams apart anyway.
+    tty: true,
   };
   const deployment: V1Deployment & KubernetesObject = withPodSpecHash({
     apiVersion: 'apps/v1',
