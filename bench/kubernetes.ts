@@ -85,7 +85,8 @@ export async function kubernetesBenchmark(options: { quick?: boolean; say?: (lin
       const secret = { apiVersion: 'v1', kind: 'Secret', metadata: { name: AGENT_SECRET, namespace }, stringData: { DEN_AGENT_TOKEN: refToken } };
       const file = join(dataDir, `ref-${i}.json`);
       const items = [namespaceObject(`${instance}r`, refPlan.workspace), ...rendered.base, secret, ...rendered.services.flatMap((s) => s.objects), rendered.workspace];
-      writeFileSync(file, JSON.stringify({ apiVersion: 'v1', kind: 'List', items }));
+      // client-node's models name `from` and `default` with a leading underscore; kubectl wants the wire names
+      writeFileSync(file, JSON.stringify({ apiVersion: 'v1', kind: 'List', items }).replaceAll('"_from":', '"from":').replaceAll('"_default":', '"default":'));
       const r0 = performance.now();
       await run(KUBECTL, ['apply', '--server-side', '-f', file]);
       await until(async () => (await run(KUBECTL, ['-n', namespace, 'get', 'pods', '-o', 'name'])).stdout.split('\n').filter(Boolean).length >= 3 || undefined, 60_000);
