@@ -16,6 +16,8 @@ import { createKubernetesDriver, type KubernetesDriver } from './driver.ts';
 import { AGENT_SECRET, HOME_CLAIM, LABEL_INSTANCE, LABEL_OWNER, LABEL_WORKSPACE, WORKSPACE_DEPLOYMENT } from './objects.ts';
 
 const run = promisify(execFile);
+/** the fake den serves this token a bundle with one byte changed */
+const TAMPERED_TOKEN = 'token-tampered';
 /** den's workspace image (carries the agent), and plain debootstrapped Debian (no Node, no agent, no uid 1000: gets the agent by download) */
 const IMAGE = process.env.DEN_TEST_KUBE_IMAGE ?? 'den/base:bookworm';
 const BARE_IMAGE = 'den/base-rootfs:bookworm';
@@ -65,7 +67,8 @@ afterAll(async () => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 }, 300_000);
 
-describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 120_000 }, () => {
+// Concurrent: each test has its own workspaces (and tokens), and waiting on the cluster is most of their time.
+describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 180_000, concurrent: true }, () => {
   let kc: KubeConfig;
   let core: CoreV1Api;
   let apps: AppsV1Api;
@@ -74,7 +77,6 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 120_0
   let agentUrl: string;
   /** the bundle the fake den serves, and the tokens that asked for it */
   let download: ReturnType<typeof createAgentDownload>;
-  let tamper = false;
   const bundleTokens: string[] = [];
   const dialed: string[] = [];
 
@@ -94,7 +96,7 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 120_0
         void download.archive().then((archive) => {
           response.writeHead(200, { 'content-type': 'application/x-tar', 'content-length': archive.size });
           const stream = download.open(archive);
-          if (!tamper) return void stream.pipe(response);
+          if (request.headers.authorization !== `Bearer ${TAMPERED_TOKEN}`) return void stream.pipe(response);
           // one byte changed: the init container must refuse it
           let first = true;
           stream.on('data', (chunk: Buffer) => {
@@ -206,21 +208,15 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 120_0
 
   it('gets the agent into an image without it through the init container, which checks the checksum', async () => {
     const workspace = identity('download');
-    bundleTokens.length = 0;
     await driver.start(makePlan(workspace, { image: BARE_IMAGE }), context('token-download'));
     expect(bundleTokens).toContain('Bearer token-download');
     await waitFor('the downloaded agent to dial', async () => dialed.some((line) => line.includes('Bearer token-download')), 30_000);
     await driver.delete(workspace, context());
 
     const tampered = identity('tampered');
-    tamper = true;
-    try {
-      const failure = await driver.start(makePlan(tampered, { image: BARE_IMAGE }), context('token-tampered')).then(() => undefined, (error: unknown) => error as { message: string; detail?: string });
-      expect(failure?.message).toContain('the agent download failed');
-      expect(failure?.detail).toContain('does not have the sha256 den expects');
-    } finally {
-      tamper = false;
-    }
+    const failure = await driver.start(makePlan(tampered, { image: BARE_IMAGE }), context(TAMPERED_TOKEN)).then(() => undefined, (error: unknown) => error as { message: string; detail?: string });
+    expect(failure?.message).toContain('the agent download failed');
+    expect(failure?.detail).toContain('does not have the sha256 den expects');
     await driver.delete(tampered, context());
   }, 240_000);
 

@@ -202,8 +202,9 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     for (const line of await podLogTail(namespace, pod.metadata!.name!, SERVICE_CONTAINER, SERVICE_LOG_LINES)) context.log(`[${service}] ${line}`, 'stdout');
   }
 
-  async function podLogTail(namespace: string, pod: string, container: string, lines: number): Promise<string[]> {
-    const text = await core.readNamespacedPodLog({ name: pod, namespace, container, tailLines: lines }).catch(() => '');
+  /** the last lines of a container's log (`previous`: of its run before the current one) */
+  async function podLogTail(namespace: string, pod: string, container: string, lines: number, previous = false): Promise<string[]> {
+    const text = await core.readNamespacedPodLog({ name: pod, namespace, container, tailLines: lines, previous }).catch(() => '');
     return splitLines(text);
   }
 
@@ -247,7 +248,9 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
         if (error) reject(error);
         else resolve(pod!);
       };
+      let failing = false;
       const check = (event?: CoreV1Event) => {
+        if (failing) return;
         if (event) {
           const sentence = logWarning(event);
           if (sentence && event.reason === 'FailedCreate' && /exceeded quota|forbidden/i.test(event.message ?? '')) {
@@ -258,18 +261,22 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
           && pod.metadata?.annotations?.[ANNOTATION_POD_SPEC] === wait.hash && !pod.metadata?.deletionTimestamp);
         for (const pod of pods) {
           const failure = podFailure(pod, wait.container);
-          if (failure) return void failureWithLogs(pod, failure).then((error) => done(error), (error: Error) => done(error));
+          if (failure) {
+            failing = true; // later updates of the pod (the kubelet restarting it) change nothing now
+            return void failureWithLogs(pod, failure).then((error) => done(error), (error: Error) => done(error));
+          }
           const status = pod.status?.containerStatuses?.find((s) => s.name === wait.container);
           if (wait.until === 'running' ? status?.state?.running : status?.ready) return done(undefined, pod);
         }
       };
-      const failureWithLogs = async (pod: V1Pod, failure: { sentence: string; container: string; logs: boolean }) => {
+      const failureWithLogs = async (pod: V1Pod, failure: PodFailure) => {
+        // the log first: the kubelet restarts the failed container soon, and its new run's log is empty
+        const tail = failure.logs ? await podLogTail(wait.namespace, pod.metadata!.name!, failure.container, LOG_TAIL_LINES, failure.previous) : [];
         // The pod's status often says it before the Warning event arrives: give the event a moment, for the build log.
         await waitUntil(() => {
           for (const event of watch.warnings(wait.namespace)) logWarning(event);
           return reported.size > 0;
         }, EVENT_GRACE_MS, 100);
-        const tail = failure.logs ? await podLogTail(wait.namespace, pod.metadata!.name!, failure.container, LOG_TAIL_LINES) : [];
         return new AppError('RUNTIME_ERROR', `${capitalize(wait.what)}: ${failure.sentence}`, tail.length > 0 ? { detail: `Last lines of its log:\n${tail.join('\n')}` } : {});
       };
       const onAbort = () => done(wait.context.signal.reason instanceof Error ? wait.context.signal.reason : new Error('The build was canceled.'));
@@ -330,7 +337,8 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     await ignoreMissing(core.deleteNamespace({ name: namespace, propagationPolicy: 'Background' }));
     context?.log(`Deleting namespace ${namespace} and everything in it.`);
     const gone = await waitUntil(async () => (await ignoreMissing(core.readNamespace({ name: namespace }))) === undefined, 120_000, 500);
-    if (!gone) throw new AppError('RUNTIME_ERROR', `Namespace ${namespace} was still being deleted after 120 s. Check what holds it (kubectl describe namespace ${namespace}); den deletes it again on the next delete or garbage collection.`);
+    if (gone) watch.forget(namespace);
+    else throw new AppError('RUNTIME_ERROR', `Namespace ${namespace} was still being deleted after 120 s. Check what holds it (kubectl describe namespace ${namespace}); den deletes it again on the next delete or garbage collection.`);
   }
 
   async function namespaceIds(): Promise<string[]> {
@@ -475,13 +483,22 @@ async function denPeers(listNodes: () => Promise<{ status?: { addresses?: { type
   return peers;
 }
 
+interface PodFailure {
+  sentence: string;
+  container: string;
+  /** whether its log says more */
+  logs: boolean;
+  /** the failed run is the one before the current (the kubelet restarted the container) */
+  previous?: boolean;
+}
+
 /** Why a pod will not come up by itself, as a phrase completing "<what>: ...", or undefined. */
-function podFailure(pod: V1Pod, container: string): { sentence: string; container: string; logs: boolean } | undefined {
+function podFailure(pod: V1Pod, container: string): PodFailure | undefined {
   for (const init of pod.status?.initContainerStatuses ?? []) {
     const terminated = init.state?.terminated ?? init.lastState?.terminated;
     if (terminated && terminated.exitCode !== 0) {
       const what = init.name === AGENT_DOWNLOAD_CONTAINER ? 'the agent download' : `init container ${init.name}`;
-      return { sentence: `${what} failed with exit code ${terminated.exitCode}.`, container: init.name, logs: true };
+      return { sentence: `${what} failed with exit code ${terminated.exitCode}.`, container: init.name, logs: true, previous: !init.state?.terminated };
     }
     const waiting = init.state?.waiting;
     if (waiting?.reason && IMAGE_REASONS.has(waiting.reason)) {
@@ -501,7 +518,7 @@ function podFailure(pod: V1Pod, container: string): { sentence: string; containe
   const terminated = status?.state?.terminated ?? (waiting?.reason === 'CrashLoopBackOff' ? status?.lastState?.terminated : undefined);
   if (terminated) {
     const cause = terminated.reason === 'OOMKilled' ? 'was killed for using more memory than its limit (OOMKilled)' : `exited with code ${terminated.exitCode}${terminated.reason ? ` (${terminated.reason})` : ''}`;
-    return { sentence: `its container ${cause}.`, container, logs: true };
+    return { sentence: `its container ${cause}.`, container, logs: true, previous: !status?.state?.terminated };
   }
   return undefined;
 }
@@ -544,10 +561,12 @@ async function followLog(kc: KubeConfig, namespace: string, pod: string, options
   if (options.tail !== undefined) url.searchParams.set('tailLines', String(options.tail));
   const requestOptions: https.RequestOptions = { method: 'GET', headers: {} };
   await kc.applyToHTTPSOptions(requestOptions);
+  let cancel = () => {};
+  options.signal.addEventListener('abort', () => cancel(), { once: true });
   const response = await new Promise<IncomingMessage>((resolve, reject) => {
     const request = (url.protocol === 'https:' ? https : http).request(url, requestOptions, resolve);
     request.once('error', reject);
-    options.signal.addEventListener('abort', () => request.destroy(), { once: true });
+    cancel = () => request.destroy();
     request.end();
   }).catch((error: unknown) => { throw toAppError(error, 'reading a service log'); });
   if (response.statusCode !== 200) {
@@ -555,8 +574,7 @@ async function followLog(kc: KubeConfig, namespace: string, pod: string, options
     for await (const chunk of response) if (chunks.length < 16) chunks.push(chunk as Buffer);
     throw toAppError(new ApiException(response.statusCode ?? 500, 'log', Buffer.concat(chunks).toString('utf8'), {}), 'reading a service log');
   }
-  const stop = () => response.destroy();
-  options.signal.addEventListener('abort', stop, { once: true });
+  cancel = () => response.destroy();
   return (async function* () {
     let pending = '';
     try {
@@ -575,7 +593,6 @@ async function followLog(kc: KubeConfig, namespace: string, pod: string, options
     } catch (error) {
       if (!options.signal.aborted) throw toAppError(error, 'reading a service log');
     } finally {
-      options.signal.removeEventListener('abort', stop);
       response.destroy();
     }
   })();

@@ -22,6 +22,8 @@ export interface ClusterWatch {
   /** calls back on any pod or Warning event change in the namespace, until the returned function is called */
   onChange(namespace: string, callback: (change: { pod?: V1Pod; event?: CoreV1Event }) => void): () => void;
   observe(ownVerb: (workspaceId: string) => boolean, onEvent: (event: RuntimeEvent) => void): () => void;
+  /** drops what is kept for a namespace that is gone */
+  forget(namespace: string): void;
   close(): void;
 }
 
@@ -112,6 +114,9 @@ export function createClusterWatch(kc: KubeConfig, instance: string, isOurs: (na
       };
       observers.add(observer);
       return () => observers.delete(observer);
+    },
+    forget(namespace) {
+      warnings.delete(namespace);
     },
     close() {
       closed = true;
