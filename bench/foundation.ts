@@ -12,6 +12,7 @@ import { createTestDatabase, postgresUrl } from '../test/support/postgres.ts';
 import { dockerBenchmark } from './docker.ts';
 import { eventsBenchmark } from './events.ts';
 import { relayBenchmark } from './relay.ts';
+import { kubernetesBenchmark } from './kubernetes.ts';
 import { freePort, median, processCpuMs, round, waitFor } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
@@ -130,6 +131,10 @@ Object.assign(results, await relayBenchmark({ say }));
 // The docker runtime, side by side with the process runtime above; prints a [skip] line and
 // reports nulls without an engine and den's images. `--quick` runs it with small counts.
 Object.assign(results, await dockerBenchmark({ say, quick: process.argv.includes('--quick') }));
+
+// The kubernetes runtime against the test cluster, beside a bare kubectl apply of the same
+// objects; a [skip] line and nulls without KUBECONFIG.
+Object.assign(results, await kubernetesBenchmark({ say, quick: process.argv.includes('--quick') }));
 
 console.log(JSON.stringify(results));
 

@@ -33,3 +33,19 @@ describe('loadConfig SSH settings', () => {
     expect(() => loadConfig({}, { DEN_SSH_PORT: 'ssh' }, undefined)).toThrow(/sshPort/);
   });
 });
+
+describe('loadConfig kubernetes settings', () => {
+  it('reads the kubeconfig, context, agent URL and downloader image from the environment, flags winning', () => {
+    const config = loadConfig({ kubeContext: 'from-flag' }, {
+      DEN_KUBECONFIG: '/etc/den/kubeconfig', DEN_KUBE_CONTEXT: 'from-env', DEN_AGENT_ACCESS_URL: 'http://den.den-system.svc:7080', DEN_KUBE_DOWNLOADER_IMAGE: 'registry.local/busybox:1.37',
+    }, undefined);
+    expect(config).toMatchObject({
+      kubeconfig: '/etc/den/kubeconfig', kubeContext: 'from-flag', agentAccessUrl: 'http://den.den-system.svc:7080', kubeDownloaderImage: 'registry.local/busybox:1.37',
+    });
+    expect(loadConfig({}, {}, undefined).kubeDownloaderImage).toBe('busybox:1.37');
+  });
+
+  it('refuses an agent URL that is not a URL', () => {
+    expect(() => loadConfig({}, { DEN_AGENT_ACCESS_URL: 'not a url' }, undefined)).toThrow(/agentAccessUrl/);
+  });
+});

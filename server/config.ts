@@ -58,6 +58,17 @@ export const configSchema = z.object({
    * Behind a load balancer, each replica's own address, never the balancer's.
    */
   replicaUrl: z.url({ protocol: /^https?$/, error: 'Use an http:// or https:// URL, for example http://10.0.0.5:7080.' }).optional(),
+  /**
+   * The URL agents in workspaces dial when it is not the access URL (den behind an ingress that
+   * pods should not go through, or reached by pods at a cluster-internal Service name).
+   */
+  agentAccessUrl: z.url().optional(),
+  /** kubernetes runtime: the kubeconfig file (default KUBECONFIG, ~/.kube/config, or in-cluster) */
+  kubeconfig: z.string().min(1).optional(),
+  /** kubernetes runtime: a context of the kubeconfig other than its current one */
+  kubeContext: z.string().min(1).optional(),
+  /** kubernetes runtime: the static busybox image that downloads the agent into images without it */
+  kubeDownloaderImage: z.string().min(1).default('busybox:1.37'),
 });
 
 export const DEFAULT_SSH_PORT = 2222;
@@ -100,6 +111,10 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_SSH_PORT: 'sshPort',
   DEN_SSH_HOST: 'sshHost',
   DEN_REPLICA_URL: 'replicaUrl',
+  DEN_AGENT_ACCESS_URL: 'agentAccessUrl',
+  DEN_KUBECONFIG: 'kubeconfig',
+  DEN_KUBE_CONTEXT: 'kubeContext',
+  DEN_KUBE_DOWNLOADER_IMAGE: 'kubeDownloaderImage',
 };
 
 export class ConfigError extends Error {}

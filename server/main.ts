@@ -24,6 +24,8 @@ Options:
                           \`den ssh\` also works through the HTTP port without it
   --ssh-host HOST         the address the SSH port listens on (default: the host of --listen; env DEN_SSH_HOST)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace (env DEN_LOG_LEVEL)
+  --kube-context NAME     kubernetes runtime: the kubeconfig context to use (env DEN_KUBE_CONTEXT;
+                          the kubeconfig is DEN_KUBECONFIG, KUBECONFIG or ~/.kube/config, or in-cluster)
   --require-sandbox       process runtime: refuse to start without bubblewrap instead of running
                           workspaces unisolated (env DEN_REQUIRE_SANDBOX=true)
   --config FILE           a YAML or JSON file with any of these settings (env DEN_CONFIG)
@@ -46,6 +48,7 @@ export async function runServer(argv: string[]): Promise<void> {
         'ssh-host': { type: 'string' },
         'log-level': { type: 'string' },
         'require-sandbox': { type: 'boolean' },
+        'kube-context': { type: 'string' },
         config: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -65,6 +68,7 @@ export async function runServer(argv: string[]): Promise<void> {
       sshHost: values['ssh-host'],
       logLevel: values['log-level'],
       requireSandbox: values['require-sandbox'],
+      kubeContext: values['kube-context'],
       config: values.config,
     });
   } catch (error) {

@@ -25,6 +25,11 @@ export interface DriverContractOptions {
   image?: string;
   /** how long a workspace may take to become ready */
   readyTimeoutMs?: number;
+  /**
+   * false for a runtime that enforces memory and CPU but cannot set a per-workspace pids limit
+   * (Kubernetes sets it per node); its build log says so, and the limit is not checked.
+   */
+  pidsLimit?: boolean;
 }
 
 const AGENT_READY_TIMEOUT_MS = 30_000;
@@ -242,7 +247,10 @@ export function runDriverContract(
       // the limits the runtime set on the workspace's cgroup (v2 files first, then v1's)
       const limits = await exec(workspace.id, ['sh', '-c',
         'cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max']);
-      expect(limits).toMatchObject({ code: 0, stdout: `${300 * 1024 * 1024}\n300\n` });
+      expect(limits.code).toBe(0);
+      const [memory, pids] = limits.stdout.split('\n');
+      expect(memory).toBe(String(300 * 1024 * 1024));
+      if (options.pidsLimit !== false) expect(pids).toBe('300');
       await driver.delete(workspace, recorder().context);
     });
 

@@ -83,6 +83,8 @@ export interface WorkspaceIdentity {
   name: string;
   ownerId: string;
   ownerName: string;
+  /** the template's name, when the caller knows it (runtimes label objects with it) */
+  template?: string;
 }
 
 export interface DriverContext {

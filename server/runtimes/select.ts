@@ -14,9 +14,12 @@ export async function createDriver(config: Config, log: Logger): Promise<Runtime
       const { createDockerDriver } = await import('./docker/driver.ts');
       return createDockerDriver({ log, agentBundleDir: join(config.dataDir, 'docker', 'agent-bundle'), instance: config.instance });
     }
-    default:
-      throw new Error(
-        `The ${config.runtime} runtime is not available in this version of den. Use --runtime process.`,
-      );
+    case 'kubernetes': {
+      const { createKubernetesDriver } = await import('./kubernetes/driver.ts');
+      return createKubernetesDriver({
+        log, dataDir: config.dataDir, instance: config.instance, kubeconfig: config.kubeconfig, context: config.kubeContext,
+        agentUrl: config.agentAccessUrl, downloaderImage: config.kubeDownloaderImage,
+      });
+    }
   }
 }

@@ -46,13 +46,17 @@ export function canAccessWorkspace(principal: Pick<Principal, 'userId' | 'role'>
 }
 
 /** Who a workspace is to a runtime (its id, name and owner), found by id whatever its status; undefined once the row is gone. */
-export async function getWorkspaceIdentity(db: Kysely<Database>, workspaceId: string): Promise<{ id: string; name: string; ownerId: string; ownerName: string; agentState: string | null } | undefined> {
+export async function getWorkspaceIdentity(db: Kysely<Database>, workspaceId: string): Promise<{ id: string; name: string; ownerId: string; ownerName: string; template?: string; agentState: string | null } | undefined> {
   const row = await db
     .selectFrom('workspaces')
     .innerJoin('users', 'users.id', 'workspaces.owner_id')
     .leftJoin('agents', (join) => join.onRef('agents.workspace_id', '=', 'workspaces.id').on('agents.name', '=', MAIN_AGENT))
-    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'agents.state as agent_state', 'users.username'])
+    .leftJoin('templates', 'templates.id', 'workspaces.template_id')
+    .select(['workspaces.id', 'workspaces.name', 'workspaces.owner_id', 'agents.state as agent_state', 'users.username', 'templates.name as template_name'])
     .where('workspaces.id', '=', workspaceId)
     .executeTakeFirst();
-  return row && { id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username, agentState: row.agent_state ?? null };
+  return row && {
+    id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.username, agentState: row.agent_state ?? null,
+    ...(row.template_name ? { template: row.template_name } : {}),
+  };
 }

@@ -7,6 +7,7 @@ import {
   secretsOf, type DriverContext, type RuntimeDriver, type RuntimeStatus, type ServicePlan, type StartContext, type WorkspaceIdentity, type WorkspacePlan,
 } from '../driver.ts';
 import { createAgentVolumes } from './agent-volume.ts';
+import { createVerbLocks } from '../verb-locks.ts';
 import { AGENT_COMMAND, AGENT_MOUNT_PATH } from '../agent-bundle.ts';
 import {
   ensureImage, ensureNetwork, ensureVolume, removeContainers, removeNetwork, removeUnplannedServices, removeVolumes, runContainer, workspaceIds,
@@ -71,20 +72,7 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
   const agentVolumes = createAgentVolumes(docker, options.agentBundleDir ?? mkdtempSync(join(tmpdir(), 'den-agent-bundle-')));
   agentVolumes.bundleHash(); // fail at server start, not at the first workspace, when the bundle cannot be made
   const starting = new Set<string>();
-  const locks = new Map<string, Promise<unknown>>();
-  /** when den's last verb on each workspace ended, so the engine events it caused are not reported as news */
-  const verbEndedAt = new Map<string, number>();
-
-  /** One verb at a time per workspace. */
-  function serialize<T>(workspaceId: string, work: () => Promise<T>): Promise<T> {
-    const next = (locks.get(workspaceId) ?? Promise.resolve()).catch(() => undefined).then(work);
-    locks.set(workspaceId, next);
-    void next.finally(() => {
-      verbEndedAt.set(workspaceId, Date.now());
-      if (locks.get(workspaceId) === next) locks.delete(workspaceId);
-    }).catch(() => undefined);
-    return next;
-  }
+  const { serialize, active, endedAt } = createVerbLocks();
 
   async function startService(plan: WorkspacePlan, service: ServicePlan, network: string, context: StartContext): Promise<void> {
     for (const volume of service.volumes) {
@@ -326,7 +314,7 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     },
 
     observe(onEvent) {
-      return observeDockerEvents(docker, instance, (id) => ({ active: locks.has(id), endedAt: verbEndedAt.get(id) ?? 0 }), onEvent);
+      return observeDockerEvents(docker, instance, (id) => ({ active: active(id), endedAt: endedAt(id) }), onEvent);
     },
 
     async close() {

@@ -1,6 +1,6 @@
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { DockerApi, NetworkInfo } from './docker-api.ts';
+import { isLoopback, startRelay, type Relay } from '../tcp-relay.ts';
 
 /** The name containers use for the den host; Docker maps it to the default bridge's gateway. */
 export const HOST_ALIAS = 'host.docker.internal';
@@ -31,7 +31,7 @@ export function createAgentGateway(docker: DockerApi, log: { warn(message: strin
       const key = `${url.hostname}:${port}`;
       let relay = relays.get(key);
       if (!relay) {
-        relay = startRelay(docker, url.hostname.replace(/^\[|\]$/g, ''), port, log);
+        relay = startBridgeRelay(docker, url.hostname.replace(/^\[|\]$/g, ''), port, log);
         relays.set(key, relay);
         relay.catch(() => relays.delete(key));
       }
@@ -47,50 +47,12 @@ export function createAgentGateway(docker: DockerApi, log: { warn(message: strin
   };
 }
 
-interface Relay {
-  close(): Promise<void>;
-}
-
-async function startRelay(docker: DockerApi, targetHost: string, port: number, log: { warn(message: string): void }): Promise<Relay> {
+async function startBridgeRelay(docker: DockerApi, targetHost: string, port: number, log: { warn(message: string): void }): Promise<Relay> {
   const gateway = defaultBridgeGateway(await docker.getNetwork('bridge').inspect());
   if (!gateway) {
     throw new Error('Docker\'s default bridge network has no IPv4 gateway address, so containers cannot reach den. Start dockerd with its default bridge, or give den an access URL containers can reach.');
   }
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((inbound) => {
-    const outbound = connect({ host: targetHost, port });
-    sockets.add(inbound).add(outbound);
-    inbound.pipe(outbound).pipe(inbound);
-    const done = () => {
-      inbound.destroy();
-      outbound.destroy();
-      sockets.delete(inbound);
-      sockets.delete(outbound);
-    };
-    inbound.once('error', done).once('close', done);
-    outbound.once('error', done).once('close', done);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) => {
-      // Something (den itself on 0.0.0.0, or another den's relay) already answers there.
-      if (error.code === 'EADDRINUSE') {
-        log.warn(`${gateway}:${port} is already in use; assuming it reaches the den server.`);
-        resolve();
-      } else reject(error);
-    });
-    server.listen(port, gateway, () => {
-      // Later errors (EMFILE on accept) must not take the den server down with them.
-      server.on('error', (error) => log.warn(`The agent relay on ${gateway}:${port} failed: ${error.message}`));
-      resolve();
-    });
-  });
-  return {
-    close: () => new Promise<void>((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      if (!server.listening) return resolve();
-      server.close(() => resolve());
-    }),
-  };
+  return startRelay(gateway, targetHost, port, log);
 }
 
 /** The host's address on docker0: what host-gateway resolves to inside containers. */
@@ -108,9 +70,4 @@ function defaultBridgeGateway(bridge: NetworkInfo): string | undefined {
   if (!match) return undefined;
   const base = match.slice(1).reduce((value, octet) => value * 256 + Number(octet), 0) + 1;
   return [24, 16, 8, 0].map((shift) => Math.floor(base / 2 ** shift) % 256).join('.');
-}
-
-function isLoopback(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, '');
-  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

@@ -1,0 +1,92 @@
+import type { V1Deployment, V1Service } from '@kubernetes/client-node';
+import { describe, expect, it } from 'vitest';
+import type { ServicePlan, WorkspacePlan } from '../driver.ts';
+import { BAKED_AGENT, downloadedAgent } from './agent-delivery.ts';
+import { dnsLabel, labelValue, names, podSpecHash, renderWorkspace, type RenderInput } from './objects.ts';
+
+const ID = '0b5e0b0e-6f1c-4c43-9a52-2b8f4c1d9e77';
+
+function plan(overrides: Partial<WorkspacePlan> = {}): WorkspacePlan {
+  return {
+    workspace: { id: ID, name: 'My_Workspace', ownerId: 'u1', ownerName: 'ada lovelace' },
+    image: 'den/base:bookworm',
+    resources: {},
+    home: {},
+    env: { A: '1' },
+    agent: { url: 'http://den:7080', revision: 'r1' },
+    secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }],
+    services: [],
+    ...overrides,
+  };
+}
+
+const db: ServicePlan = {
+  name: 'db', image: 'den/postgres:15', env: { POSTGRES_PASSWORD: 'x' }, ports: [{ port: 5432, preview: false }], dependsOn: [],
+  volumes: [{ name: 'data', path: '/var/lib/postgresql/data' }], readiness: { tcp: 5432, timeoutMs: 20_000, intervalMs: 100 },
+};
+
+function render(overrides: Partial<RenderInput> = {}) {
+  return renderWorkspace({ instance: 'den', plan: plan({ services: [db] }), agentUrl: 'http://10.0.0.1:7080', agent: BAKED_AGENT, secretGeneration: 'g1', replicas: 1, ingressFrom: [], ...overrides });
+}
+
+describe('kubernetes objects', () => {
+  it('names fit Kubernetes limits whatever the input', () => {
+    expect(names.namespace('a'.repeat(63), ID).length).toBeLessThanOrEqual(63);
+    expect(names.namespace('den', ID)).toBe(`den-${ID}`);
+    expect(names.service('9lives')).toMatch(/^[a-z]/);
+    expect(dnsLabel('Web_API.v2')).toBe('web-api-v2');
+    expect(labelValue('ada lovelace!')).toBe('ada_lovelace');
+    expect(labelValue('x'.repeat(80))).toHaveLength(63);
+  });
+
+  it('renders the same objects for the same plan, so a re-apply is a no-op', () => {
+    expect(JSON.stringify(render())).toBe(JSON.stringify(render()));
+  });
+
+  it('changes only the workspace pod template when only the agent manifest changes', () => {
+    const before = render();
+    const after = render({ plan: plan({ services: [db], agent: { url: 'http://den:7080', revision: 'r2' } }) });
+    expect(podSpecHash(after.workspace)).not.toBe(podSpecHash(before.workspace));
+    expect(JSON.stringify(after.services)).toBe(JSON.stringify(before.services));
+    expect(JSON.stringify(after.base)).toBe(JSON.stringify(before.base));
+  });
+
+  it('runs the workspace non-root, without a service-account token, with the token from the Secret', () => {
+    const spec = render().workspace.spec!;
+    expect(spec.strategy?.type).toBe('Recreate');
+    const pod = spec.template.spec!;
+    expect(pod.automountServiceAccountToken).toBe(false);
+    expect(pod.securityContext?.runAsNonRoot).toBe(true);
+    const env = pod.containers[0].env!;
+    expect(env.find((e) => e.name === 'DEN_AGENT_TOKEN')).toEqual({ name: 'DEN_AGENT_TOKEN', valueFrom: { secretKeyRef: { name: 'den-agent', key: 'DEN_AGENT_TOKEN' } } });
+    expect(env.find((e) => e.name === 'DEN_AGENT_URL')?.value).toBe('http://10.0.0.1:7080');
+  });
+
+  it('renders a service as a Deployment with its probe and claim, and a Service by its name', () => {
+    const [deployment, service] = render().services[0].objects as [V1Deployment, V1Service];
+    const container = deployment.spec!.template.spec!.containers[0];
+    expect(container.readinessProbe).toMatchObject({ tcpSocket: { port: 5432 }, periodSeconds: 1 });
+    expect(container.env).toContainEqual({ name: 'PORT', value: '5432' });
+    expect(deployment.spec!.template.spec!.volumes).toEqual([{ name: 'data', persistentVolumeClaim: { claimName: 'svc-db-data' } }]);
+    expect(service.metadata?.name).toBe('db');
+    expect(service.spec?.ports).toEqual([{ name: 'p5432', port: 5432, targetPort: 5432, protocol: 'TCP' }]);
+  });
+
+  it('turns the template resources into container limits, a LimitRange and a ResourceQuota for every pod', () => {
+    const out = render({ plan: plan({ services: [db], resources: { cpu: 1.5, memoryBytes: 512 * 1024 ** 2 } }) });
+    expect(out.workspace.spec!.template.spec!.containers[0].resources?.limits).toEqual({ cpu: '1500m', memory: String(512 * 1024 ** 2) });
+    const quota = out.base.find((o) => o.kind === 'ResourceQuota') as { spec: { hard: Record<string, string> } };
+    expect(quota.spec.hard).toMatchObject({ 'limits.cpu': '3000m', 'limits.memory': String(2 * 512 * 1024 ** 2), pods: '4' });
+    expect(render().base.some((o) => o.kind === 'ResourceQuota')).toBe(false);
+  });
+
+  it('adds the download init container with the checksum for images without the agent', () => {
+    const agent = downloadedAgent({ serverUrl: 'http://10.0.0.1:7080', archive: { sha256: 'ab'.repeat(32) }, downloaderImage: 'busybox:1.37', tokenEnv: 'DEN_AGENT_TOKEN', tokenSecret: 'den-agent' });
+    const pod = render({ agent }).workspace.spec!.template.spec!;
+    const init = pod.initContainers![0];
+    expect(init.image).toBe('busybox:1.37');
+    expect(init.env).toContainEqual({ name: 'DEN_AGENT_BUNDLE_SHA256', value: 'ab'.repeat(32) });
+    expect(init.env).toContainEqual({ name: 'DEN_AGENT_BUNDLE_URL', value: 'http://10.0.0.1:7080/api/v1/agent/bundle' });
+    expect(pod.containers[0].volumeMounts).toContainEqual({ name: 'den-agent', mountPath: '/opt/den/agent', readOnly: true });
+  });
+});
