@@ -119,8 +119,8 @@ function makePlan(id: string, url: string): WorkspacePlan {
   });
   return {
     workspace: { id, name: 'bench', ownerId: 'bench', ownerName: 'bench' },
-    image: IMAGE, resources: {}, home: {}, env: {}, agent: { url, revision: 'r1' },
-    secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }],
+    image: IMAGE, resources: {}, home: {}, env: {}, agent: { name: 'main', url, revision: 'r1', delivery: { kind: 'image' } },
+    secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }],
     services: [service('api'), service('db')],
   };
 }

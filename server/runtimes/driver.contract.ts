@@ -315,7 +315,15 @@ export function runDriverContract(
       };
       const { log } = await startReady(workspace, template);
       expect(log.join('\n')).toContain('listening');
-      const reply = await exec(workspace.id, ['node', '-e', 'fetch(process.env.DEN_SERVICE_WEB_API_URL).then((r) => r.text()).then((t) => process.stdout.write(t))']);
+      // On Kubernetes a new pod's address reaches the Service proxy and the NetworkPolicy
+      // implementation a moment after the pod is ready (they sync on their own clock), so the
+      // first request may be refused: the service must answer within a few seconds, not at once.
+      const fetchService = () => exec(workspace.id, ['node', '-e', 'fetch(process.env.DEN_SERVICE_WEB_API_URL).then((r) => r.text()).then((t) => process.stdout.write(t))']);
+      let reply = await fetchService();
+      for (const deadline = Date.now() + 15_000; reply.code !== 0 && Date.now() < deadline;) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        reply = await fetchService();
+      }
       expect(reply).toMatchObject({ code: 0, stdout: 'pong from web-api' });
       await driver.delete(workspace, recorder().context);
     });

@@ -77,6 +77,8 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 180_0
   let agentUrl: string;
   /** the bundle the fake den serves, and the tokens that asked for it */
   let download: ReturnType<typeof createAgentDownload>;
+  /** what the planner would name for a download delivery: the checksum of the bundle served */
+  let bundleSha = '';
   const bundleTokens: string[] = [];
   const dialed: string[] = [];
 
@@ -88,6 +90,7 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 180_0
     const dataDir = mkdtempSync(join(tmpdir(), 'den-kube-bundle-'));
     dirs.push(dataDir);
     download = createAgentDownload(join(dataDir, 'agent-download'));
+    bundleSha = (await download.archive()).sha256;
     // Stands in for the den server: serves the agent bundle (as GET /api/v1/agent/bundle does)
     // and records that an agent dialed at all.
     server = createServer((request, response) => {
@@ -265,8 +268,12 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 180_0
       resources: overrides.resources ?? {},
       home: {},
       env: { DEN_WORKSPACE_NAME: workspace.name },
-      agent: { url: agentUrl, revision: 'r1' },
-      secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }],
+      // as the planner chooses: den's images carry the agent, any other image downloads it
+      agent: {
+        name: 'main', url: agentUrl, revision: 'r1',
+        delivery: (overrides.image ?? IMAGE) === BARE_IMAGE ? { kind: 'download', url: `${agentUrl}/api/v1/agent/bundle`, sha256: bundleSha } : { kind: 'image' },
+      },
+      secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }],
       services: overrides.services ?? [],
     };
   }

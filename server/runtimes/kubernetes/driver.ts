@@ -9,8 +9,8 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
-import { createAgentDownload } from '../agent-download.ts';
-import type { DriverContext, RuntimeDriver, RuntimeStatus, ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import { secretsOf, type DriverContext, type RuntimeDriver, type RuntimeStatus, type ServicePlan, type StartContext, type WorkspaceIdentity, type WorkspacePlan } from '../driver.ts';
+import { MAIN_AGENT } from '../../../protocol/agent.ts';
 import { createVerbLocks } from '../verb-locks.ts';
 import { AGENT_DOWNLOAD_CONTAINER, BAKED_AGENT, createAgentAccess, downloadedAgent, type AgentDelivery } from './agent-delivery.ts';
 import {
@@ -20,7 +20,6 @@ import {
 import { createClusterWatch, IMAGE_REASONS } from './watch.ts';
 
 /** den's workspace images, which carry the agent (workspace-images/: den/base, den/node) */
-const DEN_AGENT_IMAGES = /^(docker\.io\/)?den\/(base|node):/;
 /** den's field manager for server-side apply: the fields den sets are den's, others' stay theirs. */
 export const FIELD_MANAGER = 'den';
 const LOG_TAIL_LINES = 20;
@@ -49,8 +48,6 @@ export interface KubernetesDriverOptions {
   agentUrl?: string;
   /** the static busybox image the agent download runs in (default busybox:1.37) */
   downloaderImage?: string;
-  /** images that carry den's agent at /opt/den/agent (default: den's workspace images, den/base and den/node) */
-  bakedAgent?: (image: string) => boolean;
   /** how long a pod may take to be scheduled, get its image and start (default 180 s) */
   startTimeoutMs?: number;
   /** seconds a container gets between SIGTERM and SIGKILL on stop (default 10) */
@@ -77,8 +74,6 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   const instance = options.instance ?? 'den';
   const startTimeoutMs = options.startTimeoutMs ?? 180_000;
   const downloaderImage = options.downloaderImage ?? 'busybox:1.37';
-  const bakedAgent = options.bakedAgent ?? ((image: string) => DEN_AGENT_IMAGES.test(image));
-  const download = createAgentDownload(join(options.dataDir, 'agent-download'));
   const namespacePrefix = names.namespacePrefix(instance);
   const isOurs = (namespace: string) => namespace.startsWith(namespacePrefix);
   const listNodes = async () => (await core.listNode()).items;
@@ -142,12 +137,15 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     return fresh;
   }
 
-  async function agentDelivery(plan: WorkspacePlan, agentUrl: string): Promise<AgentDelivery> {
-    if (bakedAgent(plan.image)) return BAKED_AGENT;
-    const archive = await download.archive();
-    const token = plan.secrets[0];
+  /** The pod parts that carry out the plan's agent delivery (chosen by the planner from agentDelivery below). */
+  function agentDelivery(plan: WorkspacePlan, agentUrl: string): AgentDelivery {
+    const delivery = plan.agent.delivery;
+    if (delivery.kind === 'image') return BAKED_AGENT;
+    if (delivery.kind !== 'download') throw new AppError('RUNTIME_ERROR', `The kubernetes runtime cannot deliver the agent by ${delivery.kind}; it runs den's images or downloads the agent.`);
+    const token = secretsOf(plan, MAIN_AGENT)[0];
     if (!token) throw new Error('The plan names no agent token, so the agent download cannot authenticate.');
-    return downloadedAgent({ serverUrl: agentUrl, archive, downloaderImage, tokenEnv: token.env, tokenSecret: AGENT_SECRET });
+    // agents dial agentUrl (the node relay when den listens on loopback), so the bundle comes from there too
+    return downloadedAgent({ serverUrl: agentUrl, archive: { sha256: delivery.sha256 }, downloaderImage, tokenEnv: token.env, tokenSecret: AGENT_SECRET });
   }
 
   async function removeUnplannedServices(namespace: string, planned: Set<string>, context: DriverContext): Promise<void> {
@@ -293,7 +291,8 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   async function startWorkspace(plan: WorkspacePlan, context: StartContext): Promise<void> {
     const namespace = await ensureNamespace(plan.workspace);
     const agentUrl = await access.urlFor(plan.agent.url);
-    const [agent, generation] = await Promise.all([agentDelivery(plan, agentUrl), ensureSecret(plan, namespace, context)]);
+    const agent = agentDelivery(plan, agentUrl);
+    const generation = await ensureSecret(plan, namespace, context);
     const rendered = renderWorkspace({ instance, plan, agentUrl, agent, secretGeneration: generation, replicas: 1, ingressFrom, stopGraceSeconds: options.stopGraceSeconds });
     await Promise.all(rendered.base.map((object) => apply(object)));
     // the planner lists services in dependsOn order already
@@ -350,9 +349,11 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     name: 'kubernetes',
     isolation: { sandboxed: true },
     // Files are not synced into services yet; pids limits are not per pod in Kubernetes (see startWorkspace).
+    // Agents beside services are not injected into service pods yet: refused before any build.
     capabilities: Object.freeze({
-      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced',
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'unsupported',
     }),
+    agentDelivery: Object.freeze(['image', 'download'] as const),
     namespaceOf,
 
     async resolveEndpoints(_workspace, services) {

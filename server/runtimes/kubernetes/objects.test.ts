@@ -13,8 +13,8 @@ function plan(overrides: Partial<WorkspacePlan> = {}): WorkspacePlan {
     resources: {},
     home: {},
     env: { A: '1' },
-    agent: { url: 'http://den:7080', revision: 'r1' },
-    secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN' }],
+    agent: { name: 'main', url: 'http://den:7080', revision: 'r1', delivery: { kind: 'image' } },
+    secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }],
     services: [],
     ...overrides,
   };
@@ -45,7 +45,7 @@ describe('kubernetes objects', () => {
 
   it('changes only the workspace pod template when only the agent manifest changes', () => {
     const before = render();
-    const after = render({ plan: plan({ services: [db], agent: { url: 'http://den:7080', revision: 'r2' } }) });
+    const after = render({ plan: plan({ services: [db], agent: { name: 'main', url: 'http://den:7080', revision: 'r2', delivery: { kind: 'image' } } }) });
     expect(podSpecHash(after.workspace)).not.toBe(podSpecHash(before.workspace));
     expect(JSON.stringify(after.services)).toBe(JSON.stringify(before.services));
     expect(JSON.stringify(after.base)).toBe(JSON.stringify(before.base));
