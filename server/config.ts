@@ -27,6 +27,8 @@ export const configSchema = z.object({
   /** How long a build lease lasts before another worker may take the build over. */
   buildLeaseSeconds: z.coerce.number().int().min(5).max(3600).default(30),
   sessionTtlHours: z.coerce.number().int().min(1).max(24 * 90).default(24 * 14),
+  /** How long an app in a workspace may take to send its response head through the app proxy. */
+  appResponseTimeoutSeconds: z.coerce.number().int().min(1).max(3600).default(60),
   maxTemplateBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
   /**
    * Addresses or CIDRs of the proxies (load balancers) in front of den, whose X-Forwarded-For is
@@ -93,6 +95,7 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_BUILD_WORKERS: 'buildWorkers',
   DEN_BUILD_LEASE_SECONDS: 'buildLeaseSeconds',
   DEN_SESSION_TTL_HOURS: 'sessionTtlHours',
+  DEN_APP_RESPONSE_TIMEOUT_SECONDS: 'appResponseTimeoutSeconds',
   DEN_MAX_TEMPLATE_BYTES: 'maxTemplateBytes',
   DEN_REQUIRE_SANDBOX: 'requireSandbox',
   DEN_TRUSTED_PROXIES: 'trustedProxies',
