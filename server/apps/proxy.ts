@@ -103,7 +103,8 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
       request.raw.socket.destroy();
       tcp.stdio.destroy();
     });
-    request.raw.socket.once('close', endAccess);
+    // per response, not per socket: a keep-alive connection carries many requests
+    (upgrade ? request.raw.socket : reply.raw).once('close', endAccess);
     if (upgrade) forwardUpgrade(request, tcp, path, headers, timeoutMs);
     else forwardHttp(request, reply, tcp, path, headers, timeoutMs);
   }
