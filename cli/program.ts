@@ -168,6 +168,13 @@ Examples:
     .action(lazy(() => import('./commands/logs.ts'), 'logs'));
 
   program
+    .command('ports')
+    .description('List a workspace\'s apps and the ports listening in it, with their URLs through den')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('--json', 'print as JSON')
+    .action(lazy(workspaces, 'ports'));
+
+  program
     .command('events')
     .description('Show what happened to a workspace that its owner should know (newest first), such as its agent connection being replaced')
     .argument('<workspace>', 'NAME or OWNER/NAME')

@@ -11,6 +11,7 @@ import {
 } from '../protocol/workspaces.ts';
 import { terminalSessionListSchema } from '../protocol/terminal.ts';
 import { sshSessionListSchema } from '../protocol/ssh.ts';
+import { workspacePortsSchema } from '../protocol/apps.ts';
 import type { z } from 'zod';
 import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
 import { ERROR_CODES, errorEnvelopeSchema } from '../protocol/errors.ts';
@@ -66,6 +67,11 @@ export class WorkspacesApi {
   /** The workspace's open SSH connections (on the replica that answers). */
   sshSessions(owner: string, name: string) {
     return this.#transport.request('GET', `${workspacePath(owner, name)}/ssh-sessions`, { schema: sshSessionListSchema });
+  }
+
+  /** The workspace's apps and the ports listening in it now, with their URLs through den. */
+  ports(owner: string, name: string) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/ports`, { schema: workspacePortsSchema });
   }
 
   events(owner: string, name: string) {

@@ -12,6 +12,7 @@ import { systemClock } from '../server/store/time.ts';
 import { idleDriver } from './support/idle-driver.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { startRealAgent } from './support/real-agent.ts';
+import { runDen } from './support/den-cli.ts';
 import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts';
 
 /**
@@ -220,6 +221,31 @@ describe('app proxy in path mode', () => {
     const bare = await fetch(`${ctx.server.url}/@alice/dev/apps/web?x=1`, { headers: { cookie: ctx.aliceCookie }, redirect: 'manual' });
     expect(bare.status).toBe(308);
     expect(bare.headers.get('location')).toBe('/@alice/dev/apps/web/?x=1');
+  });
+
+  it('lists the template\'s apps and a port that starts listening after the agent did, with their URLs (API and `den ports`)', async () => {
+    const late = createServer((_req, res) => res.end('late'));
+    await new Promise<void>((resolve) => late.listen(0, '127.0.0.1', resolve));
+    const latePort = (late.address() as AddressInfo).port;
+    try {
+      const response = await fetch(`${ctx.server.url}/api/v1/workspaces/alice/dev/ports`, { headers: { authorization: `Bearer ${ctx.aliceToken}` } });
+      expect(response.status).toBe(200);
+      const listing = (await response.json()) as { apps: unknown[]; ports: { port: number; address: string; url: string; app?: string }[]; detected: boolean };
+      expect(listing.detected).toBe(true);
+      expect(listing.apps).toEqual([{ name: 'web', port: ctx.appPort, url: `${ctx.server.url}/@alice/dev/apps/web/`, share: 'owner' }]);
+      expect(listing.ports).toContainEqual({ port: ctx.appPort, address: '127.0.0.1', url: `${base()}/`, app: 'web' });
+      expect(listing.ports).toContainEqual({ port: latePort, address: '127.0.0.1', url: `${ctx.server.url}/@alice/dev/ports/${latePort}/` });
+      // and the URL it gives opens the port
+      expect(await (await fetch(`${ctx.server.url}/@alice/dev/ports/${latePort}/`, { headers: { cookie: ctx.aliceCookie } })).text()).toBe('late');
+
+      const cli = await runDen(['ports', 'dev'], { PATH: process.env.PATH ?? '', HOME: ctx.home, XDG_CONFIG_HOME: join(ctx.home, 'cli-config'), DEN_URL: ctx.server.url!, DEN_TOKEN: ctx.aliceToken }, STREAM_TIMEOUT_MS);
+      expect(cli.stderr).toBe('');
+      expect(cli.code).toBe(0);
+      expect(cli.stdout).toContain(`${ctx.server.url}/@alice/dev/apps/web/`);
+      expect(cli.stdout).toContain(`${ctx.server.url}/@alice/dev/ports/${latePort}/`);
+    } finally {
+      late.close();
+    }
   });
 
   it('refuses a hostile Host header and a request with both Content-Length and Transfer-Encoding', async () => {

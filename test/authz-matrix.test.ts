@@ -182,6 +182,7 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /api/v1/workspaces/:owner/:name/ssh-sessions': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/ssh': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/port-forward': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/ports': { auth: 'user', workspace: true },
 };
 
 function appProxyRows(): Record<string, MatrixRow> {

@@ -154,8 +154,8 @@ async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promis
   }
   const apps = spec.workspace?.apps ?? [];
   if (apps.length > 0) {
-    print('\nApps (inside the workspace; browser links through den are coming):');
-    for (const app of apps) print(`  ${app.name}  port ${app.port}${app.path && app.path !== '/' ? ` path ${app.path}` : ''}${app.displayName ? `  ${app.displayName}` : ''}`);
+    print('\nApps (open to you only; `den ports WORKSPACE` lists every listening port):');
+    for (const app of apps) print(`  ${app.name}  ${base}/apps/${encodeURIComponent(app.name)}${app.path && app.path !== '/' ? app.path : '/'}  port ${app.port}${app.displayName ? `  ${app.displayName}` : ''}`);
   }
   const services = Object.entries(spec.environment?.services ?? {});
   if (services.length > 0) {
@@ -165,6 +165,37 @@ async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promis
       print(`  ${name}${ports ? `  port ${ports}` : ''}`);
     }
   }
+}
+
+export async function ports(reference: string, options: { json?: boolean }): Promise<void> {
+  const session = connect();
+  const ref = await session.workspaceRef(reference);
+  const listing = await session.client.workspaces.ports(ref.owner, ref.name);
+  if (options.json) return printJson(listing);
+  if (listing.apps.length > 0) {
+    print('Apps:');
+    print(renderTable(listing.apps, [
+      { header: 'name', value: (a) => a.name },
+      { header: 'port', value: (a) => String(a.port) },
+      { header: 'share', value: (a) => a.share },
+      { header: 'url', value: (a) => a.url },
+    ]));
+  }
+  if (!listing.detected) {
+    note('The workspace\'s agent is not connected, so its listening ports are unknown. Start it with `den start`.');
+    return;
+  }
+  if (listing.apps.length > 0) print('');
+  printTable(
+    listing.ports,
+    [
+      { header: 'port', value: (p) => String(p.port) },
+      { header: 'address', value: (p) => p.address },
+      { header: 'app', value: (p) => p.app ?? '' },
+      { header: 'url', value: (p) => p.url },
+    ],
+    'Nothing listens on a TCP port in the workspace.',
+  );
 }
 
 export async function events(reference: string, options: { json?: boolean }): Promise<void> {

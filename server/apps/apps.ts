@@ -3,13 +3,26 @@ import { AppError } from '../../protocol/errors.ts';
 import type { TemplateSpec } from '../../protocol/template-fields.ts';
 import type { Database } from '../store/schema.ts';
 
-/** The port of the app `name` that a workspace's template version declares; 404 APP_NOT_FOUND otherwise. */
-export async function appPort(db: Kysely<Database>, templateVersionId: string, name: string): Promise<number> {
+type TemplateApp = NonNullable<TemplateSpec['workspace']['apps']>[number];
+
+/** The apps a workspace's template version declares (`workspace.apps`). */
+export async function templateApps(db: Kysely<Database>, templateVersionId: string): Promise<TemplateApp[]> {
   const row = await db.selectFrom('template_versions').select('spec_json').where('id', '=', templateVersionId).executeTakeFirst();
   const spec = row ? (JSON.parse(row.spec_json) as Partial<TemplateSpec>) : undefined;
-  const app = spec?.workspace?.apps?.find((candidate) => candidate.name === name);
+  return spec?.workspace?.apps ?? [];
+}
+
+/** The port of the app `name` that a workspace's template version declares; 404 APP_NOT_FOUND otherwise. */
+export async function appPort(db: Kysely<Database>, templateVersionId: string, name: string): Promise<number> {
+  const app = (await templateApps(db, templateVersionId)).find((candidate) => candidate.name === name);
   if (!app) {
-    throw new AppError('APP_NOT_FOUND', `This workspace has no app '${name}'. Run \`den show\` to see its apps, or open a port by number at /@owner/workspace/ports/PORT/.`);
+    throw new AppError('APP_NOT_FOUND', `This workspace has no app '${name}'. Run \`den ports WORKSPACE\` to see its apps, or open a port by number at /@owner/workspace/ports/PORT/.`);
   }
   return app.port;
+}
+
+/** The path-mode URL of a port or app of a workspace (docs/apps.md). */
+export function appUrl(accessUrl: string, owner: string, workspace: string, target: { port: number } | { app: string }): string {
+  const base = `${accessUrl}/@${encodeURIComponent(owner)}/${encodeURIComponent(workspace)}`;
+  return 'port' in target ? `${base}/ports/${target.port}/` : `${base}/apps/${encodeURIComponent(target.app)}/`;
 }

@@ -25,6 +25,7 @@ import { webRoutes } from '../web/routes.ts';
 import { eventRoutes } from '../events/routes.ts';
 import { sshRoutes } from '../ssh/routes.ts';
 import { appProxyRoutes } from '../apps/proxy.ts';
+import { appRoutes } from '../apps/routes.ts';
 import { acceptAgentSocket, agentSocketGate } from '../agents/socket-gate.ts';
 
 /** Far above any body of den's API but a template push (the largest schema field is 64 KiB). */
@@ -101,6 +102,7 @@ export async function buildServer(den: Den): Promise<FastifyInstance> {
   await app.register(terminalRoutes, { prefix: '/api/v1', ...deps });
   await app.register(eventRoutes, { prefix: '/api/v1', ...deps });
   await app.register(sshRoutes, { prefix: '/api/v1', ...deps });
+  await app.register(appRoutes, { prefix: '/api/v1', ...deps });
   await app.register(webRoutes, deps);
   await app.register(appProxyRoutes, deps);
 
