@@ -23,6 +23,7 @@ Options:
   --ssh-port PORT         the SSH gateway's port (default 2222, 0 for none; env DEN_SSH_PORT);
                           \`den ssh\` also works through the HTTP port without it
   --ssh-host HOST         the address the SSH port listens on (default: the host of --listen; env DEN_SSH_HOST)
+  --apps-wildcard-domain DOMAIN  serve apps at <app|port>--<ws>--<owner>.DOMAIN (wildcard DNS to den; env DEN_APPS_WILDCARD_DOMAIN)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace (env DEN_LOG_LEVEL)
   --require-sandbox       process runtime: refuse to start without bubblewrap instead of running
                           workspaces unisolated (env DEN_REQUIRE_SANDBOX=true)
@@ -44,6 +45,7 @@ export async function runServer(argv: string[]): Promise<void> {
         'access-url': { type: 'string' },
         'ssh-port': { type: 'string' },
         'ssh-host': { type: 'string' },
+        'apps-wildcard-domain': { type: 'string' },
         'log-level': { type: 'string' },
         'require-sandbox': { type: 'boolean' },
         config: { type: 'string' },
@@ -63,6 +65,7 @@ export async function runServer(argv: string[]): Promise<void> {
       accessUrl: values['access-url'],
       sshPort: values['ssh-port'],
       sshHost: values['ssh-host'],
+      appsWildcardDomain: values['apps-wildcard-domain'],
       logLevel: values['log-level'],
       requireSandbox: values['require-sandbox'],
       config: values.config,

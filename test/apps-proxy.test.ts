@@ -4,7 +4,7 @@ import { createServer, request as httpRequest, type IncomingHttpHeaders, type Se
 import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocket, type WebSocketServer } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../server/auth/api-tokens.ts';
 import { createSession, SESSION_COOKIE } from '../server/auth/sessions.ts';
@@ -13,6 +13,7 @@ import { idleDriver } from './support/idle-driver.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { startRealAgent } from './support/real-agent.ts';
 import { runDen } from './support/den-cli.ts';
+import { echoApp } from './support/echo-app.ts';
 import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts';
 
 /**
@@ -44,43 +45,7 @@ describe('app proxy in path mode', () => {
   let dataDir: string;
 
   beforeAll(async () => {
-    app = createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://app');
-      if (url.pathname === '/echo') {
-        res.setHeader('content-type', 'application/json');
-        res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/']);
-        res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }));
-      } else if (url.pathname === '/count') {
-        let bytes = 0;
-        req.on('data', (chunk: Buffer) => (bytes += chunk.length));
-        req.on('end', () => res.end(String(bytes)));
-      } else if (url.pathname === '/large') {
-        const chunk = Buffer.alloc(1024 * 1024, 120);
-        let sent = 0;
-        const more = () => {
-          while (sent < LARGE_BYTES) {
-            sent += chunk.length;
-            if (!res.write(chunk)) return void res.once('drain', more);
-          }
-          res.end();
-        };
-        more();
-      } else if (url.pathname === '/events') {
-        res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-        let n = 0;
-        const timer = setInterval(() => res.write(`data: tick ${++n}\n\n`), 20);
-        res.on('close', () => clearInterval(timer));
-      } else if (url.pathname === '/hang') {
-        // never answers
-      } else {
-        res.writeHead(404).end('no such page');
-      }
-    });
-    wss = new WebSocketServer({ server: app, path: '/ws' });
-    wss.on('connection', (socket, request) => {
-      socket.send(JSON.stringify({ origin: request.headers.origin, cookie: request.headers.cookie ?? null, url: request.url }));
-      socket.on('message', (data) => socket.send(`echo:${String(data)}`));
-    });
+    ({ app, wss } = echoApp(LARGE_BYTES));
     await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
     ctx.appPort = (app.address() as AddressInfo).port;
     ctx.freePort = await freeLoopbackPort();

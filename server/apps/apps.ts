@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { TemplateSpec } from '../../protocol/template-fields.ts';
 import type { Database } from '../store/schema.ts';
+import { appOrigin } from './subdomain.ts';
 
 type TemplateApp = NonNullable<TemplateSpec['workspace']['apps']>[number];
 
@@ -21,8 +22,13 @@ export async function appPort(db: Kysely<Database>, templateVersionId: string, n
   return app.port;
 }
 
-/** The path-mode URL of a port or app of a workspace (docs/apps.md). */
-export function appUrl(accessUrl: string, owner: string, workspace: string, target: { port: number } | { app: string }): string {
-  const base = `${accessUrl}/@${encodeURIComponent(owner)}/${encodeURIComponent(workspace)}`;
+/**
+ * The URL of a port or app of a workspace (docs/apps.md): its own origin in subdomain mode (when
+ * den has an apps wildcard domain and the label fits in 63 characters), else its path on den.
+ */
+export function appUrl(config: { accessUrl: string; appsWildcardDomain?: string }, owner: string, workspace: string, target: { port: number } | { app: string }): string {
+  const origin = config.appsWildcardDomain ? appOrigin(config.accessUrl, config.appsWildcardDomain, owner, workspace, target) : undefined;
+  if (origin) return `${origin}/`;
+  const base = `${config.accessUrl}/@${encodeURIComponent(owner)}/${encodeURIComponent(workspace)}`;
   return 'port' in target ? `${base}/ports/${target.port}/` : `${base}/apps/${encodeURIComponent(target.app)}/`;
 }

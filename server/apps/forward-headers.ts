@@ -9,8 +9,8 @@ import type { IncomingHttpHeaders } from 'node:http';
  *  - an `Origin` of den's own origin (the page came through the proxy) becomes
  *    `http://localhost:<port>`, so websocket origin checks (code-server, Jupyter) pass; any other
  *    Origin is passed as it is, for the app to judge;
- *  - den's credentials never reach it: the den_session cookie is taken out of `Cookie`, and an
- *    `Authorization` header that signed the request in to den is removed;
+ *  - den's credentials never reach it: den's cookies (den_session, den_app) are taken out of
+ *    `Cookie`, and an `Authorization` header that signed the request in to den is removed;
  *  - hop-by-hop headers (RFC 9110 7.6.1) are dropped; a websocket upgrade keeps its
  *    `Connection: upgrade` / `Upgrade` pair.
  */
@@ -25,14 +25,14 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, context: F
     out[name] = value;
   }
   out.host = `localhost:${context.port}`;
-  const cookie = withoutCookie(incoming.cookie, context.sessionCookie);
+  const cookie = withoutCookies(incoming.cookie, context.strippedCookies);
   if (cookie) out.cookie = cookie;
   if (incoming.origin !== undefined) out.origin = incoming.origin === context.publicOrigin ? `http://localhost:${context.port}` : incoming.origin;
   const forwardedFor = incoming['x-forwarded-for'];
   out['x-forwarded-for'] = context.trustForwarded && typeof forwardedFor === 'string' && forwardedFor ? `${forwardedFor}, ${context.clientIp}` : context.clientIp;
   out['x-forwarded-host'] = context.publicHost;
   out['x-forwarded-proto'] = context.publicProto;
-  out['x-forwarded-prefix'] = context.prefix;
+  if (context.prefix) out['x-forwarded-prefix'] = context.prefix;
   if (context.upgrade) {
     out.connection = 'upgrade';
     out.upgrade = String(incoming.upgrade);
@@ -43,15 +43,15 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, context: F
 export interface ForwardContext {
   /** the port in the workspace the request goes to */
   port: number;
-  /** the name of den's session cookie (taken out) */
-  sessionCookie: string;
+  /** den's cookies, taken out: its session (path mode), the app origin's token (subdomain mode) */
+  strippedCookies: readonly string[];
   /** the request signed in to den with its Authorization header (it is taken out) */
   denAuthorization: boolean;
   /** den's origin as the browser sees it (`https://den.example.com`) */
   publicOrigin: string;
   publicHost: string;
   publicProto: 'http' | 'https';
-  /** the path prefix den took off (`/@alice/dev/ports/8080`) */
+  /** the path prefix den took off (`/@alice/dev/ports/8080`); empty in subdomain mode */
   prefix: string;
   clientIp: string;
   /** X-Forwarded-For from the client came through a trusted proxy: append to it rather than replace it */
@@ -86,8 +86,8 @@ function hopByHopOf(connection: string | undefined): Set<string> {
   return names;
 }
 
-function withoutCookie(header: string | undefined, name: string): string | undefined {
+function withoutCookies(header: string | undefined, names: readonly string[]): string | undefined {
   if (!header) return undefined;
-  const kept = header.split(';').map((pair) => pair.trim()).filter((pair) => pair && pair.split('=', 1)[0].trim() !== name);
+  const kept = header.split(';').map((pair) => pair.trim()).filter((pair) => pair && !names.includes(pair.split('=', 1)[0].trim()));
   return kept.length > 0 ? kept.join('; ') : undefined;
 }

@@ -1,22 +1,19 @@
-import { request as httpRequest, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, isAppError } from '../../protocol/errors.ts';
-import type { AgentHub, ExecSession } from '../agents/hub-types.ts';
+import { AppError } from '../../protocol/errors.ts';
+import type { AgentHub } from '../agents/hub-types.ts';
 import { openTcpStream } from '../agents/tcp-stream.ts';
 import { resolvePrincipal, trackLiveAccess, type AuthDeps } from '../auth/plugin.ts';
 import { SESSION_COOKIE } from '../auth/sessions.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import type { ActivityRecorder } from '../workspaces/activity.ts';
 import { appPort } from './apps.ts';
-import { downstreamResponseHeaders, upstreamRequestHeaders } from './forward-headers.ts';
+import { forwardToApp } from './forward.ts';
+import { upstreamRequestHeaders } from './forward-headers.ts';
 
 export interface AppProxyOptions extends AuthDeps {
   agents: AgentHub;
   activity: ActivityRecorder;
 }
-
-const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 /**
  * Path-mode URLs of a workspace's apps and ports (docs/apps.md):
@@ -31,26 +28,9 @@ const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
  * and would answer a websocket upgrade itself; a hijack in preHandler keeps the raw socket ours.
  */
 export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions): Promise<void> {
-  // Bodies stream to the app as they arrive: no parsing, no body limit (backpressure bounds memory).
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_request, _payload, done) => done(null));
-  // a dev server compiling its first page can take long; config.appResponseTimeoutSeconds (60 s) bounds it
-  const timeoutMs = deps.config.appResponseTimeoutSeconds * 1000;
-
-  const unreachable = async () => {
-    throw new AppError('INTERNAL', 'The app proxy answered in its handler. This is a bug in den; please report it.');
-  };
-  // `/@a/ws/ports/8080` (the router ignores a trailing slash) and everything under it
+  const timeoutMs = appResponseTimeoutMs(deps);
   const route = (url: string, portOf: (request: FastifyRequest, templateVersionId: string) => Promise<number>) => {
-    for (const path of [url, `${url}/*`]) app.route({
-      method: [...PROXIED_METHODS],
-      url: path,
-      exposeHeadRoute: false,
-      config: { auth: 'public' },
-      schema: { hide: true },
-      preHandler: async (request, reply) => proxy(request, reply, portOf),
-      handler: unreachable,
-    });
+    registerProxyRoute(app, url, (request, reply) => proxy(request, reply, portOf));
   };
   route('/@:owner/:name/ports/:port', async (request) => {
     const port = Number((request.params as { port: string }).port);
@@ -62,10 +42,7 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
   route('/@:owner/:name/apps/:app', async (request, versionId) => appPort(deps.store.db, versionId, (request.params as { app: string }).app));
 
   async function proxy(request: FastifyRequest, reply: FastifyReply, portOf: (request: FastifyRequest, templateVersionId: string) => Promise<number>): Promise<void> {
-    const host = request.headers.host ?? '';
-    if (!HOST_HEADER.test(host)) {
-      throw new AppError('BAD_REQUEST', 'The Host header of this request is not a host name. Open the app through the address of this den server.');
-    }
+    checkHostHeader(request.headers.host);
     const { owner, name: ws } = request.params as { owner: string; name: string };
     const principal = await resolvePrincipal(deps, request);
     if (!principal) {
@@ -82,33 +59,107 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
       reply.redirect(`${prefix}${path}`, 308);
       return;
     }
-    const tcp = await openTcpStream(deps.agents, workspace.id, { port });
-    deps.activity.touch(workspace.id);
-    reply.hijack();
-    const accessUrl = new URL(deps.config.accessUrl);
-    const upgrade = request.headers.upgrade !== undefined && request.method === 'GET';
-    const headers = upstreamRequestHeaders(request.headers, {
+    await forwardThroughAgent(deps, timeoutMs, request, reply, {
+      workspace,
       port,
-      sessionCookie: SESSION_COOKIE,
-      denAuthorization: principal.via === 'token',
-      publicOrigin: accessUrl.origin,
-      publicHost: host,
-      publicProto: request.protocol === 'https' ? 'https' : 'http',
       prefix,
-      clientIp: request.ip,
-      trustForwarded: deps.config.trustedProxies.length > 0,
-      upgrade,
+      path,
+      publicOrigin: new URL(deps.config.accessUrl).origin,
+      strippedCookies: [SESSION_COOKIE],
+      denAuthorization: principal.via === 'token',
+      track: (end) => trackLiveAccess(request, trackedWorkspace(workspace), end),
     });
-    const endAccess = trackLiveAccess(request, trackedWorkspace(workspace), () => {
-      request.raw.socket.destroy();
-      tcp.stdio.destroy();
-    });
-    // per response, not per socket: a keep-alive connection carries many requests
-    (upgrade ? request.raw.socket : reply.raw).once('close', endAccess);
-    if (upgrade) forwardUpgrade(request, tcp, path, headers, timeoutMs);
-    else forwardHttp(request, reply, tcp, path, headers, timeoutMs);
   }
 }
+
+/** What forwardThroughAgent needs to know of a request that is allowed through. */
+export interface AllowedRequest {
+  workspace: { id: string };
+  port: number;
+  prefix: string;
+  path: string;
+  /** the origin the browser is on (den's in path mode, the app's own in subdomain mode) */
+  publicOrigin: string;
+  strippedCookies: readonly string[];
+  denAuthorization: boolean;
+  /** keeps the connection only as long as the access that opened it; returns the release */
+  track: (end: () => void) => () => void;
+}
+
+/**
+ * Opens the `tcp` channel (AGENT_NOT_CONNECTED, TCP_CONNECT_FAILED are thrown before anything is
+ * sent), hijacks the reply and forwards the request to the app: the part path and subdomain
+ * mode share once each has decided who may pass.
+ */
+export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' | 'activity' | 'config'>, timeoutMs: number, request: FastifyRequest, reply: FastifyReply, allowed: AllowedRequest): Promise<void> {
+  const host = request.headers.host!;
+  const tcp = await openTcpStream(deps.agents, allowed.workspace.id, { port: allowed.port });
+  deps.activity.touch(allowed.workspace.id);
+  reply.hijack();
+  const upgrade = request.headers.upgrade !== undefined && request.method === 'GET';
+  const headers = upstreamRequestHeaders(request.headers, {
+    port: allowed.port,
+    strippedCookies: allowed.strippedCookies,
+    denAuthorization: allowed.denAuthorization,
+    publicOrigin: allowed.publicOrigin,
+    publicHost: host,
+    publicProto: request.protocol === 'https' ? 'https' : 'http',
+    prefix: allowed.prefix,
+    clientIp: request.ip,
+    trustForwarded: deps.config.trustedProxies.length > 0,
+    upgrade,
+  });
+  const endAccess = allowed.track(() => {
+    request.raw.socket.destroy();
+    tcp.stdio.destroy();
+  });
+  // per response, not per socket: a keep-alive connection carries many requests
+  (upgrade ? request.raw.socket : reply.raw).once('close', endAccess);
+  forwardToApp(request, reply.raw, tcp, { path: allowed.path, headers, upgrade, timeoutMs });
+}
+
+/** Refuses a Host header that is not a host name (with an optional port): it is passed to the app as X-Forwarded-Host. */
+export function checkHostHeader(host: string | undefined): void {
+  if (!host || !HOST_HEADER.test(host)) {
+    throw new AppError('BAD_REQUEST', 'The Host header of this request is not a host name. Open the app through the address of this den server.');
+  }
+}
+
+/**
+ * Registers `url` and everything under it (the router ignores a trailing slash) as an app URL
+ * answered by `proxy`, on a plugin whose bodies are not parsed: they stream to the app as they
+ * arrive, with no body limit (backpressure bounds memory). Call once per encapsulated plugin.
+ */
+export function registerProxyRoute(app: FastifyInstance, url: string, proxy: (request: FastifyRequest, reply: FastifyReply) => Promise<void>): void {
+  if (!bodyParsersRemoved.has(app)) {
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('*', (_request, _payload, done) => done(null));
+    bodyParsersRemoved.add(app);
+  }
+  for (const path of [url, `${url}/*`]) {
+    app.route({
+      method: [...PROXIED_METHODS],
+      url: path,
+      exposeHeadRoute: false,
+      config: { auth: 'public' },
+      schema: { hide: true },
+      preHandler: proxy,
+      handler: async () => {
+        throw new AppError('INTERNAL', 'The app proxy answered in its handler. This is a bug in den; please report it.');
+      },
+    });
+  }
+}
+
+const bodyParsersRemoved = new WeakSet<FastifyInstance>();
+
+/** a dev server compiling its first page can take long; config.appResponseTimeoutSeconds (60 s) bounds it */
+export function appResponseTimeoutMs(deps: Pick<AppProxyOptions, 'config'>): number {
+  return deps.config.appResponseTimeoutSeconds * 1000;
+}
+
+/** The methods an app URL forwards (HEAD too: the app answers it, not den). */
+export const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 /** host, host:port, [v6]:port; anything else (spaces, slashes, '@', control bytes) is refused */
 const HOST_HEADER = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/;
@@ -119,105 +170,4 @@ export function splitPrefix(url: string): { prefix: string; path: string } {
   const prefix = match ? match[0] : '';
   const rest = url.slice(prefix.length);
   return { prefix, path: rest.startsWith('/') ? rest : `/${rest}` };
-}
-
-function forwardHttp(request: FastifyRequest, reply: FastifyReply, tcp: ExecSession, path: string, headers: Record<string, string | string[]>, timeoutMs: number): void {
-  const client = reply.raw;
-  const upstream = httpRequest({ method: request.method, path, headers, createConnection: () => tcp.stdio as Socket });
-  // the app's time to answer starts once it has the whole request (an upload may take long)
-  let timer: NodeJS.Timeout | undefined;
-  let answered = false;
-  upstream.once('finish', () => {
-    if (!answered) timer = setTimeout(() => fail(new AppError('APP_TIMEOUT', `The app on this port sent no answer in ${Math.round(timeoutMs / 1000)} s. Check that it is running and not stuck, then reload.`)), timeoutMs);
-  });
-  const fail = (error: unknown) => {
-    clearTimeout(timer);
-    upstream.destroy();
-    tcp.stdio.destroy();
-    if (client.headersSent) {
-      client.destroy();
-      return;
-    }
-    const appError = isAppError(error) ? error : new AppError('APP_UNREACHABLE', 'The app closed the connection before it answered. Check its logs in the workspace, then reload.');
-    sendErrorPage(client, appError);
-  };
-  upstream.on('response', (response: IncomingMessage) => {
-    answered = true;
-    clearTimeout(timer);
-    client.writeHead(response.statusCode ?? 502, response.statusMessage, downstreamResponseHeaders(response.rawHeaders));
-    response.pipe(client);
-    response.on('error', () => client.destroy());
-    response.on('aborted', () => client.destroy());
-  });
-  upstream.on('error', fail);
-  // the browser went away: the connection in the workspace goes too
-  client.on('close', () => {
-    clearTimeout(timer);
-    if (!client.writableFinished) upstream.destroy();
-    tcp.stdio.destroy();
-  });
-  request.raw.pipe(upstream);
-}
-
-function forwardUpgrade(request: FastifyRequest, tcp: ExecSession, path: string, headers: Record<string, string | string[]>, timeoutMs: number): void {
-  const client = request.raw.socket;
-  const upstream = httpRequest({ method: 'GET', path, headers, createConnection: () => tcp.stdio as Socket });
-  const timer = setTimeout(() => upstream.destroy(new AppError('APP_TIMEOUT', 'The app did not answer the websocket upgrade.')), timeoutMs);
-  upstream.on('upgrade', (response, socket, head) => {
-    clearTimeout(timer);
-    client.write(rawHead(response));
-    if (head.length > 0) client.write(head);
-    const clientHead = headOf(request.raw);
-    if (clientHead.length > 0) socket.write(clientHead);
-    socket.pipe(client);
-    client.pipe(socket);
-    socket.on('error', () => client.destroy());
-    client.on('error', () => socket.destroy());
-    socket.on('close', () => client.destroy());
-    client.on('close', () => socket.destroy());
-  });
-  // the app answered without switching protocols (a 404, a 403 for a foreign Origin): pass that on
-  upstream.on('response', (response) => {
-    clearTimeout(timer);
-    client.write(rawHead(response));
-    response.pipe(client);
-  });
-  upstream.on('error', (error) => {
-    clearTimeout(timer);
-    tcp.stdio.destroy();
-    const appError = isAppError(error) ? error : new AppError('APP_UNREACHABLE', 'The app closed the connection before it answered the websocket upgrade.');
-    if (client.writable) client.end(`HTTP/1.1 ${appError.status} ${appError.code}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n${appError.message}\n`);
-  });
-  client.on('close', () => {
-    clearTimeout(timer);
-    upstream.destroy();
-    tcp.stdio.destroy();
-  });
-  upstream.end();
-}
-
-function rawHead(response: IncomingMessage): string {
-  const lines = [`HTTP/1.1 ${response.statusCode} ${response.statusMessage ?? ''}`];
-  const keepFraming = response.statusCode === 101;
-  const headers = keepFraming ? [...response.rawHeaders] : downstreamResponseHeaders(response.rawHeaders);
-  for (let i = 0; i < headers.length; i += 2) lines.push(`${headers[i]}: ${headers[i + 1]}`);
-  if (!keepFraming) lines.push('Connection: close');
-  return `${lines.join('\r\n')}\r\n\r\n`;
-}
-
-/** Bytes the client sent after its upgrade request head (@fastify/websocket keeps them on the request). */
-function headOf(raw: IncomingMessage): Buffer {
-  const key = Object.getOwnPropertySymbols(raw).find((symbol) => symbol.description === 'ws-head');
-  const head = key ? (raw as unknown as Record<symbol, unknown>)[key] : undefined;
-  return Buffer.isBuffer(head) ? head : Buffer.alloc(0);
-}
-
-function sendErrorPage(client: FastifyReply['raw'], error: AppError): void {
-  const body = `<!doctype html><meta charset="utf-8"><title>${error.status} ${error.code}</title><h1>${error.code}</h1><p>${escapeHtml(error.message)}</p>\n`;
-  client.writeHead(error.status, { 'content-type': 'text/html; charset=utf-8', 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-  client.end(body);
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

@@ -45,12 +45,12 @@ export async function appRoutes(fastify: FastifyInstance, deps: AppRoutesOptions
         name: declared.name,
         ...(declared.displayName ? { displayName: declared.displayName } : {}),
         port: declared.port,
-        url: appUrl(deps.config.accessUrl, owner, workspace.name, { app: declared.name }),
+        url: appUrl(deps.config, owner, workspace.name, { app: declared.name }),
         share: 'owner' as const,
       })),
       ports: sockets.map((socket) => {
         const declared = apps.find((candidate) => candidate.port === socket.port);
-        return { ...socket, url: appUrl(deps.config.accessUrl, owner, workspace.name, { port: socket.port }), ...(declared ? { app: declared.name } : {}) };
+        return { ...socket, url: appUrl(deps.config, owner, workspace.name, { port: socket.port }), ...(declared ? { app: declared.name } : {}) };
       }),
       detected,
     };
