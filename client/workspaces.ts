@@ -11,7 +11,8 @@ import {
 } from '../protocol/workspaces.ts';
 import { terminalSessionListSchema } from '../protocol/terminal.ts';
 import { sshSessionListSchema } from '../protocol/ssh.ts';
-import { workspacePortsSchema } from '../protocol/apps.ts';
+import { shareSchema, workspacePortsSchema } from '../protocol/apps.ts';
+import type { ShareLevel } from '../protocol/template-fields.ts';
 import type { z } from 'zod';
 import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
 import { ERROR_CODES, errorEnvelopeSchema } from '../protocol/errors.ts';
@@ -72,6 +73,11 @@ export class WorkspacesApi {
   /** The workspace's apps and the ports listening in it now, with their URLs through den. */
   ports(owner: string, name: string) {
     return this.#transport.request('GET', `${workspacePath(owner, name)}/ports`, { schema: workspacePortsSchema });
+  }
+
+  /** Shares an app (by name) or port (by number) of the workspace at `level`. */
+  share(owner: string, name: string, target: string, level: ShareLevel) {
+    return this.#transport.request('PUT', `${workspacePath(owner, name)}/shares/${segment(target)}`, { body: { level }, schema: shareSchema });
   }
 
   events(owner: string, name: string) {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { shareLevels } from './template-fields.ts';
 
 /** An app the workspace's template declares, with its URL through den (path mode, docs/apps.md). */
 export const workspaceAppSchema = z.object({
@@ -6,8 +7,8 @@ export const workspaceAppSchema = z.object({
   displayName: z.string().optional(),
   port: z.number().int(),
   url: z.string(),
-  /** who may open it; `owner` is the only level today */
-  share: z.literal('owner'),
+  /** who may open it now (docs/apps.md: share levels) */
+  share: z.enum(shareLevels),
 });
 
 /** A TCP port something listens on inside the workspace, found in its /proc/net/tcp and tcp6. */
@@ -18,6 +19,8 @@ export const listeningPortSchema = z.object({
   url: z.string(),
   /** the app that declares this port, if any */
   app: z.string().optional(),
+  /** who may open its port URL now */
+  share: z.enum(shareLevels),
 });
 
 /** GET /workspaces/:owner/:name/ports (`den ports`). */
@@ -28,3 +31,13 @@ export const workspacePortsSchema = z.object({
   detected: z.boolean(),
 });
 export type WorkspacePortsDto = z.infer<typeof workspacePortsSchema>;
+
+/** PUT /workspaces/:owner/:name/shares/:target (`den share WS TARGET --level LEVEL`); TARGET is a port number or an app name. */
+export const shareParamsSchema = z.object({
+  owner: z.string().min(1).max(64),
+  name: z.string().min(1).max(64),
+  target: z.string().regex(/^(?:\d{1,5}|[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?)$/, 'Name a port (8080) or an app of the template (web).'),
+});
+export const shareBodySchema = z.object({ level: z.enum(shareLevels) });
+export const shareSchema = z.object({ target: z.string(), level: z.enum(shareLevels), url: z.string() });
+export type ShareDto = z.infer<typeof shareSchema>;

@@ -198,8 +198,8 @@ describe('app proxy in path mode', () => {
       const listing = (await response.json()) as { apps: unknown[]; ports: { port: number; address: string; url: string; app?: string }[]; detected: boolean };
       expect(listing.detected).toBe(true);
       expect(listing.apps).toEqual([{ name: 'web', port: ctx.appPort, url: `${ctx.server.url}/@alice/dev/apps/web/`, share: 'owner' }]);
-      expect(listing.ports).toContainEqual({ port: ctx.appPort, address: '127.0.0.1', url: `${base()}/`, app: 'web' });
-      expect(listing.ports).toContainEqual({ port: latePort, address: '127.0.0.1', url: `${ctx.server.url}/@alice/dev/ports/${latePort}/` });
+      expect(listing.ports).toContainEqual({ port: ctx.appPort, address: '127.0.0.1', url: `${base()}/`, app: 'web', share: 'owner' });
+      expect(listing.ports).toContainEqual({ port: latePort, address: '127.0.0.1', url: `${ctx.server.url}/@alice/dev/ports/${latePort}/`, share: 'owner' });
       // and the URL it gives opens the port
       expect(await (await fetch(`${ctx.server.url}/@alice/dev/ports/${latePort}/`, { headers: { cookie: ctx.aliceCookie } })).text()).toBe('late');
 
@@ -211,6 +211,14 @@ describe('app proxy in path mode', () => {
     } finally {
       late.close();
     }
+  });
+
+  it('refuses a share level above the template\'s maxShare (owner by default) with 403 SHARE_NOT_ALLOWED', async () => {
+    const response = await fetch(`${ctx.server.url}/api/v1/workspaces/alice/dev/shares/web`, { method: 'PUT', headers: { authorization: `Bearer ${ctx.aliceToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ level: 'public' }) });
+    expect(response.status).toBe(403);
+    expect(await response.json()).toMatchObject({ error: { code: 'SHARE_NOT_ALLOWED' } });
+    const unknown = await fetch(`${ctx.server.url}/api/v1/workspaces/alice/dev/shares/nope`, { method: 'PUT', headers: { authorization: `Bearer ${ctx.aliceToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ level: 'owner' }) });
+    expect(await unknown.json()).toMatchObject({ error: { code: 'APP_NOT_FOUND' } });
   });
 
   it('refuses a hostile Host header and a request with both Content-Length and Transfer-Encoding', async () => {

@@ -183,6 +183,8 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /api/v1/workspaces/:owner/:name/ssh': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/port-forward': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/ports': { auth: 'user', workspace: true },
+  // only the workspace's owner shares its apps; the owner role sees others' workspaces but gets 403
+  'PUT /api/v1/workspaces/:owner/:name/shares/:target': { auth: 'user', workspace: true, params: { target: '8080' }, body: { level: 'owner' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
 };
 
 function appProxyRows(): Record<string, MatrixRow> {

@@ -1,6 +1,6 @@
 import type { WorkspaceTransition } from '../../client/workspaces.ts';
 import type { BuildDto, BuildLogLine, WorkspaceDto, WorkspaceWithBuild } from '../../protocol/workspaces.ts';
-import type { TemplateSpec } from '../../protocol/template-fields.ts';
+import type { ShareLevel, TemplateSpec } from '../../protocol/template-fields.ts';
 import { describeBuild, followBuild, formatLogLine, refText, renderStepTimings } from '../build-progress.ts';
 import { connect, type Session } from '../context.ts';
 import { parseWorkspaceRef, type WorkspaceRef } from '../refs.ts';
@@ -196,6 +196,16 @@ export async function ports(reference: string, options: { json?: boolean }): Pro
     ],
     'Nothing listens on a TCP port in the workspace.',
   );
+}
+
+export async function share(reference: string, target: string, options: { level: string; json?: boolean }): Promise<void> {
+  // the server checks the level (zod at its edge), so this command does not load zod
+  const session = connect();
+  const ref = await session.workspaceRef(reference);
+  const shared = await session.client.workspaces.share(ref.owner, ref.name, target, options.level as ShareLevel);
+  if (options.json) return printJson(shared);
+  print(`${/^\d+$/.test(target) ? 'Port' : 'App'} ${target} of ${ref.owner}/${ref.name} is shared with ${shared.level === 'owner' ? 'its owner only' : shared.level === 'authenticated' ? 'every signed-in den user' : 'anyone with the URL'}: ${shared.url}`);
+  if (shared.level !== 'owner' && shared.url.includes('/@')) note('Sharing takes effect on subdomain URLs only (den server --apps-wildcard-domain); path URLs stay owner-only.');
 }
 
 export async function events(reference: string, options: { json?: boolean }): Promise<void> {

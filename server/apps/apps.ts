@@ -8,9 +8,13 @@ type TemplateApp = NonNullable<TemplateSpec['workspace']['apps']>[number];
 
 /** The apps a workspace's template version declares (`workspace.apps`). */
 export async function templateApps(db: Kysely<Database>, templateVersionId: string): Promise<TemplateApp[]> {
+  return (await workspaceSpec(db, templateVersionId))?.workspace?.apps ?? [];
+}
+
+/** The template spec of a workspace's version (undefined once the version is gone). */
+export async function workspaceSpec(db: Kysely<Database>, templateVersionId: string): Promise<Partial<TemplateSpec> | undefined> {
   const row = await db.selectFrom('template_versions').select('spec_json').where('id', '=', templateVersionId).executeTakeFirst();
-  const spec = row ? (JSON.parse(row.spec_json) as Partial<TemplateSpec>) : undefined;
-  return spec?.workspace?.apps ?? [];
+  return row ? (JSON.parse(row.spec_json) as Partial<TemplateSpec>) : undefined;
 }
 
 /** The port of the app `name` that a workspace's template version declares; 404 APP_NOT_FOUND otherwise. */

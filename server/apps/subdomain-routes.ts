@@ -5,7 +5,10 @@ import { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
 import { resolvePrincipal } from '../auth/plugin.ts';
 import { SESSION_COOKIE } from '../auth/sessions.ts';
-import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
+import { canAccessWorkspace, trackedWorkspace, type WorkspaceRow } from '../workspaces/access.ts';
+import type { ShareLevel } from '../../protocol/template-fields.ts';
+import type { Role } from '../store/schema.ts';
+import { effectiveShare } from './shares.ts';
 import { appCookieUser, issueAppCode, redeemAppCode, APP_COOKIE_TTL_MS } from './app-tokens.ts';
 import { appPort } from './apps.ts';
 import { appResponseTimeoutMs, checkHostHeader, forwardThroughAgent, registerProxyRoute, type AppProxyOptions } from './proxy.ts';
@@ -55,6 +58,10 @@ export async function subdomainRoutes(app: FastifyInstance, deps: AppProxyOption
     if (path === APP_AUTH_PATH || path.startsWith(`${APP_AUTH_PATH}?`)) return exchangeCode(request, reply, appHost);
 
     const since = deps.liveAccess.mark();
+    const shared = await sharedWorkspace(deps, appHost);
+    if (shared?.level === 'public') {
+      return forwardTo(request, reply, appHost, shared.workspace, path, () => () => {});
+    }
     const cookie = request.cookies?.[APP_COOKIE];
     const userId = cookie ? await appCookieUser(deps.store.db, deps.clock, cookie, appHost.host) : undefined;
     const user = userId ? await deps.store.db.selectFrom('users').select(['id', 'username', 'role', 'suspended']).where('id', '=', userId).executeTakeFirst() : undefined;
@@ -68,7 +75,12 @@ export async function subdomainRoutes(app: FastifyInstance, deps: AppProxyOption
       }
       throw new AppError('UNAUTHENTICATED', `Open ${request.protocol}://${appHost.host}/ in the browser to sign in to this app through den.`);
     }
+    // checked on every request: a narrower share level takes effect at once
     const workspace = await allowedWorkspace(deps, { userId: user.id, username: user.username, role: user.role }, appHost);
+    await forwardTo(request, reply, appHost, workspace, path, (end) => deps.liveAccess.track({ userId: user.id, workspace: trackedWorkspace(workspace), since }, end));
+  });
+
+  async function forwardTo(request: FastifyRequest, reply: FastifyReply, appHost: AppHost, workspace: WorkspaceRow & { owner_name: string }, path: string, track: (end: () => void) => () => void): Promise<void> {
     const port = 'port' in appHost.target ? appHost.target.port : await appPort(deps.store.db, workspace.template_version_id, appHost.target.app);
     await forwardThroughAgent(deps, timeoutMs, request, reply, {
       workspace,
@@ -78,9 +90,9 @@ export async function subdomainRoutes(app: FastifyInstance, deps: AppProxyOption
       publicOrigin: `${request.protocol}://${appHost.host}`,
       strippedCookies: [APP_COOKIE, SESSION_COOKIE],
       denAuthorization: false,
-      track: (end) => deps.liveAccess.track({ userId: user.id, workspace: trackedWorkspace(workspace), since }, end),
+      track,
     });
-  });
+  }
 
   async function exchangeCode(request: FastifyRequest, reply: FastifyReply, appHost: AppHost): Promise<void> {
     const query = z.object({ code: z.string().min(1).max(200), next: z.string().max(4096).optional() }).safeParse(request.query);
@@ -118,13 +130,33 @@ export async function appAuthorizeRoute(fastify: FastifyInstance, deps: AppProxy
   });
 }
 
-/** Share level `owner`: the workspace's own owner, and nobody else (docs/apps.md). */
-async function allowedWorkspace(deps: AppProxyOptions, user: { userId: string; username: string; role: 'owner' | 'template-admin' | 'member' }, appHost: AppHost) {
-  const workspace = await findWorkspaceFor(deps.store.db, { ...user, via: 'session' }, appHost.owner, appHost.workspace);
-  if (workspace.owner_id !== user.userId) {
-    throw new AppError('FORBIDDEN', `This app of '${appHost.owner}/${appHost.workspace}' is shared with its owner only; you are signed in as '${user.username}'. Ask '${appHost.owner}' to share it.`);
+/** The workspace an app host names and the share level of its app or port; undefined when there is no such workspace. */
+async function sharedWorkspace(deps: AppProxyOptions, appHost: AppHost): Promise<{ workspace: WorkspaceRow & { owner_name: string }; level: ShareLevel } | undefined> {
+  const workspace = await deps.store.db
+    .selectFrom('workspaces')
+    .innerJoin('users', 'users.id', 'workspaces.owner_id')
+    .selectAll('workspaces')
+    .select('users.username as owner_name')
+    .where('users.username', '=', appHost.owner)
+    .where('workspaces.name', '=', appHost.workspace)
+    .where('workspaces.deleted_at', 'is', null)
+    .executeTakeFirst();
+  return workspace && { workspace, level: await effectiveShare(deps.store.db, workspace, appHost.target) };
+}
+
+/**
+ * Whether `user` may open the app or port an app host names, by its share level (docs/apps.md):
+ * `owner` lets in the workspace's owner only (not the owner role: the app could act as them),
+ * `authenticated` and `public` every signed-in user. Refused: 404 to those who may not see the
+ * workspace at all, 403 to the others.
+ */
+async function allowedWorkspace(deps: AppProxyOptions, user: { userId: string; username: string; role: Role }, appHost: AppHost): Promise<WorkspaceRow & { owner_name: string }> {
+  const shared = await sharedWorkspace(deps, appHost);
+  if (shared && (shared.level !== 'owner' || shared.workspace.owner_id === user.userId)) return shared.workspace;
+  if (!shared || !canAccessWorkspace(user, shared.workspace.owner_id)) {
+    throw new AppError('WORKSPACE_NOT_FOUND', `There is no workspace '${appHost.owner}/${appHost.workspace}' that you may open. Ask its owner to share the app with you.`);
   }
-  return workspace;
+  throw new AppError('FORBIDDEN', `This app of '${appHost.owner}/${appHost.workspace}' is shared with its owner only; you are signed in as '${user.username}'. Ask '${appHost.owner}' to share it.`);
 }
 
 /** only a path on the same origin: never an open redirect (browsers read /\ as //) */

@@ -20,6 +20,7 @@ export interface Database {
   leases: LeasesTable;
   ssh_host_keys: SshHostKeysTable;
   app_tokens: AppTokensTable;
+  app_shares: AppSharesTable;
   replicas: ReplicasTable;
   agent_locations: AgentLocationsTable;
   login_counters: LoginCountersTable;
@@ -228,6 +229,15 @@ export interface AppTokensTable {
   host: string;
   created_at: string;
   expires_at: string;
+}
+
+/** An app's or port's share level as its owner set it (server/apps/shares.ts); absent: the default. */
+export interface AppSharesTable {
+  workspace_id: string;
+  /** `port:8080` or `app:web` */
+  target: string;
+  level: 'owner' | 'authenticated' | 'public';
+  updated_at: string;
 }
 
 /** A live den server process of the deployment (see server/agents/replicas.ts). */

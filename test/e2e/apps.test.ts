@@ -7,9 +7,11 @@ import { join } from 'node:path';
 import type { BrowserContext } from 'playwright-core';
 import type { WebSocketServer } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiToken } from '../../server/auth/api-tokens.ts';
 import { createSession, SESSION_COOKIE } from '../../server/auth/sessions.ts';
 import { systemClock } from '../../server/store/time.ts';
 import { hasChromium, launchBrowser, NO_CHROMIUM, type Browser } from '../support/browser.ts';
+import { runDen } from '../support/den-cli.ts';
 import { echoApp } from '../support/echo-app.ts';
 import { startTestServer, type TestServer } from '../support/harness.ts';
 import { idleDriver } from '../support/idle-driver.ts';
@@ -41,6 +43,7 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
   let browser: Browser;
   const dirs: string[] = [];
   const cookies: Record<'alice' | 'bob', string> = { alice: '', bob: '' };
+  let aliceToken: string;
 
   beforeAll(async () => {
     ({ app, wss } = echoApp(1024));
@@ -52,6 +55,10 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     server = await startTestServer({ dataDir, listen: true, startWorkers: false, driver: () => idleDriver, config: { appsWildcardDomain: 'localtest' } });
     const db = server.store.db;
     alice = await seedWorkspace(db, { username: 'alice', workspaceName: 'dev' });
+    // the template lets its apps be shared with anyone
+    const { template_version_id: versionId } = await db.selectFrom('workspaces').select('template_version_id').where('id', '=', alice.workspaceId).executeTakeFirstOrThrow();
+    await db.updateTable('template_versions').set({ spec_json: JSON.stringify({ workspace: { maxShare: 'public' } }) }).where('id', '=', versionId).execute();
+    aliceToken = (await createApiToken(db, systemClock, alice.userId, { name: 't' })).token;
     const bob = await seedWorkspace(db, { username: 'bob', workspaceName: 'mine' });
     cookies.alice = (await createSession(db, systemClock, alice.userId, 1)).cookieValue;
     cookies.bob = (await createSession(db, systemClock, bob.userId, 1)).cookieValue;
@@ -147,5 +154,39 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
       expect(byPath?.status(), who).toBe(who === 'bob' ? 404 : 401);
       await page.close();
     }
+  });
+
+  it('takes a share-level change into account at the next request: authenticated lets bob in, owner shuts him out, public needs no sign-in', async () => {
+    const share = async (level: string) => {
+      const response = await fetch(`${server.url}/api/v1/workspaces/alice/dev/shares/${appPort}`, { method: 'PUT', headers: { authorization: `Bearer ${aliceToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ level }) });
+      expect(response.status).toBe(200);
+    };
+    const context = await contextAs('bob');
+    const page = await context.newPage();
+    expect((await page.goto(`${appHost()}/echo`))?.status()).toBe(404);
+
+    // with the CLI, as alice would
+    const cli = await runDen(['share', 'dev', String(appPort), '--level', 'authenticated'], { PATH: process.env.PATH ?? '', HOME: dirs[1], XDG_CONFIG_HOME: join(dirs[1], 'cli-config'), DEN_URL: server.url!, DEN_TOKEN: aliceToken }, 15_000);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain(`${appHost()}/`);
+    expect((await page.goto(`${appHost()}/echo`))?.status()).toBe(200);
+
+    await share('owner');
+    // bob still holds the app host's cookie: it no longer opens anything
+    expect((await context.cookies(appHost())).map((cookie) => cookie.name)).toContain('den_app');
+    expect((await page.goto(`${appHost()}/echo`))?.status()).toBe(404);
+
+    await share('public');
+    const anonymous = await contextAs('anonymous');
+    const response = await page.goto(`${appHost()}/echo`);
+    expect(response?.status()).toBe(200);
+    expect(new URL(page.url()).host).toBe(new URL(appHost()).host);
+    expect((await anonymous.cookies(appHost())).map((cookie) => cookie.name)).not.toContain('den_app');
+
+    // every change is among the workspace's events
+    const events = (await (await fetch(`${server.url}/api/v1/workspaces/alice/dev/events`, { headers: { authorization: `Bearer ${aliceToken}` } })).json()) as { events: { kind: string; detail: { level: string } }[] };
+    expect(events.events.filter((event) => event.kind === 'app.share').map((event) => event.detail.level)).toEqual(['public', 'owner', 'authenticated']);
+    await share('owner');
+    await page.close();
   });
 });

@@ -16,8 +16,17 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('expires_at', 'text', (c) => c.notNull())
     .execute();
   await db.schema.createIndex('app_tokens_expires_at').on('app_tokens').column('expires_at').execute();
+  await db.schema
+    .createTable('app_shares')
+    .addColumn('workspace_id', 'text', (c) => c.notNull().references('workspaces.id').onDelete('cascade'))
+    .addColumn('target', 'text', (c) => c.notNull())
+    .addColumn('level', 'text', (c) => c.notNull())
+    .addColumn('updated_at', 'text', (c) => c.notNull())
+    .addPrimaryKeyConstraint('app_shares_pk', ['workspace_id', 'target'])
+    .execute();
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
+  await db.schema.dropTable('app_shares').ifExists().execute();
   await db.schema.dropTable('app_tokens').ifExists().execute();
 }
