@@ -26,6 +26,8 @@ import { seedWorkspace, type SeededWorkspace } from '../support/workspace-seed.t
  */
 
 const CI = process.env.CI === 'true';
+/** the first page waits for the server's start-up build of the dashboard (Vite) */
+const DASHBOARD_TIMEOUT_MS = 60_000;
 if (!hasChromium && !CI) console.warn(`[skip] apps browser test: ${NO_CHROMIUM}`);
 
 interface Echo {
@@ -187,6 +189,16 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     const events = (await (await fetch(`${server.url}/api/v1/workspaces/alice/dev/events`, { headers: { authorization: `Bearer ${aliceToken}` } })).json()) as { events: { kind: string; detail: { level: string } }[] };
     expect(events.events.filter((event) => event.kind === 'app.share').map((event) => event.detail.level)).toEqual(['public', 'owner', 'authenticated']);
     await share('owner');
+    await page.close();
+  });
+
+  it('links the listening ports from the dashboard\'s workspace page', async () => {
+    const context = await contextAs('alice');
+    const page = await context.newPage();
+    await page.goto(`${server.url}/@alice/dev`);
+    const link = page.locator(`a[href="${appHost()}/"]`);
+    await link.waitFor({ timeout: DASHBOARD_TIMEOUT_MS });
+    expect(await link.innerText()).toBe(`${appHost()}/`);
     await page.close();
   });
 });
