@@ -154,8 +154,14 @@ async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promis
   }
   const apps = spec.workspace?.apps ?? [];
   if (apps.length > 0) {
-    print('\nApps (open to you only; `den ports WORKSPACE` lists every listening port):');
-    for (const app of apps) print(`  ${app.name}  ${base}/apps/${encodeURIComponent(app.name)}${app.path && app.path !== '/' ? app.path : '/'}  port ${app.port}${app.displayName ? `  ${app.displayName}` : ''}`);
+    // the server knows the URLs (subdomain mode when it has a wildcard domain) and the share levels
+    const listed = await session.client.workspaces.ports(workspace.owner, workspace.name).catch(() => undefined);
+    print('\nApps (`den ports WORKSPACE` lists every listening port; `den share` shares them):');
+    for (const app of apps) {
+      const known = listed?.apps.find((entry) => entry.name === app.name);
+      const url = known ? known.url : `${base}/apps/${encodeURIComponent(app.name)}/`;
+      print(`  ${app.name}  ${url}${app.path && app.path !== '/' ? app.path.slice(1) : ''}  port ${app.port}${known ? `, shared with ${known.share}` : ''}${app.displayName ? `  ${app.displayName}` : ''}`);
+    }
   }
   const services = Object.entries(spec.environment?.services ?? {});
   if (services.length > 0) {

@@ -4,6 +4,9 @@ import { hashSecret } from '../auth/secrets.ts';
 import type { Database } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
 
+/** The app origin's cookie: a token for this one host, never den's session. */
+export const APP_COOKIE = 'den_app';
+
 /** the code lives for one redirect: den -> app origin, a second or two */
 export const APP_CODE_TTL_MS = 60_000;
 /** the app origin's cookie: one working day, then a new round trip through den (which checks access again) */

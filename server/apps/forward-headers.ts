@@ -1,4 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { SESSION_COOKIE } from '../auth/sessions.ts';
+import { APP_COOKIE } from './app-tokens.ts';
 
 /**
  * What an app in a workspace sees of a request den proxies to it (docs/apps.md):
@@ -61,8 +63,10 @@ export interface ForwardContext {
 
 /**
  * The headers of an app's response as den passes them to the browser: hop-by-hop headers are
- * dropped (Node's server sets its own framing), everything else is kept with its case and
- * repeats (several Set-Cookie). `rawHeaders` is Node's flat [name, value, ...] list.
+ * dropped (Node's server sets its own framing), and so is a Set-Cookie of one of den's own
+ * cookies (in path mode the app shares den's origin and could otherwise replace the visitor's
+ * session); everything else is kept with its case and repeats (several Set-Cookie).
+ * `rawHeaders` is Node's flat [name, value, ...] list.
  */
 export function downstreamResponseHeaders(rawHeaders: readonly string[]): string[] {
   const connection: string[] = [];
@@ -70,10 +74,14 @@ export function downstreamResponseHeaders(rawHeaders: readonly string[]): string
   const hopByHop = hopByHopOf(connection.join(','));
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
-    if (!hopByHop.has(rawHeaders[i].toLowerCase())) out.push(rawHeaders[i], rawHeaders[i + 1]);
+    const name = rawHeaders[i].toLowerCase();
+    if (hopByHop.has(name) || (name === 'set-cookie' && DEN_COOKIES.includes(rawHeaders[i + 1].split('=', 1)[0].trim()))) continue;
+    out.push(rawHeaders[i], rawHeaders[i + 1]);
   }
   return out;
 }
+
+const DEN_COOKIES = [SESSION_COOKIE, APP_COOKIE];
 
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
 

@@ -9,15 +9,13 @@ import { canAccessWorkspace, trackedWorkspace, type WorkspaceRow } from '../work
 import type { ShareLevel } from '../../protocol/template-fields.ts';
 import type { Role } from '../store/schema.ts';
 import { effectiveShare } from './shares.ts';
-import { appCookieUser, issueAppCode, redeemAppCode, APP_COOKIE_TTL_MS } from './app-tokens.ts';
+import { APP_COOKIE, appCookieUser, issueAppCode, redeemAppCode, APP_COOKIE_TTL_MS } from './app-tokens.ts';
 import { appPort } from './apps.ts';
 import { appResponseTimeoutMs, checkHostHeader, forwardThroughAgent, registerProxyRoute, type AppProxyOptions } from './proxy.ts';
 import { parseAppHost, type AppHost } from './subdomain.ts';
 
 /** Requests to an app host are routed under this prefix (rewriteAppHostUrl); never a path of den's own. */
 export const APP_HOST_PREFIX = '/.den-app';
-/** The app origin's cookie: a token for this one host (app-tokens.ts), never den's session. */
-export const APP_COOKIE = 'den_app';
 /** The one path den keeps for itself on an app host: where den's redirect hands over the code. */
 export const APP_AUTH_PATH = '/.den/auth';
 
