@@ -168,6 +168,22 @@ Examples:
     .action(lazy(() => import('./commands/logs.ts'), 'logs'));
 
   program
+    .command('ports')
+    .description('List a workspace\'s apps and the ports listening in it, with their URLs through den')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('--json', 'print as JSON')
+    .action(lazy(workspaces, 'ports'));
+
+  program
+    .command('share')
+    .description('Share an app or port of a workspace: with its owner only (default), every signed-in den user, or anyone with the URL')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .argument('<target>', 'a port (8080) or an app of the template (web)')
+    .requiredOption('--level <level>', 'owner, authenticated or public (at most the template\'s maxShare)')
+    .option('--json', 'print as JSON')
+    .action(lazy(workspaces, 'share'));
+
+  program
     .command('events')
     .description('Show what happened to a workspace that its owner should know (newest first), such as its agent connection being replaced')
     .argument('<workspace>', 'NAME or OWNER/NAME')

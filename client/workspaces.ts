@@ -11,6 +11,8 @@ import {
 } from '../protocol/workspaces.ts';
 import { terminalSessionListSchema } from '../protocol/terminal.ts';
 import { sshSessionListSchema } from '../protocol/ssh.ts';
+import { shareSchema, workspacePortsSchema } from '../protocol/apps.ts';
+import type { ShareLevel } from '../protocol/template-fields.ts';
 import type { z } from 'zod';
 import { serviceLogLineSchema, type ServiceLogLine } from '../protocol/services.ts';
 import { errorEnvelopeSchema } from '../protocol/errors.ts';
@@ -66,6 +68,16 @@ export class WorkspacesApi {
   /** The workspace's open SSH connections (on the replica that answers). */
   sshSessions(owner: string, name: string) {
     return this.#transport.request('GET', `${workspacePath(owner, name)}/ssh-sessions`, { schema: sshSessionListSchema });
+  }
+
+  /** The workspace's apps and the ports listening in it now, with their URLs through den. */
+  ports(owner: string, name: string) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/ports`, { schema: workspacePortsSchema });
+  }
+
+  /** Shares an app (by name) or port (by number) of the workspace at `level`. */
+  share(owner: string, name: string, target: string, level: ShareLevel) {
+    return this.#transport.request('PUT', `${workspacePath(owner, name)}/shares/${segment(target)}`, { body: { level }, schema: shareSchema });
   }
 
   events(owner: string, name: string) {

@@ -83,6 +83,10 @@ export const ERROR_CODES = {
   // SSH gateway and port forwarding
   TCP_CONNECT_FAILED: { status: 502, doc: 'Nothing accepted a forwarded connection to that port or unix socket inside the workspace.' },
   TCP_LISTEN_FAILED: { status: 409, doc: 'The workspace could not listen on that port or unix socket (taken, or not allowed); choose another.' },
+  APP_NOT_FOUND: { status: 404, doc: 'The workspace\'s template declares no app of that name.' },
+  APP_UNREACHABLE: { status: 502, doc: 'The app in the workspace closed the connection before it answered.' },
+  SHARE_NOT_ALLOWED: { status: 403, doc: 'The share level is wider than the workspace template\'s maxShare.' },
+  APP_TIMEOUT: { status: 504, doc: 'The app in the workspace sent no response head in time.' },
   SSH_LIMIT_REACHED: { status: 429, doc: 'The user has as many SSH sessions or forwarded channels open as den allows; close some and try again.' },
 
   // web pages

@@ -1,4 +1,4 @@
-import type { ParameterSpec, ParameterValue, TemplateSpec } from './template-fields.ts';
+import { shareLevels, type ParameterSpec, type ParameterValue, type TemplateSpec } from './template-fields.ts';
 import { templatePathProblem, templatePaths, withoutExpressions } from './template-paths.ts';
 
 /**
@@ -155,6 +155,12 @@ function checkWorkspace(spec: TemplateSpec): TemplateCheckIssue[] {
   });
   duplicates(spec.workspace.apps?.map((app) => app.name) ?? []).forEach((index) => {
     issues.push({ path: ['workspace', 'apps', index, 'name'], message: `App '${spec.workspace.apps![index].name}' is declared twice; give each app its own name.` });
+  });
+  const max = shareLevels.indexOf(spec.workspace.maxShare ?? 'owner');
+  spec.workspace.apps?.forEach((app, index) => {
+    if (shareLevels.indexOf(app.share ?? 'owner') > max) {
+      issues.push({ path: ['workspace', 'apps', index, 'share'], message: `App '${app.name}' is shared with '${app.share}', wider than the template's maxShare '${spec.workspace.maxShare ?? 'owner'}'; raise workspace.maxShare or narrow the app's share.` });
+    }
   });
   return issues;
 }

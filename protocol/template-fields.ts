@@ -136,6 +136,7 @@ export const workspaceSchema = z.strictObject({
   env: envSchema.optional().describe('Environment variables of the workspace; values may use ${{ }}.'),
   startup: z.array(startupScriptSchema).optional().describe('Scripts the agent runs in order at every start; their output goes to the build log.'),
   apps: z.array(appSchema).optional().describe('Web apps in the workspace, reachable through den at their own URL.'),
+  maxShare: z.enum(shareLevels).default('owner').describe('The widest share level the owner may give an app or port of this workspace (`den share`): owner (no sharing), authenticated or public.'),
   dotfiles: z.strictObject({ repo: z.string().min(1) }).optional().describe('A git repository of dotfiles installed into the home.'),
 });
 

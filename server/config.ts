@@ -27,6 +27,15 @@ export const configSchema = z.object({
   /** How long a build lease lasts before another worker may take the build over. */
   buildLeaseSeconds: z.coerce.number().int().min(5).max(3600).default(30),
   sessionTtlHours: z.coerce.number().int().min(1).max(24 * 90).default(24 * 14),
+  /**
+   * The wildcard domain of app URLs in subdomain mode (`apps.example.com` for
+   * `http(s)://8080--ws--alice.apps.example.com`); unset: path mode only. `*.` in front is accepted.
+   */
+  appsWildcardDomain: z
+    .preprocess((value) => (typeof value === 'string' ? value.trim().toLowerCase().replace(/^\*\./, '') : value), z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/, 'Use a DNS name whose subdomains all reach den, for example apps.example.com (for *.apps.example.com).'))
+    .optional(),
+  /** How long an app in a workspace may take to send its response head through the app proxy. */
+  appResponseTimeoutSeconds: z.coerce.number().int().min(1).max(3600).default(60),
   maxTemplateBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
   /**
    * Addresses or CIDRs of the proxies (load balancers) in front of den, whose X-Forwarded-For is
@@ -104,6 +113,8 @@ const ENV_KEYS: Record<string, keyof z.infer<typeof configSchema>> = {
   DEN_BUILD_WORKERS: 'buildWorkers',
   DEN_BUILD_LEASE_SECONDS: 'buildLeaseSeconds',
   DEN_SESSION_TTL_HOURS: 'sessionTtlHours',
+  DEN_APP_RESPONSE_TIMEOUT_SECONDS: 'appResponseTimeoutSeconds',
+  DEN_APPS_WILDCARD_DOMAIN: 'appsWildcardDomain',
   DEN_MAX_TEMPLATE_BYTES: 'maxTemplateBytes',
   DEN_REQUIRE_SANDBOX: 'requireSandbox',
   DEN_TRUSTED_PROXIES: 'trustedProxies',

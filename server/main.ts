@@ -23,6 +23,7 @@ Options:
   --ssh-port PORT         the SSH gateway's port (default 2222, 0 for none; env DEN_SSH_PORT);
                           \`den ssh\` also works through the HTTP port without it
   --ssh-host HOST         the address the SSH port listens on (default: the host of --listen; env DEN_SSH_HOST)
+  --apps-wildcard-domain DOMAIN  serve apps at <app|port>--<ws>--<owner>.DOMAIN (wildcard DNS to den; env DEN_APPS_WILDCARD_DOMAIN)
   --log-level LEVEL       fatal, error, warn, info (default), debug, trace (env DEN_LOG_LEVEL)
   --kube-context NAME     kubernetes runtime: the kubeconfig context to use (env DEN_KUBE_CONTEXT;
                           the kubeconfig is DEN_KUBECONFIG, KUBECONFIG or ~/.kube/config, or in-cluster)
@@ -46,6 +47,7 @@ export async function runServer(argv: string[]): Promise<void> {
         'access-url': { type: 'string' },
         'ssh-port': { type: 'string' },
         'ssh-host': { type: 'string' },
+        'apps-wildcard-domain': { type: 'string' },
         'log-level': { type: 'string' },
         'require-sandbox': { type: 'boolean' },
         'kube-context': { type: 'string' },
@@ -66,6 +68,7 @@ export async function runServer(argv: string[]): Promise<void> {
       accessUrl: values['access-url'],
       sshPort: values['ssh-port'],
       sshHost: values['ssh-host'],
+      appsWildcardDomain: values['apps-wildcard-domain'],
       logLevel: values['log-level'],
       requireSandbox: values['require-sandbox'],
       kubeContext: values['kube-context'],

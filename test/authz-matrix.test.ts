@@ -41,6 +41,8 @@ interface MatrixRow {
   stream?: boolean;
   /** fixed answers for some callers (public routes that check their own credentials) */
   expect?: Partial<Record<Caller, Expected>>;
+  /** with `workspace`: fixed answers for some callers on someone else's workspace */
+  expectOther?: Partial<Record<Caller, Expected>>;
 }
 
 /** the template every workspace fixture uses (pushed through the API in beforeAll) */
@@ -167,6 +169,10 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /users': { auth: 'public' },
   'GET /@:owner/:name': { auth: 'public', params: { owner: 'matrix-other', name: 'any' } },
 
+  // ---- apps and ports in path mode (server/apps): public routes that check their own
+  // credentials; only the workspace's owner gets through, not even the owner role (docs/apps.md)
+  ...appProxyRows(),
+
   // ---- terminal ----
   'GET /api/v1/workspaces/:owner/:name/terminal': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/terminals': { auth: 'user', workspace: true },
@@ -176,7 +182,32 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /api/v1/workspaces/:owner/:name/ssh-sessions': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/ssh': { auth: 'user', workspace: true },
   'GET /api/v1/workspaces/:owner/:name/port-forward': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/ports': { auth: 'user', workspace: true },
+  // only the workspace's owner shares its apps; the owner role sees others' workspaces but gets 403
+  'PUT /api/v1/workspaces/:owner/:name/shares/:target': { auth: 'user', workspace: true, params: { target: '8080' }, body: { level: 'owner' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
 };
+
+function appProxyRows(): Record<string, MatrixRow> {
+  const row: MatrixRow = {
+    auth: 'public', workspace: true, params: { port: '8080', app: 'web', '*': 'index.html' },
+    expect: { anonymous: { status: 401, code: 'UNAUTHENTICATED' } },
+    expectOther: { owner: { status: 403, code: 'FORBIDDEN' } },
+  };
+  const rows: Record<string, MatrixRow> = {};
+  // subdomain mode's app hosts, routed under /.den-app by Host (test/e2e/apps.test.ts signs in
+  // through them); on den's own host there is nothing there for anyone
+  const appHostRow: MatrixRow = { auth: 'public', expect: ALL_CALLERS({ status: 404, code: 'NOT_FOUND' }) };
+  for (const method of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
+    for (const url of ['/@:owner/:name/ports/:port', '/@:owner/:name/ports/:port/*', '/@:owner/:name/apps/:app', '/@:owner/:name/apps/:app/*']) {
+      rows[`${method} ${url}`] = row;
+    }
+    for (const url of ['/.den-app', '/.den-app/*']) rows[`${method} ${url}`] = appHostRow;
+  }
+  // the first half of an app host's sign-in: it needs an app host of --apps-wildcard-domain, which
+  // this server has none of (the e2e test covers who gets through)
+  rows['GET /api/v1/apps/authorize'] = { auth: 'public', expect: ALL_CALLERS({ status: 400, code: 'VALIDATION_FAILED' }) };
+  return rows;
+}
 
 /**
  * Cases where a query string, not the route, decides who may call: `auth` is the effective
@@ -266,7 +297,7 @@ describe.each(storeDialects)('authorization matrix on %s', (dialect) => {
 type Expectation = Expected | { allowed: true };
 
 function expectationFor(row: MatrixRow, caller: Caller, scope: 'own' | 'other' | undefined): Expectation {
-  const fixed = row.expect?.[caller];
+  const fixed = (scope === 'other' ? row.expectOther?.[caller] : undefined) ?? row.expect?.[caller];
   if (fixed) return fixed;
   if (caller === 'anonymous') return row.auth === 'public' ? { allowed: true } : { status: 401, code: 'UNAUTHENTICATED' };
   if (!meets(caller, row.auth)) return { status: 403, code: 'FORBIDDEN' };

@@ -130,7 +130,7 @@ describe('a server with users', () => {
     expect(result.stderr).toBe('');
     const base = `${server.url}/@${owner.username}/shown`;
     expect(result.stdout).toContain(`\nOpen:\n  dashboard  ${base}\n  terminal   ${base}/terminal\n`);
-    expect(result.stdout).toContain('\nApps (inside the workspace; browser links through den are coming):\n  web  port 8080  Web (port 8080)\n');
+    expect(result.stdout).toContain(`\nApps (\`den ports WORKSPACE\` lists every listening port; \`den share\` shares them):\n  web  ${base}/apps/web/  port 8080, shared with owner  Web (port 8080)\n`);
   });
 });
 

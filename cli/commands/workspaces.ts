@@ -1,6 +1,6 @@
 import type { WorkspaceTransition } from '../../client/workspaces.ts';
 import type { BuildDto, BuildLogLine, WorkspaceDto, WorkspaceWithBuild } from '../../protocol/workspaces.ts';
-import type { TemplateSpec } from '../../protocol/template-fields.ts';
+import type { ShareLevel, TemplateSpec } from '../../protocol/template-fields.ts';
 import { describeBuild, followBuild, formatLogLine, refText, renderStepTimings } from '../build-progress.ts';
 import { connect, type Session } from '../context.ts';
 import { parseWorkspaceRef, type WorkspaceRef } from '../refs.ts';
@@ -154,8 +154,14 @@ async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promis
   }
   const apps = spec.workspace?.apps ?? [];
   if (apps.length > 0) {
-    print('\nApps (inside the workspace; browser links through den are coming):');
-    for (const app of apps) print(`  ${app.name}  port ${app.port}${app.path && app.path !== '/' ? ` path ${app.path}` : ''}${app.displayName ? `  ${app.displayName}` : ''}`);
+    // the server knows the URLs (subdomain mode when it has a wildcard domain) and the share levels
+    const listed = await session.client.workspaces.ports(workspace.owner, workspace.name).catch(() => undefined);
+    print('\nApps (`den ports WORKSPACE` lists every listening port; `den share` shares them):');
+    for (const app of apps) {
+      const known = listed?.apps.find((entry) => entry.name === app.name);
+      const url = known ? known.url : `${base}/apps/${encodeURIComponent(app.name)}/`;
+      print(`  ${app.name}  ${url}${app.path && app.path !== '/' ? app.path.slice(1) : ''}  port ${app.port}${known ? `, shared with ${known.share}` : ''}${app.displayName ? `  ${app.displayName}` : ''}`);
+    }
   }
   const services = Object.entries(spec.environment?.services ?? {});
   if (services.length > 0) {
@@ -165,6 +171,47 @@ async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promis
       print(`  ${name}${ports ? `  port ${ports}` : ''}`);
     }
   }
+}
+
+export async function ports(reference: string, options: { json?: boolean }): Promise<void> {
+  const session = connect();
+  const ref = await session.workspaceRef(reference);
+  const listing = await session.client.workspaces.ports(ref.owner, ref.name);
+  if (options.json) return printJson(listing);
+  if (listing.apps.length > 0) {
+    print('Apps:');
+    print(renderTable(listing.apps, [
+      { header: 'name', value: (a) => a.name },
+      { header: 'port', value: (a) => String(a.port) },
+      { header: 'share', value: (a) => a.share },
+      { header: 'url', value: (a) => a.url },
+    ]));
+  }
+  if (!listing.detected) {
+    note('The workspace\'s agent is not connected, so its listening ports are unknown. Start it with `den start`.');
+    return;
+  }
+  if (listing.apps.length > 0) print('');
+  printTable(
+    listing.ports,
+    [
+      { header: 'port', value: (p) => String(p.port) },
+      { header: 'address', value: (p) => p.address },
+      { header: 'app', value: (p) => p.app ?? '' },
+      { header: 'url', value: (p) => p.url },
+    ],
+    'Nothing listens on a TCP port in the workspace.',
+  );
+}
+
+export async function share(reference: string, target: string, options: { level: string; json?: boolean }): Promise<void> {
+  // the server checks the level (zod at its edge), so this command does not load zod
+  const session = connect();
+  const ref = await session.workspaceRef(reference);
+  const shared = await session.client.workspaces.share(ref.owner, ref.name, target, options.level as ShareLevel);
+  if (options.json) return printJson(shared);
+  print(`${/^\d+$/.test(target) ? 'Port' : 'App'} ${target} of ${ref.owner}/${ref.name} is shared with ${shared.level === 'owner' ? 'its owner only' : shared.level === 'authenticated' ? 'every signed-in den user' : 'anyone with the URL'}: ${shared.url}`);
+  if (shared.level !== 'owner' && shared.url.includes('/@')) note('Sharing takes effect on subdomain URLs only (den server --apps-wildcard-domain); path URLs stay owner-only.');
 }
 
 export async function events(reference: string, options: { json?: boolean }): Promise<void> {

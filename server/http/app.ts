@@ -24,6 +24,9 @@ import { terminalRoutes } from '../terminal/routes.ts';
 import { webRoutes } from '../web/routes.ts';
 import { eventRoutes } from '../events/routes.ts';
 import { sshRoutes } from '../ssh/routes.ts';
+import { appProxyRoutes } from '../apps/proxy.ts';
+import { appRoutes } from '../apps/routes.ts';
+import { appAuthorizeRoute, rewriteAppHostUrl, subdomainRoutes } from '../apps/subdomain-routes.ts';
 import { acceptAgentSocket, agentSocketGate } from '../agents/socket-gate.ts';
 
 /** Far above any body of den's API but a template push (the largest schema field is 64 KiB). */
@@ -49,6 +52,8 @@ export async function buildServer(den: Den): Promise<FastifyInstance> {
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { ignoreTrailingSlash: true },
     frameworkErrors: answerFrameworkError,
+    // subdomain mode: a request to an app host goes to the app whatever its path (apps/subdomain-routes.ts)
+    ...(den.config.appsWildcardDomain ? { rewriteUrl: rewriteAppHostUrl(den.config.appsWildcardDomain) } : {}),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -100,7 +105,11 @@ export async function buildServer(den: Den): Promise<FastifyInstance> {
   await app.register(terminalRoutes, { prefix: '/api/v1', ...deps });
   await app.register(eventRoutes, { prefix: '/api/v1', ...deps });
   await app.register(sshRoutes, { prefix: '/api/v1', ...deps });
+  await app.register(appRoutes, { prefix: '/api/v1', ...deps });
+  await app.register(appAuthorizeRoute, { prefix: '/api/v1', ...deps });
   await app.register(webRoutes, deps);
+  await app.register(appProxyRoutes, deps);
+  await app.register(subdomainRoutes, deps);
 
   // onClose runs after @fastify/websocket's preClose (websocketShutdown, then 1001 to every socket)
   app.addHook('onClose', () => den.stop());

@@ -13,6 +13,7 @@ import * as m0005 from './migrations/0005_build_cancel.ts';
 import * as m0006 from './migrations/0006_agents.ts';
 import * as m0007 from './migrations/0007_replicas.ts';
 import * as m0009 from './migrations/0009_ssh_gateway.ts';
+import * as m0013 from './migrations/0013_app_tokens.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -39,6 +40,7 @@ const MIGRATIONS: Record<string, { up: (db: Kysely<any>, dialect: Dialect) => Pr
   '0006_agents': m0006,
   '0007_replicas': m0007,
   '0009_ssh_gateway': m0009,
+  '0013_app_tokens': m0013,
 };
 
 /** Opens the store and brings its schema to the newest migration. */

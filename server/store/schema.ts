@@ -19,6 +19,8 @@ export interface Database {
   workspace_events: WorkspaceEventsTable;
   leases: LeasesTable;
   ssh_host_keys: SshHostKeysTable;
+  app_tokens: AppTokensTable;
+  app_shares: AppSharesTable;
   replicas: ReplicasTable;
   agent_locations: AgentLocationsTable;
   login_counters: LoginCountersTable;
@@ -216,6 +218,26 @@ export interface SshHostKeysTable {
   private_key: string;
   public_key: string;
   created_at: string;
+}
+
+/** A token of the app proxy's subdomain mode, scoped to one app host (server/apps/app-tokens.ts). */
+export interface AppTokensTable {
+  id_hash: string;
+  /** `code`: one-time, in den's redirect to the app origin; `cookie`: that origin's cookie */
+  kind: 'code' | 'cookie';
+  user_id: string;
+  host: string;
+  created_at: string;
+  expires_at: string;
+}
+
+/** An app's or port's share level as its owner set it (server/apps/shares.ts); absent: the default. */
+export interface AppSharesTable {
+  workspace_id: string;
+  /** `port:8080` or `app:web` */
+  target: string;
+  level: 'owner' | 'authenticated' | 'public';
+  updated_at: string;
 }
 
 /** A live den server process of the deployment (see server/agents/replicas.ts). */

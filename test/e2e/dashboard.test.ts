@@ -177,7 +177,8 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
     await page.locator('.status', { hasText: 'running' }).first().waitFor();
     // the timeline: one row per step with its duration
     await page.locator('ol.timeline li', { hasText: 'apply' }).getByText(/\d+(\.\d)? m?s/).waitFor();
-    await page.getByText('Web: port 8080').waitFor();
+    // the template's app, linked through den
+    await page.getByRole('link', { name: 'Web', exact: true }).waitFor();
     const params = await page.getByRole('table').last().textContent();
     expect(params).toContain('large');
     expect(params).toContain('2');

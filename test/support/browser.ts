@@ -12,8 +12,9 @@ export const hasChromium = existsSync(CHROMIUM);
 export const NO_CHROMIUM = `${CHROMIUM} is missing; install Debian's chromium package (apt-get install -y chromium; .ci/run does).`;
 
 // Without these Chromium calls home (updates, sync, field trials) on a network that has no outside.
-// den.test resolves to this machine, for pages opened under a name that is not the access URL's.
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--host-resolver-rules=MAP den.test 127.0.0.1'];
+// den.test resolves to this machine, for pages opened under a name that is not the access URL's;
+// every *.localtest too, for the app hosts of subdomain mode (test/e2e/apps.test.ts).
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--host-resolver-rules=MAP den.test 127.0.0.1, MAP *.localtest 127.0.0.1'];
 
 /** Screenshots of the browser tests, kept as artifacts (git-ignored). */
 export const SCREENSHOTS = resolve(import.meta.dirname, '..', '..', 'test-results', 'screenshots');

@@ -50,7 +50,7 @@ function Loaded({ workspace }: { workspace: WorkspaceDto }) {
       <Actions workspace={workspace} />
       <Builds workspace={workspace} />
       {running && <Terminals owner={owner} name={name} tabs={terminals} />}
-      <Apps spec={spec.data?.spec as TemplateSpec | undefined} />
+      <Apps owner={owner} name={name} running={running} />
       {(workspace.services ?? []).length > 0 && (
         <Services owner={owner} name={name} services={workspace.services!} agents={workspace.agents ?? []}
           onTerminal={running ? (service) => terminals.open(service) : undefined} />
@@ -234,15 +234,39 @@ function Terminals({ owner, name, tabs }: { owner: string; name: string; tabs: T
   );
 }
 
-/** The template's apps with their ports; den does not proxy them to the browser yet. */
-function Apps({ spec }: { spec: TemplateSpec | undefined }) {
-  const apps = spec?.workspace?.apps ?? [];
-  if (apps.length === 0) return null;
+/** How often the page asks again which ports listen (each ask reads /proc/net/tcp* in the workspace). */
+const PORTS_REFRESH_MS = 10_000;
+
+/** The workspace's apps and the ports listening in it, each with its URL through den (docs/apps.md). */
+function Apps({ owner, name, running }: { owner: string; name: string; running: boolean }) {
+  const listing = useQuery({
+    queryKey: ['ports', owner, name],
+    queryFn: () => den().workspaces.ports(owner, name),
+    refetchInterval: running ? PORTS_REFRESH_MS : false,
+  });
+  if (!listing.data) return null;
+  const { apps, ports, detected } = listing.data;
   return (
     <section aria-labelledby="apps-title">
-      <h2 id="apps-title">Apps</h2>
-      <p>Reachable inside the workspace (for example with <code>curl</code> in a terminal); links through den are coming.</p>
-      <ul>{apps.map((app) => <li key={app.name}>{app.displayName ?? app.name}: port {app.port}{app.path && app.path !== '/' ? `, path ${app.path}` : ''}</li>)}</ul>
+      <h2 id="apps-title">Apps and ports</h2>
+      {apps.length > 0 && (
+        <ul>{apps.map((app) => <li key={app.name}><a href={app.url} target="_blank" rel="noopener">{app.displayName ?? app.name}</a> (port {app.port}, shared with {app.share})</li>)}</ul>
+      )}
+      {!detected ? <p>The listening ports are shown while the workspace's agent is connected.</p> : ports.length === 0 ? <p>Nothing listens on a TCP port in the workspace.</p> : (
+        <table className="list">
+          <thead><tr><th scope="col">Port</th><th scope="col">Address</th><th scope="col">Shared with</th><th scope="col">Open</th></tr></thead>
+          <tbody>
+            {ports.map((port) => (
+              <tr key={`${port.address} ${port.port}`}>
+                <th scope="row">{port.port}{port.app ? ` (${port.app})` : ''}</th>
+                <td><code>{port.address}</code></td>
+                <td>{port.share}</td>
+                <td><a href={port.url} target="_blank" rel="noopener">{port.url}</a></td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </section>
   );
 }

@@ -1,0 +1,127 @@
+// The app proxy benchmark (`npm run bench:apps`): an HTTP app on loopback (a child process) opened
+// through den's path-mode proxy (/@bench/ws/ports/PORT/, over the agent's tcp channel) and
+// straight at its port, side by side in the same run:
+//  - latency of a small response (p50/p99, one connection, --seconds each) and requests/s
+//    (--connections connections), both from the autocannon CLI in its own process;
+//  - throughput of a --mb MB download (fetch in this process, first byte to last, best of 3).
+// den runs in this process (the test harness's server over SQLite, a real agent process).
+// Progress goes to stderr; the last stdout line is one JSON object.
+//
+//   node bench/apps.ts [--seconds 5] [--connections 10] [--mb 100]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createApiToken } from '../server/auth/api-tokens.ts';
+import { systemClock } from '../server/store/time.ts';
+import { startTestServer } from '../test/support/harness.ts';
+import { idleDriver } from '../test/support/idle-driver.ts';
+import { startRealAgent } from '../test/support/real-agent.ts';
+import { seedWorkspace } from '../test/support/workspace-seed.ts';
+import { freePort, round } from './support.ts';
+
+const root = resolve(import.meta.dirname, '..');
+const say = (line: string) => process.stderr.write(`${line}\n`);
+const args = process.argv.slice(2);
+const option = (flag: string, fallback: string) => {
+  const index = args.indexOf(flag);
+  return Number(index >= 0 ? args[index + 1] : fallback);
+};
+const SECONDS = option('--seconds', '5');
+const CONNECTIONS = option('--connections', '10');
+const MEGABYTES = option('--mb', '100');
+
+const APP = `
+const http = require('node:http');
+const chunk = Buffer.alloc(1024 * 1024, 120);
+const total = Number(process.env.BYTES);
+http.createServer((req, res) => {
+  if (req.url === '/large') {
+    res.writeHead(200, { 'content-length': total });
+    let sent = 0;
+    const more = () => {
+      while (sent < total) {
+        const part = chunk.subarray(0, Math.min(chunk.length, total - sent));
+        sent += part.length;
+        if (!res.write(part)) return void res.once('drain', more);
+      }
+      res.end();
+    };
+    return more();
+  }
+  res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 12 });
+  res.end('hello world\\n');
+}).listen(Number(process.env.PORT), '127.0.0.1', () => process.stdout.write('ready\\n'));
+`;
+
+const dir = mkdtempSync(join(tmpdir(), 'den-bench-apps-'));
+const appPort = await freePort();
+const app = spawn(process.execPath, ['-e', APP], { env: { ...process.env, PORT: String(appPort), BYTES: String(MEGABYTES * 1_000_000) }, stdio: ['ignore', 'pipe', 'inherit'] });
+await new Promise((resolve) => app.stdout!.once('data', resolve));
+
+const server = await startTestServer({ listen: true, startWorkers: false, driver: () => idleDriver, config: { logLevel: 'silent' } });
+const seeded = await seedWorkspace(server.store.db, { username: 'bench', workspaceName: 'ws' });
+const token = (await createApiToken(server.store.db, systemClock, seeded.userId, { name: 'bench' })).token;
+let agent: ChildProcess | undefined;
+const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadavg_start: loadavg(), seconds: SECONDS, connections: CONNECTIONS, download_mb: MEGABYTES };
+try {
+  agent = await startRealAgent(server, seeded, dir, {});
+  const targets = [
+    { name: 'direct', base: `http://127.0.0.1:${appPort}`, headers: {} as Record<string, string> },
+    { name: 'den', base: `${server.url}/@bench/ws/ports/${appPort}`, headers: { authorization: `Bearer ${token}` } },
+  ];
+  for (const target of targets) await autocannon(target.base + '/', target.headers, 1, 1); // warm-up
+
+  for (const target of targets) {
+    say(`${target.name}: latency, 1 connection, ${SECONDS} s`);
+    const latency = await autocannon(target.base + '/', target.headers, 1, SECONDS);
+    results[`${target.name}_p50_ms`] = latency.latency.p50;
+    results[`${target.name}_p99_ms`] = latency.latency.p99;
+    say(`${target.name}: requests/s, ${CONNECTIONS} connections, ${SECONDS} s`);
+    const load = await autocannon(target.base + '/', target.headers, CONNECTIONS, SECONDS);
+    results[`${target.name}_req_per_s`] = round(load.requests.average);
+    results[`${target.name}_errors`] = load.errors + load.non2xx;
+  }
+  for (const target of targets) {
+    say(`${target.name}: ${MEGABYTES} MB download, best of 3`);
+    const rates: number[] = [];
+    for (let i = 0; i < 3; i++) rates.push(await download(target.base + '/large', target.headers));
+    results[`${target.name}_download_mb_per_s`] = round(Math.max(...rates));
+  }
+  results.p50_overhead_ms = round(Number(results.den_p50_ms) - Number(results.direct_p50_ms));
+  results.req_per_s_ratio = round(Number(results.den_req_per_s) / Number(results.direct_req_per_s));
+  results.download_ratio = round(Number(results.den_download_mb_per_s) / Number(results.direct_download_mb_per_s));
+  results.loadavg_end = loadavg();
+} finally {
+  agent?.kill('SIGKILL');
+  app.kill('SIGKILL');
+  await server.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+console.log(JSON.stringify(results));
+
+interface AutocannonResult {
+  latency: { p50: number; p99: number };
+  requests: { average: number };
+  errors: number;
+  non2xx: number;
+}
+
+/** autocannon in its own process, so its load generation does not share den's event loop */
+async function autocannon(url: string, headers: Record<string, string>, connections: number, seconds: number): Promise<AutocannonResult> {
+  const headerArgs = Object.entries(headers).flatMap(([name, value]) => ['-H', `${name}=${value}`]);
+  const child = spawn(join(root, 'node_modules', '.bin', 'autocannon'), ['-j', '-c', String(connections), '-d', String(seconds), ...headerArgs, url], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  child.stdout.on('data', (data) => (out += data));
+  await new Promise((resolve) => child.once('close', resolve));
+  return JSON.parse(out) as AutocannonResult;
+}
+
+async function download(url: string, headers: Record<string, string>): Promise<number> {
+  const started = performance.now();
+  const response = await fetch(url, { headers });
+  let bytes = 0;
+  for await (const part of response.body!) bytes += part.byteLength;
+  if (bytes !== MEGABYTES * 1_000_000) throw new Error(`${url}: got ${bytes} bytes`);
+  return bytes / 1_000_000 / ((performance.now() - started) / 1000);
+}

@@ -1,0 +1,173 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError } from '../../protocol/errors.ts';
+import type { AgentHub } from '../agents/hub-types.ts';
+import { openTcpStream } from '../agents/tcp-stream.ts';
+import { resolvePrincipal, trackLiveAccess, type AuthDeps } from '../auth/plugin.ts';
+import { SESSION_COOKIE } from '../auth/sessions.ts';
+import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
+import type { ActivityRecorder } from '../workspaces/activity.ts';
+import { appPort } from './apps.ts';
+import { forwardToApp } from './forward.ts';
+import { upstreamRequestHeaders } from './forward-headers.ts';
+
+export interface AppProxyOptions extends AuthDeps {
+  agents: AgentHub;
+  activity: ActivityRecorder;
+}
+
+/**
+ * Path-mode URLs of a workspace's apps and ports (docs/apps.md):
+ *   /@:owner/:name/apps/:app/*   an app the template declares, by name
+ *   /@:owner/:name/ports/:port/* any port listening inside the workspace
+ * HTTP and websockets go through the agent's `tcp` channel, one channel per request, with the
+ * prefix taken off. Only the workspace's owner may open them (share level `owner`): path mode
+ * serves the app from den's own origin, where its scripts could act with the visitor's den
+ * session, so not even a den owner is let into someone else's app here.
+ *
+ * The proxying runs in preHandler, not in the handler: @fastify/websocket wraps every handler
+ * and would answer a websocket upgrade itself; a hijack in preHandler keeps the raw socket ours.
+ */
+export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions): Promise<void> {
+  const timeoutMs = appResponseTimeoutMs(deps);
+  const route = (url: string, portOf: (request: FastifyRequest, templateVersionId: string) => Promise<number>) => {
+    registerProxyRoute(app, url, (request, reply) => proxy(request, reply, portOf));
+  };
+  route('/@:owner/:name/ports/:port', async (request) => {
+    const port = Number((request.params as { port: string }).port);
+    if (!/^\d{1,5}$/.test((request.params as { port: string }).port) || port < 1 || port > 65535) {
+      throw new AppError('BAD_REQUEST', `'${(request.params as { port: string }).port}' is not a port. Use a number from 1 to 65535, as in /@owner/workspace/ports/8080/.`);
+    }
+    return port;
+  });
+  route('/@:owner/:name/apps/:app', async (request, versionId) => appPort(deps.store.db, versionId, (request.params as { app: string }).app));
+
+  async function proxy(request: FastifyRequest, reply: FastifyReply, portOf: (request: FastifyRequest, templateVersionId: string) => Promise<number>): Promise<void> {
+    checkHostHeader(request.headers.host);
+    const { owner, name: ws } = request.params as { owner: string; name: string };
+    const principal = await resolvePrincipal(deps, request);
+    if (!principal) {
+      throw new AppError('UNAUTHENTICATED', `This app is shared with its owner only. Sign in to den as '${owner}' and open it again.`);
+    }
+    const workspace = await findWorkspaceFor(deps.store.db, principal, owner, ws);
+    if (workspace.owner_id !== principal.userId) {
+      throw new AppError('FORBIDDEN', `This app of '${owner}/${ws}' is shared with its owner only; you are signed in as '${principal.username}'. Ask '${owner}' to share it.`);
+    }
+    const port = await portOf(request, workspace.template_version_id);
+    const { prefix, path } = splitPrefix(request.raw.url ?? '/');
+    if (!request.raw.url?.startsWith(`${prefix}/`)) {
+      // the app's relative links resolve under the prefix only with the slash after it
+      reply.redirect(`${prefix}${path}`, 308);
+      return;
+    }
+    await forwardThroughAgent(deps, timeoutMs, request, reply, {
+      workspace,
+      port,
+      prefix,
+      path,
+      publicOrigin: new URL(deps.config.accessUrl).origin,
+      strippedCookies: [SESSION_COOKIE],
+      denAuthorization: principal.via === 'token',
+      track: (end) => trackLiveAccess(request, trackedWorkspace(workspace), end),
+    });
+  }
+}
+
+/** What forwardThroughAgent needs to know of a request that is allowed through. */
+export interface AllowedRequest {
+  workspace: { id: string };
+  port: number;
+  prefix: string;
+  path: string;
+  /** the origin the browser is on (den's in path mode, the app's own in subdomain mode) */
+  publicOrigin: string;
+  strippedCookies: readonly string[];
+  denAuthorization: boolean;
+  /** keeps the connection only as long as the access that opened it; returns the release */
+  track: (end: () => void) => () => void;
+}
+
+/**
+ * Opens the `tcp` channel (AGENT_NOT_CONNECTED, TCP_CONNECT_FAILED are thrown before anything is
+ * sent), hijacks the reply and forwards the request to the app: the part path and subdomain
+ * mode share once each has decided who may pass.
+ */
+export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' | 'activity' | 'config'>, timeoutMs: number, request: FastifyRequest, reply: FastifyReply, allowed: AllowedRequest): Promise<void> {
+  const host = request.headers.host!;
+  const tcp = await openTcpStream(deps.agents, allowed.workspace.id, { port: allowed.port });
+  deps.activity.touch(allowed.workspace.id);
+  reply.hijack();
+  const upgrade = request.headers.upgrade !== undefined && request.method === 'GET';
+  const headers = upstreamRequestHeaders(request.headers, {
+    port: allowed.port,
+    strippedCookies: allowed.strippedCookies,
+    denAuthorization: allowed.denAuthorization,
+    publicOrigin: allowed.publicOrigin,
+    publicHost: host,
+    publicProto: request.protocol === 'https' ? 'https' : 'http',
+    prefix: allowed.prefix,
+    clientIp: request.ip,
+    trustForwarded: deps.config.trustedProxies.length > 0,
+    upgrade,
+  });
+  const endAccess = allowed.track(() => {
+    request.raw.socket.destroy();
+    tcp.stdio.destroy();
+  });
+  // per response, not per socket: a keep-alive connection carries many requests
+  (upgrade ? request.raw.socket : reply.raw).once('close', endAccess);
+  forwardToApp(request, reply.raw, tcp, { path: allowed.path, headers, upgrade, timeoutMs });
+}
+
+/** Refuses a Host header that is not a host name (with an optional port): it is passed to the app as X-Forwarded-Host. */
+export function checkHostHeader(host: string | undefined): void {
+  if (!host || !HOST_HEADER.test(host)) {
+    throw new AppError('BAD_REQUEST', 'The Host header of this request is not a host name. Open the app through the address of this den server.');
+  }
+}
+
+/**
+ * Registers `url` and everything under it (the router ignores a trailing slash) as an app URL
+ * answered by `proxy`, on a plugin whose bodies are not parsed: they stream to the app as they
+ * arrive, with no body limit (backpressure bounds memory). Call once per encapsulated plugin.
+ */
+export function registerProxyRoute(app: FastifyInstance, url: string, proxy: (request: FastifyRequest, reply: FastifyReply) => Promise<void>): void {
+  if (!bodyParsersRemoved.has(app)) {
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('*', (_request, _payload, done) => done(null));
+    bodyParsersRemoved.add(app);
+  }
+  for (const path of [url, `${url}/*`]) {
+    app.route({
+      method: [...PROXIED_METHODS],
+      url: path,
+      exposeHeadRoute: false,
+      config: { auth: 'public' },
+      schema: { hide: true },
+      preHandler: proxy,
+      handler: async () => {
+        throw new AppError('INTERNAL', 'The app proxy answered in its handler. This is a bug in den; please report it.');
+      },
+    });
+  }
+}
+
+const bodyParsersRemoved = new WeakSet<FastifyInstance>();
+
+/** a dev server compiling its first page can take long; config.appResponseTimeoutSeconds (60 s) bounds it */
+export function appResponseTimeoutMs(deps: Pick<AppProxyOptions, 'config'>): number {
+  return deps.config.appResponseTimeoutSeconds * 1000;
+}
+
+/** The methods an app URL forwards (HEAD too: the app answers it, not den). */
+export const PROXIED_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
+/** host, host:port, [v6]:port; anything else (spaces, slashes, '@', control bytes) is refused */
+const HOST_HEADER = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/;
+
+/** `/@alice/dev/ports/8080/x?y` -> prefix `/@alice/dev/ports/8080`, path `/x?y` */
+export function splitPrefix(url: string): { prefix: string; path: string } {
+  const match = /^(?:\/[^/?]*){4}/.exec(url);
+  const prefix = match ? match[0] : '';
+  const rest = url.slice(prefix.length);
+  return { prefix, path: rest.startsWith('/') ? rest : `/${rest}` };
+}

@@ -1,0 +1,49 @@
+import { createServer, type Server } from 'node:http';
+import { WebSocketServer } from 'ws';
+
+/**
+ * The app of the app proxy tests, as a workspace would run it: /echo answers with the request it
+ * got (method, url, headers) and two cookies; /count counts an upload; /large sends `largeBytes`;
+ * /events sends a server-sent event every 20 ms; /hang never answers; /ws is a websocket that
+ * first says what its upgrade carried (origin, cookie, url), then echoes. Listen on it yourself.
+ */
+export function echoApp(largeBytes: number): { app: Server; wss: WebSocketServer } {
+  const app = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://app');
+    if (url.pathname === '/echo') {
+      res.setHeader('content-type', 'application/json');
+      res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/']);
+      res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }));
+    } else if (url.pathname === '/count') {
+      let bytes = 0;
+      req.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      req.on('end', () => res.end(String(bytes)));
+    } else if (url.pathname === '/large') {
+      const chunk = Buffer.alloc(1024 * 1024, 120);
+      let sent = 0;
+      const more = () => {
+        while (sent < largeBytes) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      more();
+    } else if (url.pathname === '/events') {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      let n = 0;
+      const timer = setInterval(() => res.write(`data: tick ${++n}\n\n`), 20);
+      res.on('close', () => clearInterval(timer));
+    } else if (url.pathname === '/hang') {
+      // never answers
+    } else {
+      res.writeHead(404).end('no such page');
+    }
+  });
+  const wss = new WebSocketServer({ server: app, path: '/ws' });
+  wss.on('connection', (socket, request) => {
+    socket.send(JSON.stringify({ origin: request.headers.origin, cookie: request.headers.cookie ?? null, url: request.url }));
+    socket.on('message', (data) => socket.send(`echo:${String(data)}`));
+  });
+  return { app, wss };
+}
