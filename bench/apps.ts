@@ -18,18 +18,13 @@ import { startTestServer } from '../test/support/harness.ts';
 import { idleDriver } from '../test/support/idle-driver.ts';
 import { startRealAgent } from '../test/support/real-agent.ts';
 import { seedWorkspace } from '../test/support/workspace-seed.ts';
-import { freePort, round } from './support.ts';
+import { freePort, numberOption, round } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const say = (line: string) => process.stderr.write(`${line}\n`);
-const args = process.argv.slice(2);
-const option = (flag: string, fallback: string) => {
-  const index = args.indexOf(flag);
-  return Number(index >= 0 ? args[index + 1] : fallback);
-};
-const SECONDS = option('--seconds', '5');
-const CONNECTIONS = option('--connections', '10');
-const MEGABYTES = option('--mb', '100');
+const SECONDS = numberOption('--seconds', 5);
+const CONNECTIONS = numberOption('--connections', 10);
+const MEGABYTES = numberOption('--mb', 100);
 
 const APP = `
 const http = require('node:http');

@@ -24,18 +24,15 @@ import { idleDriver } from '../test/support/idle-driver.ts';
 import { generateKey, isolatedOptions, run } from '../test/support/openssh.ts';
 import { startRealAgent } from '../test/support/real-agent.ts';
 import { seedWorkspace } from '../test/support/workspace-seed.ts';
+import { numberOption } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const say = (line: string) => process.stderr.write(`${line}\n`);
 const args = process.argv.slice(2);
-const option = (flag: string, fallback: string) => {
-  const index = args.indexOf(flag);
-  return Number(index >= 0 ? args[index + 1] : fallback);
-};
-const RUNS = option('--runs', '20');
-const MEGABYTES = option('--mb', '100');
-const ECHOES = option('--echoes', '200');
-const CONCURRENT = option('--concurrent', '200');
+const RUNS = numberOption('--runs', 20);
+const MEGABYTES = numberOption('--mb', 100);
+const ECHOES = numberOption('--echoes', 200);
+const CONCURRENT = numberOption('--concurrent', 200);
 const SSHD = '/usr/sbin/sshd';
 const cipherIndex = args.indexOf('--cipher');
 /** `--cipher NAME`: what `ssh -c` asks for (default: the client's and server's own choice) */

@@ -47,3 +47,9 @@ export function processCpuMs(pid: number): number | null {
     return null;
   }
 }
+
+/** A numeric command-line option of a benchmark (`--runs 20`), or its default. */
+export function numberOption(flag: string, fallback: number, args = process.argv.slice(2)): number {
+  const index = args.indexOf(flag);
+  return index >= 0 ? Number(args[index + 1]) : fallback;
+}
