@@ -125,8 +125,22 @@ export function runDriverContract(
     });
 
     /** GET url from inside the workspace, giving up after a few seconds (a removed service may just not answer). */
-    const fetchFrom = (workspaceId: string, url: string) => exec(workspaceId, ['node', '-e',
+    const fetchOnce = (workspaceId: string, url: string) => exec(workspaceId, ['node', '-e',
       `fetch(${JSON.stringify(url)}, { signal: AbortSignal.timeout(5000) }).then((r) => r.text()).then((t) => process.stdout.write(t), () => process.exit(3))`]);
+    /**
+     * A request to a service from inside the workspace, retried for a few seconds while it fails:
+     * on Kubernetes a new pod's address reaches the Service proxy and the NetworkPolicy
+     * implementation a moment after the pod is ready (they sync on their own clock), so a service
+     * must answer within seconds, not at once. A request expected to fail uses fetchOnce.
+     */
+    const fetchFrom = async (workspaceId: string, url: string) => {
+      let reply = await fetchOnce(workspaceId, url);
+      for (const deadline = Date.now() + 15_000; reply.code !== 0 && Date.now() < deadline;) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        reply = await fetchOnce(workspaceId, url);
+      }
+      return reply;
+    };
 
     it('reports absent before a workspace exists and lists nothing for it', async () => {
       const workspace = await newWorkspace('absent');
@@ -217,7 +231,7 @@ export function runDriverContract(
       expect(await fetchFrom(workspace.id, url)).toMatchObject({ code: 0, stdout: 'pong from gone-soon' });
 
       await startReady(workspace, basic());
-      const after = await fetchFrom(workspace.id, url);
+      const after = await fetchOnce(workspace.id, url);
       expect(after.code).not.toBe(0);
       await driver.delete(workspace, recorder().context);
     });
@@ -315,16 +329,8 @@ export function runDriverContract(
       };
       const { log } = await startReady(workspace, template);
       expect(log.join('\n')).toContain('listening');
-      // On Kubernetes a new pod's address reaches the Service proxy and the NetworkPolicy
-      // implementation a moment after the pod is ready (they sync on their own clock), so the
-      // first request may be refused: the service must answer within a few seconds, not at once.
-      const fetchService = () => exec(workspace.id, ['node', '-e', 'fetch(process.env.DEN_SERVICE_WEB_API_URL).then((r) => r.text()).then((t) => process.stdout.write(t))']);
-      let reply = await fetchService();
-      for (const deadline = Date.now() + 15_000; reply.code !== 0 && Date.now() < deadline;) {
-        await new Promise((resolve) => setTimeout(resolve, 500));
-        reply = await fetchService();
-      }
-      expect(reply).toMatchObject({ code: 0, stdout: 'pong from web-api' });
+      const url = (await exec(workspace.id, ['sh', '-c', 'printf %s "$DEN_SERVICE_WEB_API_URL"'])).stdout;
+      expect(await fetchFrom(workspace.id, url)).toMatchObject({ code: 0, stdout: 'pong from web-api' });
       await driver.delete(workspace, recorder().context);
     });
 
