@@ -39,9 +39,10 @@ export function createExecSession(
   peerWindow: number,
   send: (frame: AgentFrame) => void,
   release: () => void,
+  localWindow = DEFAULT_CHANNEL_WINDOW,
 ): { session: ExecSession; endpoint: ChannelEndpoint; localWindow: number } {
   const sender = new ChannelSender(channel, peerWindow, send);
-  const window = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
+  const window = new ReceiveWindow(localWindow);
   let received = 0;
   let accounted = 0;
   let closed = false;
@@ -159,5 +160,5 @@ export function createExecSession(
       if (!closed) send({ type: 'resize', channel, cols, rows });
     },
   };
-  return { session, endpoint, localWindow: DEFAULT_CHANNEL_WINDOW };
+  return { session, endpoint, localWindow };
 }

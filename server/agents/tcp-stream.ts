@@ -6,22 +6,68 @@ import type { AgentHub, ExecSession } from './hub-types.ts';
 export type TcpTarget = { host?: string; port: number } | { path: string } | { accepted: number };
 
 /**
- * Opens a `tcp` channel to the workspace (SSH direct-tcpip and direct-streamlocal, `den
- * port-forward`): `stdio` is the connection (write = to the workspace, read = from it, end = a
- * half-close), with the same credit rules as an exec. `exit` settles when the connection is gone.
- * Throws AGENT_NOT_CONNECTED, or TCP_CONNECT_FAILED when nothing accepts the connection.
+ * A bound on what large-window tcp channels may hold in this server: a channel asks for `window`
+ * bytes of credit at open and gets it while the channels holding one stay under `cap` bytes
+ * together; otherwise it opens with the default window. So a bulk download is not throttled by a
+ * small window, and a thousand of them hold at most `cap` + the default window each.
  */
-export async function openTcpStream(agents: AgentHub, workspaceId: string, target: TcpTarget): Promise<ExecSession> {
+export class WindowBudget {
+  private held = 0;
+  readonly window: number;
+  readonly cap: number;
+
+  constructor(window: number, cap: number) {
+    this.window = window;
+    this.cap = cap;
+  }
+
+  /** The window a new channel may declare, and how to give it back once the channel is gone (once). */
+  take(): { window: number; release: () => void } {
+    if (this.window <= DEFAULT_CHANNEL_WINDOW || this.held + this.window > this.cap) return { window: DEFAULT_CHANNEL_WINDOW, release: () => {} };
+    this.held += this.window;
+    let released = false;
+    return {
+      window: this.window,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.held -= this.window;
+      },
+    };
+  }
+
+  get heldBytes(): number {
+    return this.held;
+  }
+}
+
+/**
+ * Opens a `tcp` channel to the workspace (SSH direct-tcpip and direct-streamlocal, `den
+ * port-forward`, the app proxy): `stdio` is the connection (write = to the workspace, read = from
+ * it, end = a half-close), with the same credit rules as an exec. `exit` settles when the
+ * connection is gone. With `budget`, the server's end declares the budget's larger window when it
+ * has room. Throws AGENT_NOT_CONNECTED, or TCP_CONNECT_FAILED when nothing accepts the connection.
+ */
+export async function openTcpStream(agents: AgentHub, workspaceId: string, target: TcpTarget, budget?: WindowBudget): Promise<ExecSession> {
   let session: ExecSession | undefined;
   const spec = 'path' in target
     ? { kind: 'tcp' as const, host: '127.0.0.1', path: target.path }
     : 'accepted' in target
       ? { kind: 'tcp' as const, host: '127.0.0.1', accepted: target.accepted }
       : { kind: 'tcp' as const, host: target.host ?? '127.0.0.1', port: target.port };
-  await agents.openChannel(workspaceId, spec, DEFAULT_CHANNEL_WINDOW, (channel, peerWindow, link) => {
-    const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => link.release());
-    session = created.session;
-    return created.endpoint;
-  });
+  const reserved = budget?.take() ?? { window: DEFAULT_CHANNEL_WINDOW, release: () => {} };
+  try {
+    await agents.openChannel(workspaceId, spec, reserved.window, (channel, peerWindow, link) => {
+      const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => {
+        reserved.release();
+        link.release();
+      }, reserved.window);
+      session = created.session;
+      return created.endpoint;
+    });
+  } catch (error) {
+    reserved.release();
+    throw error;
+  }
   return session!;
 }

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../protocol/errors.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
-import { openTcpStream } from '../agents/tcp-stream.ts';
+import { openTcpStream, WindowBudget } from '../agents/tcp-stream.ts';
 import { resolvePrincipal, trackLiveAccess, type AuthDeps } from '../auth/plugin.ts';
 import { SESSION_COOKIE } from '../auth/sessions.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
@@ -87,13 +87,21 @@ export interface AllowedRequest {
 }
 
 /**
+ * The receive window of an app's tcp channel: 2 MiB lets a download run several frames ahead of
+ * the app's reads instead of stalling every 256 KiB for the agent's round trip (docs/benchmarks.md);
+ * all app channels of this server hold at most 64 MiB in large windows together, the rest open
+ * with the default window.
+ */
+const APP_WINDOWS = new WindowBudget(2 * 1024 * 1024, 64 * 1024 * 1024);
+
+/**
  * Opens the `tcp` channel (AGENT_NOT_CONNECTED, TCP_CONNECT_FAILED are thrown before anything is
  * sent), hijacks the reply and forwards the request to the app: the part path and subdomain
  * mode share once each has decided who may pass.
  */
 export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' | 'activity' | 'config'>, timeoutMs: number, request: FastifyRequest, reply: FastifyReply, allowed: AllowedRequest): Promise<void> {
   const host = request.headers.host!;
-  const tcp = await openTcpStream(deps.agents, allowed.workspace.id, { port: allowed.port });
+  const tcp = await openTcpStream(deps.agents, allowed.workspace.id, { port: allowed.port }, APP_WINDOWS);
   deps.activity.touch(allowed.workspace.id);
   reply.hijack();
   const upgrade = request.headers.upgrade !== undefined && request.method === 'GET';
