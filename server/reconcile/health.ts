@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
-import { recordWorkspaceEvent } from '../workspaces/events.ts';
+import { insertWorkspaceEvent } from '../workspaces/events.ts';
 
 /**
  * The observed health of a workspace (workspaces.health*), written only by the reconciler. It
@@ -20,27 +20,30 @@ export interface DownReport {
 
 /** Marks a workspace down and records the event with its cause; false when it already was down. */
 export async function markDown(db: Kysely<Database>, now: Date, report: DownReport): Promise<boolean> {
-  const result = await db.updateTable('workspaces')
-    .set({ health: 'down', health_message: report.message, health_at: iso(now) })
-    .where('id', '=', report.workspaceId)
-    .where((eb) => eb.or([eb('health', 'is', null), eb('health', '!=', 'down')]))
-    .executeTakeFirst();
-  if (Number(result.numUpdatedRows) !== 1) return false;
-  await recordWorkspaceEvent(db, now, { workspaceId: report.workspaceId, kind: report.kind, message: report.message, detail: report.detail });
-  return true;
+  // one transaction: whoever sees the workspace down also sees the event saying why
+  return await db.transaction().execute(async (tx) => {
+    const result = await tx.updateTable('workspaces')
+      .set({ health: 'down', health_message: report.message, health_at: iso(now) })
+      .where('id', '=', report.workspaceId)
+      .where((eb) => eb.or([eb('health', 'is', null), eb('health', '!=', 'down')]))
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) !== 1) return false;
+    await insertWorkspaceEvent(tx, now, { workspaceId: report.workspaceId, kind: report.kind, message: report.message, detail: report.detail });
+    return true;
+  });
 }
 
 /** Marks a down workspace healthy again (a start build after it succeeded and its agent is ready); false when it was not down. */
 export async function markRecovered(db: Kysely<Database>, now: Date, workspaceId: string, message: string, detail: Record<string, unknown>): Promise<boolean> {
-  const result = await db.updateTable('workspaces')
-    .set({ health: 'ok', health_message: message, health_at: iso(now) })
-    .where('id', '=', workspaceId).where('health', '=', 'down')
-    .executeTakeFirst();
-  if (Number(result.numUpdatedRows) === 1) {
-    await recordWorkspaceEvent(db, now, { workspaceId, kind: 'workspace_recovered', message, detail });
+  return await db.transaction().execute(async (tx) => {
+    const result = await tx.updateTable('workspaces')
+      .set({ health: 'ok', health_message: message, health_at: iso(now) })
+      .where('id', '=', workspaceId).where('health', '=', 'down')
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) !== 1) return false;
+    await insertWorkspaceEvent(tx, now, { workspaceId, kind: 'workspace_recovered', message, detail });
     return true;
-  }
-  return false;
+  });
 }
 
 /**

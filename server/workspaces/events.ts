@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import type { WorkspaceEvent } from '../../protocol/workspaces.ts';
 import type { Database } from '../store/schema.ts';
 import { iso } from '../store/time.ts';
@@ -20,19 +20,22 @@ export interface NewWorkspaceEvent {
 }
 
 export async function recordWorkspaceEvent(db: Kysely<Database>, now: Date, event: NewWorkspaceEvent): Promise<void> {
-  await db.transaction().execute(async (tx) => {
-    await tx.insertInto('workspace_events').values({
-      workspace_id: event.workspaceId,
-      ts: iso(now),
-      kind: event.kind,
-      message: event.message,
-      detail_json: JSON.stringify(event.detail ?? {}),
-    }).execute();
-    // The oldest kept event's id; everything of this workspace below it goes.
-    const oldestKept = tx.selectFrom('workspace_events').select('id').where('workspace_id', '=', event.workspaceId)
-      .orderBy('id', 'desc').limit(1).offset(KEEP_EVENTS - 1);
-    await tx.deleteFrom('workspace_events').where('workspace_id', '=', event.workspaceId).where('id', '<', oldestKept).execute();
-  });
+  await db.transaction().execute((tx) => insertWorkspaceEvent(tx, now, event));
+}
+
+/** recordWorkspaceEvent inside a transaction the caller holds (so a state change and its event land together). */
+export async function insertWorkspaceEvent(tx: Transaction<Database>, now: Date, event: NewWorkspaceEvent): Promise<void> {
+  await tx.insertInto('workspace_events').values({
+    workspace_id: event.workspaceId,
+    ts: iso(now),
+    kind: event.kind,
+    message: event.message,
+    detail_json: JSON.stringify(event.detail ?? {}),
+  }).execute();
+  // The oldest kept event's id; everything of this workspace below it goes.
+  const oldestKept = tx.selectFrom('workspace_events').select('id').where('workspace_id', '=', event.workspaceId)
+    .orderBy('id', 'desc').limit(1).offset(KEEP_EVENTS - 1);
+  await tx.deleteFrom('workspace_events').where('workspace_id', '=', event.workspaceId).where('id', '<', oldestKept).execute();
 }
 
 /** The workspace's events, newest first. */
