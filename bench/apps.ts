@@ -3,7 +3,7 @@
 // straight at its port, side by side in the same run:
 //  - latency of a small response (p50/p99, one connection, --seconds each) and requests/s
 //    (--connections connections), both from the autocannon CLI in its own process;
-//  - throughput of a --mb MB download (fetch in this process, first byte to last, best of 3).
+//  - throughput of a --mb MB download (curl in its own process, request to last byte, best of 3).
 // den runs in this process (the test harness's server over SQLite, a real agent process).
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
@@ -112,11 +112,14 @@ async function autocannon(url: string, headers: Record<string, string>, connecti
   return JSON.parse(out) as AutocannonResult;
 }
 
+/** curl in its own process (like autocannon): a client in this process would share den's event loop and CPU */
 async function download(url: string, headers: Record<string, string>): Promise<number> {
-  const started = performance.now();
-  const response = await fetch(url, { headers });
-  let bytes = 0;
-  for await (const part of response.body!) bytes += part.byteLength;
-  if (bytes !== MEGABYTES * 1_000_000) throw new Error(`${url}: got ${bytes} bytes`);
-  return bytes / 1_000_000 / ((performance.now() - started) / 1000);
+  const headerArgs = Object.entries(headers).flatMap(([name, value]) => ['-H', `${name}: ${value}`]);
+  const child = spawn('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', ...headerArgs, url], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (data) => (out += data));
+  const code = await new Promise((resolve) => child.once('close', resolve));
+  const [bytes, seconds] = out.trim().split(' ').map(Number);
+  if (code !== 0 || bytes !== MEGABYTES * 1_000_000) throw new Error(`${url}: curl exited ${code} after ${bytes} bytes`);
+  return bytes / 1_000_000 / seconds;
 }
