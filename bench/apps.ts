@@ -9,7 +9,7 @@
 //
 //   node bench/apps.ts [--seconds 5] [--connections 10] [--mb 100]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createApiToken } from '../server/auth/api-tokens.ts';
@@ -57,7 +57,7 @@ await new Promise((resolve) => app.stdout!.once('data', resolve));
 const server = await startTestServer({ listen: true, startWorkers: false, driver: () => idleDriver, config: { logLevel: 'silent' } });
 const seeded = await seedWorkspace(server.store.db, { username: 'bench', workspaceName: 'ws' });
 const token = (await createApiToken(server.store.db, systemClock, seeded.userId, { name: 'bench' })).token;
-let agent: ChildProcess | undefined;
+let agent!: ChildProcess;
 const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadavg_start: loadavg(), seconds: SECONDS, connections: CONNECTIONS, download_mb: MEGABYTES };
 try {
   agent = await startRealAgent(server, seeded, dir, {});
@@ -73,15 +73,19 @@ try {
     results[`${target.name}_p50_ms`] = latency.latency.p50;
     results[`${target.name}_p99_ms`] = latency.latency.p99;
     say(`${target.name}: requests/s, ${CONNECTIONS} connections, ${SECONDS} s`);
+    const cpuBefore = cpuMs(agent.pid!);
     const load = await autocannon(target.base + '/', target.headers, CONNECTIONS, SECONDS);
     results[`${target.name}_req_per_s`] = round(load.requests.average);
     results[`${target.name}_errors`] = load.errors + load.non2xx;
+    if (target.name === 'den') Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), load.requests.total / 1000, 'us_per_request'));
   }
   for (const target of targets) {
     say(`${target.name}: ${MEGABYTES} MB download, best of 3`);
     const rates: number[] = [];
+    const cpuBefore = cpuMs(agent.pid!);
     for (let i = 0; i < 3; i++) rates.push(await download(target.base + '/large', target.headers));
     results[`${target.name}_download_mb_per_s`] = round(Math.max(...rates));
+    if (target.name === 'den') Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), 3 * MEGABYTES, 'ms_per_mb'));
   }
   results.p50_overhead_ms = round(Number(results.den_p50_ms) - Number(results.direct_p50_ms));
   results.req_per_s_ratio = round(Number(results.den_req_per_s) / Number(results.direct_req_per_s));
@@ -95,9 +99,26 @@ try {
 }
 console.log(JSON.stringify(results));
 
+/**
+ * CPU time (user + system, ms) of den's server (this process: autocannon and curl run in their
+ * own) and of the agent process. Unlike rates it hardly depends on what else runs on the machine,
+ * so it compares runs made under different loads.
+ */
+function cpuMs(agentPid: number): { server: number; agent: number } {
+  const { user, system } = process.cpuUsage();
+  const fields = readFileSync(`/proc/${agentPid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of proc(5))
+  return { server: (user + system) / 1000, agent: ticks * 10 };
+}
+
+/** CPU of the server and the agent between two readings, per unit (a thousand requests, a MB), to 2 decimals */
+function perUnit(before: { server: number; agent: number }, after: { server: number; agent: number }, units: number, suffix: string): Record<string, number> {
+  return { [`den_server_cpu_${suffix}`]: Math.round((100 * (after.server - before.server)) / units) / 100, [`den_agent_cpu_${suffix}`]: Math.round((100 * (after.agent - before.agent)) / units) / 100 };
+}
+
 interface AutocannonResult {
   latency: { p50: number; p99: number };
-  requests: { average: number };
+  requests: { average: number; total: number };
   errors: number;
   non2xx: number;
 }
