@@ -9,7 +9,7 @@
 //
 //   node bench/apps.ts [--seconds 5] [--connections 10] [--mb 100]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createApiToken } from '../server/auth/api-tokens.ts';
@@ -18,7 +18,7 @@ import { startTestServer } from '../test/support/harness.ts';
 import { idleDriver } from '../test/support/idle-driver.ts';
 import { startRealAgent } from '../test/support/real-agent.ts';
 import { seedWorkspace } from '../test/support/workspace-seed.ts';
-import { freePort, numberOption, round } from './support.ts';
+import { cpuMs, freePort, numberOption, perUnit, round } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -98,23 +98,6 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 console.log(JSON.stringify(results));
-
-/**
- * CPU time (user + system, ms) of den's server (this process: autocannon and curl run in their
- * own) and of the agent process. Unlike rates it hardly depends on what else runs on the machine,
- * so it compares runs made under different loads.
- */
-function cpuMs(agentPid: number): { server: number; agent: number } {
-  const { user, system } = process.cpuUsage();
-  const fields = readFileSync(`/proc/${agentPid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of proc(5))
-  return { server: (user + system) / 1000, agent: ticks * 10 };
-}
-
-/** CPU of the server and the agent between two readings, per unit (a thousand requests, a MB), to 2 decimals */
-function perUnit(before: { server: number; agent: number }, after: { server: number; agent: number }, units: number, suffix: string): Record<string, number> {
-  return { [`den_server_cpu_${suffix}`]: Math.round((100 * (after.server - before.server)) / units) / 100, [`den_agent_cpu_${suffix}`]: Math.round((100 * (after.agent - before.agent)) / units) / 100 };
-}
 
 interface AutocannonResult {
   latency: { p50: number; p99: number };
