@@ -64,11 +64,6 @@ export class AppConnections {
       fresh,
     };
   }
-
-  /** Idle connections to the port now (for tests). */
-  idleCount(workspaceId: string, port: number): number {
-    return this.agent.idle({ denWorkspace: workspaceId, denPort: port });
-  }
 }
 
 interface PoolKey {
@@ -92,12 +87,9 @@ class ChannelAgent extends Agent {
     return `${key?.denWorkspace}:${key?.denPort}`;
   }
 
+  /** an idle connection the next request to `key` will take (Agent.addRequest skips destroyed ones the same way) */
   hasIdle(key: PoolKey): boolean {
-    return this.idle(key) > 0;
-  }
-
-  idle(key: PoolKey): number {
-    return (this.freeSockets[this.getName(key as ClientRequestArgs)] ?? []).filter((socket) => !socket.destroyed).length;
+    return (this.freeSockets[this.getName(key as ClientRequestArgs)] ?? []).some((socket) => !socket.destroyed);
   }
 
   override createConnection(options: ClientRequestArgs, callback?: (error: Error | null, stream: Duplex) => void): Duplex | undefined {
