@@ -181,7 +181,7 @@ function startPty(
         if (sender.queuedBytes === 0) done();
         else sender.onDrain = done;
       });
-      for (const chunk of pending.splice(0)) started.write(Buffer.from(chunk).toString('utf8'));
+      for (const chunk of pending.splice(0)) started.write(Buffer.from(chunk));
     })
     .catch((error: Error) => openError(channel, spec, error, context, finish));
 
@@ -189,9 +189,11 @@ function startPty(
     onData(payload) {
       if (!stdinWindow.receive(payload.byteLength)) return violation();
       if (!pty) pending.push(payload);
-      else if (!exited) pty.write(Buffer.from(payload).toString('utf8'));
-      // the pty has no write callback; its kernel buffer is the consumer
-      grant(channel, stdinWindow.consume(payload.byteLength, true), context);
+      // bytes, not text: a character split across two frames must reach the pty whole (node-pty copies them)
+      else if (!exited) pty.write(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
+      // the pty has no write callback; its kernel buffer is the consumer. Credit goes back a quarter
+      // of the window at a time, not in a frame per keystroke that the server reads on the echo's way.
+      grant(channel, stdinWindow.consume(payload.byteLength), context);
     },
     onEof() {
       if (!exited) pty?.write('\x04');

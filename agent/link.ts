@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { arch, constants, hostname, homedir, platform, release } from 'node:os';
 import WebSocket from 'ws';
+import { corkForThisTick } from '../protocol/tick-cork.ts';
 import {
   AGENT_CLOSE,
   AGENT_PROTOCOL,
@@ -98,6 +99,7 @@ export function startAgent(options: AgentOptions): Agent {
 
   const send = (frame: AgentFrame) => {
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    corkForThisTick(socket);
     socket.send(encodeFrame(frame));
   };
   const setState = (next: LifecycleState, message?: string) => {

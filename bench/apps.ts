@@ -3,7 +3,7 @@
 // straight at its port, side by side in the same run:
 //  - latency of a small response (p50/p99, one connection, --seconds each) and requests/s
 //    (--connections connections), both from the autocannon CLI in its own process;
-//  - throughput of a --mb MB download (fetch in this process, first byte to last, best of 3).
+//  - throughput of a --mb MB download (curl in its own process, request to last byte, best of 3).
 // den runs in this process (the test harness's server over SQLite, a real agent process).
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
@@ -18,7 +18,7 @@ import { startTestServer } from '../test/support/harness.ts';
 import { idleDriver } from '../test/support/idle-driver.ts';
 import { startRealAgent } from '../test/support/real-agent.ts';
 import { seedWorkspace } from '../test/support/workspace-seed.ts';
-import { freePort, numberOption, round } from './support.ts';
+import { cpuMs, freePort, numberOption, perUnit, round } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -57,7 +57,7 @@ await new Promise((resolve) => app.stdout!.once('data', resolve));
 const server = await startTestServer({ listen: true, startWorkers: false, driver: () => idleDriver, config: { logLevel: 'silent' } });
 const seeded = await seedWorkspace(server.store.db, { username: 'bench', workspaceName: 'ws' });
 const token = (await createApiToken(server.store.db, systemClock, seeded.userId, { name: 'bench' })).token;
-let agent: ChildProcess | undefined;
+let agent!: ChildProcess;
 const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadavg_start: loadavg(), seconds: SECONDS, connections: CONNECTIONS, download_mb: MEGABYTES };
 try {
   agent = await startRealAgent(server, seeded, dir, {});
@@ -73,15 +73,19 @@ try {
     results[`${target.name}_p50_ms`] = latency.latency.p50;
     results[`${target.name}_p99_ms`] = latency.latency.p99;
     say(`${target.name}: requests/s, ${CONNECTIONS} connections, ${SECONDS} s`);
+    const cpuBefore = cpuMs(agent.pid!);
     const load = await autocannon(target.base + '/', target.headers, CONNECTIONS, SECONDS);
     results[`${target.name}_req_per_s`] = round(load.requests.average);
     results[`${target.name}_errors`] = load.errors + load.non2xx;
+    if (target.name === 'den') Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), load.requests.total / 1000, 'us_per_request'));
   }
   for (const target of targets) {
     say(`${target.name}: ${MEGABYTES} MB download, best of 3`);
     const rates: number[] = [];
+    const cpuBefore = cpuMs(agent.pid!);
     for (let i = 0; i < 3; i++) rates.push(await download(target.base + '/large', target.headers));
     results[`${target.name}_download_mb_per_s`] = round(Math.max(...rates));
+    if (target.name === 'den') Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), 3 * MEGABYTES, 'ms_per_mb'));
   }
   results.p50_overhead_ms = round(Number(results.den_p50_ms) - Number(results.direct_p50_ms));
   results.req_per_s_ratio = round(Number(results.den_req_per_s) / Number(results.direct_req_per_s));
@@ -97,7 +101,7 @@ console.log(JSON.stringify(results));
 
 interface AutocannonResult {
   latency: { p50: number; p99: number };
-  requests: { average: number };
+  requests: { average: number; total: number };
   errors: number;
   non2xx: number;
 }
@@ -112,11 +116,14 @@ async function autocannon(url: string, headers: Record<string, string>, connecti
   return JSON.parse(out) as AutocannonResult;
 }
 
+/** curl in its own process (like autocannon): a client in this process would share den's event loop and CPU */
 async function download(url: string, headers: Record<string, string>): Promise<number> {
-  const started = performance.now();
-  const response = await fetch(url, { headers });
-  let bytes = 0;
-  for await (const part of response.body!) bytes += part.byteLength;
-  if (bytes !== MEGABYTES * 1_000_000) throw new Error(`${url}: got ${bytes} bytes`);
-  return bytes / 1_000_000 / ((performance.now() - started) / 1000);
+  const headerArgs = Object.entries(headers).flatMap(([name, value]) => ['-H', `${name}: ${value}`]);
+  const child = spawn('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', ...headerArgs, url], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (data) => (out += data));
+  const code = await new Promise((resolve) => child.once('close', resolve));
+  const [bytes, seconds] = out.trim().split(' ').map(Number);
+  if (code !== 0 || bytes !== MEGABYTES * 1_000_000) throw new Error(`${url}: curl exited ${code} after ${bytes} bytes`);
+  return bytes / 1_000_000 / seconds;
 }

@@ -53,3 +53,23 @@ export function numberOption(flag: string, fallback: number, args = process.argv
   const index = args.indexOf(flag);
   return index >= 0 ? Number(args[index + 1]) : fallback;
 }
+
+/**
+ * CPU time (user + system, ms) of den's server (this process: the benchmark's clients run in
+ * their own) and of the agent process. Unlike rates it hardly depends on what else runs on the
+ * machine, so it compares runs made under different loads.
+ */
+export function cpuMs(agentPid: number): { server: number; agent: number } {
+  const { user, system } = process.cpuUsage();
+  const fields = readFileSync(`/proc/${agentPid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of proc(5)), in 10 ms ticks
+  return { server: (user + system) / 1000, agent: ticks * 10 };
+}
+
+/** CPU of the server and the agent between two readings, per unit (a thousand requests, a MB...), to 2 decimals */
+export function perUnit(before: { server: number; agent: number }, after: { server: number; agent: number }, units: number, suffix: string): Record<string, number> {
+  return {
+    [`den_server_cpu_${suffix}`]: Math.round((100 * (after.server - before.server)) / units) / 100,
+    [`den_agent_cpu_${suffix}`]: Math.round((100 * (after.agent - before.agent)) / units) / 100,
+  };
+}

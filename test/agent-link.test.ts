@@ -85,6 +85,29 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     expect(text).toContain('xterm-256color');
   });
 
+  it('writes stdin to a pty as bytes: a character split across two frames arrives whole', async () => {
+    const stdin = new PassThrough();
+    const stdout = new PassThrough();
+    let text = '';
+    let sent = false;
+    stdout.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      // the pty is raw once `ready` is printed: then the two halves of 'é' (c3 a9) go as two writes, two frames
+      if (!sent && text.includes('ready')) {
+        sent = true;
+        stdin.write(Buffer.from([0xc3]));
+        setTimeout(() => stdin.write(Buffer.from([0xa9])), 50);
+      }
+    });
+    const code = await openExec({
+      baseUrl: server.url!, token: apiToken, owner: ws.username, workspace: ws.workspaceName,
+      command: ['sh', '-c', 'stty raw -echo; printf ready; head -c 2 | od -An -tx1'], tty: { cols: 80, rows: 24 },
+      stdin, stdout, stderr: new PassThrough(), signal: AbortSignal.timeout(EXEC_TIMEOUT_MS),
+    });
+    expect(code).toBe(0);
+    expect(text.replace(/\s+/g, ' ')).toContain('c3 a9');
+  });
+
   it('pipes stdin to the command until EOF', async () => {
     const input = Buffer.alloc(3 * 1024 * 1024, 'abcdefghij\n');
     const result = await exec(server, apiToken, ws, ['wc', '-c'], Readable.from([input.subarray(0, 1000), input.subarray(1000)]));

@@ -10,6 +10,7 @@ import {
   type ControlFrameOf,
   type LifecycleState,
 } from '../../protocol/agent.ts';
+import { corkForThisTick } from '../../protocol/tick-cork.ts';
 import { guardSocket } from '../http/socket-guard.ts';
 import type { ChannelEndpoint } from './hub-types.ts';
 import type { AgentIdentity } from './tokens.ts';
@@ -73,7 +74,9 @@ export class AgentConnection {
   }
 
   send(frame: AgentFrame): void {
-    if (this.isOpen) this.socket.send(encodeFrame(frame));
+    if (!this.isOpen) return;
+    corkForThisTick(this.socket);
+    this.socket.send(encodeFrame(frame));
   }
 
   /**

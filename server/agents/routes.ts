@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { AppError } from '../../protocol/errors.ts';
+import { setTransport } from '../../protocol/tick-cork.ts';
 import { agentQuerySchema, workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import { principalOf } from '../http/auth-types.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
@@ -66,6 +67,8 @@ export async function agentRoutes(fastify: FastifyInstance, deps: AgentRoutesOpt
       identities.set(request, identity);
     },
   }, (socket, request) => {
+    // the link's frames of one tick leave in one write (protocol/tick-cork.ts): ws writes to the upgrade's socket
+    setTransport(socket, request.raw.socket);
     deps.agents.accept(socket, identities.get(request)!, request.ip);
   });
 

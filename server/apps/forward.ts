@@ -1,19 +1,22 @@
-import { request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { AppError, isAppError } from '../../protocol/errors.ts';
-import type { ExecSession } from '../agents/hub-types.ts';
 import { downstreamResponseHeaders } from './forward-headers.ts';
+import type { AppUpstream } from './upstream-pool.ts';
 
 /**
- * Forwards one request (HTTP, or a websocket upgrade when `upgrade`) to a `tcp` channel into the
- * workspace, with Node's HTTP client on the channel as its socket (ADR 0019). The reply must be
- * hijacked. Bytes flow both ways under backpressure; an app that sends no response head within
- * `timeoutMs` after the whole request gets 504 APP_TIMEOUT, one that closes first 502.
+ * Forwards one request (HTTP, or a websocket upgrade when `upgrade`) to the app over `upstream`
+ * (a `tcp` channel into the workspace, as the socket of Node's HTTP client; ADR 0019). The reply
+ * must be hijacked. Bytes flow both ways under backpressure; an app that sends no response head
+ * within `timeoutMs` after the whole request gets 504 APP_TIMEOUT, one that closes first 502. A
+ * request without a body that fails on a reused keep-alive connection before any answer (the
+ * app closed it as the request left) is sent once more on a new connection. `abort` ends the
+ * request and its connection (access taken away).
  */
-export function forwardToApp(request: FastifyRequest, client: ServerResponse, tcp: ExecSession, target: { path: string; headers: Record<string, string | string[]>; upgrade: boolean; timeoutMs: number }): void {
-  if (target.upgrade) forwardUpgrade(request, tcp, target.path, target.headers, target.timeoutMs);
-  else forwardHttp(request, client, tcp, target.path, target.headers, target.timeoutMs);
+export function forwardToApp(request: FastifyRequest, client: ServerResponse, upstream: AppUpstream, target: { path: string; headers: Record<string, string | string[]>; upgrade: boolean; timeoutMs: number }): { abort: () => void } {
+  if (target.upgrade) return forwardUpgrade(request, upstream, target.path, target.headers, target.timeoutMs);
+  return forwardHttp(request, client, upstream, target.path, target.headers, target.timeoutMs);
 }
 
 /** A short HTML page for a refusal or failure on an app URL (the browser shows it in place of the app). */
@@ -23,49 +26,75 @@ export function sendErrorPage(client: ServerResponse, error: AppError): void {
   client.end(body);
 }
 
-function forwardHttp(request: FastifyRequest, client: ServerResponse, tcp: ExecSession, path: string, headers: Record<string, string | string[]>, timeoutMs: number): void {
-  const upstream = httpRequest({ method: request.method, path, headers, createConnection: () => tcp.stdio as Socket });
+function forwardHttp(request: FastifyRequest, client: ServerResponse, upstream: AppUpstream, path: string, headers: Record<string, string | string[]>, timeoutMs: number): { abort: () => void } {
+  const options = { method: request.method, path, headers };
+  // only a request den can send again as it was: no body, and a method that changes nothing
+  const retriable = !hasBody(request.raw) && (request.method === 'GET' || request.method === 'HEAD' || request.method === 'OPTIONS');
   // the app's time to answer starts once it has the whole request (an upload may take long)
   let timer: NodeJS.Timeout | undefined;
   let answered = false;
-  upstream.once('finish', () => {
-    if (!answered) timer = setTimeout(() => fail(new AppError('APP_TIMEOUT', `The app on this port sent no answer in ${Math.round(timeoutMs / 1000)} s. Check that it is running and not stuck, then reload.`)), timeoutMs);
-  });
+  let retried = false;
+  let current: ClientRequest | undefined;
   const fail = (error: unknown) => {
     clearTimeout(timer);
-    upstream.destroy();
-    tcp.stdio.destroy();
+    current?.destroy();
     if (client.headersSent) {
       client.destroy();
       return;
     }
+    if (client.destroyed) return;
     const appError = isAppError(error) ? error : new AppError('APP_UNREACHABLE', 'The app closed the connection before it answered. Check its logs in the workspace, then reload.');
     sendErrorPage(client, appError);
   };
-  upstream.on('response', (response: IncomingMessage) => {
-    answered = true;
-    clearTimeout(timer);
-    client.writeHead(response.statusCode ?? 502, response.statusMessage, downstreamResponseHeaders(response.rawHeaders));
-    response.pipe(client);
-    response.on('error', () => client.destroy());
-    response.on('aborted', () => client.destroy());
-  });
-  upstream.on('error', fail);
-  // the browser went away: the connection in the workspace goes too
+  const send = (outgoing: ClientRequest) => {
+    current = outgoing;
+    outgoing.once('finish', () => {
+      if (!answered) timer = setTimeout(() => fail(new AppError('APP_TIMEOUT', `The app on this port sent no answer in ${Math.round(timeoutMs / 1000)} s. Check that it is running and not stuck, then reload.`)), timeoutMs);
+    });
+    outgoing.on('response', (response: IncomingMessage) => {
+      answered = true;
+      clearTimeout(timer);
+      client.writeHead(response.statusCode ?? 502, response.statusMessage, downstreamResponseHeaders(response.rawHeaders));
+      response.pipe(client);
+      response.on('error', () => client.destroy());
+      response.on('aborted', () => client.destroy());
+    });
+    outgoing.on('error', (error) => {
+      if (outgoing !== current) return;
+      if (retriable && !retried && !answered && outgoing.reusedSocket && !client.destroyed) {
+        retried = true;
+        clearTimeout(timer);
+        upstream.fresh(options).then(send, fail);
+        return;
+      }
+      fail(error);
+    });
+    if (retriable) outgoing.end();
+    else request.raw.pipe(outgoing);
+  };
+  // the browser went away: the connection in the workspace goes too, unless the exchange was complete
   client.on('close', () => {
     clearTimeout(timer);
-    if (!client.writableFinished) upstream.destroy();
-    tcp.stdio.destroy();
+    if (!client.writableFinished) current?.destroy();
   });
-  request.raw.pipe(upstream);
+  if (retriable) request.raw.resume();
+  send(upstream.request(options));
+  return {
+    abort: () => {
+      clearTimeout(timer);
+      current?.destroy();
+    },
+  };
 }
 
-function forwardUpgrade(request: FastifyRequest, tcp: ExecSession, path: string, headers: Record<string, string | string[]>, timeoutMs: number): void {
+function forwardUpgrade(request: FastifyRequest, upstream: AppUpstream, path: string, headers: Record<string, string | string[]>, timeoutMs: number): { abort: () => void } {
   const client = request.raw.socket;
-  const upstream = httpRequest({ method: 'GET', path, headers, createConnection: () => tcp.stdio as Socket });
-  const timer = setTimeout(() => upstream.destroy(new AppError('APP_TIMEOUT', 'The app did not answer the websocket upgrade.')), timeoutMs);
-  upstream.on('upgrade', (response, socket, head) => {
+  const outgoing = upstream.request({ method: 'GET', path, headers });
+  const timer = setTimeout(() => outgoing.destroy(new AppError('APP_TIMEOUT', 'The app did not answer the websocket upgrade.')), timeoutMs);
+  let upgraded: Duplex | undefined;
+  outgoing.on('upgrade', (response, socket, head) => {
     clearTimeout(timer);
+    upgraded = socket;
     client.write(rawHead(response));
     if (head.length > 0) client.write(head);
     const clientHead = headOf(request.raw);
@@ -78,23 +107,30 @@ function forwardUpgrade(request: FastifyRequest, tcp: ExecSession, path: string,
     client.on('close', () => socket.destroy());
   });
   // the app answered without switching protocols (a 404, a 403 for a foreign Origin): pass that on
-  upstream.on('response', (response) => {
+  outgoing.on('response', (response) => {
     clearTimeout(timer);
     client.write(rawHead(response));
     response.pipe(client);
   });
-  upstream.on('error', (error) => {
+  outgoing.on('error', (error) => {
     clearTimeout(timer);
-    tcp.stdio.destroy();
     const appError = isAppError(error) ? error : new AppError('APP_UNREACHABLE', 'The app closed the connection before it answered the websocket upgrade.');
     if (client.writable) client.end(`HTTP/1.1 ${appError.status} ${appError.code}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n${appError.message}\n`);
   });
-  client.on('close', () => {
+  const abort = () => {
     clearTimeout(timer);
-    upstream.destroy();
-    tcp.stdio.destroy();
-  });
-  upstream.end();
+    outgoing.destroy();
+    upgraded?.destroy();
+  };
+  client.on('close', abort);
+  outgoing.end();
+  return { abort };
+}
+
+/** A body follows the head (RFC 9112 6.3: Transfer-Encoding, or a Content-Length other than 0). */
+function hasBody(raw: IncomingMessage): boolean {
+  const length = raw.headers['content-length'];
+  return raw.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 function rawHead(response: IncomingMessage): string {

@@ -8,6 +8,7 @@ import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import type { ActivityRecorder } from '../workspaces/activity.ts';
 import { appPort } from './apps.ts';
 import { forwardToApp } from './forward.ts';
+import { AppConnections } from './upstream-pool.ts';
 import { upstreamRequestHeaders } from './forward-headers.ts';
 
 export interface AppProxyOptions extends AuthDeps {
@@ -19,7 +20,8 @@ export interface AppProxyOptions extends AuthDeps {
  * Path-mode URLs of a workspace's apps and ports (docs/apps.md):
  *   /@:owner/:name/apps/:app/*   an app the template declares, by name
  *   /@:owner/:name/ports/:port/* any port listening inside the workspace
- * HTTP and websockets go through the agent's `tcp` channel, one channel per request, with the
+ * HTTP and websockets go through the agent's `tcp` channels (a pool of keep-alive connections per
+ * workspace port, server/apps/upstream-pool.ts; a channel of its own per websocket), with the
  * prefix taken off. Only the workspace's owner may open them (share level `owner`): path mode
  * serves the app from den's own origin, where its scripts could act with the visitor's den
  * session, so not even a den owner is let into someone else's app here.
@@ -95,16 +97,16 @@ export interface AllowedRequest {
 const APP_WINDOWS = new WindowBudget(2 * 1024 * 1024, 64 * 1024 * 1024);
 
 /**
- * Opens the `tcp` channel (AGENT_NOT_CONNECTED, TCP_CONNECT_FAILED are thrown before anything is
- * sent), hijacks the reply and forwards the request to the app: the part path and subdomain
- * mode share once each has decided who may pass.
+ * Finds the app's upstream (an idle pooled connection, or a new `tcp` channel: AGENT_NOT_CONNECTED,
+ * TCP_CONNECT_FAILED are thrown before anything is sent), hijacks the reply and forwards the
+ * request to the app: the part path and subdomain mode share once each has decided who may pass.
  */
 export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' | 'activity' | 'config'>, timeoutMs: number, request: FastifyRequest, reply: FastifyReply, allowed: AllowedRequest): Promise<void> {
   const host = request.headers.host!;
-  const tcp = await openTcpStream(deps.agents, allowed.workspace.id, { port: allowed.port }, APP_WINDOWS);
+  const upgrade = request.headers.upgrade !== undefined && request.method === 'GET';
+  const upstream = await connectionsOf(deps.agents).upstream(allowed.workspace.id, allowed.port, !upgrade);
   deps.activity.touch(allowed.workspace.id);
   reply.hijack();
-  const upgrade = request.headers.upgrade !== undefined && request.method === 'GET';
   const headers = upstreamRequestHeaders(request.headers, {
     port: allowed.port,
     strippedCookies: allowed.strippedCookies,
@@ -117,14 +119,26 @@ export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' |
     trustForwarded: deps.config.trustedProxies.length > 0,
     upgrade,
   });
+  const forwarded = forwardToApp(request, reply.raw, upstream, { path: allowed.path, headers, upgrade, timeoutMs });
   const endAccess = allowed.track(() => {
     request.raw.socket.destroy();
-    tcp.stdio.destroy();
+    forwarded.abort();
   });
   // per response, not per socket: a keep-alive connection carries many requests
   (upgrade ? request.raw.socket : reply.raw).once('close', endAccess);
-  forwardToApp(request, reply.raw, tcp, { path: allowed.path, headers, upgrade, timeoutMs });
 }
+
+/** One pool of upstream connections per hub (per server). */
+function connectionsOf(agents: AgentHub): AppConnections {
+  let connections = POOLS.get(agents);
+  if (!connections) {
+    connections = new AppConnections((workspaceId, port) => openTcpStream(agents, workspaceId, { port }, APP_WINDOWS));
+    POOLS.set(agents, connections);
+  }
+  return connections;
+}
+
+const POOLS = new WeakMap<AgentHub, AppConnections>();
 
 /** Refuses a Host header that is not a host name (with an optional port): it is passed to the app as X-Forwarded-Host. */
 export function checkHostHeader(host: string | undefined): void {
