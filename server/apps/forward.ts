@@ -11,9 +11,9 @@ import { downstreamResponseHeaders } from './forward-headers.ts';
  * hijacked. Bytes flow both ways under backpressure; an app that sends no response head within
  * `timeoutMs` after the whole request gets 504 APP_TIMEOUT, one that closes first 502.
  */
-export function forwardToApp(request: FastifyRequest, client: ServerResponse, tcp: ExecSession, target: { path: string; headers: Record<string, string | string[]>; upgrade: boolean; timeoutMs: number }): void {
+export function forwardToApp(request: FastifyRequest, client: ServerResponse, tcp: ExecSession, target: { path: string; headers: Record<string, string | string[]>; upgrade: boolean; timeoutMs: number; cors?: { origin: string | undefined } }): void {
   if (target.upgrade) forwardUpgrade(request, tcp, target.path, target.headers, target.timeoutMs);
-  else forwardHttp(request, client, tcp, target.path, target.headers, target.timeoutMs);
+  else forwardHttp(request, client, tcp, target.path, target.headers, target.timeoutMs, target.cors);
 }
 
 /** A short HTML page for a refusal or failure on an app URL (the browser shows it in place of the app). */
@@ -23,7 +23,7 @@ export function sendErrorPage(client: ServerResponse, error: AppError): void {
   client.end(body);
 }
 
-function forwardHttp(request: FastifyRequest, client: ServerResponse, tcp: ExecSession, path: string, headers: Record<string, string | string[]>, timeoutMs: number): void {
+function forwardHttp(request: FastifyRequest, client: ServerResponse, tcp: ExecSession, path: string, headers: Record<string, string | string[]>, timeoutMs: number, cors: { origin: string | undefined } | undefined): void {
   const upstream = httpRequest({ method: request.method, path, headers, createConnection: () => tcp.stdio as Socket });
   // the app's time to answer starts once it has the whole request (an upload may take long)
   let timer: NodeJS.Timeout | undefined;
@@ -45,7 +45,7 @@ function forwardHttp(request: FastifyRequest, client: ServerResponse, tcp: ExecS
   upstream.on('response', (response: IncomingMessage) => {
     answered = true;
     clearTimeout(timer);
-    client.writeHead(response.statusCode ?? 502, response.statusMessage, downstreamResponseHeaders(response.rawHeaders));
+    client.writeHead(response.statusCode ?? 502, response.statusMessage, downstreamResponseHeaders(response.rawHeaders, cors));
     response.pipe(client);
     response.on('error', () => client.destroy());
     response.on('aborted', () => client.destroy());

@@ -1,23 +1,26 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../protocol/errors.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
+import type { RuntimeDriver } from '../runtimes/driver.ts';
 import { openTcpStream, WindowBudget } from '../agents/tcp-stream.ts';
 import { resolvePrincipal, trackLiveAccess, type AuthDeps } from '../auth/plugin.ts';
 import { SESSION_COOKIE } from '../auth/sessions.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import type { ActivityRecorder } from '../workspaces/activity.ts';
-import { appPort } from './apps.ts';
+import { appTarget, type AppTarget } from './apps.ts';
 import { forwardToApp } from './forward.ts';
 import { upstreamRequestHeaders } from './forward-headers.ts';
 
 export interface AppProxyOptions extends AuthDeps {
   agents: AgentHub;
   activity: ActivityRecorder;
+  /** where environment services listen, for their preview URLs */
+  driver: Pick<RuntimeDriver, 'resolveEndpoints'>;
 }
 
 /**
  * Path-mode URLs of a workspace's apps and ports (docs/apps.md):
- *   /@:owner/:name/apps/:app/*   an app the template declares, by name
+ *   /@:owner/:name/apps/:app/*   an app the template declares, or an environment service's preview, by name
  *   /@:owner/:name/ports/:port/* any port listening inside the workspace
  * HTTP and websockets go through the agent's `tcp` channel, one channel per request, with the
  * prefix taken off. Only the workspace's owner may open them (share level `owner`): path mode
@@ -29,19 +32,19 @@ export interface AppProxyOptions extends AuthDeps {
  */
 export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions): Promise<void> {
   const timeoutMs = appResponseTimeoutMs(deps);
-  const route = (url: string, portOf: (request: FastifyRequest, templateVersionId: string) => Promise<number>) => {
-    registerProxyRoute(app, url, (request, reply) => proxy(request, reply, portOf));
+  const route = (url: string, targetOf: (request: FastifyRequest, workspace: WorkspaceFound) => Promise<AppTarget>) => {
+    registerProxyRoute(app, url, (request, reply) => proxy(request, reply, targetOf));
   };
   route('/@:owner/:name/ports/:port', async (request) => {
     const port = Number((request.params as { port: string }).port);
     if (!/^\d{1,5}$/.test((request.params as { port: string }).port) || port < 1 || port > 65535) {
       throw new AppError('BAD_REQUEST', `'${(request.params as { port: string }).port}' is not a port. Use a number from 1 to 65535, as in /@owner/workspace/ports/8080/.`);
     }
-    return port;
+    return { port };
   });
-  route('/@:owner/:name/apps/:app', async (request, versionId) => appPort(deps.store.db, versionId, (request.params as { app: string }).app));
+  route('/@:owner/:name/apps/:app', async (request, workspace) => appTarget(deps.store.db, deps.driver, workspace, (request.params as { app: string }).app));
 
-  async function proxy(request: FastifyRequest, reply: FastifyReply, portOf: (request: FastifyRequest, templateVersionId: string) => Promise<number>): Promise<void> {
+  async function proxy(request: FastifyRequest, reply: FastifyReply, targetOf: (request: FastifyRequest, workspace: WorkspaceFound) => Promise<AppTarget>): Promise<void> {
     checkHostHeader(request.headers.host);
     const { owner, name: ws } = request.params as { owner: string; name: string };
     const principal = await resolvePrincipal(deps, request);
@@ -52,7 +55,7 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
     if (workspace.owner_id !== principal.userId) {
       throw new AppError('FORBIDDEN', `This app of '${owner}/${ws}' is shared with its owner only; you are signed in as '${principal.username}'. Ask '${owner}' to share it.`);
     }
-    const port = await portOf(request, workspace.template_version_id);
+    const target = await targetOf(request, workspace);
     const { prefix, path } = splitPrefix(request.raw.url ?? '/');
     if (!request.raw.url?.startsWith(`${prefix}/`)) {
       // the app's relative links resolve under the prefix only with the slash after it
@@ -61,7 +64,7 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
     }
     await forwardThroughAgent(deps, timeoutMs, request, reply, {
       workspace,
-      port,
+      ...target,
       prefix,
       path,
       publicOrigin: new URL(deps.config.accessUrl).origin,
@@ -72,16 +75,22 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
   }
 }
 
+type WorkspaceFound = Awaited<ReturnType<typeof findWorkspaceFor>>;
+
 /** What forwardThroughAgent needs to know of a request that is allowed through. */
 export interface AllowedRequest {
   workspace: { id: string };
   port: number;
+  /** an environment service's host (its preview URL); absent: the workspace's loopback */
+  host?: string;
   prefix: string;
   path: string;
   /** the origin the browser is on (den's in path mode, the app's own in subdomain mode) */
   publicOrigin: string;
   strippedCookies: readonly string[];
   denAuthorization: boolean;
+  /** subdomain mode: den sets the CORS headers of the response, allowing `origin` when defined */
+  cors?: { origin: string | undefined };
   /** keeps the connection only as long as the access that opened it; returns the release */
   track: (end: () => void) => () => void;
 }
@@ -101,7 +110,7 @@ const APP_WINDOWS = new WindowBudget(2 * 1024 * 1024, 64 * 1024 * 1024);
  */
 export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' | 'activity' | 'config'>, timeoutMs: number, request: FastifyRequest, reply: FastifyReply, allowed: AllowedRequest): Promise<void> {
   const host = request.headers.host!;
-  const tcp = await openTcpStream(deps.agents, allowed.workspace.id, { port: allowed.port }, APP_WINDOWS);
+  const tcp = await openTcpStream(deps.agents, allowed.workspace.id, { host: allowed.host, port: allowed.port }, APP_WINDOWS);
   deps.activity.touch(allowed.workspace.id);
   reply.hijack();
   const upgrade = request.headers.upgrade !== undefined && request.method === 'GET';
@@ -123,7 +132,7 @@ export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' |
   });
   // per response, not per socket: a keep-alive connection carries many requests
   (upgrade ? request.raw.socket : reply.raw).once('close', endAccess);
-  forwardToApp(request, reply.raw, tcp, { path: allowed.path, headers, upgrade, timeoutMs });
+  forwardToApp(request, reply.raw, tcp, { path: allowed.path, headers, upgrade, timeoutMs, cors: allowed.cors });
 }
 
 /** Refuses a Host header that is not a host name (with an optional port): it is passed to the app as X-Forwarded-Host. */
