@@ -1,4 +1,5 @@
-import { servicePreviews, shareLevels, type ParameterSpec, type ParameterValue, type TemplateSpec } from './template-fields.ts';
+import { servicePreviews } from './previews.ts';
+import { shareLevels, type ParameterSpec, type ParameterValue, type TemplateSpec } from './template-fields.ts';
 import { templatePathProblem, templatePaths, withoutExpressions } from './template-paths.ts';
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { servicePreviews } from './template-fields.ts';
+import { servicePreviews } from './previews.ts';
 import { formatBytes, parseBytes, parseCpu, parseDuration, templateJsonSchema, templateSchema, type TemplateInput } from './template.ts';
 
 /** The sketch from DESIGN.md's template section, verbatim in content. */

@@ -11,6 +11,7 @@ import { createApiToken } from '../server/auth/api-tokens.ts';
 import { createSession, SESSION_COOKIE } from '../server/auth/sessions.ts';
 import type { RuntimeDriver } from '../server/runtimes/driver.ts';
 import { systemClock } from '../server/store/time.ts';
+import { runDen } from './support/den-cli.ts';
 import { echoApp } from './support/echo-app.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { idleDriver } from './support/idle-driver.ts';
@@ -216,6 +217,17 @@ describe('service previews, app health and CORS', () => {
     expect(webConnections.max).toBeLessThanOrEqual(2);
     healthStatus = 200;
     expect(await healthOf('web', 'healthy')).toMatchObject({ state: 'healthy' });
+
+    // the CLI shows the health and the previews, with their URLs
+    const env = { PATH: process.env.PATH ?? '', HOME: dirs[1], XDG_CONFIG_HOME: join(dirs[1], 'cli-config'), DEN_URL: server.url!, DEN_TOKEN: aliceToken };
+    const listed = await runDen(['ports', 'dev'], env, 15_000);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toMatch(/web\s+\d+\s+owner\s+healthy\s+-\s+http:\/\/web--dev--alice\.localtest/);
+    expect(listed.stdout).toMatch(/api\s+3000\s+owner\s+-\s+api\s+http:\/\/api--dev--alice\.localtest/);
+    const shown = await runDen(['show', 'dev'], env, 15_000);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toContain(`web  ${originOf('web--dev--alice')}/  port ${webPort}, shared with owner, healthy`);
+    expect(shown.stdout).toContain(`api  ${originOf('api--dev--alice')}/  port 3000, shared with owner  preview of service api`);
 
     await server.store.db.updateTable('workspaces').set({ status: 'stopped' }).where('id', '=', alice.workspaceId).execute();
     expect((await ports()).apps.find((app) => app.name === 'web')?.health).toEqual({ state: 'unknown' });

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
-import { servicePreviews, type ServicePreview, type TemplateSpec } from '../../protocol/template-fields.ts';
+import { servicePreviews, type ServicePreview } from '../../protocol/previews.ts';
+import type { TemplateSpec } from '../../protocol/template-fields.ts';
 import type { RuntimeDriver } from '../runtimes/driver.ts';
 import type { Database } from '../store/schema.ts';
 import { appOrigin } from './subdomain.ts';

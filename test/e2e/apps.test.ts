@@ -19,8 +19,9 @@ import { startRealAgent } from '../support/real-agent.ts';
 import { seedWorkspace, type SeededWorkspace } from '../support/workspace-seed.ts';
 
 /**
- * Apps through den in real Chromium: the real den server with `--apps-wildcard-domain localtest`
- * (Chromium resolves *.localtest to loopback), a real agent process, and an app that echoes what
+ * Apps through den in real Chromium: the real den server with `--apps-wildcard-domain apps.localtest`
+ * (Chromium resolves *.localtest to loopback; the app hosts are one site, apps.localtest, as under
+ * a real wildcard domain such as apps.example.com), a real agent process, and an app that echoes what
  * it receives. Subdomain mode's sign-in round trip through den, path mode, a websocket and
  * server-sent events from the page, and who is refused.
  */
@@ -54,12 +55,12 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'den-apps-e2e-'));
     const home = mkdtempSync(join(tmpdir(), 'den-apps-e2e-home-'));
     dirs.push(dataDir, home);
-    server = await startTestServer({ dataDir, listen: true, startWorkers: false, driver: () => idleDriver, config: { appsWildcardDomain: 'localtest' } });
+    server = await startTestServer({ dataDir, listen: true, startWorkers: false, driver: () => idleDriver, config: { appsWildcardDomain: 'apps.localtest' } });
     const db = server.store.db;
     alice = await seedWorkspace(db, { username: 'alice', workspaceName: 'dev' });
     // the template lets its apps be shared with anyone
     const { template_version_id: versionId } = await db.selectFrom('workspaces').select('template_version_id').where('id', '=', alice.workspaceId).executeTakeFirstOrThrow();
-    await db.updateTable('template_versions').set({ spec_json: JSON.stringify({ workspace: { maxShare: 'public' } }) }).where('id', '=', versionId).execute();
+    await db.updateTable('template_versions').set({ spec_json: JSON.stringify({ workspace: { maxShare: 'public', apps: [{ name: 'web', port: appPort }] } }) }).where('id', '=', versionId).execute();
     aliceToken = (await createApiToken(db, systemClock, alice.userId, { name: 't' })).token;
     const bob = await seedWorkspace(db, { username: 'bob', workspaceName: 'mine' });
     cookies.alice = (await createSession(db, systemClock, alice.userId, 1)).cookieValue;
@@ -85,7 +86,7 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     return browser.context;
   }
 
-  const appHost = () => `http://${appPort}--dev--alice.localtest:${new URL(server.url!).port}`;
+  const appHost = () => `http://${appPort}--dev--alice.apps.localtest:${new URL(server.url!).port}`;
 
   it('opens a port by its subdomain: signs in through den, and the app never sees den\'s cookies', async () => {
     const context = await contextAs('alice');
@@ -189,6 +190,35 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     const events = (await (await fetch(`${server.url}/api/v1/workspaces/alice/dev/events`, { headers: { authorization: `Bearer ${aliceToken}` } })).json()) as { events: { kind: string; detail: { level: string } }[] };
     expect(events.events.filter((event) => event.kind === 'app.share').map((event) => event.detail.level)).toEqual(['public', 'owner', 'authenticated']);
     await share('owner');
+    await page.close();
+  });
+
+  it('lets one owner\'s apps read each other across origins with credentials, and refuses every other origin', async () => {
+    const context = await contextAs('alice');
+    const page = await context.newPage();
+    const webHost = `http://web--dev--alice.apps.localtest:${new URL(server.url!).port}`;
+    // signed in to both app hosts (each has its own cookie)
+    expect((await page.goto(`${appHost()}/echo`))?.status()).toBe(200);
+    expect((await page.goto(`${webHost}/echo`))?.status()).toBe(200);
+    const crossFetch = (target: string) => page.evaluate(async (url) => {
+      try {
+        const response = await fetch(url, { method: 'PUT', credentials: 'include', headers: { 'content-type': 'application/json', 'x-den-test': '1' }, body: '{}' });
+        return { status: response.status, echo: await response.json() };
+      } catch (error) {
+        return { refused: String(error) };
+      }
+    }, `${target}/echo`);
+    // from the app `web` to the port URL of the same workspace: a preflight, then the request with the port host's cookie
+    const allowed = await crossFetch(appHost());
+    expect(allowed).toMatchObject({ status: 200, echo: { method: 'PUT', headers: { 'x-den-test': '1', origin: webHost } } });
+    expect((allowed as { echo: Echo }).echo.headers.cookie).toBe('a=1; b=2');
+
+    // from an app of bob's (its page stands in for his app) and from a site outside den: the browser refuses
+    for (const foreign of [`http://8080--mine--bob.apps.localtest:${new URL(server.url!).port}`, 'http://elsewhere.localtest']) {
+      await page.route(`${foreign}/**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>not alice</title>' }));
+      await page.goto(`${foreign}/`);
+      expect(await crossFetch(appHost()), foreign).toMatchObject({ refused: expect.stringContaining('Failed to fetch') });
+    }
     await page.close();
   });
 
