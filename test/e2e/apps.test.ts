@@ -60,7 +60,11 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     alice = await seedWorkspace(db, { username: 'alice', workspaceName: 'dev' });
     // the template lets its apps be shared with anyone
     const { template_version_id: versionId } = await db.selectFrom('workspaces').select('template_version_id').where('id', '=', alice.workspaceId).executeTakeFirstOrThrow();
-    await db.updateTable('template_versions').set({ spec_json: JSON.stringify({ workspace: { maxShare: 'public', apps: [{ name: 'web', port: appPort }] } }) }).where('id', '=', versionId).execute();
+    await db.updateTable('template_versions').set({ spec_json: JSON.stringify({
+      workspace: { maxShare: 'public', apps: [{ name: 'web', port: appPort, healthcheck: { path: '/echo', interval: '1s', threshold: 1 } }] },
+      // listed on the dashboard; never opened here (the idle runtime places no service)
+      environment: { services: { api: { command: 'x', ports: [{ port: 3000, preview: true }] } } },
+    }) }).where('id', '=', versionId).execute();
     aliceToken = (await createApiToken(db, systemClock, alice.userId, { name: 't' })).token;
     const bob = await seedWorkspace(db, { username: 'bob', workspaceName: 'mine' });
     cookies.alice = (await createSession(db, systemClock, alice.userId, 1)).cookieValue;
@@ -222,13 +226,24 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     await page.close();
   });
 
-  it('links the listening ports from the dashboard\'s workspace page', async () => {
+  it('links the listening ports, the apps with their health and the services\' previews from the dashboard\'s workspace page', async () => {
     const context = await contextAs('alice');
     const page = await context.newPage();
     await page.goto(`${server.url}/@alice/dev`);
     const link = page.locator(`a[href="${appHost()}/"]`);
     await link.waitFor({ timeout: DASHBOARD_TIMEOUT_MS });
     expect(await link.innerText()).toBe(`${appHost()}/`);
+    // the template's app with its health (checked through the agent), and the service's preview URL
+    const apps = page.getByTestId('apps');
+    await apps.locator('li', { hasText: 'healthy' }).waitFor({ timeout: 15_000 });
+    expect(await apps.locator('li').allInnerTexts()).toEqual([
+      `web (port ${appPort}, shared with owner) healthy`,
+      'api (preview of service api, port 3000, shared with owner)',
+    ]);
+    const port = new URL(server.url!).port;
+    expect(await apps.locator('a').evaluateAll((links) => links.map((a) => a.getAttribute('href')))).toEqual([
+      `http://web--dev--alice.apps.localtest:${port}/`, `http://api--dev--alice.apps.localtest:${port}/`,
+    ]);
     await page.close();
   });
 });
