@@ -1,11 +1,9 @@
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Dockerode from 'dockerode';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dockerSkipReason, testDockerDriver } from './support/docker-driver.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
 import { api, setupOwner, type Api, type TestUser } from './support/users.ts';
@@ -19,9 +17,7 @@ const READY_TIMEOUT_MS = 90_000;
 const IMAGE = 'den/node:24';
 
 const docker = new Dockerode();
-const dockerSkip = await docker.ping()
-  .then(() => docker.getImage(IMAGE).inspect().then(() => undefined, () => `the image ${IMAGE} is missing (run npm run images)`),
-    () => 'no Docker engine is reachable (run bash test/services/docker.sh)');
+const dockerSkip = await dockerSkipReason(docker, [IMAGE]);
 if (dockerSkip) console.warn(`[skip] service previews on the docker runtime: ${dockerSkip}.`);
 
 describe('service preview URLs on the docker runtime', { timeout: 180_000 }, () => {
@@ -36,16 +32,7 @@ describe('service preview URLs on the docker runtime', { timeout: 180_000 }, () 
   const dirs: string[] = [];
 
   beforeAll(async () => {
-    const bundle = mkdtempSync(join(tmpdir(), 'den-previews-docker-'));
-    dirs.push(bundle);
-    server = await startTestServer({
-      listen: true,
-      config: { appsWildcardDomain: 'localtest' },
-      driver: async () => {
-        const { createDockerDriver } = await import('../server/runtimes/docker/driver.ts');
-        return createDockerDriver({ log: pino({ level: 'silent' }), docker: docker as never, agentBundleDir: join(bundle, 'agent'), stopGraceSeconds: 2, instance: `den-test-${randomUUID().slice(0, 8)}` });
-      },
-    });
+    server = await startTestServer({ listen: true, config: { appsWildcardDomain: 'localtest' }, driver: testDockerDriver(docker, dirs) });
     user = await setupOwner(server.app);
     client = api(server.app, user.token);
     const pushed = await client.post('/api/v1/templates', { files: readTemplateFolder(join(import.meta.dirname, '..', 'templates', 'node-api')), activate: true });
