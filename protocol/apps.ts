@@ -1,14 +1,34 @@
 import { z } from 'zod';
 import { shareLevels } from './template-fields.ts';
 
-/** An app the workspace's template declares, with its URL through den (path mode, docs/apps.md). */
+export const appHealthStates = ['healthy', 'unhealthy', 'unknown'] as const;
+
+/** What the health checks of an app found (docs/apps.md): `unknown` until the first check, and while the workspace is not running. */
+export const appHealthSchema = z.object({
+  state: z.enum(appHealthStates),
+  /** why it is unhealthy: the last check's failure */
+  message: z.string().optional(),
+  /** when it went into this state */
+  since: z.string().optional(),
+});
+export type AppHealthDto = z.infer<typeof appHealthSchema>;
+
+/**
+ * An app the workspace's template declares, or a port of an environment service marked
+ * `preview: true` (then `service` names it), with its URL through den (docs/apps.md).
+ */
 export const workspaceAppSchema = z.object({
   name: z.string(),
   displayName: z.string().optional(),
+  /** the port in the workspace; for a service's preview, the service's own port */
   port: z.number().int(),
+  /** the environment service this is the preview URL of */
+  service: z.string().optional(),
   url: z.string(),
   /** who may open it now (docs/apps.md: share levels) */
   share: z.enum(shareLevels),
+  /** present when the template declares a health check for the app */
+  health: appHealthSchema.optional(),
 });
 
 /** A TCP port something listens on inside the workspace, found in its /proc/net/tcp and tcp6. */

@@ -1,3 +1,4 @@
+import { servicePreviews } from './previews.ts';
 import { shareLevels, type ParameterSpec, type ParameterValue, type TemplateSpec } from './template-fields.ts';
 import { templatePathProblem, templatePaths, withoutExpressions } from './template-paths.ts';
 
@@ -204,6 +205,20 @@ function checkEnvironment(spec: TemplateSpec): TemplateCheckIssue[] {
     if (service.agent && name === 'main') {
       issues.push({ path: at('agent'), message: "A service named 'main' cannot have an agent: 'main' is the workspace's own agent. Rename the service." });
     }
+  }
+  // a preview URL is named like an app (docs/apps.md): the names must not meet
+  const appNames = new Set(spec.workspace.apps?.map((app) => app.name) ?? []);
+  const previewNames = new Set<string>();
+  for (const preview of servicePreviews(spec)) {
+    const at = ['environment', 'services', preview.service, 'ports'];
+    if (appNames.has(preview.name)) {
+      issues.push({ path: at, message: `The preview URL of service '${preview.service}' is named '${preview.name}', like an app of workspace.apps; rename the app or the service.` });
+    } else if (previewNames.has(preview.name)) {
+      issues.push({ path: at, message: `Two preview URLs are named '${preview.name}'; give the previewed ports of service '${preview.service}' names of their own.` });
+    } else if (preview.name.length > 32) {
+      issues.push({ path: at, message: `The preview URL name '${preview.name}' is longer than 32 characters; shorten the service or port name.` });
+    }
+    previewNames.add(preview.name);
   }
   const cycle = findCycle(services);
   if (cycle) {

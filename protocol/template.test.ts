@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { servicePreviews } from './previews.ts';
 import { formatBytes, parseBytes, parseCpu, parseDuration, templateJsonSchema, templateSchema, type TemplateInput } from './template.ts';
 
 /** The sketch from DESIGN.md's template section, verbatim in content. */
@@ -107,6 +108,18 @@ describe('templateSchema', () => {
     expect(problems(env({ services: { a: { command: 'x', readiness: { tcp: 5432 } } } })).join()).toContain('does not list under ports');
     expect(problems(env({ services: { a: { command: 'x' } }, tasks: { seed: { service: 'b', run: 'x' } } })).join()).toContain("Task 'seed' runs in service 'b'");
     expect(problems(env({ services: { Bad_Name: { command: 'x' } } })).join()).toContain('environment.services.Bad_Name');
+  });
+
+  it('names each previewed service port and refuses a preview named like an app or another preview', () => {
+    const service = (ports: { port: number; name?: string; preview?: boolean }[]) => ({ command: 'x', ports });
+    const one = { ...minimal, environment: { services: { api: service([{ port: 3000, preview: true }, { port: 9229 }]) } } };
+    expect(servicePreviews(one)).toEqual([{ name: 'api', service: 'api', port: 3000 }]);
+    const two = { ...minimal, environment: { services: { api: service([{ port: 3000, name: 'http', preview: true }, { port: 9229, preview: true }]) } } };
+    expect(servicePreviews(two).map((preview) => preview.name)).toEqual(['api-http', 'api-9229']);
+    expect(problems(one)).toEqual([]);
+    expect(problems({ ...one, workspace: { image: 'i', apps: [{ name: 'api', port: 1 }] } }).join()).toContain("The preview URL of service 'api' is named 'api', like an app");
+    const clash = { ...minimal, environment: { services: { 'api-http': service([{ port: 1, preview: true }]), api: service([{ port: 2, name: 'http', preview: true }, { port: 3, preview: true }]) } } };
+    expect(problems(clash).join()).toContain("Two preview URLs are named 'api-http'");
   });
 
   it('refuses duplicate app and startup script names', () => {

@@ -15,6 +15,7 @@ import { createReconciler, type Reconciler, type ReconcilerDeps } from './reconc
 import { startAgainAsOwner } from './reconcile/restart.ts';
 import { createPgNotifier, type PgNotifier } from './store/pg-notify.ts';
 import { createAgentDownload, type AgentDownload } from './runtimes/agent-download.ts';
+import { createAppHealthMonitor, type AppHealthMonitor } from './apps/health.ts';
 import { join } from 'node:path';
 import { createSshGateway, type SshGateway, type SshLimits } from './ssh/gateway.ts';
 import { createActivityRecorder, type ActivityRecorder } from './workspaces/activity.ts';
@@ -61,6 +62,8 @@ export interface Den extends DenBase {
   ssh: SshGateway;
   /** records workspace use (SSH traffic) */
   activity: ActivityRecorder;
+  /** the health checks of the apps of the workspaces whose agents this process holds */
+  appHealth: AppHealthMonitor;
   /** Registers this replica, then starts the build workers and the reconcile loop, unless this process was built without them. */
   start(): Promise<void>;
   /**
@@ -112,12 +115,14 @@ export function createDen(options: DenOptions): Den {
   });
   const activity = createActivityRecorder(base.store.db, base.clock, (error) => base.log.warn({ err: error }, 'recording workspace activity failed'));
   const ssh = createSshGateway({ ...base, agents, liveAccess, activity, limits: sshLimits });
+  const appHealth = createAppHealthMonitor({ db: base.store.db, clock: base.clock, log: base.log, agents, localAgents });
   return {
     ...base,
     agents,
     agentBundle,
     ssh,
     activity,
+    appHealth,
     localAgents,
     replicas,
     builds,
@@ -131,12 +136,15 @@ export function createDen(options: DenOptions): Den {
       // another replica's events and revocations are heard from the moment this one serves
       await notifier?.ready;
       await replicas.start();
+      // wherever agents connect, their apps are checked (a replica without build workers too)
+      appHealth.start();
       if (startWorkers === false) return;
       await builds.start();
       reconciler.start();
     },
     async stop() {
       await ssh.close();
+      appHealth.stop();
       liveAccess.close();
       await reconciler.stop();
       await builds.stop();

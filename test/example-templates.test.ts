@@ -22,12 +22,14 @@ describe('example templates on the process runtime', () => {
   let client: Api;
   let owner: string;
   let ownerId: string;
+  let token: string;
 
   beforeAll(async () => {
     server = await startTestServer({ listen: true });
     const user = await setupOwner(server.app);
     owner = user.username;
     ownerId = user.userId;
+    token = user.token;
     client = api(server.app, user.token);
   });
   afterAll(async () => server?.close());
@@ -58,5 +60,10 @@ describe('example templates on the process runtime', () => {
     const { host, port } = endpoints.api[3000];
     const answer = await execInWorkspace(server.den, workspace.id, ['node', '-e', `fetch('http://${host}:${port}/').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
     expect(answer).toMatchObject({ code: 0, stdout: `hello from ${owner}/shop, visit 42\n` });
+
+    // and from outside, through its preview URL (docs/apps.md): den dials it through the workspace's agent
+    const preview = await fetch(`${server.url}/@${owner}/shop/apps/api/`, { headers: { authorization: `Bearer ${token}` } });
+    expect(preview.status).toBe(200);
+    expect(await preview.text()).toBe(`hello from ${owner}/shop, visit 43\n`);
   });
 });

@@ -3,9 +3,9 @@
  * carries a `den.image.hash` label (Dockerfile + build context + build arguments + parent image);
  * an image whose label matches is not rebuilt.
  *
- *   node workspace-images/build.ts [--base IMAGE] [--only base,node,postgres,server] [--force]
+ *   node workspace-images/build.ts [--base IMAGE] [--only base,node,postgres,node-ide,server] [--force]
  *
- * Without --only it builds base-os, base, node and postgres; the den server image (root
+ * Without --only it builds base-os, base, node, postgres and node-ide (den/node with code-server); the den server image (root
  * Dockerfile) is built with --only server. den/base-os is den/base without the agent (the `os`
  * stage of base/Dockerfile): den/node sits on it and adds the agent last, so a new agent rebuilds
  * a small layer of each image and not den/node's toolchain.
@@ -62,8 +62,14 @@ const IMAGES: ImageSpec[] = [
   // its context holds node and not the agent, so its hash (and id) stays when only the agent changes
   { name: 'base-os', tag: 'den/base-os:bookworm', source: BASE_SOURCE, target: 'os', stage: stageNode },
   { name: 'base', tag: 'den/base:bookworm', source: BASE_SOURCE, agent: true, stage: stageNode },
-  { name: 'node', tag: 'den/node:24', parent: 'den/base-os:bookworm', agent: true, stage: stageNpm },
+  { name: 'node', tag: 'den/node:24', parent: 'den/base-os:bookworm', target: 'node', agent: true, stage: stageNpm },
   { name: 'postgres', tag: 'den/postgres:15' },
+  // den/node plus code-server (the web IDE, docs/apps.md): minutes the first time, then cached by
+  // content, and its code-server layer by docker's build cache when only the agent changes
+  {
+    name: 'node-ide', tag: 'den/node-ide:24', source: join(REPO_ROOT, 'workspace-images', 'node'), target: 'ide', agent: true, stage: stageNpm,
+    args: () => ({ FROM_IMAGE: 'den/base-os:bookworm', EXTRA_CA_CERTS_B64: extraCaCerts() }),
+  },
   {
     name: 'server', tag: 'den/server:latest', optIn: true, source: REPO_ROOT,
     args: () => ({ BASE_IMAGE: baseImage, NODE_IMAGE: 'den/node:24', EXTRA_CA_CERTS_B64: extraCaCerts() }),

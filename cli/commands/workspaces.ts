@@ -1,5 +1,7 @@
 import type { WorkspaceTransition } from '../../client/workspaces.ts';
 import type { BuildDto, BuildLogLine, WorkspaceDto, WorkspaceWithBuild } from '../../protocol/workspaces.ts';
+import type { AppHealthDto } from '../../protocol/apps.ts';
+import { servicePreviews } from '../../protocol/previews.ts';
 import type { ShareLevel, TemplateSpec } from '../../protocol/template-fields.ts';
 import { describeBuild, followBuild, formatLogLine, refText, renderStepTimings } from '../build-progress.ts';
 import { connect, type Session } from '../context.ts';
@@ -153,14 +155,17 @@ async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promis
     return; // the version was deleted, or the caller may not read templates: the URLs above are what matters
   }
   const apps = spec.workspace?.apps ?? [];
-  if (apps.length > 0) {
-    // the server knows the URLs (subdomain mode when it has a wildcard domain) and the share levels
+  const previews = servicePreviews(spec);
+  if (apps.length + previews.length > 0) {
+    // the server knows the URLs (subdomain mode when it has a wildcard domain), the share levels and the health
     const listed = await session.client.workspaces.ports(workspace.owner, workspace.name).catch(() => undefined);
     print('\nApps (`den ports WORKSPACE` lists every listening port; `den share` shares them):');
-    for (const app of apps) {
+    const declared = [...apps, ...previews.map((preview) => ({ ...preview, path: undefined, displayName: `preview of service ${preview.service}` }))];
+    for (const app of declared) {
       const known = listed?.apps.find((entry) => entry.name === app.name);
       const url = known ? known.url : `${base}/apps/${encodeURIComponent(app.name)}/`;
-      print(`  ${app.name}  ${url}${app.path && app.path !== '/' ? app.path.slice(1) : ''}  port ${app.port}${known ? `, shared with ${known.share}` : ''}${app.displayName ? `  ${app.displayName}` : ''}`);
+      const facts = [`port ${app.port}`, ...(known ? [`shared with ${known.share}`] : []), ...(known?.health ? [healthText(known.health)] : [])];
+      print(`  ${app.name}  ${url}${app.path && app.path !== '/' ? app.path.slice(1) : ''}  ${facts.join(', ')}${app.displayName ? `  ${app.displayName}` : ''}`);
     }
   }
   const services = Object.entries(spec.environment?.services ?? {});
@@ -184,6 +189,8 @@ export async function ports(reference: string, options: { json?: boolean }): Pro
       { header: 'name', value: (a) => a.name },
       { header: 'port', value: (a) => String(a.port) },
       { header: 'share', value: (a) => a.share },
+      { header: 'health', value: (a) => (a.health ? healthText(a.health) : '') },
+      { header: 'service', value: (a) => a.service ?? '' },
       { header: 'url', value: (a) => a.url },
     ]));
   }
@@ -311,4 +318,10 @@ function progressive(verb: WorkspaceTransition | 'create'): string {
 
 function capitalise(text: string): string {
   return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** `healthy`, `unhealthy (GET /health answered 500)` or `health unknown` */
+function healthText(health: AppHealthDto): string {
+  if (health.state === 'unknown') return 'health unknown';
+  return health.message ? `${health.state} (${health.message})` : health.state;
 }

@@ -67,8 +67,11 @@ export interface ForwardContext {
  * cookies (in path mode the app shares den's origin and could otherwise replace the visitor's
  * session); everything else is kept with its case and repeats (several Set-Cookie).
  * `rawHeaders` is Node's flat [name, value, ...] list.
+ * With `cors` (subdomain mode) den decides cross-origin reads, not the app (docs/apps.md): the
+ * app's own `Access-Control-*` headers are dropped, and a request from another app of the same
+ * owner (`cors.origin`) is allowed with credentials.
  */
-export function downstreamResponseHeaders(rawHeaders: readonly string[]): string[] {
+export function downstreamResponseHeaders(rawHeaders: readonly string[], cors?: { origin: string | undefined }): string[] {
   const connection: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i].toLowerCase() === 'connection') connection.push(rawHeaders[i + 1]);
   const hopByHop = hopByHopOf(connection.join(','));
@@ -76,8 +79,10 @@ export function downstreamResponseHeaders(rawHeaders: readonly string[]): string
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i].toLowerCase();
     if (hopByHop.has(name) || (name === 'set-cookie' && DEN_COOKIES.includes(rawHeaders[i + 1].split('=', 1)[0].trim()))) continue;
+    if (cors && name.startsWith('access-control-')) continue;
     out.push(rawHeaders[i], rawHeaders[i + 1]);
   }
+  if (cors?.origin) out.push('Access-Control-Allow-Origin', cors.origin, 'Access-Control-Allow-Credentials', 'true', 'Vary', 'Origin');
   return out;
 }
 

@@ -14,9 +14,9 @@ import type { AppUpstream } from './upstream-pool.ts';
  * app closed it as the request left) is sent once more on a new connection. `abort` ends the
  * request and its connection (access taken away).
  */
-export function forwardToApp(request: FastifyRequest, client: ServerResponse, upstream: AppUpstream, target: { path: string; headers: Record<string, string | string[]>; upgrade: boolean; timeoutMs: number }): { abort: () => void } {
+export function forwardToApp(request: FastifyRequest, client: ServerResponse, upstream: AppUpstream, target: { path: string; headers: Record<string, string | string[]>; upgrade: boolean; timeoutMs: number; cors?: { origin: string | undefined } }): { abort: () => void } {
   if (target.upgrade) return forwardUpgrade(request, upstream, target.path, target.headers, target.timeoutMs);
-  return forwardHttp(request, client, upstream, target.path, target.headers, target.timeoutMs);
+  return forwardHttp(request, client, upstream, target.path, target.headers, target.timeoutMs, target.cors);
 }
 
 /** A short HTML page for a refusal or failure on an app URL (the browser shows it in place of the app). */
@@ -26,7 +26,7 @@ export function sendErrorPage(client: ServerResponse, error: AppError): void {
   client.end(body);
 }
 
-function forwardHttp(request: FastifyRequest, client: ServerResponse, upstream: AppUpstream, path: string, headers: Record<string, string | string[]>, timeoutMs: number): { abort: () => void } {
+function forwardHttp(request: FastifyRequest, client: ServerResponse, upstream: AppUpstream, path: string, headers: Record<string, string | string[]>, timeoutMs: number, cors: { origin: string | undefined } | undefined): { abort: () => void } {
   const options = { method: request.method, path, headers };
   // only a request den can send again as it was: no body, and a method that changes nothing
   const retriable = !hasBody(request.raw) && (request.method === 'GET' || request.method === 'HEAD' || request.method === 'OPTIONS');
@@ -54,7 +54,7 @@ function forwardHttp(request: FastifyRequest, client: ServerResponse, upstream: 
     outgoing.on('response', (response: IncomingMessage) => {
       answered = true;
       clearTimeout(timer);
-      client.writeHead(response.statusCode ?? 502, response.statusMessage, downstreamResponseHeaders(response.rawHeaders));
+      client.writeHead(response.statusCode ?? 502, response.statusMessage, downstreamResponseHeaders(response.rawHeaders, cors));
       response.pipe(client);
       response.on('error', () => client.destroy());
       response.on('aborted', () => client.destroy());

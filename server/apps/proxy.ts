@@ -1,12 +1,13 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { AppError } from '../../protocol/errors.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
+import type { RuntimeDriver } from '../runtimes/driver.ts';
 import { openTcpStream, WindowBudget } from '../agents/tcp-stream.ts';
 import { resolvePrincipal, trackLiveAccess, type AuthDeps } from '../auth/plugin.ts';
 import { SESSION_COOKIE } from '../auth/sessions.ts';
 import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import type { ActivityRecorder } from '../workspaces/activity.ts';
-import { appPort } from './apps.ts';
+import { appTarget, type AppTarget } from './apps.ts';
 import { forwardToApp } from './forward.ts';
 import { AppConnections } from './upstream-pool.ts';
 import { upstreamRequestHeaders } from './forward-headers.ts';
@@ -14,11 +15,13 @@ import { upstreamRequestHeaders } from './forward-headers.ts';
 export interface AppProxyOptions extends AuthDeps {
   agents: AgentHub;
   activity: ActivityRecorder;
+  /** where environment services listen, for their preview URLs */
+  driver: Pick<RuntimeDriver, 'resolveEndpoints'>;
 }
 
 /**
  * Path-mode URLs of a workspace's apps and ports (docs/apps.md):
- *   /@:owner/:name/apps/:app/*   an app the template declares, by name
+ *   /@:owner/:name/apps/:app/*   an app the template declares, or an environment service's preview, by name
  *   /@:owner/:name/ports/:port/* any port listening inside the workspace
  * HTTP and websockets go through the agent's `tcp` channels (a pool of keep-alive connections per
  * workspace port, server/apps/upstream-pool.ts; a channel of its own per websocket), with the
@@ -31,19 +34,19 @@ export interface AppProxyOptions extends AuthDeps {
  */
 export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions): Promise<void> {
   const timeoutMs = appResponseTimeoutMs(deps);
-  const route = (url: string, portOf: (request: FastifyRequest, templateVersionId: string) => Promise<number>) => {
-    registerProxyRoute(app, url, (request, reply) => proxy(request, reply, portOf));
+  const route = (url: string, targetOf: (request: FastifyRequest, workspace: WorkspaceFound) => Promise<AppTarget>) => {
+    registerProxyRoute(app, url, (request, reply) => proxy(request, reply, targetOf));
   };
   route('/@:owner/:name/ports/:port', async (request) => {
     const port = Number((request.params as { port: string }).port);
     if (!/^\d{1,5}$/.test((request.params as { port: string }).port) || port < 1 || port > 65535) {
       throw new AppError('BAD_REQUEST', `'${(request.params as { port: string }).port}' is not a port. Use a number from 1 to 65535, as in /@owner/workspace/ports/8080/.`);
     }
-    return port;
+    return { port };
   });
-  route('/@:owner/:name/apps/:app', async (request, versionId) => appPort(deps.store.db, versionId, (request.params as { app: string }).app));
+  route('/@:owner/:name/apps/:app', async (request, workspace) => appTarget(deps.store.db, deps.driver, workspace, (request.params as { app: string }).app));
 
-  async function proxy(request: FastifyRequest, reply: FastifyReply, portOf: (request: FastifyRequest, templateVersionId: string) => Promise<number>): Promise<void> {
+  async function proxy(request: FastifyRequest, reply: FastifyReply, targetOf: (request: FastifyRequest, workspace: WorkspaceFound) => Promise<AppTarget>): Promise<void> {
     checkHostHeader(request.headers.host);
     const { owner, name: ws } = request.params as { owner: string; name: string };
     const principal = await resolvePrincipal(deps, request);
@@ -54,7 +57,7 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
     if (workspace.owner_id !== principal.userId) {
       throw new AppError('FORBIDDEN', `This app of '${owner}/${ws}' is shared with its owner only; you are signed in as '${principal.username}'. Ask '${owner}' to share it.`);
     }
-    const port = await portOf(request, workspace.template_version_id);
+    const target = await targetOf(request, workspace);
     const { prefix, path } = splitPrefix(request.raw.url ?? '/');
     if (!request.raw.url?.startsWith(`${prefix}/`)) {
       // the app's relative links resolve under the prefix only with the slash after it
@@ -63,7 +66,7 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
     }
     await forwardThroughAgent(deps, timeoutMs, request, reply, {
       workspace,
-      port,
+      ...target,
       prefix,
       path,
       publicOrigin: new URL(deps.config.accessUrl).origin,
@@ -74,16 +77,22 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
   }
 }
 
+type WorkspaceFound = Awaited<ReturnType<typeof findWorkspaceFor>>;
+
 /** What forwardThroughAgent needs to know of a request that is allowed through. */
 export interface AllowedRequest {
   workspace: { id: string };
   port: number;
+  /** an environment service's host (its preview URL); absent: the workspace's loopback */
+  host?: string;
   prefix: string;
   path: string;
   /** the origin the browser is on (den's in path mode, the app's own in subdomain mode) */
   publicOrigin: string;
   strippedCookies: readonly string[];
   denAuthorization: boolean;
+  /** subdomain mode: den sets the CORS headers of the response, allowing `origin` when defined */
+  cors?: { origin: string | undefined };
   /** keeps the connection only as long as the access that opened it; returns the release */
   track: (end: () => void) => () => void;
 }
@@ -104,7 +113,7 @@ const APP_WINDOWS = new WindowBudget(2 * 1024 * 1024, 64 * 1024 * 1024);
 export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' | 'activity' | 'config'>, timeoutMs: number, request: FastifyRequest, reply: FastifyReply, allowed: AllowedRequest): Promise<void> {
   const host = request.headers.host!;
   const upgrade = request.headers.upgrade !== undefined && request.method === 'GET';
-  const upstream = await connectionsOf(deps.agents).upstream(allowed.workspace.id, allowed.port, !upgrade);
+  const upstream = await connectionsOf(deps.agents).upstream(allowed.workspace.id, { host: allowed.host, port: allowed.port }, !upgrade);
   deps.activity.touch(allowed.workspace.id);
   reply.hijack();
   const headers = upstreamRequestHeaders(request.headers, {
@@ -119,7 +128,7 @@ export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' |
     trustForwarded: deps.config.trustedProxies.length > 0,
     upgrade,
   });
-  const forwarded = forwardToApp(request, reply.raw, upstream, { path: allowed.path, headers, upgrade, timeoutMs });
+  const forwarded = forwardToApp(request, reply.raw, upstream, { path: allowed.path, headers, upgrade, timeoutMs, cors: allowed.cors });
   const endAccess = allowed.track(() => {
     request.raw.socket.destroy();
     forwarded.abort();
@@ -132,7 +141,7 @@ export async function forwardThroughAgent(deps: Pick<AppProxyOptions, 'agents' |
 function connectionsOf(agents: AgentHub): AppConnections {
   let connections = POOLS.get(agents);
   if (!connections) {
-    connections = new AppConnections((workspaceId, port) => openTcpStream(agents, workspaceId, { port }, APP_WINDOWS));
+    connections = new AppConnections((workspaceId, address) => openTcpStream(agents, workspaceId, address, APP_WINDOWS));
     POOLS.set(agents, connections);
   }
   return connections;

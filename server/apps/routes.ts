@@ -7,7 +7,8 @@ import type { AgentHub } from '../agents/hub-types.ts';
 import type { DenBase } from '../base.ts';
 import { principalOf } from '../http/auth-types.ts';
 import { findWorkspaceFor } from '../workspaces/access.ts';
-import { appPort, appUrl, templateApps } from './apps.ts';
+import { appUrl, checkAppName, namedApps } from './apps.ts';
+import { appHealth } from './health.ts';
 import { listeningSockets, type ListeningSocket } from './listening.ts';
 import { effectiveShare, setShare, type ShareTarget } from './shares.ts';
 
@@ -16,8 +17,9 @@ export interface AppRoutesOptions extends Pick<DenBase, 'store' | 'config' | 'cl
 }
 
 /**
- * GET /workspaces/:owner/:name/ports: the template's apps and the TCP ports that listen in the
- * workspace now (read through its agent on each call), each with its URL through den.
+ * GET /workspaces/:owner/:name/ports: the template's apps, its environment services' preview
+ * URLs and the TCP ports that listen in the workspace now (read through its agent on each call),
+ * each with its URL through den, and each checked app's health.
  */
 export async function appRoutes(fastify: FastifyInstance, deps: AppRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
@@ -32,7 +34,8 @@ export async function appRoutes(fastify: FastifyInstance, deps: AppRoutesOptions
   }, async (request) => {
     const workspace = await findWorkspaceFor(deps.store.db, principalOf(request), request.params.owner, request.params.name);
     const owner = workspace.owner_name;
-    const apps = await templateApps(deps.store.db, workspace.template_version_id);
+    const { apps, previews } = await namedApps(deps.store.db, workspace.template_version_id);
+    const health = await appHealth(deps.store.db, workspace, apps);
     let sockets: ListeningSocket[] = [];
     let detected = true;
     try {
@@ -43,13 +46,23 @@ export async function appRoutes(fastify: FastifyInstance, deps: AppRoutesOptions
     }
     const shareOf = (target: ShareTarget) => effectiveShare(deps.store.db, workspace, target);
     return {
-      apps: await Promise.all(apps.map(async (declared) => ({
-        name: declared.name,
-        ...(declared.displayName ? { displayName: declared.displayName } : {}),
-        port: declared.port,
-        url: appUrl(deps.config, owner, workspace.name, { app: declared.name }),
-        share: await shareOf({ app: declared.name }),
-      }))),
+      apps: await Promise.all([
+        ...apps.map(async (declared) => ({
+          name: declared.name,
+          ...(declared.displayName ? { displayName: declared.displayName } : {}),
+          port: declared.port,
+          url: appUrl(deps.config, owner, workspace.name, { app: declared.name }),
+          share: await shareOf({ app: declared.name }),
+          ...(health.has(declared.name) ? { health: health.get(declared.name) } : {}),
+        })),
+        ...previews.map(async (preview) => ({
+          name: preview.name,
+          port: preview.port,
+          service: preview.service,
+          url: appUrl(deps.config, owner, workspace.name, { app: preview.name }),
+          share: await shareOf({ app: preview.name }),
+        })),
+      ]),
       ports: await Promise.all(sockets.map(async (socket) => {
         const declared = apps.find((candidate) => candidate.port === socket.port);
         return { ...socket, url: appUrl(deps.config, owner, workspace.name, { port: socket.port }), ...(declared ? { app: declared.name } : {}), share: await shareOf({ port: socket.port }) };
@@ -77,7 +90,7 @@ export async function appRoutes(fastify: FastifyInstance, deps: AppRoutesOptions
     const raw = request.params.target;
     const target: ShareTarget = /^\d+$/.test(raw) ? { port: Number(raw) } : { app: raw };
     if ('port' in target && (target.port < 1 || target.port > 65535)) throw new AppError('BAD_REQUEST', `'${raw}' is not a port. Use a number from 1 to 65535.`);
-    if ('app' in target) await appPort(deps.store.db, workspace.template_version_id, target.app);
+    if ('app' in target) await checkAppName(deps.store.db, workspace.template_version_id, target.app);
     await setShare(deps.store.db, deps.clock, { ...workspace, label }, target, request.body.level, principal.username);
     return { target: raw, level: await effectiveShare(deps.store.db, workspace, target), url: appUrl(deps.config, workspace.owner_name, workspace.name, target) };
   });

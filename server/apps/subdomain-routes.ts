@@ -10,8 +10,9 @@ import type { ShareLevel } from '../../protocol/template-fields.ts';
 import type { Role } from '../store/schema.ts';
 import { effectiveShare } from './shares.ts';
 import { APP_COOKIE, appCookieUser, issueAppCode, redeemAppCode, APP_COOKIE_TTL_MS } from './app-tokens.ts';
-import { appPort } from './apps.ts';
+import { appTarget } from './apps.ts';
 import { appResponseTimeoutMs, checkHostHeader, forwardThroughAgent, registerProxyRoute, type AppProxyOptions } from './proxy.ts';
+import { answerPreflight, ownAppOrigin, refuseOtherOwnersApp } from './cors.ts';
 import { parseAppHost, type AppHost } from './subdomain.ts';
 
 /** Requests to an app host are routed under this prefix (rewriteAppHostUrl); never a path of den's own. */
@@ -54,12 +55,14 @@ export async function subdomainRoutes(app: FastifyInstance, deps: AppProxyOption
     const url = (request.raw as IncomingMessage & { originalUrl?: string }).originalUrl ?? request.raw.url ?? '/';
     const path = url.startsWith('/') ? url : `/${url}`;
     if (path === APP_AUTH_PATH || path.startsWith(`${APP_AUTH_PATH}?`)) return exchangeCode(request, reply, appHost);
+    if (answerPreflight(request, reply, appHost, domain)) return;
 
     const since = deps.liveAccess.mark();
     const shared = await sharedWorkspace(deps, appHost);
     if (shared?.level === 'public') {
       return forwardTo(request, reply, appHost, shared.workspace, path, () => () => {});
     }
+    refuseOtherOwnersApp(request, appHost, domain);
     const cookie = request.cookies?.[APP_COOKIE];
     const userId = cookie ? await appCookieUser(deps.store.db, deps.clock, cookie, appHost.host) : undefined;
     const user = userId ? await deps.store.db.selectFrom('users').select(['id', 'username', 'role', 'suspended']).where('id', '=', userId).executeTakeFirst() : undefined;
@@ -79,15 +82,16 @@ export async function subdomainRoutes(app: FastifyInstance, deps: AppProxyOption
   });
 
   async function forwardTo(request: FastifyRequest, reply: FastifyReply, appHost: AppHost, workspace: WorkspaceRow & { owner_name: string }, path: string, track: (end: () => void) => () => void): Promise<void> {
-    const port = 'port' in appHost.target ? appHost.target.port : await appPort(deps.store.db, workspace.template_version_id, appHost.target.app);
+    const target = 'port' in appHost.target ? { port: appHost.target.port } : await appTarget(deps.store.db, deps.driver, workspace, appHost.target.app);
     await forwardThroughAgent(deps, timeoutMs, request, reply, {
       workspace,
-      port,
+      ...target,
       prefix: '',
       path,
       publicOrigin: `${request.protocol}://${appHost.host}`,
       strippedCookies: [APP_COOKIE, SESSION_COOKIE],
       denAuthorization: false,
+      cors: { origin: ownAppOrigin(request, appHost, domain) },
       track,
     });
   }

@@ -11,8 +11,14 @@ export const IDLE_CONNECTION_MS = 4_000;
 /** Idle connections kept per workspace port (each holds a tcp channel, and its app window, open). */
 export const MAX_IDLE_CONNECTIONS = 8;
 
-/** Opens a new connection (a `tcp` channel) to a port of a workspace; throws AGENT_NOT_CONNECTED, TCP_CONNECT_FAILED. */
-export type OpenAppConnection = (workspaceId: string, port: number) => Promise<ExecSession>;
+/** Where in (or beside) a workspace an app listens: a port of the workspace, or of a host it reaches (an environment service). */
+export interface AppAddress {
+  host?: string;
+  port: number;
+}
+
+/** Opens a new connection (a `tcp` channel) to an app of a workspace; throws AGENT_NOT_CONNECTED, TCP_CONNECT_FAILED. */
+export type OpenAppConnection = (workspaceId: string, address: AppAddress) => Promise<ExecSession>;
 
 /**
  * Where one request goes: `request` creates the HTTP client request over a connection to the app,
@@ -45,15 +51,15 @@ export class AppConnections {
    * new channel is opened before this returns, so AGENT_NOT_CONNECTED and TCP_CONNECT_FAILED
    * reach the caller before it answered anything.
    */
-  async upstream(workspaceId: string, port: number, pooled: boolean): Promise<AppUpstream> {
-    const key: PoolKey = { denWorkspace: workspaceId, denPort: port };
-    const opened = pooled && this.agent.hasIdle(key) ? undefined : await this.open(workspaceId, port);
+  async upstream(workspaceId: string, address: AppAddress, pooled: boolean): Promise<AppUpstream> {
+    const key: PoolKey = { denWorkspace: workspaceId, denHost: address.host ?? '', denPort: address.port };
+    const opened = pooled && this.agent.hasIdle(key) ? undefined : await this.open(workspaceId, address);
     const fresh = async (options: RequestOptions) => {
-      const connection = await this.open(workspaceId, port);
+      const connection = await this.open(workspaceId, address);
       return httpRequest({ ...options, createConnection: () => socketLike(connection) as never });
     };
     if (!pooled) return { request: (options) => httpRequest({ ...options, createConnection: () => socketLike(opened!) as never }), fresh };
-    const open = () => this.open(workspaceId, port);
+    const open = () => this.open(workspaceId, address);
     return {
       request: (options) => {
         const request = httpRequest({ ...options, agent: this.agent, ...key, denOpened: opened, denOpen: open } as RequestOptions);
@@ -68,12 +74,14 @@ export class AppConnections {
 
 interface PoolKey {
   denWorkspace: string;
+  /** '' for the workspace's own ports */
+  denHost: string;
   denPort: number;
 }
 
 type PoolOptions = ClientRequestArgs & PoolKey & { denOpened?: ExecSession; denOpen: () => Promise<ExecSession> };
 
-/** Node's HTTP Agent over `tcp` channels, keyed by workspace and port. */
+/** Node's HTTP Agent over `tcp` channels, keyed by workspace, host and port. */
 class ChannelAgent extends Agent {
   private readonly idleTimers = new WeakMap<Duplex, NodeJS.Timeout>();
   private readonly closedChannels = new WeakSet<Duplex>();
@@ -84,7 +92,7 @@ class ChannelAgent extends Agent {
 
   override getName(options?: ClientRequestArgs): string {
     const key = options as Partial<PoolKey> | undefined;
-    return `${key?.denWorkspace}:${key?.denPort}`;
+    return `${key?.denWorkspace}:${key?.denHost}:${key?.denPort}`;
   }
 
   /** an idle connection the next request to `key` will take (Agent.addRequest skips destroyed ones the same way) */

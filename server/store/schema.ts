@@ -21,6 +21,7 @@ export interface Database {
   ssh_host_keys: SshHostKeysTable;
   app_tokens: AppTokensTable;
   app_shares: AppSharesTable;
+  app_health: AppHealthTable;
   replicas: ReplicasTable;
   agent_locations: AgentLocationsTable;
   login_counters: LoginCountersTable;
@@ -238,6 +239,16 @@ export interface AppSharesTable {
   target: string;
   level: 'owner' | 'authenticated' | 'public';
   updated_at: string;
+}
+
+/** An app's health as its checks last found it (server/apps/health.ts); absent: not checked (yet). */
+export interface AppHealthTable {
+  workspace_id: string;
+  app: string;
+  state: 'healthy' | 'unhealthy';
+  /** why it is unhealthy (the last failure), null when healthy */
+  message: string | null;
+  since: string;
 }
 
 /** A live den server process of the deployment (see server/agents/replicas.ts). */

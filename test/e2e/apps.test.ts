@@ -19,8 +19,9 @@ import { startRealAgent } from '../support/real-agent.ts';
 import { seedWorkspace, type SeededWorkspace } from '../support/workspace-seed.ts';
 
 /**
- * Apps through den in real Chromium: the real den server with `--apps-wildcard-domain localtest`
- * (Chromium resolves *.localtest to loopback), a real agent process, and an app that echoes what
+ * Apps through den in real Chromium: the real den server with `--apps-wildcard-domain apps.localtest`
+ * (Chromium resolves *.localtest to loopback; the app hosts are one site, apps.localtest, as under
+ * a real wildcard domain such as apps.example.com), a real agent process, and an app that echoes what
  * it receives. Subdomain mode's sign-in round trip through den, path mode, a websocket and
  * server-sent events from the page, and who is refused.
  */
@@ -54,12 +55,16 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'den-apps-e2e-'));
     const home = mkdtempSync(join(tmpdir(), 'den-apps-e2e-home-'));
     dirs.push(dataDir, home);
-    server = await startTestServer({ dataDir, listen: true, startWorkers: false, driver: () => idleDriver, config: { appsWildcardDomain: 'localtest' } });
+    server = await startTestServer({ dataDir, listen: true, startWorkers: false, driver: () => idleDriver, config: { appsWildcardDomain: 'apps.localtest' } });
     const db = server.store.db;
     alice = await seedWorkspace(db, { username: 'alice', workspaceName: 'dev' });
     // the template lets its apps be shared with anyone
     const { template_version_id: versionId } = await db.selectFrom('workspaces').select('template_version_id').where('id', '=', alice.workspaceId).executeTakeFirstOrThrow();
-    await db.updateTable('template_versions').set({ spec_json: JSON.stringify({ workspace: { maxShare: 'public' } }) }).where('id', '=', versionId).execute();
+    await db.updateTable('template_versions').set({ spec_json: JSON.stringify({
+      workspace: { maxShare: 'public', apps: [{ name: 'web', port: appPort, healthcheck: { path: '/echo', interval: '1s', threshold: 1 } }] },
+      // listed on the dashboard; never opened here (the idle runtime places no service)
+      environment: { services: { api: { command: 'x', ports: [{ port: 3000, preview: true }] } } },
+    }) }).where('id', '=', versionId).execute();
     aliceToken = (await createApiToken(db, systemClock, alice.userId, { name: 't' })).token;
     const bob = await seedWorkspace(db, { username: 'bob', workspaceName: 'mine' });
     cookies.alice = (await createSession(db, systemClock, alice.userId, 1)).cookieValue;
@@ -85,7 +90,7 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     return browser.context;
   }
 
-  const appHost = () => `http://${appPort}--dev--alice.localtest:${new URL(server.url!).port}`;
+  const appHost = () => `http://${appPort}--dev--alice.apps.localtest:${new URL(server.url!).port}`;
 
   it('opens a port by its subdomain: signs in through den, and the app never sees den\'s cookies', async () => {
     const context = await contextAs('alice');
@@ -192,13 +197,53 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     await page.close();
   });
 
-  it('links the listening ports from the dashboard\'s workspace page', async () => {
+  it('lets one owner\'s apps read each other across origins with credentials, and refuses every other origin', async () => {
+    const context = await contextAs('alice');
+    const page = await context.newPage();
+    const webHost = `http://web--dev--alice.apps.localtest:${new URL(server.url!).port}`;
+    // signed in to both app hosts (each has its own cookie)
+    expect((await page.goto(`${appHost()}/echo`))?.status()).toBe(200);
+    expect((await page.goto(`${webHost}/echo`))?.status()).toBe(200);
+    const crossFetch = (target: string) => page.evaluate(async (url) => {
+      try {
+        const response = await fetch(url, { method: 'PUT', credentials: 'include', headers: { 'content-type': 'application/json', 'x-den-test': '1' }, body: '{}' });
+        return { status: response.status, echo: await response.json() };
+      } catch (error) {
+        return { refused: String(error) };
+      }
+    }, `${target}/echo`);
+    // from the app `web` to the port URL of the same workspace: a preflight, then the request with the port host's cookie
+    const allowed = await crossFetch(appHost());
+    expect(allowed).toMatchObject({ status: 200, echo: { method: 'PUT', headers: { 'x-den-test': '1', origin: webHost } } });
+    expect((allowed as { echo: Echo }).echo.headers.cookie).toBe('a=1; b=2');
+
+    // from an app of bob's (its page stands in for his app) and from a site outside den: the browser refuses
+    for (const foreign of [`http://8080--mine--bob.apps.localtest:${new URL(server.url!).port}`, 'http://elsewhere.localtest']) {
+      await page.route(`${foreign}/**`, (route) => route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>not alice</title>' }));
+      await page.goto(`${foreign}/`);
+      expect(await crossFetch(appHost()), foreign).toMatchObject({ refused: expect.stringContaining('Failed to fetch') });
+    }
+    await page.close();
+  });
+
+  it('links the listening ports, the apps with their health and the services\' previews from the dashboard\'s workspace page', async () => {
     const context = await contextAs('alice');
     const page = await context.newPage();
     await page.goto(`${server.url}/@alice/dev`);
     const link = page.locator(`a[href="${appHost()}/"]`);
     await link.waitFor({ timeout: DASHBOARD_TIMEOUT_MS });
     expect(await link.innerText()).toBe(`${appHost()}/`);
+    // the template's app with its health (checked through the agent), and the service's preview URL
+    const apps = page.getByTestId('apps');
+    await apps.locator('li', { hasText: 'healthy' }).waitFor({ timeout: 15_000 });
+    expect(await apps.locator('li').allInnerTexts()).toEqual([
+      `web (port ${appPort}, shared with owner) healthy`,
+      'api (preview of service api, port 3000, shared with owner)',
+    ]);
+    const port = new URL(server.url!).port;
+    expect(await apps.locator('a').evaluateAll((links) => links.map((a) => a.getAttribute('href')))).toEqual([
+      `http://web--dev--alice.apps.localtest:${port}/`, `http://api--dev--alice.apps.localtest:${port}/`,
+    ]);
     await page.close();
   });
 });

@@ -3,7 +3,7 @@ import { WebSocketServer } from 'ws';
 
 /**
  * The app of the app proxy tests, as a workspace would run it: /echo answers with the request it
- * got (method, url, headers) and two cookies; /count counts an upload; /large sends `largeBytes`;
+ * got (method, url, headers), two cookies and `Access-Control-Allow-Origin: *`; /count counts an upload; /large sends `largeBytes`;
  * /events sends a server-sent event every 20 ms; /hang never answers; /ws is a websocket that
  * first says what its upgrade carried (origin, cookie, url), then echoes. Listen on it yourself.
  */
@@ -13,6 +13,8 @@ export function echoApp(largeBytes: number): { app: Server; wss: WebSocketServer
     if (url.pathname === '/echo') {
       res.setHeader('content-type', 'application/json');
       res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/']);
+      // an app that would let every origin read it: den decides CORS in subdomain mode, not the app
+      res.setHeader('access-control-allow-origin', '*');
       res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }));
     } else if (url.pathname === '/count') {
       let bytes = 0;

@@ -237,7 +237,9 @@ function Terminals({ owner, name, tabs }: { owner: string; name: string; tabs: T
 /** How often the page asks again which ports listen (each ask reads /proc/net/tcp* in the workspace). */
 const PORTS_REFRESH_MS = 10_000;
 
-/** The workspace's apps and the ports listening in it, each with its URL through den (docs/apps.md). */
+const HEALTH_CLASS = { healthy: 'ok', unhealthy: 'bad', unknown: 'idle' } as const;
+
+/** The workspace's apps (with the environment services' previews and each app's health) and the ports listening in it, each with its URL through den (docs/apps.md). */
 function Apps({ owner, name, running }: { owner: string; name: string; running: boolean }) {
   const listing = useQuery({
     queryKey: ['ports', owner, name],
@@ -250,7 +252,13 @@ function Apps({ owner, name, running }: { owner: string; name: string; running: 
     <section aria-labelledby="apps-title">
       <h2 id="apps-title">Apps and ports</h2>
       {apps.length > 0 && (
-        <ul>{apps.map((app) => <li key={app.name}><a href={app.url} target="_blank" rel="noopener">{app.displayName ?? app.name}</a> (port {app.port}, shared with {app.share})</li>)}</ul>
+        <ul data-testid="apps">{apps.map((app) => (
+          <li key={app.name}>
+            <a href={app.url} target="_blank" rel="noopener">{app.displayName ?? app.name}</a>
+            {' '}({app.service ? `preview of service ${app.service}, port ${app.port}` : `port ${app.port}`}, shared with {app.share})
+            {app.health && <> <span className={`status ${HEALTH_CLASS[app.health.state]}`} title={app.health.message}>{app.health.state === 'unknown' ? 'health unknown' : app.health.state}</span>{app.health.message ? `: ${app.health.message}` : ''}</>}
+          </li>
+        ))}</ul>
       )}
       {!detected ? <p>The listening ports are shown while the workspace's agent is connected.</p> : ports.length === 0 ? <p>Nothing listens on a TCP port in the workspace.</p> : (
         <table className="list">
