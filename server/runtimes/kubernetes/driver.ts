@@ -626,7 +626,7 @@ async function whileUnreachable(work: () => Promise<void>, context: DriverContex
   for (;;) {
     try {
       await work();
-      if (since !== undefined) context.log(`The Kubernetes API answers again after ${Math.round((Date.now() - since) / 1000)} s; the start went on.`);
+      if (since !== undefined) context.log(`The Kubernetes API answered again; the start finished ${Math.round((Date.now() - since) / 1000)} s after it first did not.`);
       return;
     } catch (error) {
       const unreachable = isUnreachable(error instanceof AppError ? error.cause : error);
