@@ -152,23 +152,66 @@ else
   stamp lpp "$lpp_key"
 fi
 
-# kube-router, only as the NetworkPolicy firewall: same trick as local-path-provisioner (it
-# also keeps one k8s.io/kubernetes import so the module graph matches the cluster's).
-kr_key="$KUBE_ROUTER_VERSION+$K8S_VERSION"
-if ok kube-router kube-router "$kr_key"; then
-  log "kube-router $KUBE_ROUTER_VERSION: cached"
+# kube-network-policies (sigs.k8s.io, what kind uses) enforces NetworkPolicy. Built from the
+# module proxy's v0.8.0 source with two small patches applied here, checked to apply:
+#  - cmd/main.go reads $KUBECONFIG (clientcmd) instead of only the in-cluster service account,
+#    so it runs as a host process like the rest of the cluster (unset: in-cluster, as upstream);
+#  - it sends packets to user space with the xtables NFQUEUE target through nft_compat instead
+#    of the nftables "queue" expression, which this machine's kernel lacks (CONFIG_NFT_QUEUE is
+#    not set, CONFIG_NETFILTER_XT_TARGET_NFQUEUE is). Same queue number, same bypass flag.
+# Built like local-path-provisioner, in a copy of the Kubernetes wrapper module.
+knp_key="$KNP_VERSION+$K8S_VERSION+patch2"
+if ok knp kube-network-policies "$knp_key"; then
+  log "kube-network-policies $KNP_VERSION: cached"
 else
-  src=$DEN_K8S_DIR/src/kube-router; rm -rf "$src"; mkdir -p "$src"; cd "$src"
+  src=$DEN_K8S_DIR/src/knp; rm -rf "$src"; mkdir -p "$src"; cd "$src"
+  step=knp-download
+  kdir=$("$GO" mod download -json "sigs.k8s.io/kube-network-policies@$KNP_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  step=""
+  [[ -f $kdir/cmd/main.go ]] || die "no cmd/main.go in sigs.k8s.io/kube-network-policies@$KNP_VERSION"
+  cp -r "$kdir" upstream; chmod -R u+w upstream
+  m=upstream/cmd/main.go
+  sed -i -e 's|config, err := rest.InClusterConfig()|config, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))|' \
+    -e 's|"k8s.io/client-go/rest"|"k8s.io/client-go/tools/clientcmd"|' "$m"
+  [[ $(grep -c 'clientcmd' "$m") == 2 ]] || die "the kubeconfig patch no longer applies to $m (upstream changed)"
+  sed -i -e 's|queue := &expr.Queue{Num: uint16(c.config.QueueID)}|queue := denNFQueue(uint16(c.config.QueueID), false)|' \
+    -e 's|queue.Flag = expr.QueueFlagBypass|queue = denNFQueue(uint16(c.config.QueueID), true)|' \
+    -e 's|&expr.Queue{Num: uint16(n.nfQueueID), Flag: expr.QueueFlagBypass}|denNFQueue(uint16(n.nfQueueID), true)|' \
+    upstream/pkg/networkpolicy/*.go
+  ! grep -q 'expr\.Queue' upstream/pkg/networkpolicy/*.go || die "the NFQUEUE patch no longer applies to kube-network-policies $KNP_VERSION (upstream changed)"
+  cat >upstream/pkg/networkpolicy/den_nfqueue.go <<'EOF'
+package networkpolicy
+
+// Added by den test/cluster/build.sh: the xtables NFQUEUE target (revision 3) through
+// nft_compat, for kernels without the nftables "queue" expression.
+
+import (
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+)
+
+func denNFQueue(num uint16, bypass bool) *expr.Target {
+	var flags uint16 // NFQ_FLAG_BYPASS = 1
+	if bypass {
+		flags = 1
+	}
+	// struct xt_NFQ_info_v3 { __u16 queuenum; __u16 queues_total; __u16 flags; }
+	info := xt.Unknown(append(append(binaryutil.NativeEndian.PutUint16(num),
+		binaryutil.NativeEndian.PutUint16(1)...), binaryutil.NativeEndian.PutUint16(flags)...))
+	return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}
+}
+EOF
   cp "$DEN_K8S_DIR/src/kube/go.mod" "$DEN_K8S_DIR/src/kube/go.sum" .
-  sed -i 's|^module .*|module den.local/kube-router-build|' go.mod
-  printf '\nrequire github.com/cloudnativelabs/kube-router/v2 %s\n' "$KUBE_ROUTER_VERSION" >>go.mod
-  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router"\n\t_ "k8s.io/kubernetes/cmd/kube-proxy"\n)\n' >tools.go
-  run kube-router-tidy "$GO" mod tidy
-  run kube-router-build "${NICE[@]}" "$GO" build -trimpath -ldflags "-s -w" -o "$DEN_K8S_BIN/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
-  stamp kube-router "$kr_key"
+  sed -i 's|^module .*|module den.local/knp-build|' go.mod
+  printf '\nrequire sigs.k8s.io/kube-network-policies %s\n\nreplace sigs.k8s.io/kube-network-policies => ./upstream\n' "$KNP_VERSION" >>go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "sigs.k8s.io/kube-network-policies/cmd"\n\t_ "k8s.io/kubernetes/cmd/kube-proxy"\n)\n' >tools.go
+  run knp-tidy "$GO" mod tidy
+  run knp-build "${NICE[@]}" "$GO" build -trimpath -ldflags "-s -w" -o "$DEN_K8S_BIN/kube-network-policies" sigs.k8s.io/kube-network-policies/cmd
+  stamp knp "$knp_key"
 fi
 
-printf 'k8s=%s etcd=%s coredns=%s local-path-provisioner=%s kube-router=%s go=%s\n' \
-  "$K8S_VERSION" "$ETCD_VERSION" "$COREDNS_VERSION" "$LPP_VERSION" "$KUBE_ROUTER_VERSION" "$gover" >"$DEN_K8S_BIN/.complete"
+printf 'k8s=%s etcd=%s coredns=%s local-path-provisioner=%s kube-network-policies=%s go=%s\n' \
+  "$K8S_VERSION" "$ETCD_VERSION" "$COREDNS_VERSION" "$LPP_VERSION" "$KNP_VERSION" "$gover" >"$DEN_K8S_BIN/.complete"
 log "all binaries in $DEN_K8S_BIN"
 echo "$DEN_K8S_BIN"

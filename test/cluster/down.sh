@@ -55,7 +55,8 @@ kill_pids $(pgrep -f -- "containerd-shim.* -address $SOCK( |\$)")   # the shims 
 
 # --- 4. the other daemons, in reverse start order
 step "4. the other daemons"
-stop_daemons 3 kube-router kube-proxy kube-scheduler kube-controller-manager kube-apiserver   # state is thrown away: no need to be gentle
+# (kube-router: the NetworkPolicy daemon of clusters started before kube-network-policies)
+stop_daemons 3 kube-network-policies kube-router kube-proxy kube-scheduler kube-controller-manager kube-apiserver   # state is thrown away: no need to be gentle
 stop_daemons 3 etcd
 
 # --- 5. iptables: kube-proxy's rules, then any KUBE-*/CNI-* chains (kubelet, portmap) and our guard
@@ -79,7 +80,10 @@ for ipt in iptables ip6tables; do
   clean_chains "$ipt" mangle "$EGRESS_CHAIN"
 done
 
-# kube-router's ipsets (unused now that its rules are gone)
+# kube-network-policies' nftables table: it removes it only on SIGINT, and without its process
+# the table's NFQUEUE rule would drop the packets of every pod a NetworkPolicy selects
+if command -v nft >/dev/null; then nft delete table inet "$KNP_TABLE" 2>/dev/null || true; fi
+# kube-router's ipsets, left by clusters started before kube-network-policies
 if command -v ipset >/dev/null; then
   for set in $(ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router)'); do ipset destroy "$set" 2>/dev/null || true; done
 fi

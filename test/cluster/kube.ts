@@ -110,3 +110,14 @@ export function importImages(...args: string[]): Promise<void> {
     );
   });
 }
+
+/** Imports those of `images` (local Docker images) that the cluster's containerd does not have yet. */
+export async function ensureImagesInCluster(...images: string[]): Promise<void> {
+  const stdout = await new Promise<string>((resolve, reject) => {
+    execFile('bash', [join(here, 'import-image.sh'), '--list'], (error, out, stderr) =>
+      error ? reject(new Error(`import-image.sh --list failed: ${stderr}`)) : resolve(out));
+  });
+  const present = new Set(stdout.split('\n').map((line) => line.trim()));
+  const missing = images.filter((image) => !present.has(`docker.io/${image}`) && !present.has(image));
+  if (missing.length > 0) await importImages(...missing);
+}

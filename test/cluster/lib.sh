@@ -31,7 +31,12 @@ ETCD_PORT=${DEN_K8S_ETCD_PORT:-23790}
 ETCD_PEER_PORT=$((ETCD_PORT + 10))
 # kubelet 10250 (node IP) + 10248 (healthz), controller-manager 10257, scheduler 10259,
 # kube-proxy 10249 (metrics) + 10256 (healthz)
-FIXED_PORTS=(10250 10248 10257 10259 10249 10256)
+# kube-network-policies metrics 10262 (on 127.0.0.1)
+KNP_METRICS_PORT=10262
+FIXED_PORTS=(10250 10248 10257 10259 10249 10256 $KNP_METRICS_PORT)
+# kube-network-policies: its nftables table (inet family) and the NFQUEUE number it reads
+KNP_TABLE=kube-network-policies
+KNP_QUEUE=100
 
 # Local images (built by up.sh without any registry). Non-"latest" tags: never pulled.
 PAUSE_IMAGE=den.local/pause:3.10
@@ -40,7 +45,7 @@ COREDNS_IMAGE=den.local/coredns:$COREDNS_VERSION
 LPP_IMAGE=den.local/local-path-provisioner:$LPP_VERSION
 
 # daemons, in start order (down.sh stops them in reverse)
-DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-router)
+DAEMONS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy kube-network-policies)
 
 log() { printf '[den-k8s %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() {

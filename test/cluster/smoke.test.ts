@@ -2,7 +2,7 @@
  * Smoke test of the real test Kubernetes (test/cluster/up.sh) through @kubernetes/client-node:
  * a namespace, a Deployment running a command in a locally built image, a Service reached by
  * DNS name from another pod, a PVC written and read back (across a pod restart), exec into the
- * pod and port-forward to it through the API server, a NetworkPolicy enforced (kube-router).
+ * pod and port-forward to it through the API server, a NetworkPolicy enforced (kube-network-policies).
  * Removes its namespace at the end.
  */
 import { randomBytes } from 'node:crypto';

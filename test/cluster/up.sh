@@ -43,7 +43,7 @@ fi
 # ---------------------------------------------------------------- packages
 declare -A PKG_FOR=(
   [containerd]=containerd [ctr]=containerd [runc]=runc [iptables]=iptables [ip6tables]=iptables
-  [conntrack]=conntrack [ipset]=ipset [openssl]=openssl [catatonit]=catatonit [curl]=curl
+  [conntrack]=conntrack [nft]=nftables [openssl]=openssl [catatonit]=catatonit [curl]=curl
   [ip]=iproute2 [ss]=iproute2 [findmnt]=util-linux [mountpoint]=util-linux [setsid]=util-linux [flock]=util-linux
 )
 missing=()
@@ -67,7 +67,7 @@ fi
 [[ -f $DEN_K8S_BIN/.complete ]] || log "binaries for $K8S_VERSION are not built yet: running build.sh (a cold build takes 15-25 min on 2 cores)"
 bash "$HERE/build.sh" >/dev/null || die "building Kubernetes failed (see the messages above and $DEN_K8S_DIR/logs/)" \
   "fix the cause shown above, then re-run up.sh (the build resumes from its cache)"
-for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns local-path-provisioner kube-router; do
+for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl coredns local-path-provisioner kube-network-policies; do
   [[ -x $DEN_K8S_BIN/$b ]] || die "$DEN_K8S_BIN/$b is missing although the build is stamped complete" "rm -f $DEN_K8S_BIN/.complete $DEN_K8S_BIN/.*.ok and re-run up.sh"
 done
 
@@ -171,7 +171,7 @@ cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" &
 pids+=($!)
 cert kubelet-serving "/O=system:nodes/CN=system:node:$NODE_NAME" "IP:$NODE_IP,DNS:$NODE_NAME" serverAuth &
 pids+=($!)
-cert kube-router "/CN=system:kube-router" &
+cert kube-network-policies "/CN=system:kube-network-policies" &
 pids+=($!)
 { openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null; openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null; } &
 pids+=($!)
@@ -199,7 +199,7 @@ current-context: den-k8s
 EOF
   chmod 600 "$1"
 }
-for c in controller-manager scheduler kube-proxy kubelet kube-router; do kubeconfig "$STATE/$c.kubeconfig" "$c"; done
+for c in controller-manager scheduler kube-proxy kubelet kube-network-policies; do kubeconfig "$STATE/$c.kubeconfig" "$c"; done
 kubeconfig "$STATE/admin.kubeconfig.tmp" admin   # renamed into place once the cluster passes its checks
 
 # ---------------------------------------------------------------- daemons
@@ -585,29 +585,26 @@ spec:
       - name: config-volume
         configMap: {name: local-path-config}
 ---
-# kube-router runs only its NetworkPolicy firewall (as a host process)
+# kube-network-policies enforces NetworkPolicy (as a host process); the verbs of its install.yaml
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {name: "den:kube-router"}
+metadata: {name: "den:kube-network-policies"}
 rules:
 - apiGroups: [""]
-  resources: [namespaces, pods, services, nodes, endpoints]
-  verbs: [list, get, watch]
+  resources: [pods, namespaces]
+  verbs: [list, watch]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [list, get, watch]
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [list, get, watch]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create, patch, update]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {name: "den:kube-router"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "den:kube-router"}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-router"}]
+metadata: {name: "den:kube-network-policies"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "den:kube-network-policies"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-network-policies"}]
 ---
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
@@ -619,17 +616,23 @@ volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
 EOF
 
-log "starting kube-router (NetworkPolicy firewall only)"
-start kube-router "$B/kube-router" --kubeconfig "$STATE/kube-router.kubeconfig" --hostname-override "$NODE_NAME" \
-  --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
-  --health-port 0 --metrics-port 0 --service-cluster-ip-range "$SERVICE_CIDR" --v 1
+# Kernels from 6.12 on have the conntrack fix; older ones need upstream's DNS workaround.
+# Pod IPs come from the API server: our containerd has no NRI socket (v0.8.0's --disable-nri
+# flag is not wired to anything; without the socket it logs that and goes on).
+kv=$(uname -r); kmaj=${kv%%.*}; kmin=${kv#*.}; kmin=${kmin%%[!0-9]*}
+dnsfix=true; (( kmaj > 6 || (kmaj == 6 && kmin >= 12) )) && dnsfix=false
+log "starting kube-network-policies (NetworkPolicy; nftables table inet $KNP_TABLE, NFQUEUE $KNP_QUEUE)"
+KUBECONFIG=$STATE/kube-network-policies.kubeconfig start kube-network-policies "$B/kube-network-policies" \
+  --hostname-override "$NODE_NAME" --nfqueue-id "$KNP_QUEUE" \
+  --netfilter-bug-1766-fix="$dnsfix" --metrics-bind-address "127.0.0.1:$KNP_METRICS_PORT" --v 1
 
 # ---------------------------------------------------------------- self-check: pod, DNS + Service, PVC
 log "self-check: a pod runs, a Service resolves by DNS from another pod, a PVC binds"
 ns=den-k8s-selfcheck
 kubectl create namespace "$ns" >/dev/null
 # pods are refused until the controller-manager has made the namespace's default ServiceAccount
-check_alive kube-router
+check_alive kube-network-policies
+wait_for 30 "kube-network-policies to program its nftables table (inet $KNP_TABLE)" nft list table inet "$KNP_TABLE"
 wait_for 60 "ServiceAccount $ns/default" "$B/kubectl" --kubeconfig "$KUBECONFIG_PATH" -n "$ns" get serviceaccount default
 kubectl apply -f - >/dev/null <<EOF
 apiVersion: v1

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -8,10 +8,11 @@ import { promisify } from 'node:util';
 import { AppsV1Api, CoreV1Api, NetworkingV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { importImages, kubeMissingInCI, kubeSkipReason, loadKubeConfig, testImage, waitFor } from '../../../test/cluster/kube.ts';
+import { ensureImagesInCluster, kubeMissingInCI, kubeSkipReason, loadKubeConfig, testImage, waitFor } from '../../../test/cluster/kube.ts';
 import { createAgentDownload } from '../agent-download.ts';
 import { runDriverContract } from '../driver.contract.ts';
-import type { RuntimeEvent, ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import { basePlan, identity, recordingContext as context } from '../../../test/support/kube-plans.ts';
+import type { RuntimeEvent, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
 import { createKubernetesDriver, type KubernetesDriver } from './driver.ts';
 import { AGENT_SECRET, HOME_CLAIM, LABEL_INSTANCE, LABEL_OWNER, LABEL_WORKSPACE, WORKSPACE_DEPLOYMENT } from './objects.ts';
 
@@ -43,16 +44,8 @@ async function makeDriver(options: { instance?: string; dataDir?: string } = {})
   return driver;
 }
 
-/** Imports den's images into the cluster's containerd once, unless it has them. */
-async function ensureImagesInCluster(): Promise<void> {
-  const { stdout } = await run('bash', [join(import.meta.dirname, '../../../test/cluster/import-image.sh'), '--list']);
-  const present = new Set(stdout.split('\n').map((line) => line.trim()));
-  const missing = [IMAGE, BARE_IMAGE].filter((image) => !present.has(`docker.io/${image}`) && !present.has(image));
-  if (missing.length > 0) await importImages(...missing);
-}
-
 if (!skipReason) {
-  beforeAll(ensureImagesInCluster, 600_000);
+  beforeAll(() => ensureImagesInCluster(IMAGE, BARE_IMAGE), 600_000);
   runDriverContract('kubernetes', (config) => makeDriver({ dataDir: config.dataDir }), { image: IMAGE, readyTimeoutMs: 60_000, pidsLimit: false });
 } else {
   // Reported as skipped (with the reason printed above) so CI, which forbids skips, notices.
@@ -262,20 +255,15 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 180_0
   }, 180_000);
 
   function makePlan(workspace: WorkspaceIdentity, overrides: Partial<Pick<WorkspacePlan, 'image' | 'services' | 'resources'>> = {}): WorkspacePlan {
-    return {
-      workspace,
-      image: overrides.image ?? IMAGE,
-      resources: overrides.resources ?? {},
-      home: {},
-      env: { DEN_WORKSPACE_NAME: workspace.name },
+    const image = overrides.image ?? IMAGE;
+    return basePlan(workspace, {
+      ...overrides, image, agentUrl,
       // as the planner chooses: den's images carry the agent, any other image downloads it
       agent: {
         name: 'main', url: agentUrl, revision: 'r1',
-        delivery: (overrides.image ?? IMAGE) === BARE_IMAGE ? { kind: 'download', url: `${agentUrl}/api/v1/agent/bundle`, sha256: bundleSha } : { kind: 'image' },
+        delivery: image === BARE_IMAGE ? { kind: 'download', url: `${agentUrl}/api/v1/agent/bundle`, sha256: bundleSha } : { kind: 'image' },
       },
-      secrets: [{ name: 'agent-token', env: 'DEN_AGENT_TOKEN', agent: 'main' }],
-      services: overrides.services ?? [],
-    };
+    });
   }
 });
 
@@ -286,14 +274,4 @@ function httpService(name: string): ServicePlan {
     ports: [{ port: 8080, preview: false }],
     readiness: { tcp: 8080, timeoutMs: 30_000, intervalMs: 1_000 },
   };
-}
-
-function identity(name: string, id: string = randomUUID()): WorkspaceIdentity {
-  return { id, name, ownerId: createHash('sha256').update(name).digest('hex').slice(0, 12), ownerName: 'tester', template: 'test-template' };
-}
-
-function context(token = 'unused'): StartContext & { lines: string[]; asked: string[] } {
-  const lines: string[] = [];
-  const asked: string[] = [];
-  return { lines, asked, log: (line) => lines.push(line), signal: new AbortController().signal, secret: async (name) => (asked.push(name), token) };
 }

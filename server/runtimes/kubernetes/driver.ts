@@ -17,6 +17,7 @@ import {
   AGENT_SECRET, ANNOTATION_POD_SPEC, ANNOTATION_SECRET_GENERATION, LABEL_INSTANCE, LABEL_KIND, LABEL_SERVICE, LABEL_WORKSPACE, labelsFor, labelValue,
   names, namespaceObject, podSpecHash, renderWorkspace, selector, SERVICE_CONTAINER, WORKSPACE_CONTAINER, WORKSPACE_DEPLOYMENT,
 } from './objects.ts';
+import { beyondEveryNode } from './capacity.ts';
 import { createClusterWatch, IMAGE_REASONS } from './watch.ts';
 
 /** den's workspace images, which carry the agent (workspace-images/: den/base, den/node) */
@@ -254,6 +255,19 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
           if (sentence && event.reason === 'FailedCreate' && /exceeded quota|forbidden/i.test(event.message ?? '')) {
             return done(new AppError('RUNTIME_ERROR', `${sentence} Lower the resources the template asks for, or raise the namespace's quota.`));
           }
+          // A pod larger than every node never fits: fail now rather than at the timeout (a pod
+          // that waits for room taken by others keeps waiting).
+          const unschedulable = sentence && event.reason === 'FailedScheduling' && /Insufficient/i.test(event.message ?? '')
+            ? watch.pods(wait.namespace).find((pod) => pod.metadata?.name === event.involvedObject?.name) : undefined;
+          if (unschedulable) {
+            void listNodes().then((nodes) => {
+              const beyond = beyondEveryNode(unschedulable, nodes);
+              if (beyond && !failing) {
+                failing = true;
+                done(new AppError('RUNTIME_ERROR', `${capitalize(wait.what)} asks for more than any node of the cluster has: ${beyond}. Lower the resources in the template, or add a larger node. ${sentence}`));
+              }
+            }, () => undefined);
+          }
         }
         const pods = watch.pods(wait.namespace).filter((pod) => pod.metadata?.labels?.[key] === value
           && pod.metadata?.annotations?.[ANNOTATION_POD_SPEC] === wait.hash && !pod.metadata?.deletionTimestamp);
@@ -368,7 +382,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
       return verb(plan.workspace.id, 'starting the workspace', async () => {
         starting.add(plan.workspace.id);
         try {
-          await startWorkspace(plan, context);
+          await whileUnreachable(() => startWorkspace(plan, context), context, startTimeoutMs);
         } catch (error) {
           // Nothing half-started stays running: everything scales to zero, volumes stay (as on stop).
           await scaleDown(plan.workspace.id).catch(() => undefined);
@@ -597,6 +611,33 @@ async function followLog(kc: KubeConfig, namespace: string, pod: string, options
       response.destroy();
     }
   })();
+}
+
+/** How often a start whose API calls found the API server unreachable tries again. */
+const UNREACHABLE_RETRY_MS = 2_000;
+
+/**
+ * Runs `work` (an idempotent start: server-side apply, the Secret made only when missing) again
+ * while the API server does not answer, for up to `budgetMs` from the first failure, saying so
+ * in the build log once per outage. Any other failure, or an outage longer than that, is thrown.
+ */
+async function whileUnreachable(work: () => Promise<void>, context: DriverContext, budgetMs: number): Promise<void> {
+  let since: number | undefined;
+  for (;;) {
+    try {
+      await work();
+      if (since !== undefined) context.log(`The Kubernetes API answered again; the start finished ${Math.round((Date.now() - since) / 1000)} s after it first did not.`);
+      return;
+    } catch (error) {
+      const unreachable = isUnreachable(error instanceof AppError ? error.cause : error);
+      if (!unreachable || context.signal.aborted || (since !== undefined && Date.now() - since > budgetMs)) throw error;
+      if (since === undefined) {
+        since = Date.now();
+        context.log(`The Kubernetes API did not answer (${apiMessage(error instanceof AppError ? error.cause : error)}); den tries again every ${UNREACHABLE_RETRY_MS / 1000} s for up to ${Math.round(budgetMs / 1000)} s.`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, UNREACHABLE_RETRY_MS));
+    }
+  }
 }
 
 async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 200): Promise<boolean> {
