@@ -22,12 +22,14 @@ describe('example templates on the process runtime', () => {
   let client: Api;
   let owner: string;
   let ownerId: string;
+  let token: string;
 
   beforeAll(async () => {
     server = await startTestServer({ listen: true });
     const user = await setupOwner(server.app);
     owner = user.username;
     ownerId = user.userId;
+    token = user.token;
     client = api(server.app, user.token);
   });
   afterAll(async () => server?.close());
@@ -58,5 +60,18 @@ describe('example templates on the process runtime', () => {
     const { host, port } = endpoints.api[3000];
     const answer = await execInWorkspace(server.den, workspace.id, ['node', '-e', `fetch('http://${host}:${port}/').then((r) => r.text()).then((t) => process.stdout.write(t))`]);
     expect(answer).toMatchObject({ code: 0, stdout: `hello from ${owner}/shop, visit 42\n` });
+  });
+
+  it('ran node-api\'s seed task at start, passes its smoke test in the api service, and shows both services\' logs', async () => {
+    const path = `/api/v1/workspaces/${owner}/shop/env`;
+    const tasks = (await client.get(`${path}/runs?kind=task`)).json.runs;
+    expect(tasks).toEqual([expect.objectContaining({ name: 'seed', state: 'passed', trigger: 'build' })]);
+    const run = await server.app.inject({ method: 'POST', url: `${path}/tests/smoke/run`, headers: { authorization: `Bearer ${token}` }, payload: {} });
+    const lines = run.body.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
+    expect(lines.at(-1), run.body).toMatchObject({ type: 'result', cached: false, run: { state: 'passed', exitCode: 0 } });
+    expect(lines).toContainEqual({ type: 'output', stream: 'stdout', line: 'greeting: hello' });
+    const logs = await server.app.inject({ method: 'GET', url: `${path}/logs?tail=50`, headers: { authorization: `Bearer ${token}` } });
+    const services = new Set(logs.body.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line).service));
+    expect([...services].sort()).toEqual(['api', 'db']);
   });
 });
