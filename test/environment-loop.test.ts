@@ -23,6 +23,8 @@ import { api, createUserWithToken, setupOwner, type Api, type TestUser } from '.
 const READY_TIMEOUT_MS = 90_000;
 const BUILD_TIMEOUT_MS = 90_000;
 const CLI_TIMEOUT_MS = 60_000;
+/** the routes recheck a teammate's grant every 5 s */
+const GRANT_CUT_TIMEOUT_MS = 12_000;
 
 const docker = new Dockerode();
 const WORKSPACE_IMAGE = 'den/base:bookworm';
@@ -298,8 +300,16 @@ describe('the environment loop on the docker runtime', { timeout: 300_000 }, () 
     expect(stranger404.status).toBe(404);
     expect(stranger404.json.error.code).toBe('WORKSPACE_NOT_FOUND');
 
+    // a followed log outlives no revocation: it ends with the coded error within the recheck period
+    const following = await fetch(`${server.url}${path}/env/logs?follow=1&tail=0`, { headers: { authorization: `Bearer ${mate.token}`, connection: 'close' } });
+    expect(following.status).toBe(200);
     const revoked = await den(['env', 'revoke', WS, 'mate']);
     expect(revoked.code, revoked.stderr).toBe(0);
+    const ended = await Promise.race([
+      following.text(),
+      new Promise<string>((_, reject) => setTimeout(() => reject(new Error('the teammate\'s followed log did not end after the revocation')), GRANT_CUT_TIMEOUT_MS)),
+    ]);
+    expect(ended.trim().split('\n').at(-1)).toContain('"code":"WORKSPACE_NOT_FOUND"');
     expect((await asMate.get(`${path}/env`)).status).toBe(404);
   });
 });

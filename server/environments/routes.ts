@@ -16,7 +16,7 @@ import { appUrl, templateApps, workspaceSpec } from '../apps/apps.ts';
 import type { DenBase } from '../base.ts';
 import { principalOf, type Principal } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
-import { findWorkspaceFor, type WorkspaceRow } from '../workspaces/access.ts';
+import { findWorkspaceFor, trackedWorkspace, type WorkspaceRow } from '../workspaces/access.ts';
 import { logStreamLifetime } from '../workspaces/log-stream.ts';
 import { getWorkspaceDto } from '../workspaces/queries.ts';
 import { listServiceStatuses } from '../workspaces/service-status.ts';
@@ -97,7 +97,8 @@ export async function environmentRoutes(fastify: FastifyInstance, deps: Environm
     const services = asked.length > 0 ? [...new Set(asked)] : declared;
     if (services.length === 0) throw new AppError('SERVICE_NOT_FOUND', `Workspace ${label} has no environment services, so there are no service logs. \`den logs ${label}\` shows its build log.`);
     const follow = request.query.follow === '1' || request.query.follow === 'true';
-    const lifetime = logStreamLifetime(request, reply, { label, allows: () => true });
+    // the owner's stream ends as the owner's other streams do; a teammate's holds while the grant does (grantWatch)
+    const lifetime = logStreamLifetime(request, reply, viewer === 'owner' ? trackedWorkspace(row) : { label, allows: () => true });
     const stillAllowed = grantWatch(viewer, () => hasGrant(db, row.id, principal.userId), lifetime.signal);
     const lines = await mergedServiceLogs(deps.driver, identity(row), services, {
       tail: request.query.tail, follow, signal: stillAllowed.signal, now: () => deps.clock.now(),
