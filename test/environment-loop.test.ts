@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TemplateInput } from '../protocol/template.ts';
 import { runDen, type DenResult } from './support/den-cli.ts';
+import { dockerSkipReason } from './support/docker.ts';
 import { execInWorkspace } from './support/exec.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
@@ -30,10 +31,7 @@ const docker = new Dockerode();
 const WORKSPACE_IMAGE = 'den/base:bookworm';
 /** without den's agent: the service's agent comes from the read-only bundle volume */
 const SERVICE_IMAGE = 'den/base-os:bookworm';
-const dockerSkip = await docker.ping()
-  .then(() => Promise.all([WORKSPACE_IMAGE, SERVICE_IMAGE].map((image) => docker.getImage(image).inspect())).then(() => undefined),
-    () => 'no Docker engine is reachable (run bash test/services/docker.sh)')
-  .catch(() => `the images ${WORKSPACE_IMAGE} and ${SERVICE_IMAGE} are missing (run npm run images)`);
+const dockerSkip = await dockerSkipReason(docker, [WORKSPACE_IMAGE, SERVICE_IMAGE]);
 if (dockerSkip) console.warn(`[skip] the environment loop on docker: ${dockerSkip}.`);
 
 const TEMPLATE: TemplateInput = {
