@@ -23,7 +23,7 @@ import { listServiceStatuses } from '../workspaces/service-status.ts';
 import { runOnDemand, storedServiceVersions } from './entries.ts';
 import { findEnvironmentFor, grantEnvironment, hasGrant, listGrants, revokeEnvironment, type Viewer } from './grants.ts';
 import { mergedServiceLogs } from './logs.ts';
-import { getRun, latestRuns, listRuns, runDto, type EntryKind, type RunRow } from './runs.ts';
+import { getRun, latestRuns, listRuns, runDto, type EntryKind, type RunSummary } from './runs.ts';
 
 export interface EnvironmentRoutesOptions extends Pick<DenBase, 'store' | 'clock' | 'driver' | 'config'> {
   agents: AgentHub;
@@ -210,7 +210,7 @@ async function environmentOf(db: Kysely<Database>, templateVersionId: string): P
   return (await workspaceSpec(db, templateVersionId))?.environment;
 }
 
-async function usernames(db: Kysely<Database>, runs: readonly RunRow[]): Promise<Map<string, string>> {
+async function usernames(db: Kysely<Database>, runs: readonly RunSummary[]): Promise<Map<string, string>> {
   const ids = [...new Set(runs.map((run) => run.user_id).filter((id): id is string => id !== null))];
   if (ids.length === 0) return new Map();
   const rows = await db.selectFrom('users').select(['id', 'username']).where('id', 'in', ids).execute();

@@ -99,17 +99,23 @@ export async function lastPassedRun(db: Kysely<Database>, workspaceId: string, k
     .orderBy('started_at', 'desc').limit(1).executeTakeFirst();
 }
 
+/** A run without its log (lists read many runs; the log is read one run at a time). */
+export type RunSummary = Omit<RunRow, 'log'>;
+const SUMMARY_COLUMNS = [
+  'id', 'workspace_id', 'kind', 'name', 'version', 'state', 'exit_code', 'trigger', 'user_id', 'build_id', 'log_dropped_bytes', 'started_at', 'finished_at',
+] as const;
+
 /** A workspace's runs, newest first. */
-export async function listRuns(db: Kysely<Database>, workspaceId: string, filter: { kind?: EntryKind; name?: string; limit: number }): Promise<RunRow[]> {
-  let query = db.selectFrom('environment_runs').selectAll().where('workspace_id', '=', workspaceId);
+export async function listRuns(db: Kysely<Database>, workspaceId: string, filter: { kind?: EntryKind; name?: string; limit: number }): Promise<RunSummary[]> {
+  let query = db.selectFrom('environment_runs').select(SUMMARY_COLUMNS).where('workspace_id', '=', workspaceId);
   if (filter.kind) query = query.where('kind', '=', filter.kind);
   if (filter.name) query = query.where('name', '=', filter.name);
   return query.orderBy('started_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute();
 }
 
-/** The latest run of each entry of a kind, by name. */
-export async function latestRuns(db: Kysely<Database>, workspaceId: string): Promise<Map<string, RunRow>> {
-  const rows = await db.selectFrom('environment_runs').selectAll().where('workspace_id', '=', workspaceId).orderBy('started_at', 'asc').execute();
+/** The latest run of each task and test, by `kind:name`. */
+export async function latestRuns(db: Kysely<Database>, workspaceId: string): Promise<Map<string, RunSummary>> {
+  const rows = await db.selectFrom('environment_runs').select(SUMMARY_COLUMNS).where('workspace_id', '=', workspaceId).orderBy('started_at', 'asc').execute();
   return new Map(rows.map((row) => [`${row.kind}:${row.name}`, row]));
 }
 
@@ -120,7 +126,7 @@ export async function getRun(db: Kysely<Database>, workspaceId: string, id: stri
 }
 
 /** Row -> DTO; `by` is the username of who ran it (looked up by the caller). */
-export function runDto(row: RunRow, by: string | null): EnvironmentRunDto {
+export function runDto(row: RunSummary, by: string | null): EnvironmentRunDto {
   return {
     id: row.id, kind: row.kind, name: row.name, version: row.version, state: row.state, exitCode: row.exit_code,
     trigger: row.trigger, by, startedAt: row.started_at, finishedAt: row.finished_at, logDroppedBytes: row.log_dropped_bytes,
