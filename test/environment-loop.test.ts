@@ -263,6 +263,8 @@ describe('the environment loop on the docker runtime', { timeout: 300_000 }, () 
     // everything else of the workspace stays closed to the teammate: as if it did not exist
     const closed: [string, string, unknown?][] = [
       ['GET', path],
+      ['GET', `${path}/terminal`],
+      ['GET', `${path}/exec`],
       ['GET', `${path}/terminals`],
       ['GET', `${path}/terminals?service=api`],
       ['GET', `${path}/ssh-sessions`],
