@@ -9,6 +9,8 @@
 //    comparable point (node in the container connects back to the host);
 //  - the same for templates/node-api (two services with readiness checks), and the share of it
 //    spent between "Started service X" and "Service X is ready" in the build log;
+//  - an unchanged re-up of node-api (services started and tasks run: both should be 0) against
+//    its create, and its `den test` run against the cached answer;
 //  - N concurrent creates, then deleting everything and counting den-labeled objects left.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
@@ -64,7 +66,7 @@ export async function dockerBenchmark(options: DockerBenchOptions = {}): Promise
     say(`[skip] docker benchmark: ${missing}.`);
     return {
       docker_create_ready_median_ms: null, docker_env_create_ready_median_ms: null, docker_run_baseline_ms: null,
-      docker_concurrent_creates_ok: null, docker_reconcile_detection_median_ms: null, leaked_objects: null, docker_skipped: missing,
+      docker_concurrent_creates_ok: null, docker_reconcile_detection_median_ms: null, docker_env_reup_median_ms: null, leaked_objects: null, docker_skipped: missing,
     };
   }
 
@@ -76,6 +78,7 @@ export async function dockerBenchmark(options: DockerBenchOptions = {}): Promise
     await pushTemplate(den, 'node-api');
     Object.assign(results, await starterVsBaseline(den, docker, counts.runs, created, say));
     Object.assign(results, await environment(den, counts.envRuns, created, say));
+    Object.assign(results, await environmentLoop(den, counts.envRuns, created, say));
     Object.assign(results, await concurrentCreates(den, counts.concurrent, created, say));
     Object.assign(results, await reconcileDetection(den, docker, counts.detections, created, say));
   } catch (error) {
@@ -147,6 +150,67 @@ async function environment(den: Den, runs: number, created: Set<string>, say: (l
     docker_env_readiness_wait_median_ms: round(median(waits)),
     docker_env_readiness_share: Math.round(share * 1000) / 1000,
   };
+}
+
+/**
+ * templates/node-api once created: an unchanged re-up (`den update` to the version it runs) timed
+ * against the create -> ready of the same workspace, counting services started and tasks run by
+ * the re-ups (both should be 0); then its `smoke` test run with --force against its cached answer.
+ */
+async function environmentLoop(den: Den, runs: number, created: Set<string>, say: (line: string) => void) {
+  say(`docker: ${runs} unchanged re-ups of templates/node-api against its create, and den test uncached vs cached`);
+  const name = 'dk-loop';
+  const path = `/api/v1/workspaces/${den.owner}/${name}`;
+  const createMs = await createAndWait(den, name, 'node-api', created);
+  // the create's own environment step: hashing the seed task's input in the workspace, and running it
+  const { steps } = (await api(den, 'GET', `${path}/builds/1`)) as { steps: { name: string; durationMs?: number }[] };
+  const createEnvironmentMs = steps.find((step) => step.name === 'environment')?.durationMs ?? NaN;
+  const taskRuns = async () => ((await api(den, 'GET', `${path}/env/runs?kind=task`)) as { runs: unknown[] }).runs.length;
+  const tasksBefore = await taskRuns();
+  const reUps: number[] = [];
+  let servicesStarted = 0;
+  for (let i = 0; i < runs; i++) {
+    const started = performance.now();
+    const { build } = (await api(den, 'POST', `${path}/update`, {})) as { build: { number: number } };
+    await waitFor(async () => {
+      const { state } = (await api(den, 'GET', `${path}/builds/${build.number}`)) as { state: string };
+      if (state === 'failed' || state === 'canceled') throw new Error(`re-up build ${build.number} ${state}: ${await lastLogLines(den, name)}`);
+      return state === 'succeeded';
+    }, READY_TIMEOUT_MS, `re-up build ${build.number}`, 10);
+    reUps.push(performance.now() - started);
+    servicesStarted += (await buildLog(den, name, build.number)).filter((line) => /^Started service /.test(line.line)).length;
+  }
+  const tasksRun = (await taskRuns()) - tasksBefore;
+  const uncached: number[] = [];
+  const cached: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    uncached.push(await timedTestRun(den, `${path}/env/tests/smoke/run?force=1`, false));
+    cached.push(await timedTestRun(den, `${path}/env/tests/smoke/run`, true));
+  }
+  await deleteAndWait(den, name);
+  say(`  create -> ready ${round(createMs)} ms (${round(createEnvironmentMs)} ms of it in the environment step, the seed task); unchanged re-up: median ${round(median(reUps))} ms, ${servicesStarted} services started, ${tasksRun} task runs`);
+  say(`  den test smoke: run ${round(median(uncached))} ms, cached answer ${round(median(cached))} ms (medians)`);
+  return {
+    docker_env_reup_median_ms: round(median(reUps)),
+    docker_env_reup_range_ms: [round(Math.min(...reUps)), round(Math.max(...reUps))],
+    docker_env_reup_reference_create_ms: round(createMs),
+    docker_env_create_environment_step_ms: round(createEnvironmentMs),
+    docker_env_reup_services_started: servicesStarted,
+    docker_env_reup_task_runs: tasksRun,
+    docker_env_test_run_median_ms: round(median(uncached)),
+    docker_env_test_cached_median_ms: round(median(cached)),
+  };
+}
+
+/** POSTs a test run and reads its NDJSON answer to the result line; checks it was (or was not) cached. */
+async function timedTestRun(den: Den, path: string, expectCached: boolean): Promise<number> {
+  const started = performance.now();
+  const response = await fetch(`${den.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${den.token}`, 'content-type': 'application/json' }, body: '{}' });
+  const lines = (await response.text()).split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line) as { type?: string; cached?: boolean; run?: { state: string } });
+  const ms = performance.now() - started;
+  const result = lines.find((line) => line.type === 'result');
+  if (!response.ok || result?.run?.state !== 'passed' || result.cached !== expectCached) throw new Error(`den test smoke: ${response.status} ${JSON.stringify(lines.slice(-3))}`);
+  return ms;
 }
 
 async function concurrentCreates(den: Den, count: number, created: Set<string>, say: (line: string) => void) {
@@ -236,8 +300,8 @@ async function deleteAndWait(den: Den, name: string): Promise<void> {
   }, READY_TIMEOUT_MS, `${name} deleted`, 50);
 }
 
-async function buildLog(den: Den, name: string): Promise<{ ts: string; line: string }[]> {
-  const response = await fetch(`${den.url}/api/v1/workspaces/${den.owner}/${name}/builds/1/logs`, { headers: { authorization: `Bearer ${den.token}` } });
+async function buildLog(den: Den, name: string, number = 1): Promise<{ ts: string; line: string }[]> {
+  const response = await fetch(`${den.url}/api/v1/workspaces/${den.owner}/${name}/builds/${number}/logs`, { headers: { authorization: `Bearer ${den.token}` } });
   return (await response.text()).split('\n').filter(Boolean).map((line) => JSON.parse(line) as { ts: string; line: string });
 }
 

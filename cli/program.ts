@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { Command } from 'commander';
 import { collectParam, lazy, parsePositiveInt } from './actions.ts';
 import { registerAdminCommands } from './program-admin.ts';
+import { registerEnvironmentCommands } from './program-env.ts';
 import { UsageError } from './errors.ts';
 
 /**
@@ -73,6 +74,7 @@ Examples:
     .action(lazy(() => import('./commands/auth.ts'), 'whoami'));
 
   registerWorkspaceCommands(program);
+  registerEnvironmentCommands(program);
   registerAdminCommands(program);
   // bin/den.js starts the server for `den server ...` and `den help server` before the CLI
   // loads (the two never import each other); listed here so `den --help` names it.

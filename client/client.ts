@@ -17,6 +17,7 @@ import {
 } from '../protocol/users.ts';
 import { sshInfoSchema } from '../protocol/ssh.ts';
 import { Transport, segment, type TransportOptions } from './http.ts';
+import { EnvironmentsApi } from './environments.ts';
 import { TemplatesApi } from './templates.ts';
 import { WorkspacesApi } from './workspaces.ts';
 
@@ -33,11 +34,13 @@ export class DenClient {
   readonly transport: Transport;
   readonly templates: TemplatesApi;
   readonly workspaces: WorkspacesApi;
+  readonly environments: EnvironmentsApi;
 
   constructor(options: TransportOptions) {
     this.transport = new Transport(options);
     this.templates = new TemplatesApi(this.transport);
     this.workspaces = new WorkspacesApi(this.transport);
+    this.environments = new EnvironmentsApi(this.transport);
   }
 
   get url(): string {

@@ -175,7 +175,7 @@ export function workspacePath(owner: string, name: string): string {
  * A log stream that the server ends early (the reader's access was taken away, the read failed)
  * ends with an error envelope as its last event: thrown as the error it carries.
  */
-function throwStreamError(event: unknown): void {
+export function throwStreamError(event: unknown): void {
   const envelope = errorEnvelopeSchema.safeParse(event);
   if (!envelope.success) return;
   const { code, message } = envelope.data.error;

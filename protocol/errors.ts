@@ -92,6 +92,15 @@ export const ERROR_CODES = {
   // web pages
   WEB_BUILD_FAILED: { status: 500, doc: 'The server could not build its web pages (web/ with Vite); the server log has the details.' },
 
+  // environment tasks, tests and teammates
+  TASK_NOT_FOUND: { status: 404, doc: 'The workspace\'s template version declares no environment task of that name.' },
+  TEST_NOT_FOUND: { status: 404, doc: 'The workspace\'s template version declares no environment test of that name.' },
+  ENVIRONMENT_RUN_NOT_FOUND: { status: 404, doc: 'No task or test run with that id in this workspace.' },
+  ENVIRONMENT_INPUTS_FAILED: { status: 409, doc: 'den could not hash the input files of a task or test in the workspace.' },
+  TASK_FAILED: { status: 409, doc: 'An environment task exited with a non-zero status (or ran out of time); its run log has its output.' },
+  GRANT_NOT_FOUND: { status: 404, doc: 'The user has no grant on this workspace\'s environment.' },
+  GRANT_NOT_ALLOWED: { status: 409, doc: 'The grant would give a workspace\'s owner access to their own environment.' },
+
   // runtimes
   RUNTIME_ERROR: { status: 500, doc: 'The runtime failed to apply the plan; the build log has details.' },
   RUNTIME_CAPABILITY_MISSING: { status: 422, doc: 'The template needs a feature this server\'s runtime does not have (for example a service given only as an image on the process runtime); refused before any build.' },

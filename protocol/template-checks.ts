@@ -224,11 +224,26 @@ function checkEnvironment(spec: TemplateSpec): TemplateCheckIssue[] {
   if (cycle) {
     issues.push({ path: ['environment', 'services', cycle[0], 'dependsOn'], message: `Services depend on each other in a cycle (${cycle.join(' -> ')}); break the cycle.` });
   }
+  const tasks = spec.environment?.tasks ?? {};
+  const taskNames = Object.keys(tasks);
+  const taskCycle = findCycle(tasks);
+  if (taskCycle) {
+    issues.push({ path: ['environment', 'tasks', taskCycle[0], 'dependsOn'], message: `Tasks depend on each other in a cycle (${taskCycle.join(' -> ')}); break the cycle.` });
+  }
   for (const kind of ['tasks', 'tests'] as const) {
     for (const [entry, value] of Object.entries(spec.environment?.[kind] ?? {})) {
       if (!Object.hasOwn(services, value.service)) {
         issues.push({ path: ['environment', kind, entry, 'service'], message: `${kind === 'tasks' ? 'Task' : 'Test'} '${entry}' runs in service '${value.service}', which does not exist; ${known}.` });
+      } else if (!services[value.service].agent) {
+        issues.push({ path: ['environment', kind, entry, 'service'], message: `${kind === 'tasks' ? 'Task' : 'Test'} '${entry}' runs in service '${value.service}', which has no agent to run it; add \`agent: true\` to service '${value.service}'.` });
       }
+      value.dependsOn?.forEach((dependency, index) => {
+        if (kind === 'tasks' && dependency === entry) {
+          issues.push({ path: ['environment', kind, entry, 'dependsOn', index], message: `Task '${entry}' cannot depend on itself; remove it from dependsOn.` });
+        } else if (!Object.hasOwn(tasks, dependency)) {
+          issues.push({ path: ['environment', kind, entry, 'dependsOn', index], message: `${kind === 'tasks' ? 'Task' : 'Test'} '${entry}' depends on task '${dependency}', which does not exist; ${taskNames.length > 0 ? `the tasks are: ${taskNames.join(', ')}` : 'the template declares no tasks'}.` });
+        }
+      });
     }
   }
   return issues;
@@ -254,7 +269,7 @@ function duplicates<T>(values: T[]): number[] {
   return out;
 }
 
-/** The first dependency cycle among services, as a path that returns to its start. */
+/** The first dependency cycle among services (or tasks), as a path that returns to its start. */
 function findCycle(services: Record<string, { dependsOn?: string[] }>): string[] | undefined {
   const state = new Map<string, 'visiting' | 'done'>();
   const stack: string[] = [];

@@ -175,13 +175,18 @@ export const serviceSchema = z.strictObject({
     .optional(),
 });
 
-export const taskSchema = z.strictObject({
-  service: z.string(),
-  run: z.string().min(1),
-  inputs: z.array(z.string()).optional().describe('files whose content hash decides whether the task must run again'),
+/** A task or a test: a command run in a service's agent, with the inputs and tasks its version depends on. */
+const environmentEntrySchema = (run: string, dependsOn: string) => z.strictObject({
+  service: z.string().describe('the service whose agent (`agent: true`) runs the command, in the service\'s own environment'),
+  run: z.string().min(1).describe(run),
+  inputs: z.array(z.string()).max(100, 'List at most 100 inputs; name a directory to take in everything under it.').optional()
+    .describe('paths in the workspace (~/app/migrations, /etc/app.conf; a directory means every file under it) whose contents are part of the version: a change to one makes the entry run again'),
+  dependsOn: z.array(z.string()).optional().describe(dependsOn),
+  timeout: durationSchema.default('10m').describe('how long the command may run before den ends it and records a failure'),
 });
 
-export const testSchema = z.strictObject({ service: z.string(), run: z.string().min(1) });
+export const taskSchema = environmentEntrySchema('the command, run by sh -c', 'tasks that run before this one; their versions are part of its version');
+export const testSchema = environmentEntrySchema('the command, run by sh -c; exit status 0 is a pass', 'tasks whose versions are part of the test\'s version');
 
 const serviceNameKey = z
   .string()

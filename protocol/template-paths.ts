@@ -37,8 +37,10 @@ export function templatePaths(spec: TemplateSpec): TemplatePath[] {
       sync.exclude?.forEach((exclude, excludeIndex) => out.push({ path: at('sync', index, 'exclude', excludeIndex), value: exclude, kind: 'relative' }));
     });
   }
-  for (const [name, task] of Object.entries(spec.environment?.tasks ?? {})) {
-    task.inputs?.forEach((input, index) => out.push({ path: ['environment', 'tasks', name, 'inputs', index], value: input, kind: 'home-or-container' }));
+  for (const kind of ['tasks', 'tests'] as const) {
+    for (const [name, entry] of Object.entries(spec.environment?.[kind] ?? {})) {
+      entry.inputs?.forEach((input, index) => out.push({ path: ['environment', kind, name, 'inputs', index], value: input, kind: 'home-or-container' }));
+    }
   }
   return out;
 }

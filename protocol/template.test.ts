@@ -29,6 +29,7 @@ const designSketch: TemplateInput = {
       api: {
         image: 'den/node:24',
         command: ['npm', 'run', 'dev'],
+        agent: true,
         workdir: '/app',
         sync: [{ from: '~/app', to: '/app', exclude: ['node_modules'] }],
         ports: [{ port: 3000, preview: true }],

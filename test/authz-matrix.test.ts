@@ -185,6 +185,17 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /api/v1/workspaces/:owner/:name/ports': { auth: 'user', workspace: true },
   // only the workspace's owner shares its apps; the owner role sees others' workspaces but gets 403
   'PUT /api/v1/workspaces/:owner/:name/shares/:target': { auth: 'user', workspace: true, params: { target: '8080' }, body: { level: 'owner' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
+  // ---- environment: tasks and tests (who may exec), the read-only view and logs (also
+  // teammates with a grant: test/environment-loop.test.ts), grants (the workspace's owner alone) ----
+  'GET /api/v1/workspaces/:owner/:name/env': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/env/logs': { auth: 'user', workspace: true },
+  'POST /api/v1/workspaces/:owner/:name/env/tasks/:entry/run': { auth: 'user', workspace: true, params: { entry: 'seed' } },
+  'POST /api/v1/workspaces/:owner/:name/env/tests/:entry/run': { auth: 'user', workspace: true, params: { entry: 'smoke' } },
+  'GET /api/v1/workspaces/:owner/:name/env/runs': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/env/runs/:id': { auth: 'user', workspace: true },
+  'GET /api/v1/workspaces/:owner/:name/env/grants': { auth: 'user', workspace: true },
+  'PUT /api/v1/workspaces/:owner/:name/env/grants/:user': { auth: 'user', workspace: true, params: { user: 'matrix-tadmin' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
+  'DELETE /api/v1/workspaces/:owner/:name/env/grants/:user': { auth: 'user', workspace: true, params: { user: 'matrix-tadmin' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
 };
 
 function appProxyRows(): Record<string, MatrixRow> {

@@ -66,4 +66,17 @@ describe('example templates on the process runtime', () => {
     expect(preview.status).toBe(200);
     expect(await preview.text()).toBe(`hello from ${owner}/shop, visit 43\n`);
   });
+
+  it('ran node-api\'s seed task at start, passes its smoke test in the api service, and shows both services\' logs', async () => {
+    const path = `/api/v1/workspaces/${owner}/shop/env`;
+    const tasks = (await client.get(`${path}/runs?kind=task`)).json.runs;
+    expect(tasks).toEqual([expect.objectContaining({ name: 'seed', state: 'passed', trigger: 'build' })]);
+    const run = await server.app.inject({ method: 'POST', url: `${path}/tests/smoke/run`, headers: { authorization: `Bearer ${token}` }, payload: {} });
+    const lines = run.body.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
+    expect(lines.at(-1), run.body).toMatchObject({ type: 'result', cached: false, run: { state: 'passed', exitCode: 0 } });
+    expect(lines).toContainEqual({ type: 'output', stream: 'stdout', line: 'greeting: hello' });
+    const logs = await server.app.inject({ method: 'GET', url: `${path}/logs?tail=50`, headers: { authorization: `Bearer ${token}` } });
+    const services = new Set(logs.body.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line).service));
+    expect([...services].sort()).toEqual(['api', 'db']);
+  });
 });

@@ -11,6 +11,7 @@ import type { RuntimeDriver } from '../server/runtimes/driver.ts';
 import type { Config } from '../server/config.ts';
 import { openTerminal } from '../client/terminal.ts';
 import { runDen, type DenResult } from './support/den-cli.ts';
+import { dockerSkipReason } from './support/docker.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { waitForWorkspaceReady } from './support/templates.ts';
 import { api, setupOwner, type Api, type TestUser } from './support/users.ts';
@@ -29,10 +30,7 @@ const docker = new Dockerode();
 const DOCKER_IMAGE = 'den/base:bookworm';
 /** an image without den's agent: the service's agent comes from the read-only bundle volume */
 const PLAIN_IMAGE = 'den/base-os:bookworm';
-const dockerSkip = await docker.ping()
-  .then(() => Promise.all([DOCKER_IMAGE, PLAIN_IMAGE].map((image) => docker.getImage(image).inspect())).then(() => undefined),
-    () => 'no Docker engine is reachable (run bash test/services/docker.sh)')
-  .catch(() => `the images ${DOCKER_IMAGE} and ${PLAIN_IMAGE} are missing (run npm run images)`);
+const dockerSkip = await dockerSkipReason(docker, [DOCKER_IMAGE, PLAIN_IMAGE]);
 if (dockerSkip) console.warn(`[skip] service agents on the docker runtime: ${dockerSkip}.`);
 
 function template(name: string, workspaceImage: string, serviceImage: string): TemplateInput {

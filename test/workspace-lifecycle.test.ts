@@ -67,7 +67,7 @@ describe.each(storeDialects)('workspace lifecycle on %s', { timeout: 120_000 }, 
 
     const build = (await as.get(`${path('demo')}/builds/1`)).json;
     expect(build.state).toBe('succeeded');
-    expect(build.steps.map((s: any) => s.name)).toEqual(['resolve', 'endpoints', 'plan', 'apply', 'agent']);
+    expect(build.steps.map((s: any) => s.name)).toEqual(['resolve', 'endpoints', 'plan', 'apply', 'agent', 'environment']);
     for (const step of build.steps) expect(step).toMatchObject({ state: 'succeeded', durationMs: expect.any(Number) });
 
     const logs = await as.get(`${path('demo')}/builds/1/logs`);

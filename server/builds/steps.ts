@@ -12,6 +12,7 @@ import type { Database } from '../store/schema.ts';
 import type { EventPublisher } from '../events/bus.ts';
 import type { Clock } from '../store/time.ts';
 import { getTemplateVersionById } from '../templates/store.ts';
+import { upEnvironment } from '../environments/entries.ts';
 import { planWorkspace, readyTimeoutMs } from './plan.ts';
 import type { BuildRow } from './queue.ts';
 import { getUserById } from '../users/users.ts';
@@ -81,6 +82,8 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
           throw error;
         }
       });
+      // versions of the services, and the tasks whose version changed (they need the agents)
+      await step('environment', (context) => upEnvironment(deps, identity.id, spec.environment, plan.services, context, build.id));
       await completeBuildStatus(deps.db, deps.events, identity.id, build.transition, now());
       return;
     }

@@ -114,6 +114,8 @@ export interface ServiceLogLine {
   /** the process runtime writes both to one file and reports 'stdout' */
   stream: 'stdout' | 'stderr';
   line: string;
+  /** when the runtime recorded the line (ISO), if it keeps times (docker does; the process runtime's log file does not) */
+  at?: string;
 }
 
 export interface ServiceEndpointRequest {

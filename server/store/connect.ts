@@ -14,6 +14,7 @@ import * as m0006 from './migrations/0006_agents.ts';
 import * as m0007 from './migrations/0007_replicas.ts';
 import * as m0009 from './migrations/0009_ssh_gateway.ts';
 import * as m0013 from './migrations/0013_app_tokens.ts';
+import * as m0015 from './migrations/0015_environment_runs.ts';
 import * as m0016 from './migrations/0016_app_health.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
@@ -42,6 +43,7 @@ const MIGRATIONS: Record<string, { up: (db: Kysely<any>, dialect: Dialect) => Pr
   '0007_replicas': m0007,
   '0009_ssh_gateway': m0009,
   '0013_app_tokens': m0013,
+  '0015_environment_runs': m0015,
   '0016_app_health': m0016,
 };
 

@@ -22,6 +22,9 @@ export interface Database {
   app_tokens: AppTokensTable;
   app_shares: AppSharesTable;
   app_health: AppHealthTable;
+  environment_service_versions: EnvironmentServiceVersionsTable;
+  environment_runs: EnvironmentRunsTable;
+  environment_grants: EnvironmentGrantsTable;
   replicas: ReplicasTable;
   agent_locations: AgentLocationsTable;
   login_counters: LoginCountersTable;
@@ -249,6 +252,45 @@ export interface AppHealthTable {
   /** why it is unhealthy (the last failure), null when healthy */
   message: string | null;
   since: string;
+}
+
+/** The version each environment service of a workspace was last started at (server/environments/versions.ts). */
+export interface EnvironmentServiceVersionsTable {
+  workspace_id: string;
+  service: string;
+  version: string;
+  updated_at: string;
+}
+
+/** One run of an environment task or test (server/environments/runs.ts). */
+export interface EnvironmentRunsTable {
+  id: string;
+  workspace_id: string;
+  kind: 'task' | 'test';
+  name: string;
+  /** the entry's version when it ran (server/environments/versions.ts) */
+  version: string;
+  state: 'running' | 'passed' | 'failed';
+  exit_code: number | null;
+  /** build: a start build ran a task whose version changed; user: `den env run` / `den test` */
+  trigger: 'build' | 'user';
+  user_id: string | null;
+  build_id: string | null;
+  /** the tail of stdout and stderr, bounded (runs.ts RUN_LOG_CAP_BYTES) */
+  log: Generated<string>;
+  /** how many bytes of output came before the kept tail */
+  log_dropped_bytes: Generated<number>;
+  started_at: string;
+  finished_at: string | null;
+}
+
+/** A teammate who may see a workspace's environment read-only (server/environments/grants.ts). */
+export interface EnvironmentGrantsTable {
+  workspace_id: string;
+  user_id: string;
+  /** the username of who granted it */
+  granted_by: string;
+  created_at: string;
 }
 
 /** A live den server process of the deployment (see server/agents/replicas.ts). */

@@ -51,8 +51,8 @@ describe('template paths at push time', () => {
   });
 
   it('refuses a task input that climbs out of the home', () => {
-    const error = refusal(`${withService('workdir: ~/app')}  tasks:\n    seed: { service: api, run: x, inputs: [../../x] }\n`);
-    expect(error.validations?.[0]).toMatchObject({ field: 'environment.tasks.seed.inputs[0]', line: 12 });
+    const error = refusal(`${withService('workdir: ~/app\nagent: true')}  tasks:\n    seed: { service: api, run: x, inputs: [../../x] }\n`);
+    expect(error.validations?.[0]).toMatchObject({ field: 'environment.tasks.seed.inputs[0]', line: 13 });
   });
 
   it('accepts paths that stay where they belong, expressions included', () => {

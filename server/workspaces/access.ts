@@ -18,7 +18,14 @@ export async function findWorkspaceFor(
   ownerName: string,
   workspaceName: string,
 ): Promise<WorkspaceRow & { owner_name: string }> {
-  const row = await db
+  const row = await findLiveWorkspace(db, ownerName, workspaceName);
+  if (!row || !canAccessWorkspace(principal, row.owner_id)) throw workspaceNotFound(ownerName, workspaceName);
+  return row;
+}
+
+/** A live workspace by owner and name, whoever asks: callers decide who may see it (findWorkspaceFor, environments/grants.ts). */
+export async function findLiveWorkspace(db: Kysely<Database>, ownerName: string, workspaceName: string): Promise<(WorkspaceRow & { owner_name: string }) | undefined> {
+  return db
     .selectFrom('workspaces')
     .innerJoin('users', 'users.id', 'workspaces.owner_id')
     .selectAll('workspaces')
@@ -27,13 +34,11 @@ export async function findWorkspaceFor(
     .where('workspaces.name', '=', workspaceName)
     .where('workspaces.deleted_at', 'is', null)
     .executeTakeFirst();
-  if (!row || !canAccessWorkspace(principal, row.owner_id)) {
-    throw new AppError(
-      'WORKSPACE_NOT_FOUND',
-      `There is no workspace '${ownerName}/${workspaceName}'. Run \`den list\` to see your workspaces.`,
-    );
-  }
-  return row;
+}
+
+/** The answer for a workspace that does not exist or that the caller may not see: the same in both cases, so names do not leak. */
+export function workspaceNotFound(ownerName: string, workspaceName: string): AppError {
+  return new AppError('WORKSPACE_NOT_FOUND', `There is no workspace '${ownerName}/${workspaceName}'. Run \`den list\` to see your workspaces.`);
 }
 
 /** The workspace as a long-lived connection to it is tracked (auth/plugin.ts trackLiveAccess): by the same rule as every route. */

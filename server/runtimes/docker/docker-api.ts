@@ -61,8 +61,8 @@ export interface ContainerApi {
   remove(options?: { force?: boolean; v?: boolean }): Promise<unknown>;
   inspect(): Promise<ContainerInfo>;
   wait(): Promise<{ StatusCode: number }>;
-  logs(options: { follow: true; stdout: boolean; stderr: boolean; since?: number; tail?: number }): Promise<Readable>;
-  logs(options: { follow?: false; stdout: boolean; stderr: boolean; tail?: number }): Promise<Buffer>;
+  logs(options: { follow: true; stdout: boolean; stderr: boolean; since?: number; tail?: number; timestamps?: boolean }): Promise<Readable>;
+  logs(options: { follow?: false; stdout: boolean; stderr: boolean; tail?: number; timestamps?: boolean }): Promise<Buffer>;
   exec(options: { Cmd: string[]; AttachStdout: boolean; AttachStderr: boolean; User?: string; Env?: string[] }): Promise<ExecApi>;
   /** the container's processes as the host's ps shows them (one row of `Titles` columns each) */
   top(options: { ps_args: string }): Promise<{ Titles: string[]; Processes: string[][] }>;

@@ -83,7 +83,7 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
       : undefined;
     const { container, reused } = await runContainer(docker, plan.workspace, serviceContainerSpec(instance, plan, service, agent));
     if (reused) {
-      context.log(`Service ${service.name} is already running.`);
+      context.log(`Service ${service.name} is unchanged and running: skipped.`);
       await ensureServiceAgent(plan, service, container, context);
       return;
     }

@@ -55,9 +55,11 @@ export async function followLogs(
   docker: DockerApi,
   container: ContainerApi,
   onLine: (line: string, stream: 'stdout' | 'stderr') => void,
-  options: { tail?: number } = {},
+  options: { tail?: number; timestamps?: boolean } = {},
 ): Promise<{ stop(): void; ended: Promise<void> }> {
-  const raw = await container.logs({ follow: true, stdout: true, stderr: true, ...(options.tail !== undefined ? { tail: options.tail } : {}) });
+  const raw = await container.logs({
+    follow: true, stdout: true, stderr: true, ...(options.tail !== undefined ? { tail: options.tail } : {}), ...(options.timestamps ? { timestamps: true } : {}),
+  });
   const stdout = lineSplitter((line) => onLine(line, 'stdout'));
   const stderr = lineSplitter((line) => onLine(line, 'stderr'));
   docker.modem.demuxStream(raw, stdout.input, stderr.input);

@@ -9,16 +9,16 @@ import { followLogs } from './readiness.ts';
  */
 export async function containerLogLines(docker: DockerApi, container: ContainerApi, options: ServiceLogOptions): Promise<AsyncIterable<ServiceLogLine>> {
   if (!options.follow) {
-    const buffer = await container.logs({ follow: false, stdout: true, stderr: true, ...(options.tail !== undefined ? { tail: options.tail } : {}) });
-    const lines = framedLines(Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer as unknown as string));
+    const buffer = await container.logs({ follow: false, stdout: true, stderr: true, timestamps: true, ...(options.tail !== undefined ? { tail: options.tail } : {}) });
+    const lines = framedLines(Buffer.isBuffer(buffer) ? buffer : Buffer.from(buffer as unknown as string)).map(({ stream, line }) => stamped(stream, line));
     return (async function* () { yield* lines; })();
   }
   // Attached now, not at the first line asked for, so nothing logged in between is missed.
   // The engine pushes lines; the queue turns them into an iteration the caller paces.
   const queue = new PassThrough({ objectMode: true });
   const logs = await followLogs(docker, container, (line, stream) => {
-    if (!queue.writableEnded) queue.write({ stream, line } satisfies ServiceLogLine);
-  }, { tail: options.tail });
+    if (!queue.writableEnded) queue.write(stamped(stream, line));
+  }, { tail: options.tail, timestamps: true });
   const abort = () => logs.stop();
   options.signal.addEventListener('abort', abort, { once: true });
   void logs.ended.then(() => queue.end());
@@ -30,6 +30,14 @@ export async function containerLogLines(docker: DockerApi, container: ContainerA
       logs.stop();
     }
   })();
+}
+
+/** Asked with timestamps, the engine starts each line with its RFC 3339 time and a space: moved to `at`. */
+function stamped(stream: ServiceLogLine['stream'], text: string): ServiceLogLine {
+  const match = /^(\d{4}-\d\d-\d\dT[\d:.]+Z) /.exec(text);
+  if (!match) return { stream, line: text };
+  const at = new Date(match[1]);
+  return { stream, line: text.slice(match[0].length), ...(Number.isNaN(at.getTime()) ? {} : { at: at.toISOString() }) };
 }
 
 /** Docker's framed log buffer (8-byte headers, see demuxBuffer) as lines with their stream. */

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import Dockerode from 'dockerode';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execInWorkspace } from '../../../test/support/exec.ts';
 import { startTestServer, type TestServer } from '../../../test/support/harness.ts';
 import { api, setupOwner, type Api } from '../../../test/support/users.ts';
 import type { DockerApi } from './docker-api.ts';
@@ -65,12 +66,8 @@ describe.skipIf(skipReason !== undefined)('example templates on the docker runti
     expect(reply).toBe(`hello from ${owner}/shop, visit 42\n`);
   });
 
+  // all of stdout, read to its end: the exit status may arrive before the last output is read
   async function exec(workspaceId: string, command: string[]): Promise<string> {
-    const session = await server.den.agents.exec(workspaceId, { command });
-    session.closeStdin();
-    const out: Buffer[] = [];
-    session.stdio.on('data', (chunk: Buffer) => out.push(chunk));
-    await session.exit;
-    return Buffer.concat(out).toString();
+    return (await execInWorkspace(server.den, workspaceId, command)).stdout;
   }
 });

@@ -191,7 +191,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
       }
       throw error;
     }
-    if (unchanged) context.log(`Service ${service.name} is already running.`);
+    if (unchanged) context.log(`Service ${service.name} is unchanged and running: skipped.`);
     else await copyServiceLog(namespace, pod, service.name, context);
     context.log(`Service ${service.name} is ready.`);
   }

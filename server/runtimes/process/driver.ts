@@ -146,7 +146,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
     const specHash = hash({ argv, env, workdir: service.workdir });
     const existing = state.services[name];
     if (isAlive(existing) && existing!.specHash === specHash) {
-      context.log(`Service ${name} is already running.`);
+      context.log(`Service ${name} is unchanged and running: skipped.`);
       return;
     }
     await stopGroup(existing, graceMs);
