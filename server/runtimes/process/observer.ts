@@ -29,6 +29,11 @@ export function createProcessObserver(options: { dataDir: string; busy: (workspa
   const exits = new Map<number, { code: number | null; signal: NodeJS.Signals | null; at: number }>();
   /** deaths already reported (workspace, subject, pid and start time), so each is reported once */
   const reported = new Set<string>();
+  /**
+   * deaths seen once without an exit recorded: a child of this server can be gone from /proc a
+   * moment before Node delivers its exit event, so such a death waits one scan for its cause
+   */
+  const unexplained = new Set<string>();
 
   function scan(onEvent: (event: RuntimeEvent) => void): void {
     const seen = new Set<string>();
@@ -44,8 +49,13 @@ export function createProcessObserver(options: { dataDir: string; busy: (workspa
         const key = `${workspaceId}/${subject.type}/${subject.name ?? ''}/${process.pid}/${process.startTime}`;
         seen.add(key);
         if (reported.has(key) || isAlive(process)) continue;
-        reported.add(key);
         const exit = exits.get(process.pid);
+        if (!exit && !unexplained.has(key)) {
+          unexplained.add(key);
+          continue;
+        }
+        unexplained.delete(key);
+        reported.add(key);
         exits.delete(process.pid);
         onEvent({
           workspaceId, kind: 'exited', subject, at: new Date(), cause: describeExit(exit),
@@ -56,6 +66,7 @@ export function createProcessObserver(options: { dataDir: string; busy: (workspa
     for (const [pid, exit] of exits) if (Date.now() - exit.at > EXIT_MEMORY_MS) exits.delete(pid);
     // Forget deaths whose process the state file no longer tracks (restarted or stopped since).
     for (const key of reported) if (!seen.has(key)) reported.delete(key);
+    for (const key of unexplained) if (!seen.has(key)) unexplained.delete(key);
   }
 
   return {
