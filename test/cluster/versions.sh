@@ -10,3 +10,4 @@ KUBE_ROUTER_VERSION=${KUBE_ROUTER_VERSION:-v2.1.0}   # github.com/cloudnativelab
 DEN_K8S_CACHE=${DEN_K8S_CACHE:-/var/cache/den-k8s}
 DEN_K8S_DIR=$DEN_K8S_CACHE/$K8S_VERSION       # GOMODCACHE, GOCACHE, sources, bin/
 DEN_K8S_BIN=$DEN_K8S_DIR/bin
+HELM_VERSION=${HELM_VERSION:-v4.3.2}          # helm.sh/helm/v4, built by helm.sh for deploy/helm/den's tests
