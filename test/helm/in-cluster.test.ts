@@ -152,17 +152,21 @@ describe.skipIf(!!skipReason)('den installed by Helm, end to end', { timeout: 90
     const workspaceNs = namespaces.items[0].metadata!.name!;
     expect(workspaceNs.startsWith(`${INSTANCE}-`)).toBe(true);
 
-    // den exec runs in the workspace pod (its namespace, its hostname), which reaches db by name
+    // den exec runs in the workspace pod (its hostname), which reaches db by name. Kubernetes
+    // programs Service proxying and NetworkPolicy a moment after a pod is Ready, so the
+    // connection is retried for up to 20 s while it is refused.
     const exec = await timed('den exec (reach db by name)', () => den(['exec', 'demo', '--', 'node', '-e', [
-      'const os = require("node:os");',
-      'console.log("pod", os.hostname());',
-      'const socket = require("node:net").connect(5432, "db");',
-      'socket.on("data", (d) => process.stdout.write(d)); socket.on("error", (e) => { console.error(e.message); process.exit(2); });',
+      'console.log("host", require("node:os").hostname());',
+      'const deadline = Date.now() + 20000;',
+      'const attempt = () => { const socket = require("node:net").connect(5432, "db");',
+      '  socket.on("data", (d) => process.stdout.write(d));',
+      '  socket.on("error", (e) => { if (Date.now() > deadline) { console.error(e.message); process.exit(2); } setTimeout(attempt, 250); }); };',
+      'attempt();',
     ].join(' ')]));
     expect(exec.code, explain(exec)).toBe(0);
     expect(exec.stdout).toContain('db says hello');
-    const workspacePods = await core.listNamespacedPod({ namespace: workspaceNs, labelSelector: 'den.dev/kind=workspace' });
-    expect(exec.stdout).toContain(`pod ${workspacePods.items[0].metadata!.name}`);
+    const [workspacePod] = (await core.listNamespacedPod({ namespace: workspaceNs, labelSelector: 'den.dev/kind=workspace' })).items;
+    expect(exec.stdout).toContain(`host ${workspacePod.spec!.hostname ?? workspacePod.metadata!.name}`);
     // the workspace pod has no API token (den's account stays den's)
     const token = await den(['exec', 'demo', '--', 'sh', '-c', 'test -e /var/run/secrets/kubernetes.io/serviceaccount/token && echo has-token || echo no-token']);
     expect(token.stdout.trim()).toBe('no-token');
