@@ -29,6 +29,11 @@ RUN if [ -n "$EXTRA_CA_CERTS_B64" ]; then \
  && test -f node_modules/node-pty/build/Release/pty.node
 COPY . .
 RUN node agent/build.ts
+# Out of the image what the server never loads: source maps, and node-pty's prebuilt binaries for
+# other platforms and its sources (it loads build/Release, compiled above; 60 MB).
+RUN find node_modules -name '*.map' -type f -delete \
+ && rm -rf node_modules/node-pty/prebuilds node_modules/node-pty/third_party node_modules/node-pty/deps node_modules/node-pty/src \
+ && test -f node_modules/node-pty/build/Release/pty.node
 
 # The browser pages (dashboard and terminal), built with the dev dependencies (Vite, React) in a
 # stage of their own; the image ships only the output, which the server serves as it is.

@@ -76,7 +76,7 @@ const IMAGES: ImageSpec[] = [
   },
 ];
 // What .dockerignore keeps out of the server image's context (the staged copy honours it too).
-const SERVER_CONTEXT_EXCLUDES = new Set(['.git', 'node_modules', '.den', '.bench', 'dist', 'test', 'bench', 'tmp']);
+const SERVER_CONTEXT_EXCLUDES = new Set(['.git', 'node_modules', '.den', '.bench', 'dist', 'test', 'bench', 'tmp', 'test-results', 'docs', 'deploy']);
 
 main();
 

@@ -54,7 +54,12 @@ export interface WebBuilder {
  * costs a stat of the ~100 inputs.
  */
 export function createWebBuilder(options: { fallbackDir: string; log?: { info(message: string): void } }): WebBuilder {
-  const base = writableDir(join(ROOT, 'dist')) ?? options.fallbackDir;
+  const dist = join(ROOT, 'dist');
+  // A read-only install that ships its pages (the server image run as a non-root user, or with a
+  // read-only root filesystem) serves them as they are: they cannot be rebuilt there.
+  const writable = writableDir(dist);
+  const shipped = writable ? undefined : lastBuild(join(dist, 'web'), join(dist, 'web.json'));
+  const base = writable ?? (shipped ? dist : options.fallbackDir);
   const buildsDir = join(base, 'web');
   const manifestPath = join(base, 'web.json');
   mkdirSync(buildsDir, { recursive: true });
@@ -62,6 +67,7 @@ export function createWebBuilder(options: { fallbackDir: string; log?: { info(me
   return {
     buildsDir,
     async current() {
+      if (shipped) return { id: shipped.id, dir: shipped.dir };
       const fresh = freshBuild(buildsDir, manifestPath);
       if (fresh) return fresh;
       building ??= buildWeb(buildsDir, manifestPath, options.log).finally(() => (building = undefined));

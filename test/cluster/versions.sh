@@ -10,3 +10,4 @@ KNP_VERSION=${KNP_VERSION:-v0.8.0}               # sigs.k8s.io/kube-network-poli
 DEN_K8S_CACHE=${DEN_K8S_CACHE:-/var/cache/den-k8s}
 DEN_K8S_DIR=$DEN_K8S_CACHE/$K8S_VERSION       # GOMODCACHE, GOCACHE, sources, bin/
 DEN_K8S_BIN=$DEN_K8S_DIR/bin
+HELM_VERSION=${HELM_VERSION:-v4.3.2}          # helm.sh/helm/v4, built by helm.sh for deploy/helm/den's tests
