@@ -323,10 +323,10 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   /**
    * Applies the workspace's objects and waits until its services are ready and its pod runs.
    * What can start at once does: each service as soon as the services it depends on are ready
-   * (only `dependsOn` orders them), and the workspace pod beside them, its agent held back by an
-   * init container until the services answer through their Services (objects.ts serviceGate), so
-   * its startup scripts see them ready as on the docker runtime. The first failure ends every
-   * other wait.
+   * (only `dependsOn` orders them), and the workspace pod beside them, its agent held back by its
+   * own program until the services answer through their Services (objects.ts serviceGate), so
+   * its startup scripts see them ready as on the docker runtime (ADR 0022). The first failure
+   * ends every other wait.
    */
   async function startWorkspace(plan: WorkspacePlan, context: StartContext): Promise<void> {
     const namespace = await ensureNamespace(plan.workspace);
