@@ -34,7 +34,7 @@ import { CoreV1Api, KubeConfig, Watch, type V1Pod } from '@kubernetes/client-nod
 import { pino } from 'pino';
 import { BAKED_AGENT } from '../server/runtimes/kubernetes/agent-delivery.ts';
 import { createKubernetesDriver } from '../server/runtimes/kubernetes/driver.ts';
-import { AGENT_SECRET, LABEL_KIND, LABEL_MANAGED, LABEL_SERVICE, names, namespaceObject, renderWorkspace, selector } from '../server/runtimes/kubernetes/objects.ts';
+import { AGENT_SECRET, LABEL_KIND, LABEL_MANAGED, LABEL_SERVICE, names, namespaceObject, renderWorkspace, secretKey, selector } from '../server/runtimes/kubernetes/objects.ts';
 import type { ServicePlan, WorkspacePlan } from '../server/runtimes/driver.ts';
 import { median, numberOption, round } from './support.ts';
 
@@ -80,6 +80,7 @@ export async function kubernetesBenchmark(options: { quick?: boolean; say?: (lin
   const driver = await createKubernetesDriver({ log: pino({ level: 'silent' }), dataDir, instance });
   const results: Record<string, unknown> = { kube_runs: runs };
   const noop = { signal: new AbortController().signal, log: () => {} };
+  const referenceNamespaces = new Set<string>();
   try {
     // 1. sequential, den and reference interleaved
     const den: Sample[] = [];
@@ -117,11 +118,12 @@ export async function kubernetesBenchmark(options: { quick?: boolean; say?: (lin
       const refPlan = makePlan(randomUUID(), url);
       const rendered = renderWorkspace({ instance: referenceInstance, plan: refPlan, agentUrl, agent: BAKED_AGENT, secretGeneration: 'ref', replicas: 1, ingressFrom: [] });
       const refNamespace = names.namespace(referenceInstance, refPlan.workspace.id);
-      const secret = { apiVersion: 'v1', kind: 'Secret', metadata: { name: AGENT_SECRET, namespace: refNamespace }, stringData: { DEN_AGENT_TOKEN: refToken } };
+      const secret = { apiVersion: 'v1', kind: 'Secret', metadata: { name: AGENT_SECRET, namespace: refNamespace }, stringData: { [secretKey('agent-token')]: refToken } };
       const file = join(dataDir, `ref-${i}.json`);
       const items = [namespaceObject(referenceInstance, refPlan.workspace), ...rendered.base, secret, ...rendered.services.flatMap((s) => s.objects), rendered.workspace];
       // client-node's models name `from` and `default` with a leading underscore; kubectl wants the wire names
       writeFileSync(file, JSON.stringify({ apiVersion: 'v1', kind: 'List', items }).replaceAll('"_from":', '"from":').replaceAll('"_default":', '"default":'));
+      referenceNamespaces.add(refNamespace);
       const r0 = performance.now();
       await run(KUBECTL, ['apply', '--server-side', '-f', file]);
       const refMarks: Record<string, number> = { applied: performance.now() - r0 };
@@ -130,6 +132,7 @@ export async function kubernetesBenchmark(options: { quick?: boolean; say?: (lin
       reference.push({ total: Math.max(refMarks.agent, refMarks.returned), marks: refMarks, pods: pods.stepsOf(refNamespace, r0) });
       say(`kubernetes: reference kubectl apply -> all Ready and agent connected ${round(reference.at(-1)!.total)} ms; ${describeSample(reference.at(-1)!)}`);
       await run(KUBECTL, ['delete', 'namespace', refNamespace, '--wait=true']);
+      referenceNamespaces.delete(refNamespace);
     }
     Object.assign(results, summarize('kube', den), summarize('kube_reference', reference), {
       kube_create_ready_median_ms: round(median(den.map((s) => s.total))),
@@ -184,6 +187,7 @@ export async function kubernetesBenchmark(options: { quick?: boolean; say?: (lin
     Object.assign(results, { kube_concurrent_delete_all_ms: round(deleteAll), kube_concurrent_namespaces_left: left });
   } finally {
     for (const id of await driver.listWorkspaceIds().catch(() => [])) await driver.delete({ id, name: 'bench', ownerId: 'bench', ownerName: 'bench' }, noop).catch(() => undefined);
+    for (const namespace of referenceNamespaces) await run(KUBECTL, ['delete', 'namespace', namespace, '--wait=true']).catch(() => undefined);
     await driver.close();
     pods.close();
     requests.close();
