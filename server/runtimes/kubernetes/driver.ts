@@ -10,7 +10,6 @@ import {
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
 import { secretsOf, type AgentPlan, type DriverContext, type RuntimeDriver, type RuntimeStatus, type ServicePlan, type StartContext, type WorkspaceIdentity, type WorkspacePlan } from '../driver.ts';
-import { MAIN_AGENT } from '../../../protocol/agent.ts';
 import { createVerbLocks } from '../verb-locks.ts';
 import { AGENT_DOWNLOAD_CONTAINER, BAKED_AGENT, createAgentAccess, downloadedAgent, type AgentDelivery } from './agent-delivery.ts';
 import {
@@ -35,6 +34,7 @@ const OWN_VERB_GRACE_MS = 3_000;
 const EVENT_GRACE_MS = 3_000;
 /** How long a delete waits for the namespace (and everything in it) to be gone. */
 const NAMESPACE_DELETE_TIMEOUT_MS = 120_000;
+const NAMESPACE_RECHECK_MS = 500;
 
 export interface KubernetesDriverOptions {
   log: Logger;
@@ -409,6 +409,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     while (Date.now() < deadline) {
       const list = await core.listNamespace({ fieldSelector: `metadata.name=${namespace}` });
       if (list.items.length === 0) return true;
+      const watched = Date.now();
       // until it is deleted, the watch ends (the API server's timeout, a network fault) or the time is up; then look again
       await new Promise<void>((resolve) => {
         let controller: AbortController | undefined;
@@ -424,6 +425,8 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
           (phase) => { if (phase === 'DELETED') finish(); }, finish)
           .then((started) => { controller = started; if (finished) started.abort(); }, finish);
       });
+      // a watch refused at once (an account without watch on namespaces) is not a busy loop: looking again every half second at most
+      if (Date.now() - watched < NAMESPACE_RECHECK_MS) await new Promise((resolve) => setTimeout(resolve, NAMESPACE_RECHECK_MS));
     }
     return (await core.listNamespace({ fieldSelector: `metadata.name=${namespace}` })).items.length === 0;
   }
