@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import Dockerode from 'dockerode';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +12,7 @@ import type { TemplateInput } from '../protocol/template.ts';
 import type { RuntimeDriver } from '../server/runtimes/driver.ts';
 import type { Config } from '../server/config.ts';
 import { openTerminal } from '../client/terminal.ts';
+import { importImages, kubeMissingInCI, kubeSkipReason, testImage } from './cluster/kube.ts';
 import { runDen, type DenResult } from './support/den-cli.ts';
 import { dockerSkipReason } from './support/docker.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
@@ -26,12 +29,26 @@ const READY_TIMEOUT_MS = 60_000;
 const EVENT_TIMEOUT_MS = 10_000;
 const CLI_TIMEOUT_MS = 30_000;
 
+const run = promisify(execFile);
 const docker = new Dockerode();
 const DOCKER_IMAGE = 'den/base:bookworm';
 /** an image without den's agent: the service's agent comes from the read-only bundle volume */
 const PLAIN_IMAGE = 'den/base-os:bookworm';
 const dockerSkip = await dockerSkipReason(docker, [DOCKER_IMAGE, PLAIN_IMAGE]);
 if (dockerSkip) console.warn(`[skip] service agents on the docker runtime: ${dockerSkip}.`);
+
+const BARE_IMAGE = 'den/base-rootfs:bookworm';
+const kubeSkip = kubeSkipReason ?? dockerSkip;
+if (kubeMissingInCI) throw new Error('CI must run the service agents test on kubernetes: KUBECONFIG is not set (.ci/run starts the test cluster).');
+if (kubeSkipReason) console.warn(`[skip] service agents on the kubernetes runtime: ${kubeSkipReason}`);
+
+/** den's images the kubernetes case runs, imported into the cluster's containerd unless it has them. */
+async function ensureClusterImages(): Promise<void> {
+  const { stdout } = await run('bash', [join(import.meta.dirname, 'cluster/import-image.sh'), '--list']);
+  const present = new Set(stdout.split('\n').map((line) => line.trim()));
+  const missing = [DOCKER_IMAGE, BARE_IMAGE].filter((image) => !present.has(`docker.io/${image}`) && !present.has(image));
+  if (missing.length > 0) await importImages(...missing);
+}
 
 function template(name: string, workspaceImage: string, serviceImage: string): TemplateInput {
   return {
@@ -88,12 +105,38 @@ const runtimes: Runtime[] = [
       });
     },
   },
+  {
+    name: 'kubernetes',
+    skip: kubeSkip,
+    // the service's image has no agent and no Node: its agent is downloaded by an init container and started through pods/exec
+    template: template('two-agents-kubernetes', DOCKER_IMAGE, BARE_IMAGE),
+    async agentPids(_server, workspaceId) {
+      // the test cluster's node is this machine: the agents are processes here, told apart by their environment
+      const agents = readdirSync('/proc').filter((pid) => /^\d+$/.test(pid)).flatMap((pid) => {
+        try {
+          if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[1] !== '/opt/den/agent/agent.mjs') return [];
+          const env = readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0');
+          return env.includes(`DEN_WORKSPACE_ID=${workspaceId}`) ? [{ pid: Number(pid), service: env.includes('ROLE=the api service') }] : [];
+        } catch {
+          return [];
+        }
+      });
+      return { main: agents.find((a) => !a.service)!.pid, api: agents.find((a) => a.service)!.pid };
+    },
+    driver: async (config) => {
+      await ensureClusterImages();
+      const { createKubernetesDriver } = await import('../server/runtimes/kubernetes/driver.ts');
+      return createKubernetesDriver({
+        log: pino({ level: 'silent' }), dataDir: config.dataDir, instance: `sa-${randomUUID().slice(0, 8)}`, downloaderImage: testImage, stopGraceSeconds: 2, startTimeoutMs: 90_000,
+      });
+    },
+  },
 ];
 
 describe.each(runtimes)('two agents in one workspace on the $name runtime', { timeout: 180_000 }, (runtime) => {
   if (runtime.skip) {
     // reported as skipped with the reason printed above, so CI (which forbids skips) notices
-    it.skip(`needs Docker: ${runtime.skip}`);
+    it.skip(`needs ${runtime.name === 'kubernetes' ? 'the test cluster and Docker' : 'Docker'}: ${runtime.skip}`);
     return;
   }
   let server: TestServer;
@@ -110,6 +153,13 @@ describe.each(runtimes)('two agents in one workspace on the $name runtime', { ti
     expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
   });
   afterAll(async () => {
+    // what a test left running (the kubernetes runtime's namespaces, the docker runtime's containers) goes with it
+    if (server && runtime.driver) {
+      const driver = server.den.driver;
+      for (const id of await driver.listWorkspaceIds().catch(() => [])) {
+        await driver.delete({ id, name: 'cleanup', ownerId: user.userId, ownerName: user.username }, { signal: new AbortController().signal, log: () => {} }).catch(() => undefined);
+      }
+    }
     await server?.close();
     for (const home of homes) rmSync(home, { recursive: true, force: true });
   });

@@ -26,9 +26,9 @@ const POSTGRES = { replicas: 2, 'storage.database': 'postgres', 'storage.postgre
  * there must be added here and there.
  */
 const DEN_NEEDS = [
-  '/namespaces get', '/namespaces list', '/namespaces create', '/namespaces patch', '/namespaces delete',
+  '/namespaces get', '/namespaces list', '/namespaces watch', '/namespaces create', '/namespaces patch', '/namespaces delete',
   '/nodes list',
-  '/pods list', '/pods watch', '/pods/log get',
+  '/pods list', '/pods watch', '/pods/log get', '/pods/exec create', '/pods/exec get',
   '/events list', '/events watch',
   '/secrets create', '/secrets get den-agent', '/secrets delete den-agent',
   '/services list', '/services create', '/services patch', '/services delete',

@@ -2,14 +2,15 @@
  * The chart's RBAC on the real test cluster: its ServiceAccount, ClusterRole, binding and
  * admission policy (rendered by `helm template`, applied into a namespace of this test), then
  * SubjectAccessReviews as den's account: it may do what server/runtimes/kubernetes does and
- * nothing else (no Secret but den-agent, no exec, no RBAC, no cluster-admin things), and, for
- * writes, only in namespaces that are its own workspaces' (the ValidatingAdmissionPolicy: RBAC
+ * nothing else (no Secret but den-agent, no port-forward, no RBAC, no cluster-admin things), and, for
+ * writes and execs, only in namespaces that are its own workspaces' (the ValidatingAdmissionPolicy: RBAC
  * cannot scope a ClusterRole to namespaces made later). Removes all it made.
  */
 import { randomBytes } from 'node:crypto';
-import { AuthorizationV1Api, CoreV1Api, KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
+import { PassThrough } from 'node:stream';
+import { AuthorizationV1Api, CoreV1Api, Exec, KubeConfig, KubernetesObjectApi, type KubernetesObject } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kubeMissingInCI, kubeSkipReason, loadKubeConfig, waitFor } from '../cluster/kube.ts';
+import { kubeMissingInCI, kubeSkipReason, loadKubeConfig, testImage, waitFor } from '../cluster/kube.ts';
 import { helmMissingInCI, helmSkipReason, kubectl, render, type RenderedObject } from './helm.ts';
 
 const skipReason = kubeSkipReason ?? helmSkipReason;
@@ -53,7 +54,7 @@ describe.skipIf(!!skipReason)('the Helm chart\'s RBAC on the cluster', { timeout
 
   afterAll(async () => {
     for (const object of clusterScoped.reverse()) await objects.delete(object as KubernetesObject).catch(() => undefined);
-    for (const name of [WORKSPACE_NS, `${INSTANCE}-unlabeled`, RELEASE_NS]) await core.deleteNamespace({ name }).catch(() => undefined);
+    for (const name of [WORKSPACE_NS, `${INSTANCE}-unlabeled`, `${INSTANCE}-exec`, RELEASE_NS]) await core.deleteNamespace({ name }).catch(() => undefined);
   });
 
   async function allowed(access: Access): Promise<boolean> {
@@ -72,10 +73,12 @@ describe.skipIf(!!skipReason)('the Helm chart\'s RBAC on the cluster', { timeout
     const ns = WORKSPACE_NS;
     const needs: Access[] = [
       ...['get', 'patch', 'delete'].map((verb) => ({ verb, resource: 'namespaces', name: ns })),
-      { verb: 'list', resource: 'namespaces' }, { verb: 'create', resource: 'namespaces' },
+      { verb: 'list', resource: 'namespaces' }, { verb: 'watch', resource: 'namespaces' }, { verb: 'create', resource: 'namespaces' },
       { verb: 'list', resource: 'nodes' },
       { verb: 'list', resource: 'pods' }, { verb: 'watch', resource: 'pods' }, { verb: 'list', resource: 'pods', namespace: ns },
       { verb: 'get', resource: 'pods', subresource: 'log', namespace: ns, name: 'svc-db-1234' },
+      // an agent beside a service is started through exec (where: the admission policy's test below)
+      { verb: 'create', resource: 'pods', subresource: 'exec', namespace: ns, name: 'svc-db-1234' }, { verb: 'get', resource: 'pods', subresource: 'exec', namespace: ns, name: 'svc-db-1234' },
       { verb: 'list', resource: 'events' }, { verb: 'watch', resource: 'events' },
       { verb: 'create', resource: 'secrets', namespace: ns },
       { verb: 'get', resource: 'secrets', namespace: ns, name: 'den-agent' }, { verb: 'delete', resource: 'secrets', namespace: ns, name: 'den-agent' },
@@ -88,7 +91,7 @@ describe.skipIf(!!skipReason)('the Helm chart\'s RBAC on the cluster', { timeout
     expect(results.filter(([, ok]) => !ok).map(([what]) => what)).toEqual([]);
   });
 
-  it('refuses what den does not need: other Secrets, exec, RBAC, tokens, nodes, cluster-admin things', async () => {
+  it('refuses what den does not need: other Secrets, port-forward, RBAC, tokens, nodes, cluster-admin things', async () => {
     const refused: Access[] = [
       { verb: 'list', resource: 'secrets' },
       { verb: 'list', resource: 'secrets', namespace: 'kube-system' },
@@ -98,7 +101,6 @@ describe.skipIf(!!skipReason)('the Helm chart\'s RBAC on the cluster', { timeout
       { verb: 'update', resource: 'secrets', namespace: WORKSPACE_NS, name: 'den-agent' },
       { verb: 'create', resource: 'pods', namespace: WORKSPACE_NS },
       { verb: 'get', resource: 'pods', namespace: WORKSPACE_NS, name: 'den-workspace-1' },
-      { verb: 'create', resource: 'pods', subresource: 'exec', namespace: WORKSPACE_NS, name: 'den-workspace-1' },
       { verb: 'create', resource: 'pods', subresource: 'portforward', namespace: WORKSPACE_NS, name: 'den-workspace-1' },
       { verb: 'create', resource: 'serviceaccounts', subresource: 'token', namespace: 'kube-system', name: 'default' },
       { verb: 'get', resource: 'configmaps', namespace: 'kube-system' },
@@ -161,5 +163,41 @@ describe.skipIf(!!skipReason)('the Helm chart\'s RBAC on the cluster', { timeout
     // its own workspace namespace it may delete
     const own = await asDen(['delete', 'namespace', WORKSPACE_NS, '--wait=false']);
     expect(own.code, own.stderr).toBe(0);
+  });
+
+  it('lets den exec only into pods of its own workspace namespaces (the admission policy on pods/exec)', async () => {
+    // as den does it (server/runtimes/kubernetes/service-agent.ts): the exec API with den's own token
+    const { status } = await core.createNamespacedServiceAccountToken({ namespace: RELEASE_NS, name: 'den', body: { spec: { expirationSeconds: 600 } } });
+    const cluster = kc.getCurrentCluster()!;
+    const asDen = new KubeConfig();
+    asDen.loadFromOptions({ clusters: [cluster], users: [{ name: 'den', token: status!.token }], contexts: [{ name: 'den', cluster: cluster.name, user: 'den' }], currentContext: 'den' });
+    const execAsDen = async (namespace: string): Promise<string> => {
+      let outcome = 'the exec ended without a status';
+      const socket = await new Exec(asDen).exec(namespace, 'sleeper', 'service', ['true'], new PassThrough(), null, null, false, (result) => {
+        outcome = result.status === 'Success' ? 'Success' : result.message ?? result.reason ?? 'Failure';
+      }).catch((error: Error) => { outcome = error.message; return undefined; });
+      if (socket && socket.readyState !== socket.CLOSED) await new Promise((resolve) => socket.once('close', resolve));
+      await new Promise((resolve) => setImmediate(resolve));
+      return outcome;
+    };
+    const own = `${INSTANCE}-exec`;
+    await core.createNamespace({ body: { metadata: { name: own, labels: { 'den.dev/managed': 'true', 'den.dev/instance': INSTANCE } } } });
+    const pod = (namespace: string) => core.createNamespacedPod({
+      namespace,
+      body: {
+        metadata: { name: 'sleeper' },
+        spec: { automountServiceAccountToken: false, terminationGracePeriodSeconds: 0, containers: [{ name: 'service', image: testImage, imagePullPolicy: 'IfNotPresent', command: ['sleep', '3600'] }] },
+      },
+    });
+    await Promise.all([pod(own), pod(RELEASE_NS)]);
+    for (const namespace of [own, RELEASE_NS]) {
+      await waitFor(`the pod in ${namespace} to run`, async () => (await core.readNamespacedPod({ namespace, name: 'sleeper' })).status?.phase === 'Running', 90_000, 500);
+    }
+    expect(await execAsDen(own)).toBe('Success');
+    // den's own namespace is not a workspace's: RBAC allows the exec there (a ClusterRole), the
+    // policy refuses it (the websocket upgrade is answered 403, without the policy's sentence)
+    expect(await allowed({ verb: 'create', resource: 'pods', subresource: 'exec', namespace: RELEASE_NS, name: 'sleeper' })).toBe(true);
+    expect(await execAsDen(RELEASE_NS)).toBe('Unexpected server response: 403');
+    await core.deleteNamespace({ name: own });
   });
 });

@@ -37,7 +37,8 @@ fi
 tar -xf "$f" -C ${AGENT_MOUNT_PATH} && rm -f "$f"
 `;
 
-export function downloadedAgent(input: { serverUrl: string; archive: Pick<AgentArchive, 'sha256'>; downloaderImage: string; tokenEnv: string; tokenSecret: string }): AgentDelivery {
+/** tokenKey: the key of the agent's token in the Secret tokenSecret, given to the download as tokenEnv */
+export function downloadedAgent(input: { serverUrl: string; archive: Pick<AgentArchive, 'sha256'>; downloaderImage: string; tokenEnv: string; tokenSecret: string; tokenKey: string }): AgentDelivery {
   const mount: V1VolumeMount = { name: 'den-agent', mountPath: AGENT_MOUNT_PATH };
   return {
     kind: 'download',
@@ -49,7 +50,7 @@ export function downloadedAgent(input: { serverUrl: string; archive: Pick<AgentA
       env: [
         { name: 'DEN_AGENT_BUNDLE_URL', value: `${input.serverUrl}/api/v1/agent/bundle` },
         { name: 'DEN_AGENT_BUNDLE_SHA256', value: input.archive.sha256 },
-        { name: input.tokenEnv, valueFrom: { secretKeyRef: { name: input.tokenSecret, key: input.tokenEnv } } },
+        { name: input.tokenEnv, valueFrom: { secretKeyRef: { name: input.tokenSecret, key: input.tokenKey } } },
       ],
       volumeMounts: [mount],
       securityContext: { allowPrivilegeEscalation: false },

@@ -8,11 +8,11 @@ import { promisify } from 'node:util';
 import { AppsV1Api, CoreV1Api, NetworkingV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureImagesInCluster, kubeMissingInCI, kubeSkipReason, loadKubeConfig, testImage, waitFor } from '../../../test/cluster/kube.ts';
+import { ensureImagesInCluster, execInPod, importImages, kubeMissingInCI, kubeSkipReason, loadKubeConfig, testImage, waitFor } from '../../../test/cluster/kube.ts';
 import { createAgentDownload } from '../agent-download.ts';
 import { runDriverContract } from '../driver.contract.ts';
 import { basePlan, identity, recordingContext as context } from '../../../test/support/kube-plans.ts';
-import type { RuntimeEvent, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import type { RuntimeEvent, ServicePlan, StartContext, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
 import { createKubernetesDriver, type KubernetesDriver } from './driver.ts';
 import { AGENT_SECRET, HOME_CLAIM, LABEL_INSTANCE, LABEL_OWNER, LABEL_WORKSPACE, WORKSPACE_DEPLOYMENT } from './objects.ts';
 
@@ -132,7 +132,7 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 180_0
     expect(env.find((e) => e.name === 'DEN_AGENT_TOKEN')?.valueFrom?.secretKeyRef?.name).toBe(AGENT_SECRET);
     expect(env.some((e) => e.value === 'token-shape')).toBe(false); // the token is in the Secret only
     const secret = await core.readNamespacedSecret({ name: AGENT_SECRET, namespace });
-    expect(Buffer.from(secret.data!.DEN_AGENT_TOKEN, 'base64').toString()).toBe('token-shape');
+    expect(Buffer.from(secret.data!['agent-token'], 'base64').toString()).toBe('token-shape');
     expect((await core.readNamespacedPersistentVolumeClaim({ name: HOME_CLAIM, namespace })).status?.phase).toBe('Bound');
     expect((await core.readNamespacedService({ name: 'api', namespace })).spec?.ports?.[0].port).toBe(8080);
     const policy = await kc.makeApiClient(NetworkingV1Api).readNamespacedNetworkPolicy({ name: 'den-isolation', namespace });
@@ -216,6 +216,57 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 180_0
     await driver.delete(tampered, context());
   }, 240_000);
 
+  it('starts the agent beside a service inside its container, from the downloaded bundle, and again once it is gone', async () => {
+    const workspace = identity('service-agent');
+    const api: ServicePlan = {
+      name: 'api', image: BARE_IMAGE, env: { ROLE: 'the api service' }, ports: [], volumes: [], dependsOn: [], command: ['sleep', '100000'],
+      agent: { name: 'api', url: agentUrl, revision: 'r1', delivery: { kind: 'download', url: `${agentUrl}/api/v1/agent/bundle`, sha256: bundleSha } },
+    };
+    const base = makePlan(workspace, { services: [api] });
+    const plan: WorkspacePlan = { ...base, secrets: [...base.secrets, { name: 'agent-token.api', env: 'DEN_AGENT_TOKEN', agent: 'api' }] };
+    const tokens = (): StartContext & { lines: string[]; asked: string[] } => {
+      const start = context();
+      start.secret = async (name) => (start.asked.push(name), name === 'agent-token' ? 'token-sa-main' : 'token-sa-api');
+      return start;
+    };
+    const started = 'Started the agent of service api beside it (from the downloaded bundle, mounted read-only).';
+    const first = tokens();
+    await driver.start(plan, first);
+    expect(first.lines).toContain(started);
+    expect(bundleTokens).toContain('Bearer token-sa-api');
+    await waitFor('the service\'s agent to dial', async () => dialed.some((line) => line.includes('Bearer token-sa-api')), 30_000);
+
+    // a process beside the service's own (image and command untouched), with the service's environment and its own token only
+    const namespace = driver.namespaceOf(workspace.id);
+    const pod = (await core.listNamespacedPod({ namespace, labelSelector: 'den.dev/service=api' })).items.find((p) => !p.metadata?.deletionTimestamp)!.metadata!.name!;
+    const inService = (script: string) => execInPod(kc, namespace, pod, 'service', ['/opt/den/agent/node', '-e', script]);
+    const agents = async () => JSON.parse((await inService(FIND_AGENTS)).stdout) as { pid: number; env: string[] }[];
+    const [agent, ...others] = await agents();
+    expect(others).toEqual([]);
+    expect(agent.env).toEqual(expect.arrayContaining(['ROLE=the api service', 'DEN_AGENT_TOKEN=token-sa-api']));
+    expect((await inService(`process.stdout.write(require('fs').readdirSync('/var/run/den/agent-token').filter((f) => !f.startsWith('.')).join(',') + '|' + require('fs').readFileSync('/var/run/den/agent-token/token'))`)).stdout)
+      .toBe('token|token-sa-api');
+    const [deployment] = (await apps.listNamespacedDeployment({ namespace, labelSelector: 'den.dev/service=api' })).items;
+    expect(deployment.spec!.template.spec!.containers[0]).toMatchObject({ image: BARE_IMAGE, args: ['sleep', '100000'] });
+    expect(deployment.spec!.template.spec!.containers[0].command).toBeUndefined();
+
+    // applied again: the running agent is left alone, no token asked for
+    const again = tokens();
+    await driver.start(plan, again);
+    expect(again.lines).toContain('The agent of service api is already running.');
+    expect(again.asked).toEqual([]);
+    expect((await agents()).map((a) => a.pid)).toEqual([agent.pid]);
+
+    // gone (as when its container restarts and the reconciler sees it lost): the next start starts it again
+    await inService(`process.kill(${agent.pid}, 'SIGKILL')`);
+    await waitFor('the agent to be gone', async () => (await agents()).length === 0, 10_000);
+    const third = tokens();
+    await driver.start(plan, third);
+    expect(third.lines).toContain(started);
+    expect(await agents()).toHaveLength(1);
+    await driver.delete(workspace, context());
+  }, 180_000);
+
   it('reports a service killed for its memory as a runtime event', async () => {
     const workspace = identity('oom');
     const events: RuntimeEvent[] = [];
@@ -266,6 +317,17 @@ describe.skipIf(skipReason !== undefined)('kubernetes runtime', { timeout: 180_0
     });
   }
 });
+
+/** Prints the agents running in the container (a process whose second argument is the agent), each with its environment. */
+const FIND_AGENTS = `const fs = require('fs');
+const found = [];
+for (const pid of fs.readdirSync('/proc').filter((p) => /^\\d+$/.test(p))) {
+  try {
+    if (fs.readFileSync('/proc/' + pid + '/cmdline', 'utf8').split('\\0')[1] !== '/opt/den/agent/agent.mjs') continue;
+    found.push({ pid: Number(pid), env: fs.readFileSync('/proc/' + pid + '/environ', 'utf8').split('\\0') });
+  } catch {}
+}
+process.stdout.write(JSON.stringify(found));`;
 
 function httpService(name: string): ServicePlan {
   return {

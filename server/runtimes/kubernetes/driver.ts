@@ -4,20 +4,20 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { join } from 'node:path';
 import {
-  ApiException, AppsV1Api, CoreV1Api, KubeConfig, KubernetesObjectApi, PatchStrategy,
+  ApiException, AppsV1Api, CoreV1Api, KubeConfig, KubernetesObjectApi, PatchStrategy, Watch,
   type CoreV1Event, type KubernetesObject, type V1Deployment, type V1NetworkPolicyPeer, type V1Pod,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { AppError } from '../../../protocol/errors.ts';
-import { secretsOf, type DriverContext, type RuntimeDriver, type RuntimeStatus, type ServicePlan, type StartContext, type WorkspaceIdentity, type WorkspacePlan } from '../driver.ts';
-import { MAIN_AGENT } from '../../../protocol/agent.ts';
+import { secretsOf, type AgentPlan, type DriverContext, type RuntimeDriver, type RuntimeStatus, type ServicePlan, type StartContext, type WorkspaceIdentity, type WorkspacePlan } from '../driver.ts';
 import { createVerbLocks } from '../verb-locks.ts';
 import { AGENT_DOWNLOAD_CONTAINER, BAKED_AGENT, createAgentAccess, downloadedAgent, type AgentDelivery } from './agent-delivery.ts';
 import {
   AGENT_SECRET, ANNOTATION_POD_SPEC, ANNOTATION_SECRET_GENERATION, LABEL_INSTANCE, LABEL_KIND, LABEL_SERVICE, LABEL_WORKSPACE, labelsFor, labelValue,
-  names, namespaceObject, podSpecHash, renderWorkspace, selector, SERVICE_CONTAINER, WORKSPACE_CONTAINER, WORKSPACE_DEPLOYMENT,
+  names, namespaceObject, podSpecHash, renderWorkspace, secretKey, selector, SERVICE_CONTAINER, serviceGate, WORKSPACE_CONTAINER, WORKSPACE_DEPLOYMENT,
 } from './objects.ts';
 import { beyondEveryNode } from './capacity.ts';
+import { ensureServiceAgent } from './service-agent.ts';
 import { createClusterWatch, IMAGE_REASONS } from './watch.ts';
 
 /** den's workspace images, which carry the agent (workspace-images/: den/base, den/node) */
@@ -33,6 +33,9 @@ const IN_CLUSTER_NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount
 const OWN_VERB_GRACE_MS = 3_000;
 /** How long a failed start waits for the Warning event behind the failure, to quote it. */
 const EVENT_GRACE_MS = 3_000;
+/** How long a delete waits for the namespace (and everything in it) to be gone. */
+const NAMESPACE_DELETE_TIMEOUT_MS = 120_000;
+const NAMESPACE_RECHECK_MS = 500;
 
 export interface KubernetesDriverOptions {
   log: Logger;
@@ -116,37 +119,45 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   }
 
   /**
-   * The agent Secret's generation. The Secret is created (its value asked for) only when it is
-   * missing, so re-applying a running workspace issues no token; its generation is in the pod
-   * template, so a new token reaches a new pod.
+   * The agent Secret's generation. The Secret is created (each agent's token asked for) only when
+   * it is missing, so re-applying a running workspace issues no token; its generation is in the
+   * pod templates of the workspace and of services with an agent, so a new token reaches a new
+   * pod. An agent the plan adds (a service that now has one) gets its token added, the others kept.
    */
   async function ensureSecret(plan: WorkspacePlan, namespace: string, context: StartContext): Promise<string> {
     const existing = await ignoreMissing(core.readNamespacedSecret({ name: AGENT_SECRET, namespace }));
     const generation = existing?.metadata?.annotations?.[ANNOTATION_SECRET_GENERATION];
-    if (existing && generation) return generation;
+    const tokens = async (secrets: typeof plan.secrets) => Object.fromEntries(await Promise.all(secrets.map(async (secret) => [secretKey(secret.name), await context.secret(secret.name)] as const)));
+    if (existing && generation) {
+      const missing = plan.secrets.filter((secret) => existing.data?.[secretKey(secret.name)] === undefined);
+      if (missing.length > 0) {
+        await objects.patch({ apiVersion: 'v1', kind: 'Secret', metadata: { name: AGENT_SECRET, namespace }, stringData: await tokens(missing) } as KubernetesObject,
+          undefined, undefined, FIELD_MANAGER, undefined, PatchStrategy.MergePatch);
+      }
+      return generation;
+    }
     if (existing) await ignoreMissing(core.deleteNamespacedSecret({ name: AGENT_SECRET, namespace }));
     const fresh = randomUUID();
-    const stringData = Object.fromEntries(await Promise.all(plan.secrets.map(async (secret) => [secret.env, await context.secret(secret.name)] as const)));
     await core.createNamespacedSecret({
       namespace,
       body: {
         metadata: { name: AGENT_SECRET, labels: labelsFor(instance, plan.workspace, 'secret'), annotations: { [ANNOTATION_SECRET_GENERATION]: fresh } },
         type: 'Opaque',
-        stringData,
+        stringData: await tokens(plan.secrets),
       },
     });
     return fresh;
   }
 
-  /** The pod parts that carry out the plan's agent delivery (chosen by the planner from agentDelivery below). */
-  function agentDelivery(plan: WorkspacePlan, agentUrl: string): AgentDelivery {
-    const delivery = plan.agent.delivery;
+  /** The pod parts that carry out one agent's delivery (chosen by the planner from agentDelivery below). */
+  function agentDelivery(plan: WorkspacePlan, agentPlan: AgentPlan, agentUrl: string): AgentDelivery {
+    const delivery = agentPlan.delivery;
     if (delivery.kind === 'image') return BAKED_AGENT;
     if (delivery.kind !== 'download') throw new AppError('RUNTIME_ERROR', `The kubernetes runtime cannot deliver the agent by ${delivery.kind}; it runs den's images or downloads the agent.`);
-    const token = secretsOf(plan, MAIN_AGENT)[0];
+    const token = secretsOf(plan, agentPlan.name)[0];
     if (!token) throw new Error('The plan names no agent token, so the agent download cannot authenticate.');
     // agents dial agentUrl (the node relay when den listens on loopback), so the bundle comes from there too
-    return downloadedAgent({ serverUrl: agentUrl, archive: { sha256: delivery.sha256 }, downloaderImage, tokenEnv: token.env, tokenSecret: AGENT_SECRET });
+    return downloadedAgent({ serverUrl: agentUrl, archive: { sha256: delivery.sha256 }, downloaderImage, tokenEnv: token.env, tokenSecret: AGENT_SECRET, tokenKey: secretKey(token.name) });
   }
 
   async function removeUnplannedServices(namespace: string, planned: Set<string>, context: DriverContext): Promise<void> {
@@ -178,6 +189,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     if (!unchanged) context.log(`Started service ${service.name} (${service.image ?? plan.image}).`);
     if (!service.readiness) {
       if (!unchanged) await copyServiceLog(namespace, pod, service.name, context);
+      await startServiceAgent(plan, service, namespace, pod, context);
       return;
     }
     try {
@@ -194,6 +206,26 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     if (unchanged) context.log(`Service ${service.name} is unchanged and running: skipped.`);
     else await copyServiceLog(namespace, pod, service.name, context);
     context.log(`Service ${service.name} is ready.`);
+    await startServiceAgent(plan, service, namespace, pod, context);
+  }
+
+  /**
+   * Starts the agent beside a service (ServicePlan.agent) inside its container, through the
+   * pods/exec API, detached, as the docker runtime does with `docker exec -d`: the service's image
+   * and command stay as they are. A running one is left alone (re-applying changes nothing); one
+   * that is gone (the container restarted: the reconciler sees the agent lost) is started again.
+   */
+  async function startServiceAgent(plan: WorkspacePlan, service: ServicePlan, namespace: string, pod: V1Pod, context: DriverContext): Promise<void> {
+    if (!service.agent) return;
+    const token = secretsOf(plan, service.agent.name)[0];
+    if (!token) throw new Error(`The plan names no token for the agent of service ${service.name}; this is a bug in den.`);
+    const agentUrl = await access.urlFor(service.agent.url);
+    const found = await ensureServiceAgent(kc, { namespace, pod: pod.metadata!.name!, agentUrl, tokenEnv: token.env }).catch((error: Error) => {
+      throw new AppError('RUNTIME_ERROR', `The agent of service ${service.name} could not be started: ${error.message}. Its image must be glibc-based for den's agent to run in it.`);
+    });
+    context.log(found === 'running'
+      ? `The agent of service ${service.name} is already running.`
+      : `Started the agent of service ${service.name} beside it (${service.agent.delivery.kind === 'image' ? 'from its image' : 'from the downloaded bundle, mounted read-only'}).`);
   }
 
   /** A started service's output so far, into the build log (Kubernetes keeps it with the pod). */
@@ -302,27 +334,58 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     });
   }
 
+  /**
+   * Applies the workspace's objects and waits until its services are ready and its pod runs.
+   * What can start at once does: each service as soon as the services it depends on are ready
+   * (only `dependsOn` orders them), and the workspace pod beside them, its agent held back by its
+   * own program until the services answer through their Services (objects.ts serviceGate), so
+   * its startup scripts see them ready as on the docker runtime (ADR 0022). The first failure
+   * ends every other wait.
+   */
   async function startWorkspace(plan: WorkspacePlan, context: StartContext): Promise<void> {
     const namespace = await ensureNamespace(plan.workspace);
-    const agentUrl = await access.urlFor(plan.agent.url);
-    const agent = agentDelivery(plan, agentUrl);
-    const generation = await ensureSecret(plan, namespace, context);
-    const rendered = renderWorkspace({ instance, plan, agentUrl, agent, secretGeneration: generation, replicas: 1, ingressFrom, stopGraceSeconds: options.stopGraceSeconds });
-    await Promise.all(rendered.base.map((object) => apply(object)));
-    // the planner lists services in dependsOn order already
-    const order = plan.services;
-    await removeUnplannedServices(namespace, new Set(order.map((service) => labelValue(service.name))), context);
+    const [agentUrl, generation] = await Promise.all([access.urlFor(plan.agent.url), ensureSecret(plan, namespace, context)]);
+    const agent = agentDelivery(plan, plan.agent, agentUrl);
+    const serviceAgents = Object.fromEntries(plan.services.flatMap((service) => (service.agent ? [[service.name, agentDelivery(plan, service.agent, agentUrl)]] : [])));
+    const rendered = renderWorkspace({ instance, plan, agentUrl, agent, serviceAgents, secretGeneration: generation, replicas: 1, ingressFrom, stopGraceSeconds: options.stopGraceSeconds });
+    await Promise.all([
+      ...rendered.base.map((object) => apply(object)),
+      removeUnplannedServices(namespace, new Set(plan.services.map((service) => labelValue(service.name))), context),
+    ]);
+    const failed = new AbortController();
+    const inner: StartContext = { ...context, signal: AbortSignal.any([context.signal, failed.signal]) };
+    let first: { error: unknown } | undefined;
+    const track = (work: Promise<void>) => work.catch((error: unknown) => {
+      if (!first) {
+        first = { error };
+        failed.abort(error);
+      }
+      throw error;
+    });
     const byName = new Map(rendered.services.map((entry) => [entry.plan.name, entry.objects]));
-    for (const service of order) await startService(plan, service, byName.get(service.name)!, namespace, context);
+    // the planner lists services in dependsOn order, so a service's dependencies are already in `ready`
+    const ready = new Map<string, Promise<void>>();
+    for (const service of plan.services) {
+      const after = service.dependsOn.flatMap((name) => ready.get(name) ?? []);
+      ready.set(service.name, track(Promise.all(after).then(() => startService(plan, service, byName.get(service.name)!, namespace, inner))));
+    }
+    const gate = serviceGate(plan);
+    const workspace = track(gate
+      ? startWorkspacePod(plan, rendered.workspace, namespace, agent, gate.length > 0, inner)
+      : Promise.all(ready.values()).then(() => startWorkspacePod(plan, rendered.workspace, namespace, agent, false, inner)));
+    await Promise.allSettled([...ready.values(), workspace]);
+    if (first) throw first.error;
+  }
 
+  async function startWorkspacePod(plan: WorkspacePlan, deployment: V1Deployment & KubernetesObject, namespace: string, agent: AgentDelivery, gated: boolean, context: StartContext): Promise<void> {
     const before = await ignoreMissing(apps.readNamespacedDeployment({ name: WORKSPACE_DEPLOYMENT, namespace }));
-    await apply(rendered.workspace);
-    const hash = podSpecHash(rendered.workspace);
+    await apply(deployment);
+    const hash = podSpecHash(deployment);
     if (before && podSpecHash(before) === hash && before.spec?.replicas === 1) {
       context.log('The workspace pod is already running.');
       return;
     }
-    context.log(`Applied the workspace Deployment in namespace ${namespace} (image ${plan.image}, agent ${agent.kind === 'baked' ? 'from the image' : 'downloaded by an init container'}).`);
+    context.log(`Applied the workspace Deployment in namespace ${namespace} (image ${plan.image}, agent ${agent.kind === 'baked' ? 'from the image' : 'downloaded by an init container'}${gated ? '; its agent starts once the services answer' : ''}).`);
     if (plan.resources.pids) context.log(`The pids limit (${plan.resources.pids}) is not applied: Kubernetes sets process limits per node, not per pod.`);
     await waitForPod({ namespace, labelSelector: `${LABEL_KIND}=workspace`, hash, container: WORKSPACE_CONTAINER, what: 'the workspace pod', until: 'running', timeoutMs: startTimeoutMs, context });
     context.log('The workspace pod is running.');
@@ -349,9 +412,37 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     if (existing.metadata?.labels?.[LABEL_INSTANCE] !== instance) return; // not ours: never deleted
     await ignoreMissing(core.deleteNamespace({ name: namespace, propagationPolicy: 'Background' }));
     context?.log(`Deleting namespace ${namespace} and everything in it.`);
-    const gone = await waitUntil(async () => (await ignoreMissing(core.readNamespace({ name: namespace }))) === undefined, 120_000, 500);
+    const gone = await namespaceGone(namespace, NAMESPACE_DELETE_TIMEOUT_MS);
     if (gone) watch.forget(namespace);
     else throw new AppError('RUNTIME_ERROR', `Namespace ${namespace} was still being deleted after 120 s. Check what holds it (kubectl describe namespace ${namespace}); den deletes it again on the next delete or garbage collection.`);
+  }
+
+  /** Whether the namespace is gone within the time: one watch on it, not a read every half second. */
+  async function namespaceGone(namespace: string, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const list = await core.listNamespace({ fieldSelector: `metadata.name=${namespace}` });
+      if (list.items.length === 0) return true;
+      const watched = Date.now();
+      // until it is deleted, the watch ends (the API server's timeout, a network fault) or the time is up; then look again
+      await new Promise<void>((resolve) => {
+        let controller: AbortController | undefined;
+        let finished = false;
+        const finish = () => {
+          finished = true;
+          clearTimeout(timer);
+          controller?.abort();
+          resolve();
+        };
+        const timer = setTimeout(finish, Math.max(0, deadline - Date.now()));
+        new Watch(kc).watch('/api/v1/namespaces', { fieldSelector: `metadata.name=${namespace}`, resourceVersion: list.metadata?.resourceVersion },
+          (phase) => { if (phase === 'DELETED') finish(); }, finish)
+          .then((started) => { controller = started; if (finished) started.abort(); }, finish);
+      });
+      // a watch refused at once (an account without watch on namespaces) is not a busy loop: looking again every half second at most
+      if (Date.now() - watched < NAMESPACE_RECHECK_MS) await new Promise((resolve) => setTimeout(resolve, NAMESPACE_RECHECK_MS));
+    }
+    return (await core.listNamespace({ fieldSelector: `metadata.name=${namespace}` })).items.length === 0;
   }
 
   async function namespaceIds(): Promise<string[]> {
@@ -363,9 +454,8 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     name: 'kubernetes',
     isolation: { sandboxed: true },
     // Files are not synced into services yet; pids limits are not per pod in Kubernetes (see startWorkspace).
-    // Agents beside services are not injected into service pods yet: refused before any build.
     capabilities: Object.freeze({
-      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'unsupported',
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'enforced',
     }),
     agentDelivery: Object.freeze(['image', 'download'] as const),
     namespaceOf,

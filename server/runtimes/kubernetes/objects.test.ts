@@ -2,7 +2,7 @@ import type { V1Deployment, V1Service } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import type { ServicePlan, WorkspacePlan } from '../driver.ts';
 import { BAKED_AGENT, downloadedAgent } from './agent-delivery.ts';
-import { dnsLabel, labelValue, names, podSpecHash, renderWorkspace, type RenderInput } from './objects.ts';
+import { dnsLabel, labelValue, names, podSpecHash, renderWorkspace, serviceGate, type RenderInput } from './objects.ts';
 
 const ID = '0b5e0b0e-6f1c-4c43-9a52-2b8f4c1d9e77';
 
@@ -58,7 +58,7 @@ describe('kubernetes objects', () => {
     expect(pod.automountServiceAccountToken).toBe(false);
     expect(pod.securityContext?.runAsNonRoot).toBe(true);
     const env = pod.containers[0].env!;
-    expect(env.find((e) => e.name === 'DEN_AGENT_TOKEN')).toEqual({ name: 'DEN_AGENT_TOKEN', valueFrom: { secretKeyRef: { name: 'den-agent', key: 'DEN_AGENT_TOKEN' } } });
+    expect(env.find((e) => e.name === 'DEN_AGENT_TOKEN')).toEqual({ name: 'DEN_AGENT_TOKEN', valueFrom: { secretKeyRef: { name: 'den-agent', key: 'agent-token' } } });
     expect(env.find((e) => e.name === 'DEN_AGENT_URL')?.value).toBe('http://10.0.0.1:7080');
   });
 
@@ -81,12 +81,44 @@ describe('kubernetes objects', () => {
   });
 
   it('adds the download init container with the checksum for images without the agent', () => {
-    const agent = downloadedAgent({ serverUrl: 'http://10.0.0.1:7080', archive: { sha256: 'ab'.repeat(32) }, downloaderImage: 'busybox:1.37', tokenEnv: 'DEN_AGENT_TOKEN', tokenSecret: 'den-agent' });
+    const agent = downloadedAgent({ serverUrl: 'http://10.0.0.1:7080', archive: { sha256: 'ab'.repeat(32) }, downloaderImage: 'busybox:1.37', tokenEnv: 'DEN_AGENT_TOKEN', tokenSecret: 'den-agent', tokenKey: 'agent-token' });
     const pod = render({ agent }).workspace.spec!.template.spec!;
     const init = pod.initContainers![0];
     expect(init.image).toBe('busybox:1.37');
     expect(init.env).toContainEqual({ name: 'DEN_AGENT_BUNDLE_SHA256', value: 'ab'.repeat(32) });
     expect(init.env).toContainEqual({ name: 'DEN_AGENT_BUNDLE_URL', value: 'http://10.0.0.1:7080/api/v1/agent/bundle' });
     expect(pod.containers[0].volumeMounts).toContainEqual({ name: 'den-agent', mountPath: '/opt/den/agent', readOnly: true });
+  });
+
+  it('starts the workspace beside its services, its agent held back until each service with a readiness check answers through its Service', () => {
+    const worker: ServicePlan = { name: 'worker', env: {}, ports: [], dependsOn: [], volumes: [] };
+    expect(serviceGate(plan({ services: [db, worker] }))).toEqual(['db:5432']);
+    const command = render().workspace.spec!.template.spec!.containers[0].command!;
+    expect(command.slice(0, 2)).toEqual(['/opt/den/agent/node', '-e']);
+    expect(command[2]).toContain('["db:5432"]');
+    expect(command[2]).toContain('import("/opt/den/agent/agent.mjs")');
+    // nothing to wait for: the agent itself
+    expect(render({ plan: plan({ services: [worker] }) }).workspace.spec!.template.spec!.containers[0].command).toEqual(['/opt/den/agent/node', '/opt/den/agent/agent.mjs']);
+    // a service that must be ready but has no port to connect to: no gate, the driver starts the workspace after it
+    expect(serviceGate(plan({ services: [{ ...worker, readiness: { command: ['true'], timeoutMs: 1000, intervalMs: 100 } }] }))).toBeUndefined();
+  });
+
+  it('gives a service with an agent its own token as a read-only file and the downloaded bundle, its image and command untouched', () => {
+    const api: ServicePlan = { ...db, name: 'api', image: 'postgres:16', agent: { name: 'api', url: 'http://den:7080', revision: 'r1', delivery: { kind: 'download', url: 'u', sha256: 'cd'.repeat(32) } } };
+    const secrets = [...plan().secrets, { name: 'agent-token.api', env: 'DEN_AGENT_TOKEN', agent: 'api' }];
+    const download = downloadedAgent({ serverUrl: 'http://10.0.0.1:7080', archive: { sha256: 'cd'.repeat(32) }, downloaderImage: 'busybox:1.37', tokenEnv: 'DEN_AGENT_TOKEN', tokenSecret: 'den-agent', tokenKey: 'agent-token.api' });
+    const out = render({ plan: plan({ services: [api], secrets }), serviceAgents: { api: download } });
+    const pod = (out.services[0].objects[0] as V1Deployment).spec!.template.spec!;
+    expect(pod.containers[0].image).toBe('postgres:16');
+    expect(pod.containers[0].command).toBeUndefined();
+    expect(pod.volumes).toContainEqual({ name: 'den-agent-token', secret: { secretName: 'den-agent', items: [{ key: 'agent-token.api', path: 'token' }], defaultMode: 0o444 } });
+    expect(pod.containers[0].volumeMounts).toEqual(expect.arrayContaining([
+      { name: 'den-agent-token', mountPath: '/var/run/den/agent-token', readOnly: true },
+      { name: 'den-agent', mountPath: '/opt/den/agent', readOnly: true },
+    ]));
+    expect(pod.initContainers![0].env).toContainEqual({ name: 'DEN_AGENT_TOKEN', valueFrom: { secretKeyRef: { name: 'den-agent', key: 'agent-token.api' } } });
+    // the service's token never reaches the workspace
+    const env = out.workspace.spec!.template.spec!.containers[0].env!;
+    expect(env.filter((e) => e.name === 'DEN_AGENT_TOKEN')).toEqual([{ name: 'DEN_AGENT_TOKEN', valueFrom: { secretKeyRef: { name: 'den-agent', key: 'agent-token' } } }]);
   });
 });

@@ -4,7 +4,8 @@ import type {
   V1PersistentVolumeClaim, V1Probe, V1ResourceQuota, V1Service, V1ServiceAccount, V1Volume, V1VolumeMount,
 } from '@kubernetes/client-node';
 import { AGENT_COMMAND } from '../agent-bundle.ts';
-import type { ReadinessPlan, ServicePlan, WorkspaceIdentity, WorkspacePlan } from '../driver.ts';
+import { MAIN_AGENT } from '../../../protocol/agent.ts';
+import { agentTokenSecret, secretsOf, type ReadinessPlan, type ServicePlan, type WorkspaceIdentity, type WorkspacePlan } from '../driver.ts';
 import type { AgentDelivery } from './agent-delivery.ts';
 
 /**
@@ -37,6 +38,9 @@ export const AGENT_SECRET = 'den-agent';
 export const SERVICE_ACCOUNT = 'den-workspace';
 export const WORKSPACE_DEPLOYMENT = 'den-workspace';
 export const HOME_CLAIM = 'den-home';
+/** where a service container finds its agent's token (a read-only Secret volume holding one key) */
+export const SERVICE_AGENT_TOKEN_DIR = '/var/run/den/agent-token';
+export const SERVICE_AGENT_TOKEN_FILE = 'token';
 const DEFAULT_HOME_BYTES = 10 * 1024 ** 3;
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
 
@@ -56,6 +60,8 @@ export interface RenderInput {
   ingressFrom: V1NetworkPolicyPeer[];
   /** seconds a container gets between SIGTERM and SIGKILL (default 10) */
   stopGraceSeconds?: number;
+  /** how each service's agent gets into its pod, by service name (services with `agent`; nothing when its image carries the agent) */
+  serviceAgents?: Record<string, AgentDelivery>;
 }
 
 export const names = {
@@ -68,6 +74,11 @@ export const names = {
   service: (service: string) => dnsLabel(service, 63, true),
   volume: (service: string, volume: string) => `svc-${dnsLabel(service, 29)}-${dnsLabel(volume, 29)}`,
 };
+
+/** The key of a plan secret in the agent Secret: its name ('agent-token', 'agent-token.<service>'), in the characters a key may have. */
+export function secretKey(name: string): string {
+  return name.replace(/[^-._a-zA-Z0-9]/g, '_');
+}
 
 /** A DNS-1123 label (DNS-1035 with `letterFirst`: Service names) from any name. */
 export function dnsLabel(name: string, max = 63, letterFirst = false): string {
@@ -132,7 +143,7 @@ export function renderWorkspace(input: RenderInput): { base: KubernetesObject[];
   ];
   return {
     base,
-    services: plan.services.map((service) => ({ plan: service, objects: serviceObjects(input, service, meta) })),
+    services: plan.services.map((service) => ({ plan: service, objects: serviceObjects(input, service, meta, input.serviceAgents?.[service.name]) })),
     workspace: workspaceDeployment(input, meta),
   };
 }
@@ -149,14 +160,15 @@ function workspaceDeployment(input: RenderInput, meta: Meta): V1Deployment & Kub
   };
   const env: V1EnvVar[] = [
     ...envVars({ HOME: HOME_PATH, ...plan.env, DEN_AGENT_URL: input.agentUrl }),
-    ...plan.secrets.map((secret) => ({ name: secret.env, valueFrom: { secretKeyRef: { name: AGENT_SECRET, key: secret.env } } })),
+    ...secretsOf(plan, MAIN_AGENT).map((secret) => ({ name: secret.env, valueFrom: { secretKeyRef: { name: AGENT_SECRET, key: secretKey(secret.name) } } })),
   ];
   const mounts: V1VolumeMount[] = [{ name: 'home', mountPath: HOME_PATH }, ...input.agent.mounts];
+  const gate = serviceGate(plan);
   const container: V1Container = {
     name: WORKSPACE_CONTAINER,
     image: plan.image,
     imagePullPolicy: 'IfNotPresent',
-    command: AGENT_COMMAND,
+    command: gate && gate.length > 0 ? [AGENT_COMMAND[0], '-e', gatedAgent(gate)] : AGENT_COMMAND,
     args: [],
     env,
     workingDir: HOME_PATH,
@@ -166,6 +178,7 @@ function workspaceDeployment(input: RenderInput, meta: Meta): V1Deployment & Kub
     securityContext: { allowPrivilegeEscalation: false, runAsNonRoot: true, runAsUser: WORKSPACE_UID, runAsGroup: WORKSPACE_UID },
   };
   const volumes: V1Volume[] = [{ name: 'home', persistentVolumeClaim: { claimName: HOME_CLAIM } }, ...input.agent.volumes];
+
   return withPodSpecHash({
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -195,8 +208,57 @@ function workspaceDeployment(input: RenderInput, meta: Meta): V1Deployment & Kub
   });
 }
 
-function serviceObjects(input: RenderInput, service: ServicePlan, meta: Meta): KubernetesObject[] {
+/**
+ * What the workspace's agent waits for before it starts, so the workspace pod can be scheduled,
+ * get its home claim provisioned and its container started beside the services instead of after
+ * them, while the agent (and the startup scripts it runs) still comes up only once every service
+ * with a readiness check is ready: `service:port` of each, the Service in front of it. A Service
+ * routes only to Ready pods (and refuses connections while it has none), so a connection through
+ * it is the readiness den waits for, as the workspace sees it. undefined when a service with a
+ * readiness check has no port (nothing to connect to): then the driver applies the workspace
+ * after the services.
+ */
+export function serviceGate(plan: WorkspacePlan): string[] | undefined {
+  const targets: string[] = [];
+  for (const service of plan.services) {
+    if (!service.readiness) continue;
+    if (service.ports.length === 0) return undefined;
+    targets.push(`${names.service(service.name)}:${service.ports[0].port}`);
+  }
+  return targets;
+}
+
+/**
+ * The workspace container's program when the agent waits for services: in the agent's own Node
+ * (from the image or the downloaded bundle), connect to each host:port every 100 ms until all
+ * accept, saying every 10 s what it still waits for, then load the agent in the same process (a
+ * gate of its own, an init container, would cost a container start).
+ */
+function gatedAgent(targets: string[]): string {
+  return `const net = require('node:net');
+const pending = new Set(${JSON.stringify(targets)});
+const accepts = (target) => new Promise((resolve) => {
+  const at = target.lastIndexOf(':');
+  const socket = net.connect({ host: target.slice(0, at), port: Number(target.slice(at + 1)), timeout: 1000 });
+  const end = (ok) => { socket.destroy(); resolve(ok); };
+  socket.once('connect', () => end(true)).once('error', () => end(false)).once('timeout', () => end(false));
+});
+(async () => {
+  for (let said = Date.now(); ; await new Promise((r) => setTimeout(r, 100))) {
+    await Promise.all([...pending].map(async (target) => { if (await accepts(target)) pending.delete(target); }));
+    if (pending.size === 0) break;
+    if (Date.now() - said >= 10000) {
+      said = Date.now();
+      console.error('den: the agent waits for ' + [...pending].join(', ') + ' to accept connections');
+    }
+  }
+  await import(${JSON.stringify(AGENT_COMMAND[1])});
+})();`;
+}
+
+function serviceObjects(input: RenderInput, service: ServicePlan, meta: Meta, serviceAgent?: AgentDelivery): KubernetesObject[] {
   const { plan } = input;
+  const agent = service.agent ? serviceAgentParts(service, serviceAgent) : undefined;
   const serviceLabel = { [LABEL_SERVICE]: labelValue(service.name) };
   const podLabels = { ...meta('', 'service', serviceLabel).labels };
   const firstPort = service.ports[0]?.port;
@@ -210,7 +272,7 @@ function serviceObjects(input: RenderInput, service: ServicePlan, meta: Meta): K
     env: envVars({ ...plan.env, ...service.env, HOST: '0.0.0.0', ...(firstPort !== undefined ? { PORT: String(firstPort) } : {}) }),
     ports: service.ports.map((p) => ({ containerPort: p.port })),
     ...(service.readiness ? { readinessProbe: probe(service.readiness) } : {}),
-    volumeMounts: service.volumes.map((volume) => ({ name: dnsLabel(volume.name), mountPath: volume.path })),
+    volumeMounts: [...service.volumes.map((volume) => ({ name: dnsLabel(volume.name), mountPath: volume.path })), ...(agent?.mounts ?? [])],
     securityContext: { allowPrivilegeEscalation: false },
     // One stream through a terminal: the container runtime reads stdout and stderr apart and can
     // log them out of order (seen: a stderr line landing after later stdout lines), a pty keeps
@@ -226,15 +288,20 @@ function serviceObjects(input: RenderInput, service: ServicePlan, meta: Meta): K
       strategy: { type: 'Recreate' },
       selector: { matchLabels: podLabels },
       template: {
-        metadata: { labels: podLabels },
+        // with an agent, the Secret's generation too: a new token means a new pod, and a fresh agent in it
+        metadata: { labels: podLabels, ...(agent ? { annotations: { [ANNOTATION_AGENT_REVISION]: service.agent!.revision, [ANNOTATION_SECRET_GENERATION]: input.secretGeneration } } : {}) },
         spec: {
           serviceAccountName: SERVICE_ACCOUNT,
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           hostname: names.service(service.name),
           terminationGracePeriodSeconds: input.stopGraceSeconds ?? 10,
+          ...(agent && agent.initContainers.length > 0 ? { initContainers: agent.initContainers } : {}),
           containers: [container],
-          volumes: service.volumes.map((volume) => ({ name: dnsLabel(volume.name), persistentVolumeClaim: { claimName: names.volume(service.name, volume.name) } })),
+          volumes: [
+            ...service.volumes.map((volume) => ({ name: dnsLabel(volume.name), persistentVolumeClaim: { claimName: names.volume(service.name, volume.name) } })),
+            ...(agent?.volumes ?? []),
+          ],
         },
       },
     },
@@ -252,6 +319,24 @@ function serviceObjects(input: RenderInput, service: ServicePlan, meta: Meta): K
     },
   };
   return [deployment, svc];
+}
+
+/**
+ * What a service pod needs for the agent den starts beside the service (driver.ts
+ * ensureServiceAgent), the service's image and command untouched: its token as a read-only
+ * Secret volume holding that one key, and the agent bundle when the image does not carry it
+ * (the download init container into an emptyDir, mounted read-only where den's images have it).
+ */
+function serviceAgentParts(service: ServicePlan, delivery: AgentDelivery | undefined): Pick<AgentDelivery, 'initContainers' | 'volumes' | 'mounts'> {
+  const token = { name: 'den-agent-token', mountPath: SERVICE_AGENT_TOKEN_DIR, readOnly: true };
+  return {
+    initContainers: delivery?.initContainers ?? [],
+    volumes: [
+      { name: token.name, secret: { secretName: AGENT_SECRET, items: [{ key: secretKey(agentTokenSecret(service.agent!.name)), path: SERVICE_AGENT_TOKEN_FILE }], defaultMode: 0o444 } },
+      ...(delivery?.volumes ?? []),
+    ],
+    mounts: [token, ...(delivery?.mounts ?? [])],
+  };
 }
 
 /** Kubernetes probes run at most once a second; den waits for Ready up to the template's timeout itself. */
