@@ -18,6 +18,7 @@ import { createAgentDownload, type AgentDownload } from './runtimes/agent-downlo
 import { join } from 'node:path';
 import { createSshGateway, type SshGateway, type SshLimits } from './ssh/gateway.ts';
 import { createActivityRecorder, type ActivityRecorder } from './workspaces/activity.ts';
+import { createWorkspaceSyncs, type WorkspaceSyncs } from './sync/service.ts';
 
 export interface DenOptions extends DenBase {
   /** run build workers and the reconcile loop in this process (tests of the HTTP layer alone may turn them off) */
@@ -61,6 +62,8 @@ export interface Den extends DenBase {
   ssh: SshGateway;
   /** records workspace use (SSH traffic) */
   activity: ActivityRecorder;
+  /** the live syncs of running workspaces (where the build workers run) */
+  syncs: WorkspaceSyncs;
   /** Registers this replica, then starts the build workers and the reconcile loop, unless this process was built without them. */
   start(): Promise<void>;
   /**
@@ -112,7 +115,9 @@ export function createDen(options: DenOptions): Den {
   });
   const activity = createActivityRecorder(base.store.db, base.clock, (error) => base.log.warn({ err: error }, 'recording workspace activity failed'));
   const ssh = createSshGateway({ ...base, agents, liveAccess, activity, limits: sshLimits });
+  const syncs = createWorkspaceSyncs({ db: base.store.db, agents, events, clock: base.clock, log: base.log });
   return {
+    syncs,
     ...base,
     agents,
     agentBundle,
@@ -134,10 +139,12 @@ export function createDen(options: DenOptions): Den {
       if (startWorkers === false) return;
       await builds.start();
       reconciler.start();
+      await syncs.start();
     },
     async stop() {
       await ssh.close();
       liveAccess.close();
+      syncs.stop();
       await reconciler.stop();
       await builds.stop();
       await agents.close();
