@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
@@ -149,7 +149,8 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
   const sendFull = async (): Promise<number> => {
     needFull = false;
     dirty.clear();
-    const entries = scanner.scan();
+    // digests are taken while the files are sent: each file is read once
+    const entries = scanner.scanWithoutReading();
     await send(encodeSyncRecord({ op: 'full-begin' }));
     const next = new Map<string, TreeEntry>();
     for (const path of [...entries.keys()].sort()) await sendEntry(path, entries.get(path)!, next);
@@ -206,27 +207,39 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     await send(encodeSyncRecord(record));
     const hash = createHash('sha256');
     let fd: number | undefined;
+    let before: Stats | undefined;
     try {
       fd = openSync(join(root, path), 'r');
+      before = fstatSync(fd);
     } catch {
       // gone since the scan: send the promised bytes as zeros; the change that removed it follows
     }
     let left = entry.size;
+    let complete = fd !== undefined;
     try {
       while (left > 0) {
-        const chunk = Buffer.alloc(Math.min(READ_CHUNK, left));
+        // a fresh buffer per chunk: the sender may hold it until the peer grants credit
+        const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK, left));
         const read = fd === undefined ? 0 : readSync(fd, chunk, 0, chunk.byteLength, entry.size - left);
-        if (read < chunk.byteLength) changed(path);
+        if (read < chunk.byteLength) {
+          chunk.fill(0, read);
+          complete = false;
+        }
         hash.update(chunk);
         left -= chunk.byteLength;
         await send(chunk);
       }
-      if (fd !== undefined && readSync(fd, Buffer.alloc(1), 0, 1, entry.size) > 0) changed(path);
+      if (fd !== undefined) {
+        const after = fstatSync(fd);
+        if (after.size !== entry.size || after.mtimeMs !== before!.mtimeMs || after.ctimeMs !== before!.ctimeMs) complete = false;
+      }
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
     const digest = hash.digest('hex');
-    if (digest !== entry.digest) changed(path);
+    // a file that changed while it was read goes again in the next batch
+    if (!complete || (entry.digest !== '' && digest !== entry.digest)) changed(path);
+    else scanner.remember(path, before!, digest);
     return digest;
   };
 

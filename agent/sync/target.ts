@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { accessSync, closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { SyncStreamDecoder, type SyncRecord, type SyncStreamEvent, type SyncTargetOpen, type SyncTargetStatus } from '../../protocol/sync.ts';
@@ -22,7 +22,7 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
     return refusedChannel(onClosed);
   }
   const scanner = new TreeScanner(root, createExcludes(spec.exclude));
-  let current: { fd: number; temp: string; final: string; mode: number } | undefined;
+  let current: { fd: number; temp: string; final: string; path: string; mode: number; hash: Hash } | undefined;
   /** during a full copy: every path written or made, so full-end removes the rest */
   let seen: Set<string> | undefined;
   let filesInBatch = 0;
@@ -51,6 +51,7 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
   function apply(event: SyncStreamEvent): void {
     if (event.type === 'body') {
       writeAll(current!.fd, event.bytes);
+      current!.hash.update(event.bytes);
       return;
     }
     if (event.type === 'body-end') {
@@ -59,6 +60,8 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
       fchmodSync(done.fd, done.mode);
       closeSync(done.fd);
       replaceWith(done.final, () => renameSync(done.temp, done.final));
+      // the batch's hash then needs no second read of what was just written
+      scanner.remember(done.path, lstatSync(done.final), done.hash.digest('hex'));
       return;
     }
     applyRecord(event.record);
@@ -69,7 +72,7 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
       case 'write': {
         const final = inRoot(record.path);
         const temp = join(final, '..', `${TEMP_PREFIX}${randomBytes(6).toString('hex')}`);
-        current = { fd: openSync(temp, 'wx', 0o600), temp, final, mode: record.mode };
+        current = { fd: openSync(temp, 'wx', 0o600), temp, final, path: record.path, mode: record.mode, hash: createHash('sha256') };
         filesInBatch++;
         mark(record.path);
         return;

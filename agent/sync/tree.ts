@@ -20,6 +20,8 @@ export interface TreeEntry {
 /** The prefix of the files the target writes before renaming them into place: never synced. */
 export const TEMP_PREFIX = '.den-sync-tmp-';
 const HASH_CHUNK = 1024 * 1024;
+/** One read buffer for all digests: the agent hashes one file at a time (a buffer per file cost more in GC than in hashing). */
+const hashBuffer = Buffer.allocUnsafe(HASH_CHUNK);
 
 /** True when a path (relative, a folder's with isDir) is excluded by the gitignore patterns. */
 export type Excludes = (path: string, isDir: boolean) => boolean;
@@ -46,6 +48,7 @@ export function treeHash(entries: ReadonlyMap<string, TreeEntry>): string {
 /** Walks a folder and describes every entry that is not excluded, reusing cached digests. */
 export class TreeScanner {
   private cache = new Map<string, { key: string; digest: string }>();
+  private reading = true;
   readonly root: string;
   readonly excludes: Excludes;
 
@@ -58,6 +61,28 @@ export class TreeScanner {
   scan(): Map<string, TreeEntry> {
     const out = new Map<string, TreeEntry>();
     this.walk('', out);
+    return this.forgetGone(out);
+  }
+
+  /**
+   * Like scan, but files whose digest is not cached get digest '' instead of being read: for a
+   * full copy, which reads each file once to send it and digests it then (see `remember`).
+   */
+  scanWithoutReading(): Map<string, TreeEntry> {
+    this.reading = false;
+    try {
+      return this.scan();
+    } finally {
+      this.reading = true;
+    }
+  }
+
+  /** Caches the digest of a file just read or written whole, so the next scan need not read it. */
+  remember(path: string, stats: Stats, digest: string): void {
+    this.cache.set(path, { key: cacheKey(stats), digest });
+  }
+
+  private forgetGone(out: Map<string, TreeEntry>): Map<string, TreeEntry> {
     // forget digests of paths that are gone, so the cache stays the size of the tree
     for (const path of this.cache.keys()) if (!out.has(path)) this.cache.delete(path);
     return out;
@@ -118,14 +143,19 @@ export class TreeScanner {
       return { type: 'l', mode: 0, size: 0, digest: sha256(target) };
     }
     if (!stats.isFile()) return undefined;
-    const key = `${stats.ino}:${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}`;
+    const key = cacheKey(stats);
     const cached = this.cache.get(path);
     if (cached?.key === key) return { type: 'f', mode, size: stats.size, digest: cached.digest };
+    if (!this.reading) return { type: 'f', mode, size: stats.size, digest: '' };
     const digest = fileDigest(join(this.root, path));
     if (digest === undefined) return undefined;
     this.cache.set(path, { key, digest });
     return { type: 'f', mode, size: stats.size, digest };
   }
+}
+
+function cacheKey(stats: Stats): string {
+  return `${stats.ino}:${stats.size}:${stats.mtimeMs}:${stats.ctimeMs}`;
 }
 
 export function sha256(value: string | Uint8Array): string {
@@ -143,8 +173,7 @@ function fileDigest(path: string): string | undefined {
   }
   try {
     const hash = createHash('sha256');
-    const buffer = Buffer.allocUnsafe(HASH_CHUNK);
-    for (let read = readSync(fd, buffer); read > 0; read = readSync(fd, buffer)) hash.update(buffer.subarray(0, read));
+    for (let read = readSync(fd, hashBuffer); read > 0; read = readSync(fd, hashBuffer)) hash.update(hashBuffer.subarray(0, read));
     return hash.digest('hex');
   } finally {
     closeSync(fd);

@@ -1,4 +1,4 @@
-import { readdirSync, watch, type FSWatcher } from 'node:fs';
+import { lstatSync, readdirSync, watch, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 import type { Excludes } from './tree.ts';
 
@@ -83,7 +83,7 @@ export class TreeWatcher {
     this.onChange(path);
     // a folder that appeared (made, or moved in) is watched with everything below it; one that went is forgotten
     if (this.watchers.has(path)) this.unwatchMissing(path);
-    else if (!this.excludes(path, true)) this.watchTree(path, false);
+    else if (isDirectory(join(this.root, path)) && !this.excludes(path, true)) this.watchTree(path, false);
   }
 
   private unwatchMissing(path: string): void {
@@ -107,5 +107,13 @@ export class TreeWatcher {
     if (this.failed) return;
     this.close();
     this.onError(error);
+  }
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return lstatSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }
