@@ -26,9 +26,9 @@ export interface SyncChannel {
  * as soon as a payload is consumed, since both consume synchronously), and an end that lets the
  * last status line reach the server before the close.
  */
-export function createSyncChannel(channel: number, peerWindow: number, context: ChannelContext, onClosed: () => void, hooks: SyncChannelHooks): SyncChannel {
+export function createSyncChannel(channel: number, peerWindow: number, context: ChannelContext, onClosed: () => void, hooks: SyncChannelHooks, window = DEFAULT_CHANNEL_WINDOW): SyncChannel {
   const sender = new ChannelSender(channel, peerWindow, (frame) => context.send(frame));
-  const receive = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
+  const receive = new ReceiveWindow(window);
   let finished = false;
   const finish = (error?: { code: string; message: string }) => {
     if (finished) return;
@@ -43,7 +43,7 @@ export function createSyncChannel(channel: number, peerWindow: number, context: 
     if (sender.queuedBytes === 0) close();
     else sender.onDrain = close;
   };
-  context.send({ type: 'open_ok', channel, window: DEFAULT_CHANNEL_WINDOW });
+  context.send({ type: 'open_ok', channel, window });
   const handler: ChannelHandler = {
     onData(payload) {
       if (finished) return;

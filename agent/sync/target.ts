@@ -8,6 +8,12 @@ import { resolveRoot, syncErrorMessage } from './paths.ts';
 import { createSyncChannel, refusedChannel } from './channel.ts';
 
 /**
+ * The op stream's window: the target applies what arrives at once (it never buffers), so the
+ * window bounds only what is in flight; 256 KiB held a bulk copy to one window per round trip.
+ */
+const TARGET_WINDOW = 2 * 1024 * 1024;
+
+/**
  * A `sync-target` channel on a service's agent: applies the op stream (protocol/sync.ts) to its
  * folder as it arrives, a file's bytes written straight to a temporary file that is renamed into
  * place (a dev server never reads half a file), and after each batch reports the hash of the
@@ -45,7 +51,7 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
     failure: (error) => ({ code: 'SYNC_APPLY_FAILED', message: syncErrorMessage(error, root) }),
     reportError: (error) => report({ type: 'error', ...error }),
     cleanup: dropCurrent,
-  });
+  }, TARGET_WINDOW);
   return sync.handler;
 
   function apply(event: SyncStreamEvent): void {
