@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync, statSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, openSync, readlinkSync, readSync, statSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
@@ -207,7 +207,7 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
       return;
     }
     if (entry.type === 'l') {
-      const target = await readLink(join(root, path));
+      const target = readLink(join(root, path));
       if (target === undefined) return changed(path);
       await send(encodeSyncRecord({ op: 'symlink', path, target }));
       into.set(path, entry);
@@ -266,9 +266,12 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
 
 class Closed extends Error {}
 
-async function readLink(path: string): Promise<string | undefined> {
-  const { readlink } = await import('node:fs/promises');
-  return readlink(path).catch(() => undefined);
+function readLink(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 function parseJson(line: string): unknown {
