@@ -47,11 +47,13 @@ describe('agent link (agent side)', () => {
     expect(await link.next((f) => f.type === 'pong')).toEqual({ type: 'pong', id: 5 });
   });
 
-  it('answers open_error CHANNEL_KIND_UNSUPPORTED to a kind it does not implement', async () => {
+  it('answers open_error SYNC_SOURCE_MISSING with a sentence to a sync of a folder the workspace lacks', async () => {
     const link = await connectAgent();
     link.send(welcome());
-    link.send({ type: 'open', channel: 1, window: 1000, spec: { kind: 'sync', path: '/' } });
-    expect(await link.next((f) => f.type === 'open_error')).toMatchObject({ channel: 1, code: 'CHANNEL_KIND_UNSUPPORTED' });
+    link.send({ type: 'open', channel: 1, window: 1000, spec: { kind: 'sync-source', root: '~/no-such-folder', exclude: [] } });
+    const refusal = await link.next((f) => f.type === 'open_error');
+    expect(refusal).toMatchObject({ channel: 1, code: 'SYNC_SOURCE_MISSING' });
+    expect((refusal as { message: string }).message).toMatch(/no-such-folder does not exist/);
   });
 
   it('never sends more output than the credit the server granted', async () => {

@@ -18,6 +18,8 @@ import { openExecChannel, type ChannelContext, type ChannelHandler } from './exe
 import { dial } from './dial.ts';
 import { createListeners } from './listen.ts';
 import { openTcpChannel } from './tcp.ts';
+import { openSyncSource } from './sync/source.ts';
+import { openSyncTarget } from './sync/target.ts';
 import { LogOutbox } from './log-outbox.ts';
 import { runStartupScripts, type ScriptStream } from './startup.ts';
 
@@ -76,6 +78,8 @@ export function startAgent(options: AgentOptions): Agent {
     exec: openExecChannel,
     tcp: (channel, spec, peerWindow, context, onClosed) => openTcpChannel(channel, spec, peerWindow, context, onClosed, listeners.claim),
     listen: listeners.open,
+    'sync-source': openSyncSource,
+    'sync-target': openSyncTarget,
     ...options.channels,
   };
   let socket: WebSocket | undefined;

@@ -185,6 +185,21 @@ Examples:
     .option('--json', 'print as JSON')
     .action(lazy(workspaces, 'share'));
 
+  const sync = program.command('sync').description('Live sync of workspace folders into environment services (a template\'s `sync`)');
+  sync
+    .command('status')
+    .description('Show each synced folder: state, pending files, the last applied change and its latency, both hashes, the last error')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .option('--json', 'print as JSON')
+    .action(lazy(() => import('./commands/sync.ts'), 'status'));
+  sync
+    .command('restart')
+    .description('Start the syncs again (all, or one service\'s): a full copy, then watching; after an error was fixed')
+    .argument('<workspace>', 'NAME or OWNER/NAME')
+    .argument('[service]', 'only this service\'s syncs')
+    .option('--json', 'print as JSON')
+    .action(lazy(() => import('./commands/sync.ts'), 'restart'));
+
   program
     .command('events')
     .description('Show what happened to a workspace that its owner should know (newest first), such as its agent connection being replaced')

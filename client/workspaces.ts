@@ -1,3 +1,4 @@
+import { syncStatusListSchema } from '../protocol/sync.ts';
 import {
   buildListSchema,
   buildLogLineSchema,
@@ -78,6 +79,14 @@ export class WorkspacesApi {
   /** Shares an app (by name) or port (by number) of the workspace at `level`. */
   share(owner: string, name: string, target: string, level: ShareLevel) {
     return this.#transport.request('PUT', `${workspacePath(owner, name)}/shares/${segment(target)}`, { body: { level }, schema: shareSchema });
+  }
+
+  syncStatus(owner: string, name: string) {
+    return this.#transport.request('GET', `${workspacePath(owner, name)}/sync`, { schema: syncStatusListSchema });
+  }
+
+  syncRestart(owner: string, name: string, service?: string) {
+    return this.#transport.request('POST', `${workspacePath(owner, name)}/sync/restart`, { body: service ? { service } : {}, schema: syncStatusListSchema });
   }
 
   events(owner: string, name: string) {

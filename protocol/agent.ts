@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseJsonFrame } from './json-frame.ts';
+import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
 
 /**
  * The agent link: one websocket from the agent in a workspace to the server, multiplexing
@@ -23,6 +24,9 @@ import { parseJsonFrame } from './json-frame.ts';
  *         the bind fails, and closing the channel stops the listener. The server claims each
  *         accepted connection by opening a `tcp` channel with `accepted` set to its number, so the
  *         agent still opens no channels and every byte keeps the credit flow control.
+ *  - 1.4  `sync-source` and `sync-target` channels (protocol/sync.ts, agent/sync/) replace the
+ *         reserved `sync` kind: the server pipes a workspace folder's op stream from the workspace
+ *         agent into a service's agent.
  *
  * Framing. Every websocket message is one frame.
  *  - Text messages are control frames: UTF-8 JSON, validated by `controlFrameSchema`
@@ -59,7 +63,7 @@ import { parseJsonFrame } from './json-frame.ts';
  * A `listen` channel is a listener in the workspace; its connections become `tcp` channels the
  * server opens (see 1.3).
  */
-export const AGENT_PROTOCOL = { major: 1, minor: 3 } as const;
+export const AGENT_PROTOCOL = { major: 1, minor: 4 } as const;
 
 /**
  * The name of a workspace's own agent; an agent beside an environment service is named after
@@ -193,9 +197,7 @@ export type ListenRecord = z.infer<typeof listenRecordSchema>;
 export const MAX_LISTEN_RECORD_BYTES = 4096;
 /** How long an accepted connection waits for the server to claim it before the agent drops it. */
 export const LISTEN_CLAIM_MS = 10_000;
-/** Reserved for file sync. */
-export const syncOpenSchema = z.object({ kind: z.literal('sync'), path: z.string().max(4096) });
-export const channelSpecSchema = z.union([execOpenSchema, terminalOpenSchema, terminalAdminOpenSchema, tcpOpenSchema, listenOpenSchema, syncOpenSchema]);
+export const channelSpecSchema = z.union([execOpenSchema, terminalOpenSchema, terminalAdminOpenSchema, tcpOpenSchema, listenOpenSchema, syncSourceOpenSchema, syncTargetOpenSchema]);
 export type ChannelSpec = z.infer<typeof channelSpecSchema>;
 export type ExecOpen = z.infer<typeof execOpenSchema>;
 export type TcpOpen = z.infer<typeof tcpOpenSchema>;

@@ -56,6 +56,7 @@ export const ERROR_CODES = {
   BUILD_NOT_FOUND: { status: 404, doc: 'No build with that number for the workspace.' },
   BUILD_NOT_IN_PROGRESS: { status: 409, doc: 'The workspace has no queued or running build, so there is nothing to cancel.' },
   SERVICE_NOT_FOUND: { status: 404, doc: 'The workspace\'s template version has no environment service with that name.' },
+  SYNC_NOT_FOUND: { status: 404, doc: 'The workspace (or the named service) syncs nothing while it runs.' },
 
   // agent link
   AGENT_UNAUTHORIZED: { status: 401, doc: 'The agent token is unknown, revoked or for another workspace.' },

@@ -169,10 +169,19 @@ export const serviceSchema = z.strictObject({
   dependsOn: z.array(z.string()).optional().describe('Services that must be ready before this one starts.'),
   agent: z.boolean().optional()
     .describe('Run a den agent beside the service, so `den exec WS --service NAME` and terminals reach into it; the image is not changed (docker mounts the agent read-only).'),
-  /** paths copied live from the workspace into the service */
   sync: z
-    .array(z.strictObject({ from: z.string().min(1), to: z.string().min(1), exclude: z.array(z.string()).optional() }))
-    .optional(),
+    .array(z.strictObject({
+      from: z.string().min(1).describe('a folder in the workspace (~/ is its home)'),
+      to: z.string().min(1).describe('the folder in the service it is mirrored into'),
+      exclude: z.array(z.string()).optional().describe('gitignore patterns, relative to from; excluded paths in the service are left alone'),
+      mode: z.enum(['one-way'], { message: 'Only one-way sync exists so far (the workspace is the source of truth): write mode: one-way or leave it out.' }).default('one-way').describe('one-way: the workspace is the source of truth (two-way is not implemented yet)'),
+    }))
+    .optional()
+    .describe('Folders copied live from the workspace into the service (docker); a synced service gets an agent beside it. `den sync status` shows each one.'),
+  afterSync: z
+    .union([z.literal('nothing'), z.strictObject({ run: z.string().min(1).describe('run by sh -c in the service after each applied batch') })])
+    .optional()
+    .describe('What the service does after a sync batch lands: nothing (its dev server reloads by itself, the default) or run a command.'),
 });
 
 /** A task or a test: a command run in a service's agent, with the inputs and tasks its version depends on. */

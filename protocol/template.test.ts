@@ -123,6 +123,16 @@ describe('templateSchema', () => {
     expect(problems(clash).join()).toContain("Two preview URLs are named 'api-http'");
   });
 
+  it('takes one-way sync with an afterSync command, and refuses two-way with a sentence', () => {
+    const service = (extra: object) => ({ ...minimal, environment: { services: { api: { image: 'i', sync: [{ from: '~/app', to: '/app' }], ...extra } } } });
+    const spec = templateSchema.parse(service({ afterSync: { run: 'kill -HUP 1' } }));
+    expect(spec.environment?.services?.api).toMatchObject({ sync: [{ mode: 'one-way' }], afterSync: { run: 'kill -HUP 1' } });
+    expect(problems(service({ afterSync: 'nothing' }))).toEqual([]);
+    const twoWay = { ...minimal, environment: { services: { api: { image: 'i', sync: [{ from: '~/app', to: '/app', mode: 'two-way' }] } } } };
+    expect(problems(twoWay).join()).toContain('Only one-way sync exists so far');
+    expect(problems(service({ afterSync: 'restart' })).join()).toContain('environment.services.api.afterSync');
+  });
+
   it('refuses duplicate app and startup script names', () => {
     const apps = [{ name: 'web', port: 1 }, { name: 'web', port: 2 }];
     expect(problems({ ...minimal, workspace: { image: 'i', apps } }).join()).toContain("App 'web' is declared twice");

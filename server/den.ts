@@ -19,6 +19,7 @@ import { createAppHealthMonitor, type AppHealthMonitor } from './apps/health.ts'
 import { join } from 'node:path';
 import { createSshGateway, type SshGateway, type SshLimits } from './ssh/gateway.ts';
 import { createActivityRecorder, type ActivityRecorder } from './workspaces/activity.ts';
+import { createWorkspaceSyncs, type WorkspaceSyncs } from './sync/service.ts';
 
 export interface DenOptions extends DenBase {
   /** run build workers and the reconcile loop in this process (tests of the HTTP layer alone may turn them off) */
@@ -64,6 +65,8 @@ export interface Den extends DenBase {
   activity: ActivityRecorder;
   /** the health checks of the apps of the workspaces whose agents this process holds */
   appHealth: AppHealthMonitor;
+  /** the live syncs of running workspaces (where the build workers run) */
+  syncs: WorkspaceSyncs;
   /** Registers this replica, then starts the build workers and the reconcile loop, unless this process was built without them. */
   start(): Promise<void>;
   /**
@@ -116,7 +119,9 @@ export function createDen(options: DenOptions): Den {
   const activity = createActivityRecorder(base.store.db, base.clock, (error) => base.log.warn({ err: error }, 'recording workspace activity failed'));
   const ssh = createSshGateway({ ...base, agents, liveAccess, activity, limits: sshLimits });
   const appHealth = createAppHealthMonitor({ db: base.store.db, clock: base.clock, log: base.log, agents, localAgents });
+  const syncs = createWorkspaceSyncs({ db: base.store.db, agents, events, clock: base.clock, log: base.log });
   return {
+    syncs,
     ...base,
     agents,
     agentBundle,
@@ -141,11 +146,13 @@ export function createDen(options: DenOptions): Den {
       if (startWorkers === false) return;
       await builds.start();
       reconciler.start();
+      await syncs.start();
     },
     async stop() {
       await ssh.close();
       appHealth.stop();
       liveAccess.close();
+      syncs.stop();
       await reconciler.stop();
       await builds.stop();
       await agents.close();

@@ -143,6 +143,9 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /api/v1/workspaces/:owner/:name/builds/:number/logs': { auth: 'user', workspace: true },
   // the matrix template declares no services: allowed callers get 404 SERVICE_NOT_FOUND
   'GET /api/v1/workspaces/:owner/:name/services/:service/logs': { auth: 'user', workspace: true, params: { service: 'db' } },
+  'GET /api/v1/workspaces/:owner/:name/sync': { auth: 'user', workspace: true },
+  // the matrix template syncs nothing: allowed callers get 404 SYNC_NOT_FOUND
+  'POST /api/v1/workspaces/:owner/:name/sync/restart': { auth: 'user', workspace: true, body: {} },
 
   // ---- agents ----
   // Public at the HTTP layer: the agent token is checked by the route. User API tokens must not open it.

@@ -33,6 +33,8 @@ export interface PlanInput {
   agentDelivery: readonly AgentDeliveryKind[];
   /** den's agent-bundle route and the checksum of what it serves; needed when the runtime offers 'download' */
   agentDownload?: { url: string; sha256: string };
+  /** the runtime carries out `sync` (docker): a synced service gets an agent beside it, the sync's target */
+  syncAgents?: boolean;
 }
 
 export interface PlanResult {
@@ -89,7 +91,8 @@ export function planWorkspace(input: PlanInput): PlanResult {
   const services = dependencyOrder(servicesSpec).map((name) => planService(name, servicesSpec[name], evaluate));
   const manifests: Record<string, AgentManifest> = {};
   for (const service of services) {
-    if (!servicesSpec[service.name].agent) continue;
+    const serviceSpec = servicesSpec[service.name];
+    if (!serviceSpec.agent && !(input.syncAgents && (serviceSpec.sync?.length ?? 0) > 0)) continue;
     // A service's agent runs no startup scripts and serves no apps: it is there for exec,
     // terminals (and later sync) into the service, in the service's own environment.
     manifests[service.name] = { env: {}, startupScripts: [], apps: [] };

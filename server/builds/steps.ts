@@ -52,6 +52,7 @@ export async function runTransition(build: BuildRow, deps: StepDeps, step: RunSt
       const agentDownload = deps.driver.agentDelivery.includes('download') ? await deps.agentDownload?.() : undefined;
       const { plan, manifests } = await step('plan', async () => planWorkspace({
         spec, params, workspace: identity, owner, endpoints, accessUrl: deps.accessUrl, agentDelivery: deps.driver.agentDelivery, agentDownload,
+        syncAgents: deps.driver.capabilities.sync === 'enforced',
       }));
       const agents = planAgents(plan);
       await forgetUnplannedAgents(deps.db, identity.id, agents.map((a) => a.name), now());

@@ -18,6 +18,7 @@ import { authRoutes } from '../auth/routes.ts';
 import { userRoutes } from '../users/routes.ts';
 import { templateRoutes } from '../templates/routes.ts';
 import { workspaceRoutes } from '../workspaces/routes.ts';
+import { syncRoutes } from '../sync/routes.ts';
 import { agentRoutes } from '../agents/routes.ts';
 import { relayRoutes } from '../agents/relay-routes.ts';
 import { terminalRoutes } from '../terminal/routes.ts';
@@ -101,6 +102,7 @@ export async function buildServer(den: Den): Promise<FastifyInstance> {
   await app.register(userRoutes, { prefix: '/api/v1', ...deps });
   await app.register(templateRoutes, { prefix: '/api/v1', ...deps });
   await app.register(workspaceRoutes, { prefix: '/api/v1', ...deps });
+  await app.register(syncRoutes, { prefix: '/api/v1', ...deps });
   await app.register(agentRoutes, { prefix: '/api/v1', ...deps });
   await app.register(relayRoutes, { prefix: '/api/v1', ...deps });
   await app.register(terminalRoutes, { prefix: '/api/v1', ...deps });

@@ -5,7 +5,8 @@ import type { TemplateSpec } from '../../protocol/template.ts';
  * How a runtime handles each template feature:
  *  - 'enforced': carried out as the template says;
  *  - 'ignored': accepted, and the workspace runs without it (the process runtime sets no
- *    resource limits, mounts no service volumes; no runtime syncs files yet);
+ *    resource limits, mounts no service volumes, and needs no sync: its services share the
+ *    workspace's home; kubernetes does not sync yet);
  *  - 'unsupported': a workspace that needs it cannot work, so creating one is refused.
  */
 export type CapabilitySupport = 'enforced' | 'ignored' | 'unsupported';

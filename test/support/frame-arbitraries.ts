@@ -106,7 +106,7 @@ export function serverMessage(safeCommands: string[][]): fc.Arbitrary<LinkMessag
       .map(({ command, env, cwd, tty }) => ({ kind: 'exec' as const, command, ...(env ? { env } : {}), ...(cwd ? { cwd } : {}), ...(tty ? { tty } : {}) })),
     fc.record({ command, env, cols: size, rows: size, sessionId: fc.option(fc.constantFrom('s1', 'nope'), { nil: undefined }) })
       .map(({ command, env, cols, rows, sessionId }) => ({ kind: 'terminal' as const, command, cols, rows, ...(env ? { env } : {}), ...(sessionId ? { sessionId } : {}) })),
-    fc.constantFrom<ChannelSpec>({ kind: 'terminal-admin', op: 'list' }, { kind: 'terminal-admin', op: 'close', sessionId: 'nope' }, { kind: 'tcp', host: '127.0.0.1', port: 1 }, { kind: 'tcp', host: '127.0.0.1', accepted: 1 }, { kind: 'listen', host: '127.0.0.1', port: 0 }, { kind: 'sync', path: '/' }),
+    fc.constantFrom<ChannelSpec>({ kind: 'terminal-admin', op: 'list' }, { kind: 'terminal-admin', op: 'close', sessionId: 'nope' }, { kind: 'tcp', host: '127.0.0.1', port: 1 }, { kind: 'tcp', host: '127.0.0.1', accepted: 1 }, { kind: 'listen', host: '127.0.0.1', port: 0 }, { kind: 'sync-target', root: '/nonexistent/den-fuzz', exclude: [] }),
   );
   const terminalRecord = fc.oneof(
     fc.constantFrom('{"type":"resize","cols":0,"rows":99999}', '{"type":"ack","bytes":100}', '{"type":"close"}', '{"type":{"toString":1}}', '{"type":"attach","cols":1,"rows":1}', '{"type":"input","data":"x"}'),

@@ -210,9 +210,9 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
   const driver: DockerDriver = {
     name: 'docker',
     isolation: { sandboxed: true },
-    // Files are not synced into services yet: a template's sync paths are accepted and not applied.
+    // sync: the server pipes the workspace agent's folder into the service's agent (server/sync/).
     capabilities: Object.freeze({
-      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'enforced',
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
     }),
     // den's images carry the agent (a newer bundle is mounted over an older one); others get the volume
     agentDelivery: Object.freeze(['image', 'volume'] as const),

@@ -1,0 +1,246 @@
+import { z } from 'zod';
+
+/**
+ * Live sync from a workspace folder into an environment service, driven by the server between
+ * two of the workspace's agents (ADR 0023). The server opens a `sync-source` channel on the
+ * workspace's agent and a `sync-target` channel on the service's agent and pipes the first's
+ * DATA into the second, so every byte keeps the link's credit flow control end to end.
+ *
+ *  - sync-source DATA (to the server, piped to the target): the op stream, records of
+ *      u32 header length (big endian) | header JSON (`syncRecordSchema`) | body
+ *    where only `write` has a body, of exactly `size` bytes. Records arrive in the order the
+ *    target must apply them; a `batch` record closes a batch and carries the hash of the tree
+ *    the source has sent so far.
+ *  - sync-source STDERR (to the server): `syncSourceStatusSchema` JSON lines (watch mode,
+ *    pending files, each batch's hash, errors).
+ *  - sync-source stdin (from the server): `syncSourceCommandSchema` JSON lines (resync).
+ *  - sync-target DATA (to the server): `syncTargetStatusSchema` JSON lines (each applied batch
+ *    with the hash the target computed from its own disk, or the error that stopped it).
+ *
+ * Both sides compute `treeHash` (agent/sync/tree.ts) the same way: sha256 over the sorted lines
+ * `type NUL path NUL mode(octal) NUL digest LF`, where digest is the sha256 of a file's content
+ * or of a symlink's target and empty for a folder, and excluded paths are left out.
+ */
+
+/** The longest record header; a longer one is a protocol violation. */
+export const MAX_SYNC_HEADER_BYTES = 64 * 1024;
+/** The longest status or command line either way. */
+export const MAX_SYNC_LINE_BYTES = 64 * 1024;
+/** The largest file the sync carries (a larger one is an error the owner sees, not a silent skip). */
+export const MAX_SYNC_FILE_BYTES = 2 * 1024 * 1024 * 1024;
+/** What `to` and the excluded patterns may be. */
+const syncPath = z.string().min(1).max(4096);
+
+/**
+ * A path inside the synced folder: relative, `/`-separated, no `.` or `..` segment, no NUL.
+ * The target also refuses to write through a symlink that leaves the folder.
+ */
+export const relativeSyncPathSchema = z.string().min(1).max(4096).refine(isSafeRelativePath, 'A synced path is relative to the synced folder and never leaves it.');
+
+export function isSafeRelativePath(path: string): boolean {
+  if (path.startsWith('/') || path.includes('\0') || path.endsWith('/')) return false;
+  return path.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..');
+}
+
+const mode = z.number().int().min(0).max(0o7777);
+
+export const syncSourceOpenSchema = z.object({
+  kind: z.literal('sync-source'),
+  /** the folder to watch; `~/` is the agent's HOME */
+  root: syncPath,
+  /** gitignore patterns, relative to root */
+  exclude: z.array(z.string().max(4096)).max(1000).default([]),
+});
+export const syncTargetOpenSchema = z.object({
+  kind: z.literal('sync-target'),
+  /** the folder the source's tree is mirrored into; `~/` is the agent's HOME */
+  root: syncPath,
+  /** the same patterns as the source's: excluded paths in the service are left alone */
+  exclude: z.array(z.string().max(4096)).max(1000).default([]),
+});
+export type SyncSourceOpen = z.infer<typeof syncSourceOpenSchema>;
+export type SyncTargetOpen = z.infer<typeof syncTargetOpenSchema>;
+
+export const syncRecordSchema = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('write'), path: relativeSyncPathSchema, mode, size: z.number().int().min(0).max(MAX_SYNC_FILE_BYTES) }),
+  z.object({ op: z.literal('mkdir'), path: relativeSyncPathSchema, mode }),
+  z.object({ op: z.literal('symlink'), path: relativeSyncPathSchema, target: z.string().min(1).max(4096) }),
+  z.object({ op: z.literal('chmod'), path: relativeSyncPathSchema, mode }),
+  /** removes a file, a symlink or a whole folder */
+  z.object({ op: z.literal('delete'), path: relativeSyncPathSchema }),
+  z.object({ op: z.literal('rename'), from: relativeSyncPathSchema, to: relativeSyncPathSchema }),
+  /** a full copy follows: everything not written, made or linked before `full-end` is removed (excluded paths stay) */
+  z.object({ op: z.literal('full-begin') }),
+  z.object({ op: z.literal('full-end') }),
+  /** the end of a batch: `hash` is the tree the source sent; `detectedAt` when its first change was seen (ms since the epoch) */
+  z.object({ op: z.literal('batch'), batch: z.number().int().min(1), files: z.number().int().min(0), hash: z.string().max(128), detectedAt: z.number() }),
+]);
+export type SyncRecord = z.infer<typeof syncRecordSchema>;
+
+export const syncWatchModeSchema = z.enum(['inotify', 'scan']);
+
+export const syncSourceStatusSchema = z.discriminatedUnion('type', [
+  /** how the source watches; `message` says why it scans when it does */
+  z.object({ type: z.literal('watching'), mode: syncWatchModeSchema, message: z.string().max(4096).optional() }),
+  z.object({ type: z.literal('pending'), files: z.number().int().min(0) }),
+  z.object({ type: z.literal('batch'), batch: z.number().int().min(1), files: z.number().int().min(0), hash: z.string().max(128), detectedAt: z.number() }),
+  z.object({ type: z.literal('error'), code: z.string().max(64), message: z.string().max(4096) }),
+]);
+export type SyncSourceStatus = z.infer<typeof syncSourceStatusSchema>;
+
+export const syncSourceCommandSchema = z.discriminatedUnion('type', [
+  /** send the whole tree again (after the hashes disagreed) */
+  z.object({ type: z.literal('resync') }),
+]);
+export type SyncSourceCommand = z.infer<typeof syncSourceCommandSchema>;
+
+export const syncTargetStatusSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('applied'), batch: z.number().int().min(1), files: z.number().int().min(0), hash: z.string().max(128), detectedAt: z.number(), appliedAt: z.number() }),
+  z.object({ type: z.literal('error'), code: z.string().max(64), message: z.string().max(4096) }),
+]);
+export type SyncTargetStatus = z.infer<typeof syncTargetStatusSchema>;
+
+/** Encodes one record header (and the caller sends `size` body bytes after it for a write). */
+export function encodeSyncRecord(record: SyncRecord): Uint8Array {
+  const json = Buffer.from(JSON.stringify(record), 'utf8');
+  if (json.byteLength > MAX_SYNC_HEADER_BYTES) throw new Error(`A sync record header is ${json.byteLength} bytes; the maximum is ${MAX_SYNC_HEADER_BYTES}.`);
+  const out = Buffer.allocUnsafe(4 + json.byteLength);
+  out.writeUInt32BE(json.byteLength, 0);
+  json.copy(out, 4);
+  return out;
+}
+
+export type SyncStreamEvent =
+  | { type: 'record'; record: SyncRecord }
+  | { type: 'body'; bytes: Uint8Array }
+  | { type: 'body-end' };
+
+/**
+ * Incremental decoder of the op stream: feed it chunks as they arrive, it calls `emit` with each
+ * record, the body bytes of a write as they come (never buffered whole) and the end of each body.
+ * Holds at most one header in memory. Throws on a malformed or oversized header.
+ */
+export class SyncStreamDecoder {
+  private header: Buffer[] = [];
+  private headerBytes = 0;
+  private headerLength: number | undefined;
+  private bodyLeft = 0;
+  private readonly emit: (event: SyncStreamEvent) => void;
+
+  constructor(emit: (event: SyncStreamEvent) => void) {
+    this.emit = emit;
+  }
+
+  /** true between records (an ended stream that is not idle was cut in the middle of one) */
+  get idle(): boolean {
+    return this.headerBytes === 0 && this.bodyLeft === 0 && this.headerLength === undefined;
+  }
+
+  push(chunk: Uint8Array): void {
+    let offset = 0;
+    while (offset < chunk.byteLength) {
+      if (this.bodyLeft > 0) {
+        const take = Math.min(this.bodyLeft, chunk.byteLength - offset);
+        this.bodyLeft -= take;
+        this.emit({ type: 'body', bytes: chunk.subarray(offset, offset + take) });
+        offset += take;
+        if (this.bodyLeft === 0) this.emit({ type: 'body-end' });
+        continue;
+      }
+      const want = (this.headerLength === undefined ? 4 : this.headerLength) - this.headerBytes;
+      const take = Math.min(want, chunk.byteLength - offset);
+      this.header.push(Buffer.from(chunk.subarray(offset, offset + take)));
+      this.headerBytes += take;
+      offset += take;
+      if (take < want) continue;
+      const bytes = Buffer.concat(this.header);
+      this.header = [];
+      this.headerBytes = 0;
+      if (this.headerLength === undefined) {
+        const length = bytes.readUInt32BE(0);
+        if (length === 0 || length > MAX_SYNC_HEADER_BYTES) throw new Error(`A sync record header of ${length} bytes is outside 1..${MAX_SYNC_HEADER_BYTES}.`);
+        this.headerLength = length;
+        continue;
+      }
+      this.headerLength = undefined;
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(bytes.toString('utf8'));
+      } catch {
+        throw new Error('A sync record header is not JSON.');
+      }
+      const record = syncRecordSchema.safeParse(parsed);
+      if (!record.success) throw new Error(`A sync record is malformed: ${record.error.issues[0]?.message ?? 'invalid'}.`);
+      this.emit({ type: 'record', record: record.data });
+      if (record.data.op === 'write') {
+        this.bodyLeft = record.data.size;
+        if (this.bodyLeft === 0) this.emit({ type: 'body-end' });
+      }
+    }
+  }
+}
+
+/** Splits a byte stream into lines of at most `max` bytes; a longer line throws. */
+export class LineSplitter {
+  private partial: Buffer[] = [];
+  private partialBytes = 0;
+  private readonly max: number;
+  private readonly emit: (line: string) => void;
+
+  constructor(max: number, emit: (line: string) => void) {
+    this.max = max;
+    this.emit = emit;
+  }
+
+  push(chunk: Uint8Array): void {
+    let start = 0;
+    for (let newline = chunk.indexOf(10); newline >= 0; newline = chunk.indexOf(10, start)) {
+      const piece = Buffer.from(chunk.subarray(start, newline));
+      this.check(piece.byteLength);
+      const line = Buffer.concat([...this.partial, piece]).toString('utf8');
+      this.partial = [];
+      this.partialBytes = 0;
+      start = newline + 1;
+      if (line.length > 0) this.emit(line);
+    }
+    if (start < chunk.byteLength) {
+      this.check(chunk.byteLength - start);
+      this.partial.push(Buffer.from(chunk.subarray(start)));
+      this.partialBytes += chunk.byteLength - start;
+    }
+  }
+
+  private check(more: number): void {
+    if (this.partialBytes + more > this.max) throw new Error(`A sync status line is longer than ${this.max} bytes.`);
+  }
+}
+
+// ---- the API: GET /api/v1/workspaces/:owner/:name/sync ----
+
+export const syncStateSchema = z.enum(['initialising', 'watching', 'applying', 'error', 'waiting']);
+export type SyncState = z.infer<typeof syncStateSchema>;
+
+export const syncStatusSchema = z.object({
+  service: z.string(),
+  from: z.string(),
+  to: z.string(),
+  /** initialising: the first full copy runs; watching: converged and waiting for changes; applying: a batch is on its way; error: stopped (see lastError); waiting: an agent is not connected yet */
+  state: syncStateSchema,
+  /** inotify, or scan when the watch limits were reached (watchMessage says so) */
+  watchMode: syncWatchModeSchema.nullable(),
+  watchMessage: z.string().nullable(),
+  /** changes seen in the workspace and not yet applied in the service */
+  pendingFiles: z.number().int(),
+  lastApplied: z.object({ at: z.string(), batch: z.number().int(), files: z.number().int(), latencyMs: z.number() }).nullable(),
+  /** a full sentence, when the sync stopped */
+  lastError: z.string().nullable(),
+  sourceHash: z.string().nullable(),
+  targetHash: z.string().nullable(),
+  /** the last applied batch's hashes agree */
+  inSync: z.boolean(),
+  /** full copies after the hashes disagreed */
+  resyncs: z.number().int(),
+});
+export type SyncStatus = z.infer<typeof syncStatusSchema>;
+export const syncStatusListSchema = z.object({ items: z.array(syncStatusSchema) });
+export const syncRestartSchema = z.object({ service: z.string().min(1).max(63).optional() });

@@ -1,0 +1,263 @@
+import { finished } from 'node:stream/promises';
+import { isAppError } from '../../protocol/errors.ts';
+import {
+  LineSplitter, MAX_SYNC_LINE_BYTES, syncSourceStatusSchema, syncTargetStatusSchema,
+  type SyncSourceStatus, type SyncStatus, type SyncTargetStatus,
+} from '../../protocol/sync.ts';
+import type { ChannelSpec } from '../../protocol/agent.ts';
+import { MAIN_AGENT } from '../../protocol/agent.ts';
+import { createExecSession } from '../agents/exec-session.ts';
+import type { AgentHub, AgentRef, ExecSession } from '../agents/hub-types.ts';
+
+/** One sync of a service, as the template declares it. */
+export interface SyncSpec {
+  service: string;
+  from: string;
+  to: string;
+  exclude: string[];
+  /** a command run in the service (sh -c) after each applied batch */
+  afterSyncRun?: string;
+}
+
+export interface SyncRunnerDeps {
+  agents: AgentHub;
+  /** a sentence for the workspace's events (errors, watch fallback, resyncs) */
+  event(kind: string, message: string, detail: Record<string, unknown>): void;
+  now(): Date;
+}
+
+/** The server's receive window for the op stream: large enough for a bulk copy at disk speed, one per running sync. */
+const STREAM_WINDOW = 2 * 1024 * 1024;
+/** Consecutive full copies whose hashes still disagree before the sync stops with an error (something in the service writes into the folder). */
+const MAX_RESYNCS_IN_A_ROW = 3;
+/** Source hashes kept while their batch is on its way. */
+const KEEP_BATCHES = 1000;
+
+/**
+ * One running sync: a `sync-source` channel on the workspace's agent piped into a `sync-target`
+ * channel on the service's agent (backpressure end to end through the pipe and both channels'
+ * credit), and the status both report. When the batch hashes disagree the source sends the whole
+ * tree again; an error from either side stops this sync and is a workspace event.
+ */
+export class SyncRunner {
+  readonly spec: SyncSpec;
+  private readonly deps: SyncRunnerDeps;
+  private readonly workspaceId: string;
+  private source: ExecSession | undefined;
+  private target: ExecSession | undefined;
+  private stopped = false;
+  private sourceHashes = new Map<number, string>();
+  private resyncsInARow = 0;
+  private lastSourceBatch = 0;
+  private lastAppliedBatch = 0;
+  private afterSyncRunning = false;
+  private afterSyncAgain = false;
+  status: SyncStatus;
+
+  constructor(workspaceId: string, spec: SyncSpec, deps: SyncRunnerDeps) {
+    this.workspaceId = workspaceId;
+    this.spec = spec;
+    this.deps = deps;
+    this.status = {
+      service: spec.service, from: spec.from, to: spec.to, state: 'waiting', watchMode: null, watchMessage: null, pendingFiles: 0,
+      lastApplied: null, lastError: null, sourceHash: null, targetHash: null, inSync: false, resyncs: 0,
+    };
+  }
+
+  get running(): boolean {
+    return this.source !== undefined;
+  }
+
+  /** Opens both channels; resolves once they run. An agent that is not connected leaves the sync `waiting` (start again later). */
+  async start(): Promise<void> {
+    if (this.stopped || this.source) return;
+    const serviceAgent: AgentRef = { workspaceId: this.workspaceId, agent: this.spec.service };
+    const mainAgent: AgentRef = { workspaceId: this.workspaceId, agent: MAIN_AGENT };
+    if (!this.deps.agents.isConnected(serviceAgent) || !this.deps.agents.isConnected(mainAgent)) {
+      this.status = { ...this.status, state: 'waiting' };
+      return;
+    }
+    this.status = { ...this.status, state: 'initialising', lastError: null, inSync: false };
+    this.sourceHashes.clear();
+    this.lastSourceBatch = 0;
+    this.lastAppliedBatch = 0;
+    let target: ExecSession;
+    let source: ExecSession;
+    try {
+      target = await openSession(this.deps.agents, serviceAgent, { kind: 'sync-target', root: this.spec.to, exclude: this.spec.exclude });
+    } catch (error) {
+      return this.fail(error);
+    }
+    try {
+      source = await openSession(this.deps.agents, mainAgent, { kind: 'sync-source', root: this.spec.from, exclude: this.spec.exclude });
+    } catch (error) {
+      target.stdio.destroy();
+      return this.fail(error);
+    }
+    if (this.stopped) {
+      target.stdio.destroy();
+      source.stdio.destroy();
+      return;
+    }
+    this.source = source;
+    this.target = target;
+    source.stdio.pipe(target.stdio);
+    const sourceLines = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => this.onSourceLine(line));
+    const targetLines = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => this.onTargetLine(line));
+    source.stderr.on('data', (chunk: Buffer) => this.guard(() => sourceLines.push(chunk)));
+    target.stdio.on('data', (chunk: Buffer) => this.guard(() => targetLines.push(chunk)));
+    const ended = (side: string) => () => {
+      if (this.source !== source) return;
+      this.detach();
+      // an error line came first when an agent stopped the sync; otherwise the link went away
+      if (this.status.state !== 'error' && !this.stopped) this.status = { ...this.status, state: 'waiting', lastError: `The ${side} agent went away; the sync resumes when it is back.` };
+    };
+    // after the last status line was read: an agent that stopped the sync said why first
+    const drainedThen = (readable: NodeJS.ReadableStream, then: () => void) => finished(readable).catch(() => undefined).then(then);
+    source.exit.catch(() => undefined).then(() => drainedThen(source.stderr, ended('workspace')));
+    target.exit.catch(() => undefined).then(() => drainedThen(target.stdio, ended(`${this.spec.service} service's`)));
+  }
+
+  /** Ends both channels; the runner is not started again. */
+  stop(): void {
+    this.stopped = true;
+    this.detach();
+  }
+
+  private detach(): void {
+    const { source, target } = this;
+    this.source = undefined;
+    this.target = undefined;
+    source?.stdio.unpipe();
+    source?.stdio.destroy();
+    target?.stdio.destroy();
+  }
+
+  private guard(work: () => void): void {
+    try {
+      work();
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  private onSourceLine(line: string): void {
+    const parsed = syncSourceStatusSchema.safeParse(parseJson(line));
+    if (!parsed.success) throw new Error('The workspace agent sent a malformed sync status line.');
+    const status: SyncSourceStatus = parsed.data;
+    switch (status.type) {
+      case 'watching':
+        this.status = { ...this.status, watchMode: status.mode, watchMessage: status.message ?? null };
+        if (status.mode === 'scan') this.deps.event('sync.watch', status.message ?? 'The workspace folder is scanned instead of watched.', { service: this.spec.service });
+        return;
+      case 'pending':
+        this.status = { ...this.status, pendingFiles: status.files, state: this.stateNow(status.files) };
+        return;
+      case 'batch':
+        this.lastSourceBatch = status.batch;
+        this.sourceHashes.set(status.batch, status.hash);
+        if (this.sourceHashes.size > KEEP_BATCHES) this.sourceHashes.delete(this.sourceHashes.keys().next().value!);
+        this.status = { ...this.status, sourceHash: status.hash, state: this.stateNow(this.status.pendingFiles) };
+        return;
+      case 'error':
+        return this.fail(new Error(status.message));
+    }
+  }
+
+  private onTargetLine(line: string): void {
+    const parsed = syncTargetStatusSchema.safeParse(parseJson(line));
+    if (!parsed.success) throw new Error(`The ${this.spec.service} service's agent sent a malformed sync status line.`);
+    const status: SyncTargetStatus = parsed.data;
+    if (status.type === 'error') return this.fail(new Error(status.message));
+    this.lastAppliedBatch = status.batch;
+    const sourceHash = this.sourceHashes.get(status.batch);
+    this.sourceHashes.delete(status.batch);
+    const inSync = sourceHash === status.hash;
+    this.status = {
+      ...this.status,
+      targetHash: status.hash,
+      sourceHash: sourceHash ?? this.status.sourceHash,
+      inSync,
+      lastApplied: { at: this.deps.now().toISOString(), batch: status.batch, files: status.files, latencyMs: Math.max(0, status.appliedAt - status.detectedAt) },
+    };
+    this.status.state = this.stateNow(this.status.pendingFiles);
+    if (!inSync) return this.resync(sourceHash, status.hash);
+    this.resyncsInARow = 0;
+    this.runAfterSync();
+  }
+
+  private stateNow(pending: number): SyncStatus['state'] {
+    if (this.status.state === 'error') return 'error';
+    if (this.lastAppliedBatch === 0) return 'initialising';
+    return pending > 0 || this.lastSourceBatch > this.lastAppliedBatch ? 'applying' : 'watching';
+  }
+
+  private resync(sourceHash: string | undefined, targetHash: string): void {
+    this.resyncsInARow++;
+    this.status = { ...this.status, resyncs: this.status.resyncs + 1 };
+    if (this.resyncsInARow > MAX_RESYNCS_IN_A_ROW) {
+      return this.fail(new Error(`${this.spec.to} in the ${this.spec.service} service keeps differing from ${this.spec.from} after ${MAX_RESYNCS_IN_A_ROW} full copies; something in the service writes into the synced folder. Exclude what it writes, then run \`den sync restart\`.`));
+    }
+    this.deps.event('sync.resync', `The ${this.spec.service} service's copy of ${this.spec.from} differed from the workspace (hash ${targetHash.slice(0, 12)} instead of ${(sourceHash ?? 'unknown').slice(0, 12)}); den sends the whole folder again.`, { service: this.spec.service });
+    this.source?.stdio.write(`${JSON.stringify({ type: 'resync' })}\n`);
+  }
+
+  private runAfterSync(): void {
+    const run = this.spec.afterSyncRun;
+    if (!run) return;
+    if (this.afterSyncRunning) {
+      this.afterSyncAgain = true;
+      return;
+    }
+    this.afterSyncRunning = true;
+    void (async () => {
+      try {
+        const session = await this.deps.agents.exec({ workspaceId: this.workspaceId, agent: this.spec.service }, { command: ['sh', '-c', run] });
+        session.stdio.resume();
+        session.stderr.resume();
+        const code = await session.exit;
+        if (code !== 0) this.deps.event('sync.after-sync', `The afterSync command of the ${this.spec.service} service exited with status ${code}; check it with \`den exec --service ${this.spec.service}\`.`, { service: this.spec.service, exitCode: code });
+      } catch (error) {
+        this.deps.event('sync.after-sync', `The afterSync command of the ${this.spec.service} service could not run: ${(error as Error).message}`, { service: this.spec.service });
+      } finally {
+        this.afterSyncRunning = false;
+        if (this.afterSyncAgain && !this.stopped) {
+          this.afterSyncAgain = false;
+          this.runAfterSync();
+        }
+      }
+    })();
+  }
+
+  private fail(error: unknown): void {
+    const message = isAppError(error) || error instanceof Error ? error.message : String(error);
+    const agentMissing = isAppError(error) && error.code === 'AGENT_NOT_CONNECTED';
+    this.detach();
+    if (agentMissing) {
+      this.status = { ...this.status, state: 'waiting' };
+      return;
+    }
+    if (this.status.state === 'error' && this.status.lastError === message) return;
+    this.status = { ...this.status, state: 'error', lastError: message, inSync: false };
+    this.deps.event('sync.error', `Sync of ${this.spec.from} into the ${this.spec.service} service stopped: ${message}`, { service: this.spec.service });
+  }
+}
+
+/** Opens a channel of the sync kinds as a byte session (the exec session's shape: stdio = DATA both ways, stderr). */
+async function openSession(agents: AgentHub, agent: AgentRef, spec: ChannelSpec): Promise<ExecSession> {
+  let session: ExecSession | undefined;
+  await agents.openChannel(agent, spec, STREAM_WINDOW, (channel, peerWindow, link) => {
+    const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => link.release(), STREAM_WINDOW);
+    session = created.session;
+    return created.endpoint;
+  });
+  return session!;
+}
+
+function parseJson(line: string): unknown {
+  try {
+    return JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+}
