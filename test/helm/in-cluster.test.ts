@@ -59,7 +59,8 @@ const TEMPLATE = {
       db: {
         image: WORKSPACE_IMAGE,
         // a stand-in for a database: greets each connection on the PostgreSQL port
-        command: ['node', '-e', 'require("node:net").createServer((socket) => socket.end("db says hello\\n")).listen(5432)'],
+        // a reset by a client (a readiness probe, den's wait for the service) must not end it
+        command: ['node', '-e', 'require("node:net").createServer((socket) => { socket.on("error", () => {}); socket.end("db says hello\\n"); }).listen(5432)'],
         ports: [{ port: 5432, name: 'pg' }],
         readiness: { tcp: 5432, timeout: '60s', interval: '500ms' },
       },

@@ -42,7 +42,7 @@ environment:
     db:
       image: ${IMAGE}
       env: { OWNER_WORKSPACE: "\${{ workspace.name }}" }
-      command: [node, -e, "require('node:net').createServer((s) => s.end('db of ' + process.env.OWNER_WORKSPACE + '\\\\n')).listen(Number(process.env.PORT))"]
+      command: [node, -e, "require('node:net').createServer((s) => { s.on('error', () => {}); s.end('db of ' + process.env.OWNER_WORKSPACE + '\\\\n'); }).listen(Number(process.env.PORT))"]
       ports: [{ port: ${DB_PORT} }]
       readiness: { tcp: ${DB_PORT}, timeout: 120s, interval: 1s }
 `;
