@@ -28,9 +28,12 @@ export const AGENT_DOWNLOAD_CONTAINER = 'den-agent-download';
 /** Prints a sentence and exits non-zero at each step that can fail, so the build log says which. */
 const DOWNLOAD_SCRIPT = `set -u
 f=${AGENT_MOUNT_PATH}/.bundle.tar
-if ! wget -q -O "$f" --header "Authorization: Bearer $DEN_AGENT_TOKEN" "$DEN_AGENT_BUNDLE_URL"; then
-  echo "den: downloading the agent bundle from $DEN_AGENT_BUNDLE_URL failed." >&2; exit 1
-fi
+# a busy or restarting den (or a blip of the pod network) gets a few more tries, 2 s apart
+n=1
+until timeout 60 wget -q -O "$f" --header "Authorization: Bearer $DEN_AGENT_TOKEN" "$DEN_AGENT_BUNDLE_URL"; do
+  if [ "$n" -ge 5 ]; then echo "den: downloading the agent bundle from $DEN_AGENT_BUNDLE_URL failed 5 times." >&2; exit 1; fi
+  n=$((n + 1)); sleep 2
+done
 if ! echo "$DEN_AGENT_BUNDLE_SHA256  $f" | sha256sum -c - >/dev/null 2>&1; then
   echo "den: the downloaded agent bundle does not have the sha256 den expects ($DEN_AGENT_BUNDLE_SHA256); not running it." >&2; exit 1
 fi
