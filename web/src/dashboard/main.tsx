@@ -12,7 +12,11 @@ const queries = new QueryClient({
       retry: (count, error) => count < 3 && !(error as { status?: number }).status,
       refetchOnWindowFocus: true,
       staleTime: 5_000,
+      // den's own connection banner says when den is unreachable; navigator.onLine is only a hint,
+      // and pausing on it can leave requests paused after the network came back (TanStack/query#4772)
+      networkMode: 'always',
     },
+    mutations: { networkMode: 'always' },
   },
 });
 
