@@ -16,8 +16,10 @@ Examples:
   den env logs shop api db --tail 20
   den env run shop seed
   den env grant shop alice          # alice sees services, status, logs and app URLs read-only
+  den env grant shop --group backend
   den env grants shop
   den env revoke shop alice
+  den env shared                    # what others shared with you
   den env show bob/shop             # as a teammate of bob`,
     );
   group
@@ -44,16 +46,23 @@ Examples:
     .action(lazy(env, 'runTask'));
   group
     .command('grant')
-    .description('Let another den user see this workspace\'s environment read-only (never its terminal, exec, files or secrets)')
+    .description('Let another den user, or the members of a group, see this workspace\'s environment read-only (never its terminal, exec, files or secrets)')
     .argument('<workspace>', 'NAME or OWNER/NAME')
-    .argument('<user>', 'the teammate\'s username')
+    .argument('[user]', 'the teammate\'s username')
+    .option('--group <name>', 'grant a group instead: whoever is in it (`den groups show NAME`)')
     .action(lazy(env, 'grant'));
   group
     .command('revoke')
-    .description('Take a teammate\'s view of the environment back')
+    .description('Take a teammate\'s (or a group\'s) view of the environment back')
     .argument('<workspace>', 'NAME or OWNER/NAME')
-    .argument('<user>', 'the teammate\'s username')
+    .argument('[user]', 'the teammate\'s username')
+    .option('--group <name>', 'revoke a group\'s grant instead')
     .action(lazy(env, 'revoke'));
+  group
+    .command('shared')
+    .description('The environments others let you see, directly or through a group')
+    .option('--json', 'print as JSON')
+    .action(lazy(env, 'shared'));
   group
     .command('grants')
     .description('List the teammates who may see the environment')

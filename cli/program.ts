@@ -4,6 +4,7 @@ import { Command } from 'commander';
 import { collectParam, lazy, parsePositiveInt } from './actions.ts';
 import { registerAdminCommands } from './program-admin.ts';
 import { registerEnvironmentCommands } from './program-env.ts';
+import { registerGroupCommands } from './program-groups.ts';
 import { UsageError } from './errors.ts';
 
 /**
@@ -76,6 +77,7 @@ Examples:
   registerWorkspaceCommands(program);
   registerEnvironmentCommands(program);
   registerAdminCommands(program);
+  registerGroupCommands(program);
   // bin/den.js starts the server for `den server ...` and `den help server` before the CLI
   // loads (the two never import each other); listed here so `den --help` names it.
   program

@@ -18,6 +18,7 @@ import {
 import { sshInfoSchema } from '../protocol/ssh.ts';
 import { Transport, segment, type TransportOptions } from './http.ts';
 import { EnvironmentsApi } from './environments.ts';
+import { GroupsApi } from './groups.ts';
 import { TemplatesApi } from './templates.ts';
 import { WorkspacesApi } from './workspaces.ts';
 
@@ -35,12 +36,14 @@ export class DenClient {
   readonly templates: TemplatesApi;
   readonly workspaces: WorkspacesApi;
   readonly environments: EnvironmentsApi;
+  readonly groups: GroupsApi;
 
   constructor(options: TransportOptions) {
     this.transport = new Transport(options);
     this.templates = new TemplatesApi(this.transport);
     this.workspaces = new WorkspacesApi(this.transport);
     this.environments = new EnvironmentsApi(this.transport);
+    this.groups = new GroupsApi(this.transport);
   }
 
   get url(): string {

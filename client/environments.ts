@@ -1,6 +1,6 @@
 import {
   environmentGrantListSchema, environmentGrantSchema, environmentLogLineSchema, environmentRunDetailSchema, environmentRunListSchema,
-  environmentViewSchema, runStreamLineSchema, type EnvironmentLogLine, type RunStreamLine,
+  environmentViewSchema, runStreamLineSchema, sharedEnvironmentListSchema, type EnvironmentLogLine, type RunStreamLine,
 } from '../protocol/environments.ts';
 import { errorFromNetwork, isAbortError } from './errors.ts';
 import { segment, type Transport } from './http.ts';
@@ -73,6 +73,19 @@ export class EnvironmentsApi {
 
   revoke(owner: string, name: string, user: string) {
     return this.#transport.request('DELETE', `${envPath(owner, name)}/grants/${segment(user)}`);
+  }
+
+  grantGroup(owner: string, name: string, group: string) {
+    return this.#transport.request('PUT', `${envPath(owner, name)}/grants/groups/${segment(group)}`, { body: {}, schema: environmentGrantSchema });
+  }
+
+  revokeGroup(owner: string, name: string, group: string) {
+    return this.#transport.request('DELETE', `${envPath(owner, name)}/grants/groups/${segment(group)}`);
+  }
+
+  /** The environments others let the signed-in user see, directly or through a group. */
+  shared() {
+    return this.#transport.request('GET', '/api/v1/environments/shared', { schema: sharedEnvironmentListSchema });
   }
 }
 

@@ -97,10 +97,27 @@ export type EnvironmentLogLine = z.infer<typeof environmentLogLineSchema>;
 
 export const grantParamsSchema = workspaceParamsSchema.extend({ user: z.string().min(1).max(64) });
 
-export const environmentGrantSchema = z.object({
-  user: z.string(),
-  grantedBy: z.string(),
-  createdAt: z.string(),
-});
+export const groupGrantParamsSchema = workspaceParamsSchema.extend({ group: z.string().min(1).max(64) });
+
+/** A grant names a user or a group (whose members, at the time of each request, see the environment). */
+export const environmentGrantSchema = z.union([
+  z.object({ user: z.string(), grantedBy: z.string(), createdAt: z.string() }),
+  z.object({ group: z.string(), grantedBy: z.string(), createdAt: z.string() }),
+]);
 export const environmentGrantListSchema = z.object({ grants: z.array(environmentGrantSchema) });
 export type EnvironmentGrantDto = z.infer<typeof environmentGrantSchema>;
+
+/** GET /api/v1/environments/shared: the environments others granted the caller, directly or through a group. */
+export const sharedEnvironmentSchema = z.object({
+  /** owner/name */
+  workspace: z.string(),
+  owner: z.string(),
+  name: z.string(),
+  status: z.string(),
+  /** whether a grant names the caller */
+  direct: z.boolean(),
+  /** the caller's groups that have a grant */
+  groups: z.array(z.string()),
+});
+export const sharedEnvironmentListSchema = z.object({ environments: z.array(sharedEnvironmentSchema) });
+export type SharedEnvironmentDto = z.infer<typeof sharedEnvironmentSchema>;

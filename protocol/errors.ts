@@ -102,6 +102,11 @@ export const ERROR_CODES = {
   GRANT_NOT_FOUND: { status: 404, doc: 'The user has no grant on this workspace\'s environment.' },
   GRANT_NOT_ALLOWED: { status: 409, doc: 'The grant would give a workspace\'s owner access to their own environment.' },
 
+  // groups
+  GROUP_NOT_FOUND: { status: 404, doc: 'No group with that name.' },
+  GROUP_EXISTS: { status: 409, doc: 'A group with that name already exists.' },
+  GROUP_MEMBER_NOT_FOUND: { status: 404, doc: 'The user is not a member of that group.' },
+
   // runtimes
   RUNTIME_ERROR: { status: 500, doc: 'The runtime failed to apply the plan; the build log has details.' },
   RUNTIME_CAPABILITY_MISSING: { status: 422, doc: 'The template needs a feature this server\'s runtime does not have (for example a service given only as an image on the process runtime); refused before any build.' },

@@ -199,7 +199,27 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /api/v1/workspaces/:owner/:name/env/grants': { auth: 'user', workspace: true },
   'PUT /api/v1/workspaces/:owner/:name/env/grants/:user': { auth: 'user', workspace: true, params: { user: 'matrix-tadmin' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
   'DELETE /api/v1/workspaces/:owner/:name/env/grants/:user': { auth: 'user', workspace: true, params: { user: 'matrix-tadmin' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
+  'PUT /api/v1/workspaces/:owner/:name/env/grants/groups/:group': { auth: 'user', workspace: true, params: { group: 'no-such-group' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
+  'DELETE /api/v1/workspaces/:owner/:name/env/grants/groups/:group': { auth: 'user', workspace: true, params: { group: 'no-such-group' }, expectOther: { owner: { status: 403, code: 'FORBIDDEN' } } },
+  'GET /api/v1/environments/shared': { auth: 'user' },
+
+  // ---- groups: anyone signed in reads them (to grant one), den's owners change them ----
+  'GET /api/v1/groups': { auth: 'user' },
+  'POST /api/v1/groups': { auth: 'owner', body: (ctx) => ({ name: `matrix-group-${++ctx.counter}` }) },
+  'GET /api/v1/groups/:group': { auth: 'user', params: async (ctx) => ({ group: await createGroup(ctx) }) },
+  // a throwaway group per request, so an allowed delete does not disturb later rows
+  'DELETE /api/v1/groups/:group': { auth: 'owner', params: async (ctx) => ({ group: await createGroup(ctx) }) },
+  'PUT /api/v1/groups/:group/members/:user': { auth: 'owner', params: async (ctx) => ({ group: await createGroup(ctx), user: ctx.users.member.username }) },
+  'DELETE /api/v1/groups/:group/members/:user': { auth: 'owner', params: async (ctx) => ({ group: await createGroup(ctx), user: ctx.users.member.username }) },
+  'GET /api/v1/group-events': { auth: 'owner' },
 };
+
+async function createGroup(ctx: MatrixContext): Promise<string> {
+  const name = `matrix-group-${++ctx.counter}`;
+  const created = await ctx.server.app.inject({ method: 'POST', url: '/api/v1/groups', headers: { authorization: `Bearer ${ctx.users.owner.token}` }, payload: { name } });
+  if (created.statusCode !== 201) throw new Error(`creating group ${name} failed: ${created.statusCode} ${created.body}`);
+  return name;
+}
 
 function appProxyRows(): Record<string, MatrixRow> {
   const row: MatrixRow = {

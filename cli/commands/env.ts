@@ -4,7 +4,7 @@ import { ExitCode, UsageError } from '../errors.ts';
 import { formatAge, note, print, printJson, printTable } from '../output.ts';
 
 /**
- * `den env show|logs|run|grant|revoke|grants` and `den test`. Output of a task or test goes to
+ * `den env show|logs|run|grant|revoke|grants|shared` and `den test`. Output of a task or test goes to
  * stdout and stderr as the command wrote it; den's own lines (what runs, the result) to stderr,
  * so `den test WS 2>/dev/null` keeps what the test printed.
  */
@@ -83,18 +83,31 @@ export async function test(reference: string, name: string | undefined, options:
   if (failed) throw new ExitCode(exitStatusOf(failed));
 }
 
-export async function grant(reference: string, user: string): Promise<void> {
+export async function grant(reference: string, user: string | undefined, options: { group?: string }): Promise<void> {
   const session = connect();
   const ref = await session.workspaceRef(reference);
-  await session.client.environments.grant(ref.owner, ref.name, user);
-  print(`${user} may now see the environment of ${ref.owner}/${ref.name} read-only: \`den env show ${ref.owner}/${ref.name}\`. Every view is recorded (\`den events ${ref.owner}/${ref.name}\`).`);
+  const label = `${ref.owner}/${ref.name}`;
+  const subject = grantSubject(user, options.group, 'grant', reference);
+  if ('group' in subject) {
+    await session.client.environments.grantGroup(ref.owner, ref.name, subject.group);
+    print(`The members of the group ${subject.group} may now see the environment of ${label} read-only: \`den env show ${label}\`. Every view is recorded (\`den events ${label}\`).`);
+    return;
+  }
+  await session.client.environments.grant(ref.owner, ref.name, subject.user);
+  print(`${subject.user} may now see the environment of ${label} read-only: \`den env show ${label}\`. Every view is recorded (\`den events ${label}\`).`);
 }
 
-export async function revoke(reference: string, user: string): Promise<void> {
+export async function revoke(reference: string, user: string | undefined, options: { group?: string }): Promise<void> {
   const session = connect();
   const ref = await session.workspaceRef(reference);
-  await session.client.environments.revoke(ref.owner, ref.name, user);
-  print(`${user} may no longer see the environment of ${ref.owner}/${ref.name}.`);
+  const subject = grantSubject(user, options.group, 'revoke', reference);
+  if ('group' in subject) {
+    await session.client.environments.revokeGroup(ref.owner, ref.name, subject.group);
+    print(`The members of the group ${subject.group} may no longer see the environment of ${ref.owner}/${ref.name} through it.`);
+    return;
+  }
+  await session.client.environments.revoke(ref.owner, ref.name, subject.user);
+  print(`${subject.user} may no longer see the environment of ${ref.owner}/${ref.name}.`);
 }
 
 export async function grants(reference: string, options: { json?: boolean }): Promise<void> {
@@ -103,10 +116,28 @@ export async function grants(reference: string, options: { json?: boolean }): Pr
   const { grants } = await session.client.environments.grants(ref.owner, ref.name);
   if (options.json) return printJson(grants);
   printTable(grants, [
-    { header: 'user', value: (g) => g.user },
+    { header: 'teammate', value: (g) => ('group' in g ? `group ${g.group}` : g.user) },
     { header: 'granted by', value: (g) => g.grantedBy },
     { header: 'since', value: (g) => `${g.createdAt} (${formatAge(g.createdAt)})` },
-  ], `Nobody else may see the environment of ${ref.owner}/${ref.name}. Grant a teammate with \`den env grant ${reference} USER\`.`);
+  ], `Nobody else may see the environment of ${ref.owner}/${ref.name}. Grant a teammate with \`den env grant ${reference} USER\` or a group with \`den env grant ${reference} --group NAME\`.`);
+}
+
+/** `den env shared`: the environments others let you see. */
+export async function shared(options: { json?: boolean }): Promise<void> {
+  const { environments } = await connect().client.environments.shared();
+  if (options.json) return printJson(environments);
+  printTable(environments, [
+    { header: 'workspace', value: (e) => e.workspace },
+    { header: 'status', value: (e) => e.status },
+    { header: 'through', value: (e) => [...(e.direct ? ['you'] : []), ...e.groups.map((g) => `group ${g}`)].join(', ') },
+  ], 'Nobody has shared an environment with you yet. A workspace\'s owner shares one with `den env grant WS YOU` (or a group you are in).');
+}
+
+function grantSubject(user: string | undefined, group: string | undefined, verb: 'grant' | 'revoke', reference: string): { user: string } | { group: string } {
+  if (user !== undefined && group !== undefined) throw new UsageError(`Name a user or a --group, not both: \`den env ${verb} ${reference} ${user}\` or \`den env ${verb} ${reference} --group ${group}\`.`);
+  if (group !== undefined) return { group };
+  if (user !== undefined) return { user };
+  throw new UsageError(`Name the teammate: \`den env ${verb} ${reference} USER\` or \`den env ${verb} ${reference} --group NAME\`.`);
 }
 
 async function runOne(

@@ -5,7 +5,7 @@ import type { Kysely } from 'kysely';
 import { z } from 'zod';
 import {
   environmentGrantListSchema, environmentGrantSchema, environmentLogsQuerySchema, environmentRunDetailSchema, environmentRunListSchema,
-  environmentViewSchema, grantParamsSchema, runEntryParamsSchema, runHistoryQuerySchema, runIdParamsSchema, runTestQuerySchema,
+  environmentViewSchema, grantParamsSchema, groupGrantParamsSchema, runEntryParamsSchema, sharedEnvironmentListSchema, runHistoryQuerySchema, runIdParamsSchema, runTestQuerySchema,
   type RunStreamLine,
 } from '../../protocol/environments.ts';
 import { AppError, errorEnvelopeSchema, isAppError } from '../../protocol/errors.ts';
@@ -21,7 +21,9 @@ import { logStreamLifetime } from '../workspaces/log-stream.ts';
 import { getWorkspaceDto } from '../workspaces/queries.ts';
 import { listServiceStatuses } from '../workspaces/service-status.ts';
 import { runOnDemand, storedServiceVersions } from './entries.ts';
-import { findEnvironmentFor, grantEnvironment, hasGrant, listGrants, revokeEnvironment, type Viewer } from './grants.ts';
+import {
+  findEnvironmentFor, grantEnvironment, grantEnvironmentToGroup, hasGrant, listGrants, revokeEnvironment, revokeEnvironmentFromGroup, sharedWith, type Viewer,
+} from './grants.ts';
 import { mergedServiceLogs } from './logs.ts';
 import { getRun, latestRuns, listRuns, runDto, type EntryKind, type RunSummary } from './runs.ts';
 
@@ -195,6 +197,31 @@ export async function environmentRoutes(fastify: FastifyInstance, deps: Environm
     await revokeEnvironment(db, deps.clock, row, request.params.user, principal.username);
     return reply.code(204).send(null);
   });
+
+  // under /grants/groups/ rather than beside /grants/:user: a group and a user may share a name
+  app.put('/workspaces/:owner/:name/env/grants/groups/:group', {
+    config: { auth: 'user' },
+    schema: { tags, summary: 'Let the members of a group see the environment read-only (membership is read at each request)', params: groupGrantParamsSchema, response: { 200: environmentGrantSchema, ...errors } },
+  }, async (request) => {
+    const principal = principalOf(request);
+    const row = await ownWorkspace(db, principal, request.params.owner, request.params.name, 'grant');
+    return grantEnvironmentToGroup(db, deps.clock, row, request.params.group, principal.username);
+  });
+
+  app.delete('/workspaces/:owner/:name/env/grants/groups/:group', {
+    config: { auth: 'user' },
+    schema: { tags, summary: 'Take back a group\'s view of the environment', params: groupGrantParamsSchema, response: { 204: z.null().describe('the grant is gone'), ...errors } },
+  }, async (request, reply) => {
+    const principal = principalOf(request);
+    const row = await ownWorkspace(db, principal, request.params.owner, request.params.name, 'revoke');
+    await revokeEnvironmentFromGroup(db, deps.clock, row, request.params.group, principal.username);
+    return reply.code(204).send(null);
+  });
+
+  app.get('/environments/shared', {
+    config: { auth: 'user' },
+    schema: { tags, summary: 'The environments others let you see read-only, directly or through one of your groups', response: { 200: sharedEnvironmentListSchema, ...errors } },
+  }, async (request) => ({ environments: await sharedWith(db, principalOf(request).userId) }));
 }
 
 /** The workspace, for what only its owner may do (grants, as shares): den's owner role sees it but gets 403. */

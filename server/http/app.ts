@@ -28,6 +28,7 @@ import { sshRoutes } from '../ssh/routes.ts';
 import { appProxyRoutes } from '../apps/proxy.ts';
 import { appRoutes } from '../apps/routes.ts';
 import { environmentRoutes } from '../environments/routes.ts';
+import { groupRoutes } from '../groups/routes.ts';
 import { appAuthorizeRoute, rewriteAppHostUrl, subdomainRoutes } from '../apps/subdomain-routes.ts';
 import { acceptAgentSocket, agentSocketGate } from '../agents/socket-gate.ts';
 
@@ -110,6 +111,7 @@ export async function buildServer(den: Den): Promise<FastifyInstance> {
   await app.register(sshRoutes, { prefix: '/api/v1', ...deps });
   await app.register(appRoutes, { prefix: '/api/v1', ...deps });
   await app.register(environmentRoutes, { prefix: '/api/v1', ...deps });
+  await app.register(groupRoutes, { prefix: '/api/v1', ...deps });
   await app.register(appAuthorizeRoute, { prefix: '/api/v1', ...deps });
   await app.register(webRoutes, deps);
   await app.register(appProxyRoutes, deps);

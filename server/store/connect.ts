@@ -16,6 +16,7 @@ import * as m0009 from './migrations/0009_ssh_gateway.ts';
 import * as m0013 from './migrations/0013_app_tokens.ts';
 import * as m0015 from './migrations/0015_environment_runs.ts';
 import * as m0016 from './migrations/0016_app_health.ts';
+import * as m0018 from './migrations/0018_groups.ts';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -45,6 +46,7 @@ const MIGRATIONS: Record<string, { up: (db: Kysely<any>, dialect: Dialect) => Pr
   '0013_app_tokens': m0013,
   '0015_environment_runs': m0015,
   '0016_app_health': m0016,
+  '0018_groups': m0018,
 };
 
 /** Opens the store and brings its schema to the newest migration. */

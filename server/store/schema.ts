@@ -25,6 +25,10 @@ export interface Database {
   environment_service_versions: EnvironmentServiceVersionsTable;
   environment_runs: EnvironmentRunsTable;
   environment_grants: EnvironmentGrantsTable;
+  environment_group_grants: EnvironmentGroupGrantsTable;
+  groups: GroupsTable;
+  group_members: GroupMembersTable;
+  group_events: GroupEventsTable;
   replicas: ReplicasTable;
   agent_locations: AgentLocationsTable;
   login_counters: LoginCountersTable;
@@ -291,6 +295,46 @@ export interface EnvironmentGrantsTable {
   /** the username of who granted it */
   granted_by: string;
   created_at: string;
+}
+
+/** A group whose members may see a workspace's environment read-only (server/environments/grants.ts). */
+export interface EnvironmentGroupGrantsTable {
+  workspace_id: string;
+  group_id: string;
+  /** the username of who granted it */
+  granted_by: string;
+  created_at: string;
+}
+
+/** A group of users, set by den's owners (server/groups/groups.ts). */
+export interface GroupsTable {
+  id: string;
+  name: string;
+  description: Generated<string>;
+  /** the username of who created it */
+  created_by: string;
+  created_at: string;
+}
+
+export interface GroupMembersTable {
+  group_id: string;
+  user_id: string;
+  /** the username of who added the member */
+  added_by: string;
+  created_at: string;
+}
+
+/** One change to a group (created, member added or removed, deleted), kept by name after the group is gone. */
+export interface GroupEventsTable {
+  id: Generated<number>;
+  group_name: string;
+  ts: string;
+  /** group.created | group.member-added | group.member-removed | group.deleted */
+  kind: string;
+  /** the username of who made the change */
+  by: string;
+  /** a full sentence */
+  message: string;
 }
 
 /** A live den server process of the deployment (see server/agents/replicas.ts). */
