@@ -312,4 +312,47 @@ describe('the environment loop on the docker runtime', { timeout: 300_000 }, () 
     expect(ended.trim().split('\n').at(-1)).toContain('"code":"WORKSPACE_NOT_FOUND"');
     expect((await asMate.get(`${path}/env`)).status).toBe(404);
   });
+
+  it('ends a group member\'s followed `den env logs -f` when they leave the group, and a member\'s fetch when the group\'s grant is revoked', async () => {
+    const asAdmin = client; // lead is den's first user, so an owner: it sets groups
+    expect((await asAdmin.post('/api/v1/groups', { name: 'loopers' })).status).toBe(201);
+    expect((await asAdmin.put('/api/v1/groups/loopers/members/mate')).status).toBe(200);
+    const granted = await den(['env', 'grant', WS, '--group', 'loopers']);
+    expect(granted.code, granted.stderr).toBe(0);
+
+    const logViews = async () => ((await client.get(`${path}/events`)).json.events as { message: string }[])
+      .filter((event) => event.message === 'Teammate mate viewed the environment: service logs.').length;
+    const viewsBefore = await logViews();
+    const following = den(['env', 'logs', `lead/${WS}`, 'db', '-f', '--tail', '1'], mate);
+    // the CLI's stream is open once the teammate's view of the logs is recorded
+    await waitFor(async () => (await logViews()) > viewsBefore, CLI_TIMEOUT_MS);
+    expect((await asAdmin.delete('/api/v1/groups/loopers/members/mate')).status).toBe(204);
+    const ended = await Promise.race([
+      following,
+      new Promise<DenResult>((_, reject) => setTimeout(() => reject(new Error('the member\'s followed log did not end after they left the group')), GRANT_CUT_TIMEOUT_MS)),
+    ]);
+    expect(ended.code).not.toBe(0);
+    expect(ended.stdout).toMatch(/^db \| \S+ db (up|tick)$/m);
+    expect(ended.stderr).toContain(`Your grant on the environment of lead/${WS} was revoked.`);
+
+    expect((await asAdmin.put('/api/v1/groups/loopers/members/mate')).status).toBe(200);
+    const fetched = await fetch(`${server.url}${path}/env/logs?follow=1&tail=0`, { headers: { authorization: `Bearer ${mate.token}`, connection: 'close' } });
+    expect(fetched.status).toBe(200);
+    const revoked = await den(['env', 'revoke', WS, '--group', 'loopers']);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    const text = await Promise.race([
+      fetched.text(),
+      new Promise<string>((_, reject) => setTimeout(() => reject(new Error('the member\'s followed log did not end after the group\'s grant was revoked')), GRANT_CUT_TIMEOUT_MS)),
+    ]);
+    expect(text.trim().split('\n').at(-1)).toContain('"code":"WORKSPACE_NOT_FOUND"');
+  });
 });
+
+/** Polls `check` until it holds, or fails after `timeoutMs`. */
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`the condition did not hold within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
