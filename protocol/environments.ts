@@ -68,8 +68,8 @@ export const environmentViewSchema = z.object({
   /** owner: the workspace's owner (or den's owner role); teammate: through a grant, read-only */
   viewer: z.enum(['owner', 'teammate']),
   services: z.array(serviceStatusSchema.extend({ version: z.string().nullable() })),
-  /** the workspace's apps with their URLs through den (who may open one is its share level) */
-  apps: z.array(z.object({ name: z.string(), port: z.number().int(), url: z.string() })),
+  /** the workspace's apps and its services' previews (`service`), with their URLs through den (who may open one is its share level) */
+  apps: z.array(z.object({ name: z.string(), port: z.number().int(), url: z.string(), service: z.string().optional() })),
   tasks: z.array(entrySummarySchema),
   tests: z.array(entrySummarySchema),
 });

@@ -23,7 +23,7 @@ export async function show(reference: string, options: { json?: boolean }): Prom
   ], 'The template declares no services.');
   if (view.apps.length > 0) {
     print('\nApps:');
-    for (const app of view.apps) print(`  ${app.name}  ${app.url}`);
+    for (const app of view.apps) print(`  ${app.name}  ${app.url}${app.service ? `  (preview of service ${app.service})` : ''}`);
   }
   for (const [title, entries] of [['Tasks', view.tasks], ['Tests', view.tests]] as const) {
     if (entries.length === 0) continue;

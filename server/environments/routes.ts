@@ -12,7 +12,7 @@ import { AppError, errorEnvelopeSchema, isAppError } from '../../protocol/errors
 import type { EnvironmentSpec } from '../../protocol/template.ts';
 import { workspaceParamsSchema } from '../../protocol/workspaces.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
-import { appUrl, templateApps, workspaceSpec } from '../apps/apps.ts';
+import { appUrl, namedApps, workspaceSpec } from '../apps/apps.ts';
 import type { DenBase } from '../base.ts';
 import { principalOf, type Principal } from '../http/auth-types.ts';
 import type { Database } from '../store/schema.ts';
@@ -54,7 +54,7 @@ export async function environmentRoutes(fastify: FastifyInstance, deps: Environm
 
   app.get('/workspaces/:owner/:name/env', {
     config: { auth: 'user' },
-    schema: { tags, summary: 'The environment of a workspace: services with status and version, apps, tasks and tests with their latest runs (owner and teammates)', params: workspaceParamsSchema, response: { 200: environmentViewSchema, ...errors } },
+    schema: { tags, summary: 'The environment of a workspace: services with status and version, apps and service previews, tasks and tests with their latest runs (owner and teammates)', params: workspaceParamsSchema, response: { 200: environmentViewSchema, ...errors } },
   }, async (request) => {
     const { row, viewer } = await findEnvironmentFor(db, deps.clock, principalOf(request), request.params.owner, request.params.name, 'services and status');
     const environment = await environmentOf(db, row.template_version_id);
@@ -63,7 +63,7 @@ export async function environmentRoutes(fastify: FastifyInstance, deps: Environm
       listServiceStatuses(db, workspace, (requests) => deps.driver.resolveEndpoints(identity(row), requests)),
       storedServiceVersions(db, row.id),
       latestRuns(db, row.id),
-      templateApps(db, row.template_version_id),
+      namedApps(db, row.template_version_id),
     ]);
     const names = await usernames(db, [...runs.values()]);
     const entries = (kind: EntryKind, specs: Record<string, { service: string }> | undefined) => Object.entries(specs ?? {}).map(([name, spec]) => {
@@ -75,7 +75,10 @@ export async function environmentRoutes(fastify: FastifyInstance, deps: Environm
       status: row.status,
       viewer,
       services: services.map((service) => ({ ...service, version: versions[service.name] ?? null })),
-      apps: apps.map((declared) => ({ name: declared.name, port: declared.port, url: appUrl(deps.config, row.owner_name, row.name, { app: declared.name }) })),
+      apps: [
+        ...apps.apps.map((declared) => ({ name: declared.name, port: declared.port, url: appUrl(deps.config, row.owner_name, row.name, { app: declared.name }) })),
+        ...apps.previews.map((preview) => ({ name: preview.name, port: preview.port, service: preview.service, url: appUrl(deps.config, row.owner_name, row.name, { app: preview.name }) })),
+      ],
       tasks: entries('task', environment?.tasks),
       tests: entries('test', environment?.tests),
     };
