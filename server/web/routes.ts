@@ -16,7 +16,9 @@ export const DASHBOARD_PATHS = [
   '/templates',
   '/templates/:name',
   '/users',
+  '/shared',
   '/@:owner/:name',
+  '/@:owner/:name/env',
 ] as const;
 
 export interface WebRoutesOptions extends Pick<DenBase, 'config'> {

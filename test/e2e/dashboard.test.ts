@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../support/harness.ts';
+import { waitForWorkspaceReady } from '../support/templates.ts';
 import { api } from '../support/users.ts';
 import { hasChromium, launchBrowser, NO_CHROMIUM, screenOf, screenshot, typeInto, type Browser } from '../support/browser.ts';
 
@@ -13,8 +14,10 @@ import { hasChromium, launchBrowser, NO_CHROMIUM, screenOf, screenshot, typeInto
  * The dashboard in Debian's Chromium against a real den server on the process runtime, as a new
  * owner uses it from the first page: setup, upload a template, create a workspace with
  * parameters, watch its build, run a command in its terminal, read a service's log, stop, start,
- * delete. Then what a member may not see. One server and one browser for the whole file; axe-core
- * checks the main pages; screenshots go to test-results/screenshots/.
+ * delete. Then what a member may not see, and what they see of an environment shared with a group
+ * they are in (read-only, from "Shared with me"), while the owner sees it with its teammates. One
+ * server and one browser for the whole file; axe-core checks the main pages; screenshots go to
+ * test-results/screenshots/.
  */
 
 if (!hasChromium) console.warn(`[skip] dashboard browser test: ${NO_CHROMIUM}`);
@@ -65,6 +68,10 @@ environment:
       ports:
         - { port: 9000, name: metrics }
       agent: true
+  tests:
+    smoke:
+      service: ticker
+      run: echo "smoke in $ROLE"
 `;
 
 describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime)', { timeout: 180_000 }, () => {
@@ -338,6 +345,75 @@ describe.skipIf(!hasChromium)('dashboard (Chromium, real server, process runtime
       await page.getByRole('heading', { name: 'You do not have access to this page' }).waitFor();
     }
     await expectAccessible(page, 'forbidden');
+  });
+
+  it('shows a teammate through a group the environment read-only from "Shared with me", and its owner the environment with its teammates', async () => {
+    const ownerToken = await loginToken(server, owner, PASSWORD);
+    const ownerApi = api(server.app, ownerToken);
+    await waitForWorkspaceReady(ownerApi, owner, 'secret', STEP_TIMEOUT_MS);
+    // still a stranger to it: the environment's page is the not-found page
+    await page.goto(`${server.url}/@${owner}/secret/env`);
+    await page.getByRole('heading', { name: 'Not found' }).waitFor();
+    expect(await page.locator('main').textContent()).toContain(`There is no environment of ${owner}/secret that you can see.`);
+
+    // the owner runs the test (its service's agent may still be connecting), makes a group with mia and grants it
+    await until('a passed run of the smoke test', async () => {
+      const ran = await server.app.inject({ method: 'POST', url: `/api/v1/workspaces/${owner}/secret/env/tests/smoke/run`, headers: { authorization: `Bearer ${ownerToken}` }, payload: {} });
+      return ran.body.includes('"state":"passed"');
+    });
+    expect((await ownerApi.post('/api/v1/groups', { name: 'dash-team' })).status).toBe(201);
+    expect((await ownerApi.put('/api/v1/groups/dash-team/members/mia')).status).toBe(200);
+    expect((await ownerApi.put(`/api/v1/workspaces/${owner}/secret/env/grants/groups/dash-team`)).status).toBe(200);
+
+    await page.getByRole('link', { name: 'Shared with me' }).click();
+    const shared = page.getByTestId('shared').getByRole('row', { name: new RegExp(`${owner}/secret`) });
+    await shared.getByText('group dash-team').waitFor();
+    await expectAccessible(page, 'shared-with-me');
+    await shared.getByRole('link', { name: `${owner}/secret` }).click();
+    await page.waitForURL(new RegExp(`/@${owner}/secret/env$`));
+    await page.getByRole('heading', { name: `Environment of ${owner}/secret` }).waitFor();
+    await page.getByTestId('read-only').waitFor();
+    const ticker = page.getByTestId('env-services').getByRole('row', { name: /ticker/ });
+    await ticker.locator('.status', { hasText: 'running' }).waitFor();
+    expect(await ticker.textContent()).toMatch(/9000 \(metrics\)[\s\S]*[0-9a-f]{16}/);
+    await page.getByTestId('env-tests').getByRole('row', { name: /smoke/ }).locator('.status', { hasText: 'passed' }).waitFor();
+    await page.getByText('Nothing syncs into the services.').waitFor();
+    await page.getByRole('button', { name: 'Follow the services\' logs' }).click();
+    await page.getByTestId('env-logs').getByText(/ticker \| ticker-alive/).first().waitFor();
+    // nothing of the workspace beyond its environment: no terminal, no run logs, no grants
+    for (const hidden of ['Open a terminal', 'Grant', 'Show the log of this test run']) expect(await page.getByRole('button', { name: hidden }).count()).toBe(0);
+    expect(await page.getByText('Teammates', { exact: true }).count()).toBe(0);
+    await expectAccessible(page, 'environment-teammate');
+    await screenshot(page, '11-environment-teammate');
+    const events = (await ownerApi.get(`/api/v1/workspaces/${owner}/secret/events`)).json.events as { message: string }[];
+    expect(events.map((event) => event.message)).toEqual(expect.arrayContaining([
+      'Teammate mia viewed the environment: services and status.',
+      'Teammate mia viewed the environment: sync state.',
+      'Teammate mia viewed the environment: service logs.',
+    ]));
+
+    // the owner: the workspace page carries the environment, with its teammates, run history and grants
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL(/\/login/);
+    await page.getByLabel('Username').fill(owner);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Workspaces' }).waitFor();
+    await page.goto(`${server.url}/@${owner}/secret`);
+    const environment = page.getByTestId('environment');
+    await environment.getByRole('heading', { name: 'Environment' }).waitFor();
+    await environment.getByTestId('env-grants').getByRole('row', { name: /group dash-team/ }).waitFor();
+    await environment.getByTestId('env-runs').getByRole('row', { name: /test smoke/ }).getByText('passed').waitFor();
+    await environment.getByRole('button', { name: 'Show the log of this test run' }).first().click();
+    await environment.getByText('smoke in ticker-role').waitFor();
+    await environment.getByLabel('Username').fill('mia');
+    await environment.getByRole('button', { name: 'Grant', exact: true }).click();
+    await environment.getByTestId('env-grants').getByRole('row', { name: /^mia/ }).waitFor();
+    await environment.getByRole('button', { name: 'Revoke group dash-team' }).click();
+    await environment.getByTestId('env-grants').getByRole('row', { name: /group dash-team/ }).waitFor({ state: 'detached' });
+    expect((await ownerApi.get(`/api/v1/workspaces/${owner}/secret/env/grants`)).json.grants).toEqual([expect.objectContaining({ user: 'mia', grantedBy: owner })]);
+    await expectAccessible(page, 'workspace-environment');
+    await screenshot(page, '12-environment-owner');
   });
 
   async function until(what: string, done: () => Promise<boolean>): Promise<void> {

@@ -14,9 +14,13 @@ const Templates = lazy(() => import('./templates.tsx').then((m) => ({ default: m
 const TemplatePage = lazy(() => import('./templates.tsx').then((m) => ({ default: m.TemplatePage })));
 const Users = lazy(() => import('./users.tsx').then((m) => ({ default: m.Users })));
 const Settings = lazy(() => import('./settings.tsx').then((m) => ({ default: m.Settings })));
+const EnvironmentPage = lazy(() => import('./environment.tsx').then((m) => ({ default: m.EnvironmentPage })));
+const SharedWithMe = lazy(() => import('./grants.tsx').then((m) => ({ default: m.SharedWithMe })));
 
 /** /@<owner>/<name>: a pattern of `:param` segments cannot start with the @ */
 const WORKSPACE_PATH = /^\/@(?<owner>[^/]+)\/(?<name>[^/]+)\/?$/;
+/** /@<owner>/<name>/env: the environment's page (its owner's, and a teammate's read-only view) */
+const ENVIRONMENT_PATH = /^\/@(?<owner>[^/]+)\/(?<name>[^/]+)\/env\/?$/;
 
 /** Decides between first-user setup, sign-in and the signed-in dashboard. */
 export function App() {
@@ -52,6 +56,7 @@ function SignedIn({ me }: { me: Me }) {
         <nav aria-label="Main">
           <Link href="/workspaces" className="brand">den</Link>
           <Link href="/workspaces">Workspaces</Link>
+          <Link href="/shared">Shared with me</Link>
           {admin && <Link href="/templates">Templates</Link>}
           {me.role === 'owner' && <Link href="/users">Users</Link>}
           <Link href="/settings">Settings</Link>
@@ -68,6 +73,8 @@ function SignedIn({ me }: { me: Me }) {
             <Route path="/setup"><Redirect to="/workspaces" replace /></Route>
             <Route path="/workspaces"><WorkspaceList me={me} /></Route>
             <Route path="/workspaces/new"><CreateWorkspace me={me} /></Route>
+            <Route path="/shared"><SharedWithMe /></Route>
+            <Route path={ENVIRONMENT_PATH}>{(params) => <EnvironmentPage owner={decodeURIComponent(params.owner!)} name={decodeURIComponent(params.name!)} />}</Route>
             <Route path={WORKSPACE_PATH}>{(params) => <WorkspacePage owner={decodeURIComponent(params.owner!)} name={decodeURIComponent(params.name!)} />}</Route>
             <Route path="/templates">{admin ? <Templates /> : <Forbidden what="Templates are managed by template admins and owners." />}</Route>
             <Route path="/templates/:name">{(params) => (admin ? <TemplatePage name={decodeURIComponent(params.name)} /> : <Forbidden what="Templates are managed by template admins and owners." />)}</Route>

@@ -84,4 +84,7 @@ function refresh(queries: QueryClient, ids: string[]): void {
     predicate: (query) => query.queryKey[0] === 'workspace' && (ids.length === 0 || ids.includes(String((query.state.data as { id?: string } | undefined)?.id))),
   });
   void queries.invalidateQueries({ queryKey: ['builds'] });
+  // the owner's environment views (a teammate's are asked only on request: each of their views is audited)
+  void queries.invalidateQueries({ predicate: (query) => query.queryKey[0] === 'environment' && (query.state.data as { viewer?: string } | undefined)?.viewer === 'owner' });
+  void queries.invalidateQueries({ queryKey: ['environment-runs'] });
 }

@@ -46,10 +46,21 @@ export function RequestError({ error }: { error: unknown }) {
 const STATUS_TONE: Record<string, string> = {
   running: 'ok', starting: 'busy', pending: 'busy', stopping: 'busy', deleting: 'busy', stopped: 'idle', deleted: 'idle', failed: 'bad',
   succeeded: 'ok', queued: 'busy', canceled: 'idle', down: 'bad', unknown: 'idle', ready: 'ok', start_error: 'bad',
+  passed: 'ok', watching: 'ok', applying: 'busy', initialising: 'busy', waiting: 'busy', error: 'bad',
 };
 
 export function Status({ value }: { value: string }) {
   return <span className={`status ${STATUS_TONE[value] ?? 'idle'}`}>{value}</span>;
+}
+
+/** A service's state, since when (unless down), and the sentence that says why it is down. */
+export function ServiceState({ service }: { service: { state: string; since: string | null; message: string | null } }) {
+  return (
+    <>
+      <Status value={service.state} /> {service.since && service.state !== 'down' && <Age at={service.since} />}
+      {service.message && <p className="problem-text">{service.message}</p>}
+    </>
+  );
 }
 
 /** "3 min ago" for an ISO time, with the exact time as a tooltip. */

@@ -1,4 +1,4 @@
-import { lazy, Suspense, useEffect, useState } from 'react';
+import { lazy, Suspense, useState } from 'react';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { Link, useLocation } from 'wouter';
 import type { WorkspaceTransition } from '../../../client/workspaces.ts';
@@ -6,11 +6,11 @@ import type { TemplateSpec } from '../../../protocol/template-fields.ts';
 import type { AgentDto, BuildDto, BuildLogLine, ServiceStatusDto, WorkspaceDto } from '../../../protocol/workspaces.ts';
 import type { ServiceLogLine } from '../../../protocol/services.ts';
 import { den, errorText } from './api.ts';
-import { ActionButton, Age, NotFound, Problem, RequestError, Status, usePageTitle } from './ui.tsx';
+import { EnvironmentSection } from './environment.tsx';
+import { useStream } from './stream.ts';
+import { ActionButton, Age, NotFound, Problem, RequestError, ServiceState, Status, usePageTitle } from './ui.tsx';
 
 const TerminalTab = lazy(() => import('./terminal-tab.tsx'));
-/** a log view keeps this many lines (the server keeps them all: `den logs`) */
-const MAX_LINES = 5_000;
 
 export function WorkspacePage({ owner, name }: { owner: string; name: string }) {
   usePageTitle(`${owner}/${name}`);
@@ -55,6 +55,7 @@ function Loaded({ workspace }: { workspace: WorkspaceDto }) {
         <Services owner={owner} name={name} services={workspace.services!} agents={workspace.agents ?? []}
           onTerminal={running ? (service) => terminals.open(service) : undefined} />
       )}
+      <EnvironmentSection owner={owner} name={name} embedded />
       {(workspace.agents ?? []).length > 0 && <Agents agents={workspace.agents!} />}
       <section aria-labelledby="params-title">
         <h2 id="params-title">Parameters</h2>
@@ -299,10 +300,7 @@ function Services({ owner, name, services, agents, onTerminal }: {
             return (
               <tr key={service.name} data-service={service.name}>
                 <th scope="row">{service.name}</th>
-                <td>
-                  <Status value={service.state} /> {service.since && service.state !== 'down' && <Age at={service.since} />}
-                  {service.message && <p className="problem-text">{service.message}</p>}
-                </td>
+                <td><ServiceState service={service} /></td>
                 <td>{service.ports.map((port) => `${port.port}${port.name ? ` (${port.name})` : ''}${port.address ? ` at ${port.address}` : ''}`).join(', ') || '—'}</td>
                 <td className="actions">
                   <button onClick={() => setShown(shown === service.name ? undefined : service.name)} aria-expanded={shown === service.name}>
@@ -355,38 +353,6 @@ function ServiceLog({ owner, name, service }: { owner: string; name: string; ser
       {lines.error && <p className="problem-text">{lines.error}</p>}
     </>
   );
-}
-
-/** Items of a stream as they arrive (the last MAX_LINES), until the component goes away. */
-function useStream<T>(open: (signal: AbortSignal) => AsyncIterable<T>, deps: unknown[]): { items: T[]; error?: string } {
-  const [state, setState] = useState<{ items: T[]; error?: string }>({ items: [] });
-  useEffect(() => {
-    const controller = new AbortController();
-    setState({ items: [] });
-    let buffer: T[] = [];
-    let frame = 0;
-    const flush = () => {
-      frame = 0;
-      const batch = buffer;
-      buffer = [];
-      setState((previous) => ({ items: [...previous.items, ...batch].slice(-MAX_LINES) }));
-    };
-    void (async () => {
-      try {
-        for await (const item of open(controller.signal)) {
-          buffer.push(item);
-          frame ||= requestAnimationFrame(flush);
-        }
-      } catch (error) {
-        if (!controller.signal.aborted) setState((previous) => ({ ...previous, error: errorText(error) }));
-      }
-    })();
-    return () => {
-      controller.abort();
-      cancelAnimationFrame(frame);
-    };
-  }, deps);
-  return state;
 }
 
 function formatMs(ms: number): string {
