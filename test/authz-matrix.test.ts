@@ -171,6 +171,8 @@ const MATRIX: Record<string, MatrixRow> = {
   'GET /templates/:name': { auth: 'public', params: { name: 'any' } },
   'GET /users': { auth: 'public' },
   'GET /@:owner/:name': { auth: 'public', params: { owner: 'matrix-other', name: 'any' } },
+  'GET /shared': { auth: 'public' },
+  'GET /@:owner/:name/env': { auth: 'public', params: { owner: 'matrix-other', name: 'any' } },
 
   // ---- apps and ports in path mode (server/apps): public routes that check their own
   // credentials; only the workspace's owner gets through, not even the owner role (docs/apps.md)

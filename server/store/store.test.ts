@@ -66,7 +66,7 @@ describe.each(storeDialects)('store on %s', (dialect) => {
     expect(after).toEqual(before);
     expect(after).toEqual(expect.arrayContaining(['users', 'sessions', 'api_tokens', 'ssh_keys', 'workspaces', 'builds']));
     const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(store.db);
-    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_list_generation', '0003_workspace_events', '0004_reconcile', '0005_build_cancel', '0006_agents', '0007_replicas', '0009_ssh_gateway', '0013_app_tokens', '0015_environment_runs', '0016_app_health']);
+    expect(applied.rows.map((r) => r.name)).toEqual(['0001_initial', '0002_list_generation', '0003_workspace_events', '0004_reconcile', '0005_build_cancel', '0006_agents', '0007_replicas', '0009_ssh_gateway', '0013_app_tokens', '0015_environment_runs', '0016_app_health', '0018_groups']);
   });
 
   it('creates exactly one owner when several first-user setups race', async () => {
