@@ -1,7 +1,7 @@
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
 import { useQuery, useQueryClient } from '@tanstack/react-query';
 import { Link } from 'wouter';
-import type { EnvironmentLogLine, EnvironmentRunDto, EnvironmentViewDto } from '../../../protocol/environments.ts';
+import type { EnvironmentLogLine, EnvironmentRunDto, EnvironmentViewDto, RunStreamLine } from '../../../protocol/environments.ts';
 import type { SyncStatus } from '../../../protocol/sync.ts';
 import { den } from './api.ts';
 import { Grants } from './grants.tsx';
@@ -62,8 +62,8 @@ function Loaded({ owner, name, view, embedded }: { owner: string; name: string; 
       {!embedded && <ServicesTable view={view} />}
       {!embedded && <Previews view={view} />}
       <SyncTable items={sync.data?.items} error={sync.error} running={running} />
-      <Entries title="Tasks" kind="task" entries={view.tasks} />
-      <Entries title="Tests" kind="test" entries={view.tests} />
+      <Entries title="Tasks" kind="task" entries={view.tasks} run={teammate || !running ? undefined : { owner, name }} />
+      <Entries title="Tests" kind="test" entries={view.tests} run={teammate || !running ? undefined : { owner, name }} />
       {!teammate && <RunHistory owner={owner} name={name} />}
       {!embedded && view.services.length > 0 && <MergedLogs owner={owner} name={name} />}
       {!teammate && <Grants owner={owner} name={name} />}
@@ -142,13 +142,22 @@ function SyncTable({ items, error, running }: { items: SyncStatus[] | undefined;
   );
 }
 
-function Entries({ title, kind, entries }: { title: string; kind: 'task' | 'test'; entries: EnvironmentViewDto['tasks'] }) {
+/** Tasks or tests with their latest runs; `run` (the owner, while the workspace runs): a button per entry that runs it now. */
+function Entries({ title, kind, entries, run }: { title: string; kind: 'task' | 'test'; entries: EnvironmentViewDto['tasks']; run?: { owner: string; name: string } }) {
+  // the run shown below the table (kept after it ends); n: a fresh run of the same entry each click
+  const [shown, setShown] = useState<{ entry: string; n: number }>();
+  const [busy, setBusy] = useState(false);
   if (entries.length === 0) return null;
   return (
     <>
       <h2 id={`env-${kind}s-title`}>{title}</h2>
       <table className="list" data-testid={`env-${kind}s`} aria-labelledby={`env-${kind}s-title`}>
-        <thead><tr><th scope="col">{kind === 'task' ? 'Task' : 'Test'}</th><th scope="col">Service</th><th scope="col">Last run</th><th scope="col">Version</th><th scope="col">When</th></tr></thead>
+        <thead>
+          <tr>
+            <th scope="col">{kind === 'task' ? 'Task' : 'Test'}</th><th scope="col">Service</th><th scope="col">Last run</th><th scope="col">Version</th><th scope="col">When</th>
+            {run && <th scope="col"><span className="visually-hidden">Run</span></th>}
+          </tr>
+        </thead>
         <tbody>
           {entries.map((entry) => (
             <tr key={entry.name} data-entry={entry.name}>
@@ -157,11 +166,44 @@ function Entries({ title, kind, entries }: { title: string; kind: 'task' | 'test
               <td>{entry.lastRun ? <RunState run={entry.lastRun} /> : 'never run'}</td>
               <td><code>{entry.lastRun?.version ?? '—'}</code></td>
               <td>{entry.lastRun ? <><Age at={entry.lastRun.startedAt} /> {entry.lastRun.by ? `by ${entry.lastRun.by}` : `(${entry.lastRun.trigger})`}</> : '—'}</td>
+              {run && (
+                <td>
+                  <button disabled={busy} onClick={() => { setShown({ entry: entry.name, n: (shown?.n ?? 0) + 1 }); setBusy(true); }}>Run {entry.name}</button>
+                </td>
+              )}
             </tr>
           ))}
         </tbody>
       </table>
+      {run && shown && <RunNow key={shown.n} owner={run.owner} name={run.name} kind={kind} entry={shown.entry} onDone={() => setBusy(false)} />}
     </>
+  );
+}
+
+/**
+ * One run of a task or test, its output as it comes and then its result: a test whose passed
+ * result of the same version is kept answers at once as cached (`den test --force` runs anyway).
+ */
+function RunNow({ owner, name, kind, entry, onDone }: { owner: string; name: string; kind: 'task' | 'test'; entry: string; onDone(): void }) {
+  const queries = useQueryClient();
+  const lines = useStream<RunStreamLine>((signal) => den().environments.run(owner, name, kind, entry, { signal }), [owner, name, kind, entry]);
+  const result = lines.items.find((line): line is Extract<RunStreamLine, { type: 'result' }> => line.type === 'result');
+  const finished = result !== undefined || lines.error !== undefined;
+  useEffect(() => {
+    if (!finished) return;
+    void queries.invalidateQueries({ queryKey: ['environment', owner, name] });
+    void queries.invalidateQueries({ queryKey: ['environment-runs', owner, name] });
+    onDone();
+  }, [finished]);
+  const output = lines.items.filter((line) => line.type === 'output').map((line) => `${line.line}\n`).join('');
+  return (
+    <div data-testid="env-run-now">
+      <p role="status">
+        {kind} {entry}: {result ? <><RunState run={result.run} />{result.cached ? ' (cached: a passed run of this version is kept)' : ''}</> : lines.error ? 'did not finish' : 'running…'}
+      </p>
+      {output && <pre className="log" tabIndex={0} aria-label={`Output of the ${kind} ${entry}`}>{output}</pre>}
+      {lines.error && <p className="problem-text" role="alert">{lines.error}</p>}
+    </div>
   );
 }
 

@@ -2,11 +2,12 @@ import { useId, useRef, useState, type FormEvent } from 'react';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import type { UpdateUserRequest, UserDto } from '../../../protocol/users.ts';
 import { den, type Me } from './api.ts';
+import { Groups } from './groups.tsx';
 import { ActionButton, Age, RequestError, usePageTitle } from './ui.tsx';
 
 const ROLES = ['member', 'template-admin', 'owner'] as const;
 
-/** Owners: the users, a form to add one, role changes and suspension (confirmed). */
+/** Owners: the users, a form to add one, role changes and suspension (confirmed), and the groups. */
 export function Users({ me }: { me: Me }) {
   usePageTitle('Users');
   const queries = useQueryClient();
@@ -41,6 +42,7 @@ export function Users({ me }: { me: Me }) {
         </tbody>
       </table>
       <CreateUser />
+      <Groups />
     </section>
   );
 }
