@@ -107,6 +107,10 @@ describe.each(storeDialects)('groups and group grants on %s', (dialect) => {
     expectError(await asMate.put(`${path}/env/grants/groups/backend`), 404, 'WORKSPACE_NOT_FOUND');
     expectError(await api(server.app, stranger.token).get(`${path}/env`), 404, 'WORKSPACE_NOT_FOUND');
     expect((await api(server.app, stranger.token).get('/api/v1/environments/shared')).json.environments).toEqual([]);
+    // the owner in a group granted on their own workspace: not "shared with" them
+    expect((await api(server.app, admin.token).put('/api/v1/groups/backend/members/lead')).status).toBe(200);
+    expect((await asLead.get('/api/v1/environments/shared')).json.environments).toEqual([]);
+    expect((await api(server.app, admin.token).delete('/api/v1/groups/backend/members/lead')).status).toBe(204);
 
     // removed: the next request is a stranger's; added again: visible again
     const asAdmin = api(server.app, admin.token);

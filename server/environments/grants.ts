@@ -119,18 +119,18 @@ export async function recordGroupChangeOnGrants(db: Kysely<Database>, clock: Clo
   }
 }
 
-/** The live environments others granted `userId`, directly or through a group, by owner and name. */
+/** The live environments others granted `userId`, directly or through a group (not the user's own, through a group they are in), by owner and name. */
 export async function sharedWith(db: Kysely<Database>, userId: string): Promise<SharedEnvironmentDto[]> {
   const direct = await db.selectFrom('environment_grants').innerJoin('workspaces', 'workspaces.id', 'environment_grants.workspace_id')
     .innerJoin('users', 'users.id', 'workspaces.owner_id')
     .select(['workspaces.id', 'workspaces.name', 'workspaces.status', 'users.username as owner'])
-    .where('environment_grants.user_id', '=', userId).where('workspaces.deleted_at', 'is', null).execute();
+    .where('environment_grants.user_id', '=', userId).where('workspaces.deleted_at', 'is', null).where('workspaces.owner_id', '!=', userId).execute();
   const viaGroups = await db.selectFrom('environment_group_grants').innerJoin('group_members', 'group_members.group_id', 'environment_group_grants.group_id')
     .innerJoin('groups', 'groups.id', 'environment_group_grants.group_id')
     .innerJoin('workspaces', 'workspaces.id', 'environment_group_grants.workspace_id')
     .innerJoin('users', 'users.id', 'workspaces.owner_id')
     .select(['workspaces.id', 'workspaces.name', 'workspaces.status', 'users.username as owner', 'groups.name as group_name'])
-    .where('group_members.user_id', '=', userId).where('workspaces.deleted_at', 'is', null).execute();
+    .where('group_members.user_id', '=', userId).where('workspaces.deleted_at', 'is', null).where('workspaces.owner_id', '!=', userId).execute();
   const byId = new Map<string, SharedEnvironmentDto>();
   const entry = (row: { id: string; name: string; status: string; owner: string }) => {
     let found = byId.get(row.id);
