@@ -2,13 +2,16 @@ import { useState, type FormEvent } from 'react';
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { Link } from 'wouter';
 import type { EnvironmentGrantDto } from '../../../protocol/environments.ts';
-import { den } from './api.ts';
+import { den, fetchSession } from './api.ts';
 import { RequestError, Status, usePageTitle, Age } from './ui.tsx';
 
 /** The teammates of a workspace's environment (its owner's view): grant a user or a group, revoke. */
 export function Grants({ owner, name }: { owner: string; name: string }) {
   const queries = useQueryClient();
   const grants = useQuery({ queryKey: ['environment-grants', owner, name], queryFn: () => den().environments.grants(owner, name) });
+  // den's owner role sees another user's grants but may not change them (as with shares)
+  const session = useQuery({ queryKey: ['session'], queryFn: fetchSession, staleTime: 60_000 });
+  const mayChange = session.data?.username === owner;
   const groups = useQuery({ queryKey: ['groups'], queryFn: () => den().groups.list(), staleTime: 60_000 });
   const [kind, setKind] = useState<'user' | 'group'>('user');
   const [subject, setSubject] = useState('');
@@ -40,7 +43,7 @@ export function Grants({ owner, name }: { owner: string; name: string }) {
       <RequestError error={grants.error} />
       {list.length === 0 ? <p data-testid="env-grants-empty">Nobody else may see this environment.</p> : (
         <table className="list" data-testid="env-grants" aria-labelledby="env-grants-title">
-          <thead><tr><th scope="col">Teammate</th><th scope="col">Granted</th><th scope="col">Revoke</th></tr></thead>
+          <thead><tr><th scope="col">Teammate</th><th scope="col">Granted</th>{mayChange && <th scope="col">Revoke</th>}</tr></thead>
           <tbody>
             {list.map((entry) => {
               const label = 'group' in entry ? `group ${entry.group}` : entry.user;
@@ -48,7 +51,7 @@ export function Grants({ owner, name }: { owner: string; name: string }) {
                 <tr key={label} data-grant={label}>
                   <th scope="row">{label}</th>
                   <td><Age at={entry.createdAt} /> by {entry.grantedBy}</td>
-                  <td><button className="danger" onClick={() => revoke.mutate(entry)} disabled={revoke.isPending}>Revoke {label}</button></td>
+                  {mayChange && <td><button className="danger" onClick={() => revoke.mutate(entry)} disabled={revoke.isPending}>Revoke {label}</button></td>}
                 </tr>
               );
             })}
@@ -56,19 +59,21 @@ export function Grants({ owner, name }: { owner: string; name: string }) {
         </table>
       )}
       <RequestError error={revoke.error} />
-      <form className="row" onSubmit={submit} aria-label="Grant the environment">
-        <label>Grant to
-          <select value={kind} onChange={(event) => setKind(event.target.value as 'user' | 'group')}>
-            <option value="user">a user</option>
-            <option value="group">a group</option>
-          </select>
-        </label>
-        <label>{kind === 'user' ? 'Username' : 'Group'}
-          <input value={subject} onChange={(event) => setSubject(event.target.value)} list={kind === 'group' ? 'env-grant-groups' : undefined} required autoComplete="off" />
-        </label>
-        <datalist id="env-grant-groups">{(groups.data?.groups ?? []).map((group) => <option key={group.name} value={group.name} />)}</datalist>
-        <button type="submit" className="primary" disabled={grant.isPending}>Grant</button>
-      </form>
+      {!mayChange ? <p>Only {owner} decides who sees this environment.</p> : (
+        <form className="row" onSubmit={submit} aria-label="Grant the environment">
+          <label>Grant to
+            <select value={kind} onChange={(event) => setKind(event.target.value as 'user' | 'group')}>
+              <option value="user">a user</option>
+              <option value="group">a group</option>
+            </select>
+          </label>
+          <label>{kind === 'user' ? 'Username' : 'Group'}
+            <input value={subject} onChange={(event) => setSubject(event.target.value)} list={kind === 'group' ? 'env-grant-groups' : undefined} required autoComplete="off" />
+          </label>
+          <datalist id="env-grant-groups">{(groups.data?.groups ?? []).map((group) => <option key={group.name} value={group.name} />)}</datalist>
+          <button type="submit" className="primary" disabled={grant.isPending}>Grant</button>
+        </form>
+      )}
       <RequestError error={grant.error} />
     </>
   );
