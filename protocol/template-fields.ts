@@ -174,7 +174,8 @@ export const serviceSchema = z.strictObject({
       from: z.string().min(1).describe('a folder in the workspace (~/ is its home)'),
       to: z.string().min(1).describe('the folder in the service it is mirrored into'),
       exclude: z.array(z.string()).optional().describe('gitignore patterns, relative to from; excluded paths in the service are left alone'),
-      mode: z.enum(['one-way'], { message: 'Only one-way sync exists so far (the workspace is the source of truth): write mode: one-way or leave it out.' }).default('one-way').describe('one-way: the workspace is the source of truth (the only mode; two-way is refused with a sentence)'),
+      mode: z.enum(['one-way', 'two-way'], { message: 'A sync mode is one-way (the workspace is mirrored into the service) or two-way (changes in the service come back too).' }).default('one-way')
+        .describe('one-way: the workspace is mirrored into the service; two-way: changes made in the service under `to` come back into the workspace, and when a path changed on both sides at once the workspace\'s version wins and the service\'s is kept beside it as NAME.den-conflict-TIME'),
     }))
     .optional()
     .describe('Folders copied live from the workspace into the service (docker); a synced service gets an agent beside it. `den sync status` shows each one.'),
