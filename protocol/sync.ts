@@ -278,6 +278,8 @@ export const syncStatusSchema = z.object({
   /** two-way: paths changed on both sides at once since the sync started (the workspace's version is kept) */
   conflicts: z.number().int(),
   lastConflict: z.object({ at: z.string(), path: z.string(), copy: z.string().nullable(), message: z.string() }).nullable(),
+  /** afterSync: restart: when the service's process was last restarted after a sync, and its new pid */
+  lastRestart: z.object({ at: z.string(), pid: z.number().int() }).nullable(),
 });
 export type SyncStatus = z.infer<typeof syncStatusSchema>;
 export const syncStatusListSchema = z.object({ items: z.array(syncStatusSchema) });

@@ -180,9 +180,9 @@ export const serviceSchema = z.strictObject({
     .optional()
     .describe('Folders copied live from the workspace into the service (docker); a synced service gets an agent beside it. `den sync status` shows each one.'),
   afterSync: z
-    .union([z.literal('nothing'), z.strictObject({ run: z.string().min(1).describe('run by sh -c in the service after each applied batch') })])
+    .union([z.literal('nothing'), z.literal('restart'), z.strictObject({ run: z.string().min(1).describe('run by sh -c in the service after each applied batch') })])
     .optional()
-    .describe('What the service does after a sync batch lands: nothing (its dev server reloads by itself, the default) or run a command.'),
+    .describe('What the service does after a sync batch lands: nothing (its dev server reloads by itself, the default), restart (its process, in place: docker; the service needs a command), or run a command.'),
 });
 
 /** A task or a test: a command run in a service's agent, with the inputs and tasks its version depends on. */

@@ -133,7 +133,15 @@ describe('templateSchema', () => {
     expect(templateSchema.parse(twoWay).environment?.services?.api?.sync?.[0]?.mode).toBe('two-way');
     const mirror = { ...minimal, environment: { services: { api: { image: 'i', sync: [{ from: '~/app', to: '/app', mode: 'mirror' }] } } } };
     expect(problems(mirror).join()).toContain('A sync mode is one-way');
-    expect(problems(service({ afterSync: 'restart' })).join()).toContain('environment.services.api.afterSync');
+  });
+
+  it('takes afterSync: restart on a synced service with a command, and refuses it with a sentence otherwise', () => {
+    const api = (extra: object) => ({ ...minimal, environment: { services: { api: { image: 'i', afterSync: 'restart', ...extra } } } });
+    const sync = [{ from: '~/app', to: '/app' }];
+    expect(problems(api({ command: ['node', 'server.js'], sync }))).toEqual([]);
+    expect(templateSchema.parse(api({ command: ['node', 'server.js'], sync })).environment?.services?.api?.afterSync).toBe('restart');
+    expect(problems(api({ sync })).join()).toContain("Service 'api' asks for afterSync: restart without a command");
+    expect(problems(api({ command: ['node', 'server.js'] })).join()).toContain('syncs nothing, so it would never restart');
   });
 
   it('refuses duplicate app and startup script names', () => {

@@ -6,6 +6,7 @@ import {
 } from '../../protocol/sync.ts';
 import { MAIN_AGENT } from '../../protocol/agent.ts';
 import type { AgentHub, AgentRef, ExecSession } from '../agents/hub-types.ts';
+import { AfterSync, type AfterSyncAction } from './after-sync.ts';
 import { ReverseSync } from './reverse.ts';
 import { afterEnd, closeSessions, joinSessions, openPair, parseJson } from './session.ts';
 
@@ -17,8 +18,8 @@ export interface SyncSpec {
   exclude: string[];
   /** two-way: changes in the service come back into the workspace (ADR 0027); one-way when absent */
   mode?: 'one-way' | 'two-way';
-  /** a command run in the service (sh -c) after each applied batch */
-  afterSyncRun?: string;
+  /** what the service does after each applied batch: a command (sh -c), or restart its process */
+  afterSync?: AfterSyncAction;
 }
 
 export interface SyncRunnerDeps {
@@ -56,8 +57,7 @@ export class SyncRunner {
   private resyncsInARow = 0;
   private lastSourceBatch = 0;
   private lastAppliedBatch = 0;
-  private afterSyncRunning = false;
-  private afterSyncAgain = false;
+  private readonly afterSync: AfterSync | undefined;
   private reverse: ReverseSync | undefined;
   private settleTimer: NodeJS.Timeout | undefined;
   status: SyncStatus;
@@ -69,8 +69,15 @@ export class SyncRunner {
     this.status = {
       service: spec.service, from: spec.from, to: spec.to, state: 'waiting', watchMode: null, watchMessage: null, pendingFiles: 0,
       lastApplied: null, lastError: null, sourceHash: null, targetHash: null, inSync: false, resyncs: 0,
-      mode: spec.mode ?? 'one-way', lastReturned: null, conflicts: 0, lastConflict: null,
+      mode: spec.mode ?? 'one-way', lastReturned: null, conflicts: 0, lastConflict: null, lastRestart: null,
     };
+    this.afterSync = spec.afterSync && new AfterSync({
+      workspaceId, service: spec.service, action: spec.afterSync, agents: deps.agents, event: deps.event,
+      restarted: (pid) => {
+        this.status = { ...this.status, lastRestart: { at: this.deps.now().toISOString(), pid } };
+      },
+      stopped: () => this.stopped,
+    });
   }
 
   get running(): boolean {
@@ -254,30 +261,7 @@ export class SyncRunner {
   }
 
   private runAfterSync(): void {
-    const run = this.spec.afterSyncRun;
-    if (!run) return;
-    if (this.afterSyncRunning) {
-      this.afterSyncAgain = true;
-      return;
-    }
-    this.afterSyncRunning = true;
-    void (async () => {
-      try {
-        const session = await this.deps.agents.exec({ workspaceId: this.workspaceId, agent: this.spec.service }, { command: ['sh', '-c', run] });
-        session.stdio.resume();
-        session.stderr.resume();
-        const code = await session.exit;
-        if (code !== 0) this.deps.event('sync.after-sync', `The afterSync command of the ${this.spec.service} service exited with status ${code}; check it with \`den exec --service ${this.spec.service}\`.`, { service: this.spec.service, exitCode: code });
-      } catch (error) {
-        this.deps.event('sync.after-sync', `The afterSync command of the ${this.spec.service} service could not run: ${(error as Error).message}`, { service: this.spec.service });
-      } finally {
-        this.afterSyncRunning = false;
-        if (this.afterSyncAgain && !this.stopped) {
-          this.afterSyncAgain = false;
-          this.runAfterSync();
-        }
-      }
-    })();
+    this.afterSync?.trigger();
   }
 
   private fail(error: unknown): void {

@@ -124,6 +124,6 @@ export function syncSpecsOfTemplate(spec: TemplateSpec | undefined): SyncSpec[] 
     to: sync.to,
     exclude: sync.exclude ?? [],
     mode: sync.mode,
-    ...(s.afterSync && s.afterSync !== 'nothing' ? { afterSyncRun: s.afterSync.run } : {}),
+    ...(s.afterSync && s.afterSync !== 'nothing' ? { afterSync: s.afterSync } : {}),
   })));
 }

@@ -213,6 +213,8 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     // sync: the server pipes the workspace agent's folder into the service's agent (server/sync/).
     capabilities: Object.freeze({
       serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
+      // afterSync: restart: the command runs under the agent bundle's supervisor (objects.ts)
+      restartAfterSync: 'enforced',
     }),
     // den's images carry the agent (a newer bundle is mounted over an older one); others get the volume
     agentDelivery: Object.freeze(['image', 'volume'] as const),
