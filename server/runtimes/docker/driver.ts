@@ -117,7 +117,8 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
   async function ensureServiceAgent(plan: WorkspacePlan, service: ServicePlan, container: ContainerApi, context: StartContext): Promise<void> {
     if (!service.agent) return;
     const { Processes } = await container.top({ ps_args: '-eo pid,args' });
-    if (Processes.some((row) => row.join(' ').includes(AGENT_COMMAND[1]))) {
+    // the agent's argv ends with agent.mjs; the supervisor of afterSync: restart (`agent.mjs supervise -- CMD`) is not it
+    if (Processes.some((row) => row.join(' ').trimEnd().endsWith(AGENT_COMMAND[1]))) {
       context.log(`The agent of service ${service.name} is already running.`);
       return;
     }
