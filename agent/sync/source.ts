@@ -43,8 +43,14 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
   }
   const scanner = new TreeScanner(root, createExcludes(spec.exclude));
   const twoWay = spec.twoWay;
-  // two-way, service to workspace: the full copy just made both folders the same
-  let sent = twoWay?.initial === 'known' ? scanner.scan() : new Map<string, TreeEntry>();
+  let sent = new Map<string, TreeEntry>();
+  try {
+    // two-way, service to workspace: the full copy the other way just made both folders the same
+    if (twoWay?.initial === 'known') sent = scanner.scan();
+  } catch (error) {
+    context.send({ type: 'open_error', channel, code: 'SYNC_SOURCE_MISSING', message: `The folder ${root} cannot be read: ${syncErrorMessage(error, root)}` });
+    return refusedChannel(onClosed);
+  }
   const dirty = new Set<string>();
   /** two-way: files of this side an incoming change replaced, to send as conflict copies */
   const conflictCopies: { path: string; stash: string; mode: number }[] = [];

@@ -34,17 +34,21 @@ export class ReverseSync {
   private source: ExecSession | undefined;
   private target: ExecSession | undefined;
   private stopped = false;
+  private opening = false;
   private readonly sourceHashes = new Map<number, string>();
 
   constructor(options: ReverseSyncOptions) {
     this.options = options;
   }
 
+  /** opened, or on its way: started once per runner start */
   get running(): boolean {
-    return this.source !== undefined;
+    return this.opening;
   }
 
   async start(): Promise<void> {
+    if (this.opening) return;
+    this.opening = true;
     const { workspaceId, service, from, to, exclude, pair, agents } = this.options;
     const serviceAgent: AgentRef = { workspaceId, agent: service };
     const mainAgent: AgentRef = { workspaceId, agent: MAIN_AGENT };

@@ -185,12 +185,12 @@ export class SyncRunner {
       // the service's changes come back once the first copy made both folders the same
       if (inSync && !this.reverse.running) void this.reverse.start().catch((error: unknown) => this.fail(error));
       this.settle(inSync, sourceHash, status.hash);
-      if (inSync && status.files > 0) this.runAfterSync();
+      if (inSync) this.runAfterSync(status.files);
       return;
     }
     if (!inSync) return this.resync(sourceHash, status.hash);
     this.resyncsInARow = 0;
-    this.runAfterSync();
+    this.runAfterSync(status.files);
   }
 
   /** Two-way: a batch either way whose hashes agree settles the sync; disagreement that outlasts TWO_WAY_SETTLE_MS sends the workspace's folder again. */
@@ -260,8 +260,9 @@ export class SyncRunner {
     this.source?.stdio.write(`${JSON.stringify({ type: 'resync' })}\n`);
   }
 
-  private runAfterSync(): void {
-    this.afterSync?.trigger();
+  /** After a batch from the workspace landed; a restart only when it changed something (a two-way sync sends empty batches back and forth). */
+  private runAfterSync(files: number): void {
+    if (files > 0 || (this.spec.afterSync !== 'restart' && this.spec.mode !== 'two-way')) this.afterSync?.trigger();
   }
 
   private fail(error: unknown): void {
