@@ -99,7 +99,7 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
       case 'write': {
         // two-way: the other side's version of a path this side also changed is written beside it
         const keptAt = record.op === 'conflict' ? conflictCopyName(record.path, new Date())
-          : twoWay ? keptBeside(twoWay.beforeWrite(record, seen !== undefined)) : undefined;
+          : twoWay?.beforeWrite(record, seen !== undefined);
         let final = inRoot(keptAt ?? record.path);
         let fresh: number | undefined;
         try {
@@ -201,10 +201,6 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
     // the folders above a path are kept too
     for (let path = relative; path !== ''; path = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '') seen.add(path);
   }
-}
-
-function keptBeside(decision: ReturnType<TwoWayTarget['beforeWrite']>): string | undefined {
-  return decision.kind === 'keep-local' ? decision.copy : undefined;
 }
 
 /** Removes whatever is at `path` (a file of another type, a folder) when `make` finds it in the way. */

@@ -7,12 +7,6 @@ import { sha256, TEMP_PREFIX, type TreeEntry, type TreeScanner } from './tree.ts
 
 type TwoWay = NonNullable<SyncTargetOpen['twoWay']>;
 
-/** What the target does with an incoming write under the two-way rule. */
-export type WriteDecision =
-  | { kind: 'apply' }
-  /** the local file stays; the incoming bytes go to `copy` (relative), beside it */
-  | { kind: 'keep-local'; copy: string };
-
 /**
  * The target's half of two-way sync (ADR 0027): before an incoming change is applied it checks
  * the path against the change's `base` (agent/sync/conflict.ts decides), and after it tells the
@@ -33,12 +27,14 @@ export class TwoWayTarget {
     this.report = report;
   }
 
-  /** Before a write's bytes arrive: apply it, or (the workspace side of a conflict) write them beside the local file. */
-  beforeWrite(record: Extract<SyncRecord, { op: 'write' }>, fullCopy: boolean): WriteDecision {
-    if (fullCopy || record.base === undefined) return { kind: 'apply' };
+  /**
+   * Before a write's bytes arrive: undefined to apply it, or (the workspace's side of a conflict,
+   * where the local file stays) the relative path beside it the incoming bytes go to instead.
+   */
+  beforeWrite(record: Extract<SyncRecord, { op: 'write' }>, fullCopy: boolean): string | undefined {
+    if (fullCopy || record.base === undefined) return undefined;
     const incoming = record.digest === undefined ? undefined : `f:${record.digest}`;
-    if (this.check(record.path, record.base, incoming)) return { kind: 'apply' };
-    return { kind: 'keep-local', copy: conflictCopyName(record.path, new Date()) };
+    return this.check(record.path, record.base, incoming) ? undefined : conflictCopyName(record.path, new Date());
   }
 
   /** After a write landed: at `path`, or as the conflict copy `keptAt` when the local file stayed. */
