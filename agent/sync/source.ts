@@ -248,6 +248,8 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
       }
       try {
         const size = fstatSync(fd).size;
+        // larger than the stream carries: the workspace's version stays, the service's is not kept
+        if (size > MAX_SYNC_FILE_BYTES) continue;
         await send(encodeSyncRecord({ op: 'conflict', path: copy.path, mode: copy.mode, size }));
         for (let left = size; left > 0;) {
           const chunk = Buffer.alloc(Math.min(READ_CHUNK, left));
