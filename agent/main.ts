@@ -11,6 +11,16 @@ import type { ChannelContext, ChannelHandler } from './exec.ts';
  * DEN_AGENT_SOCKET, when set, is a unix socket to dial instead of the URL.
  */
 async function main(): Promise<void> {
+  // the service supervisor of `afterSync: restart` (agent/supervise.ts), and the command that restarts it
+  if (process.argv[2] === 'supervise') {
+    const { supervise } = await import('./supervise.ts');
+    const rest = process.argv.slice(3);
+    return supervise(rest[0] === '--' ? rest.slice(1) : rest);
+  }
+  if (process.argv[2] === 'restart-service') {
+    const { restartService } = await import('./supervise.ts');
+    process.exit(await restartService());
+  }
   const socket = process.env.DEN_AGENT_SOCKET;
   const url = socket ? socketBaseUrl(socket) : process.env.DEN_AGENT_URL;
   const token = process.env.DEN_AGENT_TOKEN;

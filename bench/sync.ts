@@ -6,6 +6,8 @@
 // no exec round trip. Side by side in the same run, the plain tool: `docker cp`.
 //  - one-file edit -> visible in the service: p50/p99 over --edits edits, one every --interval ms;
 //    reference: `docker cp` of one file (median of 20);
+//  - two-way: one-file edit in a service -> visible in the workspace, the same way (the service's
+//    synced folder is a volume, written from the host); reference: `docker cp` out of the container;
 //  - a burst of 1,000 changed files -> converged (both hashes equal, nothing pending);
 //  - initial sync of --files files / --mb MB (a full copy after `den sync restart`) against
 //    `docker cp` of the same tree into the same container;
@@ -39,11 +41,13 @@ const SETTLE_TIMEOUT_MS = 300_000;
 
 const template: TemplateInput = {
   name: 'bench-sync',
-  workspace: { image: IMAGE, startup: [{ name: 'folders', run: 'mkdir -p "$HOME/edit" "$HOME/big"', blocking: true }] },
+  workspace: { image: IMAGE, startup: [{ name: 'folders', run: 'mkdir -p "$HOME/edit" "$HOME/big" "$HOME/back"', blocking: true }] },
   environment: {
     services: {
       edit: { image: IMAGE, command: ['sleep', 'infinity'], sync: [{ from: '~/edit', to: '/tmp/edit' }] },
       big: { image: IMAGE, command: ['sleep', 'infinity'], sync: [{ from: '~/big', to: '/tmp/big' }] },
+      // a volume, so the host writes the same inodes the service's agent watches (an overlay's upper layer would not notify it)
+      back: { image: IMAGE, command: ['sleep', 'infinity'], volumes: [{ name: 'back', path: '/tmp/back' }], sync: [{ from: '~/back', to: '/tmp/back', mode: 'two-way' }] },
     },
   },
 };
@@ -89,28 +93,18 @@ try {
     }, SETTLE_TIMEOUT_MS, `the ${service} sync to settle`, 50);
     return last!;
   };
+  // a new volume's folder is root's: the service's user (den) must own it to take the first copy
+  execFileSync('docker', ['exec', '-u', '0', containerOf('service', 'back').Id, 'chown', 'den:den', '/tmp/back']);
+  const restartedBack = await client.post(`/api/v1/workspaces/${owner.username}/bench/sync/restart`, { service: 'back' });
+  if (restartedBack.status !== 200) throw new Error(JSON.stringify(restartedBack.json));
   await settled('edit', 0);
   await settled('big', 0);
+  await settled('back', 0);
 
   // 1. one-file edits at a steady rate
   say(`${EDITS} edits, one every ${INTERVAL_MS} ms`);
-  const latencies: number[] = [];
   const source = join(home, 'edit', 'edited.txt');
-  const seen = join(editUpper, 'tmp', 'edit', 'edited.txt');
-  for (let i = 0; i < EDITS; i++) {
-    const content = `edit ${i} ${randomBytes(8).toString('hex')}\n`;
-    const started = performance.now();
-    writeFileSync(source, content);
-    for (;;) {
-      if (readIfExists(seen) === content) break;
-      if (performance.now() - started > 10_000) throw new Error(`edit ${i} did not arrive within 10 s`);
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
-    const latency = performance.now() - started;
-    latencies.push(latency);
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, INTERVAL_MS - latency)));
-  }
-  latencies.sort((a, b) => a - b);
+  const latencies = await editLatencies(source, join(editUpper, 'tmp', 'edit', 'edited.txt'));
   results.edit_p50_ms = round(latencies[Math.floor(latencies.length * 0.5)]);
   results.edit_p99_ms = round(latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]);
   results.edit_max_ms = round(latencies.at(-1)!);
@@ -123,6 +117,23 @@ try {
   }
   results.docker_cp_one_file_ms = round(median(copies));
   say(`edits: p50 ${results.edit_p50_ms} ms, p99 ${results.edit_p99_ms} ms (docker cp of one file: ${results.docker_cp_one_file_ms} ms)`);
+
+  // 1b. two-way: edits made in the service, seen in the workspace
+  say(`${EDITS} edits in a two-way service, one every ${INTERVAL_MS} ms`);
+  const backContainer = containerOf('service', 'back');
+  const backVolume = backContainer.Mounts.find((m) => m.Destination === '/tmp/back')!.Source;
+  const back = await editLatencies(join(backVolume, 'edited.txt'), join(home, 'back', 'edited.txt'));
+  results.two_way_edit_p50_ms = round(back[Math.floor(back.length * 0.5)]);
+  results.two_way_edit_p99_ms = round(back[Math.min(back.length - 1, Math.floor(back.length * 0.99))]);
+  results.two_way_conflicts = (await status('back')).conflicts;
+  const copiesOut: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    const started = performance.now();
+    execFileSync('docker', ['cp', `${backContainer.Id}:/tmp/back/edited.txt`, join(tmpdir(), `den-bench-docker-cp-${process.pid}.txt`)]);
+    copiesOut.push(performance.now() - started);
+  }
+  results.docker_cp_one_file_out_ms = round(median(copiesOut));
+  say(`two-way edits: p50 ${results.two_way_edit_p50_ms} ms, p99 ${results.two_way_edit_p99_ms} ms (docker cp of one file out: ${results.docker_cp_one_file_out_ms} ms)`);
 
   // 2. a burst of 1,000 changed files
   say('a burst of 1,000 files');
@@ -184,6 +195,25 @@ try {
   await server.close();
 }
 process.stdout.write(`${JSON.stringify(results)}\n`);
+
+/** Writes --edits edits into `source`, one every --interval ms, each timed until `seen` reads the same; sorted. */
+async function editLatencies(source: string, seen: string): Promise<number[]> {
+  const latencies: number[] = [];
+  for (let i = 0; i < EDITS; i++) {
+    const content = `edit ${i} ${randomBytes(8).toString('hex')}\n`;
+    const started = performance.now();
+    writeFileSync(source, content);
+    for (;;) {
+      if (readIfExists(seen) === content) break;
+      if (performance.now() - started > 10_000) throw new Error(`edit ${i} did not arrive within 10 s`);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const latency = performance.now() - started;
+    latencies.push(latency);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, INTERVAL_MS - latency)));
+  }
+  return latencies.sort((a, b) => a - b);
+}
 
 function readIfExists(path: string): string | undefined {
   try {

@@ -27,6 +27,9 @@ import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
  *  - 1.4  `sync-source` and `sync-target` channels (protocol/sync.ts, agent/sync/) replace the
  *         reserved `sync` kind: the server pipes a workspace folder's op stream from the workspace
  *         agent into a service's agent.
+ *  - 1.5  two-way sync: `twoWay` on both sync kinds' open, `base`/`digest` on the op records, the
+ *         `conflict` record and status line (protocol/sync.ts, agent/sync/conflict.ts). Both
+ *         agents come from the server's own bundle, so both ends of a two-way sync speak it.
  *
  * Framing. Every websocket message is one frame.
  *  - Text messages are control frames: UTF-8 JSON, validated by `controlFrameSchema`
@@ -63,7 +66,7 @@ import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
  * A `listen` channel is a listener in the workspace; its connections become `tcp` channels the
  * server opens (see 1.3).
  */
-export const AGENT_PROTOCOL = { major: 1, minor: 4 } as const;
+export const AGENT_PROTOCOL = { major: 1, minor: 5 } as const;
 
 /**
  * The name of a workspace's own agent; an agent beside an environment service is named after

@@ -17,6 +17,12 @@ import { z } from 'zod';
  *  - sync-target DATA (to the server): `syncTargetStatusSchema` JSON lines (each applied batch
  *    with the hash the target computed from its own disk, or the error that stopped it).
  *
+ * Two-way (ADR 0027): the server also opens a `sync-source` on the service's agent (`initial:
+ * known`: changes only) piped into a `sync-target` on the workspace's agent. On each agent the
+ * source and the target of one sync share a pair key, so what a target applies is never sent
+ * back; records then carry `base` (what the sender believed the receiver had) and the receiver
+ * resolves a path changed on both sides by agent/sync/conflict.ts: the workspace's version wins.
+ *
  * Both sides compute `treeHash` (agent/sync/tree.ts) the same way: sha256 over the sorted lines
  * `type NUL path NUL mode(octal) NUL digest LF`, where digest is the sha256 of a file's content
  * or of a symlink's target and empty for a folder, and excluded paths are left out.
@@ -43,6 +49,14 @@ export function isSafeRelativePath(path: string): boolean {
 }
 
 const mode = z.number().int().min(0).max(0o7777);
+/** The source and the target of two-way sync on one agent share what the other side has under this key. */
+const syncPairSchema = z.string().min(1).max(64);
+/**
+ * Two-way sync only: what the sender believed the receiver had at this path before the change
+ * (`f:DIGEST`, `l:DIGEST`, `d`, or null for nothing), so the receiver sees a path that changed on
+ * both sides (agent/sync/conflict.ts).
+ */
+const base = z.string().max(200).nullable().optional();
 
 export const syncSourceOpenSchema = z.object({
   kind: z.literal('sync-source'),
@@ -50,6 +64,12 @@ export const syncSourceOpenSchema = z.object({
   root: syncPath,
   /** gitignore patterns, relative to root */
   exclude: z.array(z.string().max(4096)).max(1000).default([]),
+  /** two-way sync (agent protocol 1.5): the target on this agent with the same `pair` feeds what it applies into what this source knows the other side has */
+  twoWay: z.object({
+    pair: syncPairSchema,
+    /** full: send the folder first (workspace to service); known: the folder is already the same on both sides, send only changes (service to workspace) */
+    initial: z.enum(['full', 'known']),
+  }).optional(),
 });
 export const syncTargetOpenSchema = z.object({
   kind: z.literal('sync-target'),
@@ -57,17 +77,26 @@ export const syncTargetOpenSchema = z.object({
   root: syncPath,
   /** the same patterns as the source's: excluded paths in the service are left alone */
   exclude: z.array(z.string().max(4096)).max(1000).default([]),
+  /** two-way sync (1.5): which version stays when a path changed on both sides (agent/sync/conflict.ts) */
+  twoWay: z.object({
+    pair: syncPairSchema,
+    /** local: this side's version stays, the incoming one is written beside it (the workspace); incoming: the incoming version replaces this side's (the service) */
+    wins: z.enum(['local', 'incoming']),
+  }).optional(),
 });
 export type SyncSourceOpen = z.infer<typeof syncSourceOpenSchema>;
 export type SyncTargetOpen = z.infer<typeof syncTargetOpenSchema>;
 
 export const syncRecordSchema = z.discriminatedUnion('op', [
-  z.object({ op: z.literal('write'), path: relativeSyncPathSchema, mode, size: z.number().int().min(0).max(MAX_SYNC_FILE_BYTES) }),
-  z.object({ op: z.literal('mkdir'), path: relativeSyncPathSchema, mode }),
-  z.object({ op: z.literal('symlink'), path: relativeSyncPathSchema, target: z.string().min(1).max(4096) }),
+  /** `digest` (two-way): the sha256 of the bytes that follow, when the sender knew it before reading them */
+  z.object({ op: z.literal('write'), path: relativeSyncPathSchema, mode, size: z.number().int().min(0).max(MAX_SYNC_FILE_BYTES), base, digest: z.string().max(128).optional() }),
+  z.object({ op: z.literal('mkdir'), path: relativeSyncPathSchema, mode, base }),
+  z.object({ op: z.literal('symlink'), path: relativeSyncPathSchema, target: z.string().min(1).max(4096), base }),
   z.object({ op: z.literal('chmod'), path: relativeSyncPathSchema, mode }),
   /** removes a file, a symlink or a whole folder */
-  z.object({ op: z.literal('delete'), path: relativeSyncPathSchema }),
+  z.object({ op: z.literal('delete'), path: relativeSyncPathSchema, base }),
+  /** two-way: the sender's own version of `path`, which an incoming change replaced there; the receiver keeps it beside its own as a conflict copy. Bytes follow, as for write. */
+  z.object({ op: z.literal('conflict'), path: relativeSyncPathSchema, mode, size: z.number().int().min(0).max(MAX_SYNC_FILE_BYTES) }),
   z.object({ op: z.literal('rename'), from: relativeSyncPathSchema, to: relativeSyncPathSchema }),
   /** a full copy follows: everything not written, made or linked before `full-end` is removed (excluded paths stay) */
   z.object({ op: z.literal('full-begin') }),
@@ -96,6 +125,8 @@ export type SyncSourceCommand = z.infer<typeof syncSourceCommandSchema>;
 
 export const syncTargetStatusSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('applied'), batch: z.number().int().min(1), files: z.number().int().min(0), hash: z.string().max(128), detectedAt: z.number(), appliedAt: z.number() }),
+  /** two-way: `path` changed on both sides; `copy` is where the losing version was kept on this side (null when it was not a file: a delete, a folder, a link) */
+  z.object({ type: z.literal('conflict'), path: relativeSyncPathSchema, copy: relativeSyncPathSchema.nullable(), kept: z.enum(['local', 'incoming']) }),
   z.object({ type: z.literal('error'), code: z.string().max(64), message: z.string().max(4096) }),
 ]);
 export type SyncTargetStatus = z.infer<typeof syncTargetStatusSchema>;
@@ -172,7 +203,7 @@ export class SyncStreamDecoder {
       const record = syncRecordSchema.safeParse(parsed);
       if (!record.success) throw new Error(`A sync record is malformed: ${record.error.issues[0]?.message ?? 'invalid'}.`);
       this.emit({ type: 'record', record: record.data });
-      if (record.data.op === 'write') {
+      if (record.data.op === 'write' || record.data.op === 'conflict') {
         this.bodyLeft = record.data.size;
         if (this.bodyLeft === 0) this.emit({ type: 'body-end' });
       }
@@ -240,6 +271,15 @@ export const syncStatusSchema = z.object({
   inSync: z.boolean(),
   /** full copies after the hashes disagreed */
   resyncs: z.number().int(),
+  /** one-way: the workspace is mirrored into the service; two-way: changes in the service come back too */
+  mode: z.enum(['one-way', 'two-way']),
+  /** two-way: the last change from the service applied in the workspace */
+  lastReturned: z.object({ at: z.string(), batch: z.number().int(), files: z.number().int(), latencyMs: z.number() }).nullable(),
+  /** two-way: paths changed on both sides at once since the sync started (the workspace's version is kept) */
+  conflicts: z.number().int(),
+  lastConflict: z.object({ at: z.string(), path: z.string(), copy: z.string().nullable(), message: z.string() }).nullable(),
+  /** afterSync: restart: when the service's process was last restarted after a sync, and its new pid */
+  lastRestart: z.object({ at: z.string(), pid: z.number().int() }).nullable(),
 });
 export type SyncStatus = z.infer<typeof syncStatusSchema>;
 export const syncStatusListSchema = z.object({ items: z.array(syncStatusSchema) });

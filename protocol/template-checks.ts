@@ -176,6 +176,12 @@ function checkEnvironment(spec: TemplateSpec): TemplateCheckIssue[] {
     if (!service.image && !service.command) {
       issues.push({ path: at(), message: `Service '${name}' needs an image or a command (the process runtime runs the command).` });
     }
+    if (service.afterSync === 'restart' && !service.command) {
+      issues.push({ path: at('afterSync'), message: `Service '${name}' asks for afterSync: restart without a command; den restarts the command it starts, so give the service a command (the one its image would run).` });
+    }
+    if (service.afterSync === 'restart' && (service.sync?.length ?? 0) === 0) {
+      issues.push({ path: at('afterSync'), message: `Service '${name}' asks for afterSync: restart but syncs nothing, so it would never restart; add a sync or remove afterSync.` });
+    }
     const ports = service.ports?.map((p) => p.port) ?? [];
     duplicates(ports).forEach((index) => issues.push({ path: at('ports', index, 'port'), message: `Port ${ports[index]} is listed twice; list each port once.` }));
     const portNames = service.ports?.map((p) => p.name).filter((n): n is string => n !== undefined) ?? [];

@@ -174,14 +174,15 @@ export const serviceSchema = z.strictObject({
       from: z.string().min(1).describe('a folder in the workspace (~/ is its home)'),
       to: z.string().min(1).describe('the folder in the service it is mirrored into'),
       exclude: z.array(z.string()).optional().describe('gitignore patterns, relative to from; excluded paths in the service are left alone'),
-      mode: z.enum(['one-way'], { message: 'Only one-way sync exists so far (the workspace is the source of truth): write mode: one-way or leave it out.' }).default('one-way').describe('one-way: the workspace is the source of truth (the only mode; two-way is refused with a sentence)'),
+      mode: z.enum(['one-way', 'two-way'], { message: 'A sync mode is one-way (the workspace is mirrored into the service) or two-way (changes in the service come back too).' }).default('one-way')
+        .describe('one-way: the workspace is mirrored into the service; two-way: changes made in the service under `to` come back into the workspace, and when a path changed on both sides at once the workspace\'s version wins and the service\'s is kept beside it as NAME.den-conflict-TIME'),
     }))
     .optional()
     .describe('Folders copied live from the workspace into the service (docker); a synced service gets an agent beside it. `den sync status` shows each one.'),
   afterSync: z
-    .union([z.literal('nothing'), z.strictObject({ run: z.string().min(1).describe('run by sh -c in the service after each applied batch') })])
+    .union([z.literal('nothing'), z.literal('restart'), z.strictObject({ run: z.string().min(1).describe('run by sh -c in the service after each applied batch') })])
     .optional()
-    .describe('What the service does after a sync batch lands: nothing (its dev server reloads by itself, the default) or run a command.'),
+    .describe('What the service does after a sync batch lands: nothing (its dev server reloads by itself, the default), restart (its process, in place: docker; the service needs a command), or run a command.'),
 });
 
 /** A task or a test: a command run in a service's agent, with the inputs and tasks its version depends on. */

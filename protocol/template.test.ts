@@ -123,14 +123,25 @@ describe('templateSchema', () => {
     expect(problems(clash).join()).toContain("Two preview URLs are named 'api-http'");
   });
 
-  it('takes one-way sync with an afterSync command, and refuses two-way with a sentence', () => {
+  it('takes one-way and two-way sync with an afterSync command, and refuses an unknown mode with a sentence', () => {
     const service = (extra: object) => ({ ...minimal, environment: { services: { api: { image: 'i', sync: [{ from: '~/app', to: '/app' }], ...extra } } } });
     const spec = templateSchema.parse(service({ afterSync: { run: 'kill -HUP 1' } }));
     expect(spec.environment?.services?.api).toMatchObject({ sync: [{ mode: 'one-way' }], afterSync: { run: 'kill -HUP 1' } });
     expect(problems(service({ afterSync: 'nothing' }))).toEqual([]);
     const twoWay = { ...minimal, environment: { services: { api: { image: 'i', sync: [{ from: '~/app', to: '/app', mode: 'two-way' }] } } } };
-    expect(problems(twoWay).join()).toContain('Only one-way sync exists so far');
-    expect(problems(service({ afterSync: 'restart' })).join()).toContain('environment.services.api.afterSync');
+    expect(problems(twoWay)).toEqual([]);
+    expect(templateSchema.parse(twoWay).environment?.services?.api?.sync?.[0]?.mode).toBe('two-way');
+    const mirror = { ...minimal, environment: { services: { api: { image: 'i', sync: [{ from: '~/app', to: '/app', mode: 'mirror' }] } } } };
+    expect(problems(mirror).join()).toContain('A sync mode is one-way');
+  });
+
+  it('takes afterSync: restart on a synced service with a command, and refuses it with a sentence otherwise', () => {
+    const api = (extra: object) => ({ ...minimal, environment: { services: { api: { image: 'i', afterSync: 'restart', ...extra } } } });
+    const sync = [{ from: '~/app', to: '/app' }];
+    expect(problems(api({ command: ['node', 'server.js'], sync }))).toEqual([]);
+    expect(templateSchema.parse(api({ command: ['node', 'server.js'], sync })).environment?.services?.api?.afterSync).toBe('restart');
+    expect(problems(api({ sync })).join()).toContain("Service 'api' asks for afterSync: restart without a command");
+    expect(problems(api({ command: ['node', 'server.js'] })).join()).toContain('syncs nothing, so it would never restart');
   });
 
   it('refuses duplicate app and startup script names', () => {

@@ -1,16 +1,8 @@
-import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Dockerode from 'dockerode';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SyncStatus } from '../protocol/sync.ts';
 import type { TemplateInput } from '../protocol/template.ts';
-import { runDen, type DenResult } from './support/den-cli.ts';
-import { startTestServer, type TestServer } from './support/harness.ts';
+import { dockerSyncSkip, listing, startDockerSyncHarness, SYNC_IMAGE, type DockerSyncHarness } from './support/docker-sync.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
-import { api, setupOwner, type Api, type TestUser } from './support/users.ts';
 
 /**
  * Live sync on the docker runtime, end to end: the real server, the real agents in real
@@ -22,13 +14,9 @@ import { api, setupOwner, type Api, type TestUser } from './support/users.ts';
  */
 const READY_TIMEOUT_MS = 120_000;
 const SYNC_TIMEOUT_MS = 30_000;
-const CLI_TIMEOUT_MS = 60_000;
-const IMAGE = 'den/node:24';
+const IMAGE = SYNC_IMAGE;
 
-const docker = new Dockerode();
-const dockerSkip = await docker.ping()
-  .then(() => docker.getImage(IMAGE).inspect().then(() => undefined, () => `the image ${IMAGE} is missing (run npm run images)`),
-    () => 'no Docker engine is reachable (run bash test/services/docker.sh)');
+const dockerSkip = await dockerSyncSkip();
 if (dockerSkip) console.warn(`[skip] live sync on the docker runtime: ${dockerSkip}.`);
 
 const mirrorTemplate: TemplateInput = {
@@ -60,72 +48,26 @@ describe('live sync on the docker runtime', { timeout: 300_000 }, () => {
     it.skip(`needs Docker: ${dockerSkip}`);
     return;
   }
-  let server: TestServer;
-  let user: TestUser;
-  let client: Api;
-  const homes: string[] = [];
+  let harness: DockerSyncHarness;
+  const den = (args: string[]) => harness.den(args);
+  const sh = (workspace: string, script: string, service?: string) => harness.sh(workspace, script, service);
+  const syncOf = (workspace: string, service: string) => harness.syncOf(workspace, service);
+  const settled = (workspace: string, service: string, since?: number) => harness.settled(workspace, service, since);
 
   beforeAll(async () => {
-    server = await startTestServer({
-      listen: true,
-      driver: async () => {
-        const { createDockerDriver } = await import('../server/runtimes/docker/driver.ts');
-        return createDockerDriver({
-          log: pino({ level: 'silent' }), docker: docker as never, agentBundleDir: join(mkdtempSync(join(tmpdir(), 'den-sync-')), 'agent'),
-          stopGraceSeconds: 2, instance: `den-test-${randomUUID().slice(0, 8)}`,
-        });
-      },
-    });
-    user = await setupOwner(server.app);
-    client = api(server.app, user.token);
+    harness = await startDockerSyncHarness();
     for (const files of [readTemplateFolder(join(import.meta.dirname, '..', 'templates', 'node-api')), { 'template.yaml': JSON.stringify(mirrorTemplate) }]) {
-      const pushed = await client.post('/api/v1/templates', { files, activate: true });
+      const pushed = await harness.client.post('/api/v1/templates', { files, activate: true });
       expect(pushed.status, JSON.stringify(pushed.json)).toBe(201);
     }
   });
   afterAll(async () => {
-    await server?.close();
-    for (const home of homes) rmSync(home, { recursive: true, force: true });
+    await harness?.close();
   });
-
-  async function den(args: string[]): Promise<DenResult> {
-    const home = mkdtempSync(join(tmpdir(), 'den-sync-cli-'));
-    homes.push(home);
-    return runDen(args, { PATH: process.env.PATH!, HOME: home, XDG_CONFIG_HOME: home, DEN_URL: server.url!, DEN_TOKEN: user.token }, CLI_TIMEOUT_MS);
-  }
-
-  async function sh(workspace: string, script: string, service?: string): Promise<string> {
-    const result = await den(['exec', ...(service ? ['--service', service] : []), '-T', workspace, '--', 'sh', '-c', script]);
-    expect(result, result.stderr).toMatchObject({ code: 0 });
-    return result.stdout;
-  }
-
-  async function syncOf(workspace: string, service: string): Promise<SyncStatus> {
-    const response = await client.get(`/api/v1/workspaces/${user.username}/${workspace}/sync`);
-    expect(response.status, JSON.stringify(response.json)).toBe(200);
-    const found = (response.json.items as SyncStatus[]).find((item) => item.service === service);
-    if (!found) throw new Error(`no sync of ${service}: ${JSON.stringify(response.json)}`);
-    return found;
-  }
-
-  /** Waits until the service's sync is watching with nothing pending and both hashes equal (after `since`, a batch number). */
-  async function settled(workspace: string, service: string, since = 0): Promise<SyncStatus> {
-    const deadline = Date.now() + SYNC_TIMEOUT_MS;
-    for (;;) {
-      const status = await syncOf(workspace, service);
-      if (status.state === 'error') throw new Error(`the sync stopped: ${status.lastError}`);
-      if (status.state === 'watching' && status.inSync && status.pendingFiles === 0 && (status.lastApplied?.batch ?? 0) > since) return status;
-      if (Date.now() > deadline) throw new Error(`the sync of ${service} did not settle within ${SYNC_TIMEOUT_MS} ms: ${JSON.stringify(status)}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-
-  /** Every path under `dir` with its type, mode, symlink target and content hash, sorted: the same listing in any container. */
-  const listing = (dir: string, prune: string) => `cd ${dir} && find . ${prune} -mindepth 1 -printf '%y %m %p -> %l\\n' | sort && find . ${prune} -type f -print0 | sort -z | xargs -0 -r sha256sum`;
 
   it('node-api: an edit in the workspace reaches the api service without a rebuild, and the api answers with the new code', async () => {
     await den(['create', 'loop', '--template', 'node-api']);
-    await waitForWorkspaceReady(client, user.username, 'loop', READY_TIMEOUT_MS);
+    await waitForWorkspaceReady(harness.client, harness.user.username, 'loop', READY_TIMEOUT_MS);
     const first = await settled('loop', 'api');
     expect(first).toMatchObject({ from: '~/app', to: '~/app', watchMode: 'inotify', lastError: null });
     expect(first.sourceHash).toBe(first.targetHash);
@@ -138,7 +80,7 @@ describe('live sync on the docker runtime', { timeout: 300_000 }, () => {
     await expect.poll(() => sh('loop', fetchHello), { timeout: SYNC_TIMEOUT_MS, interval: 200 }).toBe('edited in the workspace, served by the api\n');
     // the visit counter still works through the db: the api restarted, nothing was rebuilt
     expect(await sh('loop', 'node -e "fetch(process.env.API_URL).then((r) => r.text()).then((t) => process.stdout.write(t))"')).toMatch(/^hello from .*\/loop, visit \d+\n$/);
-    const builds = (await client.get(`/api/v1/workspaces/${user.username}/loop/builds`)).json;
+    const builds = (await harness.client.get(`/api/v1/workspaces/${harness.user.username}/loop/builds`)).json;
     expect(builds.builds ?? builds.items).toHaveLength(1);
 
     const status = await den(['sync', 'status', 'loop']);
@@ -148,12 +90,12 @@ describe('live sync on the docker runtime', { timeout: 300_000 }, () => {
 
   it('converges deletes, renames, excludes, symlinks, modes and a burst of 1,000 files; an unwritable folder is a visible error', async () => {
     await den(['create', 'mirror', '--template', 'sync-mirror']);
-    await waitForWorkspaceReady(client, user.username, 'mirror', READY_TIMEOUT_MS);
+    await waitForWorkspaceReady(harness.client, harness.user.username, 'mirror', READY_TIMEOUT_MS);
 
     // the folder the service may not write: stopped with a sentence, in the status and as an event
     await expect.poll(async () => (await syncOf('mirror', 'locked')).state, { timeout: SYNC_TIMEOUT_MS, interval: 200 }).toBe('error');
     expect((await syncOf('mirror', 'locked')).lastError).toMatch(/may not write \/etc\/den-locked/);
-    const events = (await client.get(`/api/v1/workspaces/${user.username}/mirror/events`)).json.events as { kind: string; message: string }[];
+    const events = (await harness.client.get(`/api/v1/workspaces/${harness.user.username}/mirror/events`)).json.events as { kind: string; message: string }[];
     expect(events.find((e) => e.kind === 'sync.error')?.message).toMatch(/locked service stopped: .*may not write/);
 
     const first = await settled('mirror', 'mirror');

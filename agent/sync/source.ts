@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readlinkSync, readSync, statSync, type Stats } from 'node:fs';
+import { closeSync, fstatSync, openSync, readlinkSync, readSync, statSync, unlinkSync, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import {
@@ -9,6 +9,8 @@ import { MAX_DATA_PAYLOAD } from '../../protocol/agent.ts';
 import type { ChannelContext, ChannelHandler } from '../exec.ts';
 import { planBatch } from './batch.ts';
 import { createSyncChannel, refusedChannel } from './channel.ts';
+import { folderSignature, signatureOf, withoutRenames } from './conflict.ts';
+import { forgetSubtree, moveSubtree, registerPairedSource } from './pair.ts';
 import { resolveRoot, syncErrorMessage } from './paths.ts';
 import { createExcludes, TreeScanner, treeHash, type TreeEntry } from './tree.ts';
 import { TreeWatcher } from './watch.ts';
@@ -40,10 +42,20 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     return refusedChannel(onClosed);
   }
   const scanner = new TreeScanner(root, createExcludes(spec.exclude));
+  const twoWay = spec.twoWay;
   let sent = new Map<string, TreeEntry>();
+  try {
+    // two-way, service to workspace: the full copy the other way just made both folders the same
+    if (twoWay?.initial === 'known') sent = scanner.scan();
+  } catch (error) {
+    context.send({ type: 'open_error', channel, code: 'SYNC_SOURCE_MISSING', message: `The folder ${root} cannot be read: ${syncErrorMessage(error, root)}` });
+    return refusedChannel(onClosed);
+  }
   const dirty = new Set<string>();
+  /** two-way: files of this side an incoming change replaced, to send as conflict copies */
+  const conflictCopies: { path: string; stash: string; mode: number }[] = [];
   let firstChangeAt: number | undefined;
-  let needFull = true;
+  let needFull = twoWay?.initial !== 'known';
   let batch = 0;
   let pumping = false;
   let flushTimer: NodeJS.Timeout | undefined;
@@ -61,6 +73,8 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     reportError: (error) => status({ type: 'error', ...error }),
     cleanup: () => {
       stopWatching();
+      unregister?.();
+      for (const copy of conflictCopies.splice(0)) removeQuietly(copy.stash);
       drained?.();
     },
   });
@@ -96,6 +110,28 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     clearTimeout(flushTimer);
     const wait = Math.max(0, Math.min(QUIET_MS, firstChangeAt + MAX_DELAY_MS - Date.now()));
     flushTimer = setTimeout(() => void pump(), wait);
+  };
+  const unregister = twoWay && registerPairedSource(twoWay.pair, {
+    known: (path) => sent.get(path),
+    setKnown: (path, entry) => {
+      if (entry) sent.set(path, entry);
+      else forgetSubtree(sent, path);
+    },
+    moveKnown: (from, to) => moveSubtree(sent, from, to),
+    touch: (path) => changed(path),
+    resetKnown: () => {
+      sent = scanner.scan();
+    },
+    sendConflictCopy: (path, stash, mode) => {
+      conflictCopies.push({ path, stash, mode });
+      firstChangeAt ??= Date.now();
+      void pump();
+    },
+  });
+  /** two-way: what the other side had at `path` before this change, so it can see a conflict */
+  const baseOf = (path: string, deleting = false) => {
+    if (!twoWay) return {};
+    return { base: deleting && sent.get(path)?.type === 'd' ? folderSignature(sent, path) : signatureOf(sent.get(path)) };
   };
   const rescan = () => {
     // compare the folder with what was sent; every difference becomes a change
@@ -144,10 +180,11 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     if (pumping || sync.finished) return;
     pumping = true;
     try {
-      while (!sync.finished && (needFull || dirty.size > 0)) {
+      while (!sync.finished && (needFull || dirty.size > 0 || conflictCopies.length > 0)) {
         const detectedAt = firstChangeAt ?? Date.now();
         firstChangeAt = undefined;
-        const files = needFull ? await sendFull() : await sendChanges();
+        const copies = await sendConflictCopies();
+        const files = copies + (needFull ? await sendFull() : await sendChanges());
         batch++;
         const hash = treeHash(sent);
         await send(encodeSyncRecord({ op: 'batch', batch, files, hash, detectedAt }));
@@ -182,12 +219,12 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     const now = new Map<string, TreeEntry>();
     for (const path of paths) scanner.scanPath(path, now);
     const plan = planBatch(sent, paths, now);
-    for (const op of plan.ops) {
+    for (const op of twoWay ? withoutRenames(plan.ops, now) : plan.ops) {
       if (op.op === 'send') {
         await sendEntry(op.path, op.entry, sent);
         continue;
       }
-      await send(encodeSyncRecord(op));
+      await send(encodeSyncRecord(op.op === 'delete' ? { ...op, ...baseOf(op.path, true) } : op));
       if (op.op === 'delete') for (const path of [...sent.keys()]) if (path === op.path || path.startsWith(`${op.path}/`)) sent.delete(path);
       if (op.op === 'rename') {
         const entry = sent.get(op.from)!;
@@ -199,27 +236,60 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     return plan.ops.length;
   };
 
+  /** Sends the files an incoming change replaced here, each once, from the copy the target kept. */
+  const sendConflictCopies = async (): Promise<number> => {
+    let count = 0;
+    for (let copy = conflictCopies.shift(); copy; copy = conflictCopies.shift()) {
+      let fd: number;
+      try {
+        fd = openSync(copy.stash, 'r');
+      } catch {
+        continue;
+      }
+      try {
+        const size = fstatSync(fd).size;
+        // larger than the stream carries: the workspace's version stays, the service's is not kept
+        if (size > MAX_SYNC_FILE_BYTES) continue;
+        await send(encodeSyncRecord({ op: 'conflict', path: copy.path, mode: copy.mode, size }));
+        for (let left = size; left > 0;) {
+          const chunk = Buffer.alloc(Math.min(READ_CHUNK, left));
+          readSync(fd, chunk, 0, chunk.byteLength, size - left);
+          left -= chunk.byteLength;
+          await send(chunk);
+        }
+        count++;
+      } finally {
+        closeSync(fd);
+        removeQuietly(copy.stash);
+      }
+    }
+    return count;
+  };
+
   /** Sends one entry as mkdir, symlink or write, and records what was sent in `into`. */
   const sendEntry = async (path: string, entry: TreeEntry, into: Map<string, TreeEntry>) => {
+    // a full copy carries no base: the workspace's folder replaces the service's whole
+    const base = into === sent ? baseOf(path) : {};
     if (entry.type === 'd') {
-      await send(encodeSyncRecord({ op: 'mkdir', path, mode: entry.mode }));
+      await send(encodeSyncRecord({ op: 'mkdir', path, mode: entry.mode, ...base }));
       into.set(path, entry);
       return;
     }
     if (entry.type === 'l') {
       const target = readLink(join(root, path));
       if (target === undefined) return changed(path);
-      await send(encodeSyncRecord({ op: 'symlink', path, target }));
+      await send(encodeSyncRecord({ op: 'symlink', path, target, ...base }));
       into.set(path, entry);
       return;
     }
-    into.set(path, { ...entry, digest: await sendFile(path, entry) });
+    into.set(path, { ...entry, digest: await sendFile(path, entry, base) });
   };
 
   /** Streams a file's bytes; returns the digest of what was sent (a file that changed meanwhile is marked to send again). */
-  const sendFile = async (path: string, entry: TreeEntry): Promise<string> => {
+  const sendFile = async (path: string, entry: TreeEntry, base: { base?: string | null } = {}): Promise<string> => {
     if (entry.size > MAX_SYNC_FILE_BYTES) throw new Error(`${path} is ${entry.size} bytes; den syncs files of at most ${MAX_SYNC_FILE_BYTES} bytes, so exclude it.`);
-    const record: SyncRecord = { op: 'write', path, mode: entry.mode, size: entry.size };
+    const known = twoWay && entry.digest !== '' ? { digest: entry.digest } : {};
+    const record: SyncRecord = { op: 'write', path, mode: entry.mode, size: entry.size, ...base, ...known };
     await send(encodeSyncRecord(record));
     const hash = createHash('sha256');
     let fd: number | undefined;
@@ -265,6 +335,14 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
 }
 
 class Closed extends Error {}
+
+function removeQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
 
 function readLink(path: string): string | undefined {
   try {

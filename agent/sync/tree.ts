@@ -19,6 +19,8 @@ export interface TreeEntry {
 
 /** The prefix of the files the target writes before renaming them into place: never synced. */
 export const TEMP_PREFIX = '.den-sync-tmp-';
+/** The marker in the name of a two-way conflict copy (agent/sync/conflict.ts): never synced. */
+export const CONFLICT_MARK = '.den-conflict-';
 const HASH_CHUNK = 1024 * 1024;
 /** One read buffer for all digests: the agent hashes one file at a time (a buffer per file cost more in GC than in hashing). */
 const hashBuffer = Buffer.allocUnsafe(HASH_CHUNK);
@@ -30,7 +32,7 @@ export function createExcludes(patterns: string[]): Excludes {
   const matcher = ignore().add(patterns);
   return (path, isDir) => {
     const base = path.slice(path.lastIndexOf('/') + 1);
-    if (base.startsWith(TEMP_PREFIX)) return true;
+    if (base.startsWith(TEMP_PREFIX) || base.includes(CONFLICT_MARK)) return true;
     return matcher.ignores(isDir ? `${path}/` : path);
   };
 }

@@ -23,13 +23,17 @@ export async function restart(reference: string, service: string | undefined, op
 function show(items: SyncStatus[], empty: string): void {
   printTable(items, [
     { header: 'service', value: (s) => s.service },
-    { header: 'from -> to', value: (s) => `${s.from} -> ${s.to}` },
+    { header: 'from -> to', value: (s) => `${s.from} ${s.mode === 'two-way' ? '<->' : '->'} ${s.to}` },
     { header: 'state', value: (s) => (s.watchMode === 'scan' && s.state === 'watching' ? 'watching (scan)' : s.state) },
     { header: 'pending', value: (s) => String(s.pendingFiles) },
     { header: 'last applied', value: (s) => (s.lastApplied ? `${s.lastApplied.files} changes ${formatAge(s.lastApplied.at)}, ${Math.round(s.lastApplied.latencyMs)} ms` : '-') },
     { header: 'hash (workspace / service)', value: (s) => `${short(s.sourceHash)} / ${short(s.targetHash)}${s.inSync ? ' =' : ''}` },
+    { header: 'conflicts', value: (s) => (s.mode === 'two-way' ? String(s.conflicts) : '-') },
+    { header: 'restarted', value: (s) => (s.lastRestart ? `${formatAge(s.lastRestart.at)}, pid ${s.lastRestart.pid}` : '-') },
     { header: 'error', value: (s) => s.lastError ?? s.watchMessage ?? '' },
   ], empty);
+  // the last conflict says where the service's version was kept: worth a line of its own
+  for (const s of items) if (s.lastConflict) print(`${s.service}: last conflict ${formatAge(s.lastConflict.at)}: ${s.lastConflict.message}`);
 }
 
 function short(hash: string | null): string {

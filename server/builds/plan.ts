@@ -205,6 +205,7 @@ function planService(name: string, spec: ServiceSpec, evaluate: Evaluate): Servi
       ...(volume.size !== undefined ? { sizeBytes: bytes(evaluate(volume.size, at('volumes', index, 'size')), fieldPath(at('volumes', index, 'size'))) } : {}),
     })),
     dependsOn: spec.dependsOn ?? [],
+    ...(spec.afterSync === 'restart' ? { restartable: true } : {}),
   };
 }
 

@@ -6,6 +6,7 @@ import { PROCESS_CAPABILITIES } from './process/driver.ts';
 
 const everything: RuntimeCapabilities = {
   serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
+  restartAfterSync: 'enforced',
 };
 
 const demanding: TemplateInput = {
@@ -40,6 +41,15 @@ describe('missingCapabilities', () => {
   it('accepts what a runtime ignores: the process runtime runs node-api-like templates without limits or volumes', () => {
     const processable = { ...demanding, environment: { services: { db: { ...demanding.environment!.services!.db, command: 'node db.js' }, api: demanding.environment!.services!.api } } };
     expect(missingCapabilities('process', PROCESS_CAPABILITIES, templateSchema.parse(processable))).toEqual([]);
+  });
+
+  it('refuses afterSync: restart where the runtime cannot restart a service in place, with a sentence', () => {
+    const restarting = templateSchema.parse({ ...demanding, workspace: { image: 'den/base' }, environment: { services: { api: { ...demanding.environment!.services!.api, dependsOn: [], afterSync: 'restart' } } } });
+    expect(missingCapabilities('docker', everything, restarting)).toEqual([]);
+    expect(missingCapabilities('process', PROCESS_CAPABILITIES, restarting)).toEqual([{
+      feature: 'restartAfterSync', field: 'environment.services.api.afterSync',
+      message: 'environment.services.api.afterSync restarts the service\'s process after each sync, which the process runtime does not support (restartAfterSync).',
+    }]);
   });
 
   it('throws RUNTIME_CAPABILITY_MISSING with one sentence per feature and a validation per field', () => {

@@ -7,11 +7,13 @@ import type { TemplateSpec } from '../../protocol/template.ts';
  *  - 'ignored': accepted, and the workspace runs without it (the process runtime sets no
  *    resource limits, mounts no service volumes, and needs no sync: its services share the
  *    workspace's home; kubernetes does not sync yet);
+ *    restartAfterSync (`afterSync: restart`) needs a service process den can restart in place:
+ *    docker runs it under den's supervisor (agent/supervise.ts); the others refuse it;
  *  - 'unsupported': a workspace that needs it cannot work, so creating one is refused.
  */
 export type CapabilitySupport = 'enforced' | 'ignored' | 'unsupported';
 
-export type RuntimeFeature = 'serviceImages' | 'serviceVolumes' | 'resources' | 'dependsOn' | 'sync' | 'ports' | 'serviceAgents';
+export type RuntimeFeature = 'serviceImages' | 'serviceVolumes' | 'resources' | 'dependsOn' | 'sync' | 'ports' | 'serviceAgents' | 'restartAfterSync';
 
 /** How a runtime can put the agent where it runs (see AgentDelivery in driver.ts). */
 export type AgentDeliveryKind = 'image' | 'volume' | 'path' | 'download';
@@ -46,6 +48,7 @@ export function missingCapabilities(runtime: string, capabilities: RuntimeCapabi
     if ((service.sync?.length ?? 0) > 0 && lacks('sync')) add('sync', `${field}.sync`, 'syncs files from the workspace');
     if ((service.ports?.length ?? 0) > 0 && lacks('ports')) add('ports', `${field}.ports`, 'exposes ports');
     if (service.agent && lacks('serviceAgents')) add('serviceAgents', `${field}.agent`, 'asks for an agent beside the service');
+    if (service.afterSync === 'restart' && lacks('restartAfterSync')) add('restartAfterSync', `${field}.afterSync`, 'restarts the service\'s process after each sync');
   }
   return missing;
 }

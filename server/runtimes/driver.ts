@@ -159,6 +159,8 @@ export interface ServicePlan {
   dependsOn: string[];
   /** the agent den runs beside the service (template `agent: true`), named after the service */
   agent?: AgentPlan;
+  /** `afterSync: restart`: the runtime runs the command so its agent can restart it in place (capability restartAfterSync) */
+  restartable?: boolean;
 }
 
 /** The pure result of template version + parameters + identity: what a driver must create. */

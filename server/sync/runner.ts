@@ -1,13 +1,14 @@
-import { finished } from 'node:stream/promises';
+import { randomUUID } from 'node:crypto';
 import { isAppError } from '../../protocol/errors.ts';
 import {
-  LineSplitter, MAX_SYNC_LINE_BYTES, syncSourceStatusSchema, syncTargetStatusSchema,
+  syncSourceStatusSchema, syncTargetStatusSchema,
   type SyncSourceStatus, type SyncStatus, type SyncTargetStatus,
 } from '../../protocol/sync.ts';
-import type { ChannelSpec } from '../../protocol/agent.ts';
 import { MAIN_AGENT } from '../../protocol/agent.ts';
-import { createExecSession } from '../agents/exec-session.ts';
 import type { AgentHub, AgentRef, ExecSession } from '../agents/hub-types.ts';
+import { AfterSync, type AfterSyncAction } from './after-sync.ts';
+import { ReverseSync } from './reverse.ts';
+import { afterEnd, closeSessions, joinSessions, openPair, parseJson } from './session.ts';
 
 /** One sync of a service, as the template declares it. */
 export interface SyncSpec {
@@ -15,8 +16,10 @@ export interface SyncSpec {
   from: string;
   to: string;
   exclude: string[];
-  /** a command run in the service (sh -c) after each applied batch */
-  afterSyncRun?: string;
+  /** two-way: changes in the service come back into the workspace (ADR 0027); one-way when absent */
+  mode?: 'one-way' | 'two-way';
+  /** what the service does after each applied batch: a command (sh -c), or restart its process */
+  afterSync?: AfterSyncAction;
 }
 
 export interface SyncRunnerDeps {
@@ -26,12 +29,16 @@ export interface SyncRunnerDeps {
   now(): Date;
 }
 
-/** The server's receive window for the op stream: large enough for a bulk copy at disk speed, one per running sync. */
-const STREAM_WINDOW = 2 * 1024 * 1024;
 /** Consecutive full copies whose hashes still disagree before the sync stops with an error (something in the service writes into the folder). */
 const MAX_RESYNCS_IN_A_ROW = 3;
 /** Source hashes kept while their batch is on its way. */
 const KEEP_BATCHES = 1000;
+/**
+ * Two-way: hashes that disagree are expected for a moment (a batch lands while the other side has
+ * a change on its way); only when no batch in either direction agrees for this long is the
+ * workspace's folder sent again whole.
+ */
+const TWO_WAY_SETTLE_MS = 3_000;
 
 /**
  * One running sync: a `sync-source` channel on the workspace's agent piped into a `sync-target`
@@ -50,8 +57,9 @@ export class SyncRunner {
   private resyncsInARow = 0;
   private lastSourceBatch = 0;
   private lastAppliedBatch = 0;
-  private afterSyncRunning = false;
-  private afterSyncAgain = false;
+  private readonly afterSync: AfterSync | undefined;
+  private reverse: ReverseSync | undefined;
+  private settleTimer: NodeJS.Timeout | undefined;
   status: SyncStatus;
 
   constructor(workspaceId: string, spec: SyncSpec, deps: SyncRunnerDeps) {
@@ -61,7 +69,15 @@ export class SyncRunner {
     this.status = {
       service: spec.service, from: spec.from, to: spec.to, state: 'waiting', watchMode: null, watchMessage: null, pendingFiles: 0,
       lastApplied: null, lastError: null, sourceHash: null, targetHash: null, inSync: false, resyncs: 0,
+      mode: spec.mode ?? 'one-way', lastReturned: null, conflicts: 0, lastConflict: null, lastRestart: null,
     };
+    this.afterSync = spec.afterSync && new AfterSync({
+      workspaceId, service: spec.service, action: spec.afterSync, agents: deps.agents, event: deps.event,
+      restarted: (pid) => {
+        this.status = { ...this.status, lastRestart: { at: this.deps.now().toISOString(), pid } };
+      },
+      stopped: () => this.stopped,
+    });
   }
 
   get running(): boolean {
@@ -83,39 +99,28 @@ export class SyncRunner {
     this.lastAppliedBatch = 0;
     let target: ExecSession;
     let source: ExecSession;
+    // two-way: the source and the target on each agent find each other by this key
+    const pair = this.spec.mode === 'two-way' ? randomUUID() : undefined;
     try {
-      target = await openSession(this.deps.agents, serviceAgent, { kind: 'sync-target', root: this.spec.to, exclude: this.spec.exclude });
+      ({ source, target } = await openPair(this.deps.agents,
+        { at: serviceAgent, spec: { kind: 'sync-target', root: this.spec.to, exclude: this.spec.exclude, ...(pair ? { twoWay: { pair, wins: 'incoming' as const } } : {}) } },
+        { at: mainAgent, spec: { kind: 'sync-source', root: this.spec.from, exclude: this.spec.exclude, ...(pair ? { twoWay: { pair, initial: 'full' as const } } : {}) } }));
     } catch (error) {
       return this.fail(error);
     }
-    try {
-      source = await openSession(this.deps.agents, mainAgent, { kind: 'sync-source', root: this.spec.from, exclude: this.spec.exclude });
-    } catch (error) {
-      target.stdio.destroy();
-      return this.fail(error);
-    }
-    if (this.stopped) {
-      target.stdio.destroy();
-      source.stdio.destroy();
-      return;
-    }
+    if (this.stopped) return closeSessions(source, target);
     this.source = source;
     this.target = target;
-    source.stdio.pipe(target.stdio);
-    const sourceLines = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => this.onSourceLine(line));
-    const targetLines = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => this.onTargetLine(line));
-    source.stderr.on('data', (chunk: Buffer) => this.guard(() => sourceLines.push(chunk)));
-    target.stdio.on('data', (chunk: Buffer) => this.guard(() => targetLines.push(chunk)));
+    if (pair) this.reverse = this.reverseSync(pair);
+    joinSessions(source, target, { source: (line) => this.onSourceLine(line), target: (line) => this.onTargetLine(line) }, (error) => this.fail(error));
     const ended = (side: string) => () => {
       if (this.source !== source) return;
       this.detach();
       // an error line came first when an agent stopped the sync; otherwise the link went away
       if (this.status.state !== 'error' && !this.stopped) this.status = { ...this.status, state: 'waiting', lastError: `The ${side} agent went away; the sync resumes when it is back.` };
     };
-    // after the last status line was read: an agent that stopped the sync said why first
-    const drainedThen = (readable: NodeJS.ReadableStream, then: () => void) => finished(readable).catch(() => undefined).then(then);
-    source.exit.catch(() => undefined).then(() => drainedThen(source.stderr, ended('workspace')));
-    target.exit.catch(() => undefined).then(() => drainedThen(target.stdio, ended(`${this.spec.service} service's`)));
+    afterEnd(source, source.stderr, ended('workspace'));
+    afterEnd(target, target.stdio, ended(`${this.spec.service} service's`));
   }
 
   /** Ends both channels; the runner is not started again. */
@@ -128,17 +133,11 @@ export class SyncRunner {
     const { source, target } = this;
     this.source = undefined;
     this.target = undefined;
-    source?.stdio.unpipe();
-    source?.stdio.destroy();
-    target?.stdio.destroy();
-  }
-
-  private guard(work: () => void): void {
-    try {
-      work();
-    } catch (error) {
-      this.fail(error);
-    }
+    this.reverse?.stop();
+    this.reverse = undefined;
+    clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
+    closeSessions(source, target);
   }
 
   private onSourceLine(line: string): void {
@@ -169,6 +168,7 @@ export class SyncRunner {
     if (!parsed.success) throw new Error(`The ${this.spec.service} service's agent sent a malformed sync status line.`);
     const status: SyncTargetStatus = parsed.data;
     if (status.type === 'error') return this.fail(new Error(status.message));
+    if (status.type === 'conflict') return this.recordConflict(status);
     this.lastAppliedBatch = status.batch;
     const sourceHash = this.sourceHashes.get(status.batch);
     this.sourceHashes.delete(status.batch);
@@ -181,9 +181,67 @@ export class SyncRunner {
       lastApplied: { at: this.deps.now().toISOString(), batch: status.batch, files: status.files, latencyMs: Math.max(0, status.appliedAt - status.detectedAt) },
     };
     this.status.state = this.stateNow(this.status.pendingFiles);
+    if (this.reverse) {
+      // the service's changes come back once the first copy made both folders the same
+      if (inSync && !this.reverse.running) void this.reverse.start().catch((error: unknown) => this.fail(error));
+      this.settle(inSync, sourceHash, status.hash);
+      if (inSync) this.runAfterSync(status.files);
+      return;
+    }
     if (!inSync) return this.resync(sourceHash, status.hash);
     this.resyncsInARow = 0;
-    this.runAfterSync();
+    this.runAfterSync(status.files);
+  }
+
+  /** Two-way: a batch either way whose hashes agree settles the sync; disagreement that outlasts TWO_WAY_SETTLE_MS sends the workspace's folder again. */
+  private settle(inSync: boolean, workspaceHash: string | undefined, serviceHash: string): void {
+    if (inSync) {
+      clearTimeout(this.settleTimer);
+      this.settleTimer = undefined;
+      this.resyncsInARow = 0;
+      return;
+    }
+    if (this.settleTimer) return;
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = undefined;
+      if (this.source) this.resync(workspaceHash, serviceHash);
+    }, TWO_WAY_SETTLE_MS);
+  }
+
+  /** The service-to-workspace half of a two-way sync; its batches and conflicts land in this status. */
+  private reverseSync(pair: string): ReverseSync {
+    const { service, from, to, exclude } = this.spec;
+    return new ReverseSync({
+      workspaceId: this.workspaceId, service, from, to, exclude, pair, agents: this.deps.agents,
+      applied: (result) => {
+        const inSync = result.serviceHash === result.workspaceHash;
+        this.status = {
+          ...this.status,
+          sourceHash: result.workspaceHash, targetHash: result.serviceHash ?? this.status.targetHash, inSync,
+          lastReturned: { at: this.deps.now().toISOString(), batch: result.batch, files: result.files, latencyMs: result.latencyMs },
+        };
+        this.settle(inSync, result.workspaceHash, result.serviceHash ?? 'unknown');
+      },
+      conflict: (status) => this.recordConflict(status),
+      fail: (error) => this.fail(error),
+      ended: (side) => {
+        this.detach();
+        if (this.status.state !== 'error' && !this.stopped) this.status = { ...this.status, state: 'waiting', lastError: `The ${side} agent went away; the sync resumes when it is back.` };
+      },
+    });
+  }
+
+  /** A path changed on both sides (agent/sync/conflict.ts): counted, the last one kept, and a workspace event. */
+  private recordConflict(status: Extract<SyncTargetStatus, { type: 'conflict' }>): void {
+    const { service, from } = this.spec;
+    const path = `${from.replace(/\/$/, '')}/${status.path}`;
+    const message = status.copy !== null
+      ? `${path} changed in the workspace and in the ${service} service at once; the workspace's version is kept, the service's is beside it at ${from.replace(/\/$/, '')}/${status.copy}.`
+      : status.kept === 'local'
+        ? `${path} changed in the workspace and in the ${service} service at once; the workspace's version is kept and the service's change (not a file, so not kept) is undone there.`
+        : `${path} changed in the workspace and in the ${service} service at once; the workspace's version replaced the service's (not a file, so not kept).`;
+    this.status = { ...this.status, conflicts: this.status.conflicts + 1, lastConflict: { at: this.deps.now().toISOString(), path, copy: status.copy, message } };
+    this.deps.event('sync.conflict', message, { service, path, copy: status.copy });
   }
 
   private stateNow(pending: number): SyncStatus['state'] {
@@ -202,31 +260,9 @@ export class SyncRunner {
     this.source?.stdio.write(`${JSON.stringify({ type: 'resync' })}\n`);
   }
 
-  private runAfterSync(): void {
-    const run = this.spec.afterSyncRun;
-    if (!run) return;
-    if (this.afterSyncRunning) {
-      this.afterSyncAgain = true;
-      return;
-    }
-    this.afterSyncRunning = true;
-    void (async () => {
-      try {
-        const session = await this.deps.agents.exec({ workspaceId: this.workspaceId, agent: this.spec.service }, { command: ['sh', '-c', run] });
-        session.stdio.resume();
-        session.stderr.resume();
-        const code = await session.exit;
-        if (code !== 0) this.deps.event('sync.after-sync', `The afterSync command of the ${this.spec.service} service exited with status ${code}; check it with \`den exec --service ${this.spec.service}\`.`, { service: this.spec.service, exitCode: code });
-      } catch (error) {
-        this.deps.event('sync.after-sync', `The afterSync command of the ${this.spec.service} service could not run: ${(error as Error).message}`, { service: this.spec.service });
-      } finally {
-        this.afterSyncRunning = false;
-        if (this.afterSyncAgain && !this.stopped) {
-          this.afterSyncAgain = false;
-          this.runAfterSync();
-        }
-      }
-    })();
+  /** After a batch from the workspace landed; a restart only when it changed something (a two-way sync sends empty batches back and forth). */
+  private runAfterSync(files: number): void {
+    if (files > 0 || (this.spec.afterSync !== 'restart' && this.spec.mode !== 'two-way')) this.afterSync?.trigger();
   }
 
   private fail(error: unknown): void {
@@ -243,21 +279,3 @@ export class SyncRunner {
   }
 }
 
-/** Opens a channel of the sync kinds as a byte session (the exec session's shape: stdio = DATA both ways, stderr). */
-async function openSession(agents: AgentHub, agent: AgentRef, spec: ChannelSpec): Promise<ExecSession> {
-  let session: ExecSession | undefined;
-  await agents.openChannel(agent, spec, STREAM_WINDOW, (channel, peerWindow, link) => {
-    const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => link.release(), STREAM_WINDOW);
-    session = created.session;
-    return created.endpoint;
-  });
-  return session!;
-}
-
-function parseJson(line: string): unknown {
-  try {
-    return JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-}

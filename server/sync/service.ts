@@ -123,6 +123,7 @@ export function syncSpecsOfTemplate(spec: TemplateSpec | undefined): SyncSpec[] 
     from: sync.from,
     to: sync.to,
     exclude: sync.exclude ?? [],
-    ...(s.afterSync && s.afterSync !== 'nothing' ? { afterSyncRun: s.afterSync.run } : {}),
+    mode: sync.mode,
+    ...(s.afterSync && s.afterSync !== 'nothing' ? { afterSync: s.afterSync } : {}),
   })));
 }

@@ -117,7 +117,8 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
   async function ensureServiceAgent(plan: WorkspacePlan, service: ServicePlan, container: ContainerApi, context: StartContext): Promise<void> {
     if (!service.agent) return;
     const { Processes } = await container.top({ ps_args: '-eo pid,args' });
-    if (Processes.some((row) => row.join(' ').includes(AGENT_COMMAND[1]))) {
+    // the agent's argv ends with agent.mjs; the supervisor of afterSync: restart (`agent.mjs supervise -- CMD`) is not it
+    if (Processes.some((row) => row.join(' ').trimEnd().endsWith(AGENT_COMMAND[1]))) {
       context.log(`The agent of service ${service.name} is already running.`);
       return;
     }
@@ -213,6 +214,8 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     // sync: the server pipes the workspace agent's folder into the service's agent (server/sync/).
     capabilities: Object.freeze({
       serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
+      // afterSync: restart: the command runs under the agent bundle's supervisor (objects.ts)
+      restartAfterSync: 'enforced',
     }),
     // den's images carry the agent (a newer bundle is mounted over an older one); others get the volume
     agentDelivery: Object.freeze(['image', 'volume'] as const),

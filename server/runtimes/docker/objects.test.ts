@@ -39,6 +39,13 @@ describe('docker object rendering', () => {
     expect(spec.HostConfig.Mounts).toContainEqual({ Type: 'volume', Source: 'den-agent-abc', Target: '/opt/den/agent', ReadOnly: true });
   });
 
+  it('runs a service that restarts after a sync under the agent bundle\'s supervisor, with its own command', () => {
+    const api: ServicePlan = { ...service('api'), command: ['node', 'server.js'], restartable: true, agent: { name: 'api', url: 'x', revision: 'r1', delivery: { kind: 'volume' } } };
+    const spec = serviceContainerSpec('den', plan(), api, { volume: 'den-agent-abc', extraHosts: [] });
+    expect(spec).toMatchObject({ Entrypoint: ['/opt/den/agent/node', '/opt/den/agent/agent.mjs', 'supervise', '--'], Cmd: ['node', 'server.js'] });
+    expect(serviceContainerSpec('den', plan(), { ...api, restartable: undefined }, { volume: 'den-agent-abc', extraHosts: [] }).Entrypoint).toBeUndefined();
+  });
+
   it('labels every object with den.managed, the workspace id and the owner', () => {
     const spec = serviceContainerSpec('den', plan(), service('db'));
     expect(spec.Labels).toMatchObject({ 'den.managed': 'true', 'den.instance': 'den', 'den.workspace.id': workspace.id, 'den.owner': 'alice', 'den.owner.id': 'u-1', 'den.kind': 'service', 'den.service': 'db' });

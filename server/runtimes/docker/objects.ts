@@ -137,6 +137,9 @@ export function serviceContainerSpec(instance: string, plan: WorkspacePlan, serv
   const spec: ContainerSpec = {
     name: names.service(plan.workspace.id, service.name),
     Image: service.image ?? plan.image,
+    // afterSync: restart: the command runs under the supervisor of the agent bundle the container
+    // mounts, which restarts it in place (the container, and the agent beside the service, stay up)
+    ...(service.restartable && agent ? { Entrypoint: [...AGENT_COMMAND, 'supervise', '--'] } : {}),
     ...(service.command ? { Cmd: service.command } : {}),
     // Templates write ~/app; Docker wants an absolute path (den's images keep home at /home/den).
     ...(service.workdir ? { WorkingDir: service.workdir.replace(/^~(?=\/|$)/, HOME_PATH) } : {}),

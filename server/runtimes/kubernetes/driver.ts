@@ -456,6 +456,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     // Files are not synced into services yet; pids limits are not per pod in Kubernetes (see startWorkspace).
     capabilities: Object.freeze({
       serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'enforced',
+      restartAfterSync: 'unsupported',
     }),
     agentDelivery: Object.freeze(['image', 'download'] as const),
     namespaceOf,
