@@ -44,7 +44,7 @@ export const SERVICE_AGENT_TOKEN_FILE = 'token';
 const DEFAULT_HOME_BYTES = 10 * 1024 ** 3;
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
 
-export type ObjectKind = 'workspace' | 'service' | 'home' | 'volume' | 'secret' | 'policy' | 'quota' | 'account';
+export type ObjectKind = 'workspace' | 'service' | 'home' | 'volume' | 'secret' | 'policy' | 'quota' | 'account' | 'one-off';
 
 export interface RenderInput {
   instance: string;
