@@ -49,7 +49,8 @@ const DB_CLIENT = "const s = require('net').connect(7000, 'db'); s.setEncoding('
 function template(name: string): TemplateInput {
   return {
     name,
-    workspace: { image: IMAGE },
+    // a memory limit: on kubernetes a ResourceQuota caps the namespace, which must leave room for the one-off pod
+    workspace: { image: IMAGE, resources: { memory: '512Mi' } },
     environment: {
       services: {
         db: { image: IMAGE, command: ['node', '-e', DB_SERVER], ports: [{ port: 7000 }], readiness: { tcp: 7000 } },
@@ -151,7 +152,7 @@ describe.each(runtimes)('tasks and tests in one-off containers on the $name runt
     expect(created.status, JSON.stringify(created.json)).toBe(202);
     workspaceId = created.json.workspace.id;
     await waitForWorkspaceReady(client, owner.username, WS, READY_TIMEOUT_MS);
-  });
+  }, READY_TIMEOUT_MS + 60_000); // the cluster's image import and a first start on a loaded machine outlast the default hook timeout
   afterAll(async () => {
     if (server && workspaceId) {
       await server.den.driver.delete({ id: workspaceId, name: WS, ownerId: owner.userId, ownerName: owner.username }, { signal: new AbortController().signal, log: () => {} })

@@ -164,6 +164,12 @@ describe('planWorkspace', () => {
     expect(plan.env.DEN_OWNER).toBe('alice');
   });
 
+  it('says when the template has one-off tasks or tests (a kubernetes quota leaves room for one), and only then', () => {
+    expect(planWorkspace(input(nodePostgres, { endpoints })).plan.oneOffRuns).toBeUndefined();
+    const withTest = { ...nodePostgres, environment: { ...nodePostgres.environment, tests: { e2e: { service: 'api', run: 'npm test', oneOff: true } } } };
+    expect(planWorkspace(input(withTest, { endpoints })).plan.oneOffRuns).toBe(true);
+  });
+
   it('is pure: the same input gives the same plan', () => {
     const a = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));
     const b = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));

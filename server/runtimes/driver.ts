@@ -202,6 +202,8 @@ export interface WorkspacePlan {
   /** secrets by reference: drivers fetch values through StartContext.secret, never from the plan */
   secrets: SecretPlan[];
   services: ServicePlan[];
+  /** the template has tasks or tests that run in one-off containers (ADR 0030): a runtime that caps the workspace's total (a kubernetes quota) leaves room for one */
+  oneOffRuns?: boolean;
 }
 
 export type RuntimeEventKind = 'exited' | 'oom_killed' | 'image_missing' | 'probe_failing' | 'removed';

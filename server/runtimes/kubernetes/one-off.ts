@@ -56,7 +56,7 @@ export async function runOneOffPod(deps: OneOffPodDeps, workspace: WorkspaceIden
   if (request.signal?.aborted) stop.abort();
   try {
     if (stop.signal.aborted) return { exitCode: undefined, timedOut: false };
-    await core.createNamespacedPod({ namespace, body: pod });
+    await core.createNamespacedPod({ namespace, body: pod }).catch((error: unknown) => { throw quotaSentence(error) ?? error; });
     if (!(await started(core, namespace, name, stop.signal))) return { exitCode: undefined, timedOut };
     const lines = await deps.followLog(namespace, name, { signal: stop.signal });
     for await (const { line } of lines) request.onOutput('stdout', `${line}\n`);
@@ -154,6 +154,14 @@ async function exitCodeOf(core: CoreV1Api, namespace: string, name: string, sign
     await sleep(POLL_MS, undefined, { signal }).catch(() => undefined);
   }
   return undefined;
+}
+
+/** A pod the workspace's ResourceQuota has no room for, as a sentence (the quota holds one one-off at a time). */
+function quotaSentence(error: unknown): AppError | undefined {
+  const body = String((error as { body?: unknown } | null)?.body ?? '');
+  if (!/exceeded quota/.test(body)) return undefined;
+  return new AppError('RUNTIME_ERROR',
+    'Kubernetes refused the one-off pod: the workspace\'s resource quota has no room for it (its template sets resources, and the quota leaves room for one one-off run at a time). Wait for the running one to end and try again.');
 }
 
 /** The pod, or undefined once it is gone; listed by name, as den's account may list pods but not get one. */
