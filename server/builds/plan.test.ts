@@ -165,9 +165,10 @@ describe('planWorkspace', () => {
   });
 
   it('says when the template has one-off tasks or tests (a kubernetes quota leaves room for one), and only then', () => {
-    expect(planWorkspace(input(nodePostgres, { endpoints })).plan.oneOffRuns).toBeUndefined();
+    const params = { cpu: 2, disk: 10, greeting: 'x' };
+    expect(planWorkspace(input(nodePostgres, { params, endpoints })).plan.oneOffRuns).toBeUndefined();
     const withTest = { ...nodePostgres, environment: { ...nodePostgres.environment, tests: { e2e: { service: 'api', run: 'npm test', oneOff: true } } } };
-    expect(planWorkspace(input(withTest, { endpoints })).plan.oneOffRuns).toBe(true);
+    expect(planWorkspace(input(withTest, { params, endpoints })).plan.oneOffRuns).toBe(true);
   });
 
   it('is pure: the same input gives the same plan', () => {
