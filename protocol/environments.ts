@@ -27,7 +27,8 @@ export const environmentRunSchema = z.object({
   name: z.string(),
   /** the entry's version when it ran: a content hash of its inputs (docs/environments.md) */
   version: z.string(),
-  state: z.enum(['running', 'passed', 'failed']),
+  /** cancelled: the client that ran it went away (Ctrl-C) and den ended it */
+  state: z.enum(['running', 'passed', 'failed', 'cancelled']),
   /** null while running, and when den ended it (timeout, server shutdown) */
   exitCode: z.number().int().nullable(),
   /** build: a start build ran a task whose version changed; user: `den env run` / `den test` */
@@ -57,6 +58,8 @@ export type RunStreamLine = z.infer<typeof runStreamLineSchema>;
 const entrySummarySchema = z.object({
   name: z.string(),
   service: z.string(),
+  /** true: it runs in a one-off container (pod) from the service's image, not through its agent */
+  oneOff: z.boolean(),
   /** the latest run, if any */
   lastRun: environmentRunSchema.nullable(),
 });

@@ -240,8 +240,8 @@ function checkEnvironment(spec: TemplateSpec): TemplateCheckIssue[] {
     for (const [entry, value] of Object.entries(spec.environment?.[kind] ?? {})) {
       if (!Object.hasOwn(services, value.service)) {
         issues.push({ path: ['environment', kind, entry, 'service'], message: `${kind === 'tasks' ? 'Task' : 'Test'} '${entry}' runs in service '${value.service}', which does not exist; ${known}.` });
-      } else if (!services[value.service].agent) {
-        issues.push({ path: ['environment', kind, entry, 'service'], message: `${kind === 'tasks' ? 'Task' : 'Test'} '${entry}' runs in service '${value.service}', which has no agent to run it; add \`agent: true\` to service '${value.service}'.` });
+      } else if (!value.oneOff && !services[value.service].agent) {
+        issues.push({ path: ['environment', kind, entry, 'service'], message: `${kind === 'tasks' ? 'Task' : 'Test'} '${entry}' runs in service '${value.service}', which has no agent to run it; add \`agent: true\` to service '${value.service}', or add \`oneOff: true\` to the ${kind === 'tasks' ? 'task' : 'test'} to run it in a one-off container from the service's image.` });
       }
       value.dependsOn?.forEach((dependency, index) => {
         if (kind === 'tasks' && dependency === entry) {

@@ -185,9 +185,14 @@ export const serviceSchema = z.strictObject({
     .describe('What the service does after a sync batch lands: nothing (its dev server reloads by itself, the default), restart (its process, in place: docker; the service needs a command), or run a command.'),
 });
 
-/** A task or a test: a command run in a service's agent, with the inputs and tasks its version depends on. */
+/**
+ * A task or a test: a command run in a service's agent, or in a one-off container (pod) from the
+ * service's image, with the inputs and tasks its version depends on.
+ */
 const environmentEntrySchema = (run: string, dependsOn: string) => z.strictObject({
-  service: z.string().describe('the service whose agent (`agent: true`) runs the command, in the service\'s own environment'),
+  service: z.string().describe('the service it runs in: through its agent (`agent: true`), in the service\'s own container and environment; or, with `oneOff: true`, in a fresh container from its image'),
+  oneOff: z.boolean().optional()
+    .describe('true: run in a one-off container (docker) or pod (kubernetes) from the service\'s image, with its environment, on the workspace\'s network and the workspace\'s home read-only at ~; removed when done. The service needs no agent.'),
   run: z.string().min(1).describe(run),
   inputs: z.array(z.string()).max(100, 'List at most 100 inputs; name a directory to take in everything under it.').optional()
     .describe('paths in the workspace (~/app/migrations, /etc/app.conf; a directory means every file under it) whose contents are part of the version: a change to one makes the entry run again'),

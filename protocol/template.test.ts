@@ -109,6 +109,11 @@ describe('templateSchema', () => {
     expect(problems(env({ services: { a: { command: 'x', readiness: { tcp: 5432 } } } })).join()).toContain('does not list under ports');
     expect(problems(env({ services: { a: { command: 'x' } }, tasks: { seed: { service: 'b', run: 'x' } } })).join()).toContain("Task 'seed' runs in service 'b'");
     expect(problems(env({ services: { Bad_Name: { command: 'x' } } })).join()).toContain('environment.services.Bad_Name');
+    // a service without an agent runs a task only in a one-off container from its image; the sentence offers both
+    expect(problems(env({ services: { db: { image: 'pg' } }, tests: { t: { service: 'db', run: 'x' } } })).join())
+      .toContain("Test 't' runs in service 'db', which has no agent to run it; add `agent: true` to service 'db', or add `oneOff: true` to the test");
+    expect(problems(env({ services: { db: { image: 'pg' } }, tests: { t: { service: 'db', run: 'x', oneOff: true } } }))).toEqual([]);
+    expect(problems(env({ services: { db: { image: 'pg' } }, tests: { t: { service: 'db', run: 'x', oneOff: 'yes' } } })).join()).toContain('oneOff');
   });
 
   it('names each previewed service port and refuses a preview named like an app or another preview', () => {

@@ -28,7 +28,7 @@ export async function show(reference: string, options: { json?: boolean }): Prom
   for (const [title, entries] of [['Tasks', view.tasks], ['Tests', view.tests]] as const) {
     if (entries.length === 0) continue;
     print(`\n${title}:`);
-    for (const entry of entries) print(`  ${entry.name} (in ${entry.service})  ${entry.lastRun ? describeRun(entry.lastRun) : 'never run'}`);
+    for (const entry of entries) print(`  ${entry.name} (${entry.oneOff ? `one-off from ${entry.service}'s image` : `in ${entry.service}`})  ${entry.lastRun ? describeRun(entry.lastRun) : 'never run'}`);
   }
 }
 
@@ -163,7 +163,9 @@ async function runOne(
 }
 
 function describeRun(run: EnvironmentRunDto): string {
-  const outcome = run.state === 'running' ? 'running' : run.state === 'passed' ? 'passed' : `failed${run.exitCode !== null ? ` (exit status ${run.exitCode})` : ''}`;
+  const outcome = run.state === 'running' || run.state === 'passed' || run.state === 'cancelled'
+    ? run.state
+    : `failed${run.exitCode !== null ? ` (exit status ${run.exitCode})` : ''}`;
   return `${outcome}, version ${run.version}, ${formatAge(run.startedAt)}`;
 }
 

@@ -164,6 +164,13 @@ describe('planWorkspace', () => {
     expect(plan.env.DEN_OWNER).toBe('alice');
   });
 
+  it('says when the template has one-off tasks or tests (a kubernetes quota leaves room for one), and only then', () => {
+    const params = { cpu: 2, disk: 10, greeting: 'x' };
+    expect(planWorkspace(input(nodePostgres, { params, endpoints })).plan.oneOffRuns).toBeUndefined();
+    const withTest = { ...nodePostgres, environment: { ...nodePostgres.environment, tests: { e2e: { service: 'api', run: 'npm test', oneOff: true } } } };
+    expect(planWorkspace(input(withTest, { params, endpoints })).plan.oneOffRuns).toBe(true);
+  });
+
   it('is pure: the same input gives the same plan', () => {
     const a = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));
     const b = planWorkspace(input(nodePostgres, { params: { cpu: 2, disk: 10, greeting: 'x' }, endpoints }));

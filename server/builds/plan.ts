@@ -130,6 +130,7 @@ export function planWorkspace(input: PlanInput): PlanResult {
     secrets: [MAIN_AGENT, ...services.flatMap((s) => (s.agent ? [s.name] : []))]
       .map((agent) => ({ name: agentTokenSecret(agent), env: AGENT_TOKEN_ENV, agent })),
     services,
+    ...(Object.values({ ...spec.environment?.tasks, ...spec.environment?.tests }).some((entry) => entry.oneOff) ? { oneOffRuns: true } : {}),
   };
   return { plan, manifest, manifests: { ...manifests, [MAIN_AGENT]: manifest } };
 }

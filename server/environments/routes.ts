@@ -49,7 +49,7 @@ const GRANT_RECHECK_MS = 5_000;
 export async function environmentRoutes(fastify: FastifyInstance, deps: EnvironmentRoutesOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   const db = deps.store.db;
-  const runDeps = { db, clock: deps.clock, agents: deps.agents };
+  const runDeps = { db, clock: deps.clock, agents: deps.agents, driver: deps.driver };
   const identity = (row: WorkspaceRow & { owner_name: string }) => ({ id: row.id, name: row.name, ownerId: row.owner_id, ownerName: row.owner_name });
 
   app.get('/workspaces/:owner/:name/env', {
@@ -66,9 +66,9 @@ export async function environmentRoutes(fastify: FastifyInstance, deps: Environm
       namedApps(db, row.template_version_id),
     ]);
     const names = await usernames(db, [...runs.values()]);
-    const entries = (kind: EntryKind, specs: Record<string, { service: string }> | undefined) => Object.entries(specs ?? {}).map(([name, spec]) => {
+    const entries = (kind: EntryKind, specs: Record<string, { service: string; oneOff?: boolean }> | undefined) => Object.entries(specs ?? {}).map(([name, spec]) => {
       const last = runs.get(`${kind}:${name}`);
-      return { name, service: spec.service, lastRun: last ? runDto(last, names.get(last.user_id ?? '') ?? null) : null };
+      return { name, service: spec.service, oneOff: spec.oneOff === true, lastRun: last ? runDto(last, names.get(last.user_id ?? '') ?? null) : null };
     });
     return {
       workspace: `${row.owner_name}/${row.name}`,

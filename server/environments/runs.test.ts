@@ -8,7 +8,8 @@ import type { AgentHub, ExecRequest, ExecSession } from '../agents/hub-types.ts'
 import type { Store } from '../store/connect.ts';
 import { systemClock } from '../store/time.ts';
 import { grantEnvironment, hasGrant, listGrants, revokeEnvironment } from './grants.ts';
-import { KEEP_RUNS, lastPassedRun, listRuns, LogTail, RUN_LOG_CAP_BYTES, runEntry } from './runs.ts';
+import type { OneOffRequest } from '../runtimes/driver.ts';
+import { KEEP_RUNS, lastPassedRun, listRuns, LogTail, RUN_LOG_CAP_BYTES, runEntry, type RunDeps } from './runs.ts';
 
 /**
  * Runs and grants in the store, on SQLite and PostgreSQL. The agent is faked at den's own seam
@@ -88,6 +89,55 @@ describe.each(storeDialects)('environment runs and grants on %s', (dialect) => {
     const run = await runEntry(deps({ stdout: 'started\n', hang: true }), seeded.workspaceId, { kind: 'task', name: 'slow', spec: task({ timeout: '200ms' }), version: 'v1' }, { trigger: 'build' });
     expect(run).toMatchObject({ state: 'failed', exit_code: null });
     expect(run.log).toContain('den ended the task after its timeout of 200ms.');
+  });
+
+  it('records a run whose client went away as cancelled, not as a failure of the command', async () => {
+    const abort = new AbortController();
+    const lines: string[] = [];
+    const running = runEntry(deps({ stdout: 'waiting\n', hang: true }), seeded.workspaceId, { kind: 'test', name: 'wait', spec: task(), version: 'v1' }, {
+      trigger: 'user', signal: abort.signal, onLine: (_stream, line) => { lines.push(line); if (line === 'waiting') abort.abort(); },
+    });
+    const run = await running;
+    expect(run).toMatchObject({ state: 'cancelled', exit_code: null });
+    expect(run.log).toContain('den ended the test: the request that ran it went away.');
+    expect(await lastPassedRun(store.db, seeded.workspaceId, 'test', 'wait', 'v1')).toBeUndefined();
+  });
+
+  it('runs a one-off entry through the driver (not the agent) with its service, command and time limit, keeping its output and status', async () => {
+    const requests: OneOffRequest[] = [];
+    const seen: ExecRequest[] = [];
+    const driver: RunDeps['driver'] = {
+      name: 'docker',
+      async runOneOff(workspace, request) {
+        expect(workspace).toMatchObject({ id: seeded.workspaceId, ownerId: seeded.userId });
+        requests.push(request);
+        request.onOutput('stdout', 'pong from db\nhalf a ');
+        request.onOutput('stdout', 'line\n');
+        request.onOutput('stderr', 'oops\n');
+        return { exitCode: 3, timedOut: false };
+      },
+    };
+    const lines: string[] = [];
+    const run = await runEntry({ ...deps({}, seen), driver }, seeded.workspaceId, { kind: 'task', name: 'reach', spec: task({ oneOff: true, timeout: '90s' }), version: 'v1' }, {
+      trigger: 'user', onLine: (stream, line) => lines.push(`${stream}:${line}`),
+    });
+    expect(seen).toEqual([]);
+    expect(requests).toMatchObject([{ service: 'api', command: ['sh', '-c', 'echo hi'], timeoutMs: 90_000 }]);
+    expect(lines).toEqual(['stdout:pong from db', 'stdout:half a line', 'stderr:oops']);
+    expect(run).toMatchObject({ state: 'failed', exit_code: 3 });
+
+    const timedOut = await runEntry({ ...deps({}), driver: { name: 'docker', runOneOff: async () => ({ exitCode: undefined, timedOut: true }) } }, seeded.workspaceId,
+      { kind: 'test', name: 'hang', spec: task({ oneOff: true, timeout: '3s' }), version: 'v1' }, { trigger: 'user' });
+    expect(timedOut).toMatchObject({ state: 'failed', exit_code: null });
+    expect(timedOut.log).toContain('den ended the test after its timeout of 3s and removed its one-off container.');
+  });
+
+  it('refuses a one-off entry on a runtime without one-off runs with a coded sentence, and records the failure', async () => {
+    const entry = { kind: 'test' as const, name: 'e2e-one-off', spec: task({ oneOff: true }), version: 'v1' };
+    await expect(runEntry({ ...deps({}), driver: { name: 'process' } }, seeded.workspaceId, entry, { trigger: 'user' }))
+      .rejects.toMatchObject({ code: 'RUNTIME_CAPABILITY_MISSING', message: expect.stringContaining('which the process runtime cannot start') });
+    const [recorded] = await listRuns(store.db, seeded.workspaceId, { kind: 'test', name: 'e2e-one-off', limit: 1 });
+    expect(recorded).toMatchObject({ state: 'failed' });
   });
 
   it('keeps the last 64 KiB of a run\'s output and counts what it dropped', async () => {

@@ -4,8 +4,10 @@ import { AppError } from '../../protocol/errors.ts';
 import type { EnvironmentRunDto } from '../../protocol/environments.ts';
 import { parseDuration, type TaskSpec, type TestSpec } from '../../protocol/template.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
+import type { OneOffResult, RuntimeDriver } from '../runtimes/driver.ts';
 import type { Database, EnvironmentRunsTable } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
+import { getWorkspaceIdentity } from '../workspaces/access.ts';
 import { runAgentCommand } from './agent-command.ts';
 
 /**
@@ -28,6 +30,8 @@ export interface RunDeps {
   db: Kysely<Database>;
   clock: Clock;
   agents: Pick<AgentHub, 'exec'>;
+  /** runs the one-off entries (`oneOff: true`); absent in callers that never meet one */
+  driver?: Pick<RuntimeDriver, 'name' | 'runOneOff'>;
 }
 
 export interface RunEntry {
@@ -47,9 +51,11 @@ export interface RunOptions {
 }
 
 /**
- * Runs a task or test in its service's agent (`sh -c RUN`, in the service's environment and
- * working directory) and records the run; resolves with the finished row whatever the command's
- * status. Throws (after recording the failure) only when the agent cannot be reached.
+ * Runs a task or test (`sh -c RUN`, in the service's environment and working directory) in its
+ * service's agent, or in a one-off container from the service's image (`oneOff: true`), and
+ * records the run; resolves with the finished row whatever the command's status: passed,
+ * failed, or cancelled when `signal` aborted it (the client went away). Throws (after recording
+ * the failure) only when it cannot start: the agent or the service cannot be reached.
  */
 export async function runEntry(deps: RunDeps, workspaceId: string, entry: RunEntry, options: RunOptions): Promise<RunRow> {
   const id = randomUUID();
@@ -65,22 +71,23 @@ export async function runEntry(deps: RunDeps, workspaceId: string, entry: RunEnt
   };
   let exitCode: number | undefined;
   let note: string | undefined;
+  let cancelled = false;
   try {
-    const result = await runAgentCommand(deps.agents, { workspaceId, agent: entry.spec.service }, ['sh', '-c', entry.spec.run], {
-      timeoutMs: (entry.spec.timeout ? parseDuration(entry.spec.timeout) : null) ?? DEFAULT_TIMEOUT_MS,
-      signal: options.signal,
-      onOutput(stream, chunk) {
-        const text = chunk.toString('utf8');
-        log.append(text);
-        emit(stream, text);
-      },
+    const result = await execute(deps, workspaceId, entry, options.signal, (stream, text) => {
+      log.append(text);
+      emit(stream, text);
     });
     exitCode = result.exitCode;
-    if (result.timedOut) note = `den ended the ${entry.kind} after its timeout of ${entry.spec.timeout ?? '10m'}.`;
-    else if (exitCode === undefined) note = `den ended the ${entry.kind}: the request that ran it went away.`;
+    if (result.timedOut) note = `den ended the ${entry.kind} after its timeout of ${entry.spec.timeout ?? '10m'}${entry.spec.oneOff ? ' and removed its one-off container' : ''}.`;
+    else if (exitCode === undefined && options.signal?.aborted) {
+      cancelled = true;
+      note = `den ended the ${entry.kind}: the request that ran it went away${entry.spec.oneOff ? ', and den removed its one-off container' : ''}.`;
+    } else if (exitCode === undefined) {
+      note = `The ${entry.kind} ended without an exit status: its ${entry.spec.oneOff ? 'one-off container was removed' : 'command was killed'} before it finished.`;
+    }
   } catch (error) {
     note = `The ${entry.kind} could not start: ${error instanceof Error ? error.message : String(error)}`;
-    await finish(deps, id, undefined, log, note);
+    await finish(deps, id, undefined, log, note, false);
     throw error;
   }
   for (const stream of ['stdout', 'stderr'] as const) for (const line of lines[stream].end()) options.onLine?.(stream, line);
@@ -88,7 +95,28 @@ export async function runEntry(deps: RunDeps, workspaceId: string, entry: RunEnt
     log.append(`\n${note}\n`);
     options.onLine?.('stderr', note);
   }
-  return finish(deps, id, exitCode, log, note);
+  return finish(deps, id, exitCode, log, note, cancelled);
+}
+
+/** The command of an entry, through its service's agent or in a one-off container from the service's image. */
+async function execute(
+  deps: RunDeps, workspaceId: string, entry: RunEntry, signal: AbortSignal | undefined, onOutput: (stream: 'stdout' | 'stderr', text: string) => void,
+): Promise<OneOffResult> {
+  const command = ['sh', '-c', entry.spec.run];
+  const timeoutMs = (entry.spec.timeout ? parseDuration(entry.spec.timeout) : null) ?? DEFAULT_TIMEOUT_MS;
+  if (!entry.spec.oneOff) {
+    return runAgentCommand(deps.agents, { workspaceId, agent: entry.spec.service }, command, {
+      timeoutMs, signal, onOutput: (stream, chunk) => onOutput(stream, chunk.toString('utf8')),
+    });
+  }
+  if (!deps.driver?.runOneOff) {
+    // the template was checked against the runtime's capabilities when pushed and at each start; this is a runtime changed since
+    throw new AppError('RUNTIME_CAPABILITY_MISSING',
+      `The ${entry.kind} '${entry.name}' runs in a one-off container (oneOff: true), which the ${deps.driver?.name ?? 'current'} runtime cannot start. Remove \`oneOff\` to run it through service ${entry.spec.service}'s agent, or use a runtime that runs containers (docker, kubernetes).`);
+  }
+  const workspace = await getWorkspaceIdentity(deps.db, workspaceId);
+  if (!workspace) throw new AppError('WORKSPACE_NOT_FOUND', 'The workspace of this run no longer exists.');
+  return deps.driver.runOneOff(workspace, { service: entry.spec.service, command, timeoutMs, signal, onOutput });
 }
 
 /** The newest finished run of an entry at a version that passed, if any (a test's cached result, a task that need not run again). */
@@ -133,10 +161,10 @@ export function runDto(row: RunSummary, by: string | null): EnvironmentRunDto {
   };
 }
 
-async function finish(deps: RunDeps, id: string, exitCode: number | undefined, log: LogTail, note: string | undefined): Promise<RunRow> {
+async function finish(deps: RunDeps, id: string, exitCode: number | undefined, log: LogTail, note: string | undefined, cancelled: boolean): Promise<RunRow> {
   const passed = exitCode === 0 && note === undefined;
   await deps.db.updateTable('environment_runs').set({
-    state: passed ? 'passed' : 'failed', exit_code: exitCode ?? null, log: log.text(), log_dropped_bytes: log.dropped, finished_at: iso(deps.clock.now()),
+    state: cancelled ? 'cancelled' : passed ? 'passed' : 'failed', exit_code: exitCode ?? null, log: log.text(), log_dropped_bytes: log.dropped, finished_at: iso(deps.clock.now()),
   }).where('id', '=', id).execute();
   return (await deps.db.selectFrom('environment_runs').selectAll().where('id', '=', id).executeTakeFirstOrThrow());
 }

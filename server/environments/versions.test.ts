@@ -57,6 +57,15 @@ describe('environment versions', () => {
     expect(entryVersions(environment(), { db: 'd1', api: 'a2' }, inputs).tasks.migrate).not.toBe(before.tasks.migrate);
   });
 
+  it('change a test that moves into a one-off container, and nothing else', () => {
+    const services = { db: 'd1', api: 'a1' };
+    const before = entryVersions(environment(), services, inputs);
+    const oneOff = environment({ tests: { smoke: { service: 'api', run: 'smoke', dependsOn: ['seed'], inputs: ['~/app/test'], oneOff: true, timeout: '10m' } } });
+    const after = entryVersions(oneOff, services, inputs);
+    expect(after.tests.smoke).not.toBe(before.tests.smoke);
+    expect(after.tasks).toEqual(before.tasks);
+  });
+
   it('lists every declared input once, sorted', () => {
     expect(declaredInputs(environment())).toEqual(['~/app/migrations', '~/app/test']);
   });

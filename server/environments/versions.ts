@@ -84,7 +84,8 @@ function entryVersion(
   return version({
     kind,
     name,
-    config: { run: spec.run, service: spec.service },
+    // where it runs is part of it; absent (an agent run) keeps the versions written before one-off runs existed
+    config: { run: spec.run, service: spec.service, ...(spec.oneOff ? { oneOff: true } : {}) },
     inputs: Object.fromEntries((spec.inputs ?? []).map((path) => [path, inputs[path]])),
     dependencies: {
       [`service:${spec.service}`]: services[spec.service] ?? null,

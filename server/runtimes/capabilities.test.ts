@@ -5,7 +5,7 @@ import { assertCapabilities, missingCapabilities, type RuntimeCapabilities } fro
 import { PROCESS_CAPABILITIES } from './process/driver.ts';
 
 const everything: RuntimeCapabilities = {
-  serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
+  serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced', oneOffRuns: 'enforced',
   restartAfterSync: 'enforced',
 };
 
@@ -50,6 +50,21 @@ describe('missingCapabilities', () => {
       feature: 'restartAfterSync', field: 'environment.services.api.afterSync',
       message: 'environment.services.api.afterSync restarts the service\'s process after each sync, which the process runtime does not support (restartAfterSync).',
     }]);
+  });
+
+  it('refuses a one-off task or test on the process runtime with a sentence naming the entry, and lets an agent-run one through', () => {
+    const oneOff = {
+      ...demanding,
+      environment: {
+        services: { api: { command: 'node server.js', agent: true } },
+        tasks: { migrate: { service: 'api', run: 'npm run migrate' } },
+        tests: { e2e: { service: 'api', run: 'npm test', oneOff: true } },
+      },
+    };
+    const missing = missingCapabilities('process', PROCESS_CAPABILITIES, templateSchema.parse(oneOff));
+    expect(missing.map((m) => [m.feature, m.field])).toEqual([['oneOffRuns', 'environment.tests.e2e.oneOff']]);
+    expect(missing[0].message).toBe("environment.tests.e2e.oneOff runs in a one-off container from service api's image, which the process runtime does not support (oneOffRuns).");
+    expect(missingCapabilities('docker', everything, templateSchema.parse(oneOff))).toEqual([]);
   });
 
   it('throws RUNTIME_CAPABILITY_MISSING with one sentence per feature and a validation per field', () => {

@@ -13,7 +13,7 @@ import type { TemplateSpec } from '../../protocol/template.ts';
  */
 export type CapabilitySupport = 'enforced' | 'ignored' | 'unsupported';
 
-export type RuntimeFeature = 'serviceImages' | 'serviceVolumes' | 'resources' | 'dependsOn' | 'sync' | 'ports' | 'serviceAgents' | 'restartAfterSync';
+export type RuntimeFeature = 'serviceImages' | 'serviceVolumes' | 'resources' | 'dependsOn' | 'sync' | 'ports' | 'serviceAgents' | 'restartAfterSync' | 'oneOffRuns';
 
 /** How a runtime can put the agent where it runs (see AgentDelivery in driver.ts). */
 export type AgentDeliveryKind = 'image' | 'volume' | 'path' | 'download';
@@ -49,6 +49,11 @@ export function missingCapabilities(runtime: string, capabilities: RuntimeCapabi
     if ((service.ports?.length ?? 0) > 0 && lacks('ports')) add('ports', `${field}.ports`, 'exposes ports');
     if (service.agent && lacks('serviceAgents')) add('serviceAgents', `${field}.agent`, 'asks for an agent beside the service');
     if (service.afterSync === 'restart' && lacks('restartAfterSync')) add('restartAfterSync', `${field}.afterSync`, 'restarts the service\'s process after each sync');
+  }
+  for (const kind of ['tasks', 'tests'] as const) {
+    for (const [name, entry] of Object.entries(spec.environment?.[kind] ?? {})) {
+      if (entry.oneOff && lacks('oneOffRuns')) add('oneOffRuns', `environment.${kind}.${name}.oneOff`, `runs in a one-off container from service ${entry.service}'s image`);
+    }
   }
   return missing;
 }

@@ -43,6 +43,16 @@ export interface RuntimeDriver {
    * never started, or stopped on a runtime whose stop discards it.
    */
   serviceLogs(workspace: WorkspaceIdentity, service: string, options: ServiceLogOptions): Promise<AsyncIterable<ServiceLogLine>>;
+  /**
+   * Runs a command in a one-off container (pod) from an environment service's image, with the
+   * service's environment as its running container has it, on the workspace's network, the
+   * workspace's home read-only at ~; hands its output on as it comes and resolves with its exit
+   * status. The container is removed when it ends, passes its time limit or `signal` aborts, and
+   * by collectGarbage after its time limit when den went away mid-run (it carries its deadline).
+   * Present when capabilities.oneOffRuns is 'enforced'. Rejects with WORKSPACE_NOT_RUNNING when
+   * the service is not running.
+   */
+  runOneOff?(workspace: WorkspaceIdentity, request: OneOffRequest): Promise<OneOffResult>;
   /** Ids of workspaces this runtime holds objects for (the garbage collector's input). */
   listWorkspaceIds(): Promise<string[]>;
   /**
@@ -77,6 +87,24 @@ export interface RuntimeDriver {
 export type AcceptAgentSocket = (socket: Duplex, workspaceId: string) => void;
 
 export type RuntimeName = 'process' | 'docker' | 'kubernetes';
+
+export interface OneOffRequest {
+  /** the environment service whose image and environment the command runs with */
+  service: string;
+  /** the command (argv), run instead of the image's entrypoint */
+  command: string[];
+  timeoutMs: number;
+  /** aborts the run (the client went away): the container is removed */
+  signal?: AbortSignal;
+  /** each piece of output as it arrives; never accumulated by the driver */
+  onOutput(stream: 'stdout' | 'stderr', text: string): void;
+}
+
+export interface OneOffResult {
+  /** the exit status, or undefined when den ended it (time limit, abort) */
+  exitCode: number | undefined;
+  timedOut: boolean;
+}
 
 export interface WorkspaceIdentity {
   id: string;
@@ -176,6 +204,8 @@ export interface WorkspacePlan {
   /** secrets by reference: drivers fetch values through StartContext.secret, never from the plan */
   secrets: SecretPlan[];
   services: ServicePlan[];
+  /** the template has tasks or tests that run in one-off containers (ADR 0030): a runtime that caps the workspace's total (a kubernetes quota) leaves room for one */
+  oneOffRuns?: boolean;
 }
 
 export type RuntimeEventKind = 'exited' | 'oom_killed' | 'image_missing' | 'probe_failing' | 'removed';

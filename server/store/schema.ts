@@ -274,7 +274,8 @@ export interface EnvironmentRunsTable {
   name: string;
   /** the entry's version when it ran (server/environments/versions.ts) */
   version: string;
-  state: 'running' | 'passed' | 'failed';
+  /** cancelled: the client that ran it went away and den ended it */
+  state: 'running' | 'passed' | 'failed' | 'cancelled';
   exit_code: number | null;
   /** build: a start build ran a task whose version changed; user: `den env run` / `den test` */
   trigger: 'build' | 'user';

@@ -28,7 +28,7 @@ const POSTGRES = { replicas: 2, 'storage.database': 'postgres', 'storage.postgre
 const DEN_NEEDS = [
   '/namespaces get', '/namespaces list', '/namespaces watch', '/namespaces create', '/namespaces patch', '/namespaces delete',
   '/nodes list',
-  '/pods list', '/pods watch', '/pods/log get', '/pods/exec create', '/pods/exec get',
+  '/pods list', '/pods watch', '/pods create', '/pods delete', '/pods/log get', '/pods/exec create', '/pods/exec get',
   '/events list', '/events watch',
   '/secrets create', '/secrets get den-agent', '/secrets delete den-agent',
   '/services list', '/services create', '/services patch', '/services delete',

@@ -76,6 +76,8 @@ describe.skipIf(!!skipReason)('the Helm chart\'s RBAC on the cluster', { timeout
       { verb: 'list', resource: 'namespaces' }, { verb: 'watch', resource: 'namespaces' }, { verb: 'create', resource: 'namespaces' },
       { verb: 'list', resource: 'nodes' },
       { verb: 'list', resource: 'pods' }, { verb: 'watch', resource: 'pods' }, { verb: 'list', resource: 'pods', namespace: ns },
+      // a task's or test's one-off pod (`oneOff: true`; where: the admission policy's test below)
+      { verb: 'create', resource: 'pods', namespace: ns }, { verb: 'delete', resource: 'pods', namespace: ns, name: 'run-api-1234' },
       { verb: 'get', resource: 'pods', subresource: 'log', namespace: ns, name: 'svc-db-1234' },
       // an agent beside a service is started through exec (where: the admission policy's test below)
       { verb: 'create', resource: 'pods', subresource: 'exec', namespace: ns, name: 'svc-db-1234' }, { verb: 'get', resource: 'pods', subresource: 'exec', namespace: ns, name: 'svc-db-1234' },
@@ -99,8 +101,8 @@ describe.skipIf(!!skipReason)('the Helm chart\'s RBAC on the cluster', { timeout
       { verb: 'get', resource: 'secrets', namespace: WORKSPACE_NS, name: 'someone-elses' },
       { verb: 'watch', resource: 'secrets', namespace: WORKSPACE_NS },
       { verb: 'update', resource: 'secrets', namespace: WORKSPACE_NS, name: 'den-agent' },
-      { verb: 'create', resource: 'pods', namespace: WORKSPACE_NS },
       { verb: 'get', resource: 'pods', namespace: WORKSPACE_NS, name: 'den-workspace-1' },
+      { verb: 'update', resource: 'pods', namespace: WORKSPACE_NS, name: 'den-workspace-1' },
       { verb: 'create', resource: 'pods', subresource: 'portforward', namespace: WORKSPACE_NS, name: 'den-workspace-1' },
       { verb: 'create', resource: 'serviceaccounts', subresource: 'token', namespace: 'kube-system', name: 'default' },
       { verb: 'get', resource: 'configmaps', namespace: 'kube-system' },
@@ -147,6 +149,7 @@ describe.skipIf(!!skipReason)('the Helm chart\'s RBAC on the cluster', { timeout
       ['a Service in kube-system', service('kube-system')],
       // den creates its token Secrets (create, not apply)
       ['a Secret in den\'s own namespace', { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'den-agent', namespace: RELEASE_NS }, stringData: { x: 'y' } }, 'create'],
+      ['a Pod in the default namespace', { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'x', namespace: 'default' }, spec: { containers: [{ name: 'x', image: 'x' }] } }, 'create'],
       ['a Deployment in the default namespace', { apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'x', namespace: 'default' }, spec: { selector: { matchLabels: { a: 'b' } }, template: { metadata: { labels: { a: 'b' } }, spec: { containers: [{ name: 'x', image: 'x' }] } } } }],
     ];
     for (const [what, object, verb = 'apply'] of outside) {

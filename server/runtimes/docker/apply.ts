@@ -111,7 +111,8 @@ export async function removeContainers(docker: DockerApi, instance: string, work
     await Promise.all(group.map(async (summary) => {
       const container = docker.getContainer(summary.Id);
       if (summary.State === 'running') {
-        context?.log(`Stopping ${summary.Labels[LABEL_KIND] === 'workspace' ? 'the workspace container' : `service ${summary.Labels['den.service']}`}.`);
+        const kind = summary.Labels[LABEL_KIND];
+        context?.log(`Stopping ${kind === 'workspace' ? 'the workspace container' : kind === 'one-off' ? `a one-off container from service ${summary.Labels['den.service']}'s image` : `service ${summary.Labels['den.service']}`}.`);
         await ignoreMissing(container.stop({ t: graceSeconds }));
       }
       await ignoreMissing(container.remove({ force: true }));

@@ -102,7 +102,7 @@ export interface ContainerSummary {
 export interface ContainerInfo {
   Id: string;
   Name: string;
-  Config: { Labels?: Record<string, string> | null; Image: string };
+  Config: { Labels?: Record<string, string> | null; Image: string; Env?: string[] | null; User?: string; WorkingDir?: string };
   State: { Status: string; Running: boolean; ExitCode: number; OOMKilled: boolean; Error?: string };
   NetworkSettings: { Networks?: Record<string, { IPAddress?: string }> | null };
 }

@@ -19,6 +19,7 @@ import {
   envList, HOME_PATH, LABEL_AGENT_BUNDLE, LABEL_KIND, LABEL_WORKSPACE, labelFilter, labelsFor, names, serviceContainerSpec, startOrder, workspaceContainerSpec,
 } from './objects.ts';
 import { exitSentence, followLogs, tailLogs, waitUntilReady } from './readiness.ts';
+import { removeExpiredOneOffs, runOneOffContainer } from './one-off.ts';
 import { containerLogLines } from './service-logs.ts';
 
 export interface DockerDriverOptions {
@@ -213,7 +214,7 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
     isolation: { sandboxed: true },
     // sync: the server pipes the workspace agent's folder into the service's agent (server/sync/).
     capabilities: Object.freeze({
-      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced', oneOffRuns: 'enforced',
       // afterSync: restart: the command runs under the agent bundle's supervisor (objects.ts)
       restartAfterSync: 'enforced',
     }),
@@ -300,6 +301,15 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
       return withEngineErrors(lines, 'reading a service log');
     },
 
+    async runOneOff(workspace, request) {
+      await docker.ping().catch((error: unknown) => { throw engineError(error, 'starting a one-off container'); });
+      try {
+        return await runOneOffContainer(docker, instance, workspace, request);
+      } catch (error) {
+        throw toAppError(error, 'running a one-off container');
+      }
+    },
+
     async listWorkspaceIds() {
       return [...(await workspaceIds(docker, instance))];
     },
@@ -313,6 +323,8 @@ export async function createDockerDriver(options: DockerDriverOptions): Promise<
         removed.push(id);
       }
       await removeStaleAgentVolumes(docker, agentVolumes.bundleHash());
+      const expired = await removeExpiredOneOffs(docker, instance, Date.now());
+      if (expired > 0) options.log.info({ count: expired }, 'removed one-off containers left past their deadline');
       return removed;
     },
 

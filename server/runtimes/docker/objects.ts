@@ -18,6 +18,8 @@ export const LABEL_KIND = 'den.kind';
 export const LABEL_SERVICE = 'den.service';
 export const LABEL_SPEC = 'den.spec';
 export const LABEL_AGENT_BUNDLE = 'den.agent.bundle';
+/** a one-off container's deadline (epoch ms): past it (and a grace), the garbage collector removes it */
+export const LABEL_DEADLINE = 'den.deadline';
 /** the digest of the agent's manifest: a changed manifest changes the spec hash, so the agent restarts */
 export const LABEL_AGENT_REVISION = 'den.agent.revision';
 
@@ -32,7 +34,7 @@ export const WORKSPACE_USER = '1000:1000';
  */
 export const DNS_OPTIONS = ['timeout:1', 'attempts:2'];
 
-export type ObjectKind = 'workspace' | 'service' | 'network' | 'home' | 'volume' | 'home-init';
+export type ObjectKind = 'workspace' | 'service' | 'network' | 'home' | 'volume' | 'home-init' | 'one-off';
 
 export const names = {
   network: (workspaceId: string) => `den-${workspaceId}`,
@@ -40,6 +42,8 @@ export const names = {
   bridge: (workspaceId: string) => `dn-${workspaceId.replace(/[^a-zA-Z0-9]/g, '').slice(0, 12)}`,
   workspace: (workspaceId: string) => `den-${workspaceId}-workspace`,
   service: (workspaceId: string, service: string) => `den-${workspaceId}-svc-${safe(service)}`,
+  /** a task's or test's container from a service's image (`oneOff: true`), one per run */
+  oneOff: (workspaceId: string, service: string, run: string) => `den-${workspaceId}-run-${safe(service)}-${run}`,
   home: (workspaceId: string) => `den-${workspaceId}-home`,
   volume: (workspaceId: string, service: string, volume: string) => `den-${workspaceId}-${safe(service)}-${safe(volume)}`,
   agentBundle: (hash: string) => `den-agent-${hash.slice(0, 16)}`,
@@ -117,7 +121,7 @@ export function workspaceContainerSpec(input: WorkspaceContainerInput): Containe
  * (Docker's default json-file log grows without end). The engine rotates, keeping the newest
  * 2 x 16 MiB; the process runtime keeps head and tail instead (process/log-files.ts).
  */
-const CONTAINER_LOG = Object.freeze({ Type: 'json-file', Config: Object.freeze({ 'max-size': '16m', 'max-file': '2' }) });
+export const CONTAINER_LOG = Object.freeze({ Type: 'json-file', Config: Object.freeze({ 'max-size': '16m', 'max-file': '2' }) });
 
 /** What a service container needs for the agent beside it (ServicePlan.agent). */
 export interface ServiceAgentInput {

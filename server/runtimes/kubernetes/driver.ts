@@ -17,6 +17,7 @@ import {
   names, namespaceObject, podSpecHash, renderWorkspace, secretKey, selector, SERVICE_CONTAINER, serviceGate, WORKSPACE_CONTAINER, WORKSPACE_DEPLOYMENT,
 } from './objects.ts';
 import { beyondEveryNode } from './capacity.ts';
+import { deleteExpiredOneOffs, runOneOffPod } from './one-off.ts';
 import { ensureServiceAgent } from './service-agent.ts';
 import { createClusterWatch, IMAGE_REASONS } from './watch.ts';
 
@@ -455,7 +456,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     isolation: { sandboxed: true },
     // Files are not synced into services yet; pids limits are not per pod in Kubernetes (see startWorkspace).
     capabilities: Object.freeze({
-      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'enforced',
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'enforced', oneOffRuns: 'enforced',
       restartAfterSync: 'unsupported',
     }),
     agentDelivery: Object.freeze(['image', 'download'] as const),
@@ -528,6 +529,15 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
       return followLog(kc, namespace, name, logOptions);
     },
 
+    async runOneOff(workspace, request) {
+      const namespace = namespaceOf(workspace.id);
+      try {
+        return await runOneOffPod({ core, instance, namespace, followLog: (ns, pod, logOptions) => followLog(kc, ns, pod, logOptions) }, workspace, request);
+      } catch (error) {
+        throw toAppError(error, 'running a one-off pod');
+      }
+    },
+
     listWorkspaceIds: () => namespaceIds().catch((error: unknown) => { throw toAppError(error, 'listing den\'s namespaces'); }),
 
     async collectGarbage(exists) {
@@ -538,6 +548,8 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
         options.log.info({ workspaceId: id }, 'removed the namespace of a workspace that no longer exists');
         removed.push(id);
       }
+      const expired = await deleteExpiredOneOffs(core, instance, Date.now());
+      if (expired > 0) options.log.info({ count: expired }, 'deleted one-off pods left past their deadline');
       return removed;
     },
 

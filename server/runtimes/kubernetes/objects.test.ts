@@ -78,6 +78,9 @@ describe('kubernetes objects', () => {
     const quota = out.base.find((o) => o.kind === 'ResourceQuota') as { spec: { hard: Record<string, string> } };
     expect(quota.spec.hard).toMatchObject({ 'limits.cpu': '3000m', 'limits.memory': String(2 * 512 * 1024 ** 2), pods: '4' });
     expect(render().base.some((o) => o.kind === 'ResourceQuota')).toBe(false);
+    // room for one one-off pod (a task or test with `oneOff: true`) besides the workspace and db
+    const withOneOff = render({ plan: plan({ services: [db], resources: { cpu: 1.5 }, oneOffRuns: true }) }).base.find((o) => o.kind === 'ResourceQuota') as { spec: { hard: Record<string, string> } };
+    expect(withOneOff.spec.hard).toMatchObject({ 'limits.cpu': '4500m', 'requests.cpu': '4500m', pods: '6' });
   });
 
   it('adds the download init container with the checksum for images without the agent', () => {

@@ -44,7 +44,7 @@ export const SERVICE_AGENT_TOKEN_FILE = 'token';
 const DEFAULT_HOME_BYTES = 10 * 1024 ** 3;
 const DEFAULT_VOLUME_BYTES = 1024 ** 3;
 
-export type ObjectKind = 'workspace' | 'service' | 'home' | 'volume' | 'secret' | 'policy' | 'quota' | 'account';
+export type ObjectKind = 'workspace' | 'service' | 'home' | 'volume' | 'secret' | 'policy' | 'quota' | 'account' | 'one-off';
 
 export interface RenderInput {
   instance: string;
@@ -362,14 +362,15 @@ function networkPolicy(metadata: ReturnType<Meta>, ingressFrom: V1NetworkPolicyP
 }
 
 /**
- * The template's resources as a ceiling for the namespace: every pod (the workspace and each
- * service) may use up to the workspace's limits (LimitRange defaults for containers that set
- * none), and the namespace as a whole that much per pod (ResourceQuota).
+ * The template's resources as a ceiling for the namespace: every pod (the workspace, each
+ * service and, when the template has one-off tasks or tests, one one-off pod at a time) may use
+ * up to the workspace's limits (LimitRange defaults for containers that set none), and the
+ * namespace as a whole that much per pod (ResourceQuota).
  */
 function quota(plan: WorkspacePlan, meta: Meta): KubernetesObject[] {
   const { cpu, memoryBytes } = plan.resources;
   if (!cpu && !memoryBytes) return [];
-  const pods = 1 + plan.services.length;
+  const pods = 1 + plan.services.length + (plan.oneOffRuns ? 1 : 0);
   const each: Record<string, string> = {
     ...(cpu ? { cpu: `${Math.round(cpu * 1000)}m` } : {}),
     ...(memoryBytes ? { memory: String(memoryBytes) } : {}),

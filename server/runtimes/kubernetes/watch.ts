@@ -131,7 +131,8 @@ export function createClusterWatch(kc: KubeConfig, instance: string, isOurs: (na
 export function podEvents(pod: V1Pod, deleted: boolean): RuntimeEvent[] {
   const labels = pod.metadata?.labels ?? {};
   const workspaceId = labels[LABEL_WORKSPACE];
-  if (!workspaceId) return [];
+  // a task's or test's one-off pod ends by design; its run records how (environments/runs.ts)
+  if (!workspaceId || labels[LABEL_KIND] === 'one-off') return [];
   const subject: RuntimeEvent['subject'] = labels[LABEL_KIND] === 'service' ? { type: 'service', name: labels[LABEL_SERVICE] } : { type: 'workspace' };
   const uid = pod.metadata?.uid ?? '';
   const at = new Date();

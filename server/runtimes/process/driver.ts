@@ -418,7 +418,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
  */
 export const PROCESS_CAPABILITIES: RuntimeCapabilities = Object.freeze({
   serviceImages: 'unsupported', serviceVolumes: 'ignored', resources: 'ignored', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced',
-  serviceAgents: 'enforced', restartAfterSync: 'unsupported',
+  serviceAgents: 'enforced', restartAfterSync: 'unsupported', oneOffRuns: 'unsupported',
 });
 
 /** Says in the build log what of the plan this runtime leaves out (PROCESS_CAPABILITIES). */
