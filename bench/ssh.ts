@@ -10,8 +10,8 @@
 // bench's temp dir as HOME), so RSS is den's plus the bench's few kilobytes of bookkeeping.
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
-// --floor adds a column for bench/ssh-one-hop.ts (an ssh2 server writing the pty itself: the floor
-// of one Node process on the keystroke's way); --profile DIR writes CPU profiles of the echo phase
+// --floor adds echo columns for bench/ssh-floor.ts (an ssh2 server writing the pty itself: the
+// floor of one Node process on the keystroke's way; and relaying to a second Node process: two); --profile DIR writes CPU profiles of the echo phase
 // (this process's, the agent's).
 //
 //   node bench/ssh.ts [--runs 20] [--mb 100] [--echoes 200] [--rounds 1] [--concurrent 200] [--only echo] [--floor] [--profile DIR]
@@ -30,7 +30,7 @@ import { idleDriver } from '../test/support/idle-driver.ts';
 import { generateKey, isolatedOptions, run } from '../test/support/openssh.ts';
 import { startRealAgent } from '../test/support/real-agent.ts';
 import { seedWorkspace } from '../test/support/workspace-seed.ts';
-import { cpuMs, numberOption, perUnit } from './support.ts';
+import { cpuMs, numberOption, perUnit, processCpuMs } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -43,7 +43,7 @@ const CONCURRENT = numberOption('--concurrent', 200);
 const ROUNDS = numberOption('--rounds', 1);
 /** `--only echo`: the echo measurement alone (no connect, cat or concurrent runs) */
 const ONLY_ECHO = args.includes('--only') && args[args.indexOf('--only') + 1] === 'echo';
-/** `--floor`: also bench/ssh-one-hop.ts, an ssh2 server that writes the pty itself (the floor of one Node hop) */
+/** `--floor`: also the floors of bench/ssh-floor.ts: an ssh2 server that writes the pty itself (one Node hop), and one that relays to a second Node process (two) */
 const FLOOR = args.includes('--floor');
 /** `--profile DIR`: CPU profiles of the echo phase, the server's (this process) and the agent's (its whole life), into DIR */
 const PROFILE_DIR = args.includes('--profile') ? resolve(args[args.indexOf('--profile') + 1]) : undefined;
@@ -67,7 +67,7 @@ const token = (await createApiToken(db, systemClock, seeded.userId, { name: 'ben
 const agent = await startAgent();
 const sshd = existsSync(SSHD) ? await startSshd() : undefined;
 if (!sshd) say(`no ${SSHD}: the reference column stays empty (apt-get install openssh-server)`);
-const oneHop = FLOOR ? await startOneHop() : undefined;
+const floors = FLOOR ? [await startFloor('one'), await startFloor('two')] : [];
 
 const cliEnv = { ...process.env, HOME: dir, XDG_CONFIG_HOME: join(dir, 'config'), DEN_URL: server.url!, DEN_TOKEN: token };
 // OWNER/WS, as den config-ssh writes it: no /users/me round trip per connect
@@ -83,7 +83,7 @@ const targets: Target[] = [
   ...(sshd ? [{ name: 'sshd', args: [...isolatedOptions(key), '-p', String(sshd.port), `${userInfo().username}@127.0.0.1`] }] : []),
 ];
 // the floor takes part in the echo only: it runs every command on a pty, which is no way to `cat` a binary file
-const echoTargets: Target[] = [...targets, ...(oneHop ? [{ name: 'one_node_hop', args: [...isolatedOptions(key), '-p', String(oneHop.port), 'bench@127.0.0.1'] }] : [])];
+const echoTargets: Array<Target & { pids?: number[] }> = [...targets, ...floors.map((floor) => ({ name: floor.name, pids: floor.pids, args: [...isolatedOptions(key), '-p', String(floor.port), 'bench@127.0.0.1'] }))];
 
 const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadavg_start: loadavg(), runs: RUNS, file_mb: MEGABYTES };
 try {
@@ -117,7 +117,10 @@ try {
   for (let pass = 0; pass < ROUNDS; pass++) {
     for (const target of echoTargets) {
       const cpuBefore = cpuMs(agent.pid!);
+      const floorBefore = target.pids?.map((pid) => processCpuMs(pid) ?? NaN);
       const samples = await echoLatency(target, ECHOES);
+      // a floor's processes, all of them, per keystroke: what den's server + agent compare with
+      if (floorBefore && pass === 0) results[`${target.name}_cpu_us_per_echo`] = Math.round((target.pids!.reduce((sum, pid, i) => sum + (processCpuMs(pid) ?? NaN) - floorBefore[i], 0) * 1000) / ECHOES);
       echoSamples[target.name].push(...samples);
       roundP50s[target.name].push(round(percentile(samples, 50), 3));
       // per keystroke, session set-up included (a few ms over all of them); the first round only
@@ -138,7 +141,7 @@ try {
   results.loadavg_end = loadavg();
 } finally {
   sshd?.child.kill('SIGTERM');
-  oneHop?.child.kill('SIGTERM');
+  for (const floor of floors) floor.child.kill('SIGTERM');
   // SIGTERM lets a profiled agent write its profile on the way out
   agent.kill(PROFILE_DIR ? 'SIGTERM' : 'SIGKILL');
   if (PROFILE_DIR) await new Promise((r) => agent.once('exit', r));
@@ -219,15 +222,15 @@ async function startProfile(): Promise<() => Promise<void>> {
   };
 }
 
-/** bench/ssh-one-hop.ts in its own process, with its own host key, accepting the bench's key. */
-async function startOneHop(): Promise<{ child: ChildProcess; port: number }> {
-  const hostKey = generateKey(dir, 'one-hop-host');
-  const child = spawn(process.execPath, [join(root, 'bench', 'ssh-one-hop.ts'), hostKey, `${key}.pub`], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** bench/ssh-floor.ts in its own process(es), with its own host key, accepting the bench's key. */
+async function startFloor(mode: 'one' | 'two'): Promise<{ name: string; child: ChildProcess; port: number; pids: number[] }> {
+  const hostKey = generateKey(dir, `floor-${mode}-host`);
+  const child = spawn(process.execPath, [join(root, 'bench', 'ssh-floor.ts'), mode, hostKey, `${key}.pub`], { stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolveLine, reject) => {
     child.stdout!.setEncoding('utf8').once('data', resolveLine);
-    child.once('exit', (code) => reject(new Error(`bench/ssh-one-hop.ts exited ${code}`)));
+    child.once('exit', (code) => reject(new Error(`bench/ssh-floor.ts ${mode} exited ${code}`)));
   });
-  return { child, port: (JSON.parse(line) as { port: number }).port };
+  return { name: mode === 'one' ? 'one_node_hop' : 'two_node_hops', child, ...(JSON.parse(line) as { port: number; pids: number[] }) };
 }
 
 /** OpenSSH's sshd on a free loopback port with a temporary config, host key and authorized key (this user). */
