@@ -1,9 +1,13 @@
-import { writeSync } from 'node:fs';
+import { write, writeSync } from 'node:fs';
 import type { IPty } from 'node-pty';
 
-/** Consecutive EAGAIN retries before the retry waits on a timer instead of the next loop turn. */
-const SPIN_RETRIES = 8;
-/** The longest a full pty waits between two write attempts. */
+/**
+ * How long a full pty is retried on every loop turn (as node-pty does) before the retries wait on
+ * a timer: a program that reads its input takes more within this, one that does not (input
+ * pasted into `sleep`) must not keep the agent's CPU busy.
+ */
+const SPIN_MS = 50;
+/** The longest a full pty waits between two write attempts after SPIN_MS without progress. */
 const MAX_RETRY_MS = 16;
 
 /**
@@ -11,11 +15,12 @@ const MAX_RETRY_MS = 16;
  * libuv's thread pool (`fs.write`), so a keystroke wakes a pool thread to write it and then wakes
  * the main thread again for the completion: two thread hand-offs on the echo's way, on machines
  * where the echo is a chain of wake-ups. The pty master is non-blocking, so a `writeSync` costs
- * one system call and never blocks: what the kernel does not take (EAGAIN, a short write while a
- * program is not reading its input) waits in a queue, in order, retried on the next loop turns
- * and then on a timer backing off to MAX_RETRY_MS (node's API has no "writable" event for a bare
- * fd). `done` runs once a chunk is in the pty, so the caller can grant credit for what is written
- * and hold at most its window here.
+ * one system call and never blocks. What the kernel does not take (EAGAIN, a short write while a
+ * program is not reading its input: a paste) waits in a queue, in order, and is written as
+ * node-pty writes, through the thread pool, retried on the next loop turn while the pty keeps
+ * taking bytes and then on a timer backing off to MAX_RETRY_MS (Node has no "writable" event for
+ * a bare fd). `done` runs once a chunk is in the pty, so the caller can grant credit for what is
+ * written and hold at most its window here.
  *
  * Falls back to node-pty's `write` where its master fd is not exposed (not Linux/macOS).
  */
@@ -24,7 +29,9 @@ export class PtyWriter {
   readonly #fd: number | undefined;
   readonly #queue: Array<{ bytes: Uint8Array; done?: () => void }> = [];
   #closed = false;
-  #retries = 0;
+  /** when the current wait began or the pty last took bytes during it (performance.now()): the retries' pace */
+  #progressAt = 0;
+  #backoffMs = 0;
   #cancelRetry: (() => void) | undefined;
 
   constructor(pty: IPty) {
@@ -60,7 +67,11 @@ export class PtyWriter {
     }
     // the caller may reuse its buffer once we return: what waits is a copy
     this.#queue.push({ bytes: Uint8Array.from(rest), done });
-    if (this.#queue.length === 1) this.#retryLater();
+    if (this.#queue.length === 1) {
+      // a new wait: retried on every loop turn for SPIN_MS from now
+      this.#progressAt = performance.now();
+      this.#retryLater();
+    }
   }
 
   /** The pty is gone: drop what waits (its `done` still runs, so nothing waits on it forever). */
@@ -72,7 +83,7 @@ export class PtyWriter {
     for (const chunk of this.#queue.splice(0)) chunk.done?.();
   }
 
-  /** Bytes the pty took now (0 when it is full); undefined when it is gone (and the writer closed). */
+  /** Bytes the pty took now, on this thread (0 when it is full); undefined when it is gone (and the writer closed). */
   #writeNow(bytes: Uint8Array): number | undefined {
     try {
       return writeSync(this.#fd!, bytes, 0, bytes.byteLength);
@@ -84,31 +95,42 @@ export class PtyWriter {
     }
   }
 
+  /**
+   * Writes the head of the queue as node-pty does, through the thread pool: while a program
+   * takes a paste bit by bit, each attempt leaves the core to it, where retrying on the main
+   * thread would take the core from it (measured: half the paste throughput on a loaded machine).
+   */
   #drain(): void {
     this.#cancelRetry = undefined;
-    while (this.#queue.length > 0) {
-      const head = this.#queue[0];
-      const written = this.#writeNow(head.bytes);
-      if (written === undefined) return;
-      if (written > 0) this.#retries = 0;
-      if (written < head.bytes.byteLength) {
-        head.bytes = head.bytes.subarray(written);
-        return this.#retryLater();
+    const head = this.#queue[0];
+    if (!head || this.#closed) return;
+    write(this.#fd!, head.bytes, 0, head.bytes.byteLength, null, (error, written) => {
+      if (this.#closed) return;
+      if (error) {
+        if (error.code === 'EAGAIN') return this.#retryLater();
+        // EIO/EBADF: the program and its pty are gone; the exit event follows
+        return this.close();
       }
-      this.#queue.shift();
-      head.done?.();
-    }
+      if (written > 0) this.#progressAt = performance.now();
+      if (written < head.bytes.byteLength) head.bytes = head.bytes.subarray(written);
+      else {
+        this.#queue.shift();
+        head.done?.();
+      }
+      this.#drain();
+    });
   }
 
-  /** The next attempt: on the next few loop turns (a paste the program reads at once), then on a timer backing off. */
+  /** The next attempt: on the next loop turn while the pty took bytes lately, then on a timer backing off. */
   #retryLater(): void {
-    this.#retries++;
     const drain = () => this.#drain();
-    if (this.#retries <= SPIN_RETRIES) {
+    if (performance.now() - this.#progressAt < SPIN_MS) {
+      this.#backoffMs = 0;
       const immediate = setImmediate(drain);
       this.#cancelRetry = () => clearImmediate(immediate);
     } else {
-      const timer = setTimeout(drain, Math.min(MAX_RETRY_MS, 2 ** (this.#retries - SPIN_RETRIES)));
+      this.#backoffMs = Math.min(MAX_RETRY_MS, Math.max(1, this.#backoffMs * 2));
+      const timer = setTimeout(drain, this.#backoffMs);
       this.#cancelRetry = () => clearTimeout(timer);
     }
   }
