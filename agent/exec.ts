@@ -4,6 +4,7 @@ import { constants } from 'node:os';
 import type { Readable } from 'node:stream';
 import { DEFAULT_CHANNEL_WINDOW, type AgentFrame, type ExecOpen } from '../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../protocol/agent-flow.ts';
+import { PtyWriter } from './pty-writer.ts';
 
 /** What a channel implementation needs from the link. */
 export interface ChannelContext {
@@ -150,6 +151,7 @@ function startPty(
   const stdinWindow = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
   type Pty = import('node-pty').IPty;
   let pty: Pty | undefined;
+  let writer: PtyWriter | undefined;
   let aborted = false;
   // after the exit, writes fail with EBADF and kill with ESRCH: frames still in flight are dropped
   let exited = false;
@@ -167,12 +169,14 @@ function startPty(
       });
       context.send({ type: 'open_ok', channel, window: DEFAULT_CHANNEL_WINDOW });
       const started = pty;
+      writer = new PtyWriter(started);
       sender.onDrain = () => started.resume();
       started.onData((text) => {
         if (!sender.write('data', Buffer.from(text, 'utf8'))) started.pause();
       });
       started.onExit(({ exitCode, signal }) => {
         exited = true;
+        writer!.close();
         const name = signal ? signalName(signal) : undefined;
         const done = () => {
           context.send({ type: 'eof', channel });
@@ -181,22 +185,25 @@ function startPty(
         if (sender.queuedBytes === 0) done();
         else sender.onDrain = done;
       });
-      for (const chunk of pending.splice(0)) started.write(Buffer.from(chunk));
+      for (const chunk of pending.splice(0)) writeInput(chunk);
     })
     .catch((error: Error) => openError(channel, spec, error, context, finish));
+
+  // bytes, not text: a character split across two frames must reach the pty whole. Credit goes
+  // back once the pty took the bytes (what waits here stays within the window), a quarter of the
+  // window at a time, not in a frame per keystroke that the server reads on the echo's way.
+  const writeInput = (payload: Uint8Array) => writer!.write(payload, () => grant(channel, stdinWindow.consume(payload.byteLength), context));
 
   return {
     onData(payload) {
       if (!stdinWindow.receive(payload.byteLength)) return violation();
       if (!pty) pending.push(payload);
-      // bytes, not text: a character split across two frames must reach the pty whole (node-pty copies them)
-      else if (!exited) pty.write(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
-      // the pty has no write callback; its kernel buffer is the consumer. Credit goes back a quarter
-      // of the window at a time, not in a frame per keystroke that the server reads on the echo's way.
-      grant(channel, stdinWindow.consume(payload.byteLength), context);
+      else if (!exited) writeInput(payload);
+      else grant(channel, stdinWindow.consume(payload.byteLength), context);
     },
     onEof() {
-      if (!exited) pty?.write('\x04');
+      // after the input still waiting for the pty
+      if (!exited) writer?.write(Uint8Array.of(4));
     },
     onWindow(bytes) {
       sender.grant(bytes);

@@ -3,16 +3,22 @@
 //  - connect-to-exit of `ssh WS true`: through den's SSH port, through `den ssh --stdio` (the
 //    ProxyCommand over the HTTP port), and sshd (median of --runs);
 //  - `cat` of a 100 MB file (first byte to last, MB/s; median of 3);
-//  - keystroke echo in a pty (p50/p99 of --echoes keystrokes);
+//  - keystroke echo in a pty (p50/p99 of --echoes keystrokes, --rounds times interleaved; the
+//    measuring client is bench/ssh-echo.ts in its own process);
 //  - --concurrent sessions on one workspace at once: all must complete; the server's RSS before and at the peak.
 // den runs in this process (the test harness's server over SQLite, a real agent process with the
 // bench's temp dir as HOME), so RSS is den's plus the bench's few kilobytes of bookkeeping.
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
-//   node bench/ssh.ts [--runs 20] [--mb 100] [--echoes 200] [--concurrent 200]
+// --floor adds echo columns for bench/ssh-floor.ts (an ssh2 server writing the pty itself: the
+// floor of one Node process on the keystroke's way; and relaying to a second Node process: two); --profile DIR writes CPU profiles of the echo phase
+// (this process's, the agent's).
+//
+//   node bench/ssh.ts [--runs 20] [--mb 100] [--echoes 200] [--rounds 1] [--concurrent 200] [--only echo] [--floor] [--profile DIR]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { connect, createServer } from 'node:net';
 import { cpus, loadavg, tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -24,7 +30,7 @@ import { idleDriver } from '../test/support/idle-driver.ts';
 import { generateKey, isolatedOptions, run } from '../test/support/openssh.ts';
 import { startRealAgent } from '../test/support/real-agent.ts';
 import { seedWorkspace } from '../test/support/workspace-seed.ts';
-import { cpuMs, numberOption, perUnit } from './support.ts';
+import { cpuMs, numberOption, perUnit, processCpuMs } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -33,6 +39,14 @@ const RUNS = numberOption('--runs', 20);
 const MEGABYTES = numberOption('--mb', 100);
 const ECHOES = numberOption('--echoes', 200);
 const CONCURRENT = numberOption('--concurrent', 200);
+/** echo rounds, interleaved across the targets (den port, ProxyCommand, sshd, den port, ...) */
+const ROUNDS = numberOption('--rounds', 1);
+/** `--only echo`: the echo measurement alone (no connect, cat or concurrent runs) */
+const ONLY_ECHO = args.includes('--only') && args[args.indexOf('--only') + 1] === 'echo';
+/** `--floor`: also the floors of bench/ssh-floor.ts: an ssh2 server that writes the pty itself (one Node hop), and one that relays to a second Node process (two) */
+const FLOOR = args.includes('--floor');
+/** `--profile DIR`: CPU profiles of the echo phase, the server's (this process) and the agent's (its whole life), into DIR */
+const PROFILE_DIR = args.includes('--profile') ? resolve(args[args.indexOf('--profile') + 1]) : undefined;
 const SSHD = '/usr/sbin/sshd';
 const cipherIndex = args.indexOf('--cipher');
 /** `--cipher NAME`: what `ssh -c` asks for (default: the client's and server's own choice) */
@@ -50,9 +64,10 @@ const db = server.store.db;
 const seeded = await seedWorkspace(db, { username: 'bench', workspaceName: 'ws' });
 await addSshKey(db, systemClock, seeded.userId, { name: 'bench', publicKey: readFileSync(`${key}.pub`, 'utf8') });
 const token = (await createApiToken(db, systemClock, seeded.userId, { name: 'bench' })).token;
-const agent = await startRealAgent(server, seeded, home, { env: {} });
+const agent = await startAgent();
 const sshd = existsSync(SSHD) ? await startSshd() : undefined;
 if (!sshd) say(`no ${SSHD}: the reference column stays empty (apt-get install openssh-server)`);
+const floors = FLOOR ? [await startFloor('one'), await startFloor('two')] : [];
 
 const cliEnv = { ...process.env, HOME: dir, XDG_CONFIG_HOME: join(dir, 'config'), DEN_URL: server.url!, DEN_TOKEN: token };
 // OWNER/WS, as den config-ssh writes it: no /users/me round trip per connect
@@ -67,46 +82,69 @@ const targets: Target[] = [
   { name: 'den_proxycommand', args: [...isolatedOptions(undefined, ['-o', `ProxyCommand=${proxy}`]), 'ws@den.ws'], env: cliEnv },
   ...(sshd ? [{ name: 'sshd', args: [...isolatedOptions(key), '-p', String(sshd.port), `${userInfo().username}@127.0.0.1`] }] : []),
 ];
+// the floor takes part in the echo only: it runs every command on a pty, which is no way to `cat` a binary file
+const echoTargets: Array<Target & { pids?: number[] }> = [...targets, ...floors.map((floor) => ({ name: floor.name, pids: floor.pids, args: [...isolatedOptions(key), '-p', String(floor.port), 'bench@127.0.0.1'] }))];
 
 const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadavg_start: loadavg(), runs: RUNS, file_mb: MEGABYTES };
 try {
   // warm-up: the CLI bundle, the agent's node-pty, sshd's first fork
   for (const target of targets) await sshRun(target, ['true']);
 
-  say('connect-to-exit of `ssh WS true`');
-  const connect: Record<string, number[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
-  for (let i = 0; i < RUNS; i++) {
-    for (const target of targets) {
-      const started = performance.now();
-      const result = await sshRun(target, ['true']);
-      if (result.code !== 0) throw new Error(`${target.name}: ssh true exited ${result.code}: ${result.stderr}`);
-      connect[target.name].push(performance.now() - started);
+  if (!ONLY_ECHO) {
+    say('connect-to-exit of `ssh WS true`');
+    const connect: Record<string, number[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
+    for (let i = 0; i < RUNS; i++) {
+      for (const target of targets) {
+        const started = performance.now();
+        const result = await sshRun(target, ['true']);
+        if (result.code !== 0) throw new Error(`${target.name}: ssh true exited ${result.code}: ${result.stderr}`);
+        connect[target.name].push(performance.now() - started);
+      }
+    }
+    results.connect_ms_median = Object.fromEntries(Object.entries(connect).map(([name, samples]) => [name, round(median(samples))]));
+
+    say(`cat of ${MEGABYTES} MB`);
+    const throughput: Record<string, number[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
+    for (let i = 0; i < 3; i++) for (const target of targets) throughput[target.name].push(await catThroughput(target));
+    results.cat_mb_per_s_median = Object.fromEntries(Object.entries(throughput).map(([name, samples]) => [name, round(median(samples))]));
+  }
+
+  say(`keystroke echo in a pty (${ECHOES} keystrokes, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'})`);
+  const profiler = PROFILE_DIR ? await startProfile() : undefined;
+  const echo: Record<string, { p50: number; p99: number; p50_per_round?: number[] }> = {};
+  const echoSamples: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
+  const roundP50s: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
+  for (let pass = 0; pass < ROUNDS; pass++) {
+    for (const target of echoTargets) {
+      const cpuBefore = cpuMs(agent.pid!);
+      const floorBefore = target.pids?.map((pid) => processCpuMs(pid) ?? NaN);
+      const samples = await echoLatency(target, ECHOES);
+      // a floor's processes, all of them, per keystroke: what den's server + agent compare with
+      if (floorBefore && pass === 0) results[`${target.name}_cpu_us_per_echo`] = Math.round((target.pids!.reduce((sum, pid, i) => sum + (processCpuMs(pid) ?? NaN) - floorBefore[i], 0) * 1000) / ECHOES);
+      echoSamples[target.name].push(...samples);
+      roundP50s[target.name].push(round(percentile(samples, 50), 3));
+      // per keystroke, session set-up included (a few ms over all of them); the first round only
+      if (target.name === 'den_port' && pass === 0) Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), ECHOES / 1000, 'us_per_echo'));
     }
   }
-  results.connect_ms_median = Object.fromEntries(Object.entries(connect).map(([name, samples]) => [name, round(median(samples))]));
-
-  say(`cat of ${MEGABYTES} MB`);
-  const throughput: Record<string, number[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
-  for (let i = 0; i < 3; i++) for (const target of targets) throughput[target.name].push(await catThroughput(target));
-  results.cat_mb_per_s_median = Object.fromEntries(Object.entries(throughput).map(([name, samples]) => [name, round(median(samples))]));
-
-  say(`keystroke echo in a pty (${ECHOES} keystrokes)`);
-  const echo: Record<string, { p50: number; p99: number }> = {};
-  for (const target of targets) {
-    const cpuBefore = cpuMs(agent.pid!);
-    const samples = await echoLatency(target, ECHOES);
-    echo[target.name] = { p50: round(percentile(samples, 50), 3), p99: round(percentile(samples, 99), 3) };
-    // per keystroke, session set-up included (a few ms over all of them)
-    if (target.name === 'den_port') Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), ECHOES / 1000, 'us_per_echo'));
+  for (const target of echoTargets) {
+    const samples = echoSamples[target.name];
+    echo[target.name] = { p50: round(percentile(samples, 50), 3), p99: round(percentile(samples, 99), 3), ...(ROUNDS > 1 ? { p50_per_round: roundP50s[target.name] } : {}) };
   }
   results.echo_ms = echo;
+  await profiler?.();
 
-  say(`${CONCURRENT} concurrent sessions on one workspace`);
-  results.concurrent = await concurrentSessions(targets[0], CONCURRENT);
+  if (!ONLY_ECHO) {
+    say(`${CONCURRENT} concurrent sessions on one workspace`);
+    results.concurrent = await concurrentSessions(targets[0], CONCURRENT);
+  }
   results.loadavg_end = loadavg();
 } finally {
   sshd?.child.kill('SIGTERM');
-  agent.kill('SIGKILL');
+  for (const floor of floors) floor.child.kill('SIGTERM');
+  // SIGTERM lets a profiled agent write its profile on the way out
+  agent.kill(PROFILE_DIR ? 'SIGTERM' : 'SIGKILL');
+  if (PROFILE_DIR) await new Promise((r) => agent.once('exit', r));
   await server.close();
   rmSync(dir, { recursive: true, force: true });
 }
@@ -134,35 +172,14 @@ function catThroughput(target: Target): Promise<number> {
   });
 }
 
-/** Milliseconds from writing one byte into `ssh -tt WS cat` to reading its echo from the remote pty. */
+/**
+ * Milliseconds from writing one byte into `ssh -tt WS cat` to reading its echo from the remote
+ * pty, measured by bench/ssh-echo.ts in its own process (this one is den's server).
+ */
 async function echoLatency(target: Target, count: number): Promise<number[]> {
-  const child = spawn('ssh', [...CIPHER, ...target.args, '-tt', 'stty raw -echo; cat'], { env: target.env, stdio: ['pipe', 'pipe', 'ignore'] });
-  const samples: number[] = [];
-  let waiting: ((text: string) => void) | undefined;
-  child.stdout.setEncoding('utf8').on('data', (text: string) => waiting?.(text));
-  // the remote `stty raw -echo` then `cat` echoes exactly what it reads: wait until a probe comes back
-  const roundTrip = (byte: string) =>
-    new Promise<number>((resolvePromise) => {
-      const started = performance.now();
-      let seen = '';
-      waiting = (text) => {
-        seen += text;
-        if (seen.includes(byte)) {
-          waiting = undefined;
-          resolvePromise(performance.now() - started);
-        }
-      };
-      child.stdin.write(byte);
-    });
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const ready = await Promise.race([roundTrip('r'), new Promise<number>((r) => setTimeout(() => r(-1), 500))]);
-    if (ready >= 0) break;
-    if (Date.now() > deadline) throw new Error(`${target.name}: the pty never echoed`);
-  }
-  for (let i = 0; i < count; i++) samples.push(await roundTrip(String.fromCharCode(97 + (i % 26))));
-  child.kill('SIGTERM');
-  return samples;
+  const result = await run(process.execPath, [join(root, 'bench', 'ssh-echo.ts'), String(count), ...CIPHER, ...target.args], { env: target.env, timeoutMs: 120_000 });
+  if (result.code !== 0) throw new Error(`${target.name}: the echo client exited ${result.code}: ${result.stderr}`);
+  return (JSON.parse(result.stdout) as { samples: number[] }).samples;
 }
 
 async function concurrentSessions(target: Target, count: number) {
@@ -177,6 +194,43 @@ async function concurrentSessions(target: Target, count: number) {
   const completed = results.filter((result) => result.code === 0 && result.stdout === 'done\n').length;
   if (completed !== count) say(`only ${completed} of ${count} sessions completed; first failure: ${results.find((r) => r.code !== 0)?.stderr}`);
   return { sessions: count, completed, wall_s: round((performance.now() - started) / 1000, 1), server_rss_mb_before: round(rssBefore / 1e6), server_rss_mb_peak: round(rssPeak / 1e6) };
+}
+
+/** The real agent; with --profile, under --cpu-prof (NODE_OPTIONS reaches only it: the clients start later). */
+async function startAgent(): Promise<ChildProcess> {
+  if (!PROFILE_DIR) return startRealAgent(server, seeded, home, { env: {} });
+  process.env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${PROFILE_DIR} --cpu-prof-name=agent.cpuprofile`;
+  try {
+    return await startRealAgent(server, seeded, home, { env: {} });
+  } finally {
+    delete process.env.NODE_OPTIONS;
+  }
+}
+
+/** Starts profiling this process (den's server); the returned function stops and writes PROFILE_DIR/server.cpuprofile. */
+async function startProfile(): Promise<() => Promise<void>> {
+  const session = new Session();
+  session.connect();
+  const post = (method: string) => new Promise<unknown>((resolvePost, reject) => session.post(method, (error, result) => (error ? reject(error) : resolvePost(result))));
+  await post('Profiler.enable');
+  await post('Profiler.start');
+  return async () => {
+    const { profile } = (await post('Profiler.stop')) as { profile: object };
+    mkdirSync(PROFILE_DIR!, { recursive: true });
+    writeFileSync(join(PROFILE_DIR!, 'server.cpuprofile'), JSON.stringify(profile));
+    session.disconnect();
+  };
+}
+
+/** bench/ssh-floor.ts in its own process(es), with its own host key, accepting the bench's key. */
+async function startFloor(mode: 'one' | 'two'): Promise<{ name: string; child: ChildProcess; port: number; pids: number[] }> {
+  const hostKey = generateKey(dir, `floor-${mode}-host`);
+  const child = spawn(process.execPath, [join(root, 'bench', 'ssh-floor.ts'), mode, hostKey, `${key}.pub`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolveLine, reject) => {
+    child.stdout!.setEncoding('utf8').once('data', resolveLine);
+    child.once('exit', (code) => reject(new Error(`bench/ssh-floor.ts ${mode} exited ${code}`)));
+  });
+  return { name: mode === 'one' ? 'one_node_hop' : 'two_node_hops', child, ...(JSON.parse(line) as { port: number; pids: number[] }) };
 }
 
 /** OpenSSH's sshd on a free loopback port with a temporary config, host key and authorized key (this user). */

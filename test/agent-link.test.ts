@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -106,6 +106,33 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     });
     expect(code).toBe(0);
     expect(text.replace(/\s+/g, ' ')).toContain('c3 a9');
+  });
+
+  it('holds pty input within the window while the program does not read it, and delivers all of it once it does', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'den-pty-window-'));
+    dirs.push(scratch);
+    const go = join(scratch, 'go');
+    const total = 4 * DEFAULT_CHANNEL_WINDOW;
+    const session = await server.den.agents.exec(ws.workspaceId, {
+      command: ['sh', '-c', `stty raw -echo; printf ready; while [ ! -e '${go}' ]; do sleep 0.05; done; head -c ${total} | wc -c`],
+      tty: true,
+      ttySize: { cols: 80, rows: 24 },
+    });
+    let output = '';
+    session.stdio.on('data', (chunk: Buffer) => (output += chunk.toString('latin1')));
+    await waitFor(() => output.includes('ready'), EXEC_TIMEOUT_MS, 'the pty to be raw');
+    // the program sleeps: the pty takes a few KiB, the agent holds what its window let through, the rest waits here
+    let written = 0;
+    const chunk = Buffer.alloc(64 * 1024, 'a');
+    for (let sent = 0; sent < total; sent += chunk.byteLength) session.stdio.write(chunk, () => (written += chunk.byteLength));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(written).toBeLessThan(total);
+    expect(written).toBeLessThanOrEqual(DEFAULT_CHANNEL_WINDOW + 2 * chunk.byteLength);
+    // the program reads: credit flows back as the pty takes the bytes, and every byte arrives
+    writeFileSync(go, '');
+    expect(await session.exit).toBe(0);
+    expect(written).toBe(total);
+    expect(output).toContain(`${total}`);
   });
 
   it('pipes stdin to the command until EOF', async () => {

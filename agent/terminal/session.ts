@@ -4,6 +4,7 @@ import { homedir } from 'node:os';
 import * as pty from 'node-pty';
 import type { ErrorCode } from '../../protocol/errors.ts';
 import { clampCols, clampRows, DEFAULT_SCROLLBACK, MAX_DATA_PAYLOAD, MAX_SCROLLBACK } from '../../protocol/terminal.ts';
+import { PtyWriter } from '../pty-writer.ts';
 import { Client, type TerminalSink } from './client.ts';
 import { ScreenMirror } from './mirror.ts';
 import { realTimers, type TerminalTimers } from './timers.ts';
@@ -93,6 +94,8 @@ export class TerminalSession {
   readonly createdAt: number;
   readonly command: string[];
   readonly #pty: pty.IPty;
+  /** input goes to the pty on the main thread, not through node-pty's thread-pool write */
+  readonly #input: PtyWriter;
   readonly #mirror: ScreenMirror;
   readonly #clients = new Set<Client>();
   readonly #flow: TerminalFlow;
@@ -134,6 +137,7 @@ export class TerminalSession {
     this.#mirror.onDrained = () => this.#updateFlow();
     // encoding null: Buffers straight from the fd, no UTF-8 decode/re-encode per chunk
     this.#pty = pty.spawn(file, args, { name: 'xterm-256color', cols: this.#cols, rows: this.#rows, cwd: options.cwd ?? env.HOME ?? homedir(), env, encoding: null });
+    this.#input = new PtyWriter(this.#pty);
     this.#pty.onData((chunk) => this.#onOutput(chunk as unknown as Uint8Array));
     this.#pty.onExit(({ exitCode, signal }) => this.#onExit(exitCode, signal));
   }
@@ -227,7 +231,7 @@ export class TerminalSession {
   #clientInput(client: Client, data: string | Uint8Array): void {
     if (this.#exited || !this.#clients.has(client)) return;
     this.#resizeFor(client, client.cols, client.rows);
-    this.#pty.write(typeof data === 'string' ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    this.#input.write(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
   }
 
   #clientAck(client: Client, bytes: number): void {
@@ -349,6 +353,7 @@ export class TerminalSession {
   }
 
   #onExit(exitCode: number, signal: number | undefined): void {
+    this.#input.close();
     this.#flushOutput();
     // a shell killed by signal n reports 128 + n, as shells do
     this.#exited = signal ? { code: 128 + signal, signal } : { code: exitCode };
