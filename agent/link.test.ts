@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AGENT_PROTOCOL, MAX_CONTROL_FRAME_BYTES, MAX_DATA_PAYLOAD, decodeFrame, encodeFrame, type AgentFrame } from '../protocol/agent.ts';
+import { AGENT_PROTOCOL, MAX_BULK_DATA_PAYLOAD, MAX_CONTROL_FRAME_BYTES, MAX_DATA_PAYLOAD, decodeFrame, encodeFrame, type AgentFrame } from '../protocol/agent.ts';
 import { DIAL_MAX_PAYLOAD, connectUrl, socketBaseUrl } from './dial.ts';
 import { MAX_UNCLAIMED } from './listen.ts';
 
@@ -134,10 +134,13 @@ describe('agent link (agent side)', () => {
     const port = (source.address() as AddressInfo).port;
     const link = await connectAgent();
     link.send(welcome());
-    // two downloads at once, so the agent reads each connection while the other's bytes may still wait for credit
+    // downloads at once (two with bulk frames, reading into the agent's one bulk buffer), so the agent reads
+    // each connection while the other's bytes may still wait for credit
+    const download = (maxData: number | undefined) => ({ maxData, sizes: [] as number[], parts: [] as Uint8Array[], ended: false });
     const downloads = new Map([
-      [1, { maxData: 100_000, sizes: [] as number[], parts: [] as Uint8Array[], ended: false }],
-      [3, { maxData: undefined, sizes: [] as number[], parts: [] as Uint8Array[], ended: false }],
+      [1, download(100_000)],
+      [3, download(MAX_BULK_DATA_PAYLOAD)],
+      [5, download(undefined)],
     ]);
     for (const [channel, { maxData }] of downloads) {
       // a window of 3 frames, granted back as frames arrive: the agent waits for credit now and then, and reads what piled up meanwhile
@@ -153,10 +156,10 @@ describe('agent link (agent side)', () => {
       if (download && frame.type === 'eof') download.ended = true;
       return [...downloads.values()].every((each) => each.ended);
     });
-    const [bulk, plain] = [downloads.get(1)!, downloads.get(3)!];
-    expect(Buffer.concat(bulk.parts).equals(body)).toBe(true);
-    expect(Buffer.concat(plain.parts).equals(body)).toBe(true);
-    expect(Math.max(...bulk.sizes)).toBeLessThanOrEqual(100_000);
+    for (const each of downloads.values()) expect(Buffer.concat(each.parts).equals(body)).toBe(true);
+    const [capped, bulk, plain] = [downloads.get(1)!, downloads.get(3)!, downloads.get(5)!];
+    expect(Math.max(...capped.sizes)).toBeLessThanOrEqual(100_000);
+    expect(Math.max(...capped.sizes)).toBeGreaterThan(MAX_DATA_PAYLOAD);
     expect(Math.max(...bulk.sizes)).toBeGreaterThan(MAX_DATA_PAYLOAD);
     expect(Math.max(...plain.sizes)).toBeLessThanOrEqual(MAX_DATA_PAYLOAD);
   });

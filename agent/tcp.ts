@@ -8,12 +8,15 @@ import type { ChannelContext, ChannelHandler } from './exec.ts';
 const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
- * What every connection the agent opens reads into (net's `onread`): one buffer for all of them,
- * as large as a bulk frame, so one read of a fast download becomes one frame (protocol 1.8)
- * instead of 64 KiB ones, and no buffer is allocated per read. A read is framed (and so copied,
- * by encodeFrame) before the next read can reuse it; what must wait for credit is copied out.
+ * What the connections the agent opens read into (net's `onread`): one buffer shared by all
+ * channels that take bulk frames (protocol 1.8), as large as one, so a read of a fast download
+ * becomes one frame instead of 64 KiB ones; one of the classic frame size for the others. No
+ * buffer is allocated per read. A read is framed (and so copied, by encodeFrame) before the next
+ * read can reuse its buffer; what must wait for credit is copied out, so a channel's queue holds
+ * at most one read (64 KiB on a channel without bulk frames, as before).
  */
-const READ_BUFFER = Buffer.allocUnsafe(MAX_BULK_DATA_PAYLOAD);
+const BULK_READS = Buffer.allocUnsafe(MAX_BULK_DATA_PAYLOAD);
+const CLASSIC_READS = Buffer.allocUnsafe(MAX_DATA_PAYLOAD);
 
 /** How a channel takes what its connection read; false: no credit left, stop reading. */
 type OnRead = (chunk: Buffer, borrowed: boolean) => boolean;
@@ -40,7 +43,8 @@ export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: numbe
   const path = spec.path === undefined ? undefined : isAbsolute(spec.path) ? spec.path : join(context.home(), spec.path);
   const target = path ?? `${spec.host}:${spec.port}`;
   const open = (onRead: OnRead) => {
-    const onread = { buffer: READ_BUFFER, callback: (bytes: number, buffer: Uint8Array) => onRead((buffer as Buffer).subarray(0, bytes), true) };
+    const buffer = spec.maxData !== undefined && spec.maxData > MAX_DATA_PAYLOAD ? BULK_READS : CLASSIC_READS;
+    const onread = { buffer, callback: (bytes: number, buffer: Uint8Array) => onRead((buffer as Buffer).subarray(0, bytes), true) };
     return path ? connect({ path, onread }) : connect({ host: spec.host, port: spec.port!, onread });
   };
   return serveTcp(channel, open, target, peerWindow, spec.maxData, context, onClosed);

@@ -30,7 +30,7 @@ describe('WindowBudget', () => {
 });
 
 describe('openTcpStream', () => {
-  it('declares bulk frames (1.8) and the large window on a budgeted channel (the app proxy), neither on others', async () => {
+  it('declares bulk frames (1.8) with the large window of a budgeted channel (the app proxy), neither past the budget nor on others', async () => {
     const opened: { spec: ChannelSpec; window: number }[] = [];
     // the hub is den's own seam: this records the open the agent would get, and accepts it
     const hub = {
@@ -40,10 +40,14 @@ describe('openTcpStream', () => {
         return opened.length * 2 - 1;
       },
     } as unknown as AgentHub;
-    await openTcpStream(hub, 'ws-1', { port: 3000 }, new WindowBudget(2 * MIB, 64 * MIB));
+    const budget = new WindowBudget(2 * MIB, 3 * MIB);
+    await openTcpStream(hub, 'ws-1', { port: 3000 }, budget);
+    // the budget is spent: the next app channel opens as a classic one
+    await openTcpStream(hub, 'ws-1', { port: 3000 }, budget);
     await openTcpStream(hub, 'ws-1', { port: 22 });
     expect(opened).toEqual([
       { spec: { kind: 'tcp', host: '127.0.0.1', port: 3000, maxData: MAX_BULK_DATA_PAYLOAD }, window: 2 * MIB },
+      { spec: { kind: 'tcp', host: '127.0.0.1', port: 3000 }, window: DEFAULT_CHANNEL_WINDOW },
       { spec: { kind: 'tcp', host: '127.0.0.1', port: 22 }, window: DEFAULT_CHANNEL_WINDOW },
     ]);
   });

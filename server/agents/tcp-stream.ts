@@ -46,18 +46,19 @@ export class WindowBudget {
  * port-forward`, the app proxy): `stdio` is the connection (write = to the workspace, read = from
  * it, end = a half-close), with the same credit rules as an exec. `exit` settles when the
  * connection is gone. With `budget` (a bulk channel: the app proxy), the server's end declares the
- * budget's larger window when it has room, and takes DATA frames of up to MAX_BULK_DATA_PAYLOAD
+ * budget's larger window when it has room, and with it DATA frames of up to MAX_BULK_DATA_PAYLOAD
  * (protocol 1.8: a 1.8 agent sends a fast download in frames of a whole socket read). Throws AGENT_NOT_CONNECTED, or TCP_CONNECT_FAILED when nothing accepts the connection.
  */
 export async function openTcpStream(agents: AgentHub, workspaceId: string, target: TcpTarget, budget?: WindowBudget): Promise<ExecSession> {
   let session: ExecSession | undefined;
-  const bulk = budget ? { maxData: MAX_BULK_DATA_PAYLOAD } : {};
+  const reserved = budget?.take() ?? { window: DEFAULT_CHANNEL_WINDOW, release: () => {} };
+  // bulk frames only with the large window: the agent may queue one frame's worth past the credit, the budget bounds how many such channels there are
+  const bulk = reserved.window > DEFAULT_CHANNEL_WINDOW ? { maxData: MAX_BULK_DATA_PAYLOAD } : {};
   const spec = 'path' in target
     ? { kind: 'tcp' as const, host: '127.0.0.1', path: target.path, ...bulk }
     : 'accepted' in target
       ? { kind: 'tcp' as const, host: '127.0.0.1', accepted: target.accepted, ...bulk }
       : { kind: 'tcp' as const, host: target.host ?? '127.0.0.1', port: target.port, ...bulk };
-  const reserved = budget?.take() ?? { window: DEFAULT_CHANNEL_WINDOW, release: () => {} };
   try {
     await agents.openChannel(workspaceId, spec, reserved.window, (channel, peerWindow, link) => {
       const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => {
