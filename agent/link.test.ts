@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AGENT_PROTOCOL, MAX_CONTROL_FRAME_BYTES, decodeFrame, encodeFrame, type AgentFrame } from '../protocol/agent.ts';
+import { AGENT_PROTOCOL, MAX_BULK_DATA_PAYLOAD, MAX_CONTROL_FRAME_BYTES, MAX_DATA_PAYLOAD, decodeFrame, encodeFrame, type AgentFrame } from '../protocol/agent.ts';
 import { DIAL_MAX_PAYLOAD, connectUrl, socketBaseUrl } from './dial.ts';
 import { MAX_UNCLAIMED } from './listen.ts';
 
@@ -121,6 +121,47 @@ describe('agent link (agent side)', () => {
     expect(end).toMatchObject({ channel: 1 });
     expect(text).toBe('HELLO!bye');
     expect(await link.next((f) => f.type === 'close')).toMatchObject({ channel: 1 });
+  });
+
+  it('sends a tcp download in frames of up to the maxData the server declared (1.8), 64 KiB ones without it, the bytes intact', async () => {
+    // a pattern that shifts with every byte: a read buffer reused before its bytes were framed would show
+    const total = 6 * 1024 * 1024;
+    const body = Buffer.alloc(total);
+    for (let i = 0; i < total; i++) body[i] = (i * 7 + (i >> 12)) & 0xff;
+    const source = createServer((socket) => socket.end(body));
+    tcpServers.push(source);
+    await new Promise<void>((resolve) => source.listen(0, '127.0.0.1', resolve));
+    const port = (source.address() as AddressInfo).port;
+    const link = await connectAgent();
+    link.send(welcome());
+    // downloads at once (two with bulk frames, reading into the agent's one bulk buffer), so the agent reads
+    // each connection while the other's bytes may still wait for credit
+    const download = (maxData: number | undefined) => ({ maxData, sizes: [] as number[], parts: [] as Uint8Array[], ended: false });
+    const downloads = new Map([
+      [1, download(100_000)],
+      [3, download(MAX_BULK_DATA_PAYLOAD)],
+      [5, download(undefined)],
+    ]);
+    for (const [channel, { maxData }] of downloads) {
+      // a window of 3 frames, granted back as frames arrive: the agent waits for credit now and then, and reads what piled up meanwhile
+      link.send({ type: 'open', channel, window: 3 * (maxData ?? MAX_DATA_PAYLOAD), spec: { kind: 'tcp', host: '127.0.0.1', port, ...(maxData ? { maxData } : {}) } });
+    }
+    await link.next((frame) => {
+      const download = 'channel' in frame ? downloads.get(frame.channel) : undefined;
+      if (download && frame.type === 'data') {
+        download.sizes.push(frame.payload.byteLength);
+        download.parts.push(frame.payload);
+        link.send({ type: 'window', channel: frame.channel, bytes: frame.payload.byteLength });
+      }
+      if (download && frame.type === 'eof') download.ended = true;
+      return [...downloads.values()].every((each) => each.ended);
+    });
+    for (const each of downloads.values()) expect(Buffer.concat(each.parts).equals(body)).toBe(true);
+    const [capped, bulk, plain] = [downloads.get(1)!, downloads.get(3)!, downloads.get(5)!];
+    expect(Math.max(...capped.sizes)).toBeLessThanOrEqual(100_000);
+    expect(Math.max(...capped.sizes)).toBeGreaterThan(MAX_DATA_PAYLOAD);
+    expect(Math.max(...bulk.sizes)).toBeGreaterThan(MAX_DATA_PAYLOAD);
+    expect(Math.max(...plain.sizes)).toBeLessThanOrEqual(MAX_DATA_PAYLOAD);
   });
 
   it('connects a tcp channel to a unix socket, a relative path resolved in HOME', async () => {

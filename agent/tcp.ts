@@ -1,11 +1,25 @@
 import { connect, type Socket } from 'node:net';
 import { isAbsolute, join } from 'node:path';
-import { DEFAULT_CHANNEL_WINDOW, type TcpOpen } from '../protocol/agent.ts';
+import { DEFAULT_CHANNEL_WINDOW, MAX_BULK_DATA_PAYLOAD, MAX_DATA_PAYLOAD, type TcpOpen } from '../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../protocol/agent-flow.ts';
 import type { ChannelContext, ChannelHandler } from './exec.ts';
 
 /** How long a connect may take before the open is refused: a filtered port must not hold the channel open forever. */
 const CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * What the connections the agent opens read into (net's `onread`): one buffer shared by all
+ * channels that take bulk frames (protocol 1.8), as large as one, so a read of a fast download
+ * becomes one frame instead of 64 KiB ones; one of the classic frame size for the others. No
+ * buffer is allocated per read. A read is framed (and so copied, by encodeFrame) before the next
+ * read can reuse its buffer; what must wait for credit is copied out, so a channel's queue holds
+ * at most one read (64 KiB on a channel without bulk frames, as before).
+ */
+const BULK_READS = Buffer.allocUnsafe(MAX_BULK_DATA_PAYLOAD);
+const CLASSIC_READS = Buffer.allocUnsafe(MAX_DATA_PAYLOAD);
+
+/** How a channel takes what its connection read; false: no credit left, stop reading. */
+type OnRead = (chunk: Buffer, borrowed: boolean) => boolean;
 
 /**
  * A `tcp` channel: a connection to host:port or to a unix socket in the workspace (port
@@ -23,17 +37,31 @@ export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: numbe
       onClosed();
       return { onData() {}, onEof() {}, onWindow() {}, onSignal() {}, onResize() {}, abort() {} };
     }
-    return serveTcp(channel, accepted, `the forwarded connection from ${accepted.remoteAddress ?? 'a unix socket'}`, peerWindow, context, onClosed);
+    return serveTcp(channel, () => accepted, `the forwarded connection from ${accepted.remoteAddress ?? 'a unix socket'}`, peerWindow, spec.maxData, context, onClosed);
   }
   // a relative socket path is the workspace user's: resolved against HOME, as ssh -L resolves it on the far side
   const path = spec.path === undefined ? undefined : isAbsolute(spec.path) ? spec.path : join(context.home(), spec.path);
   const target = path ?? `${spec.host}:${spec.port}`;
-  return serveTcp(channel, path ? connect({ path }) : connect({ host: spec.host, port: spec.port! }), target, peerWindow, context, onClosed);
+  const open = (onRead: OnRead) => {
+    const buffer = spec.maxData !== undefined && spec.maxData > MAX_DATA_PAYLOAD ? BULK_READS : CLASSIC_READS;
+    const onread = { buffer, callback: (bytes: number, buffer: Uint8Array) => onRead((buffer as Buffer).subarray(0, bytes), true) };
+    return path ? connect({ path, onread }) : connect({ host: spec.host, port: spec.port!, onread });
+  };
+  return serveTcp(channel, open, target, peerWindow, spec.maxData, context, onClosed);
 }
 
-/** One tcp channel over `socket`: connecting (open_ok once it connects), or already connected (a claimed connection: open_ok at once). */
-function serveTcp(channel: number, socket: Socket, target: string, peerWindow: number, context: ChannelContext, onClosed: () => void): ChannelHandler {
-  const sender = new ChannelSender(channel, peerWindow, (frame) => context.send(frame));
+/**
+ * One tcp channel over the socket `open` returns (given how to take what it reads): connecting
+ * (open_ok once it connects), or already connected (a claimed connection: open_ok at once).
+ */
+function serveTcp(channel: number, open: (onRead: OnRead) => Socket, target: string, peerWindow: number, maxData: number | undefined, context: ChannelContext, onClosed: () => void): ChannelHandler {
+  const sender = new ChannelSender(channel, peerWindow, (frame) => context.send(frame), maxData ?? MAX_DATA_PAYLOAD);
+  const onRead: OnRead = (chunk, borrowed) => {
+    // sent now, the frames are copies; what waits for credit must outlive the shared read buffer
+    const sendsAll = sender.queuedBytes === 0 && chunk.byteLength <= sender.availableCredit;
+    return sender.write('data', borrowed && !sendsAll ? Buffer.from(chunk) : chunk);
+  };
+  const socket = open(onRead);
   const receive = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
   socket.setNoDelay(true);
   let connected = false;
@@ -82,8 +110,9 @@ function serveTcp(channel: number, socket: Socket, target: string, peerWindow: n
     if (sender.queuedBytes === 0) done();
     else whenDrained.push(done);
   };
+  // a connection the agent opened reads through onRead (net's onread: false pauses it); a claimed one emits 'data'
   socket.on('data', (chunk: Buffer) => {
-    if (!sender.write('data', chunk)) socket.pause();
+    if (!onRead(chunk, false)) socket.pause();
   });
   socket.on('end', () => afterQueued(() => !finished && context.send({ type: 'eof', channel })));
   socket.on('close', () => {

@@ -3,7 +3,12 @@
 // straight at its port, side by side in the same run:
 //  - latency of a small response (p50/p99, one connection, --seconds each) and requests/s
 //    (--connections connections), both from the autocannon CLI in its own process;
-//  - throughput of a --mb MB download (curl in its own process, request to last byte, best of 3).
+//  - throughput of a --mb MB download (curl in its own process, request to last byte, best of 3),
+//    also through two plain Node TCP relays in series (a child process each, socket.pipe both
+//    ways): the rate any design that carries the bytes through two Node processes (den's agent,
+//    then its server) could reach on this machine at this moment;
+//  - den's CPU (server and agent) per request and per MB, and the server's time in garbage
+//    collection (PerformanceObserver 'gc' entries: wall time of the collector on the main thread).
 // den runs in this process (the test harness's server over SQLite, a real agent process).
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
@@ -11,6 +16,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { join, resolve } from 'node:path';
 import { createApiToken } from '../server/auth/api-tokens.ts';
 import { systemClock } from '../server/store/time.ts';
@@ -49,10 +55,42 @@ http.createServer((req, res) => {
 }).listen(Number(process.env.PORT), '127.0.0.1', () => process.stdout.write('ready\\n'));
 `;
 
+/** A byte relay: connections to its port are piped both ways to TARGET's port (nothing is parsed). */
+const RELAY = `
+const net = require('node:net');
+const server = net.createServer((client) => {
+  const upstream = net.connect(Number(process.env.TARGET), '127.0.0.1');
+  client.pipe(upstream).pipe(client);
+  client.on('error', () => upstream.destroy());
+  upstream.on('error', () => client.destroy());
+}).listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));
+`;
+
+/** Garbage collection time of this process (den's server) since the last call, in ms. */
+const gcTime = (() => {
+  let total = 0;
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) total += entry.duration;
+  }).observe({ entryTypes: ['gc'] });
+  let last = 0;
+  return () => {
+    const since = total - last;
+    last = total;
+    return since;
+  };
+})();
+
 const dir = mkdtempSync(join(tmpdir(), 'den-bench-apps-'));
 const appPort = await freePort();
 const app = spawn(process.execPath, ['-e', APP], { env: { ...process.env, PORT: String(appPort), BYTES: String(MEGABYTES * 1_000_000) }, stdio: ['ignore', 'pipe', 'inherit'] });
 await new Promise((resolve) => app.stdout!.once('data', resolve));
+const relays: ChildProcess[] = [];
+let relayPort = appPort;
+for (let i = 0; i < 2; i++) {
+  const relay = spawn(process.execPath, ['-e', RELAY], { env: { ...process.env, TARGET: String(relayPort) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  relays.push(relay);
+  relayPort = Number(await new Promise<string>((resolve) => relay.stdout!.once('data', (data: Buffer) => resolve(data.toString()))));
+}
 
 const server = await startTestServer({ listen: true, startWorkers: false, driver: () => idleDriver, config: { logLevel: 'silent' } });
 const seeded = await seedWorkspace(server.store.db, { username: 'bench', workspaceName: 'ws' });
@@ -74,26 +112,37 @@ try {
     results[`${target.name}_p99_ms`] = latency.latency.p99;
     say(`${target.name}: requests/s, ${CONNECTIONS} connections, ${SECONDS} s`);
     const cpuBefore = cpuMs(agent.pid!);
+    gcTime();
     const load = await autocannon(target.base + '/', target.headers, CONNECTIONS, SECONDS);
     results[`${target.name}_req_per_s`] = round(load.requests.average);
     results[`${target.name}_errors`] = load.errors + load.non2xx;
-    if (target.name === 'den') Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), load.requests.total / 1000, 'us_per_request'));
+    if (target.name === 'den') {
+      Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), load.requests.total / 1000, 'us_per_request'));
+      results.den_server_gc_us_per_request = round((gcTime() * 1000) / load.requests.total);
+    }
   }
-  for (const target of targets) {
+  const relayed = { name: 'two_relays', base: `http://127.0.0.1:${relayPort}`, headers: {} };
+  for (const target of [...targets, relayed]) {
     say(`${target.name}: ${MEGABYTES} MB download, best of 3`);
     const rates: number[] = [];
     const cpuBefore = cpuMs(agent.pid!);
+    gcTime();
     for (let i = 0; i < 3; i++) rates.push(await download(target.base + '/large', target.headers));
     results[`${target.name}_download_mb_per_s`] = round(Math.max(...rates));
-    if (target.name === 'den') Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), 3 * MEGABYTES, 'ms_per_mb'));
+    if (target.name === 'den') {
+      Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), 3 * MEGABYTES, 'ms_per_mb'));
+      results.den_server_gc_ms_per_mb = Math.round((100 * gcTime()) / (3 * MEGABYTES)) / 100;
+    }
   }
   results.p50_overhead_ms = round(Number(results.den_p50_ms) - Number(results.direct_p50_ms));
-  results.req_per_s_ratio = round(Number(results.den_req_per_s) / Number(results.direct_req_per_s));
-  results.download_ratio = round(Number(results.den_download_mb_per_s) / Number(results.direct_download_mb_per_s));
+  results.req_per_s_ratio = Math.round((100 * Number(results.den_req_per_s)) / Number(results.direct_req_per_s)) / 100;
+  results.download_ratio = Math.round((100 * Number(results.den_download_mb_per_s)) / Number(results.direct_download_mb_per_s)) / 100;
+  results.two_relays_download_ratio = Math.round((100 * Number(results.two_relays_download_mb_per_s)) / Number(results.direct_download_mb_per_s)) / 100;
   results.loadavg_end = loadavg();
 } finally {
   agent?.kill('SIGKILL');
   app.kill('SIGKILL');
+  for (const relay of relays) relay.kill('SIGKILL');
   await server.close();
   rmSync(dir, { recursive: true, force: true });
 }

@@ -36,6 +36,15 @@ describe('ChannelSender', () => {
     ]);
   });
 
+  it('splits into frames of the maxPayload the receiver declared (1.8), still within its credit', () => {
+    const sent: DataFrame[] = [];
+    const sender = new ChannelSender(5, 5 * MAX_DATA_PAYLOAD, (frame) => sent.push(frame), 2 * MAX_DATA_PAYLOAD);
+    expect(sender.write('data', new Uint8Array(6 * MAX_DATA_PAYLOAD))).toBe(false);
+    expect(sent.map((f) => f.payload.byteLength)).toEqual([2 * MAX_DATA_PAYLOAD, 2 * MAX_DATA_PAYLOAD, MAX_DATA_PAYLOAD]);
+    sender.grant(MAX_DATA_PAYLOAD);
+    expect(sent.map((f) => f.payload.byteLength).slice(3)).toEqual([MAX_DATA_PAYLOAD]);
+  });
+
   it('calls pending write callbacks when the channel closes, so writers do not hang', () => {
     const sender = new ChannelSender(1, 0, () => {});
     let done = false;

@@ -51,7 +51,8 @@ interface QueuedChunk {
 }
 
 /**
- * The sending half of a channel: splits writes into frames of at most MAX_DATA_PAYLOAD bytes,
+ * The sending half of a channel: splits writes into frames of at most `maxPayload` bytes
+ * (MAX_DATA_PAYLOAD unless the receiver declared more, protocol 1.8),
  * sends while credit lasts and queues the rest until the peer grants more. The caller pauses its
  * source when `write` returns false and resumes it from `onDrain`, so the queue holds at most
  * about one source chunk.
@@ -66,11 +67,13 @@ export class ChannelSender {
 
   readonly channel: number;
   private readonly send: (frame: DataFrame) => void;
+  private readonly maxPayload: number;
 
-  constructor(channel: number, initialCredit: number, send: (frame: DataFrame) => void) {
+  constructor(channel: number, initialCredit: number, send: (frame: DataFrame) => void, maxPayload = MAX_DATA_PAYLOAD) {
     this.channel = channel;
     this.send = send;
     this.credit = initialCredit;
+    this.maxPayload = maxPayload;
   }
 
   /** Sends or queues `bytes`; true when everything went out now, false when some waits for credit. */
@@ -111,7 +114,7 @@ export class ChannelSender {
   private flush(): void {
     while (this.queue.length > 0 && this.credit > 0) {
       const head = this.queue[0];
-      const size = Math.min(head.bytes.byteLength, this.credit, MAX_DATA_PAYLOAD);
+      const size = Math.min(head.bytes.byteLength, this.credit, this.maxPayload);
       const payload = head.bytes.subarray(0, size);
       this.credit -= size;
       this.queued -= size;

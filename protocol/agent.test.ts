@@ -4,6 +4,7 @@ import {
   CHANNEL_HEADER_BYTES,
   MAX_CHANNEL_WINDOW,
   MAX_CONTROL_FRAME_BYTES,
+  MAX_BULK_DATA_PAYLOAD,
   MAX_DATA_PAYLOAD,
   FrameError,
   decodeFrame,
@@ -44,6 +45,7 @@ const controlFrames: AgentFrame[] = [
   { type: 'open', channel: 7, window: 1024, spec: { kind: 'listen', host: '127.0.0.1', port: 0 } },
   { type: 'open', channel: 9, window: 1024, spec: { kind: 'listen', host: '127.0.0.1', path: 'app.sock' } },
   { type: 'open', channel: 11, window: 1024, spec: { kind: 'tcp', host: '127.0.0.1', accepted: 4 } },
+  { type: 'open', channel: 13, window: 2 * 1024 * 1024, spec: { kind: 'tcp', host: '127.0.0.1', port: 3000, maxData: MAX_BULK_DATA_PAYLOAD } },
   { type: 'open_ok', channel: 1, window: 65536 },
   { type: 'open_error', channel: 1, code: 'EXEC_FAILED', message: 'not found' },
   { type: 'eof', channel: 1 },
@@ -94,7 +96,7 @@ describe('agent frame codec', () => {
     ['an unknown frame type', new Uint8Array([0x42, 0, 0, 0, 1]), 'Unknown binary frame type 0x42'],
     ['a truncated window frame', new Uint8Array([3, 0, 0, 0, 1, 0, 0]), 'must carry 4 bytes'],
     ['a zero window grant', new Uint8Array([3, 0, 0, 0, 1, 0, 0, 0, 0]), 'grants 0 bytes'],
-    ['an oversized data frame', new Uint8Array(CHANNEL_HEADER_BYTES + MAX_DATA_PAYLOAD + 1).fill(1, 0, 1).fill(1, 4, 5), 'the maximum is'],
+    ['an oversized data frame', new Uint8Array(CHANNEL_HEADER_BYTES + MAX_BULK_DATA_PAYLOAD + 1).fill(1, 0, 1).fill(1, 4, 5), 'the maximum is'],
   ])('rejects %s with a FrameError', (_name, bytes, message) => {
     expect(() => decodeFrame(bytes)).toThrow(FrameError);
     expect(() => decodeFrame(bytes)).toThrow(message);
@@ -135,6 +137,9 @@ describe('agent frame codec', () => {
     expect(open({ kind: 'tcp', port: 80, accepted: 3 })).toThrow(FrameError);
     expect(open({ kind: 'tcp', path: 'a.sock', accepted: 3 })).toThrow(FrameError);
     expect(open({ kind: 'tcp' })).toThrow(FrameError);
+    // 1.8: a declared maxData between the classic and the bulk frame size
+    expect(open({ kind: 'tcp', port: 80, maxData: MAX_DATA_PAYLOAD - 1 })).toThrow(FrameError);
+    expect(open({ kind: 'tcp', port: 80, maxData: MAX_BULK_DATA_PAYLOAD + 1 })).toThrow(FrameError);
     expect(open({ kind: 'listen', port: 80, path: 'a.sock' })).toThrow(FrameError);
     expect(open({ kind: 'listen' })).toThrow(FrameError);
     expect(open({ kind: 'listen', port: 65536 })).toThrow(FrameError);
@@ -142,7 +147,14 @@ describe('agent frame codec', () => {
 
   it('refuses to encode frames it could not decode', () => {
     expect(() => encodeFrame({ type: 'data', channel: 0, payload: new Uint8Array(1) })).toThrow(FrameError);
-    expect(() => encodeFrame({ type: 'data', channel: 1, payload: new Uint8Array(MAX_DATA_PAYLOAD + 1) })).toThrow(FrameError);
+    expect(() => encodeFrame({ type: 'data', channel: 1, payload: new Uint8Array(MAX_BULK_DATA_PAYLOAD + 1) })).toThrow(FrameError);
+  });
+
+  it('carries a bulk data frame (1.8) that fills the websocket limit of every end of the link exactly', () => {
+    const payload = new Uint8Array(MAX_BULK_DATA_PAYLOAD).fill(7);
+    const encoded = encodeFrame({ type: 'data', channel: 9, payload }) as Uint8Array;
+    expect(encoded.byteLength).toBe(MAX_CONTROL_FRAME_BYTES);
+    expect(decodeFrame(encoded)).toEqual({ type: 'data', channel: 9, payload });
   });
 
   it('reads the version of a hello it cannot otherwise parse, so newer agents get a clear refusal', () => {

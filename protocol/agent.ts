@@ -30,6 +30,13 @@ import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
  *  - 1.5  two-way sync: `twoWay` on both sync kinds' open, `base`/`digest` on the op records, the
  *         `conflict` record and status line (protocol/sync.ts, agent/sync/conflict.ts). Both
  *         agents come from the server's own bundle, so both ends of a two-way sync speak it.
+ *  - 1.7  not used (the number was handed to a branch that needed no wire change).
+ *  - 1.8  bulk frames: a `tcp` open may carry `maxData`, the largest DATA payload the server takes
+ *         on that channel (MAX_DATA_PAYLOAD up to MAX_BULK_DATA_PAYLOAD); an agent of 1.8 then
+ *         sends what it reads from the connection in frames of up to that size (the app proxy's
+ *         downloads: one frame per socket read instead of one per 64 KiB). Receivers of 1.8 decode
+ *         DATA payloads up to MAX_BULK_DATA_PAYLOAD; an older agent ignores the field and sends
+ *         64 KiB frames, an older server never sets it.
  *
  * Framing. Every websocket message is one frame.
  *  - Text messages are control frames: UTF-8 JSON, validated by `controlFrameSchema`
@@ -39,7 +46,8 @@ import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
  *    DATA (0x01)   payload = bytes of the primary stream (stdin towards the agent, stdout from it)
  *    STDERR (0x02) payload = bytes of the secondary stream (stderr from the agent)
  *    WINDOW (0x03) payload = u32 credit increment in bytes (the receiver drained that much)
- *    Data payloads are at most MAX_DATA_PAYLOAD bytes; larger writes are split.
+ *    Data payloads are at most MAX_DATA_PAYLOAD bytes (MAX_BULK_DATA_PAYLOAD on a channel whose
+ *    receiver declared it, 1.8); larger writes are split.
  *
  * Channels. The server opens channels with odd ids and the agent with even ids (none yet), so
  * both sides may open without coordinating; ids are never reused on one connection. `open` and
@@ -66,7 +74,7 @@ import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
  * A `listen` channel is a listener in the workspace; its connections become `tcp` channels the
  * server opens (see 1.3).
  */
-export const AGENT_PROTOCOL = { major: 1, minor: 5 } as const;
+export const AGENT_PROTOCOL = { major: 1, minor: 8 } as const;
 
 /**
  * The name of a workspace's own agent; an agent beside an environment service is named after
@@ -74,15 +82,21 @@ export const AGENT_PROTOCOL = { major: 1, minor: 5 } as const;
  */
 export const MAIN_AGENT = 'main';
 
+export const CHANNEL_HEADER_BYTES = 5;
 /** Control frames are JSON text; the manifest in `welcome` is the largest one. Matches the server's ws maxPayload. */
 export const MAX_CONTROL_FRAME_BYTES = 1024 * 1024;
 /** The largest payload of one DATA/STDERR frame; bigger writes are split into several frames. */
 export const MAX_DATA_PAYLOAD = 64 * 1024;
+/**
+ * The largest DATA payload a receiver may declare it takes on a channel (protocol 1.8, `maxData` of
+ * a tcp open): a frame of it is exactly MAX_CONTROL_FRAME_BYTES, the websocket maxPayload of every
+ * end of the link (agent, server, the relay between replicas), so no end needs a larger one.
+ */
+export const MAX_BULK_DATA_PAYLOAD = MAX_CONTROL_FRAME_BYTES - CHANNEL_HEADER_BYTES;
 /** The receive window a side advertises when it does not choose one: enough for loopback throughput, small enough to bound memory per channel. */
 export const DEFAULT_CHANNEL_WINDOW = 256 * 1024;
 /** Largest window a receiver may advertise (bounds what a peer can make us buffer). */
 export const MAX_CHANNEL_WINDOW = 16 * 1024 * 1024;
-export const CHANNEL_HEADER_BYTES = 5;
 
 /** Websocket close codes of the agent link (4000-4999 are application codes). */
 export const AGENT_CLOSE = {
@@ -174,6 +188,8 @@ export const tcpOpenSchema = z
     path: z.string().min(1).max(4096).optional(),
     /** a connection a `listen` channel of this agent accepted (its `accepted` record's number), instead of connecting */
     accepted: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
+    /** 1.8: the largest DATA payload the server takes on this channel; absent: MAX_DATA_PAYLOAD */
+    maxData: z.number().int().min(MAX_DATA_PAYLOAD).max(MAX_BULK_DATA_PAYLOAD).optional(),
   })
   .refine((spec) => [spec.port, spec.path, spec.accepted].filter((value) => value !== undefined).length === 1, 'A tcp channel names exactly one of a port, a unix socket path and an accepted connection.');
 /**
@@ -287,7 +303,7 @@ export function encodeFrame(frame: AgentFrame): string | Uint8Array {
   switch (frame.type) {
     case 'data':
     case 'stderr': {
-      if (frame.payload.byteLength > MAX_DATA_PAYLOAD) throw new FrameError(`A data frame carries at most ${MAX_DATA_PAYLOAD} bytes; split the write.`);
+      if (frame.payload.byteLength > MAX_BULK_DATA_PAYLOAD) throw new FrameError(`A data frame carries at most ${MAX_BULK_DATA_PAYLOAD} bytes; split the write.`);
       const out = new Uint8Array(CHANNEL_HEADER_BYTES + frame.payload.byteLength);
       writeHeader(out, FRAME_TYPE[frame.type], frame.channel);
       out.set(frame.payload, CHANNEL_HEADER_BYTES);
@@ -316,7 +332,8 @@ export function decodeFrame(message: string | Uint8Array): AgentFrame {
   switch (type) {
     case FRAME_TYPE.data:
     case FRAME_TYPE.stderr:
-      if (payload.byteLength > MAX_DATA_PAYLOAD) throw new FrameError(`A data frame carries ${payload.byteLength} bytes; the maximum is ${MAX_DATA_PAYLOAD}.`);
+      // the credit of the channel bounds what a peer can make us hold; this bounds one frame
+      if (payload.byteLength > MAX_BULK_DATA_PAYLOAD) throw new FrameError(`A data frame carries ${payload.byteLength} bytes; the maximum is ${MAX_BULK_DATA_PAYLOAD}.`);
       return { type: type === FRAME_TYPE.data ? 'data' : 'stderr', channel, payload };
     case FRAME_TYPE.window: {
       if (payload.byteLength !== 4) throw new FrameError(`A window frame must carry 4 bytes, not ${payload.byteLength}.`);

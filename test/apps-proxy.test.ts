@@ -13,7 +13,7 @@ import { idleDriver } from './support/idle-driver.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { startRealAgent } from './support/real-agent.ts';
 import { runDen } from './support/den-cli.ts';
-import { echoApp } from './support/echo-app.ts';
+import { echoApp, sizedBody } from './support/echo-app.ts';
 import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts';
 
 /**
@@ -140,6 +140,33 @@ describe('app proxy in path mode', () => {
     let received = 0;
     for await (const part of download.body!) received += part.byteLength;
     expect(received).toBe(LARGE_BYTES);
+  }, 60_000);
+
+  it('sends a large body with a Content-Length straight from the app\'s connection (ADR 0033), intact; the client connection goes on; a body the app cuts short cuts the response', async () => {
+    const agent = new (await import('node:http')).Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (path: string) =>
+      new Promise<{ status: number; body: Buffer; socket: unknown }>((resolve, reject) => {
+        const req = httpRequest(`${base()}${path}`, { agent, headers: { cookie: ctx.aliceCookie } }, (res) => {
+          const parts: Buffer[] = [];
+          res.on('data', (part: Buffer) => parts.push(part));
+          res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(parts), socket: req.socket }));
+          res.on('error', reject);
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const size = 3 * 1024 * 1024 + 17;
+    const first = await get(`/sized?bytes=${size}`);
+    expect(first.status).toBe(200);
+    expect(first.body.equals(sizedBody(size))).toBe(true);
+    // the same client connection carries the next request, and den's next connection to the app works
+    const next = await get('/echo');
+    expect(next.status).toBe(200);
+    expect(next.socket).toBe(first.socket);
+    const again = await get(`/sized?bytes=${size}`);
+    expect(again.body.equals(sizedBody(size))).toBe(true);
+    await expect(get(`/sized?bytes=${size}&cut=${1024 * 1024}`)).rejects.toThrow(/aborted|socket hang up|ECONNRESET/);
+    agent.destroy();
   }, 60_000);
 
   it('streams server-sent events as they are sent', async () => {

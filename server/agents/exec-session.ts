@@ -2,7 +2,7 @@ import { Duplex, Readable } from 'node:stream';
 import { AppError } from '../../protocol/errors.ts';
 import { DEFAULT_CHANNEL_WINDOW, type AgentFrame, type ExecOpen } from '../../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../../protocol/agent-flow.ts';
-import type { AgentHub, ChannelEndpoint, ExecRequest, ExecSession } from './hub-types.ts';
+import type { AgentHub, ChannelEndpoint, ExecRequest, ExecSession, OutputDivert } from './hub-types.ts';
 
 /** Keeps at most this much unread output per stream in the server before the agent stops sending; below the channel window so credit is granted while the buffer drains. */
 const READ_HIGH_WATER = 64 * 1024;
@@ -45,6 +45,9 @@ export function createExecSession(
   const window = new ReceiveWindow(localWindow);
   let received = 0;
   let accounted = 0;
+  /** divertOutput: who takes stdout payloads instead of stdio, and how many of them it still holds */
+  let diverted: ((payload: Buffer) => void) | undefined;
+  let held = 0;
   let closed = false;
   let exitSignal: string | undefined;
   let resolveExit!: (code: number) => void;
@@ -56,7 +59,7 @@ export function createExecSession(
   exit.catch(() => {}); // callers that only read the streams must not trip an unhandled rejection
 
   const grantConsumed = () => {
-    const buffered = stdio.readableLength + stderr.readableLength;
+    const buffered = stdio.readableLength + stderr.readableLength + held;
     const consumed = received - buffered;
     const delta = consumed - accounted;
     if (delta <= 0 || closed) return;
@@ -118,7 +121,9 @@ export function createExecSession(
       if (outputEnded) return violation('AGENT_PROTOCOL_ERROR', 'The workspace agent sent output after it had ended its output (eof).');
       if (!window.receive(payload.byteLength)) return violation('FLOW_CONTROL_VIOLATION', 'The workspace agent sent more output than the window allowed.');
       received += payload.byteLength;
-      (type === 'data' ? stdio : stderr).push(Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength));
+      const chunk = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+      if (type === 'data' && diverted) diverted(chunk);
+      else (type === 'data' ? stdio : stderr).push(chunk);
       grantConsumed();
     },
     onWindow(bytes) {
@@ -158,6 +163,21 @@ export function createExecSession(
     },
     resize(cols, rows) {
       if (!closed) send({ type: 'resize', channel, cols, rows });
+    },
+    divertOutput(take): OutputDivert {
+      diverted = take;
+      return {
+        deliver: (payload) => {
+          if (!outputEnded) stdio.push(payload);
+        },
+        hold: (bytes) => {
+          held += bytes;
+        },
+        release: (bytes) => {
+          held -= bytes;
+          grantConsumed();
+        },
+      };
     },
   };
   return { session, endpoint, localWindow };

@@ -78,6 +78,20 @@ export interface ExecSession {
   kill(signal?: NodeJS.Signals): void;
   /** resizes the pty of a tty exec (ignored without one) */
   resize(cols: number, rows: number): void;
+  /**
+   * Hands every stdout payload to `take` instead of `stdio` (the app proxy's body splice,
+   * server/apps/body-splice.ts): `take` passes on what the stream should still get with `deliver`,
+   * and counts what it keeps elsewhere with `hold` until that drained (`release`), so the channel's
+   * credit still follows the consumer. Channels of this server have it; others may not.
+   */
+  divertOutput?(take: (payload: Buffer) => void): OutputDivert;
+}
+
+/** What a diverted output passes on (`deliver`) and keeps credit for (`hold` / `release`). */
+export interface OutputDivert {
+  deliver(payload: Buffer): void;
+  hold(bytes: number): void;
+  release(bytes: number): void;
 }
 
 /** What a server-side channel receives from its connection. */

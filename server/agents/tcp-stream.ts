@@ -1,4 +1,4 @@
-import { DEFAULT_CHANNEL_WINDOW } from '../../protocol/agent.ts';
+import { DEFAULT_CHANNEL_WINDOW, MAX_BULK_DATA_PAYLOAD } from '../../protocol/agent.ts';
 import { createExecSession } from './exec-session.ts';
 import type { AgentHub, ExecSession } from './hub-types.ts';
 
@@ -45,17 +45,20 @@ export class WindowBudget {
  * Opens a `tcp` channel to the workspace (SSH direct-tcpip and direct-streamlocal, `den
  * port-forward`, the app proxy): `stdio` is the connection (write = to the workspace, read = from
  * it, end = a half-close), with the same credit rules as an exec. `exit` settles when the
- * connection is gone. With `budget`, the server's end declares the budget's larger window when it
- * has room. Throws AGENT_NOT_CONNECTED, or TCP_CONNECT_FAILED when nothing accepts the connection.
+ * connection is gone. With `budget` (a bulk channel: the app proxy), the server's end declares the
+ * budget's larger window when it has room, and with it DATA frames of up to MAX_BULK_DATA_PAYLOAD
+ * (protocol 1.8: a 1.8 agent sends a fast download in frames of a whole socket read). Throws AGENT_NOT_CONNECTED, or TCP_CONNECT_FAILED when nothing accepts the connection.
  */
 export async function openTcpStream(agents: AgentHub, workspaceId: string, target: TcpTarget, budget?: WindowBudget): Promise<ExecSession> {
   let session: ExecSession | undefined;
-  const spec = 'path' in target
-    ? { kind: 'tcp' as const, host: '127.0.0.1', path: target.path }
-    : 'accepted' in target
-      ? { kind: 'tcp' as const, host: '127.0.0.1', accepted: target.accepted }
-      : { kind: 'tcp' as const, host: target.host ?? '127.0.0.1', port: target.port };
   const reserved = budget?.take() ?? { window: DEFAULT_CHANNEL_WINDOW, release: () => {} };
+  // bulk frames only with the large window: the agent may queue one frame's worth past the credit, the budget bounds how many such channels there are
+  const bulk = reserved.window > DEFAULT_CHANNEL_WINDOW ? { maxData: MAX_BULK_DATA_PAYLOAD } : {};
+  const spec = 'path' in target
+    ? { kind: 'tcp' as const, host: '127.0.0.1', path: target.path, ...bulk }
+    : 'accepted' in target
+      ? { kind: 'tcp' as const, host: '127.0.0.1', accepted: target.accepted, ...bulk }
+      : { kind: 'tcp' as const, host: target.host ?? '127.0.0.1', port: target.port, ...bulk };
   try {
     await agents.openChannel(workspaceId, spec, reserved.window, (channel, peerWindow, link) => {
       const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => {

@@ -2,8 +2,9 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { AppError, isAppError } from '../../protocol/errors.ts';
+import { spliceableLength } from './body-splice.ts';
 import { downstreamResponseHeaders } from './forward-headers.ts';
-import type { AppUpstream } from './upstream-pool.ts';
+import { headGateOf, type AppUpstream } from './upstream-pool.ts';
 
 /**
  * Forwards one request (HTTP, or a websocket upgrade when `upgrade`) to the app over `upstream`
@@ -51,10 +52,13 @@ function forwardHttp(request: FastifyRequest, client: ServerResponse, upstream: 
     outgoing.once('finish', () => {
       if (!answered) timer = setTimeout(() => fail(new AppError('APP_TIMEOUT', `The app on this port sent no answer in ${Math.round(timeoutMs / 1000)} s. Check that it is running and not stuck, then reload.`)), timeoutMs);
     });
+    // a pooled connection's gate: what follows the request is a response head (body-splice.ts)
+    outgoing.once('socket', (socket) => headGateOf(socket)?.expectHead());
     outgoing.on('response', (response: IncomingMessage) => {
       answered = true;
       clearTimeout(timer);
       client.writeHead(response.statusCode ?? 502, response.statusMessage, downstreamResponseHeaders(response.rawHeaders, cors));
+      if (spliceBody(request.method, response, outgoing, client)) return;
       response.pipe(client);
       response.on('error', () => client.destroy());
       response.on('aborted', () => client.destroy());
@@ -85,6 +89,37 @@ function forwardHttp(request: FastifyRequest, client: ServerResponse, upstream: 
       current?.destroy();
     },
   };
+}
+
+/**
+ * Sends a large body straight from the app's connection to the client (body-splice.ts) when the
+ * connection's gate can claim it; true when it did. Node's IncomingMessage then never gets the
+ * body: the connection is closed once the body went out (Node would wait for it forever), and an
+ * app that closes it before the whole body ends the client's response too.
+ */
+function spliceBody(method: string, response: IncomingMessage, outgoing: ClientRequest, client: ServerResponse): boolean {
+  const length = spliceableLength(method, response);
+  const gate = length === undefined ? undefined : headGateOf(outgoing.socket);
+  let complete = false;
+  const claimed = gate?.takeBody(length!, {
+    write: (chunk, done) => {
+      if (client.destroyed) return done();
+      client.write(chunk, () => done());
+    },
+    end: () => {
+      complete = true;
+      client.end();
+      outgoing.destroy();
+    },
+  });
+  if (!claimed) return false;
+  // the connection closing under the body ends the client's response; once the body went out, it is ours to close
+  const cut = () => {
+    if (!complete) client.destroy();
+  };
+  response.on('error', cut);
+  response.on('aborted', cut);
+  return true;
 }
 
 function forwardUpgrade(request: FastifyRequest, upstream: AppUpstream, path: string, headers: Record<string, string | string[]>, timeoutMs: number): { abort: () => void } {

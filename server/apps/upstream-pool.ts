@@ -1,6 +1,7 @@
 import { Agent, request as httpRequest, type ClientRequest, type ClientRequestArgs, type RequestOptions } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ExecSession } from '../agents/hub-types.ts';
+import { HeadGate } from './body-splice.ts';
 
 /**
  * How long an idle connection to an app is kept for the next request: under the 5 s keep-alive
@@ -123,6 +124,7 @@ class ChannelAgent extends Agent {
 
   private adopt(connection: ExecSession): Duplex {
     const socket = socketLike(connection);
+    if (connection.divertOutput) GATES.set(socket, new HeadGate((take) => connection.divertOutput!(take)));
     const closed = () => {
       this.closedChannels.add(socket);
       // an idle connection the app closed is useless; one in use ends through its response (the client reads the eof)
@@ -132,6 +134,13 @@ class ChannelAgent extends Agent {
     return socket;
   }
 }
+
+/** The head gate of a pooled connection (server/apps/body-splice.ts), by the socket Node's HTTP client was given. */
+export function headGateOf(socket: unknown): HeadGate | undefined {
+  return typeof socket === 'object' && socket !== null ? GATES.get(socket as Duplex) : undefined;
+}
+
+const GATES = new WeakMap<Duplex, HeadGate>();
 
 /** A channel's stream with the socket methods Node's HTTP client and Agent call (no-ops: there is no TCP socket here to tune). */
 function socketLike(connection: ExecSession): Duplex {

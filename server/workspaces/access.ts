@@ -3,6 +3,7 @@ import type { Kysely, Selectable } from 'kysely';
 import { AppError } from '../../protocol/errors.ts';
 import type { TrackedWorkspace } from '../auth/live-access.ts';
 import type { Principal } from '../http/auth-types.ts';
+import { compiledOnce } from '../store/compiled-once.ts';
 import type { Database, WorkspacesTable } from '../store/schema.ts';
 
 export type WorkspaceRow = Selectable<WorkspacesTable>;
@@ -23,18 +24,27 @@ export async function findWorkspaceFor(
   return row;
 }
 
-/** A live workspace by owner and name, whoever asks: callers decide who may see it (findWorkspaceFor, environments/grants.ts). */
+/**
+ * A live workspace by owner and name, whoever asks: callers decide who may see it (findWorkspaceFor,
+ * environments/grants.ts). Every request to an app URL runs it, so it is compiled once (building
+ * the query took more CPU than SQLite takes to answer it).
+ */
 export async function findLiveWorkspace(db: Kysely<Database>, ownerName: string, workspaceName: string): Promise<(WorkspaceRow & { owner_name: string }) | undefined> {
-  return db
-    .selectFrom('workspaces')
-    .innerJoin('users', 'users.id', 'workspaces.owner_id')
-    .selectAll('workspaces')
-    .select('users.username as owner_name')
-    .where('users.username', '=', ownerName)
-    .where('workspaces.name', '=', workspaceName)
-    .where('workspaces.deleted_at', 'is', null)
-    .executeTakeFirst();
+  return (await db.executeQuery(liveWorkspace(db, ownerName, workspaceName))).rows[0];
 }
+
+const liveWorkspace = compiledOnce(
+  (db, ownerName: string, workspaceName: string) =>
+    db
+      .selectFrom('workspaces')
+      .innerJoin('users', 'users.id', 'workspaces.owner_id')
+      .selectAll('workspaces')
+      .select('users.username as owner_name')
+      .where('users.username', '=', ownerName)
+      .where('workspaces.name', '=', workspaceName)
+      .where('workspaces.deleted_at', 'is', null),
+  ['\u0000owner', '\u0000name'],
+);
 
 /** The answer for a workspace that does not exist or that the caller may not see: the same in both cases, so names do not leak. */
 export function workspaceNotFound(ownerName: string, workspaceName: string): AppError {

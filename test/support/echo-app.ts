@@ -3,7 +3,9 @@ import { WebSocketServer } from 'ws';
 
 /**
  * The app of the app proxy tests, as a workspace would run it: /echo answers with the request it
- * got (method, url, headers), two cookies and `Access-Control-Allow-Origin: *`; /count counts an upload; /large sends `largeBytes`;
+ * got (method, url, headers), two cookies and `Access-Control-Allow-Origin: *`; /count counts an upload; /large sends `largeBytes`
+ * (chunked); /sized?bytes=N sends N bytes of `sizedBody` with a Content-Length, /sized?bytes=N&cut=M
+ * only the first M of them before it drops the connection;
  * /events sends a server-sent event every 20 ms; /hang never answers; /ws is a websocket that
  * first says what its upgrade carried (origin, cookie, url), then echoes. Listen on it yourself.
  */
@@ -31,6 +33,12 @@ export function echoApp(largeBytes: number): { app: Server; wss: WebSocketServer
         res.end();
       };
       more();
+    } else if (url.pathname === '/sized') {
+      const bytes = Number(url.searchParams.get('bytes'));
+      const cut = url.searchParams.get('cut');
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes });
+      if (cut === null) return void res.end(sizedBody(bytes));
+      res.write(sizedBody(bytes).subarray(0, Number(cut)), () => setTimeout(() => res.destroy(), 50));
     } else if (url.pathname === '/events') {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       let n = 0;
@@ -48,4 +56,11 @@ export function echoApp(largeBytes: number): { app: Server; wss: WebSocketServer
     socket.on('message', (data) => socket.send(`echo:${String(data)}`));
   });
   return { app, wss };
+}
+
+/** The bytes /sized sends: a pattern that shifts with every byte, so a lost, repeated or reordered piece shows. */
+export function sizedBody(bytes: number): Buffer {
+  const body = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i++) body[i] = (i * 7 + (i >> 12)) & 0xff;
+  return body;
 }
