@@ -417,7 +417,7 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
  * not applied, so templates written for docker still run on the embedded default.
  */
 export const PROCESS_CAPABILITIES: RuntimeCapabilities = Object.freeze({
-  serviceImages: 'unsupported', serviceVolumes: 'ignored', resources: 'ignored', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced',
+  serviceImages: 'unsupported', serviceVolumes: 'ignored', resources: 'ignored', dependsOn: 'enforced', sync: 'shared', ports: 'enforced',
   serviceAgents: 'enforced',
 });
 
