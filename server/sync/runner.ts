@@ -112,8 +112,9 @@ export class SyncRunner {
       // an error line came first when an agent stopped the sync; otherwise the link went away
       if (this.status.state !== 'error' && !this.stopped) this.status = { ...this.status, state: 'waiting', lastError: `The ${side} agent went away; the sync resumes when it is back.` };
     };
-    // after the last status line was read: an agent that stopped the sync said why first
-    const drainedThen = (readable: NodeJS.ReadableStream, then: () => void) => finished(readable).catch(() => undefined).then(then);
+    // after the last status line was read: an agent that stopped the sync said why first (only
+    // the reading side: the target's writing side, fed by the source, never ends when its link is lost)
+    const drainedThen = (readable: NodeJS.ReadableStream, then: () => void) => finished(readable, { writable: false }).catch(() => undefined).then(then);
     source.exit.catch(() => undefined).then(() => drainedThen(source.stderr, ended('workspace')));
     target.exit.catch(() => undefined).then(() => drainedThen(target.stdio, ended(`${this.spec.service} service's`)));
   }
