@@ -5,10 +5,10 @@ import { join } from 'node:path';
 import Dockerode from 'dockerode';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SyncStatus } from '../protocol/sync.ts';
 import type { TemplateInput } from '../protocol/template.ts';
 import { runDen, type DenResult } from './support/den-cli.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
+import { BURST_CHANGES, FIRST_CHANGES, MIRROR_EXCLUDE, MIRROR_PRUNE, syncProbe, treeListing } from './support/sync.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
 import { api, setupOwner, type Api, type TestUser } from './support/users.ts';
 
@@ -42,7 +42,7 @@ const mirrorTemplate: TemplateInput = {
       mirror: {
         image: IMAGE,
         command: ['sleep', 'infinity'],
-        sync: [{ from: '~/src', to: '/tmp/mirror', exclude: ['node_modules', '*.log', '!keep.log'] }],
+        sync: [{ from: '~/src', to: '/tmp/mirror', exclude: MIRROR_EXCLUDE }],
       },
       // /etc is root's: the service's user (den) cannot make a folder there
       locked: {
@@ -100,28 +100,9 @@ describe('live sync on the docker runtime', { timeout: 300_000 }, () => {
     return result.stdout;
   }
 
-  async function syncOf(workspace: string, service: string): Promise<SyncStatus> {
-    const response = await client.get(`/api/v1/workspaces/${user.username}/${workspace}/sync`);
-    expect(response.status, JSON.stringify(response.json)).toBe(200);
-    const found = (response.json.items as SyncStatus[]).find((item) => item.service === service);
-    if (!found) throw new Error(`no sync of ${service}: ${JSON.stringify(response.json)}`);
-    return found;
-  }
-
-  /** Waits until the service's sync is watching with nothing pending and both hashes equal (after `since`, a batch number). */
-  async function settled(workspace: string, service: string, since = 0): Promise<SyncStatus> {
-    const deadline = Date.now() + SYNC_TIMEOUT_MS;
-    for (;;) {
-      const status = await syncOf(workspace, service);
-      if (status.state === 'error') throw new Error(`the sync stopped: ${status.lastError}`);
-      if (status.state === 'watching' && status.inSync && status.pendingFiles === 0 && (status.lastApplied?.batch ?? 0) > since) return status;
-      if (Date.now() > deadline) throw new Error(`the sync of ${service} did not settle within ${SYNC_TIMEOUT_MS} ms: ${JSON.stringify(status)}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-
-  /** Every path under `dir` with its type, mode, symlink target and content hash, sorted: the same listing in any container. */
-  const listing = (dir: string, prune: string) => `cd ${dir} && find . ${prune} -mindepth 1 -printf '%y %m %p -> %l\\n' | sort && find . ${prune} -type f -print0 | sort -z | xargs -0 -r sha256sum`;
+  const probe = () => syncProbe(client, user.username, SYNC_TIMEOUT_MS);
+  const syncOf = (workspace: string, service: string) => probe().syncOf(workspace, service);
+  const settled = (workspace: string, service: string, since?: number) => probe().settled(workspace, service, since);
 
   it('node-api: an edit in the workspace reaches the api service without a rebuild, and the api answers with the new code', async () => {
     await den(['create', 'loop', '--template', 'node-api']);
@@ -157,29 +138,14 @@ describe('live sync on the docker runtime', { timeout: 300_000 }, () => {
     expect(events.find((e) => e.kind === 'sync.error')?.message).toMatch(/locked service stopped: .*may not write/);
 
     const first = await settled('mirror', 'mirror');
-    await sh('mirror', [
-      'set -e; cd ~/src',
-      'mkdir -p lib/deep node_modules/dep && echo dep > node_modules/dep/index.js && echo noise > debug.log && echo kept > keep.log',
-      'echo one > lib/deep/a.txt && echo two > lib/b.txt && printf "#!/bin/sh\\necho run\\n" > run.sh && chmod 755 run.sh',
-      'ln -s lib/b.txt link-to-b && ln -s missing dangling',
-      'mv first.txt lib/renamed.txt',
-    ].join('\n'));
+    await sh('mirror', FIRST_CHANGES);
     const second = await settled('mirror', 'mirror', first.lastApplied!.batch);
-    await sh('mirror', [
-      'set -e; cd ~/src',
-      'rm -r lib/deep && chmod 600 lib/b.txt && rm link-to-b && ln -s lib/renamed.txt link-to-b',
-      // a burst like a branch switch: 1,000 files over 20 folders, some removed and renamed at once
-      'for d in $(seq 0 19); do mkdir -p burst/p$d; done',
-      'for i in $(seq 0 999); do echo "file $i" > burst/p$((i % 20))/f$i.ts; done',
-      'for i in $(seq 0 3 999); do rm burst/p$((i % 20))/f$i.ts; done',
-      'for i in $(seq 1 3 999); do mv burst/p$((i % 20))/f$i.ts burst/p$((i % 20))/r$i.ts; done',
-    ].join('\n'));
+    await sh('mirror', BURST_CHANGES);
     const third = await settled('mirror', 'mirror', second.lastApplied!.batch);
     expect(third.sourceHash).toBe(third.targetHash);
 
-    const prune = "\\( -name node_modules -o -name '*.log' ! -name keep.log \\) -prune -o";
-    const inWorkspace = await sh('mirror', listing('~/src', prune));
-    const inService = await sh('mirror', listing('/tmp/mirror', prune), 'mirror');
+    const inWorkspace = await sh('mirror', treeListing('~/src', MIRROR_PRUNE));
+    const inService = await sh('mirror', treeListing('/tmp/mirror', MIRROR_PRUNE), 'mirror');
     expect(inService).toBe(inWorkspace);
     expect(inWorkspace.split('\n').filter((line) => line.startsWith('f ')).length).toBeGreaterThan(600);
     expect(inService).toContain('l 777 ./link-to-b -> lib/renamed.txt');

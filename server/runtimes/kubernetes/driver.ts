@@ -453,9 +453,9 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   const driver: KubernetesDriver = {
     name: 'kubernetes',
     isolation: { sandboxed: true },
-    // Files are not synced into services yet; pids limits are not per pod in Kubernetes (see startWorkspace).
+    // pids limits are not per pod in Kubernetes (see startWorkspace).
     capabilities: Object.freeze({
-      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'enforced',
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced',
     }),
     agentDelivery: Object.freeze(['image', 'download'] as const),
     namespaceOf,
