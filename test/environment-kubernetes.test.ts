@@ -23,8 +23,8 @@ import { api, createUserWithToken, setupOwner, type Api, type TestUser } from '.
  * workspace without a rebuild and answers with the new code; a folder converges through
  * deletes, renames, excludes, symlinks, modes and a burst (both agents' hashes agree and an
  * independent listing in both pods is the same); a folder the service's user may not write and
- * one on a read-only file system are visible errors; a replaced service pod gets the whole
- * folder again once its agent is back; the seed task runs once per version; the smoke test's
+ * one on a read-only file system are visible errors; a replaced service pod gets its agent and
+ * the whole folder again by itself; the seed task runs once per version; the smoke test's
  * result is cached; `den env logs` shows both services; a teammate sees the environment and a
  * non-teammate gets the 404 of a missing workspace.
  */
@@ -79,6 +79,7 @@ describe('the environment loop on the kubernetes runtime', { timeout: 300_000 },
   let stranger: TestUser;
   let client: Api;
   let namespace: string;
+  let readyAt: number;
   const homes: string[] = [];
   const WS = 'shop';
   const path = `/api/v1/workspaces/lead/${WS}`;
@@ -105,6 +106,7 @@ describe('the environment loop on the kubernetes runtime', { timeout: 300_000 },
     expect(created.status, JSON.stringify(created.json)).toBe(202);
     const workspace = await waitForWorkspaceReady(client, owner.username, WS, READY_TIMEOUT_MS);
     namespace = (server.den.driver as unknown as { namespaceOf(id: string): string }).namespaceOf(workspace.id);
+    readyAt = Date.now();
   }, IMPORT_TIMEOUT_MS + READY_TIMEOUT_MS);
   afterAll(async () => {
     await server?.den.driver.collectGarbage?.(async () => false);
@@ -220,8 +222,13 @@ describe('the environment loop on the kubernetes runtime', { timeout: 300_000 },
     const logs = await den(['env', 'logs', `lead/${WS}`, '--tail', '200']);
     expect(logs.code, logs.stderr).toBe(0);
     const all = `${logs.stdout}${logs.stderr}`;
-    expect(all).toMatch(/^db\s*\| .*db: listening on port 7000$/m);
-    expect(all).toMatch(/^api\s*\| .*GET \/hello$/m);
+    expect(all).toMatch(/^db\s*\| \d{4}-\d\d-\d\dT[\d:.]+Z db: listening on port 7000$/m);
+    expect(all).toMatch(/^api\s*\| \d{4}-\d\d-\d\dT[\d:.]+Z GET \/hello$/m);
+    // each line's time is the kubelet's, when the service wrote it, not when den read it
+    const ndjson = await server.app.inject({ method: 'GET', url: `${path}/env/logs?service=db&tail=200`, headers: { authorization: `Bearer ${owner.token}` } });
+    const listening = ndjson.body.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { at: string; line: string })
+      .find((entry) => entry.line === 'db: listening on port 7000');
+    expect(Date.parse(listening!.at)).toBeLessThan(readyAt);
 
     const asMate = api(server.app, mate.token);
     expect((await asMate.get(`${path}/env`)).status).toBe(404);
@@ -248,7 +255,7 @@ describe('the environment loop on the kubernetes runtime', { timeout: 300_000 },
     }
   });
 
-  it('gives a replaced api pod the whole folder again once its agent is back', async () => {
+  it('gives a replaced api pod an agent and the whole folder again, with no start', async () => {
     const { settled, syncOf } = probe();
     const before = await settled(WS, 'api', 0, '/tmp/mirror');
     const core = loadKubeConfig().makeApiClient(CoreV1Api);
@@ -263,9 +270,7 @@ describe('the environment loop on the kubernetes runtime', { timeout: 300_000 },
       const now = await core.listNamespacedPod({ namespace, labelSelector: 'den.dev/service=api' });
       return now.items.some((pod) => !old.includes(pod.metadata!.name!) && pod.status?.containerStatuses?.[0]?.ready);
     }, SYNC_TIMEOUT_MS);
-    // a start puts the agent into the new pod (the reconciler would, per the template's restart policy)
-    const reapplied = await reUp();
-    expect(reapplied).toContain('Started the agent of service api beside it');
+    // den starts the agent in the new pod by itself, and the sync sends the whole folder again
     const after = await settled(WS, 'api', 0, '/tmp/mirror');
     expect(after.targetHash).toBe(before.sourceHash);
     expect(await sh(treeListing('/tmp/mirror', MIRROR_PRUNE), 'api')).toBe(await sh(treeListing('~/src', MIRROR_PRUNE)));
