@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 // Small helpers the benchmarks share (bench/foundation.ts, bench/docker.ts, bench/templates.ts, bench/login.ts).
@@ -72,4 +73,41 @@ export function perUnit(before: { server: number; agent: number }, after: { serv
     [`den_server_cpu_${suffix}`]: Math.round((100 * (after.server - before.server)) / units) / 100,
     [`den_agent_cpu_${suffix}`]: Math.round((100 * (after.agent - before.agent)) / units) / 100,
   };
+}
+
+/**
+ * One-file edits at a steady rate: writes `source` (a fresh content each time), waits until
+ * `seen` (the same file as the service sees it) has that content, every `intervalMs`. Returns the
+ * latencies in ms, sorted, with p50/p99/max.
+ */
+export async function measureEdits(source: string, seen: string, edits: number, intervalMs: number): Promise<{ p50: number; p99: number; max: number; latencies: number[] }> {
+  const latencies: number[] = [];
+  for (let i = 0; i < edits; i++) {
+    const content = `edit ${i} ${randomBytes(8).toString('hex')}\n`;
+    const started = performance.now();
+    writeFileSync(source, content);
+    for (;;) {
+      if (readIfExists(seen) === content) break;
+      if (performance.now() - started > 10_000) throw new Error(`edit ${i} did not arrive within 10 s`);
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const latency = performance.now() - started;
+    latencies.push(latency);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, intervalMs - latency)));
+  }
+  latencies.sort((a, b) => a - b);
+  return {
+    p50: round(latencies[Math.floor(latencies.length * 0.5)]),
+    p99: round(latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]),
+    max: round(latencies.at(-1)!),
+    latencies,
+  };
+}
+
+function readIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
 }

@@ -17,7 +17,7 @@
 //   node bench/sync.ts [--edits 200] [--interval 100] [--files 10000] [--mb 200] [--idle 10]
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Dockerode from 'dockerode';
@@ -28,7 +28,7 @@ import { createDockerDriver } from '../server/runtimes/docker/driver.ts';
 import { startTestServer } from '../test/support/harness.ts';
 import { waitForWorkspaceReady } from '../test/support/templates.ts';
 import { api, setupOwner } from '../test/support/users.ts';
-import { median, numberOption, processCpuMs, round, waitFor } from './support.ts';
+import { measureEdits, median, numberOption, processCpuMs, round, waitFor } from './support.ts';
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 const EDITS = numberOption('--edits', 200);
@@ -104,10 +104,10 @@ try {
   // 1. one-file edits at a steady rate
   say(`${EDITS} edits, one every ${INTERVAL_MS} ms`);
   const source = join(home, 'edit', 'edited.txt');
-  const latencies = await editLatencies(source, join(editUpper, 'tmp', 'edit', 'edited.txt'));
-  results.edit_p50_ms = round(latencies[Math.floor(latencies.length * 0.5)]);
-  results.edit_p99_ms = round(latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * 0.99))]);
-  results.edit_max_ms = round(latencies.at(-1)!);
+  const edits = await measureEdits(source, join(editUpper, 'tmp', 'edit', 'edited.txt'), EDITS, INTERVAL_MS);
+  results.edit_p50_ms = edits.p50;
+  results.edit_p99_ms = edits.p99;
+  results.edit_max_ms = edits.max;
   results.den_reported_latency_ms = (await status('edit')).lastApplied?.latencyMs;
   const copies: number[] = [];
   for (let i = 0; i < 20; i++) {
@@ -122,9 +122,9 @@ try {
   say(`${EDITS} edits in a two-way service, one every ${INTERVAL_MS} ms`);
   const backContainer = containerOf('service', 'back');
   const backVolume = backContainer.Mounts.find((m) => m.Destination === '/tmp/back')!.Source;
-  const back = await editLatencies(join(backVolume, 'edited.txt'), join(home, 'back', 'edited.txt'));
-  results.two_way_edit_p50_ms = round(back[Math.floor(back.length * 0.5)]);
-  results.two_way_edit_p99_ms = round(back[Math.min(back.length - 1, Math.floor(back.length * 0.99))]);
+  const back = await measureEdits(join(backVolume, 'edited.txt'), join(home, 'back', 'edited.txt'), EDITS, INTERVAL_MS);
+  results.two_way_edit_p50_ms = back.p50;
+  results.two_way_edit_p99_ms = back.p99;
   results.two_way_conflicts = (await status('back')).conflicts;
   const copiesOut: number[] = [];
   for (let i = 0; i < 20; i++) {
@@ -195,33 +195,6 @@ try {
   await server.close();
 }
 process.stdout.write(`${JSON.stringify(results)}\n`);
-
-/** Writes --edits edits into `source`, one every --interval ms, each timed until `seen` reads the same; sorted. */
-async function editLatencies(source: string, seen: string): Promise<number[]> {
-  const latencies: number[] = [];
-  for (let i = 0; i < EDITS; i++) {
-    const content = `edit ${i} ${randomBytes(8).toString('hex')}\n`;
-    const started = performance.now();
-    writeFileSync(source, content);
-    for (;;) {
-      if (readIfExists(seen) === content) break;
-      if (performance.now() - started > 10_000) throw new Error(`edit ${i} did not arrive within 10 s`);
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
-    const latency = performance.now() - started;
-    latencies.push(latency);
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, INTERVAL_MS - latency)));
-  }
-  return latencies.sort((a, b) => a - b);
-}
-
-function readIfExists(path: string): string | undefined {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
 
 function countFiles(dir: string): number {
   if (!existsSync(dir)) return 0;

@@ -248,14 +248,14 @@ export class LineSplitter {
 
 // ---- the API: GET /api/v1/workspaces/:owner/:name/sync ----
 
-export const syncStateSchema = z.enum(['initialising', 'watching', 'applying', 'error', 'waiting']);
+export const syncStateSchema = z.enum(['initialising', 'watching', 'applying', 'error', 'waiting', 'shared']);
 export type SyncState = z.infer<typeof syncStateSchema>;
 
 export const syncStatusSchema = z.object({
   service: z.string(),
   from: z.string(),
   to: z.string(),
-  /** initialising: the first full copy runs; watching: converged and waiting for changes; applying: a batch is on its way; error: stopped (see lastError); waiting: an agent is not connected yet */
+  /** initialising: the first full copy runs; watching: converged and waiting for changes; applying: a batch is on its way; error: stopped (see lastError); waiting: an agent is not connected yet; shared: the service sees the workspace's folder itself, nothing is copied (the process runtime; watchMessage says so) */
   state: syncStateSchema,
   /** inotify, or scan when the watch limits were reached (watchMessage says so) */
   watchMode: syncWatchModeSchema.nullable(),

@@ -119,7 +119,7 @@ export function createDen(options: DenOptions): Den {
   const activity = createActivityRecorder(base.store.db, base.clock, (error) => base.log.warn({ err: error }, 'recording workspace activity failed'));
   const ssh = createSshGateway({ ...base, agents, liveAccess, activity, limits: sshLimits });
   const appHealth = createAppHealthMonitor({ db: base.store.db, clock: base.clock, log: base.log, agents, localAgents });
-  const syncs = createWorkspaceSyncs({ db: base.store.db, agents, events, clock: base.clock, log: base.log });
+  const syncs = createWorkspaceSyncs({ db: base.store.db, agents, events, clock: base.clock, log: base.log, support: base.driver.capabilities.sync });
   return {
     syncs,
     ...base,

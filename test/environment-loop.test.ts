@@ -10,7 +10,7 @@ import { runDen, type DenResult } from './support/den-cli.ts';
 import { dockerSkipReason } from './support/docker.ts';
 import { execInWorkspace } from './support/exec.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
-import { waitForWorkspaceReady } from './support/templates.ts';
+import { reApply, waitForWorkspaceReady } from './support/templates.ts';
 import { api, createUserWithToken, setupOwner, type Api, type TestUser } from './support/users.ts';
 
 /**
@@ -111,23 +111,7 @@ describe('the environment loop on the docker runtime', { timeout: 300_000 }, () 
   }
 
   /** Re-applies the workspace in place (`den update` to the same version) and returns that build's log. */
-  async function reUp(): Promise<string> {
-    const queued = await client.post(`${path}/update`);
-    expect(queued.status, JSON.stringify(queued.json)).toBe(202);
-    const number = queued.json.build.number as number;
-    const deadline = Date.now() + BUILD_TIMEOUT_MS;
-    for (;;) {
-      const build = (await client.get(`${path}/builds/${number}`)).json;
-      if (build.state === 'succeeded' || build.state === 'failed') break;
-      if (Date.now() > deadline) throw new Error(`build ${number} did not finish within ${BUILD_TIMEOUT_MS} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    const logs = await server.app.inject({ method: 'GET', url: `${path}/builds/${number}/logs`, headers: { authorization: `Bearer ${owner.token}`, accept: 'application/x-ndjson' } });
-    const lines = logs.body.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line)).flatMap((item) => item.lines ?? [item]) as { line: string }[];
-    const text = lines.map((entry) => entry.line).join('\n');
-    expect((await client.get(`${path}/builds/${number}`)).json.state, text).toBe('succeeded');
-    return text;
-  }
+  const reUp = () => reApply(server.app, client, owner.token, path, BUILD_TIMEOUT_MS);
 
   const buildRunsOf = async (name: string) => (await client.get(`${path}/env/runs?kind=task&name=${name}`)).json.runs as { trigger: string; version: string; state: string }[];
   const migrationsInService = async () => (await execInWorkspace(server.den, { workspaceId, agent: 'api' }, ['sh', '-c', 'wc -l < /tmp/migrations'])).stdout.trim();

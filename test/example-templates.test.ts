@@ -79,4 +79,26 @@ describe('example templates on the process runtime', () => {
     const services = new Set(logs.body.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line).service));
     expect([...services].sort()).toEqual(['api', 'db']);
   });
+
+  it('node-api\'s sync on the process runtime: shown as shared, and an edit in the workspace is what the api serves at once', async () => {
+    const sync = await client.get(`/api/v1/workspaces/${owner}/shop/sync`);
+    expect(sync.status).toBe(200);
+    expect(sync.json.items).toEqual([expect.objectContaining({ service: 'api', from: '~/app', to: '~/app', state: 'shared', inSync: true, lastError: null })]);
+    expect(sync.json.items[0].watchMessage).toContain('~/app is ~/app itself, so every edit is there at once and nothing is copied');
+    const workspaceId = (await client.get(`/api/v1/workspaces/${owner}/shop`)).json.id as string;
+    const routes = "module.exports = { '/hello': () => 'edited on the process runtime\\n' };\n";
+    const edit = await execInWorkspace(server.den, workspaceId, ['sh', '-c', 'printf %s "$1" > ~/app/routes.js', 'sh', routes]);
+    expect(edit.code, edit.stderr).toBe(0);
+    const fetchHello = ['node', '-e', 'fetch(process.env.API_URL + \'/hello\').then((r) => r.text()).then((t) => process.stdout.write(t))'];
+    await expect.poll(async () => (await execInWorkspace(server.den, workspaceId, fetchHello)).stdout, { timeout: 10_000, interval: 200 }).toBe('edited on the process runtime\n');
+  });
+
+  it('refuses, on the process runtime, a workspace whose template syncs a folder into another path, with a sentence', async () => {
+    const template = { name: 'sync-elsewhere', workspace: { image: 'den/base:latest' }, environment: { services: { api: { command: ['sleep', '1000'], sync: [{ from: '~/src', to: '/srv/app' }] } } } };
+    expect((await client.post('/api/v1/templates', { files: { 'template.yaml': JSON.stringify(template) }, activate: true })).status).toBe(201);
+    const created = await client.post('/api/v1/workspaces', { name: 'elsewhere', template: 'sync-elsewhere' });
+    expect(created.status).toBe(422);
+    expect(created.json.error.code).toBe('RUNTIME_CAPABILITY_MISSING');
+    expect(created.json.error.message).toContain('environment.services.api.sync[0] syncs ~/src into /srv/app, which the process runtime cannot do');
+  });
 });

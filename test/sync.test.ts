@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TemplateInput } from '../protocol/template.ts';
 import { dockerSyncSkip, listing, startDockerSyncHarness, SYNC_IMAGE, type DockerSyncHarness } from './support/docker-sync.ts';
+import { BURST_CHANGES, FIRST_CHANGES, MIRROR_EXCLUDE, MIRROR_PRUNE } from './support/sync.ts';
 import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.ts';
 
 /**
@@ -30,7 +31,7 @@ const mirrorTemplate: TemplateInput = {
       mirror: {
         image: IMAGE,
         command: ['sleep', 'infinity'],
-        sync: [{ from: '~/src', to: '/tmp/mirror', exclude: ['node_modules', '*.log', '!keep.log'] }],
+        sync: [{ from: '~/src', to: '/tmp/mirror', exclude: MIRROR_EXCLUDE }],
       },
       // /etc is root's: the service's user (den) cannot make a folder there
       locked: {
@@ -99,29 +100,14 @@ describe('live sync on the docker runtime', { timeout: 300_000 }, () => {
     expect(events.find((e) => e.kind === 'sync.error')?.message).toMatch(/locked service stopped: .*may not write/);
 
     const first = await settled('mirror', 'mirror');
-    await sh('mirror', [
-      'set -e; cd ~/src',
-      'mkdir -p lib/deep node_modules/dep && echo dep > node_modules/dep/index.js && echo noise > debug.log && echo kept > keep.log',
-      'echo one > lib/deep/a.txt && echo two > lib/b.txt && printf "#!/bin/sh\\necho run\\n" > run.sh && chmod 755 run.sh',
-      'ln -s lib/b.txt link-to-b && ln -s missing dangling',
-      'mv first.txt lib/renamed.txt',
-    ].join('\n'));
+    await sh('mirror', FIRST_CHANGES);
     const second = await settled('mirror', 'mirror', first.lastApplied!.batch);
-    await sh('mirror', [
-      'set -e; cd ~/src',
-      'rm -r lib/deep && chmod 600 lib/b.txt && rm link-to-b && ln -s lib/renamed.txt link-to-b',
-      // a burst like a branch switch: 1,000 files over 20 folders, some removed and renamed at once
-      'for d in $(seq 0 19); do mkdir -p burst/p$d; done',
-      'for i in $(seq 0 999); do echo "file $i" > burst/p$((i % 20))/f$i.ts; done',
-      'for i in $(seq 0 3 999); do rm burst/p$((i % 20))/f$i.ts; done',
-      'for i in $(seq 1 3 999); do mv burst/p$((i % 20))/f$i.ts burst/p$((i % 20))/r$i.ts; done',
-    ].join('\n'));
+    await sh('mirror', BURST_CHANGES);
     const third = await settled('mirror', 'mirror', second.lastApplied!.batch);
     expect(third.sourceHash).toBe(third.targetHash);
 
-    const prune = "\\( -name node_modules -o -name '*.log' ! -name keep.log \\) -prune -o";
-    const inWorkspace = await sh('mirror', listing('~/src', prune));
-    const inService = await sh('mirror', listing('/tmp/mirror', prune), 'mirror');
+    const inWorkspace = await sh('mirror', listing('~/src', MIRROR_PRUNE));
+    const inService = await sh('mirror', listing('/tmp/mirror', MIRROR_PRUNE), 'mirror');
     expect(inService).toBe(inWorkspace);
     expect(inWorkspace.split('\n').filter((line) => line.startsWith('f ')).length).toBeGreaterThan(600);
     expect(inService).toContain('l 777 ./link-to-b -> lib/renamed.txt');

@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
-import { accessSync, closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, closeSync, constants, existsSync, fchmodSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { SyncStreamDecoder, type SyncRecord, type SyncStreamEvent, type SyncTargetOpen, type SyncTargetStatus } from '../../protocol/sync.ts';
 import type { ChannelContext, ChannelHandler } from '../exec.ts';
 import { createExcludes, isMissing, TEMP_PREFIX, TreeScanner, treeHash } from './tree.ts';
@@ -240,11 +240,28 @@ function exists(path: string): boolean {
 function checkRoot(root: string): string | undefined {
   if (root === '/') return 'den does not sync into /; choose a folder such as /app.';
   try {
-    mkdirSync(root, { recursive: true });
+    makeRoot(root);
     accessSync(root, constants.W_OK);
     return undefined;
   } catch (error) {
     return syncErrorMessage(error, root);
+  }
+}
+
+/**
+ * Makes the folder and its parents. Node's recursive mkdir says ENOENT where the kernel said
+ * EROFS (a read-only mount, such as a Kubernetes Secret volume): the first missing folder is then
+ * made alone, which fails with the real reason.
+ */
+function makeRoot(root: string): void {
+  try {
+    mkdirSync(root, { recursive: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    let missing = root;
+    while (dirname(missing) !== missing && !existsSync(dirname(missing))) missing = dirname(missing);
+    mkdirSync(missing);
+    mkdirSync(root, { recursive: true });
   }
 }
 

@@ -39,7 +39,8 @@ describe('missingCapabilities', () => {
   });
 
   it('accepts what a runtime ignores: the process runtime runs node-api-like templates without limits or volumes', () => {
-    const processable = { ...demanding, environment: { services: { db: { ...demanding.environment!.services!.db, command: 'node db.js' }, api: demanding.environment!.services!.api } } };
+    const api = { ...demanding.environment!.services!.api, sync: [{ from: '~/app', to: '~/app' }, { from: 'lib/', to: '~/lib' }] };
+    const processable = { ...demanding, environment: { services: { db: { ...demanding.environment!.services!.db, command: 'node db.js' }, api } } };
     expect(missingCapabilities('process', PROCESS_CAPABILITIES, templateSchema.parse(processable))).toEqual([]);
   });
 
@@ -67,6 +68,14 @@ describe('missingCapabilities', () => {
     expect(missingCapabilities('docker', everything, templateSchema.parse(oneOff))).toEqual([]);
   });
 
+  it('refuses, on the process runtime, a sync into another folder than its own: nothing would copy it there', () => {
+    const api = { ...demanding.environment!.services!.api, sync: [{ from: '~/app', to: '~/app' }, { from: '~/app', to: '/app' }, { from: '~/src', to: '~/srv' }] };
+    const template = { ...demanding, environment: { services: { db: { ...demanding.environment!.services!.db, command: 'node db.js' }, api } } };
+    const missing = missingCapabilities('process', PROCESS_CAPABILITIES, templateSchema.parse(template));
+    expect(missing.map((m) => [m.feature, m.field])).toEqual([['sync', 'environment.services.api.sync[1]'], ['sync', 'environment.services.api.sync[2]']]);
+    expect(missing[0].message).toBe('environment.services.api.sync[1] syncs ~/app into /app, which the process runtime cannot do: its services run in the workspace\'s own home and see its files as they are, so only a folder synced onto the same path (to: ~/app) works there.');
+  });
+
   it('throws RUNTIME_CAPABILITY_MISSING with one sentence per feature and a validation per field', () => {
     let thrown: unknown;
     try {
@@ -77,6 +86,6 @@ describe('missingCapabilities', () => {
     expect(isAppError(thrown) && thrown.code).toBe('RUNTIME_CAPABILITY_MISSING');
     const error = thrown as { message: string; validations: { field: string }[] };
     expect(error.message).toContain('environment.services.db is given only as an image, without a command, which the process runtime does not support (serviceImages).');
-    expect(error.validations.map((v) => v.field)).toEqual(['environment.services.db']);
+    expect(error.validations.map((v) => v.field)).toEqual(['environment.services.db', 'environment.services.api.sync[0]']);
   });
 });

@@ -5,13 +5,15 @@ import type { TemplateSpec } from '../../protocol/template.ts';
  * How a runtime handles each template feature:
  *  - 'enforced': carried out as the template says;
  *  - 'ignored': accepted, and the workspace runs without it (the process runtime sets no
- *    resource limits, mounts no service volumes, and needs no sync: its services share the
- *    workspace's home; kubernetes does not sync yet);
- *    restartAfterSync (`afterSync: restart`) needs a service process den can restart in place:
- *    docker runs it under den's supervisor (agent/supervise.ts); the others refuse it;
+ *    resource limits and mounts no service volumes);
+ *  - 'shared' (sync only): the services see the workspace's own files (the process runtime runs
+ *    them in its home), so a sync of a folder onto the same path needs no copy and shows as
+ *    `shared`; a sync into any other path is refused, since nothing would copy it;
  *  - 'unsupported': a workspace that needs it cannot work, so creating one is refused.
+ * restartAfterSync (`afterSync: restart`) needs a service process den can restart in place:
+ * docker runs it under den's supervisor (agent/supervise.ts); the others refuse it.
  */
-export type CapabilitySupport = 'enforced' | 'ignored' | 'unsupported';
+export type CapabilitySupport = 'enforced' | 'ignored' | 'shared' | 'unsupported';
 
 export type RuntimeFeature = 'serviceImages' | 'serviceVolumes' | 'resources' | 'dependsOn' | 'sync' | 'ports' | 'serviceAgents' | 'restartAfterSync' | 'oneOffRuns';
 
@@ -46,6 +48,16 @@ export function missingCapabilities(runtime: string, capabilities: RuntimeCapabi
     if ((service.volumes?.length ?? 0) > 0 && lacks('serviceVolumes')) add('serviceVolumes', `${field}.volumes`, 'mounts volumes');
     if ((service.dependsOn?.length ?? 0) > 0 && lacks('dependsOn')) add('dependsOn', `${field}.dependsOn`, 'orders services');
     if ((service.sync?.length ?? 0) > 0 && lacks('sync')) add('sync', `${field}.sync`, 'syncs files from the workspace');
+    if (capabilities.sync === 'shared') {
+      (service.sync ?? []).forEach((sync, index) => {
+        if (sameFolder(sync.from, sync.to)) return;
+        missing.push({
+          feature: 'sync',
+          field: `${field}.sync[${index}]`,
+          message: `${field}.sync[${index}] syncs ${sync.from} into ${sync.to}, which the ${runtime} runtime cannot do: its services run in the workspace's own home and see its files as they are, so only a folder synced onto the same path (to: ${sync.from}) works there.`,
+        });
+      });
+    }
     if ((service.ports?.length ?? 0) > 0 && lacks('ports')) add('ports', `${field}.ports`, 'exposes ports');
     if (service.agent && lacks('serviceAgents')) add('serviceAgents', `${field}.agent`, 'asks for an agent beside the service');
     if (service.afterSync === 'restart' && lacks('restartAfterSync')) add('restartAfterSync', `${field}.afterSync`, 'restarts the service\'s process after each sync');
@@ -56,6 +68,15 @@ export function missingCapabilities(runtime: string, capabilities: RuntimeCapabi
     }
   }
   return missing;
+}
+
+/** Whether a sync's two paths name the same folder of a shared home (`~/app`, `~/app/`, `app` are one). */
+export function sameFolder(from: string, to: string): boolean {
+  const normal = (path: string) => {
+    const inHome = path === '~' ? '' : path.startsWith('~/') ? path.slice(2) : path.startsWith('/') ? undefined : path;
+    return inHome === undefined ? `/${path.split('/').filter(Boolean).join('/')}` : `~/${inHome.split('/').filter((part) => part && part !== '.').join('/')}`;
+  };
+  return normal(from) === normal(to);
 }
 
 /** Throws RUNTIME_CAPABILITY_MISSING, naming every missing feature, when the runtime cannot run the template. */

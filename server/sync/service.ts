@@ -5,6 +5,7 @@ import { AppError } from '../../protocol/errors.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
 import type { Clock } from '../store/time.ts';
 import type { EventBus } from '../events/bus.ts';
+import type { CapabilitySupport } from '../runtimes/capabilities.ts';
 import type { Database } from '../store/schema.ts';
 import { getTemplateVersionById } from '../templates/store.ts';
 import { recordWorkspaceEvent } from '../workspaces/events.ts';
@@ -28,6 +29,8 @@ export interface WorkspaceSyncDeps {
   events: EventBus;
   clock: Clock;
   log: { warn(details: object, message: string): void };
+  /** the runtime's `sync` capability: enforced runs the syncs, shared shows them as the same folder, anything else runs none */
+  support: CapabilitySupport;
 }
 
 /**
@@ -37,6 +40,8 @@ export interface WorkspaceSyncDeps {
  */
 export function createWorkspaceSyncs(deps: WorkspaceSyncDeps): WorkspaceSyncs {
   const byWorkspace = new Map<string, SyncRunner[]>();
+  /** on a runtime whose services see the workspace's own files: the declared syncs, shown as such while the workspace runs */
+  const shared = new Map<string, SyncStatus[]>();
   let unsubscribe: (() => void) | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
 
@@ -51,6 +56,11 @@ export function createWorkspaceSyncs(deps: WorkspaceSyncDeps): WorkspaceSyncs {
     if (byWorkspace.has(workspaceId)) return;
     const specs = await syncSpecsOf(deps.db, workspaceId);
     if (specs.length === 0 || byWorkspace.has(workspaceId)) return;
+    if (deps.support === 'shared') {
+      shared.set(workspaceId, specs.map(sharedStatus));
+      return;
+    }
+    if (deps.support !== 'enforced') return;
     const runners = specs.map((spec) => new SyncRunner(workspaceId, spec, { agents: deps.agents, event: event(workspaceId), now: () => deps.clock.now() }));
     byWorkspace.set(workspaceId, runners);
     runners.forEach(launch);
@@ -58,6 +68,7 @@ export function createWorkspaceSyncs(deps: WorkspaceSyncDeps): WorkspaceSyncs {
   const stopFor = (workspaceId: string) => {
     for (const runner of byWorkspace.get(workspaceId) ?? []) runner.stop();
     byWorkspace.delete(workspaceId);
+    shared.delete(workspaceId);
   };
   const retryWaiting = (workspaceId?: string) => {
     for (const [id, runners] of byWorkspace) {
@@ -68,12 +79,13 @@ export function createWorkspaceSyncs(deps: WorkspaceSyncDeps): WorkspaceSyncs {
 
   return {
     status(workspaceId) {
-      return (byWorkspace.get(workspaceId) ?? []).map((runner) => runner.status);
+      return shared.get(workspaceId) ?? (byWorkspace.get(workspaceId) ?? []).map((runner) => runner.status);
     },
     async restart(workspaceId, service) {
       const runners = byWorkspace.get(workspaceId);
       if (!runners) {
         await startFor(workspaceId);
+        if (shared.has(workspaceId)) return;
         if (!byWorkspace.has(workspaceId)) throw new AppError('SYNC_NOT_FOUND', 'This workspace syncs nothing while it runs: its template declares no `sync` on any service, or the workspace is not running. Start it first.');
         return;
       }
@@ -106,6 +118,16 @@ export function createWorkspaceSyncs(deps: WorkspaceSyncDeps): WorkspaceSyncs {
       clearInterval(retryTimer);
       for (const id of [...byWorkspace.keys()]) stopFor(id);
     },
+  };
+}
+
+/** A sync the runtime meets by sharing the folder (capabilities.ts 'shared'): nothing to copy, and the status says why. */
+function sharedStatus(spec: SyncSpec): SyncStatus {
+  return {
+    service: spec.service, from: spec.from, to: spec.to, mode: spec.mode ?? 'one-way', state: 'shared', watchMode: null, pendingFiles: 0, lastApplied: null, lastError: null,
+    lastReturned: null, conflicts: 0, lastConflict: null, lastRestart: null,
+    watchMessage: `The ${spec.service} service runs in the workspace's own home on this runtime: ${spec.to} is ${spec.from} itself, so every edit is there at once and nothing is copied.`,
+    sourceHash: null, targetHash: null, inSync: true, resyncs: 0,
   };
 }
 

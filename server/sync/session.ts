@@ -56,9 +56,13 @@ export function closeSessions(source: ExecSession | undefined, target: ExecSessi
   target?.stdio.destroy();
 }
 
-/** Calls `then` once the session has ended and the last of `readable` (its status lines) was read: an agent that stopped the sync said why first. */
+/**
+ * Calls `then` once the session has ended and the last of `readable` (its status lines) was read:
+ * an agent that stopped the sync said why first. Only the reading side is awaited: a target's
+ * writing side, fed by the source, never ends when its link is lost.
+ */
 export function afterEnd(session: ExecSession, readable: NodeJS.ReadableStream, then: () => void): void {
-  void session.exit.catch(() => undefined).then(() => finished(readable).catch(() => undefined)).then(then);
+  void session.exit.catch(() => undefined).then(() => finished(readable, { writable: false }).catch(() => undefined)).then(then);
 }
 
 export function parseJson(line: string): unknown {

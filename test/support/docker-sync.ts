@@ -8,6 +8,7 @@ import { expect } from 'vitest';
 import type { SyncStatus } from '../../protocol/sync.ts';
 import { runDen, type DenResult } from './den-cli.ts';
 import { startTestServer, type TestServer } from './harness.ts';
+import { syncProbe, treeListing } from './sync.ts';
 import { api, setupOwner, type Api, type TestUser } from './users.ts';
 
 /** What the live sync tests on the docker runtime share: a server with the docker driver, the CLI, the sync status. */
@@ -65,23 +66,7 @@ export async function startDockerSyncHarness(): Promise<DockerSyncHarness> {
     expect(result, result.stderr).toMatchObject({ code: 0 });
     return result.stdout;
   };
-  const syncOf = async (workspace: string, service: string): Promise<SyncStatus> => {
-    const response = await client.get(`/api/v1/workspaces/${user.username}/${workspace}/sync`);
-    expect(response.status, JSON.stringify(response.json)).toBe(200);
-    const found = (response.json.items as SyncStatus[]).find((item) => item.service === service);
-    if (!found) throw new Error(`no sync of ${service}: ${JSON.stringify(response.json)}`);
-    return found;
-  };
-  const settled = async (workspace: string, service: string, since = 0): Promise<SyncStatus> => {
-    const deadline = Date.now() + SYNC_TIMEOUT_MS;
-    for (;;) {
-      const status = await syncOf(workspace, service);
-      if (status.state === 'error') throw new Error(`the sync stopped: ${status.lastError}`);
-      if (status.state === 'watching' && status.inSync && status.pendingFiles === 0 && (status.lastApplied?.batch ?? 0) > since) return status;
-      if (Date.now() > deadline) throw new Error(`the sync of ${service} did not settle within ${SYNC_TIMEOUT_MS} ms: ${JSON.stringify(status)}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  };
+  const { syncOf, settled } = syncProbe(client, user.username, SYNC_TIMEOUT_MS);
   return {
     server, user, client, instance, den, sh, syncOf, settled,
     async close() {
@@ -92,6 +77,4 @@ export async function startDockerSyncHarness(): Promise<DockerSyncHarness> {
 }
 
 /** Every path under `dir` with its type, mode, symlink target and content hash, sorted: the same listing in any container. */
-export function listing(dir: string, prune: string): string {
-  return `cd ${dir} && find . ${prune} -mindepth 1 -printf '%y %m %p -> %l\\n' | sort && find . ${prune} -type f -print0 | sort -z | xargs -0 -r sha256sum`;
-}
+export const listing = treeListing;

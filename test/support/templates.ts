@@ -1,5 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { expect } from 'vitest';
 import type { Api } from './users.ts';
 
 /** A template folder as the push API takes it: relative path -> UTF-8 content. */
@@ -32,4 +34,26 @@ export async function waitForWorkspaceReady(client: Api, owner: string, name: st
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/**
+ * Re-applies a workspace in place (`den update` to the same version), waits for that build and
+ * returns its log; fails the test with the log when the build did not succeed.
+ */
+export async function reApply(app: FastifyInstance, client: Api, token: string, path: string, timeoutMs: number): Promise<string> {
+  const queued = await client.post(`${path}/update`);
+  expect(queued.status, JSON.stringify(queued.json)).toBe(202);
+  const number = queued.json.build.number as number;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const build = (await client.get(`${path}/builds/${number}`)).json;
+    if (build.state === 'succeeded' || build.state === 'failed') break;
+    if (Date.now() > deadline) throw new Error(`build ${number} did not finish within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const logs = await app.inject({ method: 'GET', url: `${path}/builds/${number}/logs`, headers: { authorization: `Bearer ${token}`, accept: 'application/x-ndjson' } });
+  const lines = logs.body.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line)).flatMap((item) => item.lines ?? [item]) as { line: string }[];
+  const text = lines.map((entry) => entry.line).join('\n');
+  expect((await client.get(`${path}/builds/${number}`)).json.state, text).toBe('succeeded');
+  return text;
 }

@@ -18,7 +18,7 @@ import {
 } from './objects.ts';
 import { beyondEveryNode } from './capacity.ts';
 import { deleteExpiredOneOffs, runOneOffPod } from './one-off.ts';
-import { ensureServiceAgent } from './service-agent.ts';
+import { createServiceAgentKeeper, ensureServiceAgent } from './service-agent.ts';
 import { createClusterWatch, IMAGE_REASONS } from './watch.ts';
 
 /** den's workspace images, which carry the agent (workspace-images/: den/base, den/node) */
@@ -89,6 +89,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
 
   const starting = new Set<string>();
   const locks = createVerbLocks();
+  const agentKeeper = createServiceAgentKeeper({ kc, watch, busy: (workspaceId) => locks.active(workspaceId), log: options.log });
   const namespaceOf = (workspaceId: string) => names.namespace(instance, workspaceId);
 
   /** One verb at a time per workspace; Kubernetes' failures become sentences saying what den was doing. */
@@ -224,6 +225,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     const found = await ensureServiceAgent(kc, { namespace, pod: pod.metadata!.name!, agentUrl, tokenEnv: token.env }).catch((error: Error) => {
       throw new AppError('RUNTIME_ERROR', `The agent of service ${service.name} could not be started: ${error.message}. Its image must be glibc-based for den's agent to run in it.`);
     });
+    agentKeeper.remember(plan.workspace.id, namespace, labelValue(service.name), pod, { agentUrl, tokenEnv: token.env });
     context.log(found === 'running'
       ? `The agent of service ${service.name} is already running.`
       : `Started the agent of service ${service.name} beside it (${service.agent.delivery.kind === 'image' ? 'from its image' : 'from the downloaded bundle, mounted read-only'}).`);
@@ -395,6 +397,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   /** Scales the workspace and its services to zero and drops the agent token; claims stay. */
   async function scaleDown(workspaceId: string, context?: DriverContext): Promise<void> {
     const namespace = namespaceOf(workspaceId);
+    agentKeeper.forget(namespace);
     const deployments = await ignoreMissing(apps.listNamespacedDeployment({ namespace, labelSelector: selector(instance, workspaceId) }));
     for (const deployment of deployments?.items ?? []) {
       if (deployment.spec?.replicas === 0) continue;
@@ -408,6 +411,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
 
   async function removeNamespace(workspaceId: string, context?: DriverContext): Promise<void> {
     const namespace = namespaceOf(workspaceId);
+    agentKeeper.forget(namespace);
     const existing = await ignoreMissing(core.readNamespace({ name: namespace }));
     if (!existing) return;
     if (existing.metadata?.labels?.[LABEL_INSTANCE] !== instance) return; // not ours: never deleted
@@ -454,9 +458,9 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
   const driver: KubernetesDriver = {
     name: 'kubernetes',
     isolation: { sandboxed: true },
-    // Files are not synced into services yet; pids limits are not per pod in Kubernetes (see startWorkspace).
+    // pids limits are not per pod in Kubernetes (see startWorkspace).
     capabilities: Object.freeze({
-      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced', serviceAgents: 'enforced', oneOffRuns: 'enforced',
+      serviceImages: 'enforced', serviceVolumes: 'enforced', resources: 'enforced', dependsOn: 'enforced', sync: 'enforced', ports: 'enforced', serviceAgents: 'enforced', oneOffRuns: 'enforced',
       restartAfterSync: 'unsupported',
     }),
     agentDelivery: Object.freeze(['image', 'download'] as const),
@@ -521,9 +525,9 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
       }
       const name = pod.metadata!.name!;
       if (!logOptions.follow) {
-        const text = await core.readNamespacedPodLog({ name, namespace, container: SERVICE_CONTAINER, ...(logOptions.tail !== undefined ? { tailLines: logOptions.tail } : {}) })
+        const text = await core.readNamespacedPodLog({ name, namespace, container: SERVICE_CONTAINER, timestamps: true, ...(logOptions.tail !== undefined ? { tailLines: logOptions.tail } : {}) })
           .catch((error: unknown) => { throw toAppError(error, 'reading a service log'); });
-        const lines = splitLines(text).map((line) => ({ stream: 'stdout' as const, line }));
+        const lines = splitLines(text).map(timedLine);
         return (async function* () { yield* lines; })();
       }
       return followLog(kc, namespace, name, logOptions);
@@ -559,6 +563,7 @@ export async function createKubernetesDriver(options: KubernetesDriverOptions): 
     },
 
     async close() {
+      agentKeeper.close();
       watch.close();
       await access.close();
     },
@@ -672,10 +677,11 @@ function eventSentence(event: CoreV1Event, what: string): string {
  * signal aborts. A request of its own over node:https (client-node's Log drops tailLines 0, and
  * its stream throws out of reach when aborted).
  */
-async function followLog(kc: KubeConfig, namespace: string, pod: string, options: { tail?: number; signal: AbortSignal }): Promise<AsyncIterable<{ stream: 'stdout'; line: string }>> {
+async function followLog(kc: KubeConfig, namespace: string, pod: string, options: { tail?: number; signal: AbortSignal }): Promise<AsyncIterable<{ stream: 'stdout'; line: string; at?: string }>> {
   const url = new URL(`${kc.getCurrentCluster()!.server}/api/v1/namespaces/${namespace}/pods/${pod}/log`);
   url.searchParams.set('container', SERVICE_CONTAINER);
   url.searchParams.set('follow', 'true');
+  url.searchParams.set('timestamps', 'true');
   if (options.tail !== undefined) url.searchParams.set('tailLines', String(options.tail));
   const requestOptions: https.RequestOptions = { method: 'GET', headers: {} };
   await kc.applyToHTTPSOptions(requestOptions);
@@ -700,14 +706,14 @@ async function followLog(kc: KubeConfig, namespace: string, pod: string, options
       for await (const chunk of response) {
         const parts = (pending + (chunk as string)).split('\n');
         pending = parts.pop() ?? '';
-        for (const line of parts) yield { stream: 'stdout' as const, line: line.replace(/\r$/, '') };
+        for (const line of parts) yield timedLine(line.replace(/\r$/, ''));
         // a service that never writes a newline is cut into lines, not buffered without end
         if (pending.length > MAX_LINE_CHARS) {
-          yield { stream: 'stdout' as const, line: pending };
+          yield timedLine(pending);
           pending = '';
         }
       }
-      if (pending) yield { stream: 'stdout' as const, line: pending };
+      if (pending) yield timedLine(pending);
     } catch (error) {
       if (!options.signal.aborted) throw toAppError(error, 'reading a service log');
     } finally {
@@ -751,6 +757,16 @@ async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs:
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
+
+/** A log line read with `timestamps=true`: the kubelet's RFC 3339 time of the line, then the line as written. */
+function timedLine(raw: string): { stream: 'stdout'; line: string; at?: string } {
+  const stamp = KUBELET_TIMESTAMP.exec(raw);
+  const at = stamp ? new Date(stamp[1]) : undefined;
+  // a piece of an overlong line has no time of its own
+  if (!stamp || !at || Number.isNaN(at.getTime())) return { stream: 'stdout', line: raw };
+  return { stream: 'stdout', line: raw.slice(stamp[0].length), at: at.toISOString() };
+}
+const KUBELET_TIMESTAMP = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) /;
 
 /** Lines of a log (service containers have a terminal: \r\n line ends). */
 function splitLines(text: string): string[] {

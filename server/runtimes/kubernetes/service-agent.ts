@@ -1,7 +1,8 @@
 import { PassThrough } from 'node:stream';
-import { Exec, type KubeConfig } from '@kubernetes/client-node';
+import { Exec, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { AGENT_COMMAND } from '../agent-bundle.ts';
-import { SERVICE_AGENT_TOKEN_DIR, SERVICE_AGENT_TOKEN_FILE, SERVICE_CONTAINER } from './objects.ts';
+import { LABEL_SERVICE, SERVICE_AGENT_TOKEN_DIR, SERVICE_AGENT_TOKEN_FILE, SERVICE_CONTAINER } from './objects.ts';
+import type { ClusterWatch } from './watch.ts';
 
 /** How long starting an agent beside a service may take (one exec of a short Node script). */
 const EXEC_TIMEOUT_MS = 30_000;
@@ -63,4 +64,80 @@ async function execCollect(kc: KubeConfig, namespace: string, pod: string, comma
   });
   await new Promise((resolve) => setImmediate(resolve)); // the status message comes just before the close
   return { stdout, stderr, failure };
+}
+
+/** Where an agent beside a service dials, and the variable its token goes in (what ensureServiceAgent needs besides the pod). */
+export interface ServiceAgentTarget {
+  agentUrl: string;
+  tokenEnv: string;
+}
+
+export interface ServiceAgentKeeper {
+  /** A start put the agent of `service` (its label value) into `pod`: a pod that replaces it, or its container run again, gets one too. */
+  remember(workspaceId: string, namespace: string, service: string, pod: V1Pod, target: ServiceAgentTarget): void;
+  /** The workspace stopped or went away: its service pods get no agent but from a start. */
+  forget(namespace: string): void;
+  close(): void;
+}
+
+/** how many times the service container of a pod ran again: a run that den started no agent in is a new key */
+const containerRuns = (pod: V1Pod) => pod.status?.containerStatuses?.find((status) => status.name === SERVICE_CONTAINER)?.restartCount ?? 0;
+
+/**
+ * Starts the agent again in a service pod that replaced one den started it in (deleted, evicted,
+ * rescheduled), or in a service container that ran again (its processes, the agent with them,
+ * are gone), once the container is ready, outside any verb on the workspace (a start does it
+ * itself). The pod mounts the same token Secret, so the agent connects as before; a sync into the
+ * service then sends its folder again (server/sync). Kept in memory: after a den restart, a
+ * start does it.
+ */
+export function createServiceAgentKeeper(deps: {
+  kc: KubeConfig;
+  watch: Pick<ClusterWatch, 'onChange' | 'pods'>;
+  /** whether a verb on the workspace runs: it starts the agents itself */
+  busy(workspaceId: string): boolean;
+  log: { info(details: object, message: string): void; warn(details: object, message: string): void };
+}): ServiceAgentKeeper {
+  /** per namespace: each service's agent target, and per pod the container run den started an agent in */
+  const byNamespace = new Map<string, { agents: Map<string, ServiceAgentTarget>; started: Map<string, number>; unwatch: () => void }>();
+
+  const onPod = async (workspaceId: string, namespace: string, pod: V1Pod) => {
+    const entry = byNamespace.get(namespace);
+    const name = pod.metadata?.name;
+    const service = pod.metadata?.labels?.[LABEL_SERVICE];
+    const target = service === undefined ? undefined : entry?.agents.get(service);
+    const runs = containerRuns(pod);
+    if (!entry || !target || !name || entry.started.get(name) === runs || pod.metadata?.deletionTimestamp || deps.busy(workspaceId)) return;
+    if (!pod.status?.containerStatuses?.find((status) => status.name === SERVICE_CONTAINER)?.ready) return;
+    entry.started.set(name, runs);
+    // bounded: only pods that still exist are kept
+    const alive = new Set(deps.watch.pods(namespace).map((p) => p.metadata?.name));
+    for (const known of entry.started.keys()) if (!alive.has(known) && known !== name) entry.started.delete(known);
+    try {
+      const found = await ensureServiceAgent(deps.kc, { namespace, pod: name, ...target });
+      deps.log.info({ workspaceId, service, pod: name, found }, 'started the agent in a service pod whose agent went away');
+    } catch (error) {
+      deps.log.warn({ workspaceId, service, pod: name, err: error }, 'could not start the agent in a service pod whose agent went away; a start of the workspace does it');
+    }
+  };
+
+  return {
+    remember(workspaceId, namespace, service, pod, target) {
+      let entry = byNamespace.get(namespace);
+      if (!entry) {
+        const unwatch = deps.watch.onChange(namespace, ({ pod: changed }) => { if (changed) void onPod(workspaceId, namespace, changed); });
+        entry = { agents: new Map(), started: new Map(), unwatch };
+        byNamespace.set(namespace, entry);
+      }
+      entry.agents.set(service, target);
+      entry.started.set(pod.metadata!.name!, containerRuns(pod));
+    },
+    forget(namespace) {
+      byNamespace.get(namespace)?.unwatch();
+      byNamespace.delete(namespace);
+    },
+    close() {
+      for (const namespace of [...byNamespace.keys()]) this.forget(namespace);
+    },
+  };
 }

@@ -414,10 +414,11 @@ export function createProcessDriver(options: ProcessDriverOptions): RuntimeDrive
 
 /**
  * Services are processes here (no images); resource limits and service volumes are accepted and
- * not applied, so templates written for docker still run on the embedded default.
+ * not applied, so templates written for docker still run on the embedded default. Services run
+ * in the workspace's home, so a sync of a folder onto its own path is that folder (`shared`).
  */
 export const PROCESS_CAPABILITIES: RuntimeCapabilities = Object.freeze({
-  serviceImages: 'unsupported', serviceVolumes: 'ignored', resources: 'ignored', dependsOn: 'enforced', sync: 'ignored', ports: 'enforced',
+  serviceImages: 'unsupported', serviceVolumes: 'ignored', resources: 'ignored', dependsOn: 'enforced', sync: 'shared', ports: 'enforced',
   serviceAgents: 'enforced', restartAfterSync: 'unsupported', oneOffRuns: 'unsupported',
 });
 
