@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 
 // Small helpers the benchmarks share (bench/foundation.ts, bench/docker.ts, bench/templates.ts, bench/login.ts).
@@ -72,4 +74,18 @@ export function perUnit(before: { server: number; agent: number }, after: { serv
     [`den_server_cpu_${suffix}`]: Math.round((100 * (after.server - before.server)) / units) / 100,
     [`den_agent_cpu_${suffix}`]: Math.round((100 * (after.agent - before.agent)) / units) / 100,
   };
+}
+
+/**
+ * The tree the sync benchmarks copy (bench/sync.ts, bench/sync-pair.ts): `files` files of random
+ * bytes totalling about `megabytes` MB, in 100 x 7 folders.
+ */
+export function writeTree(root: string, files: number, megabytes: number): void {
+  const perFile = Math.floor((megabytes * 1_000_000) / files);
+  const filler = randomBytes(perFile * 2);
+  for (let i = 0; i < files; i++) {
+    const dir = join(root, `d${i % 100}`, `e${i % 7}`);
+    if (i < 700) mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, `file${i}.bin`), filler.subarray(i % perFile, (i % perFile) + perFile));
+  }
 }

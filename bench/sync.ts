@@ -26,7 +26,7 @@ import { createDockerDriver } from '../server/runtimes/docker/driver.ts';
 import { startTestServer } from '../test/support/harness.ts';
 import { waitForWorkspaceReady } from '../test/support/templates.ts';
 import { api, setupOwner } from '../test/support/users.ts';
-import { median, numberOption, processCpuMs, round, waitFor } from './support.ts';
+import { median, numberOption, processCpuMs, round, waitFor, writeTree } from './support.ts';
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 const EDITS = numberOption('--edits', 200);
@@ -141,13 +141,7 @@ try {
   // 3. initial sync of a large tree against docker cp
   say(`writing ${FILES} files / ${MEGABYTES} MB into the workspace`);
   const tree = join(home, 'big');
-  const perFile = Math.floor((MEGABYTES * 1_000_000) / FILES);
-  const filler = randomBytes(perFile * 2);
-  for (let i = 0; i < FILES; i++) {
-    const dir = join(tree, `d${i % 100}`, `e${i % 7}`);
-    if (i < 700) mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, `file${i}.bin`), filler.subarray(i % perFile, (i % perFile) + perFile));
-  }
+  writeTree(tree, FILES, MEGABYTES);
   await settled('big', (await status('big')).lastApplied?.batch ?? 0);
   execFileSync('docker', ['exec', bigContainer, 'rm', '-rf', '/tmp/big']);
   say('initial sync (den sync restart after emptying the target)');
