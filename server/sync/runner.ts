@@ -1,13 +1,11 @@
-import { finished } from 'node:stream/promises';
 import { isAppError } from '../../protocol/errors.ts';
 import {
   LineSplitter, MAX_SYNC_LINE_BYTES, syncSourceStatusSchema, syncTargetStatusSchema,
   type SyncSourceStatus, type SyncStatus, type SyncTargetStatus,
 } from '../../protocol/sync.ts';
-import type { ChannelSpec } from '../../protocol/agent.ts';
 import { MAIN_AGENT } from '../../protocol/agent.ts';
-import { createExecSession } from '../agents/exec-session.ts';
-import type { AgentHub, AgentRef, ExecSession } from '../agents/hub-types.ts';
+import type { AgentHub, AgentRef } from '../agents/hub-types.ts';
+import { openSyncPipe, type SyncPipe } from './relay.ts';
 
 /** One sync of a service, as the template declares it. */
 export interface SyncSpec {
@@ -26,8 +24,6 @@ export interface SyncRunnerDeps {
   now(): Date;
 }
 
-/** The server's receive window for the op stream: large enough for a bulk copy at disk speed, one per running sync. */
-const STREAM_WINDOW = 2 * 1024 * 1024;
 /** Consecutive full copies whose hashes still disagree before the sync stops with an error (something in the service writes into the folder). */
 const MAX_RESYNCS_IN_A_ROW = 3;
 /** Source hashes kept while their batch is on its way. */
@@ -43,8 +39,7 @@ export class SyncRunner {
   readonly spec: SyncSpec;
   private readonly deps: SyncRunnerDeps;
   private readonly workspaceId: string;
-  private source: ExecSession | undefined;
-  private target: ExecSession | undefined;
+  private pipe: SyncPipe | undefined;
   private stopped = false;
   private sourceHashes = new Map<number, string>();
   private resyncsInARow = 0;
@@ -65,12 +60,12 @@ export class SyncRunner {
   }
 
   get running(): boolean {
-    return this.source !== undefined;
+    return this.pipe !== undefined;
   }
 
   /** Opens both channels; resolves once they run. An agent that is not connected leaves the sync `waiting` (start again later). */
   async start(): Promise<void> {
-    if (this.stopped || this.source) return;
+    if (this.stopped || this.pipe) return;
     const serviceAgent: AgentRef = { workspaceId: this.workspaceId, agent: this.spec.service };
     const mainAgent: AgentRef = { workspaceId: this.workspaceId, agent: MAIN_AGENT };
     if (!this.deps.agents.isConnected(serviceAgent) || !this.deps.agents.isConnected(mainAgent)) {
@@ -81,41 +76,37 @@ export class SyncRunner {
     this.sourceHashes.clear();
     this.lastSourceBatch = 0;
     this.lastAppliedBatch = 0;
-    let target: ExecSession;
-    let source: ExecSession;
-    try {
-      target = await openSession(this.deps.agents, serviceAgent, { kind: 'sync-target', root: this.spec.to, exclude: this.spec.exclude });
-    } catch (error) {
-      return this.fail(error);
-    }
-    try {
-      source = await openSession(this.deps.agents, mainAgent, { kind: 'sync-source', root: this.spec.from, exclude: this.spec.exclude });
-    } catch (error) {
-      target.stdio.destroy();
-      return this.fail(error);
-    }
-    if (this.stopped) {
-      target.stdio.destroy();
-      source.stdio.destroy();
-      return;
-    }
-    this.source = source;
-    this.target = target;
-    source.stdio.pipe(target.stdio);
     const sourceLines = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => this.onSourceLine(line));
     const targetLines = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => this.onTargetLine(line));
-    source.stderr.on('data', (chunk: Buffer) => this.guard(() => sourceLines.push(chunk)));
-    target.stdio.on('data', (chunk: Buffer) => this.guard(() => targetLines.push(chunk)));
-    const ended = (side: string) => () => {
-      if (this.source !== source) return;
+    let pipe: SyncPipe | undefined;
+    let endedWhileOpening: 'source' | 'target' | undefined;
+    const ended = (side: 'source' | 'target') => {
+      if (!pipe) {
+        endedWhileOpening = side;
+        return;
+      }
+      if (this.pipe !== pipe) return;
       this.detach();
       // an error line came first when an agent stopped the sync; otherwise the link went away
-      if (this.status.state !== 'error' && !this.stopped) this.status = { ...this.status, state: 'waiting', lastError: `The ${side} agent went away; the sync resumes when it is back.` };
+      const who = side === 'source' ? 'workspace' : `${this.spec.service} service's`;
+      if (this.status.state !== 'error' && !this.stopped) this.status = { ...this.status, state: 'waiting', lastError: `The ${who} agent went away; the sync resumes when it is back.` };
     };
-    // after the last status line was read: an agent that stopped the sync said why first
-    const drainedThen = (readable: NodeJS.ReadableStream, then: () => void) => finished(readable).catch(() => undefined).then(then);
-    source.exit.catch(() => undefined).then(() => drainedThen(source.stderr, ended('workspace')));
-    target.exit.catch(() => undefined).then(() => drainedThen(target.stdio, ended(`${this.spec.service} service's`)));
+    try {
+      pipe = await openSyncPipe(this.deps.agents,
+        { agent: mainAgent, spec: { kind: 'sync-source', root: this.spec.from, exclude: this.spec.exclude } },
+        { agent: serviceAgent, spec: { kind: 'sync-target', root: this.spec.to, exclude: this.spec.exclude } },
+        {
+          sourceStatus: (bytes) => this.guard(() => sourceLines.push(bytes)),
+          targetStatus: (bytes) => this.guard(() => targetLines.push(bytes)),
+          ended,
+        });
+    } catch (error) {
+      return this.fail(error);
+    }
+    this.pipe = pipe;
+    // stopped, or a side failed or went away while the other was opening
+    if (this.stopped || this.status.state === 'error') return this.detach();
+    if (endedWhileOpening) ended(endedWhileOpening);
   }
 
   /** Ends both channels; the runner is not started again. */
@@ -125,12 +116,9 @@ export class SyncRunner {
   }
 
   private detach(): void {
-    const { source, target } = this;
-    this.source = undefined;
-    this.target = undefined;
-    source?.stdio.unpipe();
-    source?.stdio.destroy();
-    target?.stdio.destroy();
+    const pipe = this.pipe;
+    this.pipe = undefined;
+    pipe?.close();
   }
 
   private guard(work: () => void): void {
@@ -199,7 +187,7 @@ export class SyncRunner {
       return this.fail(new Error(`${this.spec.to} in the ${this.spec.service} service keeps differing from ${this.spec.from} after ${MAX_RESYNCS_IN_A_ROW} full copies; something in the service writes into the synced folder. Exclude what it writes, then run \`den sync restart\`.`));
     }
     this.deps.event('sync.resync', `The ${this.spec.service} service's copy of ${this.spec.from} differed from the workspace (hash ${targetHash.slice(0, 12)} instead of ${(sourceHash ?? 'unknown').slice(0, 12)}); den sends the whole folder again.`, { service: this.spec.service });
-    this.source?.stdio.write(`${JSON.stringify({ type: 'resync' })}\n`);
+    this.pipe?.command(JSON.stringify({ type: 'resync' }));
   }
 
   private runAfterSync(): void {
@@ -241,17 +229,6 @@ export class SyncRunner {
     this.status = { ...this.status, state: 'error', lastError: message, inSync: false };
     this.deps.event('sync.error', `Sync of ${this.spec.from} into the ${this.spec.service} service stopped: ${message}`, { service: this.spec.service });
   }
-}
-
-/** Opens a channel of the sync kinds as a byte session (the exec session's shape: stdio = DATA both ways, stderr). */
-async function openSession(agents: AgentHub, agent: AgentRef, spec: ChannelSpec): Promise<ExecSession> {
-  let session: ExecSession | undefined;
-  await agents.openChannel(agent, spec, STREAM_WINDOW, (channel, peerWindow, link) => {
-    const created = createExecSession(channel, peerWindow, (frame) => link.send(frame), () => link.release(), STREAM_WINDOW);
-    session = created.session;
-    return created.endpoint;
-  });
-  return session!;
 }
 
 function parseJson(line: string): unknown {
