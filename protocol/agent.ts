@@ -27,6 +27,8 @@ import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
  *  - 1.4  `sync-source` and `sync-target` channels (protocol/sync.ts, agent/sync/) replace the
  *         reserved `sync` kind: the server pipes a workspace folder's op stream from the workspace
  *         agent into a service's agent.
+ *  - 1.6  sync: after the hashes disagree the source sends a listing (`verify` records), the
+ *         target reports the paths that differ and the source resends only those (protocol/sync.ts).
  *
  * Framing. Every websocket message is one frame.
  *  - Text messages are control frames: UTF-8 JSON, validated by `controlFrameSchema`
@@ -63,7 +65,7 @@ import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
  * A `listen` channel is a listener in the workspace; its connections become `tcp` channels the
  * server opens (see 1.3).
  */
-export const AGENT_PROTOCOL = { major: 1, minor: 4 } as const;
+export const AGENT_PROTOCOL = { major: 1, minor: 6 } as const;
 
 /**
  * The name of a workspace's own agent; an agent beside an environment service is named after

@@ -51,9 +51,20 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
   let scanTimer: NodeJS.Timeout | undefined;
   let watcher: TreeWatcher | undefined;
   let drained: (() => void) | undefined;
+  let needListing = false;
   const commands = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => {
-    if (!syncSourceCommandSchema.safeParse(parseJson(line)).success) throw new Error('The server sent a sync command the agent does not understand.');
-    needFull = true;
+    const command = syncSourceCommandSchema.safeParse(parseJson(line));
+    if (!command.success) throw new Error('The server sent a sync command the agent does not understand.');
+    if (command.data.type === 'resend') {
+      // the service's copy of these differs: forgotten as sent, they go in the next batch
+      for (const path of command.data.paths) {
+        sent.delete(path);
+        changed(path);
+      }
+      return;
+    }
+    if (command.data.full) needFull = true;
+    else needListing = true;
     void pump();
   });
   const sync = createSyncChannel(channel, peerWindow, context, onClosed, {
@@ -160,10 +171,12 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     if (pumping || sync.finished) return;
     pumping = true;
     try {
-      while (!sync.finished && (needFull || dirty.size > 0)) {
-        const detectedAt = firstChangeAt ?? Date.now();
-        firstChangeAt = undefined;
-        const files = needFull ? await sendFull() : await sendChanges();
+      while (!sync.finished && (needFull || needListing || dirty.size > 0)) {
+        const listing = needListing && !needFull;
+        const detectedAt = listing ? Date.now() : firstChangeAt ?? Date.now();
+        if (!listing) firstChangeAt = undefined;
+        // a listing is a batch that changes nothing: its hash says whether what it removed was all
+        const files = needFull ? await sendFull() : listing ? await sendListing() : await sendChanges();
         batch++;
         const hash = treeHash(sent);
         await sendRecord({ op: 'batch', batch, files, hash, detectedAt });
@@ -189,6 +202,18 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     await sendRecord({ op: 'full-end' });
     sent = next;
     return entries.size;
+  };
+
+  /** What the target should have, entry by entry with digests: it answers with the paths that differ. */
+  const sendListing = async () => {
+    needListing = false;
+    await sendRecord({ op: 'verify-begin' });
+    for (const path of [...sent.keys()].sort()) {
+      const entry = sent.get(path)!;
+      await sendRecord({ op: 'verify', path, type: entry.type, mode: entry.mode, digest: entry.digest });
+    }
+    await sendRecord({ op: 'verify-end' });
+    return 0;
   };
 
   const sendChanges = async (): Promise<number> => {

@@ -1,7 +1,7 @@
 import { createHash, hash as hashOnce, type Hash } from 'node:crypto';
 import { accessSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { SyncStreamDecoder, type SyncRecord, type SyncStreamEvent, type SyncTargetOpen, type SyncTargetStatus } from '../../protocol/sync.ts';
+import { MAX_SYNC_LINE_BYTES, SyncStreamDecoder, type SyncRecord, type SyncStreamEvent, type SyncTargetOpen, type SyncTargetStatus } from '../../protocol/sync.ts';
 import type { ChannelContext, ChannelHandler } from '../exec.ts';
 import { createExcludes, isMissing, TEMP_PREFIX, TreeScanner, treeHash, type TreeEntry } from './tree.ts';
 import { resolveRoot, syncErrorMessage } from './paths.ts';
@@ -13,6 +13,9 @@ import { createSyncChannel, refusedChannel } from './channel.ts';
  * copy on the (loaded) bench machine, single runs each way: the default stays.
  */
 const TARGET_WINDOW = 256 * 1024;
+
+/** The paths of one `differs` line, JSON-encoded, stay under this (the line limit less room for the rest). */
+const DIFFERS_LINE_BYTES = MAX_SYNC_LINE_BYTES - 4096;
 
 /**
  * A `sync-target` channel on a service's agent: applies the op stream (protocol/sync.ts) to its
@@ -32,6 +35,8 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
   let current: { fd: number; temp: string; final: string; path: string; mode: number; size: number; hash: Hash | undefined; digest: string | undefined } | undefined;
   /** during a full copy: every path written or made, so full-end removes the rest */
   let seen: Set<string> | undefined;
+  /** during a listing: the folder as verify-begin read it, the listed paths, and the differing ones not reported yet */
+  let listing: { tree: Map<string, TreeEntry>; listed: Set<string>; differing: string[]; bytes: number; files: number } | undefined;
   /** the folder as full-end read it back: the batch that closes the copy reports its hash without a second scan */
   let scannedAtFullEnd: Map<string, TreeEntry> | undefined;
   let filesInBatch = 0;
@@ -64,7 +69,12 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
   function apply(event: SyncStreamEvent): void {
     if (event.type === 'body') {
       const file = current!;
-      writeAll(file.fd, event.bytes);
+      try {
+        writeAll(file.fd, event.bytes);
+      } catch (error) {
+        // a write on a descriptor names no path: the sentence says which file did not fit
+        throw Object.assign(error as NodeJS.ErrnoException, { path: file.final });
+      }
       // a body that arrives whole (most files) is hashed in one call, without a hash object
       if (file.hash === undefined && file.digest === undefined && event.bytes.byteLength === file.size) file.digest = hashOnce('sha256', event.bytes);
       else (file.hash ??= createHash('sha256')).update(event.bytes);
@@ -167,6 +177,32 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
         if (extra.length === 0) scannedAtFullEnd = tree;
         return;
       }
+      case 'verify-begin':
+        listing = { tree: scanner.scan(), listed: new Set(), differing: [], bytes: 0, files: 0 };
+        return;
+      case 'verify': {
+        if (!listing) throw new Error('A sync listing entry came outside a listing.');
+        const have = listing.tree.get(record.path);
+        // only paths of the tree are remembered: memory stays the size of the service's folder
+        if (have) listing.listed.add(record.path);
+        if (have && have.type === record.type && have.digest === record.digest) {
+          // only the mode differs: fixed here (the scan walked real folders, so no symlink is followed)
+          if (have.mode !== record.mode && have.type !== 'l') chmodSync(join(root, record.path), record.mode);
+          return;
+        }
+        differs(listing, record.path);
+        return;
+      }
+      case 'verify-end': {
+        if (!listing) throw new Error('A sync listing ended that had not begun.');
+        const { tree, listed } = listing;
+        reportDiffering(listing);
+        const extra = [...tree.keys()].filter((path) => !listed.has(path)).sort().reverse();
+        for (const path of extra) rmSync(join(root, path), { recursive: true, force: true });
+        report({ type: 'differs-end', files: listing.files, removed: extra.length });
+        listing = undefined;
+        return;
+      }
       case 'batch': {
         const hash = treeHash(scannedAtFullEnd ?? scanner.scan());
         scannedAtFullEnd = undefined;
@@ -175,6 +211,22 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
         return;
       }
     }
+  }
+
+  /** Notes a path the service's copy lacks or has otherwise; reported in lines that stay under the line limit. */
+  function differs(state: NonNullable<typeof listing>, path: string): void {
+    const bytes = JSON.stringify(path).length + 1;
+    if (state.bytes + bytes > DIFFERS_LINE_BYTES) reportDiffering(state);
+    state.differing.push(path);
+    state.bytes += bytes;
+    state.files++;
+  }
+
+  function reportDiffering(state: NonNullable<typeof listing>): void {
+    if (state.differing.length === 0) return;
+    report({ type: 'differs', paths: state.differing });
+    state.differing = [];
+    state.bytes = 0;
   }
 
   /** A path of the stream inside the root, its parent folders made; refuses to go through a symlink. */

@@ -45,6 +45,12 @@ export class SyncRunner {
   private resyncsInARow = 0;
   private lastSourceBatch = 0;
   private lastAppliedBatch = 0;
+  /** the hashes of the last mismatch, for the event that says what was resent */
+  private mismatch: string | undefined;
+  /** what the last comparison of listings found, until the listing's own batch is applied */
+  private listed: 'resending' | 'nothing' | undefined;
+  /** the first paths the target reported differing in the current comparison */
+  private differing: string[] | undefined;
   private afterSyncRunning = false;
   private afterSyncAgain = false;
   status: SyncStatus;
@@ -55,7 +61,7 @@ export class SyncRunner {
     this.deps = deps;
     this.status = {
       service: spec.service, from: spec.from, to: spec.to, state: 'waiting', watchMode: null, watchMessage: null, pendingFiles: 0,
-      lastApplied: null, lastError: null, sourceHash: null, targetHash: null, inSync: false, resyncs: 0,
+      lastApplied: null, lastError: null, sourceHash: null, targetHash: null, inSync: false, resyncs: 0, resentFiles: 0,
     };
   }
 
@@ -157,6 +163,12 @@ export class SyncRunner {
     if (!parsed.success) throw new Error(`The ${this.spec.service} service's agent sent a malformed sync status line.`);
     const status: SyncTargetStatus = parsed.data;
     if (status.type === 'error') return this.fail(new Error(status.message));
+    if (status.type === 'differs') {
+      this.differing ??= status.paths.slice(0, 3);
+      this.pipe?.command(JSON.stringify({ type: 'resend', paths: status.paths }));
+      return;
+    }
+    if (status.type === 'differs-end') return this.compared(status.files, status.removed);
     this.lastAppliedBatch = status.batch;
     const sourceHash = this.sourceHashes.get(status.batch);
     this.sourceHashes.delete(status.batch);
@@ -169,6 +181,11 @@ export class SyncRunner {
       lastApplied: { at: this.deps.now().toISOString(), batch: status.batch, files: status.files, latencyMs: Math.max(0, status.appliedAt - status.detectedAt) },
     };
     this.status.state = this.stateNow(this.status.pendingFiles);
+    const listed = this.listed;
+    this.listed = undefined;
+    // the listing's own batch: what differed is on its way in the next one
+    if (!inSync && listed === 'resending') return;
+    if (!inSync && listed === 'nothing') return this.resync(sourceHash, status.hash, true);
     if (!inSync) return this.resync(sourceHash, status.hash);
     this.resyncsInARow = 0;
     this.runAfterSync();
@@ -180,14 +197,29 @@ export class SyncRunner {
     return pending > 0 || this.lastSourceBatch > this.lastAppliedBatch ? 'applying' : 'watching';
   }
 
-  private resync(sourceHash: string | undefined, targetHash: string): void {
+  /** The hashes disagreed: the source lists what it sent, the target answers with what differs (`compared`). */
+  private resync(sourceHash: string | undefined, targetHash: string, full = false): void {
     this.resyncsInARow++;
     this.status = { ...this.status, resyncs: this.status.resyncs + 1 };
     if (this.resyncsInARow > MAX_RESYNCS_IN_A_ROW) {
-      return this.fail(new Error(`${this.spec.to} in the ${this.spec.service} service keeps differing from ${this.spec.from} after ${MAX_RESYNCS_IN_A_ROW} full copies; something in the service writes into the synced folder. Exclude what it writes, then run \`den sync restart\`.`));
+      return this.fail(new Error(`${this.spec.to} in the ${this.spec.service} service keeps differing from ${this.spec.from} after ${MAX_RESYNCS_IN_A_ROW} attempts to send what differed; something in the service writes into the synced folder. Exclude what it writes, then run \`den sync restart\`.`));
     }
-    this.deps.event('sync.resync', `The ${this.spec.service} service's copy of ${this.spec.from} differed from the workspace (hash ${targetHash.slice(0, 12)} instead of ${(sourceHash ?? 'unknown').slice(0, 12)}); den sends the whole folder again.`, { service: this.spec.service });
-    this.pipe?.command(JSON.stringify({ type: 'resync' }));
+    this.mismatch = `hash ${targetHash.slice(0, 12)} instead of ${(sourceHash ?? 'unknown').slice(0, 12)}`;
+    this.differing = undefined;
+    if (full) this.deps.event('sync.resync', `The ${this.spec.service} service's copy of ${this.spec.from} still differed from the workspace (${this.mismatch}) though no file differed when compared; den sends the whole folder again.`, { service: this.spec.service });
+    this.pipe?.command(JSON.stringify(full ? { type: 'resync', full } : { type: 'resync' }));
+  }
+
+  /** The target compared the source's listing with its folder; the differing files are on their way again (the `differs` lines). */
+  private compared(files: number, removed: number): void {
+    const what = `The ${this.spec.service} service's copy of ${this.spec.from} differed from the workspace (${this.mismatch ?? 'the hashes disagreed'})`;
+    const detail = { service: this.spec.service, files, removed };
+    // the listing's batch follows: with nothing to resend its hash must agree, or the whole folder goes again
+    this.listed = files > 0 ? 'resending' : 'nothing';
+    this.status = { ...this.status, resentFiles: this.status.resentFiles + files };
+    const examples = `${(this.differing ?? []).join(', ')}${files > 3 ? ', ...' : ''}`;
+    const resent = files === 0 ? 'nothing needed sending again' : `den sends ${files === 1 ? 'that file' : `those ${files} files`} again (${examples})`;
+    this.deps.event('sync.resync', `${what}: ${files} file${files === 1 ? '' : 's'} differed and ${removed} extra path${removed === 1 ? ' was' : 's were'} removed; ${resent}.`, detail);
   }
 
   private runAfterSync(): void {
