@@ -269,7 +269,12 @@ export const controlFrameSchema = z.discriminatedUnion('type', [
 
 export type ControlFrame = z.infer<typeof controlFrameSchema>;
 export type ControlFrameOf<T extends ControlFrame['type']> = Extract<ControlFrame, { type: T }>;
-export type DataFrame = { type: 'data' | 'stderr'; channel: number; payload: Uint8Array };
+/**
+ * `headroom`: the CHANNEL_HEADER_BYTES before `payload` in its buffer are the sender's to
+ * overwrite, so the frame is encoded around the payload instead of copied (a relayed frame, or
+ * one built with room for its header). Never set on the wire.
+ */
+export type DataFrame = { type: 'data' | 'stderr'; channel: number; payload: Uint8Array; headroom?: boolean };
 export type WindowFrame = { type: 'window'; channel: number; bytes: number };
 export type AgentFrame = ControlFrame | DataFrame | WindowFrame;
 
@@ -287,6 +292,11 @@ export function encodeFrame(frame: AgentFrame): string | Uint8Array {
     case 'data':
     case 'stderr': {
       if (frame.payload.byteLength > MAX_DATA_PAYLOAD) throw new FrameError(`A data frame carries at most ${MAX_DATA_PAYLOAD} bytes; split the write.`);
+      if (frame.headroom && frame.payload.byteOffset >= CHANNEL_HEADER_BYTES) {
+        const around = new Uint8Array(frame.payload.buffer, frame.payload.byteOffset - CHANNEL_HEADER_BYTES, CHANNEL_HEADER_BYTES + frame.payload.byteLength);
+        writeHeader(around, FRAME_TYPE[frame.type], frame.channel);
+        return around;
+      }
       const out = new Uint8Array(CHANNEL_HEADER_BYTES + frame.payload.byteLength);
       writeHeader(out, FRAME_TYPE[frame.type], frame.channel);
       out.set(frame.payload, CHANNEL_HEADER_BYTES);

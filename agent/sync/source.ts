@@ -5,7 +5,7 @@ import {
   encodeSyncRecord, LineSplitter, MAX_SYNC_FILE_BYTES, MAX_SYNC_LINE_BYTES, syncSourceCommandSchema,
   type SyncRecord, type SyncSourceOpen, type SyncSourceStatus,
 } from '../../protocol/sync.ts';
-import { MAX_DATA_PAYLOAD } from '../../protocol/agent.ts';
+import { CHANNEL_HEADER_BYTES, MAX_DATA_PAYLOAD } from '../../protocol/agent.ts';
 import type { ChannelContext, ChannelHandler } from '../exec.ts';
 import { planBatch } from './batch.ts';
 import { createSyncChannel, refusedChannel } from './channel.ts';
@@ -84,17 +84,19 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
   // copy took three times as long with a message per record), and a file's bytes are read
   // straight into the frame, so each byte is copied once on its way out. A fresh frame per send:
   // the sender may hold the last one until the peer grants credit.
-  let frame = Buffer.allocUnsafe(MAX_DATA_PAYLOAD);
+  // each frame has room for the link's header before it: it is sent without another copy
+  const newFrame = () => Buffer.allocUnsafe(CHANNEL_HEADER_BYTES + MAX_DATA_PAYLOAD).subarray(CHANNEL_HEADER_BYTES);
+  let frame = newFrame();
   let used = 0;
   /** small files are read into this, one at a time (a byte longer, to see a file that grew) */
   const smallFile = Buffer.allocUnsafe(SMALL_FILE_BYTES + 1);
   const flush = async () => {
     if (used === 0) return;
     const bytes = frame.subarray(0, used);
-    frame = Buffer.allocUnsafe(MAX_DATA_PAYLOAD);
+    frame = newFrame();
     used = 0;
     if (sync.finished) throw new Closed();
-    if (sender.write('data', bytes)) return;
+    if (sender.write('data', bytes, undefined, true)) return;
     await new Promise<void>((resolve) => { drained = resolve; });
     drained = undefined;
     if (sync.finished) throw new Closed();

@@ -98,9 +98,10 @@ export async function openSyncPipe(
           return grant(side, payload.byteLength, true);
         }
         const to = targetSide!;
-        // the payload is the websocket message's own memory: queued as is until the target's credit allows
+        // the payload is the websocket message's own memory, after its own frame header: it goes
+        // out as is (the header rewritten in place) once the target's credit allows
         if (to.closed) return grant(side, payload.byteLength, true);
-        to.sender.write('data', payload, () => grant(side, payload.byteLength, false));
+        to.sender.write('data', payload, () => grant(side, payload.byteLength, false), true);
       },
       onWindow(bytes) {
         if (!side.closed) side.sender.grant(bytes);
