@@ -42,9 +42,15 @@ const CLOCK_TICKS = 100;
 
 /** User + system CPU time of a process (all its threads) from /proc (Linux); null elsewhere. */
 export function processCpuMs(pid: number): number | null {
+  const split = processCpuSplitMs(pid);
+  return split && split.user + split.system;
+}
+
+/** User and system CPU time of a process apart (system: the kernel's work for it, file systems and sockets). */
+export function processCpuSplitMs(pid: number): { user: number; system: number } | null {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+    return { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, system: (Number(fields[12]) * 1000) / CLOCK_TICKS };
   } catch {
     return null;
   }
