@@ -28,6 +28,7 @@ function show(items: SyncStatus[], empty: string): void {
     { header: 'pending', value: (s) => String(s.pendingFiles) },
     { header: 'last applied', value: (s) => (s.lastApplied ? `${s.lastApplied.files} changes ${formatAge(s.lastApplied.at)}, ${Math.round(s.lastApplied.latencyMs)} ms` : '-') },
     { header: 'hash (workspace / service)', value: (s) => `${short(s.sourceHash)} / ${short(s.targetHash)}${s.inSync ? ' =' : ''}` },
+    { header: 'resent', value: (s) => (s.resyncs > 0 ? `${s.resentFiles} files in ${s.resyncs} resyncs` : '-') },
     { header: 'error', value: (s) => s.lastError ?? s.watchMessage ?? '' },
   ], empty);
 }
