@@ -82,6 +82,7 @@ export class SyncRunner {
     this.sourceHashes.clear();
     this.lastSourceBatch = 0;
     this.lastAppliedBatch = 0;
+    this.listed = undefined;
     const sourceLines = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => this.onSourceLine(line));
     const targetLines = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => this.onTargetLine(line));
     let pipe: SyncPipe | undefined;
