@@ -12,7 +12,7 @@
 //  - CPU of both agents over --idle seconds while watching that tree, idle.
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
-//   node bench/sync.ts [--edits 200] [--interval 100] [--files 10000] [--mb 200] [--idle 10]
+//   node bench/sync.ts [--edits 200] [--interval 100] [--files 10000] [--mb 200] [--idle 10] [--profile FILE]
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -151,12 +151,14 @@ try {
   say('initial sync (den sync restart after emptying the target)');
   const pids = { workspace: await agentPid(containerOf('workspace').Id), service: await agentPid(bigContainer) };
   const cpuAtStart = { workspace: processCpuSplitMs(pids.workspace)!, service: processCpuSplitMs(pids.service)!, server: processCpuSplitMs(process.pid)! };
+  const profile = await startProfile();
   const initialStarted = Date.now();
   const restarted = await client.post(`/api/v1/workspaces/${owner.username}/bench/sync/restart`, { service: 'big' });
   if (restarted.status !== 200) throw new Error(JSON.stringify(restarted.json));
   const initial = await settled('big', 0);
   results.initial_sync_ms = Date.parse(initial.lastApplied!.at) - initialStarted;
   results.initial_hashes_equal = initial.sourceHash === initial.targetHash;
+  await profile?.();
   const spent = (pid: number, start: { user: number; system: number }) => {
     const now = processCpuSplitMs(pid)!;
     return { user: now.user - start.user, system: now.system - start.system };
@@ -186,6 +188,22 @@ try {
   await server.close();
 }
 process.stdout.write(`${JSON.stringify(results)}\n`);
+
+/** With `--profile FILE`: a CPU profile of this process (den's server) during the initial copy, for Chrome's DevTools. */
+async function startProfile(): Promise<(() => Promise<void>) | undefined> {
+  const index = process.argv.indexOf('--profile');
+  if (index < 0) return undefined;
+  const { Session } = await import('node:inspector/promises');
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return async () => {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(process.argv[index + 1], JSON.stringify(profile));
+    session.disconnect();
+  };
+}
 
 function readIfExists(path: string): string | undefined {
   try {
