@@ -82,9 +82,9 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
   // Records are packed into DATA frames of MAX_DATA_PAYLOAD as they are made: a small file's
   // header and body would otherwise be two websocket messages at every hop (measured: a 2,000-file
   // copy took three times as long with a message per record), and a file's bytes are read
-  // straight into the frame, so each byte is copied once on its way out. A fresh frame per send:
-  // the sender may hold the last one until the peer grants credit.
-  // each frame has room for the link's header before it: it is sent without another copy
+  // straight into the frame, so each byte is copied once on its way out. Each frame has room for
+  // the link's header before it (it is sent without another copy), and is fresh per send: the
+  // sender may hold the last one until the peer grants credit.
   const newFrame = () => Buffer.allocUnsafe(CHANNEL_HEADER_BYTES + MAX_DATA_PAYLOAD).subarray(CHANNEL_HEADER_BYTES);
   let frame = newFrame();
   let used = 0;
@@ -101,13 +101,13 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     drained = undefined;
     if (sync.finished) throw new Closed();
   };
-  /** Room for at least `bytes` more in the frame (at most a frame), flushing it first when needed. */
-  const room = async (bytes: number) => {
-    if (MAX_DATA_PAYLOAD - used < Math.min(bytes, MAX_DATA_PAYLOAD)) await flush();
+  /** Room in the frame for at least one more byte: a full frame is sent first. */
+  const room = async () => {
+    if (used === MAX_DATA_PAYLOAD) await flush();
   };
   const send = async (bytes: Uint8Array) => {
     for (let offset = 0; offset < bytes.byteLength;) {
-      await room(1);
+      await room();
       const take = Math.min(bytes.byteLength - offset, MAX_DATA_PAYLOAD - used);
       frame.set(bytes.subarray(offset, offset + take), used);
       used += take;
@@ -290,7 +290,7 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
       } else {
         const hash = createHash('sha256');
         for (let position = 0; position < entry.size;) {
-          await room(1);
+          await room();
           const take = Math.min(MAX_DATA_PAYLOAD - used, entry.size - position);
           const read = fd === undefined ? 0 : readSync(fd, frame, used, take, position);
           if (read < take) {

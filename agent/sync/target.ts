@@ -1,5 +1,5 @@
 import { createHash, hash as hashOnce, type Hash } from 'node:crypto';
-import { accessSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
+import { accessSync, closeSync, constants, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, chmodSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { join } from 'node:path';
 import { MAX_SYNC_LINE_BYTES, SyncStreamDecoder, type SyncRecord, type SyncStreamEvent, type SyncTargetOpen, type SyncTargetStatus } from '../../protocol/sync.ts';
 import type { ChannelContext, ChannelHandler } from '../exec.ts';
@@ -274,13 +274,22 @@ function writeAll(fd: number, bytes: Uint8Array): void {
   for (let offset = 0; offset < bytes.byteLength;) offset += writeSync(fd, bytes, offset);
 }
 
-// (no exception for a missing path: making one costs more than the lstat)
 function isDirectory(path: string): boolean {
-  return lstatSync(path, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  return lstatIfThere(path)?.isDirectory() ?? false;
 }
 
 function exists(path: string): boolean {
-  return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+  return lstatIfThere(path) !== undefined;
+}
+
+/** undefined when nothing is there; a missing path makes no exception (making one costs more than the lstat). */
+function lstatIfThere(path: string): Stats | undefined {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false });
+  } catch {
+    // ENOTDIR (a part of the path is a file) and the like: nothing is there either
+    return undefined;
+  }
 }
 
 /** Why the target folder cannot take the sync, as a sentence; undefined when it can. */
