@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 
 // Small helpers the benchmarks share (bench/foundation.ts, bench/docker.ts, bench/templates.ts, bench/login.ts).
@@ -41,9 +42,15 @@ const CLOCK_TICKS = 100;
 
 /** User + system CPU time of a process (all its threads) from /proc (Linux); null elsewhere. */
 export function processCpuMs(pid: number): number | null {
+  const split = processCpuSplitMs(pid);
+  return split && split.user + split.system;
+}
+
+/** User and system CPU time of a process apart (system: the kernel's work for it, file systems and sockets). */
+export function processCpuSplitMs(pid: number): { user: number; system: number } | null {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+    return { user: (Number(fields[11]) * 1000) / CLOCK_TICKS, system: (Number(fields[12]) * 1000) / CLOCK_TICKS };
   } catch {
     return null;
   }
@@ -109,5 +116,19 @@ function readIfExists(path: string): string | undefined {
     return readFileSync(path, 'utf8');
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * The tree the sync benchmarks copy (bench/sync.ts, bench/sync-pair.ts): `files` files of random
+ * bytes totalling about `megabytes` MB, in 100 x 7 folders.
+ */
+export function writeTree(root: string, files: number, megabytes: number): void {
+  const perFile = Math.floor((megabytes * 1_000_000) / files);
+  const filler = randomBytes(perFile * 2);
+  for (let i = 0; i < files; i++) {
+    const dir = join(root, `d${i % 100}`, `e${i % 7}`);
+    if (i < 700) mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, `file${i}.bin`), filler.subarray(i % perFile, (i % perFile) + perFile));
   }
 }

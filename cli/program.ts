@@ -190,7 +190,7 @@ Examples:
   const sync = program.command('sync').description('Live sync of workspace folders into environment services (a template\'s `sync`)');
   sync
     .command('status')
-    .description('Show each synced folder: state, pending files, the last applied change and its latency, both hashes, conflicts (two-way) and the last restart, the last error')
+    .description('Show each synced folder: state, pending files, the last applied change and its latency, both hashes, the files resyncs sent again, conflicts (two-way) and the last restart, the last error')
     .argument('<workspace>', 'NAME or OWNER/NAME')
     .option('--json', 'print as JSON')
     .action(lazy(() => import('./commands/sync.ts'), 'status'));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MAX_DATA_PAYLOAD, type DataFrame } from './agent.ts';
+import { CHANNEL_HEADER_BYTES, decodeFrame, encodeFrame, MAX_DATA_PAYLOAD, type DataFrame } from './agent.ts';
 import { ChannelSender, ReceiveWindow } from './agent-flow.ts';
 
 describe('ChannelSender', () => {
@@ -43,6 +43,26 @@ describe('ChannelSender', () => {
     expect(sent.map((f) => f.payload.byteLength)).toEqual([2 * MAX_DATA_PAYLOAD, 2 * MAX_DATA_PAYLOAD, MAX_DATA_PAYLOAD]);
     sender.grant(MAX_DATA_PAYLOAD);
     expect(sent.map((f) => f.payload.byteLength).slice(3)).toEqual([MAX_DATA_PAYLOAD]);
+  });
+
+  it('encodes a write with header room around it without a copy, and only its first frame when it is split', () => {
+    const frames: Uint8Array[] = [];
+    const sender = new ChannelSender(7, 3, (frame) => frames.push(encodeFrame(frame) as Uint8Array));
+    const buffer = new Uint8Array(CHANNEL_HEADER_BYTES + 6);
+    const payload = buffer.subarray(CHANNEL_HEADER_BYTES);
+    payload.set([1, 2, 3, 4, 5, 6]);
+    sender.write('data', payload, undefined, true);
+    sender.grant(3);
+    // the first frame is the caller's buffer, its header written in the room before the payload
+    expect(frames[0].buffer).toBe(buffer.buffer);
+    expect(decodeFrame(frames[0])).toEqual({ type: 'data', channel: 7, payload: new Uint8Array([1, 2, 3]) });
+    // the rest is copied: the room before it is the first part, which the socket may still hold
+    expect(frames[1].buffer).not.toBe(buffer.buffer);
+    expect(decodeFrame(frames[1])).toEqual({ type: 'data', channel: 7, payload: new Uint8Array([4, 5, 6]) });
+    expect([...payload.subarray(0, 3)]).toEqual([1, 2, 3]);
+    // without room (a payload at the start of its buffer) the frame is copied as before
+    const plain = encodeFrame({ type: 'data', channel: 7, payload: new Uint8Array([9]), headroom: true }) as Uint8Array;
+    expect(decodeFrame(plain)).toEqual({ type: 'data', channel: 7, payload: new Uint8Array([9]) });
   });
 
   it('calls pending write callbacks when the channel closes, so writers do not hang', () => {

@@ -47,6 +47,8 @@ export class ReceiveWindow {
 interface QueuedChunk {
   type: DataFrame['type'];
   bytes: Uint8Array;
+  /** the bytes before `bytes` may take the frame header (until a part of the chunk was sent) */
+  headroom: boolean;
   done?: () => void;
 }
 
@@ -76,13 +78,16 @@ export class ChannelSender {
     this.maxPayload = maxPayload;
   }
 
-  /** Sends or queues `bytes`; true when everything went out now, false when some waits for credit. */
-  write(type: DataFrame['type'], bytes: Uint8Array, done?: () => void): boolean {
+  /**
+   * Sends or queues `bytes`; true when everything went out now, false when some waits for credit.
+   * `headroom`: the CHANNEL_HEADER_BYTES before `bytes` in its buffer may be overwritten (DataFrame).
+   */
+  write(type: DataFrame['type'], bytes: Uint8Array, done?: () => void, headroom = false): boolean {
     if (this.closed || bytes.byteLength === 0) {
       done?.();
       return true;
     }
-    this.queue.push({ type, bytes, done });
+    this.queue.push({ type, bytes, headroom, done });
     this.queued += bytes.byteLength;
     this.flush();
     return this.queued === 0;
@@ -118,13 +123,16 @@ export class ChannelSender {
       const payload = head.bytes.subarray(0, size);
       this.credit -= size;
       this.queued -= size;
+      const frame: DataFrame = { type: head.type, channel: this.channel, payload, ...(head.headroom ? { headroom: true } : {}) };
       if (size === head.bytes.byteLength) {
         this.queue.shift();
-        this.send({ type: head.type, channel: this.channel, payload });
+        this.send(frame);
         head.done?.();
       } else {
+        // the rest's header room is the part just sent, which the socket may still hold
         head.bytes = head.bytes.subarray(size);
-        this.send({ type: head.type, channel: this.channel, payload });
+        head.headroom = false;
+        this.send(frame);
       }
     }
   }

@@ -30,6 +30,8 @@ import { syncSourceOpenSchema, syncTargetOpenSchema } from './sync.ts';
  *  - 1.5  two-way sync: `twoWay` on both sync kinds' open, `base`/`digest` on the op records, the
  *         `conflict` record and status line (protocol/sync.ts, agent/sync/conflict.ts). Both
  *         agents come from the server's own bundle, so both ends of a two-way sync speak it.
+ *  - 1.6  sync: after the hashes disagree the source sends a listing (`verify` records), the
+ *         target reports the paths that differ and the source resends only those (protocol/sync.ts).
  *  - 1.7  not used (the number was handed to a branch that needed no wire change).
  *  - 1.8  bulk frames: a `tcp` open may carry `maxData`, the largest DATA payload the server takes
  *         on that channel (MAX_DATA_PAYLOAD up to MAX_BULK_DATA_PAYLOAD); an agent of 1.8 then
@@ -286,7 +288,12 @@ export const controlFrameSchema = z.discriminatedUnion('type', [
 
 export type ControlFrame = z.infer<typeof controlFrameSchema>;
 export type ControlFrameOf<T extends ControlFrame['type']> = Extract<ControlFrame, { type: T }>;
-export type DataFrame = { type: 'data' | 'stderr'; channel: number; payload: Uint8Array };
+/**
+ * `headroom`: the CHANNEL_HEADER_BYTES before `payload` in its buffer are the sender's to
+ * overwrite, so the frame is encoded around the payload instead of copied (a relayed frame, or
+ * one built with room for its header). Never set on the wire.
+ */
+export type DataFrame = { type: 'data' | 'stderr'; channel: number; payload: Uint8Array; headroom?: boolean };
 export type WindowFrame = { type: 'window'; channel: number; bytes: number };
 export type AgentFrame = ControlFrame | DataFrame | WindowFrame;
 
@@ -304,6 +311,11 @@ export function encodeFrame(frame: AgentFrame): string | Uint8Array {
     case 'data':
     case 'stderr': {
       if (frame.payload.byteLength > MAX_BULK_DATA_PAYLOAD) throw new FrameError(`A data frame carries at most ${MAX_BULK_DATA_PAYLOAD} bytes; split the write.`);
+      if (frame.headroom && frame.payload.byteOffset >= CHANNEL_HEADER_BYTES) {
+        const around = new Uint8Array(frame.payload.buffer, frame.payload.byteOffset - CHANNEL_HEADER_BYTES, CHANNEL_HEADER_BYTES + frame.payload.byteLength);
+        writeHeader(around, FRAME_TYPE[frame.type], frame.channel);
+        return around;
+      }
       const out = new Uint8Array(CHANNEL_HEADER_BYTES + frame.payload.byteLength);
       writeHeader(out, FRAME_TYPE[frame.type], frame.channel);
       out.set(frame.payload, CHANNEL_HEADER_BYTES);

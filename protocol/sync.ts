@@ -13,7 +13,7 @@ import { z } from 'zod';
  *    the source has sent so far.
  *  - sync-source STDERR (to the server): `syncSourceStatusSchema` JSON lines (watch mode,
  *    pending files, each batch's hash, errors).
- *  - sync-source stdin (from the server): `syncSourceCommandSchema` JSON lines (resync).
+ *  - sync-source stdin (from the server): `syncSourceCommandSchema` JSON lines (resync, resend).
  *  - sync-target DATA (to the server): `syncTargetStatusSchema` JSON lines (each applied batch
  *    with the hash the target computed from its own disk, or the error that stopped it).
  *
@@ -22,6 +22,14 @@ import { z } from 'zod';
  * source and the target of one sync share a pair key, so what a target applies is never sent
  * back; records then carry `base` (what the sender believed the receiver had) and the receiver
  * resolves a path changed on both sides by agent/sync/conflict.ts: the workspace's version wins.
+ *
+ * After the hashes disagreed (a file changed in the service, a write that did not land) the
+ * source sends a listing of what it sent, `verify-begin`, a `verify` record per entry with its
+ * digest, `verify-end`; the target compares it with its disk as it arrives, removes what the
+ * listing lacks, and reports the paths that differ (`differs` lines, then `differs-end`); the
+ * server hands them to the source (`resend`), which sends only those in its next batch. A
+ * listing in which nothing differs while the hashes disagreed leads to a full copy (`resync`
+ * with `full`).
  *
  * Both sides compute `treeHash` (agent/sync/tree.ts) the same way: sha256 over the sorted lines
  * `type NUL path NUL mode(octal) NUL digest LF`, where digest is the sha256 of a file's content
@@ -101,6 +109,12 @@ export const syncRecordSchema = z.discriminatedUnion('op', [
   /** a full copy follows: everything not written, made or linked before `full-end` is removed (excluded paths stay) */
   z.object({ op: z.literal('full-begin') }),
   z.object({ op: z.literal('full-end') }),
+  /** a listing of what the source sent follows (after the hashes disagreed); nothing is applied until verify-end */
+  z.object({ op: z.literal('verify-begin') }),
+  /** one entry the target should have: its type, mode and digest as `treeHash` hashes them */
+  z.object({ op: z.literal('verify'), path: relativeSyncPathSchema, type: z.enum(['f', 'd', 'l']), mode, digest: z.string().max(128) }),
+  /** the end of the listing: the target removes what it did not list and reports what differs */
+  z.object({ op: z.literal('verify-end') }),
   /** the end of a batch: `hash` is the tree the source sent; `detectedAt` when its first change was seen (ms since the epoch) */
   z.object({ op: z.literal('batch'), batch: z.number().int().min(1), files: z.number().int().min(0), hash: z.string().max(128), detectedAt: z.number() }),
 ]);
@@ -117,13 +131,22 @@ export const syncSourceStatusSchema = z.discriminatedUnion('type', [
 ]);
 export type SyncSourceStatus = z.infer<typeof syncSourceStatusSchema>;
 
+/** The paths of one `differs` or `resend` line: as many as fit in MAX_SYNC_LINE_BYTES. */
+const differingPaths = z.array(relativeSyncPathSchema).min(1).max(MAX_SYNC_LINE_BYTES / 4);
+
 export const syncSourceCommandSchema = z.discriminatedUnion('type', [
-  /** send the whole tree again (after the hashes disagreed) */
-  z.object({ type: z.literal('resync') }),
+  /** the hashes disagreed: send a listing of what was sent (or, with `full`, the whole tree again) */
+  z.object({ type: z.literal('resync'), full: z.boolean().optional() }),
+  /** these paths differ in the service: send them again in the next batch */
+  z.object({ type: z.literal('resend'), paths: differingPaths }),
 ]);
 export type SyncSourceCommand = z.infer<typeof syncSourceCommandSchema>;
 
 export const syncTargetStatusSchema = z.discriminatedUnion('type', [
+  /** paths of the listing that are missing or different on the service's disk */
+  z.object({ type: z.literal('differs'), paths: differingPaths }),
+  /** the listing was compared: `files` paths differed, `removed` were there without being listed */
+  z.object({ type: z.literal('differs-end'), files: z.number().int().min(0), removed: z.number().int().min(0) }),
   z.object({ type: z.literal('applied'), batch: z.number().int().min(1), files: z.number().int().min(0), hash: z.string().max(128), detectedAt: z.number(), appliedAt: z.number() }),
   /** two-way: `path` changed on both sides; `copy` is where the losing version was kept on this side (null when it was not a file: a delete, a folder, a link) */
   z.object({ type: z.literal('conflict'), path: relativeSyncPathSchema, copy: relativeSyncPathSchema.nullable(), kept: z.enum(['local', 'incoming']) }),
@@ -269,7 +292,7 @@ export const syncStatusSchema = z.object({
   targetHash: z.string().nullable(),
   /** the last applied batch's hashes agree */
   inSync: z.boolean(),
-  /** full copies after the hashes disagreed */
+  /** times the hashes disagreed and den compared both sides' listings */
   resyncs: z.number().int(),
   /** one-way: the workspace is mirrored into the service; two-way: changes in the service come back too */
   mode: z.enum(['one-way', 'two-way']),
@@ -280,6 +303,8 @@ export const syncStatusSchema = z.object({
   lastConflict: z.object({ at: z.string(), path: z.string(), copy: z.string().nullable(), message: z.string() }).nullable(),
   /** afterSync: restart: when the service's process was last restarted after a sync, and its new pid */
   lastRestart: z.object({ at: z.string(), pid: z.number().int() }).nullable(),
+  /** files sent again because the service's copy differed (over all resyncs) */
+  resentFiles: z.number().int(),
 });
 export type SyncStatus = z.infer<typeof syncStatusSchema>;
 export const syncStatusListSchema = z.object({ items: z.array(syncStatusSchema) });

@@ -11,7 +11,9 @@ import { readTemplateFolder, waitForWorkspaceReady } from './support/templates.t
  * rebuild and the api answers with the new code; deletes, renames, excludes, symlinks, modes and
  * a burst of 1,000 files converge (both agents' hashes agree, and a listing taken independently
  * in both containers is the same); a folder the service may not write stops that sync with a
- * sentence, in the status and as a workspace event.
+ * sentence, in the status and as a workspace event. A file changed in the service is found by
+ * comparing both sides' listings and only it is sent again; a copy larger than the service's disk
+ * stops with ENOSPC and the file's path, and `den sync restart` recovers once it fits.
  */
 const READY_TIMEOUT_MS = 120_000;
 const SYNC_TIMEOUT_MS = 30_000;
@@ -24,7 +26,7 @@ const mirrorTemplate: TemplateInput = {
   name: 'sync-mirror',
   workspace: {
     image: IMAGE,
-    startup: [{ name: 'src', run: 'mkdir -p "$HOME/src" && echo first > "$HOME/src/first.txt"', blocking: true }],
+    startup: [{ name: 'src', run: 'mkdir -p "$HOME/src" "$HOME/big" && echo first > "$HOME/src/first.txt"', blocking: true }],
   },
   environment: {
     services: {
@@ -32,6 +34,12 @@ const mirrorTemplate: TemplateInput = {
         image: IMAGE,
         command: ['sleep', 'infinity'],
         sync: [{ from: '~/src', to: '/tmp/mirror', exclude: MIRROR_EXCLUDE }],
+      },
+      // Docker gives every container a 64 MB tmpfs at /dev/shm: a copy larger than that fills it
+      small: {
+        image: IMAGE,
+        command: ['sleep', 'infinity'],
+        sync: [{ from: '~/big', to: '/dev/shm/big' }],
       },
       // /etc is root's: the service's user (den) cannot make a folder there
       locked: {
@@ -116,5 +124,41 @@ describe('live sync on the docker runtime', { timeout: 300_000 }, () => {
     // excluded paths stay out of the service; a negated pattern is synced
     expect(await sh('mirror', 'ls -a /tmp/mirror', 'mirror')).not.toMatch(/node_modules|debug\.log/);
     expect(await sh('mirror', 'cat /tmp/mirror/keep.log', 'mirror')).toBe('kept\n');
+
+    // a file changed in the service and one added there: found by comparing listings; only the one file goes again
+    await sh('mirror', 'echo changed in the service > /tmp/mirror/lib/b.txt && echo stray > /tmp/mirror/stray.txt', 'mirror');
+    await sh('mirror', 'echo three > ~/src/lib/renamed.txt');
+    const repaired = await settled('mirror', 'mirror', third.lastApplied!.batch + 1);
+    expect(repaired).toMatchObject({ resyncs: 1, resentFiles: 1 });
+    expect(repaired.sourceHash).toBe(repaired.targetHash);
+    expect(await sh('mirror', listing('/tmp/mirror', MIRROR_PRUNE), 'mirror')).toBe(await sh('mirror', listing('~/src', MIRROR_PRUNE)));
+    const resync = ((await harness.client.get(`/api/v1/workspaces/${harness.user.username}/mirror/events`)).json.events as { kind: string; message: string }[])
+      .filter((e) => e.kind === 'sync.resync');
+    expect(resync).toHaveLength(1);
+    expect(resync[0].message).toMatch(/mirror service's copy of ~\/src differed from the workspace \(hash \w+ instead of \w+\): 1 file differed and 1 extra path was removed; den sends that file again \(lib\/b\.txt\)\./);
+  });
+
+  it('a copy larger than the service\'s disk stops with ENOSPC and the path, visibly; den sync restart recovers once it fits', async () => {
+    // reuses the workspace of the test above (one workspace per file keeps CI short)
+    await settled('mirror', 'small');
+    // 20 MB, then 50 MB: the second does not fit in the 64 MB tmpfs (each made beside and moved in whole)
+    await sh('mirror', 'head -c 20000000 /dev/zero > ~/a.part && mv ~/a.part ~/big/a.bin && head -c 50000000 /dev/zero > ~/b.part && mv ~/b.part ~/big/b.bin');
+    await expect.poll(async () => (await syncOf('mirror', 'small')).state, { timeout: SYNC_TIMEOUT_MS, interval: 200 }).toBe('error');
+    const failed = await syncOf('mirror', 'small');
+    expect(failed.lastError).toMatch(/The disk holding \/dev\/shm\/big in the service is full \(ENOSPC writing \/dev\/shm\/big\/b\.bin\); free space .* then run `den sync restart`\./);
+    const events = (await harness.client.get(`/api/v1/workspaces/${harness.user.username}/mirror/events`)).json.events as { kind: string; message: string }[];
+    expect(events.find((e) => e.kind === 'sync.error' && e.message.includes('small service'))?.message).toMatch(/ENOSPC writing \/dev\/shm\/big\/b\.bin/);
+    const shown = await den(['sync', 'status', 'mirror']);
+    expect(shown.stdout).toMatch(/small\s+~\/big -> \/dev\/shm\/big\s+error\s.*ENOSPC writing \/dev\/shm\/big\/b\.bin/);
+    // nothing crashed: the other sync still runs, and the half-written file was removed
+    expect((await syncOf('mirror', 'mirror')).state).toBe('watching');
+    expect(await sh('mirror', 'ls /dev/shm/big', 'small')).toBe('a.bin\n');
+
+    await sh('mirror', 'rm ~/big/b.bin');
+    const restarted = await den(['sync', 'restart', 'mirror', 'small']);
+    expect(restarted, restarted.stderr).toMatchObject({ code: 0 });
+    const recovered = await settled('mirror', 'small');
+    expect(recovered).toMatchObject({ lastError: null, inSync: true });
+    expect(await sh('mirror', 'ls -l /dev/shm/big', 'small')).toMatch(/20000000 .* a\.bin/);
   });
 });

@@ -20,7 +20,7 @@ export function syncErrorMessage(error: unknown, root: string): string {
       return `${where} is on a read-only file system in the service; sync to a writable folder.`;
     case 'ENOSPC':
     case 'EDQUOT':
-      return `The disk holding ${root} in the service is full; free space (or give the service a larger volume) and run \`den sync restart\`.`;
+      return `The disk holding ${root} in the service is full (${failure.code} writing ${where}); free space there or sync less (exclude what the service does not need), then run \`den sync restart\`.`;
     case 'ENOENT':
       return `${where} does not exist; create it, or fix the sync path in the template.`;
     case 'ENOTDIR':

@@ -1,11 +1,11 @@
 import { closeSync, fstatSync, openSync, readlinkSync, readSync, statSync, unlinkSync, type Stats } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { createHash, hash as hashOnce, type Hash } from 'node:crypto';
 import { join } from 'node:path';
 import {
   encodeSyncRecord, LineSplitter, MAX_SYNC_FILE_BYTES, MAX_SYNC_LINE_BYTES, syncSourceCommandSchema,
   type SyncRecord, type SyncSourceOpen, type SyncSourceStatus,
 } from '../../protocol/sync.ts';
-import { MAX_DATA_PAYLOAD } from '../../protocol/agent.ts';
+import { CHANNEL_HEADER_BYTES, MAX_DATA_PAYLOAD } from '../../protocol/agent.ts';
 import type { ChannelContext, ChannelHandler } from '../exec.ts';
 import { planBatch } from './batch.ts';
 import { createSyncChannel, refusedChannel } from './channel.ts';
@@ -23,7 +23,8 @@ const MAX_DELAY_MS = 100;
 const SCAN_INTERVAL_MS = 1_000;
 /** How often the folder is rescanned anyway while inotify watches it: catches what inotify missed (events dropped on overflow). */
 const VERIFY_INTERVAL_MS = 30_000;
-const READ_CHUNK = 256 * 1024;
+/** A file up to this size is read whole and hashed in one call. */
+const SMALL_FILE_BYTES = 256 * 1024;
 
 /**
  * A `sync-source` channel on the workspace's agent: sends its folder in full (the initial copy),
@@ -62,9 +63,20 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
   let scanTimer: NodeJS.Timeout | undefined;
   let watcher: TreeWatcher | undefined;
   let drained: (() => void) | undefined;
+  let needListing = false;
   const commands = new LineSplitter(MAX_SYNC_LINE_BYTES, (line) => {
-    if (!syncSourceCommandSchema.safeParse(parseJson(line)).success) throw new Error('The server sent a sync command the agent does not understand.');
-    needFull = true;
+    const command = syncSourceCommandSchema.safeParse(parseJson(line));
+    if (!command.success) throw new Error('The server sent a sync command the agent does not understand.');
+    if (command.data.type === 'resend') {
+      // the service's copy of these differs: forgotten as sent, they go in the next batch
+      for (const path of command.data.paths) {
+        sent.delete(path);
+        changed(path);
+      }
+      return;
+    }
+    if (command.data.full) needFull = true;
+    else needListing = true;
     void pump();
   });
   const sync = createSyncChannel(channel, peerWindow, context, onClosed, {
@@ -81,26 +93,63 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
   const sender = sync.sender;
   sender.onDrain = () => drained?.();
   const status = (line: SyncSourceStatus) => sender.write('stderr', Buffer.from(`${JSON.stringify(line)}\n`));
-  // Records are gathered into DATA frames of up to MAX_DATA_PAYLOAD: a small file's header and
-  // body would otherwise be two websocket messages at every hop (measured: a 2,000-file copy took
-  // three times as long with a message per record).
-  let gathered: Uint8Array[] = [];
-  let gatheredBytes = 0;
+  // Records are packed into DATA frames of MAX_DATA_PAYLOAD as they are made: a small file's
+  // header and body would otherwise be two websocket messages at every hop (measured: a 2,000-file
+  // copy took three times as long with a message per record), and a file's bytes are read
+  // straight into the frame, so each byte is copied once on its way out. Each frame has room for
+  // the link's header before it (it is sent without another copy), and is fresh per send: the
+  // sender may hold the last one until the peer grants credit.
+  const newFrame = () => Buffer.allocUnsafe(CHANNEL_HEADER_BYTES + MAX_DATA_PAYLOAD).subarray(CHANNEL_HEADER_BYTES);
+  let frame = newFrame();
+  let used = 0;
+  /** small files are read into this, one at a time (a byte longer, to see a file that grew) */
+  const smallFile = Buffer.allocUnsafe(SMALL_FILE_BYTES + 1);
   const flush = async () => {
-    if (gatheredBytes === 0) return;
-    const bytes = gathered.length === 1 ? gathered[0] : Buffer.concat(gathered, gatheredBytes);
-    gathered = [];
-    gatheredBytes = 0;
+    if (used === 0) return;
+    const bytes = frame.subarray(0, used);
+    frame = newFrame();
+    used = 0;
     if (sync.finished) throw new Closed();
-    if (sender.write('data', bytes)) return;
+    if (sender.write('data', bytes, undefined, true)) return;
     await new Promise<void>((resolve) => { drained = resolve; });
     drained = undefined;
     if (sync.finished) throw new Closed();
   };
+  /** Room in the frame for at least one more byte: a full frame is sent first. */
+  const room = async () => {
+    if (used === MAX_DATA_PAYLOAD) await flush();
+  };
   const send = async (bytes: Uint8Array) => {
-    gathered.push(bytes);
-    gatheredBytes += bytes.byteLength;
-    if (gatheredBytes >= MAX_DATA_PAYLOAD) await flush();
+    for (let offset = 0; offset < bytes.byteLength;) {
+      await room();
+      const take = Math.min(bytes.byteLength - offset, MAX_DATA_PAYLOAD - used);
+      frame.set(bytes.subarray(offset, offset + take), used);
+      used += take;
+      offset += take;
+    }
+  };
+  const sendRecord = async (record: SyncRecord) => {
+    await send(encodeSyncRecord(record));
+  };
+  /**
+   * Reads `size` bytes of `fd` (none: the file is gone) straight into the outgoing frames, feeding
+   * `hash` if given; false when the file had fewer (the rest is sent as zeros, as promised).
+   */
+  const sendBytes = async (fd: number | undefined, size: number, hash?: Hash): Promise<boolean> => {
+    let complete = true;
+    for (let position = 0; position < size;) {
+      await room();
+      const take = Math.min(MAX_DATA_PAYLOAD - used, size - position);
+      const read = fd === undefined ? 0 : readSync(fd, frame, used, take, position);
+      if (read < take) {
+        frame.fill(0, used + read, used + take);
+        complete = false;
+      }
+      hash?.update(frame.subarray(used, used + take));
+      used += take;
+      position += take;
+    }
+    return complete;
   };
   const finish = sync.finish;
 
@@ -180,14 +229,17 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     if (pumping || sync.finished) return;
     pumping = true;
     try {
-      while (!sync.finished && (needFull || dirty.size > 0 || conflictCopies.length > 0)) {
-        const detectedAt = firstChangeAt ?? Date.now();
-        firstChangeAt = undefined;
-        const copies = await sendConflictCopies();
-        const files = copies + (needFull ? await sendFull() : await sendChanges());
+      while (!sync.finished && (needFull || needListing || dirty.size > 0 || conflictCopies.length > 0)) {
+        const listing = needListing && !needFull;
+        const detectedAt = listing ? Date.now() : firstChangeAt ?? Date.now();
+        if (!listing) firstChangeAt = undefined;
+        // a listing is a batch that changes nothing: its hash says whether what it removed was all
+        // (conflict copies wait for the next batch)
+        const copies = listing ? 0 : await sendConflictCopies();
+        const files = copies + (needFull ? await sendFull() : listing ? await sendListing() : await sendChanges());
         batch++;
         const hash = treeHash(sent);
-        await send(encodeSyncRecord({ op: 'batch', batch, files, hash, detectedAt }));
+        await sendRecord({ op: 'batch', batch, files, hash, detectedAt });
         await flush();
         status({ type: 'batch', batch, files, hash, detectedAt });
         status({ type: 'pending', files: dirty.size });
@@ -204,12 +256,24 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     dirty.clear();
     // digests are taken while the files are sent: each file is read once
     const entries = scanner.scanWithoutReading();
-    await send(encodeSyncRecord({ op: 'full-begin' }));
+    await sendRecord({ op: 'full-begin' });
     const next = new Map<string, TreeEntry>();
     for (const path of [...entries.keys()].sort()) await sendEntry(path, entries.get(path)!, next);
-    await send(encodeSyncRecord({ op: 'full-end' }));
+    await sendRecord({ op: 'full-end' });
     sent = next;
     return entries.size;
+  };
+
+  /** What the target should have, entry by entry with digests: it answers with the paths that differ. */
+  const sendListing = async () => {
+    needListing = false;
+    await sendRecord({ op: 'verify-begin' });
+    for (const path of [...sent.keys()].sort()) {
+      const entry = sent.get(path)!;
+      await sendRecord({ op: 'verify', path, type: entry.type, mode: entry.mode, digest: entry.digest });
+    }
+    await sendRecord({ op: 'verify-end' });
+    return 0;
   };
 
   const sendChanges = async (): Promise<number> => {
@@ -224,7 +288,7 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
         await sendEntry(op.path, op.entry, sent);
         continue;
       }
-      await send(encodeSyncRecord(op.op === 'delete' ? { ...op, ...baseOf(op.path, true) } : op));
+      await sendRecord(op.op === 'delete' ? { ...op, ...baseOf(op.path, true) } : op);
       if (op.op === 'delete') for (const path of [...sent.keys()]) if (path === op.path || path.startsWith(`${op.path}/`)) sent.delete(path);
       if (op.op === 'rename') {
         const entry = sent.get(op.from)!;
@@ -250,13 +314,8 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
         const size = fstatSync(fd).size;
         // larger than the stream carries: the workspace's version stays, the service's is not kept
         if (size > MAX_SYNC_FILE_BYTES) continue;
-        await send(encodeSyncRecord({ op: 'conflict', path: copy.path, mode: copy.mode, size }));
-        for (let left = size; left > 0;) {
-          const chunk = Buffer.alloc(Math.min(READ_CHUNK, left));
-          readSync(fd, chunk, 0, chunk.byteLength, size - left);
-          left -= chunk.byteLength;
-          await send(chunk);
-        }
+        await sendRecord({ op: 'conflict', path: copy.path, mode: copy.mode, size });
+        await sendBytes(fd, size);
         count++;
       } finally {
         closeSync(fd);
@@ -271,27 +330,29 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     // a full copy carries no base: the workspace's folder replaces the service's whole
     const base = into === sent ? baseOf(path) : {};
     if (entry.type === 'd') {
-      await send(encodeSyncRecord({ op: 'mkdir', path, mode: entry.mode, ...base }));
+      await sendRecord({ op: 'mkdir', path, mode: entry.mode, ...base });
       into.set(path, entry);
       return;
     }
     if (entry.type === 'l') {
       const target = readLink(join(root, path));
       if (target === undefined) return changed(path);
-      await send(encodeSyncRecord({ op: 'symlink', path, target, ...base }));
+      await sendRecord({ op: 'symlink', path, target, ...base });
       into.set(path, entry);
       return;
     }
     into.set(path, { ...entry, digest: await sendFile(path, entry, base) });
   };
 
-  /** Streams a file's bytes; returns the digest of what was sent (a file that changed meanwhile is marked to send again). */
+  /**
+   * Streams a file's bytes, read straight into the outgoing frames; returns the digest of what was
+   * sent (a file that changed meanwhile is marked to send again). A small file is read whole
+   * first and hashed in one call: a hash object per file cost more than hashing its bytes.
+   */
   const sendFile = async (path: string, entry: TreeEntry, base: { base?: string | null } = {}): Promise<string> => {
     if (entry.size > MAX_SYNC_FILE_BYTES) throw new Error(`${path} is ${entry.size} bytes; den syncs files of at most ${MAX_SYNC_FILE_BYTES} bytes, so exclude it.`);
     const known = twoWay && entry.digest !== '' ? { digest: entry.digest } : {};
-    const record: SyncRecord = { op: 'write', path, mode: entry.mode, size: entry.size, ...base, ...known };
-    await send(encodeSyncRecord(record));
-    const hash = createHash('sha256');
+    await sendRecord({ op: 'write', path, mode: entry.mode, size: entry.size, ...base, ...known });
     let fd: number | undefined;
     let before: Stats | undefined;
     try {
@@ -300,32 +361,31 @@ export function openSyncSource(channel: number, spec: SyncSourceOpen, peerWindow
     } catch {
       // gone since the scan: send the promised bytes as zeros; the change that removed it follows
     }
-    let left = entry.size;
     let complete = fd !== undefined;
+    let digest: string;
+    let after: Stats | undefined;
     try {
-      while (left > 0) {
-        // a fresh buffer per chunk: the sender may hold it until the peer grants credit
-        const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK, left));
-        const read = fd === undefined ? 0 : readSync(fd, chunk, 0, chunk.byteLength, entry.size - left);
-        if (read < chunk.byteLength) {
-          chunk.fill(0, read);
-          complete = false;
-        }
-        hash.update(chunk);
-        left -= chunk.byteLength;
-        await send(chunk);
+      if (entry.size <= SMALL_FILE_BYTES) {
+        // one byte more than expected tells a file that grew since the scan
+        const read = fd === undefined ? 0 : readSync(fd, smallFile, 0, entry.size + 1, 0);
+        if (read !== entry.size) complete = false;
+        if (read < entry.size) smallFile.fill(0, read, entry.size);
+        const bytes = smallFile.subarray(0, entry.size);
+        digest = hashOnce('sha256', bytes);
+        await send(bytes);
+      } else {
+        const hash = createHash('sha256');
+        if (!(await sendBytes(fd, entry.size, hash))) complete = false;
+        digest = hash.digest('hex');
       }
-      if (fd !== undefined) {
-        const after = fstatSync(fd);
-        if (after.size !== entry.size || after.mtimeMs !== before!.mtimeMs || after.ctimeMs !== before!.ctimeMs) complete = false;
-      }
+      if (fd !== undefined) after = fstatSync(fd);
     } finally {
       if (fd !== undefined) closeSync(fd);
     }
-    const digest = hash.digest('hex');
     // a file that changed while it was read goes again in the next batch
+    if (after && (after.size !== entry.size || after.mtimeMs !== before!.mtimeMs || after.ctimeMs !== before!.ctimeMs)) complete = false;
     if (!complete || (entry.digest !== '' && digest !== entry.digest)) changed(path);
-    else scanner.remember(path, before!, digest);
+    else scanner.remember(path, after!, digest);
     return digest;
   };
 

@@ -1,9 +1,10 @@
+import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync, readlinkSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_CHANNEL_WINDOW, type AgentFrame } from '../../protocol/agent.ts';
-import { LineSplitter, syncSourceStatusSchema, syncTargetStatusSchema, type SyncSourceStatus, type SyncTargetStatus } from '../../protocol/sync.ts';
+import { encodeSyncRecord, LineSplitter, syncSourceStatusSchema, syncTargetStatusSchema, type SyncRecord, type SyncSourceStatus, type SyncTargetStatus } from '../../protocol/sync.ts';
 import type { ChannelHandler } from '../exec.ts';
 import { openSyncSource } from './source.ts';
 import { openSyncTarget } from './target.ts';
@@ -162,6 +163,51 @@ describe('sync channels between two folders', () => {
     for (let i = 1; i < 1000; i += 3) renameSync(join(pair.source, `pkg${i % 20}`, `file${i}.ts`), join(pair.source, `pkg${i % 20}`, `renamed${i}.ts`));
     const hash = await converged(pair);
     expect(hash).toBe(treeHash(new TreeScanner(pair.target, createExcludes([])).scan()));
+  });
+
+  it('compares a listing with its folder: names what differs in lines under the limit, removes what is not listed, fixes modes', () => {
+    const base = mkdtempSync(join(tmpdir(), 'den-sync-'));
+    dirs.push(base);
+    const target = join(base, 'target');
+    mkdirSync(join(target, 'lib'), { recursive: true });
+    writeFileSync(join(target, 'same.txt'), 'same');
+    writeFileSync(join(target, 'mode.txt'), 'mode', { mode: 0o644 });
+    writeFileSync(join(target, 'changed.txt'), 'changed in the service');
+    writeFileSync(join(target, 'lib/stray.txt'), 'not in the workspace');
+    const statuses: SyncTargetStatus[] = [];
+    const lines = new LineSplitter(1 << 20, (line) => statuses.push(syncTargetStatusSchema.parse(JSON.parse(line))));
+    const frames: AgentFrame[] = [];
+    const handler = openSyncTarget(4, { kind: 'sync-target', root: target, exclude: [] }, DEFAULT_CHANNEL_WINDOW, {
+      send(frame) {
+        frames.push(frame);
+        if (frame.type === 'data') lines.push(frame.payload);
+      },
+      baseEnv: () => ({}),
+      home: () => base,
+    }, () => {});
+    handlers.push(handler);
+    const digest = (text: string) => createHash('sha256').update(text).digest('hex');
+    // 3,000 missing files with long names: more than one status line's worth of paths
+    const missing = Array.from({ length: 3000 }, (_, i) => `lib/missing-in-the-service-${String(i).padStart(5, '0')}.txt`);
+    const records: SyncRecord[] = [
+      { op: 'verify-begin' },
+      { op: 'verify', path: 'changed.txt', type: 'f', mode: 0o644, digest: digest('as in the workspace') },
+      { op: 'verify', path: 'lib', type: 'd', mode: 0o755, digest: '' },
+      ...missing.map((path): SyncRecord => ({ op: 'verify', path, type: 'f', mode: 0o644, digest: digest(path) })),
+      { op: 'verify', path: 'mode.txt', type: 'f', mode: 0o600, digest: digest('mode') },
+      { op: 'verify', path: 'same.txt', type: 'f', mode: statSync(join(target, 'same.txt')).mode & 0o7777, digest: digest('same') },
+      { op: 'verify-end' },
+    ];
+    chmodSync(join(target, 'lib'), 0o755);
+    for (const record of records) handler.onData(encodeSyncRecord(record));
+    expect(frames.find((frame) => frame.type === 'close')).toBeUndefined();
+    const differs = statuses.filter((status) => status.type === 'differs');
+    expect(differs.length).toBeGreaterThan(1);
+    expect(differs.flatMap((status) => status.paths)).toEqual(['changed.txt', ...missing]);
+    expect(statuses.at(-1)).toEqual({ type: 'differs-end', files: 3001, removed: 1 });
+    expect(existsSync(join(target, 'lib/stray.txt'))).toBe(false);
+    expect(statSync(join(target, 'mode.txt')).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(target, 'changed.txt'), 'utf8')).toBe('changed in the service');
   });
 
   it('refuses a target folder it cannot make, with a sentence saying why', () => {

@@ -1,9 +1,9 @@
-import { createHash, type Hash } from 'node:crypto';
-import { accessSync, closeSync, constants, existsSync, fchmodSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, chmodSync, unlinkSync, writeSync } from 'node:fs';
+import { createHash, hash as hashOnce, type Hash } from 'node:crypto';
+import { accessSync, closeSync, constants, existsSync, fchmodSync, fstatSync, lstatSync, mkdirSync, openSync, renameSync, rmSync, symlinkSync, chmodSync, unlinkSync, writeSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { SyncStreamDecoder, type SyncRecord, type SyncStreamEvent, type SyncTargetOpen, type SyncTargetStatus } from '../../protocol/sync.ts';
+import { MAX_SYNC_LINE_BYTES, SyncStreamDecoder, type SyncRecord, type SyncStreamEvent, type SyncTargetOpen, type SyncTargetStatus } from '../../protocol/sync.ts';
 import type { ChannelContext, ChannelHandler } from '../exec.ts';
-import { createExcludes, isMissing, TEMP_PREFIX, TreeScanner, treeHash } from './tree.ts';
+import { createExcludes, isMissing, TEMP_PREFIX, TreeScanner, treeHash, type TreeEntry } from './tree.ts';
 import { resolveRoot, syncErrorMessage } from './paths.ts';
 import { createSyncChannel, refusedChannel } from './channel.ts';
 import { conflictCopyName } from './conflict.ts';
@@ -15,6 +15,9 @@ import { TwoWayTarget } from './two-way-target.ts';
  * copy on the (loaded) bench machine, single runs each way: the default stays.
  */
 const TARGET_WINDOW = 256 * 1024;
+
+/** The paths of one `differs` line, JSON-encoded, stay under this (the line limit less room for the rest). */
+const DIFFERS_LINE_BYTES = MAX_SYNC_LINE_BYTES - 4096;
 
 /**
  * A `sync-target` channel on a service's agent: applies the op stream (protocol/sync.ts) to its
@@ -31,10 +34,14 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
     return refusedChannel(onClosed);
   }
   const scanner = new TreeScanner(root, createExcludes(spec.exclude));
-  /** `keptAt`: two-way, the bytes are the other side's version of `path`, written beside it at this relative path */
-  let current: { fd: number; temp: string; final: string; path: string; mode: number; hash: Hash; keptAt?: string; copy?: boolean } | undefined;
+  /** `keptAt`: two-way, the bytes are the other side's version of `path`, written beside it at this relative path (`copy`: a conflict copy the other side sent) */
+  let current: { fd: number; temp: string; final: string; path: string; mode: number; size: number; hash: Hash | undefined; digest: string | undefined; keptAt?: string; copy?: boolean } | undefined;
   /** during a full copy: every path written or made, so full-end removes the rest */
   let seen: Set<string> | undefined;
+  /** during a listing: the folder as verify-begin read it, the listed paths, and the differing ones not reported yet */
+  let listing: { tree: Map<string, TreeEntry>; listed: Set<string>; differing: string[]; bytes: number; files: number } | undefined;
+  /** the folder as full-end read it back: the batch that closes the copy reports its hash without a second scan */
+  let scannedAtFullEnd: Map<string, TreeEntry> | undefined;
   let filesInBatch = 0;
   let tempCount = 0;
   /** folders this channel made or checked (real folders, not symlinks): forgotten at any op that can change what a path is */
@@ -65,18 +72,37 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
 
   function apply(event: SyncStreamEvent): void {
     if (event.type === 'body') {
-      writeAll(current!.fd, event.bytes);
-      current!.hash.update(event.bytes);
+      const file = current!;
+      try {
+        writeAll(file.fd, event.bytes);
+      } catch (error) {
+        // a write on a descriptor names no path: the sentence says which file did not fit
+        throw Object.assign(error as NodeJS.ErrnoException, { path: file.final });
+      }
+      // a body that arrives whole (most files) is hashed in one call, without a hash object
+      if (file.hash === undefined && file.digest === undefined && event.bytes.byteLength === file.size) file.digest = hashOnce('sha256', event.bytes);
+      else (file.hash ??= createHash('sha256')).update(event.bytes);
       return;
     }
     if (event.type === 'body-end') {
       const done = current!;
       current = undefined;
-      fchmodSync(done.fd, done.mode);
-      closeSync(done.fd);
-      if (done.temp !== done.final) replaceWith(done.final, () => renameSync(done.temp, done.final));
-      const stats = lstatSync(done.final);
-      const digest = done.hash.digest('hex');
+      const digest = done.digest ?? (done.hash ?? createHash('sha256')).digest('hex');
+      let stats: Stats;
+      if (done.temp === done.final) {
+        // a new file, made with its mode: fchmod only when the umask took bits away
+        stats = fstatSync(done.fd);
+        if ((stats.mode & 0o7777) !== done.mode) {
+          fchmodSync(done.fd, done.mode);
+          stats = fstatSync(done.fd);
+        }
+        closeSync(done.fd);
+      } else {
+        fchmodSync(done.fd, done.mode);
+        closeSync(done.fd);
+        replaceWith(done.final, () => renameSync(done.temp, done.final));
+        stats = lstatSync(done.final);
+      }
       if (done.copy) return twoWay?.copyReceived(done.path, done.keptAt!);
       twoWay?.afterWrite(done.path, { type: 'f', mode: done.mode, size: stats.size, digest }, done.keptAt);
       // the batch's hash then needs no second read of what was just written
@@ -87,9 +113,11 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
   }
 
   function applyRecord(record: SyncRecord): void {
+    if (record.op !== 'batch') scannedAtFullEnd = undefined;
     if (record.op !== 'write' && record.op !== 'mkdir' && record.op !== 'chmod' && record.op !== 'batch' && record.op !== 'conflict') folders.clear();
     if (twoWay && (record.op === 'mkdir' || record.op === 'symlink' || record.op === 'delete') && !twoWay.beforeChange(record, seen !== undefined)) return;
     applyOp(record);
+    // two-way: after full-end this tells the source here to take the folder as what the other side has
     if (twoWay && record.op !== 'write' && record.op !== 'conflict') twoWay.afterChange(record);
   }
 
@@ -104,19 +132,22 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
         let fresh: number | undefined;
         try {
           // two-way writes always go through a rename: the source on this agent must never read half a file and send it back
-          fresh = twoWay && keptAt === undefined ? undefined : createNew(final);
+          fresh = twoWay && keptAt === undefined ? undefined : createNew(final, record.mode);
         } catch (error) {
           // a folder removed behind our back (by the service): look at the path again
           if (!isMissing(error)) throw error;
           folders.clear();
           final = inRoot(keptAt ?? record.path);
-          fresh = createNew(final);
+          fresh = createNew(final, record.mode);
         }
         // A new file is written in place (nothing can have read it yet); a file that exists is
         // replaced by a rename, so a dev server never reads half of it. With the folders
         // remembered, this took the target's side of a 10,000-file copy from 10.5 s to 2.8 s.
         const temp = fresh === undefined ? join(final, '..', `${TEMP_PREFIX}${process.pid}-${++tempCount}`) : final;
-        current = { fd: fresh ?? openSync(temp, 'wx', 0o600), temp, final, path: record.path, mode: record.mode, hash: createHash('sha256'), ...(keptAt === undefined ? {} : { keptAt, copy: record.op === 'conflict' }) };
+        current = {
+          fd: fresh ?? openSync(temp, 'wx', 0o600), temp, final, path: record.path, mode: record.mode, size: record.size, hash: undefined, digest: undefined,
+          ...(keptAt === undefined ? {} : { keptAt, copy: record.op === 'conflict' }),
+        };
         filesInBatch++;
         if (keptAt === undefined) mark(record.path);
         return;
@@ -160,18 +191,64 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
       case 'full-end': {
         const keep = seen ?? new Set<string>();
         seen = undefined;
-        const extra = [...scanner.scan().keys()].filter((path) => !keep.has(path)).sort().reverse();
+        const tree = scanner.scan();
+        const extra = [...tree.keys()].filter((path) => !keep.has(path)).sort().reverse();
         for (const path of extra) rmSync(join(root, path), { recursive: true, force: true });
         filesInBatch += extra.length;
+        // what full-end removed is gone from the tree too; the batch record comes next
+        if (extra.length === 0) scannedAtFullEnd = tree;
+        return;
+      }
+      case 'verify-begin':
+        listing = { tree: scanner.scan(), listed: new Set(), differing: [], bytes: 0, files: 0 };
+        return;
+      case 'verify': {
+        if (!listing) throw new Error('A sync listing entry came outside a listing.');
+        const have = listing.tree.get(record.path);
+        // only paths of the tree are remembered: memory stays the size of the service's folder
+        if (have) listing.listed.add(record.path);
+        if (have && have.type === record.type && have.digest === record.digest) {
+          // only the mode differs: fixed here (the scan walked real folders, so no symlink is followed)
+          if (have.mode !== record.mode && have.type !== 'l') chmodSync(join(root, record.path), record.mode);
+          return;
+        }
+        differs(listing, record.path);
+        return;
+      }
+      case 'verify-end': {
+        if (!listing) throw new Error('A sync listing ended that had not begun.');
+        const { tree, listed } = listing;
+        reportDiffering(listing);
+        const extra = [...tree.keys()].filter((path) => !listed.has(path)).sort().reverse();
+        for (const path of extra) rmSync(join(root, path), { recursive: true, force: true });
+        report({ type: 'differs-end', files: listing.files, removed: extra.length });
+        listing = undefined;
         return;
       }
       case 'batch': {
-        const hash = treeHash(scanner.scan());
+        const hash = treeHash(scannedAtFullEnd ?? scanner.scan());
+        scannedAtFullEnd = undefined;
         report({ type: 'applied', batch: record.batch, files: filesInBatch, hash, detectedAt: record.detectedAt, appliedAt: Date.now() });
         filesInBatch = 0;
         return;
       }
     }
+  }
+
+  /** Notes a path the service's copy lacks or has otherwise; reported in lines that stay under the line limit. */
+  function differs(state: NonNullable<typeof listing>, path: string): void {
+    const bytes = JSON.stringify(path).length + 1;
+    if (state.bytes + bytes > DIFFERS_LINE_BYTES) reportDiffering(state);
+    state.differing.push(path);
+    state.bytes += bytes;
+    state.files++;
+  }
+
+  function reportDiffering(state: NonNullable<typeof listing>): void {
+    if (state.differing.length === 0) return;
+    report({ type: 'differs', paths: state.differing });
+    state.differing = [];
+    state.bytes = 0;
   }
 
   /** A path of the stream inside the root, its parent folders made; refuses to go through a symlink. */
@@ -199,7 +276,7 @@ export function openSyncTarget(channel: number, spec: SyncTargetOpen, peerWindow
   function mark(relative: string): void {
     if (!seen) return;
     // the folders above a path are kept too
-    for (let path = relative; path !== ''; path = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '') seen.add(path);
+    for (let path = relative; path !== '' && !seen.has(path); path = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : '') seen.add(path);
   }
 }
 
@@ -220,19 +297,20 @@ function writeAll(fd: number, bytes: Uint8Array): void {
 }
 
 function isDirectory(path: string): boolean {
-  try {
-    return lstatSync(path).isDirectory();
-  } catch {
-    return false;
-  }
+  return lstatIfThere(path)?.isDirectory() ?? false;
 }
 
 function exists(path: string): boolean {
+  return lstatIfThere(path) !== undefined;
+}
+
+/** undefined when nothing is there; a missing path makes no exception (making one costs more than the lstat). */
+function lstatIfThere(path: string): Stats | undefined {
   try {
-    lstatSync(path);
-    return true;
+    return lstatSync(path, { throwIfNoEntry: false });
   } catch {
-    return false;
+    // ENOTDIR (a part of the path is a file) and the like: nothing is there either
+    return undefined;
   }
 }
 
@@ -265,10 +343,11 @@ function makeRoot(root: string): void {
   }
 }
 
-/** Opens a file that does not exist yet for writing; undefined when something is at the path. */
-function createNew(path: string): number | undefined {
+/** Creates and opens a file that does not exist yet for writing; undefined when something is at the path. */
+function createNew(path: string, mode: number): number | undefined {
   try {
-    return openSync(path, 'wx', 0o600);
+    // owner-writable while it is written, whatever its final mode
+    return openSync(path, 'wx', mode | 0o200);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
     throw error;

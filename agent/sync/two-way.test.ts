@@ -27,6 +27,8 @@ interface Direction {
   held: boolean;
   queue: Uint8Array[];
   release(): void;
+  /** a command line for the source, as the server sends it (`resync`, `resend`) */
+  command(line: object): void;
 }
 
 const dirs: string[] = [];
@@ -44,6 +46,9 @@ function connect(sourceSpec: SyncSourceOpen, targetSpec: SyncTargetOpen, home: s
     release() {
       direction.held = false;
       for (const payload of direction.queue.splice(0)) target.onData(payload);
+    },
+    command(line) {
+      source.onData(Buffer.from(`${JSON.stringify(line)}\n`));
     },
   };
   const sourceLines = new LineSplitter(1 << 20, (line) => direction.sourceStatus.push(syncSourceStatusSchema.parse(JSON.parse(line))));
@@ -131,6 +136,16 @@ async function whileHeld(sync: TwoWay, edit: () => void): Promise<void> {
   const [forwardBefore, reverseBefore] = [sent(sync.forward), sent(sync.reverse)];
   edit();
   await until(() => sent(sync.forward) > forwardBefore && sent(sync.reverse) > reverseBefore, 'both sides sent their change');
+}
+
+/** What the server does when the hashes disagree: asks for a listing and hands the differing paths back as `resend`; returns them. */
+async function resyncByListing(d: Direction): Promise<string[]> {
+  const from = d.targetStatus.length;
+  d.command({ type: 'resync' });
+  await until(() => d.targetStatus.slice(from).some((s) => s.type === 'differs-end'), 'the listing compared');
+  const paths = d.targetStatus.slice(from).flatMap((s) => (s.type === 'differs' ? s.paths : []));
+  if (paths.length > 0) d.command({ type: 'resend', paths });
+  return paths;
 }
 
 const conflicts = (d: Direction) => d.targetStatus.filter((s) => s.type === 'conflict');
@@ -223,5 +238,32 @@ describe('two-way sync between two folders', () => {
     expect(readFileSync(join(sync.workspace, 'lib/x.js'), 'utf8')).toBe('x, edited');
     expect(readFileSync(join(sync.service, 'lib/x.js'), 'utf8')).toBe('x, edited');
     expect([...conflicts(sync.reverse), ...conflicts(sync.forward)]).toHaveLength(1);
+  });
+
+  it('a listing resync (protocol 1.6) in two-way mode resends only what differs and loses no edit of the service\'s', async () => {
+    const sync = await startTwoWay((workspace) => {
+      writeFileSync(join(workspace, 'same.txt'), 'same');
+      writeFileSync(join(workspace, 'edited.txt'), 'base');
+    });
+    await converged(sync);
+    // in sync: the listing finds nothing, removes nothing, and starts no conflict
+    expect(await resyncByListing(sync.forward)).toEqual([]);
+    expect(sync.forward.targetStatus.findLast((s) => s.type === 'differs-end')).toEqual({ type: 'differs-end', files: 0, removed: 0 });
+    await converged(sync);
+    // the service's edit is on its way back while the server finds the hashes disagree: only that file differs
+    sync.reverse.held = true;
+    const reverseBefore = sync.reverse.sourceStatus.filter((s) => s.type === 'batch').length;
+    writeFileSync(join(sync.service, 'edited.txt'), 'the service\'s edit');
+    await until(() => sync.reverse.sourceStatus.filter((s) => s.type === 'batch').length > reverseBefore, 'the service sent its edit');
+    expect(await resyncByListing(sync.forward)).toEqual(['edited.txt']);
+    await until(() => readFileSync(join(sync.service, 'edited.txt'), 'utf8') === 'base', 'the workspace\'s version resent');
+    sync.reverse.release();
+    await until(() => readFileSync(join(sync.workspace, 'edited.txt'), 'utf8') === 'the service\'s edit', 'the service\'s edit arrived');
+    // the next comparison (the server's, after 3 s of disagreement) sends the edit the workspace now has
+    expect(await resyncByListing(sync.forward)).toEqual(['edited.txt']);
+    await converged(sync);
+    expect(readFileSync(join(sync.service, 'edited.txt'), 'utf8')).toBe('the service\'s edit');
+    expect(readFileSync(join(sync.workspace, 'same.txt'), 'utf8')).toBe('same');
+    expect([...conflicts(sync.forward), ...conflicts(sync.reverse)]).toEqual([]);
   });
 });

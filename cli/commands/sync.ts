@@ -30,6 +30,7 @@ function show(items: SyncStatus[], empty: string): void {
     { header: 'hash (workspace / service)', value: (s) => `${short(s.sourceHash)} / ${short(s.targetHash)}${s.inSync ? ' =' : ''}` },
     { header: 'conflicts', value: (s) => (s.mode === 'two-way' ? String(s.conflicts) : '-') },
     { header: 'restarted', value: (s) => (s.lastRestart ? `${formatAge(s.lastRestart.at)}, pid ${s.lastRestart.pid}` : '-') },
+    { header: 'resent', value: (s) => (s.resyncs > 0 ? `${s.resentFiles} files in ${s.resyncs} resyncs` : '-') },
     { header: 'error', value: (s) => s.lastError ?? s.watchMessage ?? '' },
   ], empty);
   // the last conflict says where the service's version was kept: worth a line of its own

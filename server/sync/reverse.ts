@@ -1,7 +1,7 @@
 import { syncSourceStatusSchema, syncTargetStatusSchema, type SyncTargetStatus } from '../../protocol/sync.ts';
 import { MAIN_AGENT } from '../../protocol/agent.ts';
-import type { AgentHub, AgentRef, ExecSession } from '../agents/hub-types.ts';
-import { afterEnd, closeSessions, joinSessions, openPair, parseJson } from './session.ts';
+import type { AgentHub, AgentRef } from '../agents/hub-types.ts';
+import { endedOnceOpened, openSyncPipe, parseJson, statusLines, type SyncPipe } from './relay.ts';
 
 /** Where a two-way sync's second direction runs, and what it tells its runner. */
 export interface ReverseSyncOptions {
@@ -28,11 +28,11 @@ const KEEP_BATCHES = 1000;
  * The service-to-workspace half of a two-way sync (ADR 0027): a `sync-source` on the service's
  * agent that sends only changes (the full copy the other way made both folders the same), piped
  * into a `sync-target` on the workspace's agent, where the workspace's version wins a conflict.
+ * Relayed frame by frame like the other direction (server/sync/relay.ts).
  */
 export class ReverseSync {
   private readonly options: ReverseSyncOptions;
-  private source: ExecSession | undefined;
-  private target: ExecSession | undefined;
+  private pipe: SyncPipe | undefined;
   private stopped = false;
   private opening = false;
   private readonly sourceHashes = new Map<number, string>();
@@ -52,28 +52,26 @@ export class ReverseSync {
     const { workspaceId, service, from, to, exclude, pair, agents } = this.options;
     const serviceAgent: AgentRef = { workspaceId, agent: service };
     const mainAgent: AgentRef = { workspaceId, agent: MAIN_AGENT };
-    const { source, target } = await openPair(agents,
-      { at: mainAgent, spec: { kind: 'sync-target', root: from, exclude, twoWay: { pair, wins: 'local' } } },
-      { at: serviceAgent, spec: { kind: 'sync-source', root: to, exclude, twoWay: { pair, initial: 'known' } } });
-    if (this.stopped) return closeSessions(source, target);
-    this.source = source;
-    this.target = target;
-    joinSessions(source, target, { source: (line) => this.onSourceLine(line), target: (line) => this.onTargetLine(line) }, this.options.fail);
-    const ended = (side: string) => () => {
-      if (this.source !== source || this.stopped) return;
+    const fail = (error: unknown) => this.options.fail(error);
+    const end = endedOnceOpened((pipe, side) => {
+      if (this.pipe !== pipe || this.stopped) return;
       this.stop();
-      this.options.ended(side);
-    };
-    afterEnd(source, source.stderr, ended(`${service} service's`));
-    afterEnd(target, target.stdio, ended('workspace'));
+      this.options.ended(side === 'source' ? `${service} service's` : 'workspace');
+    });
+    const pipe = await openSyncPipe(agents,
+      { agent: serviceAgent, spec: { kind: 'sync-source', root: to, exclude, twoWay: { pair, initial: 'known' } } },
+      { agent: mainAgent, spec: { kind: 'sync-target', root: from, exclude, twoWay: { pair, wins: 'local' } } },
+      { sourceStatus: statusLines((line) => this.onSourceLine(line), fail), targetStatus: statusLines((line) => this.onTargetLine(line), fail), ended: end.ended });
+    if (this.stopped) return pipe.close();
+    this.pipe = pipe;
+    end.opened(pipe);
   }
 
   stop(): void {
     this.stopped = true;
-    const { source, target } = this;
-    this.source = undefined;
-    this.target = undefined;
-    closeSessions(source, target);
+    const pipe = this.pipe;
+    this.pipe = undefined;
+    pipe?.close();
   }
 
   private onSourceLine(line: string): void {
@@ -92,6 +90,8 @@ export class ReverseSync {
     const status = parsed.data;
     if (status.type === 'error') return this.options.fail(new Error(status.message));
     if (status.type === 'conflict') return this.options.conflict(status);
+    // the reverse direction is never asked for a listing (the runner settles both directions by a full copy's or listing's way forward)
+    if (status.type !== 'applied') return;
     const serviceHash = this.sourceHashes.get(status.batch);
     this.sourceHashes.delete(status.batch);
     this.options.applied({ batch: status.batch, files: status.files, serviceHash, workspaceHash: status.hash, latencyMs: Math.max(0, status.appliedAt - status.detectedAt) });

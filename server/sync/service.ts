@@ -125,7 +125,7 @@ export function createWorkspaceSyncs(deps: WorkspaceSyncDeps): WorkspaceSyncs {
 function sharedStatus(spec: SyncSpec): SyncStatus {
   return {
     service: spec.service, from: spec.from, to: spec.to, mode: spec.mode ?? 'one-way', state: 'shared', watchMode: null, pendingFiles: 0, lastApplied: null, lastError: null,
-    lastReturned: null, conflicts: 0, lastConflict: null, lastRestart: null,
+    lastReturned: null, conflicts: 0, lastConflict: null, lastRestart: null, resentFiles: 0,
     watchMessage: `The ${spec.service} service runs in the workspace's own home on this runtime: ${spec.to} is ${spec.from} itself, so every edit is there at once and nothing is copied.`,
     sourceHash: null, targetHash: null, inSync: true, resyncs: 0,
   };
