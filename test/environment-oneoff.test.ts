@@ -43,7 +43,8 @@ if (kubeMissingInCI) throw new Error('CI must run the one-off runs on kubernetes
 const kubeSkip = kubeSkipReason ?? dockerSkip;
 if (kubeSkipReason) console.warn(`[skip] one-off runs on kubernetes: ${kubeSkipReason}`);
 
-const DB_SERVER = "require('net').createServer((s) => s.end('pong from db\\n')).listen(7000, () => console.log('db listening'))";
+// a readiness probe that connects and resets must not end the service: its socket errors are ignored
+const DB_SERVER = "require('net').createServer((s) => { s.on('error', () => {}); s.end('pong from db\\n'); }).listen(7000, () => console.log('db listening'))";
 const DB_CLIENT = "const s = require('net').connect(7000, 'db'); s.setEncoding('utf8'); s.on('data', (d) => process.stdout.write(d)); s.on('error', (e) => { console.error('db unreachable: ' + e.message); process.exit(1); })";
 
 function template(name: string): TemplateInput {
