@@ -217,7 +217,19 @@ wait_for() { # wait_for SECONDS WHAT CMD...  — polls CMD, fails with the daemo
   done
   fail "timed out after ${t}s waiting for $what" "see the logs in $LOGS (they are copied to /tmp/den-k8s-failed-*)"
 }
-check_alive() { alive "$1" || fail "$1 exited right after starting; last log lines:$(printf '\n'; tail -n 15 "$LOGS/$1.log")" "see $LOGS/$1.log"; }
+# A daemon just started may still be `setsid` on its way to exec'ing the binary (its /proc exe is
+# setsid's, not the daemon's): on a loaded machine that takes a while, so a live process whose
+# exe is not yet the daemon's is waited for (up to 10 s) before it counts as exited.
+check_alive() {
+  local pid i
+  read -r pid _ <"$PIDS/$1.pid" 2>/dev/null || pid=
+  for ((i = 0; i < 100; i++)); do
+    alive "$1" && return 0
+    [[ -n $pid && -d /proc/$pid ]] || break
+    sleep 0.1
+  done
+  fail "$1 exited right after starting; last log lines:$(printf '\n'; tail -n 15 "$LOGS/$1.log")" "see $LOGS/$1.log"
+}
 
 B=$DEN_K8S_BIN
 mount -t tmpfs -o size=2g,mode=700 den-k8s-etcd "$STATE/etcd"
