@@ -8,7 +8,8 @@ import { PtyWriter } from './pty-writer.ts';
 
 /** What a channel implementation needs from the link. */
 export interface ChannelContext {
-  send(frame: AgentFrame): void;
+  /** `written`: called once the link's socket has written the frame (never when the link is down) */
+  send(frame: AgentFrame, written?: () => void): void;
   /** the environment every process starts from (agent env without its token + manifest env) */
   baseEnv(): Record<string, string>;
   home(): string;

@@ -101,10 +101,10 @@ export function startAgent(options: AgentOptions): Agent {
   let badFrames = 0;
   const logs = new LogOutbox((count) => options.log(`dropped ${count} unacknowledged startup log frames while disconnected`));
 
-  const send = (frame: AgentFrame) => {
+  const send = (frame: AgentFrame, written?: () => void) => {
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
     corkForThisTick(socket);
-    socket.send(encodeFrame(frame));
+    socket.send(encodeFrame(frame), written && (() => written()));
   };
   const setState = (next: LifecycleState, message?: string) => {
     state = next;

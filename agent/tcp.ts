@@ -1,25 +1,33 @@
 import { connect, type Socket } from 'node:net';
 import { isAbsolute, join } from 'node:path';
-import { DEFAULT_CHANNEL_WINDOW, MAX_BULK_DATA_PAYLOAD, MAX_DATA_PAYLOAD, type TcpOpen } from '../protocol/agent.ts';
+import { CHANNEL_HEADER_BYTES, DEFAULT_CHANNEL_WINDOW, MAX_BULK_DATA_PAYLOAD, MAX_DATA_PAYLOAD, type DataFrame, type TcpOpen } from '../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../protocol/agent-flow.ts';
 import type { ChannelContext, ChannelHandler } from './exec.ts';
+import { ConnectionReads, Slab, SlabPool, slabOf } from './read-slabs.ts';
 
 /** How long a connect may take before the open is refused: a filtered port must not hold the channel open forever. */
 const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
- * What the connections the agent opens read into (net's `onread`): one buffer shared by all
- * channels that take bulk frames (protocol 1.8), as large as one, so a read of a fast download
- * becomes one frame instead of 64 KiB ones; one of the classic frame size for the others. No
- * buffer is allocated per read. A read is framed (and so copied, by encodeFrame) before the next
- * read can reuse its buffer; what must wait for credit is copied out, so a channel's queue holds
- * at most one read (64 KiB on a channel without bulk frames, as before).
+ * What the connections the agent opens read into (net's `onread`): a channel that takes bulk frames
+ * (protocol 1.8) reads a fast download into slabs from BULK_SLABS, framed in place and sent without
+ * a copy (agent/read-slabs.ts), and its other reads into a shared buffer as large as a bulk frame;
+ * the other channels read into a shared buffer of the classic frame size. A read in a shared buffer
+ * is framed (and so copied, by encodeFrame) before the next read can reuse it; what must wait for
+ * credit is copied out, so a channel's queue holds at most one read (64 KiB on a channel without
+ * bulk frames, as before).
  */
 const BULK_READS = Buffer.allocUnsafe(MAX_BULK_DATA_PAYLOAD);
 const CLASSIC_READS = Buffer.allocUnsafe(MAX_DATA_PAYLOAD);
+/** slabs of one bulk frame and its header; a few kept for the next download so a steady one allocates nothing */
+const BULK_SLABS = new SlabPool(CHANNEL_HEADER_BYTES + MAX_BULK_DATA_PAYLOAD, 4);
 
-/** How a channel takes what its connection read; false: no credit left, stop reading. */
-type OnRead = (chunk: Buffer, borrowed: boolean) => boolean;
+/**
+ * How a channel takes what its connection read; false: no credit left, stop reading. `from`: 'shared'
+ * when the bytes are in a buffer the next read reuses (what waits for credit is copied), a slab when
+ * they are in one (held once for the channel), none when the chunk is the channel's own.
+ */
+type OnRead = (chunk: Buffer, from?: 'shared' | Slab) => boolean;
 
 /**
  * A `tcp` channel: a connection to host:port or to a unix socket in the workspace (port
@@ -43,11 +51,22 @@ export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: numbe
   const path = spec.path === undefined ? undefined : isAbsolute(spec.path) ? spec.path : join(context.home(), spec.path);
   const target = path ?? `${spec.host}:${spec.port}`;
   const open = (onRead: OnRead) => {
-    const buffer = spec.maxData !== undefined && spec.maxData > MAX_DATA_PAYLOAD ? BULK_READS : CLASSIC_READS;
-    const onread = { buffer, callback: (bytes: number, buffer: Uint8Array) => onRead((buffer as Buffer).subarray(0, bytes), true) };
-    return path ? connect({ path, onread }) : connect({ host: spec.host, port: spec.port!, onread });
+    const onread = spec.maxData !== undefined && spec.maxData > MAX_DATA_PAYLOAD ? slabReads(onRead, spec.maxData) : { buffer: CLASSIC_READS, callback: (bytes: number) => onRead(CLASSIC_READS.subarray(0, bytes), 'shared') };
+    const socket = path ? connect({ path, onread }) : connect({ host: spec.host, port: spec.port!, onread });
+    if ('reads' in onread) socket.once('close', () => onread.reads.leaveSlabs());
+    return socket;
   };
   return serveTcp(channel, open, target, peerWindow, spec.maxData, context, onClosed);
+}
+
+/** The onread of a bulk channel's connection: slabs while it reads fast, BULK_READS otherwise. */
+function slabReads(onRead: OnRead, maxData: number) {
+  const reads = new ConnectionReads(BULK_SLABS, BULK_READS, maxData);
+  const callback = (bytes: number) => {
+    const { chunk, slab } = reads.took(bytes);
+    return onRead(chunk, slab ?? 'shared');
+  };
+  return { buffer: () => reads.next(), callback, reads };
 }
 
 /**
@@ -55,11 +74,23 @@ export function openTcpChannel(channel: number, spec: TcpOpen, peerWindow: numbe
  * (open_ok once it connects), or already connected (a claimed connection: open_ok at once).
  */
 function serveTcp(channel: number, open: (onRead: OnRead) => Socket, target: string, peerWindow: number, maxData: number | undefined, context: ChannelContext, onClosed: () => void): ChannelHandler {
-  const sender = new ChannelSender(channel, peerWindow, (frame) => context.send(frame), maxData ?? MAX_DATA_PAYLOAD);
-  const onRead: OnRead = (chunk, borrowed) => {
+  // a frame framed in place in a slab holds it until the link socket has written it; the rest of a
+  // read that credit split is framed in place too once the part before it was written
+  const sendFrame = (frame: DataFrame) => {
+    const slab = slabOf(frame.payload);
+    if (!slab || !(frame.headroom || slab.freeBefore(frame.payload))) return context.send(frame);
+    slab.hold();
+    context.send({ ...frame, headroom: true }, () => {
+      slab.written(frame.payload);
+      slab.release();
+    });
+  };
+  const sender = new ChannelSender(channel, peerWindow, sendFrame, maxData ?? MAX_DATA_PAYLOAD);
+  const onRead: OnRead = (chunk, from) => {
+    if (from instanceof Slab) return sender.write('data', chunk, () => from.release(), true);
     // sent now, the frames are copies; what waits for credit must outlive the shared read buffer
     const sendsAll = sender.queuedBytes === 0 && chunk.byteLength <= sender.availableCredit;
-    return sender.write('data', borrowed && !sendsAll ? Buffer.from(chunk) : chunk);
+    return sender.write('data', from === 'shared' && !sendsAll ? Buffer.from(chunk) : chunk);
   };
   const socket = open(onRead);
   const receive = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
@@ -112,7 +143,7 @@ function serveTcp(channel: number, open: (onRead: OnRead) => Socket, target: str
   };
   // a connection the agent opened reads through onRead (net's onread: false pauses it); a claimed one emits 'data'
   socket.on('data', (chunk: Buffer) => {
-    if (!onRead(chunk, false)) socket.pause();
+    if (!onRead(chunk)) socket.pause();
   });
   socket.on('end', () => afterQueued(() => !finished && context.send({ type: 'eof', channel })));
   socket.on('close', () => {

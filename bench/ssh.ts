@@ -18,7 +18,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector';
 import { connect, createServer } from 'node:net';
 import { cpus, loadavg, tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -30,7 +29,7 @@ import { idleDriver } from '../test/support/idle-driver.ts';
 import { generateKey, isolatedOptions, run } from '../test/support/openssh.ts';
 import { startRealAgent } from '../test/support/real-agent.ts';
 import { seedWorkspace } from '../test/support/workspace-seed.ts';
-import { cpuMs, numberOption, perUnit, processCpuMs } from './support.ts';
+import { cpuMs, numberOption, perUnit, processCpuMs, startCpuProfile, underCpuProfile } from './support.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -110,7 +109,7 @@ try {
   }
 
   say(`keystroke echo in a pty (${ECHOES} keystrokes, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'})`);
-  const profiler = PROFILE_DIR ? await startProfile() : undefined;
+  const profiler = PROFILE_DIR ? await startCpuProfile(PROFILE_DIR) : undefined;
   const echo: Record<string, { p50: number; p99: number; p50_per_round?: number[] }> = {};
   const echoSamples: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
   const roundP50s: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
@@ -196,30 +195,10 @@ async function concurrentSessions(target: Target, count: number) {
   return { sessions: count, completed, wall_s: round((performance.now() - started) / 1000, 1), server_rss_mb_before: round(rssBefore / 1e6), server_rss_mb_peak: round(rssPeak / 1e6) };
 }
 
-/** The real agent; with --profile, under --cpu-prof (NODE_OPTIONS reaches only it: the clients start later). */
+/** The real agent; with --profile, under --cpu-prof. */
 async function startAgent(): Promise<ChildProcess> {
-  if (!PROFILE_DIR) return startRealAgent(server, seeded, home, { env: {} });
-  process.env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${PROFILE_DIR} --cpu-prof-name=agent.cpuprofile`;
-  try {
-    return await startRealAgent(server, seeded, home, { env: {} });
-  } finally {
-    delete process.env.NODE_OPTIONS;
-  }
-}
-
-/** Starts profiling this process (den's server); the returned function stops and writes PROFILE_DIR/server.cpuprofile. */
-async function startProfile(): Promise<() => Promise<void>> {
-  const session = new Session();
-  session.connect();
-  const post = (method: string) => new Promise<unknown>((resolvePost, reject) => session.post(method, (error, result) => (error ? reject(error) : resolvePost(result))));
-  await post('Profiler.enable');
-  await post('Profiler.start');
-  return async () => {
-    const { profile } = (await post('Profiler.stop')) as { profile: object };
-    mkdirSync(PROFILE_DIR!, { recursive: true });
-    writeFileSync(join(PROFILE_DIR!, 'server.cpuprofile'), JSON.stringify(profile));
-    session.disconnect();
-  };
+  const start = () => startRealAgent(server, seeded, home, { env: {} });
+  return PROFILE_DIR ? underCpuProfile(PROFILE_DIR, 'agent', start) : start();
 }
 
 /** bench/ssh-floor.ts in its own process(es), with its own host key, accepting the bench's key. */

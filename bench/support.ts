@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 
@@ -131,4 +132,33 @@ export function writeTree(root: string, files: number, megabytes: number): void 
     if (i < 700) mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, `file${i}.bin`), filler.subarray(i % perFile, (i % perFile) + perFile));
   }
+}
+
+/**
+ * Runs `start` (which spawns a Node child, e.g. the real agent) under `--cpu-prof`, writing
+ * DIR/NAME.cpuprofile when the child exits (SIGTERM lets it write; SIGKILL does not). NODE_OPTIONS
+ * is set only while `start` runs, so clients spawned later are not profiled.
+ */
+export async function underCpuProfile<T>(dir: string, name: string, start: () => Promise<T>): Promise<T> {
+  process.env.NODE_OPTIONS = `--cpu-prof --cpu-prof-dir=${dir} --cpu-prof-name=${name}.cpuprofile`;
+  try {
+    return await start();
+  } finally {
+    delete process.env.NODE_OPTIONS;
+  }
+}
+
+/** Starts profiling this process (den's server in a bench); the returned function stops and writes DIR/server.cpuprofile. */
+export async function startCpuProfile(dir: string): Promise<() => Promise<void>> {
+  const session = new Session();
+  session.connect();
+  const post = (method: string) => new Promise<unknown>((resolvePost, reject) => session.post(method, (error, result) => (error ? reject(error) : resolvePost(result))));
+  await post('Profiler.enable');
+  await post('Profiler.start');
+  return async () => {
+    const { profile } = (await post('Profiler.stop')) as { profile: object };
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'server.cpuprofile'), JSON.stringify(profile));
+    session.disconnect();
+  };
 }
