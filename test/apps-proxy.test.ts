@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http';
+import { EventEmitter } from 'node:events';
+import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +26,17 @@ import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts
 const STREAM_TIMEOUT_MS = 15_000;
 /** larger than every buffer between the app and the client (channel windows, socket buffers) */
 const LARGE_BYTES = 64 * 1024 * 1024;
+/** the bad-input answer: far more than den may hold for one request */
+const HUGE_BYTES = 1024 * 1024 * 1024;
+const HUGE_READ_BYTES = 8 * 1024 * 1024;
+/**
+ * What may be on its way between the app and a client that stopped reading: the channel's
+ * window (2 MiB), socket buffers on each hop (app -> agent, agent -> den, den -> client), a few
+ * MiB each; far below the 1 GiB a den that buffered the answer would take.
+ */
+const HUGE_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+/** the app counts as held back once it has written nothing for this long */
+const STALL_MS = 1_000;
 
 interface Ctx {
   server: TestServer;
@@ -204,6 +216,42 @@ describe('app proxy in path mode', () => {
     expect((await fetch(`${base()}/echo`, { headers: { cookie: ctx.aliceCookie } })).status).toBe(200);
   });
 
+  it('reads a 1 GiB answer only as fast as the client does, chunked and with a Content-Length, and goes on once the client leaves', async () => {
+    const huge = hugeApp();
+    await new Promise<void>((resolve) => huge.app.listen(0, '127.0.0.1', resolve));
+    const hugePort = (huge.app.address() as AddressInfo).port;
+    try {
+      for (const path of ['/chunked', '/length']) {
+        const request = httpRequest(`${ctx.server.url}/@alice/dev/ports/${hugePort}${path}`, { headers: { cookie: ctx.aliceCookie } });
+        const response = await new Promise<IncomingMessage>((resolve, reject) => request.on('response', resolve).on('error', reject).end());
+        expect(response.statusCode, path).toBe(200);
+        // the client reads 8 MiB, then stops reading
+        let received = 0;
+        await new Promise<void>((resolve) => {
+          response.on('data', (part: Buffer) => {
+            received += part.length;
+            if (received >= HUGE_READ_BYTES) {
+              response.pause();
+              resolve();
+            }
+          });
+        });
+        // the app is held back: it stops writing (a den that buffered the answer would take it all, at once)
+        await waitForStall(() => huge.written, path);
+        expect(huge.written - received, path).toBeLessThan(HUGE_IN_FLIGHT_BYTES);
+        // the client leaves: den lets go of the app's answer, and the next request is answered
+        const closed = new Promise((resolve) => huge.closed.once('close', resolve));
+        request.destroy();
+        await closed;
+        expect((await fetch(`${base()}/echo`, { headers: { cookie: ctx.aliceCookie } })).status, path).toBe(200);
+        huge.written = 0;
+      }
+    } finally {
+      huge.app.closeAllConnections();
+      huge.app.close();
+    }
+  }, 60_000);
+
   it('opens an app the template declares by its name, and redirects the bare prefix to the one with a slash', async () => {
     const echoed = await fetch(`${ctx.server.url}/@alice/dev/apps/web/echo`, { headers: { cookie: ctx.aliceCookie } });
     expect(((await echoed.json()) as { url: string }).url).toBe('/echo');
@@ -256,6 +304,42 @@ describe('app proxy in path mode', () => {
     expect(smuggled).toMatch(/^HTTP\/1\.1 400/);
   });
 });
+
+/** An app that answers /chunked and /length with 1 GiB (honouring backpressure), counting what it wrote; `closed` says when an answer's connection closes. */
+function hugeApp(): { app: Server; written: number; closed: EventEmitter } {
+  const chunk = Buffer.alloc(1024 * 1024, 121);
+  const huge = { app: undefined as unknown as Server, written: 0, closed: new EventEmitter() };
+  huge.app = createServer((req, res) => {
+    res.on('close', () => huge.closed.emit('close'));
+    if (req.url === '/length') res.writeHead(200, { 'content-length': HUGE_BYTES, 'content-type': 'application/octet-stream' });
+    const more = () => {
+      while (huge.written < HUGE_BYTES && !res.destroyed) {
+        huge.written += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', more);
+      }
+      res.end();
+    };
+    more();
+  });
+  return huge;
+}
+
+/** Waits until `written` has not grown for STALL_MS: the writer is held back by the reader. */
+async function waitForStall(written: () => number, what: string): Promise<void> {
+  const deadline = Date.now() + STREAM_TIMEOUT_MS;
+  let last = written();
+  let since = Date.now();
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (written() !== last) {
+      last = written();
+      since = Date.now();
+    } else if (Date.now() - since >= STALL_MS) {
+      return;
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: the app never stopped writing (${last} bytes written)`);
+  }
+}
 
 async function waitFor(condition: () => boolean, timeoutMs = STREAM_TIMEOUT_MS): Promise<void> {
   const deadline = Date.now() + timeoutMs;
