@@ -1,10 +1,11 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BrowserContext } from 'playwright-core';
+import { createServer as createViteServer } from 'vite';
 import type { WebSocketServer } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../../server/auth/api-tokens.ts';
@@ -29,6 +30,8 @@ import { seedWorkspace, type SeededWorkspace } from '../support/workspace-seed.t
 const CI = process.env.CI === 'true';
 /** the first page waits for the server's start-up build of the dashboard (Vite) */
 const DASHBOARD_TIMEOUT_MS = 60_000;
+/** one step of a page (a dev server's first transform, an HMR update) on a busy machine */
+const STEP_TIMEOUT_MS = 30_000;
 if (!hasChromium && !CI) console.warn(`[skip] apps browser test: ${NO_CHROMIUM}`);
 
 interface Echo {
@@ -225,6 +228,42 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     }
     await page.close();
   });
+
+  it('serves a Vite dev server as it is: the page loads by its subdomain URL, and an edit arrives over HMR without a reload', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'den-apps-e2e-vite-'));
+    dirs.push(root);
+    writeFileSync(join(root, 'index.html'), '<!doctype html><title>vite</title><p id="message"></p><script type="module" src="/main.js"></script>');
+    writeFileSync(join(root, 'message.js'), 'export const message = \'first\';\n');
+    writeFileSync(join(root, 'main.js'), [
+      'import { message } from \'./message.js\';',
+      'const show = (text) => (document.querySelector(\'#message\').textContent = text);',
+      'show(message);',
+      'import.meta.hot.accept(\'./message.js\', (next) => show(next.message));',
+    ].join('\n'));
+    // no configuration for den: Vite's own defaults (allowed hosts, HMR on the page's host and port)
+    const vite = await createViteServer({ root, configFile: false, logLevel: 'silent', server: { host: '127.0.0.1', port: 0 } });
+    await vite.listen();
+    const vitePort = (vite.httpServer!.address() as AddressInfo).port;
+    const context = await contextAs('alice');
+    const page = await context.newPage();
+    try {
+      const viteHost = `http://${vitePort}--dev--alice.apps.localtest:${new URL(server.url!).port}`;
+      const sockets: string[] = [];
+      page.on('websocket', (socket) => sockets.push(socket.url()));
+      expect((await page.goto(`${viteHost}/`))?.status()).toBe(200);
+      await page.locator('#message', { hasText: 'first' }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      // a page that reloaded would lose this
+      await page.evaluate(() => Object.assign(window, { loadedOnce: true }));
+      writeFileSync(join(root, 'message.js'), 'export const message = \'second\';\n');
+      await page.locator('#message', { hasText: 'second' }).waitFor({ timeout: STEP_TIMEOUT_MS });
+      expect(await page.evaluate(() => (window as { loadedOnce?: boolean }).loadedOnce)).toBe(true);
+      // the update came over Vite's websocket through den (the app host on den's port), not to Vite's port
+      expect(sockets.map((url) => new URL(url).host)).toEqual([new URL(viteHost).host]);
+    } finally {
+      await page.close();
+      await vite.close();
+    }
+  }, 3 * STEP_TIMEOUT_MS);
 
   it('links the listening ports, the apps with their health and the services\' previews from the dashboard\'s workspace page', async () => {
     const context = await contextAs('alice');
