@@ -263,7 +263,7 @@ describe('app proxy in path mode', () => {
     expect(bare.headers.get('location')).toBe('/@alice/dev/apps/web/?x=1');
   });
 
-  it('lists the template\'s apps and a port that starts listening after the agent did, with their URLs (API and `den ports`)', async () => {
+  it('lists the template\'s apps and a port that starts listening after the agent did, with their URLs (API, `den ports` and `den show`)', async () => {
     const late = createServer((_req, res) => res.end('late'));
     await new Promise<void>((resolve) => late.listen(0, '127.0.0.1', resolve));
     const latePort = (late.address() as AddressInfo).port;
@@ -283,6 +283,12 @@ describe('app proxy in path mode', () => {
       expect(cli.code).toBe(0);
       expect(cli.stdout).toContain(`${ctx.server.url}/@alice/dev/apps/web/`);
       expect(cli.stdout).toContain(`${ctx.server.url}/@alice/dev/ports/${latePort}/`);
+      // `den show` names it too, beside the app (which is not listed again as a port)
+      const shown = await runDen(['show', 'dev'], { PATH: process.env.PATH ?? '', HOME: ctx.home, XDG_CONFIG_HOME: join(ctx.home, 'cli-config'), DEN_URL: ctx.server.url!, DEN_TOKEN: ctx.aliceToken }, STREAM_TIMEOUT_MS);
+      expect(shown.code, shown.stderr).toBe(0);
+      expect(shown.stdout).toContain(`\n  ${latePort}  ${ctx.server.url}/@alice/dev/ports/${latePort}/  shared with owner\n`);
+      expect(shown.stdout).toContain(`\n  web  ${ctx.server.url}/@alice/dev/apps/web/  port ${ctx.appPort}, shared with owner\n`);
+      expect(shown.stdout).not.toContain(`\n  ${ctx.appPort}  `);
     } finally {
       late.close();
     }

@@ -1,6 +1,6 @@
 import type { WorkspaceTransition } from '../../client/workspaces.ts';
 import type { BuildDto, BuildLogLine, WorkspaceDto, WorkspaceWithBuild } from '../../protocol/workspaces.ts';
-import type { AppHealthDto } from '../../protocol/apps.ts';
+import type { AppHealthDto, WorkspacePortsDto } from '../../protocol/apps.ts';
 import { servicePreviews } from '../../protocol/previews.ts';
 import type { ShareLevel, TemplateSpec } from '../../protocol/template-fields.ts';
 import { describeBuild, followBuild, formatLogLine, refText, renderStepTimings } from '../build-progress.ts';
@@ -142,23 +142,24 @@ export async function show(reference: string, options: { json?: boolean }): Prom
 
 /**
  * The URLs a user opens (the workspace's page, its browser terminal), then its apps and
- * environment services with their ports, from the template version it runs. Apps are reached
- * inside the workspace until den proxies them (preview URLs are coming).
+ * environment services' previews with their URLs through den, the other ports listening in it
+ * (while its agent is connected), and the environment services with their ports.
  */
 async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promise<void> {
   const base = `${session.client.url}/@${encodeURIComponent(workspace.owner)}/${encodeURIComponent(workspace.name)}`;
   print(`\nOpen:\n  dashboard  ${base}\n  terminal   ${base}/terminal${workspace.status === 'running' ? '' : ' (once the workspace is running)'}`);
+  // the server knows the URLs (subdomain mode when it has a wildcard domain), the share levels, the health and the listening ports
+  const listed = await session.client.workspaces.ports(workspace.owner, workspace.name).catch(() => undefined);
   let spec: TemplateSpec;
   try {
     spec = (await session.client.templates.version(workspace.template, workspace.templateVersion)).spec as TemplateSpec;
   } catch {
+    printOtherPorts(listed);
     return; // the version was deleted, or the caller may not read templates: the URLs above are what matters
   }
   const apps = spec.workspace?.apps ?? [];
   const previews = servicePreviews(spec);
   if (apps.length + previews.length > 0) {
-    // the server knows the URLs (subdomain mode when it has a wildcard domain), the share levels and the health
-    const listed = await session.client.workspaces.ports(workspace.owner, workspace.name).catch(() => undefined);
     print('\nApps (`den ports WORKSPACE` lists every listening port; `den share` shares them):');
     const declared = [...apps, ...previews.map((preview) => ({ ...preview, path: undefined, displayName: `preview of service ${preview.service}` }))];
     for (const app of declared) {
@@ -168,6 +169,7 @@ async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promis
       print(`  ${app.name}  ${url}${app.path && app.path !== '/' ? app.path.slice(1) : ''}  ${facts.join(', ')}${app.displayName ? `  ${app.displayName}` : ''}`);
     }
   }
+  printOtherPorts(listed);
   const services = Object.entries(spec.environment?.services ?? {});
   if (services.length > 0) {
     print('\nServices (reach them from the workspace; logs with `den logs WORKSPACE --service NAME`):');
@@ -176,6 +178,14 @@ async function printWhereToGo(session: Session, workspace: WorkspaceDto): Promis
       print(`  ${name}${ports ? `  port ${ports}` : ''}`);
     }
   }
+}
+
+/** The ports listening in the workspace that are not an app of its template, once each, with their URLs through den. */
+function printOtherPorts(listed: WorkspacePortsDto | undefined): void {
+  const others = (listed?.ports ?? []).filter((port, index, all) => port.app === undefined && all.findIndex((other) => other.port === port.port) === index);
+  if (others.length === 0) return;
+  print('\nPorts listening in the workspace (`den ports WORKSPACE` lists them all):');
+  for (const port of others) print(`  ${port.port}  ${port.url}  shared with ${port.share}`);
 }
 
 export async function ports(reference: string, options: { json?: boolean }): Promise<void> {
