@@ -203,6 +203,26 @@ describe('service previews, app health and CORS', () => {
     expect(await unknown.json()).toMatchObject({ error: { code: 'APP_NOT_FOUND' } });
   });
 
+  it('caps a share set under a template version with a higher maxShare by the lower maxShare of the version the workspace runs now', async () => {
+    const db = server.store.db;
+    const { template_version_id: versionId } = await db.selectFrom('workspaces').select('template_version_id').where('id', '=', alice.workspaceId).executeTakeFirstOrThrow();
+    const { spec_json: specJson } = await db.selectFrom('template_versions').select('spec_json').where('id', '=', versionId).executeTakeFirstOrThrow();
+    const siteHost = hostOf(`${site.port}--dev--alice`);
+    await share(String(site.port), 'public');
+    expect((await send('GET', siteHost, '/echo')).status).toBe(200);
+    try {
+      const lower = JSON.parse(specJson) as { workspace: { maxShare: string } };
+      lower.workspace.maxShare = 'authenticated';
+      await db.updateTable('template_versions').set({ spec_json: JSON.stringify(lower) }).where('id', '=', versionId).execute();
+      // at once: the anonymous visitor is sent to sign in, and the listing says what holds now
+      expect((await send('GET', siteHost, '/echo')).status).toBe(302);
+      expect((await ports()).ports.find((port) => port.port === site.port)?.share).toBe('authenticated');
+    } finally {
+      await db.updateTable('template_versions').set({ spec_json: specJson }).where('id', '=', versionId).execute();
+      await share(String(site.port), 'owner');
+    }
+  });
+
   it('shows an app healthy, unhealthy after `threshold` failed checks, healthy again, and unknown once the workspace stops', async () => {
     expect(await healthOf('web', 'healthy')).toMatchObject({ state: 'healthy' });
     healthStatus = 500;
