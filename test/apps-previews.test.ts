@@ -223,6 +223,24 @@ describe('service previews, app health and CORS', () => {
     }
   });
 
+  it('takes an app host\'s cookie and its sign-in code on that one host only, even for another app of the same workspace', async () => {
+    const siteHost = hostOf(`${site.port}--dev--alice`);
+    const apiHost = hostOf('api--dev--alice');
+    const siteCookie = await appCookie(`${site.port}--dev--alice`);
+    expect((await send('GET', siteHost, '/echo', { cookie: siteCookie })).status).toBe(200);
+    // on the api preview's host the same cookie signs nobody in: the visitor goes through den again
+    const elsewhere = await send('GET', apiHost, '/echo', { cookie: siteCookie });
+    expect(elsewhere.status).toBe(302);
+    expect(new URL(elsewhere.headers.location!).pathname).toBe('/api/v1/apps/authorize');
+
+    // a code den issued for the site's host, handed to the api's host instead
+    const authorize = await fetch(`${server.url}/api/v1/apps/authorize?host=${encodeURIComponent(siteHost)}&next=/`, { headers: { cookie: `${SESSION_COOKIE}=${aliceSession}` }, redirect: 'manual' });
+    const back = new URL(authorize.headers.get('location')!);
+    const misused = await send('GET', apiHost, `${back.pathname}${back.search}`);
+    expect(misused.status).toBe(401);
+    expect(misused.headers['set-cookie']).toBeUndefined();
+  });
+
   it('shows an app healthy, unhealthy after `threshold` failed checks, healthy again, and unknown once the workspace stops', async () => {
     expect(await healthOf('web', 'healthy')).toMatchObject({ state: 'healthy' });
     healthStatus = 500;
