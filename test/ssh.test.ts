@@ -120,6 +120,17 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect((await ssh('dev', ['echo rsa'], { key: ctx.aliceRsaKey })).stdout).toBe('rsa\n');
   });
 
+  it('lets a user with the owner role reach another user\'s workspace as OWNER/WS and WS.OWNER, while WS alone names their own', async () => {
+    const admin = await seedWorkspace(ctx.server.store.db, { username: 'root', workspaceName: 'own', role: 'owner' });
+    const keys = mkdtempSync(join(tmpdir(), 'den-ssh-keys-'));
+    dirs.push(keys);
+    const key = generateKey(keys, 'root');
+    await addSshKey(ctx.server.store.db, systemClock, admin.userId, { name: '', publicKey: readFileSync(`${key}.pub`, 'utf8') });
+    expect(await ssh('alice/dev', ['echo "as-owner:$GREETING"'], { key })).toMatchObject({ code: 0, stdout: 'as-owner:hello\n' });
+    expect((await ssh('dev.alice', ['echo ok'], { key })).stdout).toBe('ok\n');
+    expect((await ssh('dev', ['true'], { key })).stderr).toBe("There is no workspace 'root/dev'. Run `den list` to see your workspaces.\r\n");
+  });
+
   it('refuses an RSA signature with SHA-1 (ssh-rsa)', async () => {
     const result = await ssh('dev', ['echo no'], { key: ctx.aliceRsaKey, extra: ['-o', 'PubkeyAcceptedAlgorithms=ssh-rsa'] });
     expect(result.code).toBe(255);
@@ -140,6 +151,32 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     const stranger = await ssh('dev', ['true'], { key: ctx.strangerKey });
     expect(stranger.code).toBe(255);
     expect(stranger.stderr).toContain('Permission denied (publickey)');
+    // a client that tries a password, then keyboard-interactive, is refused both and told publickey is the only method
+    const tries: ssh2.AnyAuthMethod[] = [
+      { type: 'password', username: 'dev', password: 'guess' },
+      { type: 'keyboard-interactive', username: 'dev', prompt: (_name, _instructions, _lang, prompts, finish) => finish(prompts.map(() => 'guess')) },
+    ];
+    // ssh2 gives up on `false` (its README); its types leave that out
+    const giveUp = false as unknown as ssh2.AnyAuthMethod;
+    const offered: string[][] = [];
+    const outcome = await new Promise<Error | 'signed in'>((resolve) => {
+      const client = new ssh2.Client();
+      client.once('ready', () => {
+        client.end();
+        resolve('signed in');
+      });
+      client.once('error', resolve);
+      client.connect({
+        host: '127.0.0.1', port: ctx.port, username: 'dev',
+        authHandler: (methodsLeft, _partial, next) => {
+          if (methodsLeft) offered.push(methodsLeft);
+          next(tries.shift() ?? giveUp);
+        },
+      });
+    });
+    expect(outcome).toBeInstanceOf(Error);
+    expect((outcome as Error).message).toMatch(/All configured authentication methods failed/);
+    expect(offered).toEqual([['publickey'], ['publickey']]);
   });
 
   it('refuses another user\'s workspace exactly like a missing one', async () => {
@@ -279,6 +316,19 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(Number.isNaN(Date.parse(sessions[0].since))).toBe(false);
     const bobSees = await ctx.server.app.inject({ url: '/api/v1/workspaces/alice/dev/ssh-sessions', headers: { authorization: `Bearer ${(await createApiToken(ctx.server.store.db, systemClock, ctx.bob.userId, { name: 'b' })).token}` } });
     expect(bobSees.statusCode).toBe(404);
+  });
+
+  it('records an SSH connection as activity of the workspace it reaches', async () => {
+    const quiet = await seedWorkspace(ctx.server.store.db, { username: 'alice', userId: ctx.alice.userId, workspaceName: 'quiet' });
+    try {
+      const lastActivity = async () => (await getJson('/api/v1/workspaces/alice/quiet')).lastActivityAt as string | null;
+      expect(await lastActivity()).toBeNull();
+      // no agent runs there, so the session is refused, but the connection reached the workspace
+      await ssh('quiet', ['true']);
+      await waitUntilAsync(async () => (await lastActivity()) !== null, 'the workspace\'s last activity');
+    } finally {
+      await ctx.server.store.db.updateTable('workspaces').set({ deleted_at: new Date().toISOString() }).where('id', '=', quiet.workspaceId).execute();
+    }
   });
 
   it('refuses channels past the per-connection limit and keeps serving the connection', async () => {
@@ -518,6 +568,32 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
         socket.destroy();
       }
       expect((await ssh('dev', ['echo still-serving'])).stdout).toBe('still-serving\n');
+    });
+
+    it('clamps huge terminal sizes (pty-req and window-change) to what the workspace takes, and the command runs', async () => {
+      const HUGE = 0xffffffff;
+      const client = await connectClient(ctx.aliceKey, 'dev');
+      try {
+        const run = (rows: number, cols: number, resize: boolean) => new Promise<string>((resolve, reject) => {
+          client.exec('stty size; read line; stty size', { pty: { rows, cols, term: 'xterm' } }, (error, stream) => {
+            if (error) return reject(error);
+            let text = '';
+            let answered = false;
+            stream.on('data', (chunk: Buffer) => {
+              text += chunk;
+              if (answered || !text.includes('\n')) return;
+              answered = true;
+              if (resize) stream.setWindow(HUGE, HUGE, HUGE, HUGE);
+              stream.write('go\n');
+            });
+            stream.on('close', () => resolve(text));
+          });
+        });
+        expect((await run(HUGE, HUGE, false)).split('\r\n').filter((line) => /^\d+ \d+$/.test(line))).toEqual(['1000 1000', '1000 1000']);
+        expect((await run(30, 100, true)).split('\r\n').filter((line) => /^\d+ \d+$/.test(line))).toEqual(['30 100', '1000 1000']);
+      } finally {
+        client.end();
+      }
     });
 
     it('refuses a channel of a type it does not know, and the connection goes on', async () => {
