@@ -1,12 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../server/auth/api-tokens.ts';
+import { bwrapAvailable } from '../server/runtimes/process/sandbox.ts';
+import { SFTP_SERVER_PATHS } from '../server/ssh/session-channel.ts';
 import { systemClock } from '../server/store/time.ts';
 import { addSshKey } from '../server/users/ssh-keys.ts';
 import { idleDriver } from './support/idle-driver.ts';
@@ -303,6 +305,33 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(sftp.code).toBe(0);
     expect(sftp.stdout).toContain('put.txt');
     expect(readFileSync(join(local, 'got.txt'), 'utf8')).toBe('via sftp\n');
+  });
+
+  it.skipIf(!bwrapAvailable())('answers sftp and scp with a sentence when the workspace has no sftp-server', async () => {
+    const bare = await seedWorkspace(ctx.server.store.db, { username: 'alice', userId: ctx.alice.userId, workspaceName: 'bare' });
+    const home = mkdtempSync(join(tmpdir(), 'den-ssh-bare-'));
+    dirs.push(home);
+    // the agent runs in a mount namespace where every sftp-server den looks for is /dev/null (not executable)
+    const hidden = [...new Set(SFTP_SERVER_PATHS.filter((path) => existsSync(path)).map((path) => realpathSync(path)))];
+    const wrapper = ['bwrap', '--bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--unshare-pid', '--die-with-parent', ...hidden.flatMap((path) => ['--ro-bind', '/dev/null', path]), '--'];
+    const agent = await startRealAgent(ctx.server, bare, home, {}, { wrapper });
+    try {
+      const sentence = 'This workspace has no sftp-server, so sftp and scp (which uses sftp) cannot reach it. Add the openssh-sftp-server package to its image, or use scp -O.';
+      const sftp = await run('sftp', [...isolatedOptions(ctx.aliceKey), '-P', String(ctx.port), '-b', '-', 'bare@127.0.0.1'], { input: 'ls\n' });
+      expect(sftp.code).not.toBe(0);
+      expect(sftp.stderr).toContain(sentence);
+      const scp = await run('scp', [...isolatedOptions(ctx.aliceKey), '-P', String(ctx.port), 'bare@127.0.0.1:anything', join(home, 'copy')]);
+      expect(scp.code).not.toBe(0);
+      expect(scp.stderr).toContain(sentence);
+      // the session itself still runs there
+      expect((await ssh('bare', ['echo shell-ok'])).stdout).toBe('shell-ok\n');
+    } finally {
+      // bwrap's --die-with-parent takes the agent with it; waiting for the exit reaps bwrap
+      const exited = new Promise((resolve) => agent.once('exit', resolve));
+      agent.kill('SIGKILL');
+      await exited;
+      await ctx.server.store.db.updateTable('workspaces').set({ deleted_at: new Date().toISOString() }).where('id', '=', bare.workspaceId).execute();
+    }
   });
 
   it('lists open SSH connections (who, from where, since) and records activity', async () => {
