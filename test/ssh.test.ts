@@ -149,6 +149,28 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(result.stdout).toMatch(/\/dev\/pts\/\d+/);
   });
 
+  it('refuses agent forwarding (no template can allow it yet), and the connection goes on', async () => {
+    const client = new ssh2.Client();
+    // ssh2 asks for forwarding (auth-agent-req@openssh.com) only with an agent configured; the refusal comes before it is ever used
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', () => resolve());
+      client.once('error', reject);
+      client.connect({ host: '127.0.0.1', port: ctx.port, username: 'dev', privateKey: readFileSync(ctx.aliceKey), agent: join(ctx.home, 'no-agent.sock') });
+    });
+    try {
+      // ssh2 takes agentForward per command too; its types know it only on the connection
+      const forwarding: ssh2.ExecOptions & { agentForward: boolean } = { agentForward: true };
+      const refused = await new Promise<Error | undefined>((resolve) => client.exec('true', forwarding, (error, stream) => {
+        stream?.on('close', () => resolve(undefined)).resume();
+        if (error) resolve(error);
+      }));
+      expect(refused?.message).toBe('Unable to request agent forwarding');
+      expect(await execOn(client, 'echo "${SSH_AUTH_SOCK:-no-agent}"')).toBe('no-agent\n');
+    } finally {
+      client.end();
+    }
+  });
+
   it('refuses a key nobody registered, and anything but publickey', async () => {
     const stranger = await ssh('dev', ['true'], { key: ctx.strangerKey });
     expect(stranger.code).toBe(255);
