@@ -114,6 +114,18 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     const result = await ssh('dev', ['kill -TERM $$']);
     // an exit-signal makes OpenSSH exit with 255; an exit-status would have given 143
     expect(result.code).toBe(255);
+    // and the signal is named in it (255 alone could be any failure of ssh)
+    const client = await connectClient(ctx.aliceKey, 'dev');
+    try {
+      const exit = await new Promise<unknown[]>((resolve, reject) => client.exec('kill -TERM $$', (error, stream) => {
+        if (error) return reject(error);
+        stream.on('exit', (...args: unknown[]) => resolve(args)).resume();
+      }));
+      // ssh2 puts back the SIG the wire (RFC 4254 6.10) leaves out
+      expect(exit).toEqual([null, 'SIGTERM', false, '']);
+    } finally {
+      client.end();
+    }
   });
 
   it('accepts OWNER/WS and WS.OWNER, ECDSA and RSA (rsa-sha2) keys', async () => {
