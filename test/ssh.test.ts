@@ -1,12 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../server/auth/api-tokens.ts';
+import { bwrapAvailable } from '../server/runtimes/process/sandbox.ts';
+import { SFTP_SERVER_PATHS } from '../server/ssh/session-channel.ts';
 import { systemClock } from '../server/store/time.ts';
 import { addSshKey } from '../server/users/ssh-keys.ts';
 import { idleDriver } from './support/idle-driver.ts';
@@ -112,12 +114,35 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     const result = await ssh('dev', ['kill -TERM $$']);
     // an exit-signal makes OpenSSH exit with 255; an exit-status would have given 143
     expect(result.code).toBe(255);
+    // and the signal is named in it (255 alone could be any failure of ssh)
+    const client = await connectClient(ctx.aliceKey, 'dev');
+    try {
+      const exit = await new Promise<unknown[]>((resolve, reject) => client.exec('kill -TERM $$', (error, stream) => {
+        if (error) return reject(error);
+        stream.on('exit', (...args: unknown[]) => resolve(args)).resume();
+      }));
+      // ssh2 puts back the SIG the wire (RFC 4254 6.10) leaves out
+      expect(exit).toEqual([null, 'SIGTERM', false, '']);
+    } finally {
+      client.end();
+    }
   });
 
   it('accepts OWNER/WS and WS.OWNER, ECDSA and RSA (rsa-sha2) keys', async () => {
     expect((await ssh('alice/dev', ['echo ok'])).stdout).toBe('ok\n');
     expect((await ssh('dev.alice', ['echo ok'])).stdout).toBe('ok\n');
     expect((await ssh('dev', ['echo rsa'], { key: ctx.aliceRsaKey })).stdout).toBe('rsa\n');
+  });
+
+  it('lets a user with the owner role reach another user\'s workspace as OWNER/WS and WS.OWNER, while WS alone names their own', async () => {
+    const admin = await seedWorkspace(ctx.server.store.db, { username: 'root', workspaceName: 'own', role: 'owner' });
+    const keys = mkdtempSync(join(tmpdir(), 'den-ssh-keys-'));
+    dirs.push(keys);
+    const key = generateKey(keys, 'root');
+    await addSshKey(ctx.server.store.db, systemClock, admin.userId, { name: '', publicKey: readFileSync(`${key}.pub`, 'utf8') });
+    expect(await ssh('alice/dev', ['echo "as-owner:$GREETING"'], { key })).toMatchObject({ code: 0, stdout: 'as-owner:hello\n' });
+    expect((await ssh('dev.alice', ['echo ok'], { key })).stdout).toBe('ok\n');
+    expect((await ssh('dev', ['true'], { key })).stderr).toBe("There is no workspace 'root/dev'. Run `den list` to see your workspaces.\r\n");
   });
 
   it('refuses an RSA signature with SHA-1 (ssh-rsa)', async () => {
@@ -136,10 +161,58 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(result.stdout).toMatch(/\/dev\/pts\/\d+/);
   });
 
+  it('refuses agent forwarding (no template can allow it yet), and the connection goes on', async () => {
+    const client = new ssh2.Client();
+    // ssh2 asks for forwarding (auth-agent-req@openssh.com) only with an agent configured; the refusal comes before it is ever used
+    await new Promise<void>((resolve, reject) => {
+      client.once('ready', () => resolve());
+      client.once('error', reject);
+      client.connect({ host: '127.0.0.1', port: ctx.port, username: 'dev', privateKey: readFileSync(ctx.aliceKey), agent: join(ctx.home, 'no-agent.sock') });
+    });
+    try {
+      // ssh2 takes agentForward per command too; its types know it only on the connection
+      const forwarding: ssh2.ExecOptions & { agentForward: boolean } = { agentForward: true };
+      const refused = await new Promise<Error | undefined>((resolve) => client.exec('true', forwarding, (error, stream) => {
+        stream?.on('close', () => resolve(undefined)).resume();
+        if (error) resolve(error);
+      }));
+      expect(refused?.message).toBe('Unable to request agent forwarding');
+      expect(await execOn(client, 'echo "${SSH_AUTH_SOCK:-no-agent}"')).toBe('no-agent\n');
+    } finally {
+      client.end();
+    }
+  });
+
   it('refuses a key nobody registered, and anything but publickey', async () => {
     const stranger = await ssh('dev', ['true'], { key: ctx.strangerKey });
     expect(stranger.code).toBe(255);
     expect(stranger.stderr).toContain('Permission denied (publickey)');
+    // a client that tries a password, then keyboard-interactive, is refused both and told publickey is the only method
+    const tries: ssh2.AnyAuthMethod[] = [
+      { type: 'password', username: 'dev', password: 'guess' },
+      { type: 'keyboard-interactive', username: 'dev', prompt: (_name, _instructions, _lang, prompts, finish) => finish(prompts.map(() => 'guess')) },
+    ];
+    // ssh2 gives up on `false` (its README); its types leave that out
+    const giveUp = false as unknown as ssh2.AnyAuthMethod;
+    const offered: string[][] = [];
+    const outcome = await new Promise<Error | 'signed in'>((resolve) => {
+      const client = new ssh2.Client();
+      client.once('ready', () => {
+        client.end();
+        resolve('signed in');
+      });
+      client.once('error', resolve);
+      client.connect({
+        host: '127.0.0.1', port: ctx.port, username: 'dev',
+        authHandler: (methodsLeft, _partial, next) => {
+          if (methodsLeft) offered.push(methodsLeft);
+          next(tries.shift() ?? giveUp);
+        },
+      });
+    });
+    expect(outcome).toBeInstanceOf(Error);
+    expect((outcome as Error).message).toMatch(/All configured authentication methods failed/);
+    expect(offered).toEqual([['publickey'], ['publickey']]);
   });
 
   it('refuses another user\'s workspace exactly like a missing one', async () => {
@@ -268,6 +341,33 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(readFileSync(join(local, 'got.txt'), 'utf8')).toBe('via sftp\n');
   });
 
+  it.skipIf(!bwrapAvailable())('answers sftp and scp with a sentence when the workspace has no sftp-server', async () => {
+    const bare = await seedWorkspace(ctx.server.store.db, { username: 'alice', userId: ctx.alice.userId, workspaceName: 'bare' });
+    const home = mkdtempSync(join(tmpdir(), 'den-ssh-bare-'));
+    dirs.push(home);
+    // the agent runs in a mount namespace where every sftp-server den looks for is /dev/null (not executable)
+    const hidden = [...new Set(SFTP_SERVER_PATHS.filter((path) => existsSync(path)).map((path) => realpathSync(path)))];
+    const wrapper = ['bwrap', '--bind', '/', '/', '--dev', '/dev', '--proc', '/proc', '--unshare-pid', '--die-with-parent', ...hidden.flatMap((path) => ['--ro-bind', '/dev/null', path]), '--'];
+    const agent = await startRealAgent(ctx.server, bare, home, {}, { wrapper });
+    try {
+      const sentence = 'This workspace has no sftp-server, so sftp and scp (which uses sftp) cannot reach it. Add the openssh-sftp-server package to its image, or use scp -O.';
+      const sftp = await run('sftp', [...isolatedOptions(ctx.aliceKey), '-P', String(ctx.port), '-b', '-', 'bare@127.0.0.1'], { input: 'ls\n' });
+      expect(sftp.code).not.toBe(0);
+      expect(sftp.stderr).toContain(sentence);
+      const scp = await run('scp', [...isolatedOptions(ctx.aliceKey), '-P', String(ctx.port), 'bare@127.0.0.1:anything', join(home, 'copy')]);
+      expect(scp.code).not.toBe(0);
+      expect(scp.stderr).toContain(sentence);
+      // the session itself still runs there
+      expect((await ssh('bare', ['echo shell-ok'])).stdout).toBe('shell-ok\n');
+    } finally {
+      // bwrap's --die-with-parent takes the agent with it; waiting for the exit reaps bwrap
+      const exited = new Promise((resolve) => agent.once('exit', resolve));
+      agent.kill('SIGKILL');
+      await exited;
+      await ctx.server.store.db.updateTable('workspaces').set({ deleted_at: new Date().toISOString() }).where('id', '=', bare.workspaceId).execute();
+    }
+  });
+
   it('lists open SSH connections (who, from where, since) and records activity', async () => {
     const before = (await getJson(`/api/v1/workspaces/alice/dev`)).lastActivityAt;
     expect(before).not.toBeNull();
@@ -279,6 +379,19 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(Number.isNaN(Date.parse(sessions[0].since))).toBe(false);
     const bobSees = await ctx.server.app.inject({ url: '/api/v1/workspaces/alice/dev/ssh-sessions', headers: { authorization: `Bearer ${(await createApiToken(ctx.server.store.db, systemClock, ctx.bob.userId, { name: 'b' })).token}` } });
     expect(bobSees.statusCode).toBe(404);
+  });
+
+  it('records an SSH connection as activity of the workspace it reaches', async () => {
+    const quiet = await seedWorkspace(ctx.server.store.db, { username: 'alice', userId: ctx.alice.userId, workspaceName: 'quiet' });
+    try {
+      const lastActivity = async () => (await getJson('/api/v1/workspaces/alice/quiet')).lastActivityAt as string | null;
+      expect(await lastActivity()).toBeNull();
+      // no agent runs there, so the session is refused, but the connection reached the workspace
+      await ssh('quiet', ['true']);
+      await waitUntilAsync(async () => (await lastActivity()) !== null, 'the workspace\'s last activity');
+    } finally {
+      await ctx.server.store.db.updateTable('workspaces').set({ deleted_at: new Date().toISOString() }).where('id', '=', quiet.workspaceId).execute();
+    }
   });
 
   it('refuses channels past the per-connection limit and keeps serving the connection', async () => {
@@ -518,6 +631,32 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
         socket.destroy();
       }
       expect((await ssh('dev', ['echo still-serving'])).stdout).toBe('still-serving\n');
+    });
+
+    it('clamps huge terminal sizes (pty-req and window-change) to what the workspace takes, and the command runs', async () => {
+      const HUGE = 0xffffffff;
+      const client = await connectClient(ctx.aliceKey, 'dev');
+      try {
+        const run = (rows: number, cols: number, resize: boolean) => new Promise<string>((resolve, reject) => {
+          client.exec('stty size; read line; stty size', { pty: { rows, cols, term: 'xterm' } }, (error, stream) => {
+            if (error) return reject(error);
+            let text = '';
+            let answered = false;
+            stream.on('data', (chunk: Buffer) => {
+              text += chunk;
+              if (answered || !text.includes('\n')) return;
+              answered = true;
+              if (resize) stream.setWindow(HUGE, HUGE, HUGE, HUGE);
+              stream.write('go\n');
+            });
+            stream.on('close', () => resolve(text));
+          });
+        });
+        expect((await run(HUGE, HUGE, false)).split('\r\n').filter((line) => /^\d+ \d+$/.test(line))).toEqual(['1000 1000', '1000 1000']);
+        expect((await run(30, 100, true)).split('\r\n').filter((line) => /^\d+ \d+$/.test(line))).toEqual(['30 100', '1000 1000']);
+      } finally {
+        client.end();
+      }
     });
 
     it('refuses a channel of a type it does not know, and the connection goes on', async () => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createTestDatabase, storeDialects } from '../../test/support/postgres.ts';
 import { openStore, type Store } from '../store/connect.ts';
 import { systemClock } from '../store/time.ts';
 import { generateHostKey, loadHostKey } from './host-key.ts';
@@ -35,19 +36,38 @@ describe('the SSH host key', () => {
     expect(() => generateHostKey(() => bad)).toThrow(/cannot parse; the SSH gateway cannot start/);
   });
 
-  describe('in the store', () => {
-    let dataDir: string;
-    let store: Store;
+  describe.each(storeDialects)('in the store (%s)', (dialect) => {
+    /** two stores on one database: two replicas */
+    let replicas: Store[];
+    let drop: (() => Promise<void>) | undefined;
+    let dataDir: string | undefined;
     beforeEach(async () => {
-      dataDir = mkdtempSync(join(tmpdir(), 'den-host-key-'));
-      store = await openStore({ dataDir });
+      if (dialect === 'postgres') {
+        const pg = await createTestDatabase();
+        drop = pg.drop;
+        const first = await openStore({ databaseUrl: pg.url });
+        replicas = [first, await openStore({ databaseUrl: pg.url })];
+      } else {
+        dataDir = mkdtempSync(join(tmpdir(), 'den-host-key-'));
+        const first = await openStore({ dataDir });
+        replicas = [first, await openStore({ dataDir })];
+      }
     });
     afterEach(async () => {
-      await store.close();
-      rmSync(dataDir, { recursive: true, force: true });
+      for (const replica of replicas) await replica.close();
+      await drop?.();
+      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+    });
+
+    it('gives every replica the same key when they all load it at once on first start', async () => {
+      const loaded = await Promise.all([...replicas, ...replicas].map((replica) => loadHostKey(replica.db, systemClock)));
+      expect(new Set(loaded.map((key) => key.fingerprint)).size).toBe(1);
+      expect(new Set(loaded.map((key) => key.privateKey)).size).toBe(1);
+      expect(await replicas[1].db.selectFrom('ssh_host_keys').selectAll().execute()).toHaveLength(1);
     });
 
     it('keeps one key across loads, and replaces a stored key ssh2 cannot parse (an earlier den wrote it; it never served)', async () => {
+      const store = replicas[0];
       const first = await loadHostKey(store.db, systemClock);
       expect((await loadHostKey(store.db, systemClock)).fingerprint).toBe(first.fingerprint);
 

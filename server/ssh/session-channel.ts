@@ -33,9 +33,10 @@ const MAX_ENV_VARS = 64;
  * (the workspace's SHELL may name a shell outside it on the process runtime).
  */
 const SHELL_PICK = 'if command -v bash >/dev/null 2>&1; then exec bash "$@"; else exec sh "$@"; fi';
-/** Where Debian, Fedora, Alpine and Arch put OpenSSH's sftp-server. */
+/** Where Debian, Fedora, Alpine and Arch put OpenSSH's sftp-server (exported for the test that hides them all). */
+export const SFTP_SERVER_PATHS = ['/usr/lib/openssh/sftp-server', '/usr/libexec/openssh/sftp-server', '/usr/lib/ssh/sftp-server', '/usr/libexec/sftp-server', '/usr/lib/sftp-server'];
 const SFTP_SERVER = [
-  'for s in /usr/lib/openssh/sftp-server /usr/libexec/openssh/sftp-server /usr/lib/ssh/sftp-server /usr/libexec/sftp-server /usr/lib/sftp-server; do',
+  `for s in ${SFTP_SERVER_PATHS.join(' ')}; do`,
   '  if [ -x "$s" ]; then exec "$s"; fi',
   'done',
   'echo "This workspace has no sftp-server, so sftp and scp (which uses sftp) cannot reach it. Add the openssh-sftp-server package to its image, or use scp -O." >&2',
