@@ -138,6 +138,13 @@ export const workspaceSchema = z.strictObject({
   apps: z.array(appSchema).optional().describe('Web apps in the workspace, reachable through den at their own URL.'),
   maxShare: z.enum(shareLevels).default('owner').describe('The widest share level the owner may give an app or port of this workspace (`den share`): owner (no sharing), authenticated or public.'),
   dotfiles: z.strictObject({ repo: z.string().min(1) }).optional().describe('A git repository of dotfiles installed into the home.'),
+  ssh: z
+    .strictObject({
+      agentForwarding: z.boolean().default(false)
+        .describe('true: `ssh -A` (ForwardAgent) reaches the workspace, which gets SSH_AUTH_SOCK for the session; anyone who can run commands there while the session lasts can use the keys of your agent. Default false: refused.'),
+    })
+    .optional()
+    .describe('What the SSH gateway allows in sessions to this workspace (docs/editors.md).'),
 });
 
 // ---- environment ----

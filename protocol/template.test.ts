@@ -59,6 +59,14 @@ describe('templateSchema', () => {
     expect(spec.lifecycle?.autostartAllowed).toBe(true);
   });
 
+  it('allows SSH agent forwarding only when workspace.ssh.agentForwarding says so, and refuses a value that is not a boolean', () => {
+    expect(templateSchema.parse(minimal).workspace.ssh).toBeUndefined();
+    expect(templateSchema.parse({ ...minimal, workspace: { image: 'i', ssh: {} } }).workspace.ssh).toEqual({ agentForwarding: false });
+    expect(templateSchema.parse({ ...minimal, workspace: { image: 'i', ssh: { agentForwarding: true } } }).workspace.ssh).toEqual({ agentForwarding: true });
+    expect(problems({ ...minimal, workspace: { image: 'i', ssh: { agentForwarding: 'yes' } } })[0]).toContain('workspace.ssh.agentForwarding');
+    expect(problems({ ...minimal, workspace: { image: 'i', ssh: { x11: true } } })[0]).toContain('workspace.ssh');
+  });
+
   it('refuses unknown fields at every level', () => {
     expect(problems({ ...minimal, extra: 1 })).toEqual([': Unrecognized key: "extra"']);
     expect(problems({ ...minimal, workspace: { image: 'i', startup: [{ name: 'a', run: 'b', timout: '1s' }] } })[0]).toContain('workspace.startup.0');
