@@ -1,9 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import ssh2 from 'ssh2';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../server/auth/api-tokens.ts';
@@ -161,7 +162,7 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     expect(result.stdout).toMatch(/\/dev\/pts\/\d+/);
   });
 
-  it('refuses agent forwarding (no template can allow it yet), and the connection goes on', async () => {
+  it('refuses agent forwarding asked with want_reply (ssh2) when the template does not allow it, and the connection goes on', async () => {
     const client = new ssh2.Client();
     // ssh2 asks for forwarding (auth-agent-req@openssh.com) only with an agent configured; the refusal comes before it is ever used
     await new Promise<void>((resolve, reject) => {
@@ -392,6 +393,26 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     } finally {
       await ctx.server.store.db.updateTable('workspaces').set({ deleted_at: new Date().toISOString() }).where('id', '=', quiet.workspaceId).execute();
     }
+  });
+
+  it('forwards the client\'s SSH agent (ssh -A) when the template allows it: ssh-add in the workspace lists its key, through a private socket gone after the session', async () => {
+    const agentSocket = await startSshAgentWith(ctx.aliceKey);
+    const fingerprint = (await run('ssh-keygen', ['-lf', `${ctx.aliceKey}.pub`])).stdout.split(' ')[1];
+    await withTemplate({ workspace: { image: 'i', ssh: { agentForwarding: true } } }, async () => {
+      const result = await sshWithAgent(agentSocket, 'echo "$SSH_AUTH_SOCK"; stat -c %a "$(dirname "$SSH_AUTH_SOCK")"; ssh-add -l');
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      const [socket, mode, listing] = result.stdout.split('\n');
+      expect(socket).toMatch(/^\/.*\/den-ssh-\w+\/agent\.sock$/);
+      expect(mode).toBe('700');
+      expect(listing).toContain(fingerprint);
+      await waitUntil(() => !existsSync(socket) && !existsSync(dirname(socket)), 'the forwarded agent\'s socket and directory to be removed');
+    });
+  });
+
+  it('refuses agent forwarding when the template does not allow it: the workspace has no SSH_AUTH_SOCK', async () => {
+    const agentSocket = await startSshAgentWith(ctx.aliceKey);
+    const result = await sshWithAgent(agentSocket, 'echo "${SSH_AUTH_SOCK:-unset}"; ssh-add -l');
+    expect(result).toEqual({ code: 2, stdout: 'unset\n', stderr: 'Could not open a connection to your authentication agent.\n' });
   });
 
   it('refuses channels past the per-connection limit and keeps serving the connection', async () => {
@@ -737,6 +758,38 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       client.connect({ host: '127.0.0.1', port: ctx.port, username, privateKey: readFileSync(key) });
     });
     return client;
+  }
+
+  /** `ssh -A` with the agent at `agentSocket` (OpenSSH asks for no forwarding with IdentityAgent=none). */
+  const sshWithAgent = (agentSocket: string, command: string): Promise<RunResult> =>
+    run('ssh', [...isolatedOptions(ctx.aliceKey).map((option) => (option === 'IdentityAgent=none' ? `IdentityAgent=${agentSocket}` : option)), '-A', '-p', String(ctx.port), 'dev@127.0.0.1', command]);
+
+  /** Starts an ssh-agent (killed after the test) holding `key`; returns its socket. */
+  async function startSshAgentWith(key: string): Promise<string> {
+    const dir = mkdtempSync(join(tmpdir(), 'den-ssh-agent-'));
+    dirs.push(dir);
+    const socket = join(dir, 'agent.sock');
+    children.push(spawn('ssh-agent', ['-D', '-a', socket], { stdio: 'ignore' }));
+    await waitUntil(() => existsSync(socket), 'ssh-agent to listen');
+    expect((await run('ssh-add', ['-q', key], { env: { ...process.env, SSH_AUTH_SOCK: socket } })).code).toBe(0);
+    return socket;
+  }
+
+  /** Runs `body` with alice's workspace on a new version of its template whose document is `spec`, as after an update; then back. */
+  async function withTemplate(spec: object, body: () => Promise<void>): Promise<void> {
+    const db = ctx.server.store.db;
+    const workspace = await db.selectFrom('workspaces').select(['template_id', 'template_version_id']).where('id', '=', ctx.alice.workspaceId).executeTakeFirstOrThrow();
+    const versionId = randomUUID();
+    const number = Number((await db.selectFrom('template_versions').select((eb) => eb.fn.max('number').as('n')).where('template_id', '=', workspace.template_id).executeTakeFirstOrThrow()).n) + 1;
+    await db.insertInto('template_versions')
+      .values({ id: versionId, template_id: workspace.template_id, number, spec_json: JSON.stringify(spec), files_json: '{}', message: '', created_by: ctx.alice.userId, created_at: new Date().toISOString() })
+      .execute();
+    await db.updateTable('workspaces').set({ template_version_id: versionId }).where('id', '=', ctx.alice.workspaceId).execute();
+    try {
+      await body();
+    } finally {
+      await db.updateTable('workspaces').set({ template_version_id: workspace.template_version_id }).where('id', '=', ctx.alice.workspaceId).execute();
+    }
   }
 
   async function getJson(url: string) {

@@ -11,9 +11,10 @@ import { findUserBySshFingerprint } from '../users/ssh-keys.ts';
 import { sshFingerprint } from '../users/ssh-key-format.ts';
 import type { ActivityRecorder } from '../workspaces/activity.ts';
 import { trackedWorkspace } from '../workspaces/access.ts';
+import { agentForwardingAllowed, forwardAuthAgent } from './agent-forward.ts';
 import type { Transport } from './backpressure.ts';
 import { loadHostKey, type HostKey } from './host-key.ts';
-import { serveRemoteForwards } from './remote-forward.ts';
+import { serveRemoteForwards, type RelayDeps } from './remote-forward.ts';
 import { serveSessionChannel } from './session-channel.ts';
 import { spliceTcp } from './splice.ts';
 import { resolveSshTarget, unavailableReason, type SshTarget, type SshUser } from './target.ts';
@@ -200,11 +201,27 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       };
       const roomForChannel = () => entry.channels < limits.channelsPerConnection;
 
+      /** how connections accepted in the workspace (-R, a forwarded agent) reach the client */
+      const relay: RelayDeps = { transport, claimChannel: () => roomForChannel() && ++entry.channels > 0, releaseChannel: () => entry.channels--, onActivity: activity, log };
+      const forwardAgent = async () => {
+        try {
+          if (!(await agentForwardingAllowed(deps.store.db, workspaceId))) {
+            log.debug({ workspaceId }, 'SSH agent forwarding refused: the workspace template does not allow it (workspace.ssh.agentForwarding)');
+            return undefined;
+          }
+          if (await refusal()) return undefined;
+          return await forwardAuthAgent(client, { ...relay, db: deps.store.db, agents: deps.agents, workspaceId });
+        } catch (error) {
+          log.debug({ err: error }, 'SSH agent forwarding failed');
+          return undefined;
+        }
+      };
+
       client.on('session', (accept, reject) => {
         if (!roomForChannel()) return reject();
         const session = accept();
         claimChannel(session);
-        serveSessionChannel(session, { agents: deps.agents, workspaceId, refusal, transport, onActivity: activity, onError: (error) => log.error({ err: error }, 'SSH session failed') });
+        serveSessionChannel(session, { agents: deps.agents, workspaceId, refusal, transport, onActivity: activity, onError: (error) => log.error({ err: error }, 'SSH session failed'), forwardAgent });
       });
       const forward = (accept: () => Duplex, reject: () => void, target: { host: string; port: number } | { path: string }) => {
         if (!roomForChannel()) return reject();
@@ -226,16 +243,7 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       };
       client.on('tcpip', (accept, reject, info) => forward(accept, reject, { host: info.destIP, port: info.destPort }));
       client.on('openssh.streamlocal', (accept, reject, info) => forward(accept, reject, { path: info.socketPath }));
-      serveRemoteForwards(client, {
-        agents: deps.agents,
-        workspaceId,
-        transport,
-        refusal,
-        claimChannel: () => roomForChannel() && ++entry.channels > 0,
-        releaseChannel: () => entry.channels--,
-        onActivity: activity,
-        log,
-      });
+      serveRemoteForwards(client, { ...relay, agents: deps.agents, workspaceId, refusal });
     });
   };
 

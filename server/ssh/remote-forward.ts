@@ -57,7 +57,7 @@ export function serveRemoteForwards(client: Connection, deps: RemoteForwardDeps)
       deps.agents,
       deps.workspaceId,
       target,
-      (accepted, claim) => void connect(accepted, claim, () => open(accepted, boundPort)),
+      (accepted, claim) => void relayAcceptedConnection(deps, accepted, claim, () => open(accepted, boundPort), () => gone),
       () => forwards.delete(forward),
     );
     boundPort = forward.listener.port;
@@ -68,28 +68,6 @@ export function serveRemoteForwards(client: Connection, deps: RemoteForwardDeps)
     if (boundKey && boundPort !== null) keys.push(boundKey(boundPort));
     forwards.add(forward);
     return boundPort;
-  };
-
-  const connect = async (accepted: AcceptedConnection, claim: () => Promise<ExecSession>, open: () => Promise<ServerChannel>) => {
-    // past the channel limit, the workspace's connection is claimed and closed at once rather than left waiting
-    const counted = !gone && deps.claimChannel();
-    let released = false;
-    const release = () => {
-      if (counted && !released) deps.releaseChannel();
-      released = true;
-    };
-    let tcp: ExecSession | undefined;
-    try {
-      tcp = await claim();
-      if (!counted || gone) throw new Error('no room for the forwarded connection');
-      const channel = await open();
-      channel.once('close', release);
-      spliceTcp(channel, tcp, deps.transport, deps.onActivity);
-    } catch (error) {
-      release();
-      tcp?.stdio.destroy();
-      deps.log.debug({ err: error, origin: `${accepted.originAddress}:${accepted.originPort}` }, 'SSH remote-forwarded connection dropped');
-    }
   };
 
   const tcpip = (accept: ((port?: number) => void) | undefined, reject: (() => void) | undefined, info: TcpipBindInfo) => {
@@ -137,6 +115,36 @@ export function serveRemoteForwards(client: Connection, deps: RemoteForwardDeps)
     }
   };
   client.on('request', onRequest as never);
+}
+
+/** What relaying a connection accepted in the workspace to the SSH client needs. */
+export type RelayDeps = Pick<RemoteForwardDeps, 'transport' | 'claimChannel' | 'releaseChannel' | 'onActivity' | 'log'>;
+
+/**
+ * Relays one connection a workspace listener accepted to a channel `open` opens to the SSH
+ * client: claims it as a `tcp` stream and splices the two, counted against the connection's
+ * channel limit. Past the limit (or once `gone`), the workspace's connection is claimed and
+ * closed at once rather than left waiting.
+ */
+export async function relayAcceptedConnection(deps: RelayDeps, accepted: AcceptedConnection, claim: () => Promise<ExecSession>, open: () => Promise<ServerChannel>, gone: () => boolean): Promise<void> {
+  const counted = !gone() && deps.claimChannel();
+  let released = false;
+  const release = () => {
+    if (counted && !released) deps.releaseChannel();
+    released = true;
+  };
+  let tcp: ExecSession | undefined;
+  try {
+    tcp = await claim();
+    if (!counted || gone()) throw new Error('no room for the forwarded connection');
+    const channel = await open();
+    channel.once('close', release);
+    spliceTcp(channel, tcp, deps.transport, deps.onActivity);
+  } catch (error) {
+    release();
+    tcp?.stdio.destroy();
+    deps.log.debug({ err: error, origin: `${accepted.originAddress}:${accepted.originPort}` }, 'SSH connection from a workspace listener dropped');
+  }
 }
 
 function openChannel(open: (done: (error: Error | undefined, channel: ServerChannel) => void) => void): Promise<ServerChannel> {

@@ -3,6 +3,7 @@ import { finished } from 'node:stream/promises';
 import type { ServerChannel, Session } from 'ssh2';
 import { isAppError } from '../../protocol/errors.ts';
 import type { AgentHub, ExecRequest, ExecSession } from '../agents/hub-types.ts';
+import type { ForwardedAgent } from './agent-forward.ts';
 import { pipeBounded, type Transport } from './backpressure.ts';
 
 /**
@@ -10,7 +11,8 @@ import { pipeBounded, type Transport } from './backpressure.ts';
  * the command starts with, then `shell`, `exec` or `subsystem sftp` starts it (with a pty when one
  * was asked for); stdin, stdout and stderr are piped with backpressure both ways (the ssh2
  * channel window and the agent link's credit), `window-change` resizes the pty, `signal` is
- * delivered, and the exit status or signal goes back to the client.
+ * delivered, and the exit status or signal goes back to the client. `auth-agent-req` forwards the
+ * client's agent when the workspace's template allows it (the command gets SSH_AUTH_SOCK).
  */
 export interface SessionChannelContext {
   agents: AgentHub;
@@ -20,6 +22,8 @@ export interface SessionChannelContext {
   /** called on every chunk of client input, to record activity */
   onActivity(): void;
   onError(error: unknown): void;
+  /** forwards the client's SSH agent into the workspace for this session; undefined when refused (never rejects) */
+  forwardAgent(): Promise<ForwardedAgent | undefined>;
   /** the SSH connection's socket (or tunnel stream): output waits while it holds too much */
   transport: Transport;
 }
@@ -72,8 +76,15 @@ export function serveSessionChannel(session: Session, context: SessionChannelCon
     running.kill(name as NodeJS.Signals);
     accept?.();
   });
-  // agent forwarding and X11 are not offered
-  session.on('auth-agent', (_accept, reject) => reject?.());
+  let agentForward: Promise<ForwardedAgent | undefined> | undefined;
+  session.on('auth-agent', (accept, reject) => {
+    if (running || agentForward) return reject?.();
+    agentForward = context.forwardAgent();
+    // OpenSSH asks without want_reply; a client that wants a reply gets it once the template was read
+    void agentForward.then((forwarded) => (forwarded ? accept?.() : reject?.()));
+  });
+  session.once('close', () => void agentForward?.then((forwarded) => forwarded?.close()));
+  // X11 is not offered
   session.on('x11', (_accept, reject) => reject?.());
 
   const start = (channel: ServerChannel, command: string[], tty: boolean) => {
@@ -88,9 +99,10 @@ export function serveSessionChannel(session: Session, context: SessionChannelCon
   const run = async (channel: ServerChannel, command: string[], tty: boolean, gone: () => boolean) => {
     const refusal = await context.refusal();
     if (refusal) return endWith(channel, refusal, 1);
+    const forwarded = await agentForward;
     const request: ExecRequest = {
       command,
-      env: { ...env, ...(pty ? { TERM: pty.term } : {}) },
+      env: { ...env, ...(pty ? { TERM: pty.term } : {}), ...(forwarded ? { SSH_AUTH_SOCK: forwarded.socketPath } : {}) },
       ...(tty && pty ? { tty: true, ttySize: { cols: pty.cols, rows: pty.rows } } : {}),
     };
     let exec: ExecSession;
