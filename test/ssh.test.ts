@@ -240,7 +240,9 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     const closed = await freePort();
     const refusedLocal = await freePort();
     const refusedForward = startForward(['-N', '-L', `${refusedLocal}:127.0.0.1:${closed}`]);
+    const said = stderrMatching(refusedForward, /open failed: connect failed: (.*)\r?\n/);
     expect(await readFrom(await connectWhenUp(refusedLocal, refusedForward))).toBe('');
+    expect((await said)[1]).toBe(`Nothing listens on 127.0.0.1:${closed} in the workspace; start the program that should serve it, or check the port.`);
     expect(await readFrom(await connectWhenUp(local, forward))).toBe('from-workspace');
   });
 
@@ -421,7 +423,9 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     const local = await freePort();
     const forward = startForward(['-N', '-L', `${local}:127.0.0.1:${port(upstream)}`]);
     await connectWhenUp(local, forward).then((socket) => socket.destroy());
+    const said = stderrMatching(forward, /open failed: administratively prohibited: (.*)\r?\n/);
     const results = await Promise.all(Array.from({ length: 40 }, () => connectWhenUp(local, forward).then(readFrom)));
+    expect((await said)[1]).toBe('This SSH connection has 20 channels open, the most den allows; close some sessions or forwarded connections and try again.');
     const served = results.filter((text) => text === 'held').length;
     expect(served).toBeGreaterThan(0);
     expect(served).toBeLessThanOrEqual(20);
@@ -704,9 +708,13 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       const upstream = await listen(createServer((socket) => socket.end('x')));
       const client = await connectClient(ctx.aliceKey, 'dev');
       const attempts = 2_000;
+      const refusals = new Set<string>();
       const outcomes = await Promise.all(Array.from({ length: attempts }, () => new Promise<'open' | 'refused'>((resolve) => {
         client.forwardOut('127.0.0.1', 1, '127.0.0.1', port(upstream), (error, channel) => {
-          if (error) return resolve('refused');
+          if (error) {
+            refusals.add(`${(error as Error & { reason?: number }).reason} ${error.message}`);
+            return resolve('refused');
+          }
           channel.on('data', () => {});
           channel.on('close', () => {});
           resolve('open');
@@ -714,6 +722,8 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
       })));
       expect(outcomes.filter((outcome) => outcome === 'refused').length).toBeGreaterThanOrEqual(attempts - 20);
       expect(outcomes.filter((outcome) => outcome === 'open').length).toBeGreaterThan(0);
+      // SSH_OPEN_ADMINISTRATIVELY_PROHIBITED with the limit in a sentence
+      expect([...refusals]).toEqual(['1 (SSH) Channel open failure: This SSH connection has 20 channels open, the most den allows; close some sessions or forwarded connections and try again.']);
       // once the channels are gone, the same connection runs a command
       await waitUntil(() => (ctx.server.den.ssh.sessions(ctx.alice.workspaceId).find((entry) => entry.via === 'ssh')?.channels ?? 0) === 0, 'the channels to close');
       expect(await execOn(client, 'echo after-the-flood')).toBe('after-the-flood\n');
@@ -733,8 +743,9 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     it('refuses a forward to a port nothing listens on, and an unknown subsystem, without ending the connection', async () => {
       const client = await connectClient(ctx.aliceKey, 'dev');
       const closed = await freePort();
-      const refused = await new Promise<Error | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', closed, (error) => resolve(error)));
-      expect(refused?.message).toMatch(/open failed|Channel open failure/i);
+      const refused = await new Promise<(Error & { reason?: number }) | undefined>((resolve) => client.forwardOut('127.0.0.1', 1, '127.0.0.1', closed, (error) => resolve(error)));
+      expect(refused?.reason).toBe(2); // SSH_OPEN_CONNECT_FAILED
+      expect(refused?.message).toBe(`(SSH) Channel open failure: Nothing listens on 127.0.0.1:${closed} in the workspace; start the program that should serve it, or check the port.`);
       const subsystem = await new Promise<Error | undefined>((resolve) => client.subsys('no-such-subsystem', (error) => resolve(error)));
       expect(subsystem).toBeInstanceOf(Error);
       const output = await new Promise<string>((resolve, reject) => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import ssh2, { type AuthContext, type Connection } from 'ssh2';
-import type { AppError } from '../../protocol/errors.ts';
+import { isAppError, type AppError } from '../../protocol/errors.ts';
 import type { SshSessionDto } from '../../protocol/ssh.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
 import { openTcpStream } from '../agents/tcp-stream.ts';
@@ -16,6 +16,7 @@ import type { Transport } from './backpressure.ts';
 import { loadHostKey, type HostKey } from './host-key.ts';
 import { serveRemoteForwards, type RelayDeps } from './remote-forward.ts';
 import { serveSessionChannel } from './session-channel.ts';
+import { OPEN_FAILURE, refuseChannel } from './ssh2-internals.ts';
 import { spliceTcp } from './splice.ts';
 import { resolveSshTarget, unavailableReason, type SshTarget, type SshUser } from './target.ts';
 
@@ -200,6 +201,9 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
         channel.once('close', () => entry.channels--);
       };
       const roomForChannel = () => entry.channels < limits.channelsPerConnection;
+      /** Refuses a channel the client opened past the limit, saying so (OpenSSH prints it: "open failed: administratively prohibited: ..."). */
+      const refuseOverLimit = (reject: () => void) =>
+        refuseChannel(client, reject, OPEN_FAILURE.administrativelyProhibited, `This SSH connection has ${limits.channelsPerConnection} channels open, the most den allows; close some sessions or forwarded connections and try again.`);
 
       /** how connections accepted in the workspace (-R, a forwarded agent) reach the client */
       const relay: RelayDeps = { transport, claimChannel: () => roomForChannel() && ++entry.channels > 0, releaseChannel: () => entry.channels--, onActivity: activity, log };
@@ -218,17 +222,17 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
       };
 
       client.on('session', (accept, reject) => {
-        if (!roomForChannel()) return reject();
+        if (!roomForChannel()) return refuseOverLimit(reject);
         const session = accept();
         claimChannel(session);
         serveSessionChannel(session, { agents: deps.agents, workspaceId, refusal, transport, onActivity: activity, onError: (error) => log.error({ err: error }, 'SSH session failed'), forwardAgent });
       });
       const forward = (accept: () => Duplex, reject: () => void, target: { host: string; port: number } | { path: string }) => {
-        if (!roomForChannel()) return reject();
+        if (!roomForChannel()) return refuseOverLimit(reject);
         entry.channels++; // held while the agent connects, so a burst of opens cannot pass the limit
         void (async () => {
           const refused = await refusal();
-          if (refused) throw new Error(refused);
+          if (refused) throw new RefusedForward(refused);
           const tcp = await openTcpStream(deps.agents, workspaceId, target);
           // the client left while the agent connected: nothing to splice the connection to
           if (gone) return void tcp.stdio.destroy();
@@ -238,7 +242,9 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
         })().catch((error) => {
           entry.channels--;
           log.debug({ err: error }, 'SSH forward refused');
-          reject();
+          // a refusal (the workspace stopped) and the agent's sentences ("Nothing listens on ...") are the user's to read
+          const why = isAppError(error) || error instanceof RefusedForward ? error.message : 'den could not open the forwarded connection in the workspace; try again.';
+          refuseChannel(client, reject, OPEN_FAILURE.connectFailed, why);
         });
       };
       client.on('tcpip', (accept, reject, info) => forward(accept, reject, { host: info.destIP, port: info.destPort }));
@@ -282,3 +288,6 @@ export function createSshGateway(deps: SshGatewayDeps): SshGateway {
     },
   };
 }
+
+/** A forward refused for a reason told to the user (the workspace is stopped, deleted...). */
+class RefusedForward extends Error {}
