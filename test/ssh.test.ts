@@ -411,6 +411,24 @@ describe.skipIf(missing !== undefined && !CI)('SSH gateway with the OpenSSH clie
     });
   });
 
+  it('answers an agent forwarding request that wants a reply (ssh2) once the template allowed it, and the command reaches the client\'s agent', async () => {
+    const agentSocket = await startSshAgentWith(ctx.aliceKey);
+    const fingerprint = (await run('ssh-keygen', ['-lf', `${ctx.aliceKey}.pub`])).stdout.split(' ')[1];
+    await withTemplate({ workspace: { image: 'i', ssh: { agentForwarding: true } } }, async () => {
+      const client = new ssh2.Client();
+      await new Promise<void>((resolve, reject) => {
+        client.once('ready', () => resolve());
+        client.once('error', reject);
+        client.connect({ host: '127.0.0.1', port: ctx.port, username: 'dev', privateKey: readFileSync(ctx.aliceKey), agent: agentSocket, agentForward: true });
+      });
+      try {
+        expect(await execOn(client, 'ssh-add -l')).toContain(fingerprint);
+      } finally {
+        client.end();
+      }
+    });
+  });
+
   it('refuses agent forwarding when the template does not allow it: the workspace has no SSH_AUTH_SOCK', async () => {
     const agentSocket = await startSshAgentWith(ctx.aliceKey);
     const result = await sshWithAgent(agentSocket, 'echo "${SSH_AUTH_SOCK:-unset}"; ssh-add -l');

@@ -23,8 +23,8 @@ export interface ForwardedAgent {
 
 /**
  * Creates a private directory (mode 0700, as OpenSSH's sshd makes /tmp/ssh-XXXX) in the workspace
- * user's runtime directory or /tmp, and prints it. Unix socket paths are limited to 107 bytes, so
- * a runtime directory with a longer path than that leaves no room: /tmp is taken instead.
+ * user's runtime directory or /tmp, and prints it. A unix socket path has at most 107 bytes: a
+ * runtime directory longer than 64 leaves too little room for the rest, so /tmp is taken instead.
  */
 const MAKE_DIR = 'umask 077; base="${XDG_RUNTIME_DIR:-/tmp}"; [ ${#base} -le 64 ] && [ -d "$base" ] || base=/tmp; exec mktemp -d "$base/den-ssh-XXXXXXXXXX"';
 const SOCKET_NAME = 'agent.sock';
