@@ -77,8 +77,10 @@ export function serveSessionChannel(session: Session, context: SessionChannelCon
     accept?.();
   });
   let agentForward: Promise<ForwardedAgent | undefined> | undefined;
+  /** a shell, exec or subsystem was asked for: a forward asked later would reach no command */
+  let started = false;
   session.on('auth-agent', (accept, reject) => {
-    if (running || agentForward) return reject?.();
+    if (started || agentForward) return reject?.();
     agentForward = context.forwardAgent();
     // OpenSSH asks without want_reply; a client that wants a reply gets it once the template was read
     void agentForward.then((forwarded) => (forwarded ? accept?.() : reject?.()));
@@ -88,6 +90,7 @@ export function serveSessionChannel(session: Session, context: SessionChannelCon
   session.on('x11', (_accept, reject) => reject?.());
 
   const start = (channel: ServerChannel, command: string[], tty: boolean) => {
+    started = true;
     // ssh2's channel overrides destroy(), so `destroyed` never says the client closed it: track it
     let gone = false;
     channel.once('close', () => (gone = true));
