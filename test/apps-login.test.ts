@@ -3,16 +3,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../server/auth/passwords.ts';
-import { SESSION_COOKIE } from '../server/auth/sessions.ts';
+import { createLocalRevocationBus } from '../server/auth/revocations.ts';
+import { createSession, SESSION_COOKIE } from '../server/auth/sessions.ts';
 import { appAuthorizePath } from '../server/apps/return-target.ts';
+import { systemClock } from '../server/store/time.ts';
+import { updateUser } from '../server/users/users.ts';
 import { startTestServer, type TestServer } from './support/harness.ts';
 import { idleDriver } from './support/idle-driver.ts';
 import { seedWorkspace, type SeededWorkspace } from './support/workspace-seed.ts';
 
 /**
  * Signing in to an app host from a browser that is not signed in to den (docs/apps.md): den's
- * sign-in page and the way back to the app, which den checks (no open redirect).
- * In-process requests; the app is never reached (no agent).
+ * sign-in page and the way back to the app, which den checks (no open redirect), and signing out
+ * of den ending the app hosts' cookies. In-process requests; the app is never reached (no agent).
  */
 
 const PASSWORD = 'correct horse battery';
@@ -39,6 +42,16 @@ describe('app sign-in through den\'s sign-in page', () => {
 
   /** A request to an app host, as the browser sends it to den. */
   const onAppHost = (path: string, cookie?: string) => server.app.inject({ method: 'GET', url: path, headers: { host: APP_HOST, ...(cookie ? { cookie } : {}) } });
+
+  /** The app host's cookie, through den's authorize step with a den session and the code exchange. */
+  async function appCookie(session: string): Promise<string> {
+    const authorize = await server.app.inject({ method: 'GET', url: appAuthorizePath(APP_HOST, '/'), headers: { cookie: `${SESSION_COOKIE}=${session}` } });
+    expect(authorize.statusCode, authorize.body).toBe(302);
+    const back = new URL(authorize.headers.location!);
+    const exchanged = await onAppHost(`${back.pathname}${back.search}`);
+    expect(exchanged.statusCode, exchanged.body).toBe(302);
+    return String(exchanged.headers['set-cookie']).split(';')[0];
+  }
 
   it('sends a browser without a den session from the authorize step to den\'s sign-in page, which knows the way back', async () => {
     // the app host without its cookie: to den's authorize step, which has no session either
@@ -77,5 +90,26 @@ describe('app sign-in through den\'s sign-in page', () => {
     }
     // the CLI asks for a token, and has no browser to send anywhere
     expect((await login({ next, token: { name: 'cli' } })).json()).not.toHaveProperty('next');
+  });
+
+  it('ends the app hosts\' cookies of a user who signs out of den', async () => {
+    const session = await createSession(server.store.db, systemClock, alice.userId, 1);
+    const cookie = await appCookie(session.cookieValue);
+    // the cookie lets the request through to the app (whose workspace has no agent here)
+    expect((await onAppHost('/', cookie)).statusCode).toBe(409);
+
+    const logout = await server.app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: { cookie: `${SESSION_COOKIE}=${session.cookieValue}`, 'x-csrf-token': session.csrfToken } });
+    expect(logout.statusCode, logout.body).toBe(200);
+    const after = await onAppHost('/', cookie);
+    expect(after.statusCode).toBe(302);
+    expect(new URL(after.headers.location!).pathname).toBe('/api/v1/apps/authorize');
+  });
+
+  it('ends the app hosts\' cookies of a user whose password changes', async () => {
+    const session = await createSession(server.store.db, systemClock, alice.userId, 1);
+    const cookie = await appCookie(session.cookieValue);
+    expect((await onAppHost('/', cookie)).statusCode).toBe(409);
+    await updateUser(server.store, systemClock, createLocalRevocationBus(), 'alice', { password: `${PASSWORD} again` });
+    expect((await onAppHost('/', cookie)).statusCode).toBe(302);
   });
 });

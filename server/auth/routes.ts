@@ -7,6 +7,7 @@ import type { DenBase } from '../base.ts';
 import type { LoginLimits } from './login-limits.ts';
 import type { RevocationBus } from './revocations.ts';
 import { createFirstUser, findUserByUsername, isSetupRequired, toUserDto, type UserRow } from '../users/users.ts';
+import { deleteAppTokensOfUser } from '../apps/app-tokens.ts';
 import { appReturnTarget } from '../apps/return-target.ts';
 import { createApiToken, revokeApiToken } from './api-tokens.ts';
 import { verifyAgainstDummy, verifyPassword } from './passwords.ts';
@@ -81,6 +82,9 @@ export async function authRoutes(fastify: FastifyInstance, deps: AuthRoutesOptio
     const session = sessionOf(request);
     if (session) {
       await deleteSession(deps.store.db, deps.revocations, { userId: principal.userId, idHash: session.idHash });
+      // the app hosts' cookies were issued through a session of this user: signing out ends them
+      // (all of this user's: den does not record which session issued which, docs/apps.md)
+      await deleteAppTokensOfUser(deps.store.db, principal.userId);
       reply.clearCookie(SESSION_COOKIE, { path: '/' });
     } else if (principal.tokenId) {
       await revokeApiToken(deps.store.db, deps.clock, deps.revocations, principal.userId, principal.tokenId);
