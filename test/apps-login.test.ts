@@ -66,6 +66,16 @@ describe('app sign-in through den\'s sign-in page', () => {
     expect(signIn.searchParams.get('next')).toBe(appAuthorizePath(APP_HOST, '/src/?q=1'));
   });
 
+  it('sends a browser page without a den session from a path-mode app to den\'s sign-in page; a script gets 401', async () => {
+    const page = await server.app.inject({ method: 'GET', url: '/@alice/dev/ports/8080/src/?q=1', headers: { accept: 'text/html,application/xhtml+xml' } });
+    expect(page.statusCode).toBe(302);
+    const signIn = new URL(page.headers.location!);
+    expect(`${signIn.origin}${signIn.pathname}`).toBe('https://den.example.com/login');
+    expect(signIn.searchParams.get('next')).toBe('/@alice/dev/ports/8080/src/?q=1');
+    expect((await server.app.inject({ method: 'GET', url: '/@alice/dev/ports/8080/src/', headers: { accept: '*/*' } })).statusCode).toBe(401);
+    expect((await server.app.inject({ method: 'POST', url: '/@alice/dev/ports/8080/src/', headers: { accept: 'text/html' } })).statusCode).toBe(401);
+  });
+
   it('answers a password sign-in with the way back to the app, only when it leads to an app of this den', async () => {
     const next = appAuthorizePath(APP_HOST, '/src/');
     const back = await login({ next });

@@ -38,6 +38,13 @@ export function appReturnTarget(next: unknown, config: Pick<Config, 'accessUrl' 
   return PATH_MODE_APP.test(url.pathname) ? `${url.pathname}${url.search}` : undefined;
 }
 
+/** den's sign-in page, which comes back to `next` once signed in when appReturnTarget accepts it. */
+export function signInUrl(accessUrl: string, next: string): string {
+  const login = new URL('/login', accessUrl);
+  login.searchParams.set('next', next);
+  return login.toString();
+}
+
 /** den's authorize step for `host`, returning to `next` on it (a path on that host, else `/`). */
 export function appAuthorizePath(host: string, next: string | undefined): string {
   return `${APP_AUTHORIZE_PATH}?${new URLSearchParams({ host, next: localPath(next) }).toString()}`;

@@ -14,7 +14,7 @@ import { appTarget } from './apps.ts';
 import { appResponseTimeoutMs, checkHostHeader, forwardThroughAgent, registerProxyRoute, type AppProxyOptions } from './proxy.ts';
 import { answerPreflight, ownAppOrigin, refuseOtherOwnersApp } from './cors.ts';
 import { parseAppHost, type AppHost } from './subdomain.ts';
-import { appAuthorizePath, localPath } from './return-target.ts';
+import { appAuthorizePath, localPath, signInUrl } from './return-target.ts';
 
 /** Requests to an app host are routed under this prefix (rewriteAppHostUrl); never a path of den's own. */
 export const APP_HOST_PREFIX = '/.den-app';
@@ -124,9 +124,7 @@ export async function appAuthorizeRoute(fastify: FastifyInstance, deps: AppProxy
     const principal = await resolvePrincipal(deps, request);
     if (!principal) {
       // den's sign-in page brings the browser back here (appReturnTarget checks the way back)
-      const login = new URL('/login', deps.config.accessUrl);
-      login.searchParams.set('next', appAuthorizePath(appHost.host, request.query.next));
-      return reply.header('cache-control', 'no-store').redirect(login.toString(), 302);
+      return reply.header('cache-control', 'no-store').redirect(signInUrl(deps.config.accessUrl, appAuthorizePath(appHost.host, request.query.next)), 302);
     }
     await allowedWorkspace(deps, principal, appHost);
     const code = await issueAppCode(deps.store.db, deps.clock, principal.userId, appHost.host);
