@@ -91,6 +91,8 @@ export const loginSchema = z.object({
   password: z.string().min(1).max(1024),
   /** ask for an API token (the CLI) instead of a session cookie (the browser) */
   token: createTokenSchema.optional(),
+  /** the den address the sign-in page was opened for (`/login?next=`), to return to an app */
+  next: z.string().max(4096).optional(),
 });
 export type LoginRequest = z.infer<typeof loginSchema>;
 
@@ -107,6 +109,8 @@ export const loginResultSchema = z.object({
   user: userSchema,
   token: createdTokenSchema.optional(),
   csrfToken: z.string().optional(),
+  /** where the browser goes now: the `next` of the request when it leads back to an app of this den (a path on den) */
+  next: z.string().optional(),
 });
 export type LoginResult = z.infer<typeof loginResultSchema>;
 

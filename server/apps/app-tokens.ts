@@ -9,7 +9,11 @@ export const APP_COOKIE = 'den_app';
 
 /** the code lives for one redirect: den -> app origin, a second or two */
 export const APP_CODE_TTL_MS = 60_000;
-/** the app origin's cookie: one working day, then a new round trip through den (which checks access again) */
+/**
+ * the app origin's cookie: one working day, then a new round trip through den (which checks access
+ * again); signing out of den ends it sooner (deleteAppTokensOfUser). Not minutes: an app's
+ * websockets and fetch calls cannot follow that round trip, so an open editor tab would break.
+ */
 export const APP_COOKIE_TTL_MS = 12 * 3600_000;
 
 /**
@@ -46,6 +50,14 @@ export async function appCookieUser(db: Kysely<Database>, clock: Clock, cookie: 
     .where('kind', '=', 'cookie')
     .executeTakeFirst();
   return row && row.host === host && row.expires_at > iso(clock.now()) ? row.user_id : undefined;
+}
+
+/**
+ * Ends every app host cookie and pending code of a user: signing out of den, a password change
+ * and a suspension end them (a browser that still has a den session gets a new one silently).
+ */
+export async function deleteAppTokensOfUser(db: Kysely<Database>, userId: string): Promise<void> {
+  await db.deleteFrom('app_tokens').where('user_id', '=', userId).execute();
 }
 
 async function insertToken(db: Kysely<Database>, clock: Clock, kind: 'code' | 'cookie', userId: string, host: string, ttlMs: number): Promise<string> {

@@ -9,6 +9,7 @@ import { findWorkspaceFor, trackedWorkspace } from '../workspaces/access.ts';
 import type { ActivityRecorder } from '../workspaces/activity.ts';
 import { appTarget, type AppTarget } from './apps.ts';
 import { forwardToApp } from './forward.ts';
+import { signInUrl } from './return-target.ts';
 import { AppConnections } from './upstream-pool.ts';
 import { upstreamRequestHeaders } from './forward-headers.ts';
 
@@ -51,6 +52,12 @@ export async function appProxyRoutes(app: FastifyInstance, deps: AppProxyOptions
     const { owner, name: ws } = request.params as { owner: string; name: string };
     const principal = await resolvePrincipal(deps, request);
     if (!principal) {
+      // a browser opening the page goes to den's sign-in page and comes back (appReturnTarget);
+      // scripts, websockets and writes cannot follow that, and get the sentence
+      if (request.method === 'GET' && request.headers.upgrade === undefined && request.headers.accept?.includes('text/html')) {
+        reply.header('cache-control', 'no-store').redirect(signInUrl(deps.config.accessUrl, request.raw.url ?? '/'), 302);
+        return;
+      }
       throw new AppError('UNAUTHENTICATED', `This app is shared with its owner only. Sign in to den as '${owner}' and open it again.`);
     }
     const workspace = await findWorkspaceFor(deps.store.db, principal, owner, ws);

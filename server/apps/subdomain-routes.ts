@@ -14,6 +14,7 @@ import { appTarget } from './apps.ts';
 import { appResponseTimeoutMs, checkHostHeader, forwardThroughAgent, registerProxyRoute, type AppProxyOptions } from './proxy.ts';
 import { answerPreflight, ownAppOrigin, refuseOtherOwnersApp } from './cors.ts';
 import { parseAppHost, type AppHost } from './subdomain.ts';
+import { appAuthorizePath, localPath, signInUrl } from './return-target.ts';
 
 /** Requests to an app host are routed under this prefix (rewriteAppHostUrl); never a path of den's own. */
 export const APP_HOST_PREFIX = '/.den-app';
@@ -68,10 +69,7 @@ export async function subdomainRoutes(app: FastifyInstance, deps: AppProxyOption
     const user = userId ? await deps.store.db.selectFrom('users').select(['id', 'username', 'role', 'suspended']).where('id', '=', userId).executeTakeFirst() : undefined;
     if (!user || user.suspended) {
       if (request.method === 'GET' && request.headers.upgrade === undefined) {
-        const authorize = new URL('/api/v1/apps/authorize', accessUrl);
-        authorize.searchParams.set('host', appHost.host);
-        authorize.searchParams.set('next', path);
-        reply.header('cache-control', 'no-store').redirect(authorize.toString(), 302);
+        reply.header('cache-control', 'no-store').redirect(new URL(appAuthorizePath(appHost.host, path), accessUrl).toString(), 302);
         return;
       }
       throw new AppError('UNAUTHENTICATED', `Open ${request.protocol}://${appHost.host}/ in the browser to sign in to this app through den.`);
@@ -110,7 +108,11 @@ export async function subdomainRoutes(app: FastifyInstance, deps: AppProxyOption
   }
 }
 
-/** GET /apps/authorize?host=&next= on den's own origin (where the session is): the first half of an app host's sign-in. */
+/**
+ * GET /apps/authorize?host=&next= on den's own origin (where the session is): the first half of an
+ * app host's sign-in. A browser without a den session is sent to den's sign-in page, which
+ * brings it back here once signed in.
+ */
 export async function appAuthorizeRoute(fastify: FastifyInstance, deps: AppProxyOptions): Promise<void> {
   const app = fastify.withTypeProvider<ZodTypeProvider>();
   app.get('/apps/authorize', {
@@ -121,7 +123,8 @@ export async function appAuthorizeRoute(fastify: FastifyInstance, deps: AppProxy
     if (!appHost) throw new AppError('BAD_REQUEST', `'${request.query.host}' is not an app address of this den server. Open the app from \`den ports\` or \`den show\`.`);
     const principal = await resolvePrincipal(deps, request);
     if (!principal) {
-      throw new AppError('UNAUTHENTICATED', `Sign in to den at ${deps.config.accessUrl}/login first, then open the app again.`);
+      // den's sign-in page brings the browser back here (appReturnTarget checks the way back)
+      return reply.header('cache-control', 'no-store').redirect(signInUrl(deps.config.accessUrl, appAuthorizePath(appHost.host, request.query.next)), 302);
     }
     await allowedWorkspace(deps, principal, appHost);
     const code = await issueAppCode(deps.store.db, deps.clock, principal.userId, appHost.host);
@@ -159,9 +162,4 @@ async function allowedWorkspace(deps: AppProxyOptions, user: { userId: string; u
     throw new AppError('WORKSPACE_NOT_FOUND', `There is no workspace '${appHost.owner}/${appHost.workspace}' that you may open. Ask its owner to share the app with you.`);
   }
   throw new AppError('FORBIDDEN', `This app of '${appHost.owner}/${appHost.workspace}' is shared with its owner only; you are signed in as '${user.username}'. Ask '${appHost.owner}' to share it.`);
-}
-
-/** only a path on the same origin: never an open redirect (browsers read /\ as //) */
-function localPath(next: string | undefined): string {
-  return next && /^\/(?![/\\])/.test(next) ? next : '/';
 }

@@ -7,6 +7,8 @@ import type { DenBase } from '../base.ts';
 import type { LoginLimits } from './login-limits.ts';
 import type { RevocationBus } from './revocations.ts';
 import { createFirstUser, findUserByUsername, isSetupRequired, toUserDto, type UserRow } from '../users/users.ts';
+import { deleteAppTokensOfUser } from '../apps/app-tokens.ts';
+import { appReturnTarget } from '../apps/return-target.ts';
 import { createApiToken, revokeApiToken } from './api-tokens.ts';
 import { verifyAgainstDummy, verifyPassword } from './passwords.ts';
 import { sessionOf } from './plugin.ts';
@@ -51,7 +53,7 @@ export async function authRoutes(fastify: FastifyInstance, deps: AuthRoutesOptio
       response: { 200: loginResultSchema },
     },
   }, async (request, reply) => {
-    const { username, password, token } = request.body;
+    const { username, password, token, next } = request.body;
     const name = loginName(username);
     const user = await deps.loginLimits.attempt({ address: request.ip, username: name }, async () => {
       const found = await findUserByUsername(deps.store.db, name);
@@ -66,7 +68,10 @@ export async function authRoutes(fastify: FastifyInstance, deps: AuthRoutesOptio
     if (user.suspended) {
       throw new AppError('USER_SUSPENDED', `The account '${user.username}' is suspended. Ask an owner of this den server to reactivate it.`);
     }
-    return signIn(deps, reply, user, token);
+    const result = await signIn(deps, reply, user, token);
+    // a browser sent to sign in by an app host goes back there, and nowhere else (no open redirect)
+    const back = token ? undefined : appReturnTarget(next, deps.config);
+    return back ? { ...result, next: back } : result;
   });
 
   app.post('/auth/logout', {
@@ -77,6 +82,9 @@ export async function authRoutes(fastify: FastifyInstance, deps: AuthRoutesOptio
     const session = sessionOf(request);
     if (session) {
       await deleteSession(deps.store.db, deps.revocations, { userId: principal.userId, idHash: session.idHash });
+      // the app hosts' cookies were issued through a session of this user: signing out ends them
+      // (all of this user's: den does not record which session issued which, docs/apps.md)
+      await deleteAppTokensOfUser(deps.store.db, principal.userId);
       reply.clearCookie(SESSION_COOKIE, { path: '/' });
     } else if (principal.tokenId) {
       await revokeApiToken(deps.store.db, deps.clock, deps.revocations, principal.userId, principal.tokenId);

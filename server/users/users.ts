@@ -4,6 +4,7 @@ import type { CreateUserRequest, UpdateUserRequest, UserDto } from '../../protoc
 import { hashPassword } from '../auth/passwords.ts';
 import type { Revocation, RevocationBus } from '../auth/revocations.ts';
 import { deleteSessionsOfUser } from '../auth/sessions.ts';
+import { deleteAppTokensOfUser } from '../apps/app-tokens.ts';
 import type { Store } from '../store/connect.ts';
 import type { Database, Role, UsersTable } from '../store/schema.ts';
 import { iso, type Clock } from '../store/time.ts';
@@ -83,8 +84,8 @@ export async function getUserById(db: Kysely<Database>, id: string): Promise<Use
 
 /**
  * Changes role, suspension, display name or password. Demoting or suspending the last active
- * owner fails with LAST_OWNER. Suspension and password changes end the user's sessions; what
- * the change takes away is announced on `revocations` once it is committed.
+ * owner fails with LAST_OWNER. Suspension and password changes end the user's sessions and app
+ * host cookies; what the change takes away is announced on `revocations` once it is committed.
  */
 export async function updateUser(
   store: Store,
@@ -120,7 +121,10 @@ export async function updateUser(
       })
       .where('id', '=', user.id)
       .execute();
-    if (patch.suspended === true || passwordHash !== undefined) await deleteSessionsOfUser(trx, user.id);
+    if (patch.suspended === true || passwordHash !== undefined) {
+      await deleteSessionsOfUser(trx, user.id);
+      await deleteAppTokensOfUser(trx, user.id);
+    }
     return { user, updated };
   });
   // After the commit, so that nobody who hears of it can still read the old state.

@@ -9,6 +9,7 @@ import { createServer as createViteServer } from 'vite';
 import type { WebSocketServer } from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiToken } from '../../server/auth/api-tokens.ts';
+import { hashPassword } from '../../server/auth/passwords.ts';
 import { createSession, SESSION_COOKIE } from '../../server/auth/sessions.ts';
 import { systemClock } from '../../server/store/time.ts';
 import { hasChromium, launchBrowser, NO_CHROMIUM, type Browser } from '../support/browser.ts';
@@ -32,6 +33,7 @@ const CI = process.env.CI === 'true';
 const DASHBOARD_TIMEOUT_MS = 60_000;
 /** one step of a page (a dev server's first transform, an HMR update) on a busy machine */
 const STEP_TIMEOUT_MS = 30_000;
+const ALICE_PASSWORD = 'correct horse battery';
 if (!hasChromium && !CI) console.warn(`[skip] apps browser test: ${NO_CHROMIUM}`);
 
 interface Echo {
@@ -142,6 +144,27 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
     await page.close();
   });
 
+  it.each(['subdomain', 'path'] as const)('leads a browser that is not signed in to den from an owner-only app (by %s) through den\'s sign-in page, and back to the app', async (mode) => {
+    await server.store.db.updateTable('users').set({ password_hash: await hashPassword(ALICE_PASSWORD) }).where('id', '=', alice.userId).execute();
+    const appUrl = new URL(mode === 'subdomain' ? `${appHost()}/echo?from=login` : `${server.url}/@alice/dev/ports/${appPort}/echo?from=login`);
+    const context = await contextAs('anonymous');
+    const page = await context.newPage();
+    await page.goto(appUrl.href);
+    await page.getByRole('heading', { name: 'Sign in to den' }).waitFor({ timeout: DASHBOARD_TIMEOUT_MS });
+    expect(new URL(page.url()).origin).toBe(new URL(server.url!).origin);
+    expect(new URL(page.url()).pathname).toBe('/login');
+    await page.getByLabel('Username').fill('alice');
+    await page.getByLabel('Password').fill(ALICE_PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    // by subdomain: den's authorize step and the app host's code exchange first; then the page first asked for
+    await page.waitForURL((url) => url.host === appUrl.host && url.pathname === appUrl.pathname, { timeout: STEP_TIMEOUT_MS });
+    const echo = JSON.parse(await page.locator('body').innerText()) as Echo;
+    expect(echo.url).toBe('/echo?from=login');
+    expect(echo.headers.cookie ?? '').not.toContain(SESSION_COOKIE);
+    if (mode === 'subdomain') expect((await context.cookies(appHost())).map((cookie) => cookie.name)).toContain('den_app');
+    await page.close();
+  });
+
   it('opens a port by path, without den\'s session cookie reaching the app', async () => {
     const context = await contextAs('alice');
     const page = await context.newPage();
@@ -157,11 +180,14 @@ describe.skipIf(!hasChromium && !CI)('apps through den in Chromium', () => {
       const context = await contextAs(who);
       const page = await context.newPage();
       const bySubdomain = await page.goto(`${appHost()}/echo`);
-      // the round trip ends at den, which refuses: bob may not see alice's workspace, nobody is signed in
-      expect(bySubdomain?.status(), who).toBe(who === 'bob' ? 404 : 401);
+      // the round trip ends at den: bob may not see alice's workspace; nobody signed in gets den's sign-in page
+      expect(bySubdomain?.status(), who).toBe(who === 'bob' ? 404 : 200);
+      if (who === 'anonymous') expect(new URL(page.url()).pathname).toBe('/login');
       expect(await page.locator('body').innerText()).not.toContain('"headers"');
       const byPath = await page.goto(`${server.url}/@alice/dev/ports/${appPort}/echo`);
-      expect(byPath?.status(), who).toBe(who === 'bob' ? 404 : 401);
+      expect(byPath?.status(), who).toBe(who === 'bob' ? 404 : 200);
+      if (who === 'anonymous') expect(new URL(page.url()).pathname).toBe('/login');
+      expect(await page.locator('body').innerText()).not.toContain('"headers"');
       await page.close();
     }
   });

@@ -90,9 +90,9 @@ function SignedIn({ me }: { me: Me }) {
 
 function nextPath(): string {
   const next = new URLSearchParams(location.search).get('next');
-  // only a path on this server: never an open redirect
-  // (browsers read /\ as //, another host)
-  return next && /^\/(?![/\\])/.test(next) ? next : '/workspaces';
+  // only a page of the dashboard: never an open redirect (browsers read /\ as //, another
+  // host), and not den's API (the way back to an app comes from the login's answer, checked by den)
+  return next && /^\/(?![/\\])/.test(next) && !next.startsWith('/api/') ? next : '/workspaces';
 }
 
 function Forbidden({ what }: { what: string }) {

@@ -48,7 +48,9 @@ export function SignIn() {
   const submit = (event: FormEvent<HTMLFormElement>) => {
     event.preventDefault();
     const data = new FormData(event.currentTarget);
-    void run(() => den().login({ username: String(data.get('username')), password: String(data.get('password')) }));
+    // `next` goes to den, which answers with it only when it leads back to one of its apps
+    const next = new URLSearchParams(location.search).get('next') ?? undefined;
+    void run(() => den().login({ username: String(data.get('username')), password: String(data.get('password')), next }));
   };
   return (
     <main className="narrow" id="main">
@@ -64,19 +66,21 @@ export function SignIn() {
 }
 
 /**
- * Runs a request that signs in (setup or login): on success the session's CSRF token is used for
- * later writes and the session is fetched again, which shows the dashboard; on failure the
+ * Runs a request that signs in (setup or login): on success the browser leaves for the app den
+ * sent back (`next`, checked by den), or else the session's CSRF token is used for later writes
+ * and the session is fetched again, which shows the dashboard; on failure the
  * server's sentence is kept for the form, and what was typed stays in it.
  */
 function useSignIn() {
   const queries = useQueryClient();
   const [error, setError] = useState<unknown>();
   const [busy, setBusy] = useState(false);
-  const run = async (request: () => Promise<{ csrfToken?: string }>) => {
+  const run = async (request: () => Promise<{ csrfToken?: string; next?: string }>) => {
     setBusy(true);
     setError(undefined);
     try {
       const result = await request();
+      if (result.next) return location.replace(result.next);
       setCsrfToken(result.csrfToken);
       await queries.invalidateQueries({ queryKey: ['session'] });
     } catch (failure) {
