@@ -289,8 +289,10 @@ describe('browser terminal through the den server', () => {
   it('keeps the session across a cut agent link and a den server restart', async () => {
     const term = await open();
     await term.waitForText(PROMPT);
-    term.type('echo before-cut\r');
-    await term.waitForText(PROMPT, term.text.lastIndexOf('before-cut\r\n'));
+    // the output first: looking for the prompt after a line not printed yet would find the first prompt
+    term.type('echo before-$((2*2))-cut\r');
+    await term.waitForText('before-4-cut\r\n');
+    await term.waitForText(PROMPT, term.text.lastIndexOf('before-4-cut\r\n'));
     const before = await term.quietSerialize();
 
     // cut every websocket of the server (the agent link and this client): the agent redials
