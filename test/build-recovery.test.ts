@@ -22,6 +22,8 @@ const SERVER_START_TIMEOUT_MS = 20_000;
 const MID_BUILD_TIMEOUT_MS = 20_000;
 const RECOVERY_TIMEOUT_MS = 45_000;
 const LEASE_SECONDS = 5;
+/** how often the child server is started on another port when the probed one was taken before it bound it */
+const PORT_ATTEMPTS = 3;
 const ROOT = resolve(import.meta.dirname, '..');
 
 // Blocks the first time only: the resumed build finds the marker in the (kept) home and goes on.
@@ -46,11 +48,9 @@ describe.each(storeDialects)('build recovery after the server is killed mid-buil
     if (pg) cleanups.push(() => pg.drop());
 
     // 1. A real server in a child process, two builds blocked in their startup scripts.
-    const port = await freePort();
-    const child = startChildServer(port, dataDir, pg?.url);
+    const child = await startChildServer(dataDir, pg?.url);
     cleanups.push(() => void child.process.kill('SIGKILL'));
-    const url = `http://127.0.0.1:${port}`;
-    await waitFor('the child server to answer /readyz', SERVER_START_TIMEOUT_MS, async () => (await fetch(`${url}/readyz`).catch(() => undefined))?.ok === true, () => child.output());
+    const { url } = child;
     const token = await firstUserToken(url);
     const store = await openStore({ dataDir, databaseUrl: pg?.url });
     cleanups.push(() => store.close());
@@ -101,14 +101,44 @@ describe.each(storeDialects)('build recovery after the server is killed mid-buil
   });
 });
 
-function startChildServer(port: number, dataDir: string, databaseUrl?: string): { process: ChildProcess; output(): string } {
-  const args = [join(ROOT, 'bin/den.js'), 'server', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--log-level', 'warn'];
+interface ChildServer {
+  process: ChildProcess;
+  url: string;
+  output(): string;
+}
+
+/**
+ * `den server` in a child process, once it answers /readyz. The port is free when probed, but the
+ * child binds it only seconds later (it loads and migrates first), and another process may take
+ * it meanwhile: then the child says so and exits, and it is started again on another port.
+ */
+async function startChildServer(dataDir: string, databaseUrl?: string): Promise<ChildServer> {
+  for (let attempt = 1; ; attempt++) {
+    const child = spawnChildServer(await freePort(), dataDir, databaseUrl);
+    const exited = () => child.process.exitCode !== null || child.process.signalCode !== null;
+    try {
+      await waitFor('the child server to answer /readyz', SERVER_START_TIMEOUT_MS, async () =>
+        exited() || (await fetch(`${child.url}/readyz`).catch(() => undefined))?.ok === true, () => child.output());
+    } catch (error) {
+      child.process.kill('SIGKILL');
+      throw error;
+    }
+    if (!exited()) return child;
+    if (!child.output().includes('is already in use') || attempt === PORT_ATTEMPTS) {
+      throw new Error(`The child den server exited before it answered /readyz:\n${child.output()}`);
+    }
+  }
+}
+
+function spawnChildServer(port: number, dataDir: string, databaseUrl?: string): ChildServer {
+  // no SSH port: the default one (2222) is shared by every den server on the machine
+  const args = [join(ROOT, 'bin/den.js'), 'server', '--listen', `127.0.0.1:${port}`, '--ssh-port', '0', '--data-dir', dataDir, '--log-level', 'warn'];
   if (databaseUrl) args.push('--database-url', databaseUrl);
   const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, DEN_BUILD_LEASE_SECONDS: String(LEASE_SECONDS) }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
-  return { process: child, output: () => output.slice(-4000) };
+  return { process: child, url: `http://127.0.0.1:${port}`, output: () => output.slice(-4000) };
 }
 
 async function firstUserToken(url: string): Promise<string> {

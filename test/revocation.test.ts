@@ -278,8 +278,9 @@ async function openTerminal(server: TestServer, credential: Credential): Promise
     close: () => socket.close(),
     async roundTrip() {
       const marker = `round-${++rounds}-${Math.random().toString(36).slice(2)}`;
-      send({ type: 'input', data: `echo ${marker.toUpperCase()}\r` });
-      await waitFor(() => output.includes(marker.toUpperCase()), ROUND_TRIP_TIMEOUT_MS, `'${marker}' from the bystander's shell`);
+      // computed by the shell: the echo of the typed line (by the tty, even before bash reads it) has `$((...))`
+      send({ type: 'input', data: `echo ${marker}-$((20+22))\r` });
+      await waitFor(() => output.includes(`${marker}-42`), ROUND_TRIP_TIMEOUT_MS, `'${marker}-42' from the bystander's shell`);
     },
   });
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -125,15 +125,20 @@ describe('browser terminal through the den server', () => {
     expect(second.sessionId).toBe(first.sessionId);
     expect(await second.quietSerialize()).toBe(before);
 
-    // output printed while nobody is attached arrives with the next attach
-    second.type('(sleep 0.3; echo "late-marker") &\r');
-    await second.waitForText('late-marker") &');
-    await second.waitForText(PROMPT, second.text.lastIndexOf('late-marker") &'));
+    // output printed while nobody is attached arrives with the next attach: a background job
+    // prints once the test says so (after this client left), then says it did. The marker is
+    // computed, so the command line on the screen does not contain it; the line fits 80 columns,
+    // so its echo is not wrapped.
+    const job = '(until [ -e go ];do sleep .1;done;echo late-$((6*7))-mark;touch done) &';
+    second.type(`${job}\r`);
+    await second.waitForText(job);
+    await second.waitForText(PROMPT, second.text.lastIndexOf(job));
     second.socket.close();
     await second.closed;
-    await new Promise((resolve) => setTimeout(resolve, 600));
+    writeFileSync(join(ctx.home, 'go'), '');
+    await waitFor(() => existsSync(join(ctx.home, 'done')), OUTPUT_TIMEOUT_MS, 'the background job to print while nobody is attached');
     const third = await open({ sessionId: first.sessionId });
-    await third.waitForScreen('late-marker');
+    await third.waitForScreen('late-42-mark');
     third.type('echo after-reload\r');
     await third.waitForText('after-reload\r\n');
     third.close();
@@ -289,8 +294,10 @@ describe('browser terminal through the den server', () => {
   it('keeps the session across a cut agent link and a den server restart', async () => {
     const term = await open();
     await term.waitForText(PROMPT);
-    term.type('echo before-cut\r');
-    await term.waitForText(PROMPT, term.text.lastIndexOf('before-cut\r\n'));
+    // the output first: looking for the prompt after a line not printed yet would find the first prompt
+    term.type('echo before-$((2*2))-cut\r');
+    await term.waitForText('before-4-cut\r\n');
+    await term.waitForText(PROMPT, term.text.lastIndexOf('before-4-cut\r\n'));
     const before = await term.quietSerialize();
 
     // cut every websocket of the server (the agent link and this client): the agent redials

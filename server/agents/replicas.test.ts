@@ -59,24 +59,27 @@ describe.each(storeDialects)('replicas on %s', (dialect) => {
   it('reports a dead replica\'s agents to one survivor, and the replica comes back if it was only stalled', async () => {
     const db = await store();
     const stalled = { now: Date.parse('2026-12-06T12:00:00Z') };
-    const moving = { now: stalled.now };
+    const others = { now: stalled.now };
     const a = replica(db, 'http://a', stalled);
-    const b = replica(db, 'http://b', moving);
-    const c = replica(db, 'http://c', moving);
+    const b = replica(db, 'http://b', others);
+    const c = replica(db, 'http://c', others);
     const lost: { by: string; keys: string[] }[] = [];
     b.onReplicaLost((keys) => lost.push({ by: 'b', keys }));
     c.onReplicaLost((keys) => lost.push({ by: 'c', keys }));
     for (const r of [a, b, c]) await r.start();
     a.holdAgent('agent-1');
     a.holdAgent('agent-2');
-    await waitForAsync(async () => (await b.locate('agent-2'))?.id === a.id, 'the agents on A');
+    // each agent's record is written on its own: both must be in the store before A dies
+    await waitForAsync(async () => (await b.locate('agent-1'))?.id === a.id && (await b.locate('agent-2'))?.id === a.id, 'the agents on A');
 
-    // A's clock stands still while the others' moves a minute on: to them A stopped renewing
-    moving.now += 60_000;
+    // A's clock falls a minute behind: every expiry it renews its row with has already passed for
+    // the others, as if it had stopped renewing. (Moving the others' clock on instead would make B
+    // and C look dead to each other too, until each renewed once with the new time.)
+    stalled.now -= 60_000;
     await waitForAsync(async () => lost.length > 0, 'a survivor to find A dead');
     // A's next heartbeat finds its row gone and registers again (still with its old clock, so the
     // others may find it dead again meanwhile): each time, one survivor reports its agents
-    stalled.now = moving.now;
+    stalled.now = others.now;
     expect(lost[0].keys.sort()).toEqual(['agent-1', 'agent-2']);
     await waitForAsync(async () => (await b.locate('agent-1', { fresh: true }))?.id === a.id, 'A to record its agents again');
     expect(await b.verifyPeer(a.id, a.secret)).toEqual({ id: a.id, url: 'http://a' });
