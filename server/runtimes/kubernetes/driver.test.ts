@@ -46,7 +46,7 @@ async function makeDriver(options: { instance?: string; dataDir?: string } = {})
 
 if (!skipReason) {
   beforeAll(() => ensureImagesInCluster(IMAGE, BARE_IMAGE), 600_000);
-  runDriverContract('kubernetes', (config) => makeDriver({ dataDir: config.dataDir }), { image: IMAGE, readyTimeoutMs: 60_000, pidsLimit: false });
+  runDriverContract('kubernetes', (config) => makeDriver({ dataDir: config.dataDir }), { image: IMAGE, readyTimeoutMs: 60_000, pidsLimit: false, concurrent: true });
 } else {
   // Reported as skipped (with the reason printed above) so CI, which forbids skips, notices.
   it.skip(`RuntimeDriver contract: kubernetes (${skipReason})`);
