@@ -156,9 +156,9 @@ describe.each(runtimes)('two agents in one workspace on the $name runtime', { ti
     // what a test left running (the kubernetes runtime's namespaces, the docker runtime's containers) goes with it
     if (server && runtime.driver) {
       const driver = server.den.driver;
-      for (const id of await driver.listWorkspaceIds().catch(() => [])) {
-        await driver.delete({ id, name: 'cleanup', ownerId: user.userId, ownerName: user.username }, { signal: new AbortController().signal, log: () => {} }).catch(() => undefined);
-      }
+      // all at once: on kubernetes each delete waits for its namespace to be gone
+      await Promise.all((await driver.listWorkspaceIds().catch(() => [])).map((id) =>
+        driver.delete({ id, name: 'cleanup', ownerId: user.userId, ownerName: user.username }, { signal: new AbortController().signal, log: () => {} }).catch(() => undefined)));
     }
     await server?.close();
     for (const home of homes) rmSync(home, { recursive: true, force: true });
