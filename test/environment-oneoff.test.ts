@@ -130,7 +130,9 @@ const runtimes: Runtime[] = [
   },
 ];
 
-describe.each(runtimes)('tasks and tests in one-off containers on the $name runtime', { timeout: 300_000 }, (runtime) => {
+// The runtimes side by side (each its own den, instance and workspace); within one runtime the
+// tests run in order, on the one workspace whose one-offs and runs they count.
+describe.each(runtimes)('tasks and tests in one-off containers on the $name runtime', { timeout: 300_000, concurrent: true }, (runtime) => {
   if (runtime.skip) {
     // reported as skipped with the reason printed above, so CI (which forbids skips) notices
     it.skip(`needs ${runtime.name === 'kubernetes' ? 'the test cluster and Docker' : 'Docker'}: ${runtime.skip}`);
@@ -142,6 +144,8 @@ describe.each(runtimes)('tasks and tests in one-off containers on the $name runt
   let workspaceId: string;
   const homes: string[] = [];
   const WS = 'oneoff';
+  /** each test counts the one-offs and runs of the one workspace: one after the other */
+  const IN_ORDER = { concurrent: false };
 
   beforeAll(async () => {
     server = await startTestServer({ listen: true, driver: runtime.driver });
@@ -174,7 +178,7 @@ describe.each(runtimes)('tasks and tests in one-off containers on the $name runt
     (await client.get(`${path}/env/runs?kind=${kind}&name=${name}`)).json.runs as { id: string; trigger: string; state: string; exitCode: number | null; version: string }[];
   const noneLeft = () => waitFor('no one-off container left', async () => (await runtime.oneOffs(server, workspaceId)) === 0, GONE_TIMEOUT_MS, 250);
 
-  it('ran the task in the start build in a one-off from the api image: api\'s environment, db reached by name, the home read-only', async () => {
+  it('ran the task in the start build in a one-off from the api image: api\'s environment, db reached by name, the home read-only', IN_ORDER, async () => {
     const [run] = await runsOf('task', 'reach');
     expect(run).toMatchObject({ trigger: 'build', state: 'passed', exitCode: 0 });
     const detail = (await client.get(`${path}/env/runs/${run.id}`)).json;
@@ -186,7 +190,7 @@ describe.each(runtimes)('tasks and tests in one-off containers on the $name runt
     await noneLeft();
   });
 
-  it('`den env run` streams the task\'s lines and exits with its status 3; the run keeps the status', async () => {
+  it('`den env run` streams the task\'s lines and exits with its status 3; the run keeps the status', IN_ORDER, async () => {
     // the workspace writes a file in its home; the one-off sees it there, read-only
     expect((await execInWorkspace(server.den, workspaceId, ['sh', '-c', 'touch ~/fail-reach'])).code).toBe(0);
     const result = await den(['env', 'run', WS, 'reach']);
@@ -202,7 +206,7 @@ describe.each(runtimes)('tasks and tests in one-off containers on the $name runt
     await noneLeft();
   });
 
-  it('caches a passing one-off test by version, and `--force` runs it again', async () => {
+  it('caches a passing one-off test by version, and `--force` runs it again', IN_ORDER, async () => {
     const first = await den(['test', WS, 'ok']);
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toContain('test ran in a one-off from the api image: hello from the api image');
@@ -220,7 +224,7 @@ describe.each(runtimes)('tasks and tests in one-off containers on the $name runt
     await noneLeft();
   });
 
-  it('ends a hung one-off at its time limit with a sentence, and removes it', async () => {
+  it('ends a hung one-off at its time limit with a sentence, and removes it', IN_ORDER, async () => {
     const result = await den(['test', WS, 'hang']);
     expect(result.code).toBe(1);
     expect(result.stdout).toContain('hanging');
@@ -230,7 +234,7 @@ describe.each(runtimes)('tasks and tests in one-off containers on the $name runt
     await noneLeft();
   });
 
-  it('Ctrl-C of `den test` removes the one-off and records the run as cancelled', async () => {
+  it('Ctrl-C of `den test` removes the one-off and records the run as cancelled', IN_ORDER, async () => {
     const child = spawn(process.execPath, [join(ROOT, 'bin', 'den.js'), 'test', WS, 'wait'], { cwd: ROOT, env: cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -243,7 +247,7 @@ describe.each(runtimes)('tasks and tests in one-off containers on the $name runt
     await noneLeft();
   });
 
-  it('the garbage collector removes a one-off left past its deadline (a den that stopped mid-run), and none before', async () => {
+  it('the garbage collector removes a one-off left past its deadline (a den that stopped mid-run), and none before', IN_ORDER, async () => {
     const running = den(['test', WS, 'wait']);
     await waitFor('the one-off running', async () => (await runtime.oneOffs(server, workspaceId)) === 1, CLI_TIMEOUT_MS, 250);
     // within its deadline (5 minutes): kept

@@ -156,9 +156,9 @@ describe.each(runtimes)('two agents in one workspace on the $name runtime', { ti
     // what a test left running (the kubernetes runtime's namespaces, the docker runtime's containers) goes with it
     if (server && runtime.driver) {
       const driver = server.den.driver;
-      for (const id of await driver.listWorkspaceIds().catch(() => [])) {
-        await driver.delete({ id, name: 'cleanup', ownerId: user.userId, ownerName: user.username }, { signal: new AbortController().signal, log: () => {} }).catch(() => undefined);
-      }
+      // all at once: on kubernetes each delete waits for its namespace to be gone
+      await Promise.all((await driver.listWorkspaceIds().catch(() => [])).map((id) =>
+        driver.delete({ id, name: 'cleanup', ownerId: user.userId, ownerName: user.username }, { signal: new AbortController().signal, log: () => {} }).catch(() => undefined)));
     }
     await server?.close();
     for (const home of homes) rmSync(home, { recursive: true, force: true });
@@ -191,7 +191,9 @@ describe.each(runtimes)('two agents in one workspace on the $name runtime', { ti
     }
   }
 
-  it('connects both agents with their own tokens, shows both, and `den exec` reaches each', async () => {
+  // Side by side within a runtime (the runtimes one after another): each test has its own
+  // workspace, agents and tokens, and most of each is waiting for them to start.
+  it.concurrent('connects both agents with their own tokens, shows both, and `den exec` reaches each', async () => {
     const id = await createRunning('pair');
     expect(server.den.agents.isConnected(id)).toBe(true);
     expect(server.den.agents.isConnected({ workspaceId: id, agent: 'api' })).toBe(true);
@@ -236,7 +238,7 @@ describe.each(runtimes)('two agents in one workspace on the $name runtime', { ti
     expect(unknown.stderr).toContain("runs no agent beside a service named 'db'");
   });
 
-  it('records the service agent\'s death as an event naming it, shows the workspace down, and `den start` brings it back', async () => {
+  it.concurrent('records the service agent\'s death as an event naming it, shows the workspace down, and `den start` brings it back', async () => {
     await createRunning('kill-api');
     // the exec'd shell's parent is the service's agent: it kills the very agent that runs it
     const killed = await den(['exec', '--service', 'api', 'kill-api', '--', 'sh', '-c', 'kill -9 $PPID']);
@@ -261,7 +263,7 @@ describe.each(runtimes)('two agents in one workspace on the $name runtime', { ti
     await waitFor('the workspace recovered', async () => (await client.get(path('kill-api'))).json.health?.state === 'ok');
   });
 
-  it('refuses one agent\'s token as the other, and both once the workspace is deleted', async () => {
+  it.concurrent('refuses one agent\'s token as the other, and both once the workspace is deleted', async () => {
     const id = await createRunning('tokens');
     // The real agents' tokens, from the environment they were started with.
     const pids = await runtime.agentPids(server, id);

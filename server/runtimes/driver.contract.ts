@@ -30,6 +30,14 @@ export interface DriverContractOptions {
    * (Kubernetes sets it per node); its build log says so, and the limit is not checked.
    */
   pidsLimit?: boolean;
+  /**
+   * Runs the contract's tests side by side (vitest's maxConcurrency at a time). Each test has its
+   * own workspace, agents and tokens, so none depends on another; on a runtime whose tests spend
+   * their time waiting on the backend (pods scheduled, images unpacked, containers started) this
+   * takes minutes off the file. Off by default: a runtime that shares one resource between
+   * workspaces opts in only once its tests are green side by side.
+   */
+  concurrent?: boolean;
 }
 
 const AGENT_READY_TIMEOUT_MS = 30_000;
@@ -43,7 +51,7 @@ export function runDriverContract(
   const image = options.image ?? 'den/base:latest';
   const readyTimeoutMs = options.readyTimeoutMs ?? AGENT_READY_TIMEOUT_MS;
 
-  describe(`RuntimeDriver contract: ${name}`, { timeout: 90_000 }, () => {
+  describe(`RuntimeDriver contract: ${name}`, { timeout: 90_000, concurrent: options.concurrent ?? false }, () => {
     let server: TestServer;
     let driver: RuntimeDriver;
     let userId: string;

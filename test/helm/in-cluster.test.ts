@@ -82,7 +82,9 @@ function explain(result: DenResult): string {
   return `exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
 }
 
-describe.skipIf(!!skipReason)('den installed by Helm, end to end', { timeout: 900_000 }, () => {
+// The two cases side by side: each has its own namespace, instance, den and CLI configuration,
+// and most of each is waiting for helm, pods and the workspace.
+describe.skipIf(!!skipReason)('den installed by Helm, end to end', { timeout: 900_000, concurrent: true }, () => {
   const kc = loadKubeConfig();
   const core = kc.makeApiClient(CoreV1Api);
   const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
@@ -117,7 +119,7 @@ describe.skipIf(!!skipReason)('den installed by Helm, end to end', { timeout: 90
   }
 
   async function pushTemplate(config = 'config'): Promise<void> {
-    const templateDir = join(work, 'template');
+    const templateDir = join(work, `template-${config}`);
     rmSync(templateDir, { recursive: true, force: true });
     mkdirSync(templateDir);
     writeFileSync(join(templateDir, 'template.yaml'), stringify(TEMPLATE));

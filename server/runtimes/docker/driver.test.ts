@@ -39,7 +39,7 @@ function makeDriver(): Promise<DockerDriver> {
 }
 afterAll(() => { for (const dir of bundleDirs) rmSync(dir, { recursive: true, force: true }); });
 
-if (!skipReason) runDriverContract('docker', () => makeDriver(), { image: IMAGE });
+if (!skipReason) runDriverContract('docker', () => makeDriver(), { image: IMAGE, concurrent: true });
 // Reported as skipped (with the reason printed above) so CI, which forbids skips, notices.
 else it.skip(`RuntimeDriver contract: docker (${skipReason})`);
 
