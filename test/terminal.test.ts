@@ -253,9 +253,12 @@ describe('browser terminal through the den server', () => {
     const term = await open();
     await term.waitForText(PROMPT);
     term.trackSequence();
-    // noflsh: the tty must not discard queued output on ^C, so every byte cat wrote is seen;
+    // noflsh: the tty must not discard queued output on ^C, so every byte the flood wrote is seen;
     // -echo -echoctl: what is typed during the flood must not be echoed into the middle of a line
-    term.type('stty noflsh -echo -echoctl; while :; do cat big; done\r');
+    // the flood is one process that never exits on its own: with `while :; do cat big; done`, a ^C
+    // landing after a cat had written its last byte but before bash reaped it made bash take the
+    // SIGINT as handled by the child (it exited normally) and go on looping, so the flood never stopped
+    term.type(`stty noflsh -echo -echoctl; awk 'BEGIN { for (;;) for (i = 0; i < 80000; i++) printf "L%06d\\n", i }'\r`);
     await waitFor(() => term.received > 4 * 1024 * 1024, OUTPUT_TIMEOUT_MS * 3, '4 MB of flood output');
     term.type('\x03');
     // the marker is computed, so the command line (echoed by readline) does not contain it
