@@ -170,7 +170,9 @@ describe('TerminalSession', () => {
     await prompt(client);
     const before = process.memoryUsage().rss;
     client.acking = false;
-    client.attachment!.input(`while :; do cat ${big}; done\r`);
+    // one cat of six copies, not a `while` loop of cats: bash keeps looping when a ^C lands after a
+    // cat wrote its last byte but before bash reaped it (it takes the SIGINT as handled by the child)
+    client.attachment!.input(`cat ${Array(6).fill(big).join(' ')}\r`);
     await waitFor(() => session.paused, FLOOD_TIMEOUT_MS, 'the pty to pause for a client that is behind');
     await quiet(session);
     // paused: nothing more is read, and what is outstanding is the high watermark plus at most one read
