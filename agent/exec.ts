@@ -2,9 +2,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
 import type { Readable } from 'node:stream';
-import { DEFAULT_CHANNEL_WINDOW, type AgentFrame, type ExecOpen } from '../protocol/agent.ts';
+import { CHANNEL_HEADER_BYTES, DEFAULT_CHANNEL_WINDOW, MAX_DATA_PAYLOAD, type AgentFrame, type ExecOpen } from '../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../protocol/agent-flow.ts';
 import { PtyWriter } from './pty-writer.ts';
+import { SlabCopies, SlabPool, sendFramedInPlace } from './read-slabs.ts';
+
+/**
+ * Where a busy command's stdout and stderr reads are copied for their frames (agent/read-slabs.ts):
+ * four full reads per slab, so a stream holds about a window of them; a few kept for the next command.
+ */
+const PIPE_SLABS = new SlabPool(4 * (CHANNEL_HEADER_BYTES + MAX_DATA_PAYLOAD), 4);
 
 /** What a channel implementation needs from the link. */
 export interface ChannelContext {
@@ -38,7 +45,7 @@ export interface ChannelHandler {
 export function openExecChannel(channel: number, spec: ExecOpen, peerWindow: number, context: ChannelContext, onClosed: () => void): ChannelHandler {
   const env = { ...context.baseEnv(), ...spec.env };
   const cwd = spec.cwd ?? context.home();
-  const sender = new ChannelSender(channel, peerWindow, (frame) => context.send(frame));
+  const sender = new ChannelSender(channel, peerWindow, (frame) => sendFramedInPlace(context.send, frame));
   const stdinWindow = new ReceiveWindow(DEFAULT_CHANNEL_WINDOW);
   let finished = false;
   const finish: Finish = (close) => {
@@ -98,9 +105,13 @@ function startPipes(
   const outputs: Readable[] = [child.stdout!, child.stderr!];
   sender.onDrain = () => outputs.forEach((stream) => stream.resume());
   const pipeOut = (stream: Readable, type: 'data' | 'stderr') => {
+    const copies = new SlabCopies(PIPE_SLABS);
     stream.on('data', (chunk: Buffer) => {
-      if (!sender.write(type, chunk)) stream.pause();
+      const placed = copies.place(chunk);
+      const sentAll = placed ? sender.write(type, placed.chunk, () => placed.slab.release(), true) : sender.write(type, chunk);
+      if (!sentAll) stream.pause();
     });
+    stream.once('close', () => copies.leave());
   };
   pipeOut(child.stdout!, 'data');
   pipeOut(child.stderr!, 'stderr');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CHANNEL_HEADER_BYTES, decodeFrame, encodeFrame } from '../protocol/agent.ts';
-import { ConnectionReads, SLAB_MIN_READ, SlabPool, slabOf } from './read-slabs.ts';
+import { ConnectionReads, SLAB_MIN_READ, SlabCopies, SlabPool, slabOf } from './read-slabs.ts';
 
 const SLAB_BYTES = 4 * SLAB_MIN_READ;
 
@@ -79,5 +79,34 @@ describe('ConnectionReads', () => {
     expect(slab!.freeBefore(rest)).toBe(false);
     slab!.written(sent);
     expect(slab!.freeBefore(rest)).toBe(true);
+  });
+});
+
+describe('SlabCopies', () => {
+  it('copies full reads into one slab after header gaps, framed in place with every byte intact', () => {
+    const pool = new SlabPool(SLAB_BYTES, 2);
+    const copies = new SlabCopies(pool);
+    const first = copies.place(Buffer.alloc(SLAB_MIN_READ, 1))!;
+    const second = copies.place(Buffer.alloc(SLAB_MIN_READ, 2))!;
+    expect(second.slab).toBe(first.slab);
+    expect(second.chunk.byteOffset).toBe(first.chunk.byteOffset + SLAB_MIN_READ + CHANNEL_HEADER_BYTES);
+    const frame = encodeFrame({ type: 'stderr', channel: 4, payload: second.chunk, headroom: true }) as Uint8Array;
+    expect(frame.buffer).toBe(second.slab.buffer.buffer);
+    const decoded = decodeFrame(frame) as { type: string; payload: Uint8Array };
+    expect(decoded.type).toBe('stderr');
+    expect(Buffer.from(decoded.payload).equals(Buffer.alloc(SLAB_MIN_READ, 2))).toBe(true);
+    expect(first.chunk.equals(Buffer.alloc(SLAB_MIN_READ, 1))).toBe(true);
+  });
+
+  it('leaves its slab on a short read (sent as it is), and the slab returns to the pool once released', () => {
+    const pool = new SlabPool(SLAB_BYTES, 2);
+    const copies = new SlabCopies(pool);
+    const placed = copies.place(Buffer.alloc(SLAB_MIN_READ, 1))!;
+    expect(copies.place(Buffer.alloc(10, 2))).toBeUndefined();
+    expect(pool.freeSlabs).toBe(0);
+    placed.slab.release();
+    expect(pool.freeSlabs).toBe(1);
+    // the next full read takes that slab again, from its start
+    expect(copies.place(Buffer.alloc(SLAB_MIN_READ, 3))!.slab).toBe(placed.slab);
   });
 });

@@ -1,4 +1,4 @@
-import { CHANNEL_HEADER_BYTES, MAX_DATA_PAYLOAD } from '../protocol/agent.ts';
+import { CHANNEL_HEADER_BYTES, MAX_DATA_PAYLOAD, type AgentFrame, type DataFrame } from '../protocol/agent.ts';
 
 /**
  * Where the connections of bulk `tcp` channels read (net's `onread`, whose buffer may be a function
@@ -170,4 +170,59 @@ export class ConnectionReads {
     this.slab?.retire();
     this.slab = undefined;
   }
+}
+
+/**
+ * Copies of a stream's chunks into slabs, for a source that cannot read into them itself (a
+ * child's stdout pipe: Node allocates every read): each chunk of at least SLAB_MIN_READ is copied
+ * after a header gap, the copy encodeFrame would otherwise make into a fresh frame, so a busy
+ * stream allocates one buffer per read instead of two (ADR 0034 did the same for connections,
+ * without even that copy). A shorter chunk leaves the slab (framed by a copy, as before), so an
+ * idle or interactive stream pins none.
+ */
+export class SlabCopies {
+  private readonly pool: SlabPool;
+  private slab: Slab | undefined;
+
+  constructor(pool: SlabPool) {
+    this.pool = pool;
+  }
+
+  /** `chunk` copied into a slab (held once for the caller, who releases it once framed), or undefined to send it as it is. */
+  place(chunk: Buffer): { chunk: Buffer; slab: Slab } | undefined {
+    if (chunk.byteLength < SLAB_MIN_READ || chunk.byteLength > this.pool.slabBytes - CHANNEL_HEADER_BYTES) {
+      this.leave();
+      return undefined;
+    }
+    let slab = this.slab;
+    let target = slab?.target(chunk.byteLength);
+    if (!slab || !target || target.byteLength < chunk.byteLength) {
+      slab?.retire();
+      slab = this.slab = this.pool.take();
+      target = slab.target(chunk.byteLength)!;
+    }
+    chunk.copy(target);
+    return { chunk: slab.filled(target, chunk.byteLength), slab };
+  }
+
+  /** The stream ended (or went quiet): its slab returns once its holders are done. */
+  leave(): void {
+    this.slab?.retire();
+    this.slab = undefined;
+  }
+}
+
+/**
+ * Sends a DATA frame through the link's `send`: framed in place when its payload lies in a slab
+ * and the bytes before it are free (the slab held until the link socket wrote the frame), else
+ * as it is (copied by encodeFrame).
+ */
+export function sendFramedInPlace(send: (frame: AgentFrame, written?: () => void) => void, frame: DataFrame): void {
+  const slab = slabOf(frame.payload);
+  if (!slab || !(frame.headroom || slab.freeBefore(frame.payload))) return send(frame);
+  slab.hold();
+  send({ ...frame, headroom: true }, () => {
+    slab.written(frame.payload);
+    slab.release();
+  });
 }

@@ -1,9 +1,9 @@
 import { connect, type Socket } from 'node:net';
 import { isAbsolute, join } from 'node:path';
-import { CHANNEL_HEADER_BYTES, DEFAULT_CHANNEL_WINDOW, MAX_BULK_DATA_PAYLOAD, MAX_DATA_PAYLOAD, type DataFrame, type TcpOpen } from '../protocol/agent.ts';
+import { CHANNEL_HEADER_BYTES, DEFAULT_CHANNEL_WINDOW, MAX_BULK_DATA_PAYLOAD, MAX_DATA_PAYLOAD, type TcpOpen } from '../protocol/agent.ts';
 import { ChannelSender, ReceiveWindow } from '../protocol/agent-flow.ts';
 import type { ChannelContext, ChannelHandler } from './exec.ts';
-import { ConnectionReads, Slab, SlabPool, slabOf } from './read-slabs.ts';
+import { ConnectionReads, Slab, SlabPool, sendFramedInPlace } from './read-slabs.ts';
 
 /** How long a connect may take before the open is refused: a filtered port must not hold the channel open forever. */
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -76,16 +76,7 @@ function slabReads(onRead: OnRead, maxData: number) {
 function serveTcp(channel: number, open: (onRead: OnRead) => Socket, target: string, peerWindow: number, maxData: number | undefined, context: ChannelContext, onClosed: () => void): ChannelHandler {
   // a frame framed in place in a slab holds it until the link socket has written it; the rest of a
   // read that credit split is framed in place too once the part before it was written
-  const sendFrame = (frame: DataFrame) => {
-    const slab = slabOf(frame.payload);
-    if (!slab || !(frame.headroom || slab.freeBefore(frame.payload))) return context.send(frame);
-    slab.hold();
-    context.send({ ...frame, headroom: true }, () => {
-      slab.written(frame.payload);
-      slab.release();
-    });
-  };
-  const sender = new ChannelSender(channel, peerWindow, sendFrame, maxData ?? MAX_DATA_PAYLOAD);
+  const sender = new ChannelSender(channel, peerWindow, (frame) => sendFramedInPlace(context.send, frame), maxData ?? MAX_DATA_PAYLOAD);
   const onRead: OnRead = (chunk, from) => {
     if (from instanceof Slab) return sender.write('data', chunk, () => from.release(), true);
     // sent now, the frames are copies; what waits for credit must outlive the shared read buffer

@@ -1,11 +1,12 @@
 // The floors of an SSH path on this machine, for bench/ssh.ts's `--floor`, with nothing of den
 // around them (no store, no link, no limits, no multiplexing); not a product: each runs
-// `sh -c COMMAND` on a pty for the one key it is given.
+// `sh -c COMMAND` for the one key it is given, on a pty when the client asked for one (the echo),
+// on pipes otherwise (the `cat`: stdout streamed with the stream's own backpressure).
 //  - `one`: an ssh2 server that writes the pty itself (node-pty, the agent's PtyWriter), as a
 //    gateway in the agent would: one Node process on the keystroke's way;
 //  - `two`: the same ssh2 server relaying each session's bytes over a plain TCP connection to a
-//    second Node process that owns the pty (started here as `pty-server`): den's shape, two Node
-//    processes, without den's protocol.
+//    second Node process that owns the pty or the pipes (started here as `pty-server`): den's
+//    shape, two Node processes, without den's protocol.
 //
 // Prints {"port": N, "pids": [...]} (the processes on the keystroke's way) once listening.
 //
@@ -13,6 +14,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
+import type { Writable } from 'node:stream';
 import * as pty from 'node-pty';
 import ssh2 from 'ssh2';
 import { PtyWriter } from '../agent/pty-writer.ts';
@@ -37,9 +39,18 @@ function runOnPty(command: string, size: Size, output: (text: string) => void, o
   return { input: (bytes) => writer.write(bytes), kill: () => terminal.kill('SIGKILL') };
 }
 
+/** Runs `command` on pipes: stdout into `output` (piped, so its backpressure holds the command), `onExit` with the status once stdout ended. */
+function runOnPipes(command: string, output: Writable, onExit: (code: number) => void): { input(bytes: Buffer): void; kill(): void } {
+  const child = spawn('/bin/sh', ['-c', command], { stdio: ['pipe', 'pipe', 'inherit'] });
+  child.stdin.on('error', () => {});
+  child.stdout.pipe(output, { end: false });
+  child.once('close', (code) => onExit(code ?? 255));
+  return { input: (bytes) => child.stdin.write(bytes), kill: () => child.kill('SIGKILL') };
+}
+
 if (mode === 'pty-server') {
   process.stdin.on('end', () => process.exit(0)).resume();
-  // one connection per session: a first line of JSON {command, cols, rows}, then raw bytes both ways
+  // one connection per session: a first line of JSON {command, cols, rows} (no cols: pipes, not a pty), then raw bytes both ways
   const server = createServer((socket) => {
     socket.setNoDelay(true);
     let head = '';
@@ -49,8 +60,8 @@ if (mode === 'pty-server') {
       head += chunk.toString('latin1');
       const newline = head.indexOf('\n');
       if (newline < 0) return;
-      const { command, cols, rows } = JSON.parse(head.slice(0, newline)) as { command: string } & Size;
-      session = runOnPty(command, { cols, rows }, (text) => socket.write(text), () => socket.end());
+      const { command, cols, rows } = JSON.parse(head.slice(0, newline)) as { command: string } & Partial<Size>;
+      session = cols && rows ? runOnPty(command, { cols, rows }, (text) => socket.write(text), () => socket.end()) : runOnPipes(command, socket, () => socket.end());
       const rest = Buffer.from(head.slice(newline + 1), 'latin1');
       if (rest.byteLength > 0) session.input(rest);
     });
@@ -76,7 +87,7 @@ if (mode === 'pty-server') {
     client.on('ready', () => {
       client.on('session', (accept) => {
         const session = accept();
-        let size: Size = { cols: 80, rows: 24 };
+        let size: Size | undefined;
         session.on('pty', (acceptPty, _reject, info) => {
           size = { cols: info.cols || 80, rows: info.rows || 24 };
           acceptPty?.();
@@ -88,7 +99,7 @@ if (mode === 'pty-server') {
             channel.end();
           };
           if (ptyServerPort === undefined) {
-            const running = runOnPty(info.command, size, (text) => channel.write(text), finish);
+            const running = size ? runOnPty(info.command, size, (text) => channel.write(text), finish) : runOnPipes(info.command, channel, finish);
             channel.on('data', (chunk: Buffer) => running.input(chunk));
             channel.on('close', () => running.kill());
             return;
@@ -97,7 +108,8 @@ if (mode === 'pty-server') {
           relay.setNoDelay(true);
           relay.write(`${JSON.stringify({ command: info.command, ...size })}\n`);
           channel.on('data', (chunk: Buffer) => relay.write(chunk));
-          relay.on('data', (chunk: Buffer) => channel.write(chunk));
+          // piped, so the client's window holds the relay (and the echo's writes are as before)
+          relay.pipe(channel, { end: false });
           relay.on('end', () => finish(0));
           relay.on('error', () => finish(255));
           channel.on('close', () => relay.destroy());

@@ -2,7 +2,7 @@
 // machine, run side by side in the same process and the same minute, with the real OpenSSH client:
 //  - connect-to-exit of `ssh WS true`: through den's SSH port, through `den ssh --stdio` (the
 //    ProxyCommand over the HTTP port), and sshd (median of --runs);
-//  - `cat` of a 100 MB file (first byte to last, MB/s; median of 3);
+//  - `cat` of a 100 MB file (first byte to last, MB/s; median of 3), and den's CPU per MB in it;
 //  - keystroke echo in a pty (p50/p99 of --echoes keystrokes, --rounds times interleaved; the
 //    measuring client is bench/ssh-echo.ts in its own process);
 //  - --concurrent sessions on one workspace at once: all must complete; the server's RSS before and at the peak.
@@ -10,11 +10,12 @@
 // bench's temp dir as HOME), so RSS is den's plus the bench's few kilobytes of bookkeeping.
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
-// --floor adds echo columns for bench/ssh-floor.ts (an ssh2 server writing the pty itself: the
-// floor of one Node process on the keystroke's way; and relaying to a second Node process: two); --profile DIR writes CPU profiles of the echo phase
-// (this process's, the agent's).
+// --floor adds echo and cat columns for bench/ssh-floor.ts (an ssh2 server writing the pty, or
+// streaming `cat`'s pipe, itself: the floor of one Node process on the way; and relaying to a
+// second Node process: two), with their CPU per keystroke and per MB; --profile DIR writes CPU
+// profiles of the echo phase, or of the cat phase with `--only cat` (this process's, the agent's).
 //
-//   node bench/ssh.ts [--runs 20] [--mb 100] [--echoes 200] [--rounds 1] [--concurrent 200] [--only echo] [--floor] [--profile DIR]
+//   node bench/ssh.ts [--runs 20] [--mb 100] [--echoes 200] [--rounds 1] [--concurrent 200] [--only echo|cat] [--floor] [--profile DIR]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -40,11 +41,13 @@ const ECHOES = numberOption('--echoes', 200);
 const CONCURRENT = numberOption('--concurrent', 200);
 /** echo rounds, interleaved across the targets (den port, ProxyCommand, sshd, den port, ...) */
 const ROUNDS = numberOption('--rounds', 1);
-/** `--only echo`: the echo measurement alone (no connect, cat or concurrent runs) */
-const ONLY_ECHO = args.includes('--only') && args[args.indexOf('--only') + 1] === 'echo';
+/** `--only echo` or `--only cat`: that measurement alone (no connect or concurrent runs, nor the other one) */
+const ONLY = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+/** `--cat-runs N`: `cat` runs per target (interleaved), median reported */
+const CAT_RUNS = numberOption('--cat-runs', 3);
 /** `--floor`: also the floors of bench/ssh-floor.ts: an ssh2 server that writes the pty itself (one Node hop), and one that relays to a second Node process (two) */
 const FLOOR = args.includes('--floor');
-/** `--profile DIR`: CPU profiles of the echo phase, the server's (this process) and the agent's (its whole life), into DIR */
+/** `--profile DIR`: CPU profiles of the echo phase (the cat phase with `--only cat`), the server's (this process) and the agent's (its whole life), into DIR */
 const PROFILE_DIR = args.includes('--profile') ? resolve(args[args.indexOf('--profile') + 1]) : undefined;
 const SSHD = '/usr/sbin/sshd';
 const cipherIndex = args.indexOf('--cipher');
@@ -81,7 +84,6 @@ const targets: Target[] = [
   { name: 'den_proxycommand', args: [...isolatedOptions(undefined, ['-o', `ProxyCommand=${proxy}`]), 'ws@den.ws'], env: cliEnv },
   ...(sshd ? [{ name: 'sshd', args: [...isolatedOptions(key), '-p', String(sshd.port), `${userInfo().username}@127.0.0.1`] }] : []),
 ];
-// the floor takes part in the echo only: it runs every command on a pty, which is no way to `cat` a binary file
 const echoTargets: Array<Target & { pids?: number[] }> = [...targets, ...floors.map((floor) => ({ name: floor.name, pids: floor.pids, args: [...isolatedOptions(key), '-p', String(floor.port), 'bench@127.0.0.1'] }))];
 
 const results: Record<string, unknown> = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, loadavg_start: loadavg(), runs: RUNS, file_mb: MEGABYTES };
@@ -89,7 +91,7 @@ try {
   // warm-up: the CLI bundle, the agent's node-pty, sshd's first fork
   for (const target of targets) await sshRun(target, ['true']);
 
-  if (!ONLY_ECHO) {
+  if (!ONLY) {
     say('connect-to-exit of `ssh WS true`');
     const connect: Record<string, number[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
     for (let i = 0; i < RUNS; i++) {
@@ -101,39 +103,59 @@ try {
       }
     }
     results.connect_ms_median = Object.fromEntries(Object.entries(connect).map(([name, samples]) => [name, round(median(samples))]));
+  }
 
+  if (!ONLY || ONLY === 'cat') {
     say(`cat of ${MEGABYTES} MB`);
-    const throughput: Record<string, number[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
-    for (let i = 0; i < 3; i++) for (const target of targets) throughput[target.name].push(await catThroughput(target));
-    results.cat_mb_per_s_median = Object.fromEntries(Object.entries(throughput).map(([name, samples]) => [name, round(median(samples))]));
-  }
-
-  say(`keystroke echo in a pty (${ECHOES} keystrokes, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'})`);
-  const profiler = PROFILE_DIR ? await startCpuProfile(PROFILE_DIR) : undefined;
-  const echo: Record<string, { p50: number; p99: number; p50_per_round?: number[] }> = {};
-  const echoSamples: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
-  const roundP50s: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
-  for (let pass = 0; pass < ROUNDS; pass++) {
-    for (const target of echoTargets) {
-      const cpuBefore = cpuMs(agent.pid!);
-      const floorBefore = target.pids?.map((pid) => processCpuMs(pid) ?? NaN);
-      const samples = await echoLatency(target, ECHOES);
-      // a floor's processes, all of them, per keystroke: what den's server + agent compare with
-      if (floorBefore && pass === 0) results[`${target.name}_cpu_us_per_echo`] = Math.round((target.pids!.reduce((sum, pid, i) => sum + (processCpuMs(pid) ?? NaN) - floorBefore[i], 0) * 1000) / ECHOES);
-      echoSamples[target.name].push(...samples);
-      roundP50s[target.name].push(round(percentile(samples, 50), 3));
-      // per keystroke, session set-up included (a few ms over all of them); the first round only
-      if (target.name === 'den_port' && pass === 0) Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), ECHOES / 1000, 'us_per_echo'));
+    const profiler = PROFILE_DIR && ONLY === 'cat' ? await startCpuProfile(PROFILE_DIR) : undefined;
+    const throughput: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
+    const cpuPerMb: Record<string, number[]> = {};
+    for (let i = 0; i < CAT_RUNS; i++) {
+      for (const target of echoTargets) {
+        // den: the server (this process) and the agent apart; a floor: its processes together; sshd: not measured (a process per session)
+        const denBefore = cpuMs(agent.pid!);
+        const floorBefore = target.pids?.map((pid) => processCpuMs(pid) ?? NaN);
+        throughput[target.name].push(await catThroughput(target));
+        const perMb = target.pids ? floorCpuPerMb(target.pids, floorBefore!) : perUnit(denBefore, cpuMs(agent.pid!), MEGABYTES, 'ms_per_mb');
+        if (target.name === 'sshd') continue;
+        for (const [name, value] of Object.entries(perMb)) (cpuPerMb[`${target.name}_${name.replace(/^den_/, '')}`] ??= []).push(value);
+      }
     }
+    results.cat_mb_per_s_median = Object.fromEntries(Object.entries(throughput).map(([name, samples]) => [name, round(median(samples))]));
+    if (sshd) results.cat_share_of_sshd = Object.fromEntries(Object.entries(throughput).map(([name, samples]) => [name, round(median(samples) / median(throughput.sshd), 2)]));
+    // per MB, whatever the machine's load: the medians over the runs
+    results.cat_cpu_ms_per_mb = Object.fromEntries(Object.entries(cpuPerMb).map(([name, samples]) => [name, round(median(samples), 2)]));
+    await profiler?.();
   }
-  for (const target of echoTargets) {
-    const samples = echoSamples[target.name];
-    echo[target.name] = { p50: round(percentile(samples, 50), 3), p99: round(percentile(samples, 99), 3), ...(ROUNDS > 1 ? { p50_per_round: roundP50s[target.name] } : {}) };
-  }
-  results.echo_ms = echo;
-  await profiler?.();
 
-  if (!ONLY_ECHO) {
+  if (!ONLY || ONLY === 'echo') {
+    say(`keystroke echo in a pty (${ECHOES} keystrokes, ${ROUNDS} round${ROUNDS === 1 ? '' : 's'})`);
+    const profiler = PROFILE_DIR ? await startCpuProfile(PROFILE_DIR) : undefined;
+    const echo: Record<string, { p50: number; p99: number; p50_per_round?: number[] }> = {};
+    const echoSamples: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
+    const roundP50s: Record<string, number[]> = Object.fromEntries(echoTargets.map((target) => [target.name, []]));
+    for (let pass = 0; pass < ROUNDS; pass++) {
+      for (const target of echoTargets) {
+        const cpuBefore = cpuMs(agent.pid!);
+        const floorBefore = target.pids && totalCpuMs(target.pids);
+        const samples = await echoLatency(target, ECHOES);
+        // a floor's processes, all of them, per keystroke: what den's server + agent compare with
+        if (floorBefore !== undefined && pass === 0) results[`${target.name}_cpu_us_per_echo`] = Math.round(((totalCpuMs(target.pids!) - floorBefore) * 1000) / ECHOES);
+        echoSamples[target.name].push(...samples);
+        roundP50s[target.name].push(round(percentile(samples, 50), 3));
+        // per keystroke, session set-up included (a few ms over all of them); the first round only
+        if (target.name === 'den_port' && pass === 0) Object.assign(results, perUnit(cpuBefore, cpuMs(agent.pid!), ECHOES / 1000, 'us_per_echo'));
+      }
+    }
+    for (const target of echoTargets) {
+      const samples = echoSamples[target.name];
+      echo[target.name] = { p50: round(percentile(samples, 50), 3), p99: round(percentile(samples, 99), 3), ...(ROUNDS > 1 ? { p50_per_round: roundP50s[target.name] } : {}) };
+    }
+    results.echo_ms = echo;
+    await profiler?.();
+  }
+
+  if (!ONLY) {
     say(`${CONCURRENT} concurrent sessions on one workspace`);
     results.concurrent = await concurrentSessions(targets[0], CONCURRENT);
   }
@@ -153,22 +175,12 @@ function sshRun(target: Target, command: string[], input?: string) {
   return run('ssh', [...CIPHER, ...target.args, ...command], { env: target.env, input, timeoutMs: 120_000 });
 }
 
-/** MB/s from the first byte of `cat FILE` to its last, counted here (1 MB = 10^6 bytes). */
-function catThroughput(target: Target): Promise<number> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn('ssh', [...CIPHER, ...target.args, `cat ${big}`], { env: target.env, stdio: ['ignore', 'pipe', 'inherit'] });
-    let bytes = 0;
-    let first = 0;
-    child.stdout.on('data', (chunk: Buffer) => {
-      if (bytes === 0) first = performance.now();
-      bytes += chunk.length;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code !== 0 || bytes !== MEGABYTES * 1_000_000) return reject(new Error(`${target.name}: cat got ${bytes} bytes, exit ${code}`));
-      resolvePromise(bytes / 1e6 / ((performance.now() - first) / 1000));
-    });
-  });
+/** MB/s from the first byte of `cat FILE` to its last (1 MB = 10^6 bytes), counted by bench/ssh-cat.ts in its own process (this one is den's server). */
+async function catThroughput(target: Target): Promise<number> {
+  const result = await run(process.execPath, [join(root, 'bench', 'ssh-cat.ts'), ...CIPHER, ...target.args, `cat ${big}`], { env: target.env, timeoutMs: 300_000 });
+  const counted = JSON.parse(result.stdout || '{}') as { bytes?: number; ms?: number; code?: number };
+  if (result.code !== 0 || counted.code !== 0 || counted.bytes !== MEGABYTES * 1_000_000) throw new Error(`${target.name}: cat got ${counted.bytes} bytes, exit ${counted.code}: ${result.stderr}`);
+  return counted.bytes / 1e6 / (counted.ms! / 1000);
 }
 
 /**
@@ -254,6 +266,17 @@ function canConnect(port: number): Promise<boolean> {
     });
     attempt.once('error', () => resolvePromise(false));
   });
+}
+
+/** A floor's CPU per MB: its ssh2 process's (what den's server compares with), the relay's (two hops: the agent's), and both. */
+function floorCpuPerMb(pids: number[], before: number[]): Record<string, number> {
+  const used = pids.map((pid, i) => ((processCpuMs(pid) ?? NaN) - before[i]) / MEGABYTES);
+  return { ssh_cpu_ms_per_mb: used[0], ...(used.length > 1 ? { relay_cpu_ms_per_mb: used[1] } : {}), cpu_ms_per_mb: used.reduce((sum, value) => sum + value, 0) };
+}
+
+/** CPU time of processes together (a floor's), ms */
+function totalCpuMs(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + (processCpuMs(pid) ?? NaN), 0);
 }
 
 function median(samples: number[]): number {

@@ -207,6 +207,34 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     expect(total).toBe(32 * 1024 * 1024);
   });
 
+  it('delivers large stdout and stderr at once byte for byte, to a reader that keeps pausing (reads copied into slabs, framed in place)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'den-exec-output-'));
+    dirs.push(dir);
+    const file = join(dir, 'patterned.bin');
+    // every 4 bytes differ, so a frame overwritten or reordered in a slab shows
+    const patterned = Buffer.alloc(6 * 1024 * 1024 + 123);
+    for (let i = 0; i + 4 <= patterned.byteLength; i += 4) patterned.writeUInt32BE(i, i);
+    writeFileSync(file, patterned);
+    const running = await server.den.agents.exec(ws.workspaceId, { command: ['sh', '-c', `cat ${file} & cat ${file} >&2; wait`] });
+    const collect = (stream: Readable) =>
+      new Promise<Buffer>((resolve) => {
+        const chunks: Buffer[] = [];
+        stream.on('data', (chunk: Buffer) => {
+          chunks.push(Buffer.from(chunk));
+          // the credit runs out while paused: reads wait in the agent, split where the credit ends
+          if (chunks.length % 7 === 0) {
+            stream.pause();
+            setTimeout(() => stream.resume(), 2);
+          }
+        });
+        stream.once('end', () => resolve(Buffer.concat(chunks)));
+      });
+    const [stdout, stderr] = await Promise.all([collect(running.stdio), collect(running.stderr as Readable)]);
+    expect(await running.exit).toBe(0);
+    expect(stdout.equals(patterned)).toBe(true);
+    expect(stderr.equals(patterned)).toBe(true);
+  });
+
   it('reports start_error naming the failing blocking script and runs no later script', async () => {
     const broken = await seedWorkspace(server.store.db, { username: 'alice', userId: ws.userId, workspaceName: 'broken' });
     const token = await issueAgentToken(server.store.db, {
