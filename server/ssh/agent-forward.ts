@@ -3,6 +3,7 @@ import type { Connection } from 'ssh2';
 import { workspaceSpec } from '../apps/apps.ts';
 import type { AgentHub } from '../agents/hub-types.ts';
 import { listenInWorkspace } from '../agents/tcp-listen.ts';
+import { runAgentCommand } from '../environments/agent-command.ts';
 import type { Database } from '../store/schema.ts';
 import { relayAcceptedConnection, type RelayDeps } from './remote-forward.ts';
 import { openAuthAgentChannel } from './ssh2-internals.ts';
@@ -30,6 +31,8 @@ const MAKE_DIR = 'umask 077; base="${XDG_RUNTIME_DIR:-/tmp}"; [ ${#base} -le 64 
 const SOCKET_NAME = 'agent.sock';
 /** what MAKE_DIR may print: an absolute path of a few safe characters (it is put into `rm -rf` later) */
 const MADE_DIR = /^(\/[\w.-]+)+$/;
+/** mktemp and rm in the workspace: a session waits for the first, so neither may hang it */
+const COMMAND_TIMEOUT_MS = 10_000;
 
 /** Whether the template version the workspace runs now allows agent forwarding (`workspace.ssh.agentForwarding`). */
 export async function agentForwardingAllowed(db: Kysely<Database>, workspaceId: string): Promise<boolean> {
@@ -50,13 +53,7 @@ export async function forwardAuthAgent(client: Connection, deps: AgentForwardDep
   const dir = await makePrivateDir(deps.agents, deps.workspaceId);
   const socketPath = `${dir}/${SOCKET_NAME}`;
   let closed = false;
-  const removeDir = () => void deps.agents.exec(deps.workspaceId, { command: ['rm', '-rf', '--', dir] })
-    .then((session) => {
-      session.closeStdin();
-      session.stdio.resume();
-      session.stderr.resume();
-      return session.exit;
-    })
+  const removeDir = () => void runAgentCommand(deps.agents, deps.workspaceId, ['rm', '-rf', '--', dir], { timeoutMs: COMMAND_TIMEOUT_MS, onOutput: () => {} })
     .catch((error: unknown) => deps.log.debug({ err: error, dir }, 'SSH agent forwarding: the socket directory was not removed'));
   try {
     const listener = await listenInWorkspace(deps.agents, deps.workspaceId, { path: socketPath }, (accepted, claim) =>
@@ -77,16 +74,13 @@ export async function forwardAuthAgent(client: Connection, deps: AgentForwardDep
 }
 
 async function makePrivateDir(agents: AgentHub, workspaceId: string): Promise<string> {
-  const session = await agents.exec(workspaceId, { command: ['/bin/sh', '-c', MAKE_DIR] });
-  session.closeStdin();
-  session.stderr.resume();
   let output = '';
-  for await (const chunk of session.stdio as AsyncIterable<Buffer>) {
-    output += chunk.toString('utf8');
-    if (output.length > 4096) session.kill('SIGKILL');
-  }
-  const code = await session.exit;
+  const { exitCode } = await runAgentCommand(agents, workspaceId, ['/bin/sh', '-c', MAKE_DIR], {
+    timeoutMs: COMMAND_TIMEOUT_MS,
+    // a path is a line; more than this is not one MADE_DIR accepts, so it is not kept
+    onOutput: (stream, chunk) => void (stream === 'stdout' && output.length <= 4096 && (output += chunk.toString('utf8'))),
+  });
   const dir = output.trim();
-  if (code !== 0 || !MADE_DIR.test(dir)) throw new Error(`The workspace could not make a private directory for the agent socket (mktemp exited with ${code}).`);
+  if (exitCode !== 0 || !MADE_DIR.test(dir)) throw new Error(`The workspace could not make a private directory for the agent socket (mktemp exited with ${exitCode ?? 'no status: it timed out'}).`);
   return dir;
 }
