@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { arch, constants, hostname, homedir, platform, release } from 'node:os';
 import WebSocket from 'ws';
 import { corkForThisTick } from '../protocol/tick-cork.ts';
+import { noteRelayed } from '../protocol/heap.ts';
 import {
   AGENT_CLOSE,
   AGENT_PROTOCOL,
@@ -104,7 +105,9 @@ export function startAgent(options: AgentOptions): Agent {
   const send = (frame: AgentFrame, written?: () => void) => {
     if (!socket || socket.readyState !== WebSocket.OPEN) return;
     corkForThisTick(socket);
-    socket.send(encodeFrame(frame), written && (() => written()));
+    const encoded = encodeFrame(frame);
+    if (typeof encoded !== 'string') noteRelayed(encoded.byteLength);
+    socket.send(encoded, written && (() => written()));
   };
   const setState = (next: LifecycleState, message?: string) => {
     state = next;
@@ -149,6 +152,7 @@ export function startAgent(options: AgentOptions): Agent {
       });
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
+      noteRelayed(data.byteLength);
       lastFrameAt = Date.now();
       let frame: AgentFrame;
       try {

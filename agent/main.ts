@@ -1,3 +1,4 @@
+import { collectRelayedGarbageYoung } from '../protocol/heap.ts';
 import { dial, socketBaseUrl } from './dial.ts';
 import type { ChannelContext, ChannelHandler } from './exec.ts';
 
@@ -11,6 +12,7 @@ import type { ChannelContext, ChannelHandler } from './exec.ts';
  * DEN_AGENT_SOCKET, when set, is a unix socket to dial instead of the URL.
  */
 async function main(): Promise<void> {
+  collectRelayedGarbageYoung();
   // the service supervisor of `afterSync: restart` (agent/supervise.ts), and the command that restarts it
   if (process.argv[2] === 'supervise') {
     const { supervise } = await import('./supervise.ts');

@@ -3,8 +3,13 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
+import { collectRelayedGarbageYoung } from '../protocol/heap.ts';
 
 // Small helpers the benchmarks share (bench/foundation.ts, bench/docker.ts, bench/templates.ts, bench/login.ts).
+
+// The benchmarks run den's server in their own process: tune its heap as server/main.ts does, so
+// they measure what `den server` runs.
+collectRelayedGarbageYoung();
 
 export async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string, intervalMs = 50): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -1,5 +1,6 @@
 import { ExitCode, UsageError } from './errors.ts';
 import { parseExecArgs } from './exec-args.ts';
+import { collectRelayedGarbageYoung } from '../protocol/heap.ts';
 
 /**
  * The `den` CLI. bin/den.js calls this with argv (without `node den`) and exits with the result.
@@ -11,6 +12,7 @@ import { parseExecArgs } from './exec-args.ts';
  * 2 the command line was wrong, 130 interrupted; `den exec` passes on the command's exit code.
  */
 export async function runCli(argv: string[]): Promise<number> {
+  collectRelayedGarbageYoung(); // `den ssh --stdio` and `den port-forward` relay bulk bytes
   try {
     const exec = argv[0] === 'exec' ? parseExecArgs(argv.slice(1)) : undefined;
     if (exec) {

@@ -1,4 +1,5 @@
 import WebSocket from 'ws';
+import { noteRelayed } from '../protocol/heap.ts';
 
 type Errors = typeof import('./errors.ts');
 const loadErrors = (): Promise<Errors> => import('./errors.ts');
@@ -42,6 +43,7 @@ export function runTunnel(options: TunnelOptions): Promise<void> {
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${options.token}` }, perMessageDeflate: false });
     const onInput = (chunk: Buffer | string) => {
       const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      noteRelayed(bytes.byteLength);
       for (let offset = 0; offset < bytes.byteLength; offset += MAX_MESSAGE) {
         ws.send(bytes.subarray(offset, offset + MAX_MESSAGE), { binary: true }, () => {
           if (ws.bufferedAmount < SOCKET_HIGH_WATER) options.input.resume();
@@ -68,6 +70,7 @@ export function runTunnel(options: TunnelOptions): Promise<void> {
       options.input.resume();
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
+      noteRelayed(data.byteLength);
       if (!isBinary) {
         // den's reason for ending the tunnel: the error envelope
         const envelope = parseEnvelope(data.toString('utf8'));

@@ -9,6 +9,7 @@ import { openStore } from './store/connect.ts';
 import { systemClock } from './store/time.ts';
 import { createDriver } from './runtimes/select.ts';
 import { isSetupRequired } from './users/users.ts';
+import { collectRelayedGarbageYoung } from '../protocol/heap.ts';
 
 const USAGE = `Usage: den server [options]
 
@@ -35,6 +36,7 @@ Options:
 
 /** `den server`: parse configuration once, open the store, start listening, shut down gracefully. */
 export async function runServer(argv: string[]): Promise<void> {
+  collectRelayedGarbageYoung();
   let config: Config;
   try {
     const { values } = parseArgs({

@@ -11,6 +11,7 @@ import {
   type LifecycleState,
 } from '../../protocol/agent.ts';
 import { corkForThisTick } from '../../protocol/tick-cork.ts';
+import { noteRelayed } from '../../protocol/heap.ts';
 import { guardSocket } from '../http/socket-guard.ts';
 import type { ChannelEndpoint } from './hub-types.ts';
 import type { AgentIdentity } from './tokens.ts';
@@ -76,7 +77,9 @@ export class AgentConnection {
   send(frame: AgentFrame): void {
     if (!this.isOpen) return;
     corkForThisTick(this.socket);
-    this.socket.send(encodeFrame(frame));
+    const encoded = encodeFrame(frame);
+    if (typeof encoded !== 'string') noteRelayed(encoded.byteLength);
+    this.socket.send(encoded);
   }
 
   /**
@@ -147,6 +150,7 @@ export class AgentConnection {
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     this.lastFrameAt = Date.now();
+    noteRelayed(data.byteLength);
     let frame: AgentFrame;
     try {
       frame = decodeFrame(isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : data.toString('utf8'));
