@@ -11,6 +11,7 @@ export const YOUNG_COLLECTION_BYTES = 4 * 1024 * 1024;
 let enabled = false;
 let collectYoung: (() => void) | undefined;
 let relayedSinceCollection = 0;
+let relayedTotal = 0;
 
 /** The V8 majors the global-limit flag was measured on (Node 24 ships 13.6); on another, den does not pass a flag that may be gone. */
 const MEASURED_V8_MAJORS = [13, 14];
@@ -42,11 +43,17 @@ export function collectRelayedGarbageYoung(v8Version = process.versions.v8): voi
 
 /** Counts bytes this process relayed (read from or written to a link or tunnel); collects the young generation every YOUNG_COLLECTION_BYTES once enabled. */
 export function noteRelayed(bytes: number): void {
+  relayedTotal += bytes;
   if (!enabled) return;
   relayedSinceCollection += bytes;
   if (relayedSinceCollection < YOUNG_COLLECTION_BYTES) return;
   relayedSinceCollection = 0;
   (collectYoung ??= youngCollector())();
+}
+
+/** Bytes this process has counted with noteRelayed, enabled or not. */
+export function relayedBytes(): number {
+  return relayedTotal;
 }
 
 /** The collector, reached the way Node documents for after start-up: contexts created once the flag is set get `gc`. Made on first use, so a short CLI command does not pay for the context. */

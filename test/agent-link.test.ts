@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { openExec } from '../client/exec.ts';
 import { AGENT_CLOSE, DEFAULT_CHANNEL_WINDOW, type AgentManifestInput } from '../protocol/agent.ts';
+import { relayedBytes } from '../protocol/heap.ts';
 import { createApiToken } from '../server/auth/api-tokens.ts';
 import { agentCommand } from '../server/agents/bundle.ts';
 import { issueAgentToken } from '../server/agents/tokens.ts';
@@ -139,6 +140,16 @@ describe.each(storeDialects)('agent link (%s)', (dialect) => {
     const input = Buffer.alloc(3 * 1024 * 1024, 'abcdefghij\n');
     const result = await exec(server, apiToken, ws, ['wc', '-c'], Readable.from([input.subarray(0, 1000), input.subarray(1000)]));
     expect(result).toEqual({ code: 0, stdout: `${input.byteLength}\n`, stderr: '' });
+  });
+
+  it('counts what it relays on the link both ways, which the young collections of ADR 0035 follow', async () => {
+    const before = relayedBytes();
+    const input = Buffer.alloc(2_000_000, 'x');
+    const result = await exec(server, apiToken, ws, ['sh', '-c', 'cat >/dev/null; head -c 3000000 /dev/zero | tr "\\000" y'], Readable.from([input]));
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe('y'.repeat(3_000_000));
+    // 2 MB of stdin sent and 3 MB of output received, plus frame headers: neither direction alone reaches 5 MB
+    expect(relayedBytes() - before).toBeGreaterThanOrEqual(5_000_000);
   });
 
   it('prints the round trip of an exec of `true` through server and agent (a number, not an assertion)', async () => {
