@@ -1,5 +1,6 @@
 import type { WebSocket } from 'ws';
 import { AGENT_CLOSE, decodeFrame, encodeFrame, FrameError, type AgentFrame, type ControlFrameOf } from '../../protocol/agent.ts';
+import { noteRelayed } from '../../protocol/heap.ts';
 import { isAppError } from '../../protocol/errors.ts';
 import { channelOfBinary, crossesRelayTowardsAgent } from '../../protocol/relay.ts';
 import { guardSocket } from '../http/socket-guard.ts';
@@ -27,7 +28,10 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
   idle.unref();
 
   const send = (frame: AgentFrame) => {
-    if (socket.readyState === socket.OPEN) socket.send(encodeFrame(frame));
+    if (socket.readyState !== socket.OPEN) return;
+    const encoded = encodeFrame(frame);
+    if (typeof encoded !== 'string') noteRelayed(encoded.byteLength);
+    socket.send(encoded);
   };
 
   /** Ends one channel on both sides with a coded reason: a peer's bad frame costs only its channel. */
@@ -156,6 +160,7 @@ export function serveRelay(socket: WebSocket, hub: Pick<AgentHub, 'openChannel' 
 
   socket.on('message', guard.wrap((data: Buffer, isBinary: boolean) => {
     lastFrameAt = Date.now();
+    noteRelayed(data.byteLength);
     const bytes = isBinary ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : undefined;
     let frame: AgentFrame;
     try {
