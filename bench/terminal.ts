@@ -10,7 +10,7 @@
 //
 //   node bench/terminal.ts [--runs 10] [--targets plain,session,den] [--mb 100] [--fairness 100]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -40,6 +40,8 @@ const MEGABYTES = Number(option('--mb', '100'));
 const FAIRNESS_SESSIONS = Number(option('--fairness', '100'));
 
 const dir = mkdtempSync(join(tmpdir(), 'den-bench-term-'));
+// den's data dir is inside: its sandboxed workspaces (other users) must be able to pass through
+chmodSync(dir, 0o711);
 const big = join(dir, `b64-${MEGABYTES}M.txt`);
 // 75,000,000 random bytes as 76-char base64 lines: 101,315,790 bytes, the file of shared/research/terminal.md
 writeFileSync(big, randomBytes(MEGABYTES * 750_000).toString('base64').replace(/.{76}/g, '$&\n'));
