@@ -91,8 +91,11 @@ export const loginSchema = z.object({
   password: z.string().min(1).max(1024),
   /** ask for an API token (the CLI) instead of a session cookie (the browser) */
   token: createTokenSchema.optional(),
-  /** the den address the sign-in page was opened for (`/login?next=`), to return to an app */
-  next: z.string().max(4096).optional(),
+  /**
+   * the den address the sign-in page was opened for (`/login?next=`), to return to an app; one den
+   * will not go back to (too long, not a string) is dropped rather than failing the sign-in
+   */
+  next: z.string().max(4096).optional().catch(undefined),
 });
 export type LoginRequest = z.infer<typeof loginSchema>;
 

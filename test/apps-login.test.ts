@@ -91,6 +91,8 @@ describe('app sign-in through den\'s sign-in page', () => {
       'javascript:alert(document.cookie)',
       `https://other-den.example.com${next}`,
       appAuthorizePath('evil.example', '/'),
+      // an app address longer than den goes back to: dropped, not a failed sign-in
+      `/@alice/dev/apps/web/?q=${'x'.repeat(5000)}`,
     ]) {
       const refused = await login({ next: attempt });
       // signed in all the same, to the dashboard: the attacker learns nothing more
